@@ -1,0 +1,189 @@
+"""Every error scribefleet raises on purpose, in one tree with stable codes.
+
+The `code` of each class is a public contract (CLI summaries, store rows,
+HTTP bodies): add codes, never rename them. `docs/errors.md` lists every code
+with what to do about it, and a test keeps the two in step.
+
+    ScribefleetError                    INTERNAL_ERROR
+    +-- UsageError                      INVALID_OPTIONS
+    +-- StateLocked                     STATE_LOCKED
+    +-- InputError
+    |   +-- InputNotFound               INPUT_NOT_FOUND
+    |   +-- MediaUnreadable             MEDIA_UNREADABLE
+    |   +-- MediaEmpty                  MEDIA_EMPTY
+    |   +-- FileTooLarge                FILE_TOO_LARGE
+    +-- ModelError
+    |   +-- ModelNotFound               MODEL_NOT_FOUND
+    |   +-- ModelLoadFailed             MODEL_LOAD_FAILED
+    +-- DeviceError
+    |   +-- CudaUnavailable             CUDA_UNAVAILABLE
+    |   +-- OutOfMemory                 OUT_OF_MEMORY
+    +-- TaskError
+    |   +-- TranscriptionFailed         TRANSCRIPTION_FAILED
+    |   +-- SlotCrashed                 SLOT_CRASHED
+    |   +-- TaskTimeout                 TASK_TIMEOUT
+    |   +-- UserCanceled                USER_CANCELED
+    +-- OutputWriteFailed               OUTPUT_WRITE_FAILED
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ScribefleetError(Exception):
+    """Base of every error raised on purpose."""
+
+    code: ClassVar[str] = "INTERNAL_ERROR"  # public contract: add, never rename
+    http_status: ClassVar[int] = 500
+    #: whether running the same task again may succeed (slot death, OOM, timeout)
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire shape: {"code", "message", "details"}."""
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+    @classmethod
+    def from_code(cls, code: str, message: str, **details: Any) -> "ScribefleetError":
+        """Rebuild an error that crossed a process boundary as (code, message)."""
+        klass = ERRORS_BY_CODE.get(code, ScribefleetError)
+        err = klass.__new__(klass)
+        ScribefleetError.__init__(err, message, **details)
+        if klass is ScribefleetError and code != ScribefleetError.code:
+            err.code = code  # type: ignore[misc]  # unknown code from a newer peer: keep it
+        return err
+
+
+class UsageError(ScribefleetError):
+    """The command line or job options are invalid."""
+
+    code, http_status = "INVALID_OPTIONS", 400
+
+
+class StateLocked(ScribefleetError):
+    """Another scribefleet process is already dispatching from this state directory."""
+
+    code, http_status = "STATE_LOCKED", 409
+
+
+class InputError(ScribefleetError):
+    """Something is wrong with one input; only its own job fails."""
+
+    code, http_status = "INPUT_ERROR", 422
+
+
+class InputNotFound(InputError):
+    """An input path or glob matched nothing."""
+
+    code, http_status = "INPUT_NOT_FOUND", 404
+
+
+class MediaUnreadable(InputError):
+    """The input could not be decoded as audio."""
+
+    code, http_status = "MEDIA_UNREADABLE", 422
+
+
+class MediaEmpty(InputError):
+    """The input has no audio stream, or its audio lasts zero seconds."""
+
+    code, http_status = "MEDIA_EMPTY", 422
+
+
+class FileTooLarge(InputError):
+    """The input is larger than the configured limit (max_file_mb)."""
+
+    code, http_status = "FILE_TOO_LARGE", 413
+
+
+class ModelError(ScribefleetError):
+    """The speech model cannot be used."""
+
+    code, http_status = "MODEL_ERROR", 500
+
+
+class ModelNotFound(ModelError):
+    """The --model value names no local folder, bundled model or downloadable model."""
+
+    code, http_status = "MODEL_NOT_FOUND", 404
+
+
+class ModelLoadFailed(ModelError):
+    """The model files exist but CTranslate2 could not load them."""
+
+    code, http_status = "MODEL_LOAD_FAILED", 500
+
+
+class DeviceError(ScribefleetError):
+    """The compute device cannot run the job."""
+
+    code, http_status = "DEVICE_ERROR", 503
+
+
+class CudaUnavailable(DeviceError):
+    """A CUDA slot was asked for but the GPU cannot actually be used."""
+
+    code, http_status = "CUDA_UNAVAILABLE", 503
+
+
+class OutOfMemory(DeviceError):
+    """The device ran out of memory; the job is retried with a smaller batch."""
+
+    code, http_status = "OUT_OF_MEMORY", 507
+    retryable = True
+
+
+class TaskError(ScribefleetError):
+    """A task failed while running."""
+
+    code, http_status = "TASK_FAILED", 500
+
+
+class TranscriptionFailed(TaskError):
+    """The speech model raised an error that is not one of the known kinds."""
+
+    code, http_status = "TRANSCRIPTION_FAILED", 500
+
+
+class SlotCrashed(TaskError):
+    """The slot process running the task died too many times."""
+
+    code, http_status = "SLOT_CRASHED", 500
+    retryable = True
+
+
+class TaskTimeout(TaskError):
+    """The task ran longer than its timeout and was killed."""
+
+    code, http_status = "TASK_TIMEOUT", 504
+    retryable = True
+
+
+class UserCanceled(TaskError):
+    """Somebody canceled the task."""
+
+    code, http_status = "USER_CANCELED", 409
+
+
+class OutputWriteFailed(ScribefleetError):
+    """An output or checkpoint file could not be written (disk full, permissions)."""
+
+    code, http_status = "OUTPUT_WRITE_FAILED", 507
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+ERRORS_BY_CODE: dict[str, type[ScribefleetError]] = {
+    c.code: c for c in [ScribefleetError, *_all_subclasses(ScribefleetError)]
+}

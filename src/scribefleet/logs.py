@@ -1,0 +1,63 @@
+"""Logging set-up: ISO 8601 timestamps to the millisecond, rotating files, --verbose.
+
+Every process (CLI, dispatcher, slot) calls `setup_logging` once. Loggers are
+named after what speaks: `scribefleet.dispatch`, `scribefleet.slot.gpu0`...
+Lines look like:
+
+    2026-11-23T13:37:29.123Z INFO  [dispatch] task a1b2 dispatched to cpu0 ...
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import time
+from pathlib import Path
+
+ROOT = "scribefleet"
+
+
+class IsoFormatter(logging.Formatter):
+    """`2026-11-23T13:37:29.123Z LEVEL [name] message` in UTC."""
+
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        t = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        return f"{t}.{int(record.msecs):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.short = record.name.removeprefix(ROOT + ".") or ROOT
+        return super().format(record)
+
+
+FORMAT = "%(asctime)s %(levelname)-7s [%(short)s] %(message)s"
+
+
+def setup_logging(
+    log_file: Path | None,
+    *,
+    verbose: bool = False,
+    console: logging.Handler | None = None,
+    max_mb: int = 20,
+    backups: int = 5,
+) -> logging.Logger:
+    """Configure the `scribefleet` logger tree; returns it. Safe to call again."""
+    root = logging.getLogger(ROOT)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    fmt = IsoFormatter(FORMAT)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=max_mb * 1024 * 1024, backupCount=backups, encoding="utf-8"
+        )
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    if console is not None:
+        console.setFormatter(fmt)
+        root.addHandler(console)
+    return root

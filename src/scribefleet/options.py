@@ -1,0 +1,87 @@
+"""Per-job transcription options: one typed model, shared by CLI, store, slots and API.
+
+`TranscribeOptions` travels as JSON from the CLI (or HTTP API) through the
+store to a slot. `result_key()` names the options that change the transcript
+itself; together with the media's content hash it is the key under which a
+finished transcript is reused (same content + same options = transcribed once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+FORMATS = ("srt", "vtt", "json", "txt", "tsv")
+
+
+class Device(str, Enum):
+    """Where a slot runs its model."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class TranscribeOptions(BaseModel):
+    """Everything that shapes one transcription job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "tiny.en"
+    language: str | None = None  # None = detect
+    task: Literal["transcribe", "translate"] = "transcribe"
+    formats: tuple[str, ...] = FORMATS
+    device: Device = Device.AUTO
+    compute_type: str = "auto"
+    batch_size: int = Field(default=8, ge=1, le=256)  # 1 = sequential decoding
+    vad: bool = True
+    word_timestamps: bool = False
+    beam_size: int = Field(default=5, ge=1, le=20)
+    initial_prompt: str | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0)  # None = fallback ladder
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _parse_formats(cls, value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        items = tuple(str(v).lower() for v in value)  # type: ignore[union-attr]
+        if "all" in items:
+            return FORMATS
+        bad = [f for f in items if f not in FORMATS]
+        if bad or not items:
+            raise ValueError(
+                f"unknown format(s) {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)} or all"
+            )
+        return tuple(dict.fromkeys(items))
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _parse_language(cls, value: object) -> str | None:
+        if value in (None, "", "auto", "detect"):
+            return None
+        return str(value).lower()
+
+    @property
+    def is_batched(self) -> bool:
+        return self.batch_size > 1
+
+    def result_key(self, model_id: str) -> str:
+        """Hash of what changes the transcript; `model_id` is the resolved model's identity."""
+        payload = {
+            "model": model_id,
+            "language": self.language,
+            "task": self.task,
+            "batched": self.is_batched,
+            "vad": self.vad,
+            "words": self.word_timestamps,
+            "beam": self.beam_size,
+            "prompt": self.initial_prompt,
+            "temperature": self.temperature,
+        }
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
