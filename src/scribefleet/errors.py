@@ -24,6 +24,7 @@ with what to do about it, and a test keeps the two in step.
     |   +-- TaskTimeout                 TASK_TIMEOUT
     |   +-- UserCanceled                USER_CANCELED
     +-- OutputWriteFailed               OUTPUT_WRITE_FAILED
+    +-- PlanInvalid                     PLAN_INVALID
 """
 
 from __future__ import annotations
@@ -174,6 +175,12 @@ class OutputWriteFailed(ScribefleetError):
     """An output or checkpoint file could not be written (disk full, permissions)."""
 
     code, http_status = "OUTPUT_WRITE_FAILED", 507
+
+
+class PlanInvalid(ScribefleetError):
+    """A plan file cannot be run as written; details name the task ids and lines at fault."""
+
+    code, http_status = "PLAN_INVALID", 422
 
 
 def _all_subclasses(cls: type) -> list[type]:
