@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from helpers import DATA, TEXTS, wer  # noqa: F401  (re-exported for tests that import them from conftest)
 from scribefleet.config import Settings
-
-DATA = Path(__file__).parent / "data"
-TEXTS: dict[str, str] = {name: text for name, (_voice, text) in json.loads((DATA / "texts.json").read_text()).items()}
-TEXTS["long_pauses.wav"] = " ".join(TEXTS[f"en0{i}.wav"] for i in range(1, 5))
 
 
 @pytest.fixture(autouse=True)
@@ -44,12 +40,3 @@ def speech() -> dict[str, Path]:
     """name -> path of each committed speech fixture."""
     return {name: DATA / name for name in TEXTS}
 
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate after lower-casing and stripping punctuation."""
-    import jiwer
-
-    norm = jiwer.Compose(
-        [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(), jiwer.ReduceToListOfListOfWords()]
-    )
-    return jiwer.wer(reference, hypothesis, reference_transform=norm, hypothesis_transform=norm)

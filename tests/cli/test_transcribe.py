@@ -1,0 +1,180 @@
+"""`scribefleet transcribe` end to end: real CLI processes, real slots, real model, real audio."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import srt
+
+from helpers import TEXTS, wer
+
+CLI = [sys.executable, "-m", "scribefleet.cli.main"]
+
+
+def run_cli(*args: str, check: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture
+def inbox(tmp_path: Path, speech: dict[str, Path]) -> Path:
+    """A folder of recordings, nested, with a name full of spaces and unicode."""
+    root = tmp_path / "in put"
+    (root / "day 1").mkdir(parents=True)
+    shutil.copy(speech["en01.wav"], root / "fox.wav")
+    shutil.copy(speech["en02.wav"], root / "day 1" / "rapport café.wav")
+    shutil.copy(speech["en03.wav"], root / "day 1" / "meeting.wav")
+    (root / "notes.txt").write_text("not media, and not named like media: ignored in a folder")
+    return root
+
+
+def test_folder_in_outputs_out(inbox: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", str(inbox), "-o", str(out), "--json")
+    summary = json.loads(proc.stdout)
+    assert summary["total"] == 3 and summary["complete"] == 3 and summary["failed"] == 0
+    expected = {"fox": "en01.wav", "day 1/rapport café": "en02.wav", "day 1/meeting": "en03.wav"}
+    for stem, fixture in expected.items():
+        for fmt in ("srt", "vtt", "json", "txt", "tsv"):
+            assert (out / f"{stem}.{fmt}").is_file(), f"missing {stem}.{fmt}"
+        doc = json.loads((out / f"{stem}.json").read_text())
+        assert doc["language"] == "en"
+        assert wer(TEXTS[fixture], doc["text"]) <= 0.3
+        subs = list(srt.parse((out / f"{stem}.srt").read_text()))
+        assert subs and subs[-1].end.total_seconds() <= doc["duration"] + 0.5
+    assert not (out / "notes.txt").exists() and not list(out.glob("notes*"))
+    leftovers = [p for p in out.rglob("*") if p.is_file() and ".scribefleet" not in p.parts and p.suffix not in {".srt", ".vtt", ".json", ".txt", ".tsv"}]
+    assert leftovers == [], f"temporary files left behind: {leftovers}"
+
+
+def test_bad_inputs_fail_alone_with_codes(tmp_path: Path, speech: dict[str, Path]) -> None:
+    root = tmp_path / "mixed"
+    root.mkdir()
+    shutil.copy(speech["en05.wav"], root / "good.wav")
+    (root / "empty.mp3").write_bytes(b"")
+    (root / "text.mp3").write_text("this is not audio at all\n" * 50)
+    (root / "noise.wav").write_bytes(os.urandom(20000))
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", str(root), str(tmp_path / "nope.wav"), "-o", str(out), "--json", "-f", "txt", check=1)
+    jobs = {Path(j["input"]).name: j for j in json.loads(proc.stdout)["jobs"]}
+    assert jobs["good.wav"]["state"] == "complete"
+    assert (out / "good.txt").read_text().strip()
+    assert jobs["nope.wav"]["error_code"] == "INPUT_NOT_FOUND"
+    for name in ("empty.mp3", "text.mp3", "noise.wav"):
+        assert jobs[name]["state"] == "failed", jobs[name]
+        assert jobs[name]["error_code"] in {"MEDIA_UNREADABLE", "MEDIA_EMPTY"}, jobs[name]
+        assert jobs[name]["attempts"] == 1, "a deterministic input error must not be retried"
+    assert "MEDIA_UNREADABLE" in proc.stderr  # the summary table names the codes
+
+
+def test_usage_error_exits_2(tmp_path: Path, speech: dict[str, Path]) -> None:
+    proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(tmp_path / "o"), "--format", "docx", check=2)
+    assert "INVALID_OPTIONS" in proc.stderr and "docx" in proc.stderr
+    run_cli("transcribe", "--no-such-flag", "x", check=2)
+
+
+def test_unknown_model_is_refused_before_any_work(tmp_path: Path, speech: dict[str, Path]) -> None:
+    proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(tmp_path / "o"), "--model", "no-such-model", check=1)
+    assert "MODEL_NOT_FOUND" in proc.stderr
+
+
+def test_rerun_skips_finished_and_same_content_is_transcribed_once(tmp_path: Path, speech: dict[str, Path]) -> None:
+    root = tmp_path / "dups"
+    root.mkdir()
+    shutil.copy(speech["en06.wav"], root / "a.wav")
+    shutil.copy(speech["en06.wav"], root / "copy of a.wav")
+    out = tmp_path / "out"
+    first = json.loads(run_cli("transcribe", str(root), "-o", str(out), "--json", "-f", "json,srt").stdout)
+    assert first["complete"] == 2
+    a, b = (json.loads((out / n).read_text()) for n in ("a.json", "copy of a.json"))
+    assert a == b
+    from scribefleet.store.store import Store
+
+    store = Store.open(out / ".scribefleet")
+    results = [t.result for t in store.tasks(batch_id=first["batch_id"])]
+    assert sorted(r.get("resumed_from") or "" for r in results)[-1] in {"transcribe", "render", "publish"}, results
+    mtime = (out / "a.srt").stat().st_mtime_ns
+    again = json.loads(run_cli("transcribe", str(root), "-o", str(out), "--json", "-f", "json,srt").stdout)
+    assert again["batch_id"] == first["batch_id"] and again["complete"] == 2
+    assert (out / "a.srt").stat().st_mtime_ns == mtime, "a finished job was redone"
+    forced = json.loads(run_cli("transcribe", str(root), "-o", str(out), "--json", "-f", "json,srt", "--force").stdout)
+    assert forced["complete"] == 2 and (out / "a.srt").stat().st_mtime_ns != mtime
+
+
+def test_status_reads_the_batch(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    (tmp_path / "in").mkdir()
+    shutil.copy(speech["en07.wav"], tmp_path / "in" / "x.wav")
+    (tmp_path / "in" / "bad.ogg").write_bytes(b"OggS" + os.urandom(300))
+    run_cli("transcribe", str(tmp_path / "in"), "-o", str(out), "-f", "txt", check=1)
+    status = json.loads(run_cli("status", str(out), "--json").stdout)
+    states = {Path(j["input"]).name: (j["state"], j["error_code"]) for j in status["jobs"]}
+    assert states["x.wav"] == ("complete", None)
+    assert states["bad.ogg"][0] == "failed" and states["bad.ogg"][1] in {"MEDIA_UNREADABLE", "MEDIA_EMPTY"}
+    table = run_cli("status", str(out)).stdout
+    assert "x.wav" in table and "complete" in table
+    assert run_cli("status", str(tmp_path / "nothing-here"), check=1).returncode == 1
+
+
+def test_two_cpu_slots_share_the_batch(tmp_path: Path, speech: dict[str, Path]) -> None:
+    root = tmp_path / "four"
+    root.mkdir()
+    for n in ("en08.wav", "en09.wav", "en10.wav", "en11.wav"):
+        shutil.copy(speech[n], root / n)
+    out = tmp_path / "out"
+    summary = json.loads(run_cli("transcribe", str(root), "-o", str(out), "--slots", "2", "--json", "-f", "txt").stdout)
+    assert summary["complete"] == 4
+    from scribefleet.store.store import Store
+
+    slots = {t.slot for t in Store.open(out / ".scribefleet").tasks(batch_id=summary["batch_id"])}
+    assert slots == {"cpu0", "cpu1"}, slots
+    for n in ("en08", "en09", "en10", "en11"):
+        assert wer(TEXTS[f"{n}.wav"], (out / f"{n}.txt").read_text()) <= 0.3
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".scribefleet" not in p.parts}
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_equals_uninterrupted(tmp_path: Path, speech: dict[str, Path]) -> None:
+    root = tmp_path / "batch"
+    root.mkdir()
+    names = ["en01.wav", "en02.wav", "en03.wav", "en04.wav", "long_pauses.wav"]
+    for n in names:
+        shutil.copy(speech[n], root / n)
+    reference = tmp_path / "reference"
+    run_cli("transcribe", str(root), "-o", str(reference), "-f", "json,srt,txt")
+    want = _outputs(reference)
+
+    out = tmp_path / "out"
+    args = [*CLI, "transcribe", str(root), "-o", str(out), "-f", "json,srt,txt"]
+    for kill_after_outputs in (1, 4):  # kill -9 twice at different points of the batch
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len([p for p in out.glob("*.txt")]) >= kill_after_outputs:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # no half-written output is ever visible, whatever the moment of death
+        for p in out.glob("*.json"):
+            json.loads(p.read_text())
+        for p in out.glob("*.srt"):
+            list(srt.parse(p.read_text()))
+    done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.txt")}
+    run_cli("transcribe", str(root), "-o", str(out), "-f", "json,srt,txt")
+    assert _outputs(out) == want
+    for name, mtime in done_before.items():
+        assert (out / name).stat().st_mtime_ns == mtime, f"{name} was redone after the restart"
