@@ -16,6 +16,26 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+# Default allowlist of shell-task commands (regexes, each matched against one simple
+# command of the line with its leading VAR=value assignments removed). It permits
+# `export VAR=...` chains (seed 000 needed `export LD_LIBRARY_PATH=... && source
+# env/bin/activate && python script.py`), `source`/`cd`, ordinary file and media tools,
+# and scripts named by path. It is a guard against mistakes, not a sandbox: `python`
+# can do anything. Extend it with SCRIBEFLEET_SHELL_ALLOW (a JSON list) or set
+# SCRIBEFLEET_SHELL_ALLOW_ALL=1.
+SHELL_ALLOW_DEFAULT: list[str] = [
+    r"export( .*)?",
+    r"(source|\.) \S+( .*)?",
+    r"cd( .*)?",
+    r"(\S*/)?(echo|printf|true|false|test|\[|\[\[|sleep|cat|head|tail|wc|sort|uniq|cut|tr|tee"
+    r"|grep|egrep|fgrep|sed|awk|ls|mkdir|cp|mv|ln|touch|rm|rmdir|find|basename|dirname|realpath"
+    r"|readlink|date|pwd|which|nproc|seq|exit|wait|set|unset|shift|read|stat|du|df|diff|cmp|file"
+    r"|mktemp|gzip|gunzip|zcat|tar|zip|unzip|sha1sum|sha256sum|md5sum|python|python3(\.\d+)?"
+    r"|pip3?|uv|ffmpeg|ffprobe|sox|jq|nvidia-smi|scribefleet|whisper|yt-dlp|ollama|llama-server)( .*)?",
+    r"(\./|\.\./|~/|/)\S+\.(sh|py)( .*)?",
+]
+
+
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "scribefleet"
@@ -62,6 +82,19 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(default=0, ge=0)
     log_max_mb: int = Field(default=20, ge=1)
     log_backups: int = Field(default=5, ge=0)
+
+    #: regexes a shell task's commands must match (see SHELL_ALLOW_DEFAULT above)
+    shell_allow: list[str] = Field(default_factory=lambda: list(SHELL_ALLOW_DEFAULT))
+    #: skip the shell allowlist entirely (trusted plans only)
+    shell_allow_all: bool = False
+    #: seconds between the dispatcher's looks at the store for cancel requests and new tasks
+    cancel_poll_s: float = Field(default=0.5, gt=0)
+    #: least seconds between two progress writes of one task to the store
+    progress_write_s: float = Field(default=1.0, ge=0)
+    #: a slot that has not said ready this long after starting is killed and restarted
+    slot_ready_timeout_s: float = Field(default=180.0, gt=0)
+    #: a slot that dies this many times in a row before becoming ready is given up
+    slot_restart_limit: int = Field(default=3, ge=1)
 
     @property
     def hf_home(self) -> Path:

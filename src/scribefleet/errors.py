@@ -23,6 +23,9 @@ with what to do about it, and a test keeps the two in step.
     |   +-- SlotCrashed                 SLOT_CRASHED
     |   +-- TaskTimeout                 TASK_TIMEOUT
     |   +-- UserCanceled                USER_CANCELED
+    |   +-- DependencyFailed            DEPENDENCY_FAILED
+    |   +-- ShellCommandNotAllowed      SHELL_COMMAND_NOT_ALLOWED
+    |   +-- ShellFailed                 SHELL_FAILED
     +-- OutputWriteFailed               OUTPUT_WRITE_FAILED
     +-- PlanInvalid                     PLAN_INVALID
 """
@@ -181,6 +184,30 @@ class PlanInvalid(ScribefleetError):
     """A plan file cannot be run as written; details name the task ids and lines at fault."""
 
     code, http_status = "PLAN_INVALID", 422
+
+
+class DependencyFailed(TaskError):
+    """A task this one needs failed, was skipped or was canceled, so this one is skipped."""
+
+    code, http_status = "DEPENDENCY_FAILED", 424
+
+
+class ShellCommandNotAllowed(TaskError):
+    """A shell task's command matched no pattern of the allowlist (shell_allow); it never ran."""
+
+    code, http_status = "SHELL_COMMAND_NOT_ALLOWED", 403
+
+
+class ShellFailed(TaskError):
+    """A shell task's command exited with a non-zero status."""
+
+    code, http_status = "SHELL_FAILED", 500
+
+
+class StateIncompatible(ScribefleetError):
+    """The state directory was written by a newer scribefleet (unknown schema version)."""
+
+    code, http_status = "STATE_INCOMPATIBLE", 409
 
 
 def _all_subclasses(cls: type) -> list[type]:

@@ -1,0 +1,123 @@
+"""The store's SQL schema and how a database file is opened and brought up to date.
+
+Plain SQL so the same tables can later live in PostgreSQL for a shared
+controller. The schema version is SQLite's `user_version`; a file written by a
+newer scribefleet is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from scribefleet.errors import StateIncompatible
+
+SCHEMA_VERSION = 1
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS batches (
+    id          TEXT PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    spec        TEXT NOT NULL DEFAULT '{}',
+    out_dir     TEXT,
+    created_at  REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS tasks (
+    id            TEXT PRIMARY KEY,
+    seq           INTEGER NOT NULL,          -- submission order; needs always come first
+    batch_id      TEXT NOT NULL REFERENCES batches(id),
+    key           TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    spec          TEXT NOT NULL DEFAULT '{}',
+    state         TEXT NOT NULL DEFAULT 'queued'
+                  CHECK (state IN ('queued','running','complete','failed','canceled','skipped')),
+    stage         TEXT,
+    progress      REAL NOT NULL DEFAULT 0,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    max_attempts  INTEGER NOT NULL DEFAULT 3,
+    timeout_s     REAL NOT NULL DEFAULT 1800,
+    resources     TEXT NOT NULL DEFAULT 'any' CHECK (resources IN ('cpu','gpu','any')),
+    slot          TEXT,
+    content_key   TEXT,
+    error_code    TEXT,
+    error_message TEXT,
+    error_details TEXT,
+    result        TEXT,
+    created_at    REAL NOT NULL,
+    started_at    REAL,
+    finished_at   REAL,
+    updated_at    REAL NOT NULL,
+    UNIQUE (batch_id, key)
+);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, seq);
+CREATE INDEX IF NOT EXISTS tasks_batch ON tasks(batch_id, seq);
+
+CREATE TABLE IF NOT EXISTS task_needs (
+    task_id  TEXT NOT NULL REFERENCES tasks(id),
+    need_id  TEXT NOT NULL REFERENCES tasks(id),
+    PRIMARY KEY (task_id, need_id)
+);
+CREATE INDEX IF NOT EXISTS task_needs_need ON task_needs(need_id);
+
+CREATE TABLE IF NOT EXISTS events (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id  TEXT NOT NULL,
+    task_id   TEXT,
+    at        REAL NOT NULL,
+    type      TEXT NOT NULL,
+    data      TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_batch ON events(batch_id, id);
+CREATE INDEX IF NOT EXISTS events_task ON events(task_id, id);
+
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    target_id     TEXT NOT NULL,             -- a batch id or a task id
+    requested_at  REAL NOT NULL,
+    handled       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS cancel_pending ON cancel_requests(handled);
+"""
+
+#: version -> the SQL that brings a database from version-1 to it
+MIGRATIONS: dict[int, str] = {1: SCHEMA_V1}
+
+
+def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+    """Open (creating if needed) the store file in WAL mode and migrate it to SCHEMA_VERSION."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so each change is
+    # exactly one transaction and a writer never deadlocks upgrading a read lock
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crash loses no committed transaction
+    conn.execute("PRAGMA foreign_keys = ON")
+    migrate(conn, path)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Create or upgrade the schema; refuse a database newer than this code."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateIncompatible(
+                f"{path} was written by a newer scribefleet (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade scribefleet or use another output folder",
+                path=str(path),
+                schema_version=version,
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target].split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,360 @@
+"""The Store: batches, tasks, their needs, events and cancel requests in one SQLite file.
+
+The single source of truth of a state directory (`OUT/.scribefleet/`). Anyone
+may read it and add batches/tasks or cancel requests; only the dispatcher
+changes a task's state, through the transition methods at the bottom. Each
+change is one `BEGIN IMMEDIATE` transaction that also inserts an event, and
+after the commit the event is appended to `batches/<batch-id>/events.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from scribefleet.errors import ScribefleetError, UsageError
+from scribefleet.store.models import RESOURCES, Batch, Event, Task, TaskState
+from scribefleet.store.schema import connect
+
+Q, R = TaskState.QUEUED, TaskState.RUNNING
+
+
+def new_id() -> str:
+    """A short, readable, practically unique id (12 hex characters)."""
+    return secrets.token_hex(6)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+class Store:
+    """The SQLite store of one state directory."""
+
+    def __init__(self, state_dir: Path, conn: sqlite3.Connection) -> None:
+        self.state_dir = state_dir
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._pending_events: list[Event] = []
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        """Open the store of `state_dir`, creating the directory and schema on first use."""
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return cls(state_dir, connect(state_dir / "store.sqlite"))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- paths --------------------------------------------------------------
+
+    def batch_dir(self, batch_id: str) -> Path:
+        return self.state_dir / "batches" / batch_id
+
+    def task_log_path(self, task: Task) -> Path:
+        """Where a task's own output (a shell command's stdout/stderr) is written."""
+        return self.batch_dir(task.batch_id) / "tasks" / f"{task.id}.log"
+
+    # -- transactions and events --------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                self._pending_events.clear()
+                raise
+            events, self._pending_events = self._pending_events, []
+        for event in events:
+            self._append_jsonl(event)
+
+    def _event(self, c: sqlite3.Connection, batch_id: str, task_id: str | None, type_: str, data: dict[str, Any], at: float) -> None:
+        cur = c.execute(
+            "INSERT INTO events (batch_id, task_id, at, type, data) VALUES (?,?,?,?,?)",
+            (batch_id, task_id, at, type_, _dumps(data)),
+        )
+        self._pending_events.append(Event(int(cur.lastrowid or 0), batch_id, task_id, at, type_, data))
+
+    def _append_jsonl(self, event: Event) -> None:
+        path = self.batch_dir(event.batch_id) / "events.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = (json.dumps(event.to_json(), ensure_ascii=False, default=str) + "\n").encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line)  # one write of one line: concurrent appenders never interleave
+        finally:
+            os.close(fd)
+
+    # -- batches and tasks: anyone may add ----------------------------------
+
+    def ensure_batch(self, key: str, kind: str, spec: dict[str, Any], out_dir: str | Path | None) -> str:
+        """The id of the batch with this key, created if there is none yet."""
+        with self._tx() as c:
+            row = c.execute("SELECT id FROM batches WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return str(row["id"])
+            batch_id, now = new_id(), time.time()
+            c.execute(
+                "INSERT INTO batches (id, key, kind, spec, out_dir, created_at) VALUES (?,?,?,?,?,?)",
+                (batch_id, key, kind, _dumps(spec), None if out_dir is None else str(out_dir), now),
+            )
+            self._event(c, batch_id, None, "batch_created", {"key": key, "kind": kind}, now)
+            return batch_id
+
+    def add_task(
+        self,
+        batch_id: str,
+        key: str,
+        kind: str,
+        spec: dict[str, Any],
+        *,
+        needs: Iterable[str] = (),
+        max_attempts: int = 3,
+        timeout_s: float = 1800.0,
+        resources: str = "any",
+        content_key: str | None = None,
+    ) -> str:
+        """Add a task (idempotent on (batch_id, key): an existing task's id is returned as is).
+
+        `needs` are ids or keys of tasks already in the same batch, so tasks are
+        always added after the tasks they need.
+        """
+        if resources not in RESOURCES:
+            raise UsageError(f"resources must be one of {', '.join(RESOURCES)}, not {resources!r}", task=key)
+        if max_attempts < 1 or timeout_s <= 0:
+            raise UsageError("max_attempts must be >= 1 and timeout_s > 0", task=key)
+        with self._tx() as c:
+            row = c.execute("SELECT id FROM tasks WHERE batch_id = ? AND key = ?", (batch_id, key)).fetchone()
+            if row is not None:
+                return str(row["id"])
+            need_ids = [self._resolve_need(c, batch_id, key, need) for need in needs]
+            task_id, now = new_id(), time.time()
+            seq = c.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks").fetchone()[0]
+            c.execute(
+                "INSERT INTO tasks (id, seq, batch_id, key, kind, spec, max_attempts, timeout_s, resources,"
+                " content_key, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (task_id, seq, batch_id, key, kind, _dumps(spec), max_attempts, float(timeout_s), resources, content_key, now, now),
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO task_needs (task_id, need_id) VALUES (?,?)", [(task_id, n) for n in need_ids]
+            )
+            self._event(c, batch_id, task_id, "task_added", {"key": key, "kind": kind, "needs": need_ids}, now)
+            return task_id
+
+    @staticmethod
+    def _resolve_need(c: sqlite3.Connection, batch_id: str, key: str, need: str) -> str:
+        row = c.execute(
+            "SELECT id FROM tasks WHERE batch_id = ? AND (id = ? OR key = ?) ORDER BY id = ? DESC LIMIT 1",
+            (batch_id, need, need, need),
+        ).fetchone()
+        if row is None:
+            raise UsageError(
+                f"task {key!r} needs {need!r}, which is not in this batch; add a task before the tasks that need it",
+                task=key,
+                need=need,
+            )
+        return str(row["id"])
+
+    def reset_tasks(self, batch_id: str) -> int:
+        """Put every task of the batch back to queued with no attempts, result or error (--force)."""
+        now = time.time()
+        with self._tx() as c:
+            rows = c.execute("SELECT id, state, attempts FROM tasks WHERE batch_id = ?", (batch_id,)).fetchall()
+            c.execute(
+                "UPDATE tasks SET state = 'queued', stage = NULL, progress = 0, attempts = 0, slot = NULL,"
+                " error_code = NULL, error_message = NULL, error_details = NULL, result = NULL,"
+                " started_at = NULL, finished_at = NULL, updated_at = ? WHERE batch_id = ?",
+                (now, batch_id),
+            )
+            for row in rows:
+                self._event(c, batch_id, row["id"], "reset", {"from": row["state"]}, now)
+            return len(rows)
+
+    def request_cancel(self, target_id: str) -> str:
+        """Ask the dispatcher to cancel a batch or a task; returns "batch" or "task"."""
+        with self._tx() as c:
+            task = c.execute("SELECT batch_id FROM tasks WHERE id = ?", (target_id,)).fetchone()
+            batch = c.execute("SELECT id FROM batches WHERE id = ?", (target_id,)).fetchone()
+            if task is None and batch is None:
+                raise UsageError(f"no batch or task has the id {target_id!r}; see 'scribefleet status'", id=target_id)
+            now = time.time()
+            c.execute("INSERT INTO cancel_requests (target_id, requested_at) VALUES (?,?)", (target_id, now))
+            kind = "task" if task is not None else "batch"
+            batch_id = task["batch_id"] if task is not None else target_id
+            self._event(c, batch_id, target_id if task is not None else None, "cancel_requested", {"target": kind}, now)
+            return kind
+
+    # -- reads ---------------------------------------------------------------
+
+    def _query_tasks(self, where: str, args: tuple[Any, ...]) -> list[Task]:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT * FROM tasks {where} ORDER BY seq", args).fetchall()
+            needs: dict[str, list[str]] = {}
+            if rows:
+                for n in self._conn.execute(
+                    f"SELECT n.task_id, n.need_id FROM task_needs n JOIN tasks ON tasks.id = n.task_id {where}", args
+                ):
+                    needs.setdefault(n["task_id"], []).append(n["need_id"])
+        return [Task.from_row(r, tuple(needs.get(r["id"], ()))) for r in rows]
+
+    def tasks(self, batch_id: str | None = None, states: Iterable[TaskState | str] | None = None) -> list[Task]:
+        """Tasks in submission order, optionally of one batch and in some states."""
+        clauses, args = [], []
+        if batch_id is not None:
+            clauses.append("tasks.batch_id = ?")
+            args.append(batch_id)
+        if states is not None:
+            values = [TaskState(s).value for s in states]
+            clauses.append(f"tasks.state IN ({','.join('?' * len(values))})")
+            args.extend(values)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return self._query_tasks(where, tuple(args))
+
+    def task(self, task_id: str) -> Task | None:
+        found = self._query_tasks("WHERE tasks.id = ?", (task_id,))
+        return found[0] if found else None
+
+    def batches(self) -> list[Batch]:
+        with self._lock:
+            return [Batch.from_row(r) for r in self._conn.execute("SELECT * FROM batches ORDER BY created_at, id")]
+
+    def batch(self, batch_id: str) -> Batch | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return None if row is None else Batch.from_row(row)
+
+    def events(self, batch_id: str | None = None, task_id: str | None = None, *, after_id: int = 0) -> list[Event]:
+        """Recorded events in order, optionally of one batch or task, newer than `after_id`."""
+        clauses, args = ["id > ?"], [after_id]
+        for column, value in (("batch_id", batch_id), ("task_id", task_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        with self._lock:
+            rows = self._conn.execute(f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY id", args).fetchall()
+        return [Event.from_row(r) for r in rows]
+
+    def counts(self, batch_id: str | None = None) -> dict[TaskState, int]:
+        """How many tasks are in each state."""
+        where, args = ("WHERE batch_id = ?", (batch_id,)) if batch_id else ("", ())
+        with self._lock:
+            rows = self._conn.execute(f"SELECT state, COUNT(*) AS n FROM tasks {where} GROUP BY state", args).fetchall()
+        out = dict.fromkeys(TaskState, 0)
+        out.update({TaskState(r["state"]): r["n"] for r in rows})
+        return out
+
+    def pending_cancels(self) -> list[tuple[int, str]]:
+        """(request id, target id) of cancel requests no dispatcher has handled yet."""
+        with self._lock:
+            rows = self._conn.execute("SELECT id, target_id FROM cancel_requests WHERE handled = 0 ORDER BY id").fetchall()
+        return [(r["id"], r["target_id"]) for r in rows]
+
+    # -- state transitions: the dispatcher's alone ---------------------------
+
+    def _transition(
+        self, task_id: str, to: TaskState, allowed: tuple[TaskState, ...], event: str, data: dict[str, Any], **fields: Any
+    ) -> Task:
+        now = time.time()
+        with self._tx() as c:
+            row = c.execute("SELECT batch_id, state FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise ScribefleetError(f"no task {task_id!r} in the store", task_id=task_id)
+            if TaskState(row["state"]) not in allowed:
+                raise ScribefleetError(f"task {task_id} is {row['state']}; it cannot become {to.value}", task_id=task_id)
+            if to.is_terminal:
+                fields.setdefault("finished_at", now)
+            sets = {"state": to.value, "updated_at": now, **fields}
+            c.execute(f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", (*sets.values(), task_id))
+            self._event(c, row["batch_id"], task_id, event, data, now)
+        task = self.task(task_id)
+        assert task is not None
+        return task
+
+    def mark_running(self, task_id: str, slot: str) -> Task:
+        """queued -> running on `slot`: a new attempt starts (committed before the slot hears of it)."""
+        current = self.task(task_id)
+        attempt = (current.attempts if current else 0) + 1
+        return self._transition(
+            task_id, R, (Q,), "dispatched", {"slot": slot, "attempt": attempt},
+            slot=slot, attempts=attempt, started_at=time.time(), finished_at=None, stage=None, progress=0.0,
+            error_code=None, error_message=None, error_details=None,
+        )  # fmt: skip
+
+    def record_progress(self, task_id: str, stage: str | None, progress: float) -> None:
+        """Write a running task's stage and progress; a new stage is also an event."""
+        now = time.time()
+        with self._tx() as c:
+            row = c.execute("SELECT batch_id, stage FROM tasks WHERE id = ? AND state = 'running'", (task_id,)).fetchone()
+            if row is None:
+                return
+            c.execute("UPDATE tasks SET stage = ?, progress = ?, updated_at = ? WHERE id = ?", (stage, progress, now, task_id))
+            if stage != row["stage"]:
+                self._event(c, row["batch_id"], task_id, "stage", {"stage": stage}, now)
+
+    def complete(self, task_id: str, result: dict[str, Any] | None) -> Task:
+        return self._transition(task_id, TaskState.COMPLETE, (R,), "completed", {}, result=_dumps(result or {}), progress=1.0)
+
+    def fail(self, task_id: str, code: str, message: str, details: dict[str, Any] | None = None) -> Task:
+        """running (or queued, for a task that can never run) -> failed."""
+        data = {"code": code, "message": message}
+        return self._transition(
+            task_id, TaskState.FAILED, (Q, R), "failed", data,
+            error_code=code, error_message=message, error_details=_dumps(details or {}),
+        )  # fmt: skip
+
+    def requeue(self, task_id: str, code: str, message: str, details: dict[str, Any] | None = None) -> Task:
+        """running -> queued for another attempt; the error that caused it stays visible until then."""
+        return self._transition(
+            task_id, Q, (R,), "retry", {"code": code, "message": message},
+            slot=None, error_code=code, error_message=message, error_details=_dumps(details or {}),
+        )  # fmt: skip
+
+    def cancel(self, task_id: str, code: str, message: str) -> Task:
+        return self._transition(
+            task_id, TaskState.CANCELED, (Q, R), "canceled", {"code": code},
+            error_code=code, error_message=message, error_details=_dumps({}),
+        )  # fmt: skip
+
+    def skip(self, task_id: str, code: str, message: str, details: dict[str, Any] | None = None) -> Task:
+        return self._transition(
+            task_id, TaskState.SKIPPED, (Q,), "skipped", {"code": code, "message": message},
+            error_code=code, error_message=message, error_details=_dumps(details or {}),
+        )  # fmt: skip
+
+    def recover_running(self, batch_id: str | None = None) -> list[Task]:
+        """Tasks left `running` by a dead dispatcher go back to queued; the lost attempt is not counted."""
+        recovered = []
+        for task in self.tasks(batch_id, [R]):
+            recovered.append(
+                self._transition(
+                    task.id, Q, (R,), "recovered", {"slot": task.slot, "attempt": task.attempts},
+                    slot=None, attempts=max(0, task.attempts - 1), stage=None, progress=0.0,
+                )  # fmt: skip
+            )
+        return recovered
+
+    def mark_cancels_handled(self, request_ids: Iterable[int]) -> None:
+        ids = list(request_ids)
+        if ids:
+            with self._tx() as c:
+                c.executemany("UPDATE cancel_requests SET handled = 1 WHERE id = ?", [(i,) for i in ids])
