@@ -93,6 +93,7 @@ class Task:
     finished_at: float | None
     updated_at: float
     needs: tuple[str, ...] = field(default=())
+    seq: int = 0  # submission order (needs always come before the tasks that need them)
 
     @classmethod
     def from_row(cls, row: Any, needs: tuple[str, ...] = ()) -> Task:
@@ -120,6 +121,7 @@ class Task:
             finished_at=row["finished_at"],
             updated_at=row["updated_at"],
             needs=needs,
+            seq=row["seq"],
         )
 
     @property

@@ -217,9 +217,11 @@ class Store:
                     needs.setdefault(n["task_id"], []).append(n["need_id"])
         return [Task.from_row(r, tuple(needs.get(r["id"], ()))) for r in rows]
 
-    def tasks(self, batch_id: str | None = None, states: Iterable[TaskState | str] | None = None) -> list[Task]:
-        """Tasks in submission order, optionally of one batch and in some states."""
-        clauses, args = [], []
+    def tasks(
+        self, batch_id: str | None = None, states: Iterable[TaskState | str] | None = None, *, after_seq: int = 0
+    ) -> list[Task]:
+        """Tasks in submission order, optionally of one batch, in some states, added after `after_seq`."""
+        clauses, args = ["tasks.seq > ?"], [after_seq]
         if batch_id is not None:
             clauses.append("tasks.batch_id = ?")
             args.append(batch_id)
@@ -227,8 +229,7 @@ class Store:
             values = [TaskState(s).value for s in states]
             clauses.append(f"tasks.state IN ({','.join('?' * len(values))})")
             args.extend(values)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return self._query_tasks(where, tuple(args))
+        return self._query_tasks("WHERE " + " AND ".join(clauses), tuple(args))
 
     def task(self, task_id: str) -> Task | None:
         found = self._query_tasks("WHERE tasks.id = ?", (task_id,))

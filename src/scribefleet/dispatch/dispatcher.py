@@ -1,0 +1,379 @@
+"""The dispatcher ("the brain"): the only code that changes task state.
+
+One per state directory (flock on dispatcher.lock). It loads the queue from
+the store, hands ready tasks (every need complete) to free slots of an engine
+(capacity, device kind, model already loaded, never two tasks of the same
+content at once), commits `running` before the slot hears of the task, then
+follows what the engine reports: progress, results, failures, slot deaths.
+It enforces deadlines, retries what may succeed again, cancels on request,
+and skips the dependents of whatever ends badly. Everything it decides is
+logged (see monitor.py) and told to listeners as DispatchEvents.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from scribefleet.config import Settings
+from scribefleet.dispatch.lock import DispatcherLock
+from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
+from scribefleet.dispatch.placement import Placement
+from scribefleet.engines.local import LocalEngine, SlotEvent, SlotStatus
+from scribefleet.errors import DependencyFailed, SlotCrashed, TaskTimeout, UserCanceled
+from scribefleet.store.models import Task, TaskState
+from scribefleet.store.store import Store
+from scribefleet.worker.shell import redact
+
+log = logging.getLogger("scribefleet.dispatch")
+
+Listener = Callable[[DispatchEvent], None]
+
+
+class Dispatcher:
+    """Runs the tasks of a store on the slots of an engine."""
+
+    def __init__(self, store: Store, engine: LocalEngine, settings: Settings, *, listeners: Iterable[Listener] = ()) -> None:
+        self.store, self.engine, self.settings = store, engine, settings
+        self.listeners = list(listeners)
+        self.monitor = Monitor(settings)
+        self.lock = DispatcherLock(store.state_dir)
+        self._stop = threading.Event()
+        self._batch_id: str | None = None
+        self._queued: dict[str, Task] = {}  # in submission order
+        self._running: dict[str, RunningTask] = {}
+        self._states: dict[str, TaskState] = {}
+        self._keys: dict[str, str] = {}
+        self._dependents: dict[str, list[str]] = {}
+        self._root: dict[str, tuple[str, str | None]] = {}  # task id -> (key, code) of the failure behind it
+        self._last_seq = 0
+        self._dirty = True
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self, *, burst: bool = True, batch_id: str | None = None) -> None:
+        """Dispatch until the queue is idle (burst) or stop() is called.
+
+        With `batch_id`, only that batch's tasks are run (cancel requests are
+        honoured for any). The engine is started here; its owner stops it.
+        """
+        self.lock.acquire()
+        try:
+            self._batch_id = batch_id
+            self._recover()
+            self._load()
+            self.engine.start()
+            self._loop(burst)
+            log.info(self._monitor_line())
+        finally:
+            self.lock.release()
+
+    def stop(self) -> None:
+        """Ask a non-burst run() to return (thread-safe); running tasks are left to the next run."""
+        self._stop.set()
+
+    def _loop(self, burst: bool) -> None:
+        next_poll = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_poll:
+                self._poll_store()
+                next_poll = now + self.settings.cancel_poll_s
+            self._check_deadlines(now)
+            if self._dirty:
+                self._dispatch()
+            if burst and not self._queued and not self._running:
+                return
+            self.monitor.warn_stuck(self._running.values(), now)
+            if self.monitor.due(now):
+                log.info(self._monitor_line())
+                self._emit("monitor", None, {"line": self._monitor_line()})
+            timeout_s = min(self.settings.cancel_poll_s, max(0.0, next_poll - time.monotonic()))
+            if self._running:
+                timeout_s = min(timeout_s, max(0.0, min(r.deadline for r in self._running.values()) - time.monotonic()))
+            for event in self.engine.wait(timeout_s):
+                self._handle(event)
+
+    def _emit(self, type_: str, task: Task | None, data: dict[str, Any] | None = None) -> None:
+        event = DispatchEvent(type_, task, data or {})
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a broken progress bar must not stop the batch
+                log.exception("listener %r failed on %s", listener, type_)
+
+    def _monitor_line(self) -> str:
+        counts = self.store.counts(self._batch_id)
+        running = list(self._running.values())
+        return self.monitor.line(self.engine.slots, self._queued.values(), running, counts, time.monotonic())
+
+    # -- loading and the store ------------------------------------------------
+
+    def _recover(self) -> None:
+        """Rows left running by a dispatcher that died go back to the queue (not an attempt)."""
+        left = {t.id: t.slot for t in self.store.tasks(states=[TaskState.RUNNING])}
+        for task in self.store.recover_running():
+            log.warning(
+                "task %s recovered: it was left running on slot %s by a dispatcher that stopped; queued again",
+                task.key, left.get(task.id),
+            )  # fmt: skip
+            self._emit("task_recovered", task, {"slot": left.get(task.id)})
+
+    def _load(self, tasks: list[Task] | None = None) -> None:
+        for task in self.store.tasks(self._batch_id) if tasks is None else tasks:
+            self._last_seq = max(self._last_seq, task.seq)
+            self._states[task.id], self._keys[task.id] = task.state, task.key
+            for need in task.needs:
+                self._dependents.setdefault(need, []).append(task.id)
+            if task.is_queued:
+                self._queued[task.id] = task
+                self._dirty = True
+        for task in list(self._queued.values()):
+            bad = next((n for n in task.needs if self._need_state(n).is_bad_end), None)
+            if bad is not None and task.id in self._queued:
+                self._skip(task, bad)
+
+    def _need_state(self, task_id: str) -> TaskState:
+        state = self._states.get(task_id)
+        if state is None:  # a need outside the loaded scope
+            found = self.store.task(task_id)
+            state = found.state if found else TaskState.FAILED
+            self._states[task_id] = state
+            if found:
+                self._keys[task_id] = found.key
+        return state
+
+    def _poll_store(self) -> None:
+        """Pick up tasks added since the last look and honour cancel requests."""
+        new = self.store.tasks(self._batch_id, [TaskState.QUEUED], after_seq=self._last_seq)
+        if new:
+            self._load(new)
+        requests = self.store.pending_cancels()
+        for _, target in requests:
+            self._cancel(target)
+        self.store.mark_cancels_handled(i for i, _ in requests)
+
+    # -- dispatching -----------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        self._dirty = False
+        placement = Placement(self.engine.slots, self._running.values())
+        for task, error in placement.impossible(self._queued.values()):
+            self._set_state(self.store.fail(task.id, error["code"], error["message"], error.get("details")))
+            log.error("task %s failed [%s]: %s", task.key, error["code"], error["message"])
+            self._ended(task.id)
+        if not placement.free:
+            if self._queued and log.isEnabledFor(logging.DEBUG):
+                self.monitor.idle_reason(list(self._queued.values()), 0, 0, self.engine.slots)
+            return
+        # enough ready tasks to fill the free slots with a choice of models; not the whole queue
+        enough = 4 * len(placement.free) + 8
+        ready, waiting = [], 0
+        for task in self._queued.values():
+            if all(self._need_state(n) is TaskState.COMPLETE for n in task.needs):
+                ready.append(task)
+                if len(ready) >= enough:
+                    break
+            else:
+                waiting += 1
+        assignments, blocked = placement.assign(ready)
+        for task, slot in assignments:
+            self._start(task, slot)
+        if not assignments and self._queued and log.isEnabledFor(logging.DEBUG):
+            self.monitor.idle_reason(list(self._queued.values()), waiting, blocked, self.engine.slots)
+
+    def _start(self, task: Task, slot: str) -> None:
+        del self._queued[task.id]
+        task = self.store.mark_running(task.id, slot)  # committed before the slot hears of it
+        self._states[task.id] = task.state
+        now = time.monotonic()
+        self._running[task.id] = RunningTask(task, slot, now, now + task.timeout_s, now, last_write=now)
+        command = f", command: {redact(str(task.spec.get('run')))}" if task.kind == "shell" else ""
+        log.info(
+            "task %s (%s) dispatched to %s, attempt %d/%d%s",
+            task.key, task.kind, slot, task.attempts, task.max_attempts, command,
+        )  # fmt: skip
+        self._emit("task_dispatched", task, {"slot": slot, "attempt": task.attempts})
+        message = {
+            "task_id": task.id, "kind": task.kind, "spec": task.spec, "attempt": task.attempts,
+            "log_path": str(self.store.task_log_path(task)),
+        }  # fmt: skip
+        if not self.engine.assign(slot, message):
+            event = self.engine.kill(slot)  # it died under us; handled like any crash
+            if event is not None:
+                event.task_id = task.id
+                self._handle(event)
+
+    # -- what slots report -------------------------------------------------------
+
+    def _handle(self, event: SlotEvent) -> None:
+        handler = {
+            "progress": self._on_progress,
+            "done": self._on_done,
+            "failed": self._on_failed,
+            "died": self._on_died,
+        }.get(event.type)
+        if handler is not None:
+            handler(event)
+            return
+        slot = self.engine.slot(event.slot)
+        if event.type == "ready":
+            log.info("slot %s ready on %s (pid %s), models: %s", event.slot, slot.device, slot.pid, slot.models or "none")
+        elif event.type == "preflight_failed":
+            log.error("slot %s failed its preflight [%s]: %s", event.slot, event.message.get("code"), event.message.get("message"))
+        elif event.type in ("model_loaded", "model_unloaded"):
+            verb = "loaded" if event.type == "model_loaded" else "unloaded"
+            log.info("slot %s %s model %s; now holds %s", event.slot, verb, event.message.get("model"), slot.models)
+        elif event.type == "heartbeat":
+            key = self._keys.get(event.task_id or "", "idle")
+            log.debug("heartbeat from slot %s (%s)", event.slot, key)
+            return
+        self._dirty = True
+        self._emit(f"slot_{event.type}" if event.type in ("ready", "preflight_failed") else event.type, None,
+                   {"slot": event.slot, **event.message})  # fmt: skip
+
+    def _on_progress(self, event: SlotEvent) -> None:
+        r = self._running.get(event.task_id or "")
+        if r is None or r.slot != event.slot:
+            return
+        now = time.monotonic()
+        stage, percent = event.message.get("stage"), float(event.message.get("percent") or 0.0)
+        if stage != r.stage or percent != r.percent:
+            r.last_moved, r.stuck_warned = now, False
+        new_stage = stage != r.stage
+        r.stage, r.percent = stage, percent
+        if event.message.get("audio_s"):
+            r.extend_for_audio(float(event.message["audio_s"]), self.settings.timeout_per_audio_s)
+        if new_stage or now - r.last_write >= self.settings.progress_write_s:
+            r.last_write = now
+            self.store.record_progress(r.task.id, stage, percent / 100.0)
+        data = {k: event.message[k] for k in ("stage", "percent", "audio_s") if k in event.message}
+        self._emit("task_progress", r.task, {"slot": r.slot, **data})
+
+    def _on_done(self, event: SlotEvent) -> None:
+        r = self._running.pop(event.task_id or "", None)
+        if r is None:
+            return
+        task = self._set_state(self.store.complete(r.task.id, event.message.get("result")))
+        log.info("task %s completed on %s in %.2f s, attempt %d", task.key, r.slot, time.monotonic() - r.started, task.attempts)
+        self._emit("task_completed", task, {"slot": r.slot})
+        self._ended(task.id)
+
+    def _on_failed(self, event: SlotEvent) -> None:
+        r = self._running.pop(event.task_id or "", None)
+        if r is None:
+            return
+        m = event.message
+        code, message = str(m.get("code") or "TASK_FAILED"), str(m.get("message") or "the task failed")
+        self._finish_badly(r, code, message, dict(m.get("details") or {}), retryable=bool(m.get("retryable")))
+
+    def _on_died(self, event: SlotEvent) -> None:
+        slot = self.engine.slot(event.slot)
+        r = self._running.pop(event.task_id or "", None)
+        what = f"while running task {r.task.key}" if r else "while idle"
+        log.error(
+            "slot %s crashed (%s) %s; stderr tail:\n%s", event.slot, event.how, what, event.stderr_tail or "(empty)"
+        )
+        self._emit("slot_died", r.task if r else None, {"slot": event.slot, "how": event.how, "stderr_tail": event.stderr_tail})
+        if r is not None:
+            message = f"slot {event.slot} died ({event.how}) while running the task"
+            details = {"slot": event.slot, "how": event.how, "stderr_tail": event.stderr_tail}
+            self._finish_badly(r, SlotCrashed.code, message, details, retryable=True)
+        self._restart(slot.name)
+
+    def _restart(self, name: str) -> None:
+        if self._stop.is_set():
+            return
+        if self.engine.restart(name):
+            log.info("slot %s restarted", name)
+        self._dirty = True
+
+    def _check_deadlines(self, now: float) -> None:
+        for r in [r for r in self._running.values() if now > r.deadline]:
+            del self._running[r.task.id]
+            death = self.engine.kill(r.slot)
+            limit_s = r.deadline - r.started
+            log.warning("task %s on %s ran past its %.0f s limit; its process group was killed", r.task.key, r.slot, limit_s)
+            message = f"the task ran longer than its {limit_s:.0f} s limit and was killed (slot {r.slot})"
+            details = {"slot": r.slot, "timeout_s": round(limit_s, 3), "how": death.how if death else None}
+            self._finish_badly(r, TaskTimeout.code, message, details, retryable=True)
+            self._restart(r.slot)
+
+    # -- ends ------------------------------------------------------------------
+
+    def _finish_badly(self, r: RunningTask, code: str, message: str, details: dict[str, Any], *, retryable: bool) -> None:
+        task, elapsed_s = r.task, time.monotonic() - r.started
+        if retryable and task.attempts < task.max_attempts:
+            task = self._set_state(self.store.requeue(task.id, code, message, details))
+            self._queued[task.id] = task
+            self._queued = dict(sorted(self._queued.items(), key=lambda kv: kv[1].seq))
+            log.warning(
+                "task %s re-queued after [%s] on %s (attempt %d/%d, %.2f s): %s",
+                task.key, code, r.slot, task.attempts, task.max_attempts, elapsed_s, message,
+            )  # fmt: skip
+            self._emit("task_requeued", task, {"slot": r.slot, "code": code, "message": message})
+            self._dirty = True
+            return
+        task = self._set_state(self.store.fail(task.id, code, message, details))
+        log.error(
+            "task %s failed [%s] on %s after %.2f s, attempt %d/%d: %s",
+            task.key, code, r.slot, elapsed_s, task.attempts, task.max_attempts, message,
+        )  # fmt: skip
+        self._emit("task_failed", task, {"slot": r.slot, "code": code})
+        self._ended(task.id)
+
+    def _set_state(self, task: Task) -> Task:
+        self._states[task.id] = task.state
+        return task
+
+    def _ended(self, task_id: str) -> None:
+        """A task reached a terminal state: free its place, skip dependents of a bad end."""
+        self._dirty = True
+        if self._states[task_id].is_bad_end:
+            for dependent in self._dependents.get(task_id, ()):
+                if dependent in self._queued:
+                    self._skip(self._queued[dependent], task_id)
+
+    def _skip(self, task: Task, need_id: str) -> None:
+        need_key, need_state = self._keys.get(need_id, need_id), self._need_state(need_id)
+        root_key, root_code = self._root.get(need_id, (need_key, None))
+        if root_code is None:
+            found = self.store.task(need_id)
+            root_code = found.error_code if found else None
+        self._root[task.id] = (root_key, root_code)
+        because = "" if root_key == need_key else f" because {root_key!r} did not succeed"
+        verb = need_state.value if need_state is TaskState.FAILED else f"was {need_state.value}"
+        message = f"not run: it needs {need_key!r}, which {verb}{because} ({root_code})"
+        details = {"need": need_key, "need_state": need_state.value, "root": root_key, "root_code": root_code}
+        del self._queued[task.id]
+        task = self._set_state(self.store.skip(task.id, DependencyFailed.code, message, details))
+        log.info("task %s skipped: %s", task.key, message)
+        self._emit("task_skipped", task, {"need": need_key})
+        self._ended(task.id)
+
+    def _cancel(self, target: str) -> None:
+        if self.store.batch(target) is not None:
+            targets = [t for t in self.store.tasks(target) if not t.is_terminal]
+        else:
+            found = self.store.task(target)
+            targets = [found] if found is not None and not found.is_terminal else []
+        message = "canceled by request"
+        for task in targets:
+            if self._states.get(task.id, task.state).is_terminal:
+                continue  # skipped meanwhile, as a dependent of an earlier target
+            r = self._running.pop(task.id, None)
+            if r is not None:
+                self.engine.kill(r.slot)
+            self._queued.pop(task.id, None)
+            task = self._set_state(self.store.cancel(task.id, UserCanceled.code, message))
+            log.info("task %s canceled%s", task.key, f" (its process group on {r.slot} was killed)" if r else " while queued")
+            self._emit("task_canceled", task, {"slot": r.slot if r else None})
+            self._ended(task.id)
+            if r is not None:
+                self._restart(r.slot)
+
+
+__all__ = ["Dispatcher", "DispatchEvent", "SlotStatus"]

@@ -1,0 +1,350 @@
+"""LocalEngine: one slot process per SlotSpec on this machine.
+
+Each slot is `python -m scribefleet.worker.slot`, started with the environment
+`slot_environment` computed *before* exec (seed 000), as the leader of a new
+session (its own process group), with one end of a socket pair. The engine
+keeps the parent's end as a multiprocessing Connection, plus a pidfd per
+process, and `wait()` multiplexes all of them: it returns the slots'
+messages and their deaths (exit code or signal, tail of stderr) as
+`SlotEvent`s. The engine tracks what each slot is doing (starting, idle,
+busy, dead, failed) and which models it holds; it never touches task state.
+
+Slots die with the thread that started them (PR_SET_PDEATHSIG), so start and
+restart them from the thread that lives as long as the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from scribefleet.config import Settings
+from scribefleet.engines.base import SlotSpec
+from scribefleet.worker.env import slot_environment
+
+log = logging.getLogger("scribefleet.engine")
+
+STDERR_TAIL_BYTES = 4000
+STDERR_TAIL_LINES = 20
+
+
+class SlotStatus(str, Enum):
+    """What a slot is doing, as the engine sees it."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DEAD = "dead"  # exited or killed; restart() brings it back
+    FAILED = "failed"  # preflight failed or it kept dying before ready: not restarted
+
+    @property
+    def is_alive(self) -> bool:
+        return self in (SlotStatus.STARTING, SlotStatus.IDLE, SlotStatus.BUSY)
+
+
+@dataclass
+class SlotEvent:
+    """A message from a slot (type = its "ev") or its death (type "died")."""
+
+    slot: str
+    type: str
+    message: dict[str, Any] = field(default_factory=dict)
+    task_id: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    stderr_tail: str = ""
+
+    @property
+    def how(self) -> str:
+        """How a slot died, in words: "killed by SIGKILL", "exit code 1"."""
+        if self.signal is not None:
+            try:
+                return f"killed by {signal.Signals(self.signal).name}"
+            except ValueError:
+                return f"killed by signal {self.signal}"
+        return f"exit code {self.exit_code}"
+
+
+@dataclass
+class SlotHandle:
+    """One slot as the engine holds it."""
+
+    spec: SlotSpec
+    status: SlotStatus = SlotStatus.DEAD
+    proc: subprocess.Popen[bytes] | None = None
+    conn: Connection | None = None
+    pidfd: int | None = None
+    task_id: str | None = None
+    models: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None  # {"code", "message", "details"} when FAILED
+    started_at: float = 0.0  # time.monotonic() of the last start
+    stderr_offset: int = 0
+    tasks_done: int = 0
+    deaths_before_ready: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def device(self) -> str:
+        return self.spec.device
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def is_free(self) -> bool:
+        return self.status is SlotStatus.IDLE
+
+
+class LocalEngine:
+    """Hosts slots as child processes of this one."""
+
+    def __init__(self, settings: Settings, state_dir: Path, slots: list[SlotSpec]) -> None:
+        if len({s.name for s in slots}) != len(slots):
+            raise ValueError("slot names must be unique")
+        self.settings = settings
+        self.state_dir = Path(state_dir)
+        self.logs_dir = self.state_dir / "logs"
+        self._slots = {s.name: SlotHandle(s) for s in slots}
+        self._started = False
+
+    # -- views ---------------------------------------------------------------
+
+    @property
+    def slots(self) -> list[SlotHandle]:
+        return list(self._slots.values())
+
+    def slot(self, name: str) -> SlotHandle:
+        return self._slots[name]
+
+    def free_slots(self) -> list[SlotHandle]:
+        return [h for h in self._slots.values() if h.is_free]
+
+    def stderr_path(self, name: str) -> Path:
+        return self.logs_dir / f"slot-{name}.stderr"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every slot (once; later calls do nothing). Ready comes later, as an event."""
+        if self._started:
+            return
+        self._started = True
+        for handle in self._slots.values():
+            self._spawn(handle)
+
+    def _spawn(self, h: SlotHandle) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        parent_end, child_end = socket.socketpair()
+        env = slot_environment(self.settings, gpu_index=h.spec.gpu_index, cpu_threads=h.spec.cpu_threads)
+        args = [
+            sys.executable, "-m", "scribefleet.worker.slot", "--name", h.name, "--device", h.device,
+            "--fd", str(child_end.fileno()), "--state-dir", str(self.state_dir),
+            "--parent-pid", str(os.getpid()), "--cpu-threads", str(max(1, h.spec.cpu_threads)),
+        ]  # fmt: skip
+        if logging.getLogger("scribefleet").isEnabledFor(logging.DEBUG):
+            args.append("--verbose")
+        stderr_path = self.stderr_path(h.name)
+        with open(stderr_path, "ab") as stderr:
+            h.stderr_offset = stderr.tell()
+            h.proc = subprocess.Popen(
+                args, env=env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                start_new_session=True, pass_fds=(child_end.fileno(),), close_fds=True,
+            )  # fmt: skip
+        child_end.close()  # only the slot holds its end: its death reads as EOF here
+        h.conn = Connection(parent_end.detach())
+        try:
+            h.pidfd = os.pidfd_open(h.proc.pid)
+        except (AttributeError, OSError):
+            h.pidfd = None  # old kernel: the socket's EOF tells us instead
+        h.status, h.task_id, h.models, h.error = SlotStatus.STARTING, None, [], None
+        h.started_at = time.monotonic()
+        h.conn.send({"op": "init", "settings": self.settings.model_dump(mode="json")})
+        log.info("slot %s starting on %s (pid %d, stderr %s)", h.name, h.device, h.proc.pid, stderr_path)
+
+    def restart(self, name: str) -> bool:
+        """Start a dead slot again; False (and the slot FAILED) when it keeps dying before ready."""
+        h = self._slots[name]
+        if h.status.is_alive:
+            return True
+        if h.status is SlotStatus.FAILED:
+            return False
+        if h.deaths_before_ready >= self.settings.slot_restart_limit:
+            h.status = SlotStatus.FAILED
+            h.error = {
+                "code": "SLOT_CRASHED",
+                "message": f"slot {name} died {h.deaths_before_ready} times before it became ready; "
+                f"see {self.stderr_path(name)}",
+                "details": {"slot": name},
+            }
+            log.error("slot %s given up: %s", name, h.error["message"])
+            return False
+        self._spawn(h)
+        return True
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask every slot to stop, wait up to `timeout_s`, then kill what is left."""
+        live = [h for h in self._slots.values() if h.proc is not None]
+        for h in live:
+            try:
+                assert h.conn is not None
+                h.conn.send({"op": "stop"})
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        for h in live:
+            assert h.proc is not None
+            try:
+                h.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("slot %s did not stop within %.0f s; killing it", h.name, timeout_s)
+            self._finish(h, SlotStatus.DEAD)
+        self._started = False
+
+    # -- work ----------------------------------------------------------------
+
+    def assign(self, name: str, message: dict[str, Any]) -> bool:
+        """Send a run message to an idle slot; False when the slot is gone (its death follows as an event)."""
+        h = self._slots[name]
+        if h.status is not SlotStatus.IDLE or h.conn is None:
+            raise RuntimeError(f"slot {name} is {h.status.value}, not idle")
+        try:
+            h.conn.send({"op": "run", **message})
+        except OSError:
+            return False
+        h.status, h.task_id = SlotStatus.BUSY, str(message["task_id"])
+        return True
+
+    def kill(self, name: str) -> SlotEvent | None:
+        """SIGKILL the slot's whole process group now and reap it; returns how it died."""
+        h = self._slots[name]
+        if h.proc is None:
+            return None
+        task_id = h.task_id
+        returncode = self._finish(h, SlotStatus.DEAD)
+        return self._death_event(h, task_id, returncode)
+
+    def _finish(self, h: SlotHandle, status: SlotStatus) -> int:
+        """Kill what is left of the slot's group, reap the slot, close its ends."""
+        assert h.proc is not None
+        try:
+            # the slot is unreaped (at worst a zombie), so its pid is still the group's id
+            os.killpg(h.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        returncode = h.proc.wait()
+        if h.conn is not None:
+            h.conn.close()
+        if h.pidfd is not None:
+            os.close(h.pidfd)
+        h.proc, h.conn, h.pidfd, h.task_id = None, None, None, None
+        if h.status is not SlotStatus.FAILED:
+            h.status = status
+        return returncode
+
+    def _death_event(self, h: SlotHandle, task_id: str | None, returncode: int) -> SlotEvent:
+        return SlotEvent(
+            h.name, "died", task_id=task_id,
+            exit_code=returncode if returncode >= 0 else None,
+            signal=-returncode if returncode < 0 else None,
+            stderr_tail=self.stderr_tail(h),
+        )  # fmt: skip
+
+    def stderr_tail(self, h: SlotHandle) -> str:
+        """The last lines the slot's current (or last) process wrote to stderr."""
+        path = self.stderr_path(h.name)
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(h.stderr_offset, size - STDERR_TAIL_BYTES))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-STDERR_TAIL_LINES:])
+
+    def wait(self, timeout_s: float) -> list[SlotEvent]:
+        """Block up to `timeout_s` for slot messages or deaths; return them in arrival order."""
+        owners: dict[Any, tuple[SlotHandle, str]] = {}
+        for h in self._slots.values():
+            if h.proc is None:
+                continue
+            owners[h.conn] = (h, "conn")
+            if h.pidfd is not None:
+                owners[h.pidfd] = (h, "exit")
+        events: list[SlotEvent] = []
+        if owners:
+            ready = wait(list(owners), timeout=max(0.0, timeout_s))
+        else:
+            time.sleep(max(0.0, timeout_s))  # nothing alive to wait on; the caller decides what next
+            ready = []
+        for obj in ready:
+            h, what = owners[obj]
+            if h.proc is None:
+                continue  # already reaped by an earlier object of this round
+            if not self._drain(h, events) or what == "exit":
+                self._reap(h, events)
+        events.extend(self._ready_timeouts())
+        return events
+
+    def _drain(self, h: SlotHandle, events: list[SlotEvent]) -> bool:
+        """Read every waiting message; False at end of stream (the slot is gone)."""
+        assert h.conn is not None
+        try:
+            while h.conn.poll():
+                events.append(self._on_message(h, h.conn.recv()))
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _reap(self, h: SlotHandle, events: list[SlotEvent]) -> None:
+        self._drain(h, events)  # a "done" sent just before the end must not be lost
+        task_id, was = h.task_id, h.status
+        returncode = self._finish(h, SlotStatus.DEAD)
+        if was is SlotStatus.STARTING:
+            h.deaths_before_ready += 1
+        if was is SlotStatus.FAILED:
+            return  # it said why (preflight_failed) and exited as asked
+        events.append(self._death_event(h, task_id, returncode))
+
+    def _on_message(self, h: SlotHandle, msg: dict[str, Any]) -> SlotEvent:
+        ev = str(msg.get("ev"))
+        if ev == "ready":
+            h.status, h.deaths_before_ready = SlotStatus.IDLE, 0
+            h.models = list(msg.get("models") or [])
+        elif ev == "preflight_failed":
+            h.status = SlotStatus.FAILED
+            h.error = {k: msg.get(k) for k in ("code", "message", "details")}
+        elif ev == "model_loaded" and msg.get("model") not in h.models:
+            h.models.append(str(msg.get("model")))
+        elif ev == "model_unloaded" and msg.get("model") in h.models:
+            h.models.remove(str(msg.get("model")))
+        elif ev in ("done", "failed") and msg.get("task_id") == h.task_id:
+            h.status, h.task_id = SlotStatus.IDLE, None
+            h.tasks_done += ev == "done"
+        return SlotEvent(h.name, ev, msg, task_id=msg.get("task_id") or h.task_id)
+
+    def _ready_timeouts(self) -> list[SlotEvent]:
+        """Slots that never said ready in time are killed; that reads as a death before ready."""
+        events = []
+        now = time.monotonic()
+        for h in self._slots.values():
+            if h.status is SlotStatus.STARTING and now - h.started_at > self.settings.slot_ready_timeout_s:
+                log.error("slot %s did not become ready within %.0f s; killing it", h.name, self.settings.slot_ready_timeout_s)
+                event = self.kill(h.name)
+                h.deaths_before_ready += 1
+                if event is not None:
+                    events.append(event)
+        return events

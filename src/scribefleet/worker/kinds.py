@@ -1,0 +1,81 @@
+"""Task kinds a slot can run: `KINDS` maps a kind name to its handler.
+
+A handler is `handler(spec: dict, ctx: TaskContext) -> dict`: it gets the
+task's spec as stored and a context from the slot (the warm model cache, a
+progress function, the task's log file, the slot's name and device), returns
+the task's result, and raises a ScribefleetError with a stable code when the
+task fails. Add a kind by adding its handler to `KINDS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scribefleet.config import Settings
+from scribefleet.errors import OutOfMemory, UsageError
+from scribefleet.worker.shell import run_shell
+
+log = logging.getLogger("scribefleet.kinds")
+
+ProgressFn = Callable[[str, float, "dict[str, Any] | None"], None]
+
+
+@dataclass
+class TaskContext:
+    """What a handler may use of the slot running it."""
+
+    task_id: str
+    slot_name: str
+    device: str  # "cpu" | "cuda"
+    cpu_threads: int
+    log_path: Path
+    settings: Settings
+    progress: ProgressFn
+    attempt: int = 1
+    _models: Callable[[], Any] = field(default=lambda: None, repr=False)
+
+    @property
+    def models(self) -> Any:
+        """The slot's ModelCache (created on first use, kept across tasks)."""
+        return self._models()
+
+
+def run_transcribe(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Handler of the `transcribe` kind: one pipeline job on this slot's device."""
+    # imported here: a slot that only runs shell tasks never pays for faster-whisper
+    from pydantic import ValidationError
+
+    from scribefleet.pipeline.job import TranscriptionJob, run_transcription
+
+    fields = {k: v for k, v in spec.items() if k in TranscriptionJob.model_fields}
+    fields["device"] = ctx.device  # the slot decides where it runs
+    fields.setdefault("cpu_threads", ctx.cpu_threads)
+    try:
+        job = TranscriptionJob(**fields)
+    except ValidationError as exc:
+        raise UsageError(f"invalid transcribe task: {exc.errors()[0].get('msg')}", task_id=ctx.task_id) from exc
+
+    def progress(stage: str, fraction: float, extra: dict[str, Any] | None = None) -> None:
+        ctx.progress(stage, fraction, extra)
+
+    try:
+        return run_transcription(job, ctx.models, progress)
+    except OutOfMemory:
+        batch_size = job.options.batch_size
+        if batch_size <= 1:
+            raise
+        smaller = max(1, batch_size // 2)
+        log.warning("task %s ran out of memory with batch size %d; retrying once with %d", ctx.task_id, batch_size, smaller)
+        job = job.model_copy(update={"options": job.options.model_copy(update={"batch_size": smaller})})
+        result = run_transcription(job, ctx.models, progress)
+        return {**result, "batch_size": smaller}
+
+
+KINDS: dict[str, Callable[[dict[str, Any], TaskContext], dict[str, Any]]] = {
+    "transcribe": run_transcribe,
+    "shell": run_shell,
+}

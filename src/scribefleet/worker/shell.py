@@ -1,0 +1,169 @@
+"""The `shell` task kind: a plan's `run:` line, checked against an allowlist, run with bash.
+
+The command runs in the slot's environment (CUDA_VISIBLE_DEVICES and
+LD_LIBRARY_PATH already set by the engine before the slot started, so plans
+never name GPU ids) and in the slot's process group, so when the dispatcher
+kills that group for a timeout or a cancel, everything the command started
+goes with it. stdout and stderr go to the task's log file.
+
+The allowlist (Settings.shell_allow, regexes) is checked against every simple
+command of the line: the line is split at `;`, `&&`, `||`, `|`, `&`, newlines,
+parentheses and command substitutions, leading `VAR=value` assignments and
+keywords (`if`, `do`, ...) are dropped, and the rest must fully match one
+pattern. A refused line never starts. It guards against mistakes in plans; it
+is not a sandbox (an allowed `python` can do anything).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
+
+if TYPE_CHECKING:
+    from scribefleet.worker.kinds import TaskContext
+
+_PUNCTUATION = "();<>|&\n"
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_KEYWORDS = {"if", "then", "else", "elif", "do", "while", "until", "!", "{", "}", "time", "fi", "done", "esac"}
+_ARITHMETIC = re.compile(r"\$\(\([^()]*\)\)")
+_SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
+_SECRET = re.compile(r"\b([A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Za-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)", re.I)
+STDERR_TAIL_LINES = 20
+
+
+def redact(command: str) -> str:
+    """The command with the values of secret-looking variables (…KEY=, …TOKEN=) masked, for logs."""
+    return _SECRET.sub(r"\1=***", command)
+
+
+def _tokens(command: str) -> list[str]:
+    lex = shlex.shlex(_ARITHMETIC.sub("0", command), posix=True, punctuation_chars=_PUNCTUATION)
+    lex.whitespace = " \t\r"
+    lex.whitespace_split = True
+    lex.commenters = ""  # bash only starts a comment at a word start; never hide text from the check
+    return list(lex)
+
+
+def _is_separator(token: str) -> bool:
+    if not token or any(ch not in _PUNCTUATION for ch in token):
+        return False
+    return not _is_redirection(token)
+
+
+def _substitutions(token: str, command: str) -> list[str]:
+    """The commands of every `$(...)` inside one word, innermost first ("$(...)" in quotes runs too)."""
+    found = []
+    while (m := _SUBSTITUTION.search(token)) is not None:
+        found.append(m.group(1))
+        token = token[: m.start()] + "0" + token[m.end() :]
+    if "$(" in token:
+        raise ShellCommandNotAllowed("a $(...) in the shell command is not closed", command=redact(command))
+    return found
+
+
+def simple_commands(command: str) -> list[str]:
+    """The simple commands of a bash line as the allowlist sees them (quotes removed, joined by spaces)."""
+    if "`" in command:
+        raise ShellCommandNotAllowed(
+            "backquotes are not allowed in shell tasks; write $(...) instead", command=redact(command)
+        )
+    try:
+        tokens = _tokens(command)
+    except ValueError as exc:
+        raise ShellCommandNotAllowed(f"the shell command cannot be parsed ({exc})", command=redact(command)) from exc
+    segments: list[list[str]] = [[]]
+    nested: list[str] = []
+    for token in tokens:
+        if _is_separator(token):
+            segments.append([])
+            continue
+        nested.extend(_substitutions(token, command))
+        segments[-1].append(token)
+    out = [cmd for seg in segments if (cmd := _strip_segment(seg))]
+    for inner in nested:
+        out.extend(simple_commands(inner))
+    return out
+
+
+def _is_redirection(token: str) -> bool:
+    return bool(token) and set(token) <= set("<>&") and ("<" in token or ">" in token)
+
+
+def _strip_segment(tokens: list[str]) -> str:
+    """One simple command without what precedes the command name: keywords, VAR=x, redirections."""
+    words = list(tokens)
+    while words:
+        if words[0] in _KEYWORDS or _ASSIGNMENT.match(words[0]):
+            words.pop(0)
+        elif _is_redirection(words[0]):
+            del words[:2]  # the operator and its target
+        elif words[0].isdigit() and len(words) > 1 and _is_redirection(words[1]):
+            del words[:3]  # 2>&1, 2> file
+        else:
+            break
+    if not words or words[0] in ("for", "case", "$") or words[0].startswith("#"):
+        return ""  # loop/case headers, bare assignments, the "$" of "$(", comments: they run nothing
+    if any(ch.isspace() for ch in words[0]):
+        return "\0" + words[0]  # a quoted command name with spaces matches no pattern
+    return " ".join(words)
+
+
+def check_command(command: str, patterns: Iterable[str], *, allow_all: bool = False) -> None:
+    """Raise ShellCommandNotAllowed unless every simple command matches one of `patterns`."""
+    if allow_all:
+        return
+    compiled = [re.compile(p) for p in patterns]
+    for simple in simple_commands(command):
+        if not any(p.fullmatch(simple) for p in compiled):
+            shown = simple.lstrip("\0")
+            raise ShellCommandNotAllowed(
+                f"shell command not allowed: {redact(shown)!r} matches no pattern of shell_allow; add a pattern "
+                "to SCRIBEFLEET_SHELL_ALLOW (a JSON list of regexes) or set SCRIBEFLEET_SHELL_ALLOW_ALL=1",
+                command=redact(command),
+                refused=redact(shown),
+            )
+
+
+def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Handler of the `shell` kind: spec {"run": str, "cwd"?: str, "env"?: {str: str}}."""
+    command = spec.get("run")
+    if not isinstance(command, str) or not command.strip():
+        raise UsageError("a shell task needs a non-empty 'run' command", task_id=ctx.task_id)
+    check_command(command, ctx.settings.shell_allow, allow_all=ctx.settings.shell_allow_all)
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+    with open(ctx.log_path, "ab", buffering=0) as log:
+        log.write(f"$ {redact(command)}\n".encode())
+        # no start_new_session: the command stays in the slot's process group, which the
+        # dispatcher kills as a whole on timeout or cancel
+        proc = subprocess.Popen(
+            ["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.PIPE,
+            cwd=spec.get("cwd") or None, env=env,
+        )  # fmt: skip
+        ctx.progress("run", 0.0, {"pid": proc.pid})
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            log.write(line)
+            tail.append(line.decode(errors="replace").rstrip("\n"))
+        status = proc.wait()
+        log.write(f"[exit status {status}]\n".encode())
+    elapsed_s = round(time.monotonic() - started, 3)
+    if status != 0:
+        how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+        last = f": {tail[-1]}" if tail else ""
+        raise ShellFailed(
+            f"shell command {how}{last} (full output in {ctx.log_path})",
+            exit_status=status, stderr_tail="\n".join(tail), log=str(ctx.log_path), elapsed_s=elapsed_s,
+        )  # fmt: skip
+    return {"exit_status": 0, "log": str(ctx.log_path), "elapsed_s": elapsed_s}
