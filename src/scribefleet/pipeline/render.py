@@ -1,0 +1,124 @@
+"""Output formats: a transcript (openai-whisper's result shape) as srt, vtt, json, txt or tsv.
+
+The transcript dict is what `asr` produces and `transcript.json` stores:
+
+    {"text", "language", "duration",
+     "segments": [{"id", "seek", "start", "end", "text", "tokens", "temperature",
+                   "avg_logprob", "compression_ratio", "no_speech_prob",
+                   "words"?: [{"word", "start", "end", "probability"}]}]}
+
+Subtitle formats are line-based, so a segment's text can break them: a blank
+line ends an SRT cue, `-->` starts a timing line, `<` and `&` are markup in
+WebVTT. Cue text is flattened to one line with those sequences neutralised,
+and timestamps carry hours (so a 2-hour film keeps counting past 59:59).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from scribefleet.errors import UsageError
+from scribefleet.options import FORMATS
+
+_WHITESPACE = re.compile(r"\s+")
+_ARROW = re.compile(r"-+>")
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(float(seconds) * 1000))
+
+
+def format_timestamp(seconds: float, *, decimal: str = ",") -> str:
+    """HH:MM:SS,mmm (SRT) or HH:MM:SS.mmm (VTT); hours grow past 99 rather than wrap."""
+    total_ms = _ms(seconds)
+    hours, rest = divmod(total_ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+
+
+def _one_line(text: str) -> str:
+    """Collapse newlines/tabs to single spaces: a cue or table row is one line."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def _cue_text(text: str) -> str:
+    # '-->' inside text would read as a timing line; '->' is how openai-whisper writes it
+    return _ARROW.sub("->", _one_line(text))
+
+
+def _cues(transcript: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """(start_ms, end_ms, text) of each segment with text, end never before start."""
+    cues = []
+    for seg in transcript.get("segments", []):
+        text = _cue_text(seg.get("text", ""))
+        if not text:
+            continue  # an empty cue would end the block early in SRT
+        start = _ms(seg["start"])
+        cues.append((start, max(start, _ms(seg["end"])), text))
+    return cues
+
+
+def render_srt(transcript: dict[str, Any]) -> str:
+    """SubRip: numbered cues, comma before the milliseconds."""
+    blocks = [
+        f"{n}\n{format_timestamp(s / 1000)} --> {format_timestamp(e / 1000)}\n{text}\n"
+        for n, (s, e, text) in enumerate(_cues(transcript), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_vtt(transcript: dict[str, Any]) -> str:
+    """WebVTT: header, dot before the milliseconds, markup characters escaped."""
+    blocks = [
+        f"{format_timestamp(s / 1000, decimal='.')} --> {format_timestamp(e / 1000, decimal='.')}\n{_vtt_escape(text)}\n"
+        for s, e, text in _cues(transcript)
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def render_json(transcript: dict[str, Any]) -> str:
+    """openai-whisper's result object as UTF-8 JSON."""
+    return json.dumps(transcript, ensure_ascii=False)
+
+
+def render_txt(transcript: dict[str, Any]) -> str:
+    """Plain text, one segment per line (as openai-whisper writes it)."""
+    lines = [_one_line(seg.get("text", "")) for seg in transcript.get("segments", [])]
+    return "".join(f"{line}\n" for line in lines if line)
+
+
+def render_tsv(transcript: dict[str, Any]) -> str:
+    """start<TAB>end<TAB>text in integer milliseconds, under a header line (openai-whisper's tsv)."""
+    rows = ["start\tend\ttext\n"]
+    for seg in transcript.get("segments", []):
+        text = _one_line(seg.get("text", ""))
+        if text:
+            start = _ms(seg["start"])
+            rows.append(f"{start}\t{max(start, _ms(seg['end']))}\t{text}\n")
+    return "".join(rows)
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "srt": render_srt,
+    "vtt": render_vtt,
+    "json": render_json,
+    "txt": render_txt,
+    "tsv": render_tsv,
+}
+
+
+def render(transcript: dict[str, Any], fmt: str) -> str:
+    """The transcript as text in format `fmt` (one of options.FORMATS)."""
+    try:
+        renderer = RENDERERS[fmt]
+    except KeyError:
+        raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}", format=fmt) from None
+    return renderer(transcript)

@@ -1,0 +1,1 @@
+"""Tests of scribefleet.pipeline: one transcription job, stage by stage."""

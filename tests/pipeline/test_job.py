@@ -1,0 +1,126 @@
+"""pipeline/job.py: whole jobs on real files, bad inputs, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import srt
+import webvtt
+
+from helpers import DATA, TEXTS, wer
+from scribefleet.errors import FileTooLarge, OutputWriteFailed, ScribefleetError
+from scribefleet.options import TranscribeOptions
+from scribefleet.pipeline.job import STAGES, TranscriptionJob, run_transcription
+from pipeline.conftest import CONTAINERS
+
+
+@pytest.mark.parametrize("ext", sorted(CONTAINERS))
+def test_every_container_transcribes(ext, containers, make_job, models, progress) -> None:
+    job = make_job(containers[ext], name=f"en01-{ext}", formats=("json", "srt"))
+    result = run_transcription(job, models, progress)
+    transcript = json.loads(Path(result["outputs"]["json"]).read_text(encoding="utf-8"))
+    assert wer(TEXTS["en01.wav"], transcript["text"]) <= 0.3, transcript["text"]
+    assert result["duration_s"] == pytest.approx(3.44, abs=0.15)
+    assert result["language"] == "en" and result["segments"] == len(transcript["segments"]) >= 1
+    assert result["resumed_from"] is None
+    assert list(srt.parse(Path(result["outputs"]["srt"]).read_text(encoding="utf-8")))
+
+
+def test_a_job_reports_stages_progress_and_writes_every_format(make_job, models, progress, tmp_path) -> None:
+    job = make_job(DATA / "long_pauses.wav", name="meeting", options=TranscribeOptions(word_timestamps=True))
+    result = run_transcription(job, models, progress)
+    assert progress.started_stages == list(STAGES)
+    assert set(result["timings_s"]) == set(STAGES)
+    assert progress.calls[0] == ("decode", 0.0, {})
+    assert all(extra["audio_s"] == 29.23 for _, _, extra in progress.calls[1:])  # known once decoded
+    transcribe_fractions = [f for stage, f, _ in progress.calls if stage == "transcribe"]
+    assert transcribe_fractions == sorted(transcribe_fractions) and transcribe_fractions[-1] == 1.0
+    outputs = {fmt: Path(p) for fmt, p in result["outputs"].items()}
+    assert outputs == job.outputs
+    transcript = json.loads(outputs["json"].read_text(encoding="utf-8"))
+    assert all(seg["words"] for seg in transcript["segments"])
+    assert wer(TEXTS["long_pauses.wav"], transcript["text"]) <= 0.25
+    assert len(list(srt.parse(outputs["srt"].read_text()))) == result["segments"]
+    assert len(list(webvtt.from_string(outputs["vtt"].read_text()))) == result["segments"]
+    assert outputs["txt"].read_text().count("\n") == result["segments"]
+    assert outputs["tsv"].read_text().startswith("start\tend\ttext\n")
+    work = job.work_dir
+    assert {p.name for p in work.iterdir()} == {"vad.json", "windows.jsonl", "transcript.json", "render"}
+    assert not (work / "audio.npy").exists()  # large, and the transcript is what gets reused
+    assert sorted(p.name for p in (work / "render").iterdir()) == sorted(f"transcript.{f}" for f in job.outputs)
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path, containers: dict[str, Path], video_only_mp4: Path) -> dict[str, Path]:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    files = {name: folder / name for name in ("empty.m4a", "notes.mp3", "header.mp3", "noise.flac")}
+    files["empty.m4a"].write_bytes(b"")
+    files["notes.mp3"].write_text("agenda: 1. budget 2. hiring\n")
+    files["header.mp3"].write_bytes(containers["mp3"].read_bytes()[:100])
+    files["noise.flac"].write_bytes(bytes(range(256)) * 400)
+    files["video.mp4"] = video_only_mp4
+    files["missing.wav"] = folder / "missing.wav"
+    return files
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("empty.m4a", "MEDIA_EMPTY"),
+        ("notes.mp3", "MEDIA_UNREADABLE"),
+        ("header.mp3", "MEDIA_UNREADABLE"),
+        ("noise.flac", "MEDIA_UNREADABLE"),
+        ("video.mp4", "MEDIA_EMPTY"),
+        ("missing.wav", "INPUT_NOT_FOUND"),
+    ],
+)
+def test_bad_input_fails_its_job_with_its_code(name, code, bad_files, make_job, models, progress) -> None:
+    job = make_job(bad_files[name], name="bad")
+    with pytest.raises(ScribefleetError) as info:
+        run_transcription(job, models, progress)
+    assert info.value.code == code
+    assert not any(path.exists() for path in job.outputs.values())
+    assert not (job.work_dir / "audio.npy").exists()
+
+
+def test_file_too_large(long_recording, make_job, models, progress) -> None:
+    path, _ = long_recording  # ~2.3 MB
+    with pytest.raises(FileTooLarge) as info:
+        run_transcription(make_job(path, max_file_mb=1), models, progress)
+    assert info.value.details["limit_mb"] == 1 and info.value.details["size_mb"] > 2
+
+
+def test_unicode_and_spaces_in_names(tmp_path, make_job, models, progress) -> None:
+    source = tmp_path / "entrées à trier" / "réunion d'équipe 会议 #2.wav"
+    source.parent.mkdir()
+    shutil.copy(DATA / "en02.wav", source)
+    out = tmp_path / "sorties finales" / "réunion d'équipe 会议 #2"
+    job = make_job(source, outputs={"srt": out.with_suffix(".srt"), "txt": out.with_suffix(".txt")})
+    result = run_transcription(job, models, progress)
+    assert result["outputs"]["srt"] == str(out.with_suffix(".srt"))
+    assert wer(TEXTS["en02.wav"], out.with_suffix(".txt").read_text(encoding="utf-8")) <= 0.3
+
+
+def test_unwritable_output_is_output_write_failed(tmp_path, make_job, models, progress) -> None:
+    blocker = tmp_path / "a file, not a folder"
+    blocker.write_text("")
+    job = make_job(DATA / "en01.wav", outputs={"srt": blocker / "en01.srt"})
+    with pytest.raises(OutputWriteFailed):
+        run_transcription(job, models, progress)
+    assert (job.work_dir / "render" / "transcript.srt").exists()  # a retry only has to publish
+
+
+def test_job_rejects_unknown_fields_and_formats(model_path, tmp_path) -> None:
+    base = dict(input_path=DATA / "en01.wav", work_dir=tmp_path, options=TranscribeOptions(), model_path=model_path)
+    with pytest.raises(ValueError, match="docx"):
+        TranscriptionJob(**base, model_id="tiny.en", outputs={"docx": tmp_path / "x.docx"})
+    with pytest.raises(ValueError, match="extra"):
+        TranscriptionJob(**base, model_id="tiny.en", outputs={}, gpu_index=1)
+    job = TranscriptionJob(**base, model_id="tiny.en", outputs={"srt": tmp_path / "x.srt"})
+    assert TranscriptionJob.model_validate_json(job.model_dump_json()) == job  # travels as JSON to a slot

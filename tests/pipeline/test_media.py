@@ -1,0 +1,165 @@
+"""pipeline/media.py: every container decodes, every bad input gets its own error code."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import DATA
+from scribefleet.errors import FileTooLarge, InputNotFound, MediaEmpty, MediaUnreadable, ScribefleetError
+from scribefleet.pipeline import media
+from pipeline.conftest import CONTAINERS
+
+EN01_S = 3.438  # en01.wav: 55015 samples at 16 kHz
+
+
+def test_extensions_cover_the_required_containers() -> None:
+    required = ".wav .mp3 .m4a .flac .ogg .opus .mp4 .mkv .webm .mov .aac .avi .m4v .wma .mpga .oga".split()
+    assert set(required) <= media.MEDIA_EXTENSIONS
+    assert all(ext == ext.lower() and ext.startswith(".") for ext in media.MEDIA_EXTENSIONS)
+
+
+def test_wav_decodes_to_float32_mono_16k() -> None:
+    audio = media.decode_audio(DATA / "en01.wav", max_file_mb=10)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert audio.shape[0] == 55015  # already 16 kHz mono: no resampling drift at all
+    assert 0.3 < float(np.abs(audio).max()) <= 1.0
+
+
+@pytest.mark.parametrize("ext", sorted(CONTAINERS))
+def test_every_container_decodes_to_about_the_right_duration(containers: dict[str, Path], ext: str) -> None:
+    audio = media.decode_audio(containers[ext], max_file_mb=10)
+    duration_s = audio.shape[0] / media.SAMPLE_RATE
+    # encoders add priming/padding (aac ~0.1 s); more than that means lost or invented audio
+    assert EN01_S - 0.05 <= duration_s <= EN01_S + 0.15, duration_s
+    assert audio.dtype == np.float32 and float(np.abs(audio).max()) > 0.3
+
+
+def test_probe_reports_streams_and_duration(containers: dict[str, Path], video_only_mp4: Path) -> None:
+    info = media.probe(containers["mp4"])
+    assert info.has_audio and info.has_video and "mp4" in info.format_name
+    assert abs(info.duration_s - EN01_S) < 0.3
+    flac = media.probe(containers["flac"])
+    assert flac.has_audio and not flac.has_video and flac.format_name == "flac"
+    silent = media.probe(video_only_mp4)
+    assert silent.has_video and not silent.has_audio
+    with pytest.raises(MediaUnreadable):
+        media.probe(DATA / "texts.json")
+    with pytest.raises(InputNotFound):
+        media.probe(DATA / "missing.wav")
+
+
+def test_looks_like_media_probes_unknown_extensions(tmp_path: Path, containers: dict[str, Path]) -> None:
+    disguised = tmp_path / "recording.dat"
+    disguised.write_bytes(containers["ogg"].read_bytes())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("minutes of the meeting\n")
+    assert media.looks_like_media(DATA / "en01.wav")
+    assert media.looks_like_media(disguised)  # found by its container, not its name
+    assert not media.looks_like_media(notes)
+    assert not media.looks_like_media(DATA / "make_fixtures.sh")
+    assert not media.looks_like_media(tmp_path)  # a folder
+    assert not media.looks_like_media(tmp_path / "gone.bin")
+
+
+def test_content_hash_is_sha256_of_the_bytes(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)  # spans several read chunks
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert media.content_hash(path) == hashlib.sha256(data).hexdigest()
+    copy = tmp_path / "same content, other name.bin"
+    copy.write_bytes(data)
+    assert media.content_hash(copy) == media.content_hash(path)
+
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path, containers: dict[str, Path], video_only_mp4: Path) -> dict[str, Path]:
+    files = {
+        "empty": tmp_path / "empty.wav",
+        "text": tmp_path / "not audio.mp3",
+        "header": tmp_path / "header only.mp3",
+        "random": tmp_path / "noise.wav",
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("This is a text file, not an mp3.\n" * 20)
+    files["header"].write_bytes(containers["mp3"].read_bytes()[:100])
+    files["random"].write_bytes(np.random.default_rng(7).integers(0, 256, 64 * 1024, dtype=np.uint8).tobytes())
+    files["garbage"] = tmp_path / "garbage.flac"  # FFmpeg "opens" it as flac, going by the extension
+    files["garbage"].write_bytes(bytes(range(256)) * 400)
+    files["no samples"] = tmp_path / "header only.wav"
+    with wave.open(str(files["no samples"]), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+    files["video"] = video_only_mp4
+    files["missing"] = tmp_path / "never recorded.wav"
+    return files
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "code"),
+    [
+        ("empty", MediaEmpty, "MEDIA_EMPTY"),
+        ("text", MediaUnreadable, "MEDIA_UNREADABLE"),
+        ("header", MediaUnreadable, "MEDIA_UNREADABLE"),
+        ("random", MediaUnreadable, "MEDIA_UNREADABLE"),
+        ("garbage", MediaUnreadable, "MEDIA_UNREADABLE"),
+        ("no samples", MediaEmpty, "MEDIA_EMPTY"),
+        ("video", MediaEmpty, "MEDIA_EMPTY"),
+        ("missing", InputNotFound, "INPUT_NOT_FOUND"),
+    ],
+)
+def test_bad_input_gets_its_code(bad_inputs: dict[str, Path], case: str, error: type, code: str) -> None:
+    with pytest.raises(ScribefleetError) as info:
+        media.decode_audio(bad_inputs[case], max_file_mb=10)
+    assert type(info.value) is error and info.value.code == code
+    assert bad_inputs[case].name in info.value.message
+    assert " - " in info.value.message  # every message goes on to say what to do
+
+
+def test_unreadable_carries_avs_message(bad_inputs: dict[str, Path]) -> None:
+    with pytest.raises(MediaUnreadable) as info:
+        media.decode_audio(bad_inputs["random"], max_file_mb=10)
+    assert "Invalid data" in info.value.details["av_error"]
+    assert info.value.__cause__ is not None  # the av error is kept as the cause
+
+
+def test_size_limit_is_checked_before_decoding(tmp_path: Path) -> None:
+    big = tmp_path / "big.wav"
+    big.write_bytes(os.urandom(3 * 1024 * 1024))  # garbage: decoding it would say MEDIA_UNREADABLE
+    with pytest.raises(FileTooLarge) as info:
+        media.decode_audio(big, max_file_mb=2)
+    assert info.value.code == "FILE_TOO_LARGE"
+    assert info.value.details == {"path": str(big), "size_mb": 3.0, "limit_mb": 2}
+    assert "SCRIBEFLEET_MAX_FILE_MB" in info.value.message
+
+
+def test_truncated_body_keeps_the_decoded_part_and_warns(
+    tmp_path: Path, containers: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    whole = containers["flac"].read_bytes()
+    cut = tmp_path / "cut off.flac"
+    cut.write_bytes(whole[: len(whole) // 2])
+    logger = logging.getLogger("scribefleet.media")
+    logger.addHandler(caplog.handler)  # scribefleet's logger may not propagate once logging is set up
+    try:
+        with caplog.at_level(logging.WARNING, logger="scribefleet.media"):
+            audio = media.decode_audio(cut, max_file_mb=10)
+    finally:
+        logger.removeHandler(caplog.handler)
+    duration_s = audio.shape[0] / media.SAMPLE_RATE
+    assert 0.5 < duration_s < EN01_S - 0.5
+    assert any("cut off.flac" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_unicode_and_spaces_in_names(tmp_path: Path) -> None:
+    odd = tmp_path / "réunion d'équipe 会议 #1 (final).wav"
+    odd.write_bytes((DATA / "en01.wav").read_bytes())
+    assert media.decode_audio(odd, max_file_mb=10).shape[0] == 55015
+    assert media.looks_like_media(odd)

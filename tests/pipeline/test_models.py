@@ -1,0 +1,131 @@
+"""pipeline/models.py: resolving --model values, the warm model cache, load errors with their fix."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import ctranslate2
+import pytest
+
+from scribefleet.config import Settings
+from scribefleet.errors import CudaUnavailable, ModelLoadFailed, ModelNotFound, OutOfMemory, TranscriptionFailed
+from scribefleet.pipeline.models import ModelCache, ResolvedModel, default_compute_type, device_error, resolve_model
+
+
+def test_folder_with_model_bin_resolves_to_itself(model_path: Path, settings: Settings) -> None:
+    resolved = resolve_model(str(model_path), settings)
+    assert resolved.path == model_path.resolve()
+    assert resolved.model_id == f"path:{model_path.resolve()}"
+
+
+def test_tiny_en_is_the_bundled_package(model_path: Path, settings: Settings) -> None:
+    resolved = resolve_model("tiny.en", settings.model_copy(update={"offline": True}))
+    assert resolved == ResolvedModel(path=model_path, model_id="tiny.en")
+
+
+@pytest.mark.parametrize("name", ["small", "large-v3", "Systran/faster-whisper-base"])
+def test_download_names_offline_say_how_to_fix(name: str, settings: Settings) -> None:
+    offline = settings.model_copy(update={"offline": True})
+    with pytest.raises(ModelNotFound) as info:
+        resolve_model(name, offline)
+    assert info.value.code == "MODEL_NOT_FOUND"
+    assert "local model folder" in info.value.message and "allow downloads" in info.value.message
+    assert info.value.details["model"] == name
+    assert not (offline.hf_home / "hub").exists() or not any((offline.hf_home / "hub").rglob("model.bin"))
+
+
+@pytest.mark.parametrize("name", ["whisper-gigantic", "./no/such/folder", "a/b/c"])
+def test_unknown_names_are_model_not_found(name: str, settings: Settings) -> None:
+    with pytest.raises(ModelNotFound) as info:
+        resolve_model(name, settings)
+    assert "large-v3" in info.value.message  # lists what would have worked
+
+
+def test_folder_without_model_bin_says_so(tmp_path: Path, settings: Settings) -> None:
+    with pytest.raises(ModelNotFound, match="no model.bin"):
+        resolve_model(str(tmp_path), settings)
+
+
+def test_default_compute_types() -> None:
+    assert default_compute_type("cpu") == "int8"
+    assert default_compute_type("cuda") in {"float16", "int8_float16"}
+
+
+def test_cache_loads_once_and_reports(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    events: list[tuple[str, str]] = []
+    cache = ModelCache(max_models=1, on_change=lambda event, model_id: events.append((event, model_id)))
+    logger = logging.getLogger("scribefleet.models")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="scribefleet.models"):
+            first = cache.get(ResolvedModel(model_path, "a"), device="cpu", compute_type="auto", cpu_threads=1)
+            again = cache.get(ResolvedModel(model_path, "a"), device="cpu", compute_type="int8", cpu_threads=1)
+            assert again is first  # "auto" on CPU is int8: same key, no second load
+            assert cache.loaded == ["a"]
+            cache.get(ResolvedModel(model_path, "b"), device="cpu", compute_type="int8", cpu_threads=1)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert cache.loaded == ["b"]  # over max_models: the least recently used went
+    assert events == [("loaded", "a"), ("loaded", "b"), ("unloaded", "a")]
+    messages = [r.getMessage() for r in caplog.records if r.name == "scribefleet.models"]
+    assert any(m.startswith("model a loaded on cpu (int8) in ") and m.endswith(" s") for m in messages)
+    assert any(m.startswith("model a unloaded") for m in messages)
+
+
+def test_cache_is_lru_not_fifo(model_path: Path) -> None:
+    cache = ModelCache(max_models=2)
+    for model_id in ("a", "b", "a", "c"):
+        cache.get(ResolvedModel(model_path, model_id), device="cpu", compute_type="int8", cpu_threads=1)
+    assert cache.loaded == ["a", "c"]
+    cache.clear()
+    assert cache.loaded == []
+
+
+def test_corrupt_model_is_model_load_failed(model_path: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken model"
+    shutil.copytree(model_path, broken)
+    (broken / "model.bin").write_bytes(b"not a ctranslate2 model" * 100)
+    with pytest.raises(ModelLoadFailed) as info:
+        ModelCache(1).get(ResolvedModel(broken, "broken"), device="cpu", compute_type="int8", cpu_threads=1)
+    assert info.value.code == "MODEL_LOAD_FAILED" and "broken" in info.value.message
+
+
+def test_missing_model_bin_is_model_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound):
+        ModelCache(1).get(ResolvedModel(tmp_path, "empty"), device="cpu", compute_type="int8", cpu_threads=1)
+
+
+def test_unsupported_compute_type_is_model_load_failed(model_path: Path) -> None:
+    with pytest.raises(ModelLoadFailed):
+        ModelCache(1).get(ResolvedModel(model_path, "x"), device="cpu", compute_type="int3_quantum", cpu_threads=1)
+
+
+@pytest.mark.skipif(ctranslate2.get_cuda_device_count() > 0, reason="this machine has a usable GPU")
+def test_cuda_without_gpu_is_cuda_unavailable_with_the_fix(model_path: Path) -> None:
+    cache = ModelCache(1)
+    with pytest.raises(CudaUnavailable) as info:
+        cache.get(ResolvedModel(model_path, "tiny.en"), device="cuda", compute_type="auto", cpu_threads=1)
+    assert "nvidia-cublas-cu12" in info.value.message and "--device cpu" in info.value.message
+    assert cache.loaded == []
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("CUDA failed with error out of memory", OutOfMemory),
+        ("std::bad_alloc", OutOfMemory),
+        ("Library libcublas.so.12 is not found or cannot be loaded", CudaUnavailable),
+        ("Could not load library libcudnn_ops.so.9", CudaUnavailable),
+        ("CUDA driver version is insufficient for CUDA runtime version", CudaUnavailable),
+        ("Unsupported model binary version", TranscriptionFailed),
+    ],
+)
+def test_device_error_sorts_ctranslate2_messages(message: str, expected: type) -> None:
+    err = device_error(RuntimeError(message), fallback=TranscriptionFailed, context="transcribing x.wav")
+    assert type(err) is expected
+    assert err.message.startswith("transcribing x.wav: ") and message in err.message
+    assert err.details["error"] == message
+    if expected is OutOfMemory:
+        assert err.retryable and "--batch-size" in err.message
