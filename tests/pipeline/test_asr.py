@@ -122,9 +122,10 @@ def test_long_pauses_transcribed_completely(model: Any, options: TranscribeOptio
     assert all(a["start"] <= b["start"] for a, b in zip(result["segments"], result["segments"][1:]))
 
 
-def test_batched_without_vad_uses_fixed_clips(model: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_size", [4, 1], ids=["batched", "sequential"])
+def test_without_vad_the_whole_audio_is_decoded(model: Any, batch_size: int, tmp_path: Path) -> None:
     audio = decode_audio(DATA / "long_pauses.wav", max_file_mb=10)
-    result = transcribe(model, audio, TranscribeOptions(batch_size=4, vad=False), tmp_path)
+    result = transcribe(model, audio, TranscribeOptions(batch_size=batch_size, vad=False), tmp_path, window_s=10)
     assert wer(TEXTS["long_pauses.wav"], result["text"]) <= 0.3, result["text"]
 
 
@@ -155,3 +156,12 @@ def test_progress_is_fraction_of_audio_and_ends_at_one(model: Any, tmp_path: Pat
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0, abs=1e-3)
     assert all(0 <= f <= 1 for f in fractions)
     assert {extra["window"] for _, extra in seen} == set(range(seen[0][1]["windows"]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("ctranslate2").get_cuda_device_count(), reason="needs a CUDA GPU")
+def test_cuda_transcribes_like_cpu(model_path: Path, tmp_path: Path) -> None:
+    cuda = ModelCache(1).get(ResolvedModel(model_path, "tiny.en"), device="cuda", compute_type="auto", cpu_threads=0)
+    audio = decode_audio(DATA / "long_pauses.wav", max_file_mb=10)
+    result = transcribe(cuda, audio, TranscribeOptions(batch_size=16), tmp_path)
+    assert wer(TEXTS["long_pauses.wav"], result["text"]) <= 0.25, result["text"]

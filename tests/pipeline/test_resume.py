@@ -68,6 +68,16 @@ def test_rerun_needs_neither_input_nor_model(tmp_path, make_job, models, progres
     assert third["resumed_from"] == "render" and outputs_of(third) == expected
 
 
+def test_a_new_transcript_is_rendered_anew(tmp_path, make_job, models, progress) -> None:
+    job = make_job(DATA / "en04.wav", formats=("txt",))
+    expected = outputs_of(run_transcription(job, models, progress))
+    (job.work_dir / "transcript.json").unlink()
+    (job.work_dir / "render" / "transcript.txt").write_text("rendered from an older transcript\n")
+    result = run_transcription(job, models, ProgressLog())
+    assert outputs_of(result) == expected
+    assert result["resumed_from"] is None
+
+
 def test_interrupted_after_decode_resumes_at_vad(tmp_path, make_job, models) -> None:
     source = tmp_path / "in" / "report.wav"
     source.parent.mkdir()

@@ -108,7 +108,7 @@ class _JobRun:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Run a stage: progress at start and end, its time in timings_s."""
-        if self.skipped and self.resumed_from is None:
+        if self.skipped and not self.timings_s:  # every stage before this one was already done
             self.resumed_from = name
         self.progress(name, 0.0, dict(self.extra))
         started = time.monotonic()
@@ -199,7 +199,8 @@ class _JobRun:
         return transcript
 
     def render(self, transcript: dict[str, Any]) -> None:
-        missing = [fmt for fmt in self.job.outputs if not self.work.rendered(fmt).exists()]
+        fresh = "transcribe" in self.timings_s  # a new transcript makes every earlier rendering stale
+        missing = [fmt for fmt in self.job.outputs if fresh or not self.work.rendered(fmt).exists()]
         if not missing:
             self.skip("render")
             return
