@@ -211,8 +211,12 @@ class _JobRun:
     def publish(self) -> dict[str, str]:
         published = {}
         for fmt, target in self.job.outputs.items():
-            # temp file next to the target + rename: a reader never sees half an output
-            atomic_write_bytes(target, self.work.rendered(fmt).read_bytes())
+            data = self.work.rendered(fmt).read_bytes()
+            # an identical file already there (published just before a crash) is left alone,
+            # so a resumed batch does not touch finished outputs
+            if not (target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data):
+                # temp file next to the target + rename: a reader never sees half an output
+                atomic_write_bytes(target, data)
             published[fmt] = str(target)
         return published
 
