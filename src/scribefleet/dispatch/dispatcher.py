@@ -161,9 +161,13 @@ class Dispatcher:
     def _dispatch(self) -> None:
         self._dirty = False
         placement = Placement(self.engine.slots, self._running.values())
-        for task, error in placement.impossible(self._queued.values()):
-            self._set_state(self.store.fail(task.id, error["code"], error["message"], error.get("details")))
-            log.error("task %s failed [%s]: %s", task.key, error["code"], error["message"])
+        for task, error in placement.impossible(list(self._queued.values())):
+            if task.id not in self._queued:
+                continue  # skipped meanwhile, as a dependent of one failed here
+            del self._queued[task.id]
+            task = self._set_state(self.store.fail(task.id, error["code"], error["message"], error.get("details")))
+            log.error("task %s failed [%s] without running: %s", task.key, error["code"], error["message"])
+            self._emit("task_failed", task, {"code": error["code"]})
             self._ended(task.id)
         if not placement.free:
             if self._queued and log.isEnabledFor(logging.DEBUG):
@@ -295,9 +299,9 @@ class Dispatcher:
         for r in [r for r in self._running.values() if now > r.deadline]:
             del self._running[r.task.id]
             death = self.engine.kill(r.slot)
-            limit_s = r.deadline - r.started
-            log.warning("task %s on %s ran past its %.0f s limit; its process group was killed", r.task.key, r.slot, limit_s)
-            message = f"the task ran longer than its {limit_s:.0f} s limit and was killed (slot {r.slot})"
+            limit_s = round(r.deadline - r.started, 1)
+            log.warning("task %s on %s ran past its %g s limit; its process group was killed", r.task.key, r.slot, limit_s)
+            message = f"the task ran longer than its {limit_s:g} s limit and was killed (slot {r.slot})"
             details = {"slot": r.slot, "timeout_s": round(limit_s, 3), "how": death.how if death else None}
             self._finish_badly(r, TaskTimeout.code, message, details, retryable=True)
             self._restart(r.slot)

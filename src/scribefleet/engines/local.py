@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -36,6 +37,7 @@ log = logging.getLogger("scribefleet.engine")
 
 STDERR_TAIL_BYTES = 4000
 STDERR_TAIL_LINES = 20
+EXIT_GRACE_S = 2.0  # how long a slot that closed its end may take to exit before it is killed
 
 
 class SlotStatus(str, Enum):
@@ -277,6 +279,13 @@ class LocalEngine:
 
     def wait(self, timeout_s: float) -> list[SlotEvent]:
         """Block up to `timeout_s` for slot messages or deaths; return them in arrival order."""
+        events: list[SlotEvent] = self._ready_timeouts()
+        starting = [h.started_at for h in self._slots.values() if h.status is SlotStatus.STARTING]
+        if events:
+            timeout_s = 0.0  # report these now; only look at what is already waiting
+        elif starting:  # wake up in time to enforce the next ready deadline
+            next_deadline = min(starting) + self.settings.slot_ready_timeout_s
+            timeout_s = min(timeout_s, max(0.0, next_deadline - time.monotonic()) + 0.001)
         owners: dict[Any, tuple[SlotHandle, str]] = {}
         for h in self._slots.values():
             if h.proc is None:
@@ -284,7 +293,6 @@ class LocalEngine:
             owners[h.conn] = (h, "conn")
             if h.pidfd is not None:
                 owners[h.pidfd] = (h, "exit")
-        events: list[SlotEvent] = []
         if owners:
             ready = wait(list(owners), timeout=max(0.0, timeout_s))
         else:
@@ -311,6 +319,8 @@ class LocalEngine:
 
     def _reap(self, h: SlotHandle, events: list[SlotEvent]) -> None:
         self._drain(h, events)  # a "done" sent just before the end must not be lost
+        if h.pidfd is not None:  # end of stream can come before the exit: let it finish exiting
+            select.select([h.pidfd], [], [], EXIT_GRACE_S)
         task_id, was = h.task_id, h.status
         returncode = self._finish(h, SlotStatus.DEAD)
         if was is SlotStatus.STARTING:

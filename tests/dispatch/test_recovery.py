@@ -1,0 +1,91 @@
+"""One dispatcher per state dir; a dispatcher killed with -9 leaves work that the next one resumes."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from scribefleet.dispatch.dispatcher import Dispatcher
+from scribefleet.dispatch.monitor import DispatchEvent
+from scribefleet.engines.base import SlotSpec
+from scribefleet.engines.local import LocalEngine
+from scribefleet.errors import StateLocked
+from scribefleet.store import Store, TaskState
+
+if TYPE_CHECKING:
+    from .conftest import Fleet
+
+DISPATCHER = """
+import sys
+from pathlib import Path
+from scribefleet.config import Settings
+from scribefleet.dispatch.dispatcher import Dispatcher
+from scribefleet.engines.base import SlotSpec
+from scribefleet.engines.local import LocalEngine
+from scribefleet.store import Store
+
+state = Path(sys.argv[1])
+settings = Settings(cache_dir=state / "cache", _env_file=None)
+engine = LocalEngine(settings, state, [SlotSpec("cpu0", "cpu")])
+Dispatcher(Store.open(state), engine, settings).run(burst=True)
+"""
+
+
+def _exits_within(pid: int, timeout_s: float) -> bool:
+    """Wait for any process (not only a child) to exit, through a pidfd: no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
+
+
+def test_a_second_dispatcher_in_the_same_state_dir_is_refused(fleet: Fleet) -> None:
+    fleet.add("one", "true")
+    refusals: list[StateLocked] = []
+
+    def start_another(event: DispatchEvent) -> None:
+        if event.type == "task_dispatched" and not refusals:
+            engine = LocalEngine(fleet.settings, fleet.state_dir, [SlotSpec("other", "cpu")])
+            with Store.open(fleet.state_dir) as store, pytest.raises(StateLocked) as err:
+                Dispatcher(store, engine, fleet.settings).run()
+            assert engine.slots[0].pid is None  # refused before it started anything
+            refusals.append(err.value)
+
+    fleet.run(slots=1, listeners=[start_another])
+    assert refusals and refusals[0].code == "STATE_LOCKED"
+    assert refusals[0].details["pid"] == os.getpid() and f"pid {os.getpid()}" in refusals[0].message
+    assert fleet.task("one").is_complete
+
+
+def test_running_rows_of_a_killed_dispatcher_are_recovered_by_the_next(fleet: Fleet) -> None:
+    os.mkfifo(fleet.work / "up.fifo")
+    fleet.add("long", "echo $$ > shell.pid; if [ -f marker ]; then exit 0; fi; touch marker; echo up > up.fifo; sleep 30")
+    fleet.add("later", "touch later.ran", needs=["long"])
+    first = subprocess.Popen([sys.executable, "-c", DISPATCHER, str(fleet.state_dir)])
+    try:
+        fleet.wait_fifo("up.fifo")
+        with pytest.raises(StateLocked) as err:  # while it lives, nobody else dispatches here
+            Dispatcher(fleet.store, fleet.make_engine(1), fleet.settings).run()
+        assert err.value.details["pid"] == first.pid
+    finally:
+        first.kill()
+        first.wait()
+    assert fleet.task("long").state is TaskState.RUNNING  # left behind by the dead dispatcher
+    orphan = int((fleet.work / "shell.pid").read_text())
+    assert _exits_within(orphan, 10), "the slot's command outlived the dispatcher"
+
+    fleet.run(slots=1)
+    long = fleet.task("long")
+    assert long.is_complete and long.attempts == 1  # the lost attempt is not counted
+    assert fleet.event_types("long")[-4:] == ["recovered", "dispatched", "stage", "completed"]
+    assert fleet.task("later").is_complete
+    assert "task long recovered: it was left running on slot cpu0" in fleet.log_text
