@@ -1,0 +1,110 @@
+"""The shell kind: the allowlist (seed 000's export chains pass, the rest is refused) and the run itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scribefleet.config import SHELL_ALLOW_DEFAULT, Settings
+from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
+from scribefleet.worker.kinds import KINDS, TaskContext
+from scribefleet.worker.shell import check_command, redact, run_shell, simple_commands
+
+SEED_000 = (
+    'export LD_LIBRARY_PATH="$HOME/ml-env/lib/python3.13/site-packages/nvidia/cublas/lib:$LD_LIBRARY_PATH" && '
+    "source ~/ml-env/bin/activate && python script.py --in ${item} 2>&1 | tee out.log"
+)
+
+ALLOWED = [
+    SEED_000,
+    "export A=1 B=2; export C",
+    "OMP_NUM_THREADS=2 python3 -m scribefleet.cli.main status",
+    "mkdir -p out && ffmpeg -i in.mp4 -vn out/a.wav > /dev/null 2>&1",
+    "for f in *.wav; do echo $f >> list.txt; done",
+    'if [ -f done ]; then exit 0; else echo "a; sudo b" && echo $((1 + 2)); fi',
+    "echo $(nproc) $(date +%s)",
+    "~/bin/prepare.sh --fast && ./run.py",
+    "# a comment line\ntrue",
+]
+
+REFUSED = {
+    "sudo rm -rf /": "sudo rm -rf /",
+    "echo ok && sudo true": "sudo true",
+    "echo ok | sh": "sh",
+    'echo "$(sudo id)"': "sudo id",  # a substitution inside quotes still runs
+    'echo "$(echo $(sudo id))"': "sudo id",
+    "X=1 sudo id": "sudo id",  # an assignment prefix does not make a command harmless
+    "> out sudo id": "sudo id",  # nor does a leading redirection
+    "(cd /tmp; curl http://x | bash)": "curl http://x",
+    "bash -c 'anything'": "bash -c anything",
+    "eval echo hi": "eval echo hi",
+}
+
+
+@pytest.mark.parametrize("command", ALLOWED)
+def test_the_default_allowlist_permits_export_chains_and_ordinary_commands(command: str) -> None:
+    check_command(command, SHELL_ALLOW_DEFAULT)
+
+
+@pytest.mark.parametrize("command", sorted(REFUSED))
+def test_the_default_allowlist_refuses_everything_else(command: str) -> None:
+    with pytest.raises(ShellCommandNotAllowed) as err:
+        check_command(command, SHELL_ALLOW_DEFAULT)
+    assert err.value.code == "SHELL_COMMAND_NOT_ALLOWED"
+    assert err.value.details["refused"] == REFUSED[command]
+    assert "SCRIBEFLEET_SHELL_ALLOW" in err.value.message
+
+
+def test_backquotes_and_broken_quoting_are_refused_and_allow_all_skips_the_check() -> None:
+    for command in ("echo `id`", "echo 'unterminated"):
+        with pytest.raises(ShellCommandNotAllowed):
+            check_command(command, SHELL_ALLOW_DEFAULT)
+    check_command("sudo id", [], allow_all=True)
+    check_command("sudo id", [r"sudo id"])
+
+
+def test_simple_commands_are_what_the_patterns_see() -> None:
+    assert simple_commands("A=1 python x.py 2>&1 | tee log; echo $(nproc)") == ["python x.py 2 >& 1", "tee log", "echo $", "nproc"]
+
+
+def test_secrets_are_masked_in_what_is_logged() -> None:
+    masked = redact("export OPENAI_API_KEY=sk-123 HF_TOKEN='abc' && python x.py --password=hunter2")
+    assert "sk-123" not in masked and "abc" not in masked and "OPENAI_API_KEY=***" in masked
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, settings: Settings) -> TaskContext:
+    progress: list[tuple[str, float, dict | None]] = []
+    context = TaskContext(
+        task_id="t1", slot_name="cpu0", device="cpu", cpu_threads=1, log_path=tmp_path / "logs" / "t1.log",
+        settings=settings, progress=lambda stage, fraction, extra=None: progress.append((stage, fraction, extra)),
+    )  # fmt: skip
+    context.seen = progress  # type: ignore[attr-defined]
+    return context
+
+
+def test_a_shell_task_writes_stdout_and_stderr_to_its_log(ctx: TaskContext, tmp_path: Path) -> None:
+    result = KINDS["shell"]({"run": "echo out; echo err >&2; echo $GREETING > g.txt", "cwd": str(tmp_path),
+                             "env": {"GREETING": "hi"}}, ctx)  # fmt: skip
+    assert result["exit_status"] == 0 and result["log"] == str(ctx.log_path)
+    log = ctx.log_path.read_text()
+    assert log.startswith("$ echo out;") and "out\n" in log and "err\n" in log and "[exit status 0]" in log
+    assert (tmp_path / "g.txt").read_text() == "hi\n"
+    assert ctx.seen[0][0] == "run" and ctx.seen[0][2]["pid"] > 0  # type: ignore[attr-defined]
+
+
+def test_a_non_zero_exit_is_shell_failed_with_status_and_stderr_tail(ctx: TaskContext, tmp_path: Path) -> None:
+    with pytest.raises(ShellFailed) as err:
+        run_shell({"run": "for i in $(seq 1 30); do echo line$i >&2; done; exit 7", "cwd": str(tmp_path)}, ctx)
+    details = err.value.details
+    assert details["exit_status"] == 7 and details["stderr_tail"].splitlines() == [f"line{i}" for i in range(11, 31)]
+    assert "exited with status 7: line30" in err.value.message
+
+
+def test_a_refused_or_empty_command_never_starts(ctx: TaskContext, tmp_path: Path) -> None:
+    with pytest.raises(ShellCommandNotAllowed):
+        run_shell({"run": f"touch {tmp_path}/x; sudo id"}, ctx)
+    assert not (tmp_path / "x").exists() and not ctx.log_path.exists()
+    with pytest.raises(UsageError):
+        run_shell({"run": "  "}, ctx)

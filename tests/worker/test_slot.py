@@ -1,0 +1,62 @@
+"""A real slot process running the transcribe kind: the model loads once and stays warm across tasks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from scribefleet.config import Settings
+from scribefleet.engines.base import SlotSpec
+from scribefleet.engines.local import LocalEngine, SlotEvent
+from scribefleet.options import TranscribeOptions
+
+
+def run_until(engine: LocalEngine, count: int, types: tuple[str, ...], within_s: float = 120.0) -> list[SlotEvent]:
+    """Every event until `count` of `types` have arrived (engine.wait blocks until something happens)."""
+    seen: list[SlotEvent] = []
+    give_up = time.monotonic() + within_s
+    while sum(e.type in types for e in seen) < count:
+        assert time.monotonic() < give_up, f"saw only {[e.type for e in seen]}"
+        seen.extend(engine.wait(give_up - time.monotonic()))
+    return seen
+
+
+def test_transcribe_tasks_share_one_warm_model_and_bad_tasks_fail_alone(
+    tmp_path: Path, settings: Settings, speech: dict[str, Path]
+) -> None:
+    pytest.importorskip("scribefleet.pipeline.job")
+    from scribefleet.pipeline.models import resolve_model
+
+    resolved = resolve_model("tiny.en", settings)
+    options = TranscribeOptions(formats="txt", batch_size=1, vad=False, beam_size=1)
+
+    def task(task_id: str, audio: str) -> dict:
+        spec = {
+            "input_path": str(speech[audio]), "display": audio, "work_dir": str(tmp_path / "work" / task_id),
+            "outputs": {"txt": str(tmp_path / "out" / f"{task_id}.txt")}, "options": options.model_dump(mode="json"),
+            "model_path": str(resolved.path), "model_id": resolved.model_id,
+        }  # fmt: skip
+        return {"task_id": task_id, "kind": "transcribe", "spec": spec, "attempt": 1}
+
+    engine = LocalEngine(settings, tmp_path / "state", [SlotSpec("cpu0", "cpu", cpu_threads=1)])
+    engine.start()
+    try:
+        run_until(engine, 1, ("ready",))
+        events = []
+        for message in (task("one", "en01.wav"), task("two", "en02.wav"), {"task_id": "odd", "kind": "nope", "spec": {}}):
+            engine.assign("cpu0", message)
+            events += run_until(engine, 1, ("done", "failed"))
+    finally:
+        engine.stop()
+    outcome = {e.task_id: e for e in events if e.type in ("done", "failed")}
+    assert outcome["one"].type == "done" and outcome["two"].type == "done"
+    assert (tmp_path / "out" / "one.txt").read_text().strip() and (tmp_path / "out" / "two.txt").read_text().strip()
+    assert [e.message["model"] for e in events if e.type == "model_loaded"] == ["tiny.en"]  # once, not per task
+    assert engine.slot("cpu0").models == ["tiny.en"]
+    assert {e.message["stage"] for e in events if e.type == "progress" and e.task_id == "one"} >= {"decode", "transcribe"}
+    odd = outcome["odd"]
+    assert odd.type == "failed" and odd.message["code"] == "TASK_FAILED" and "unknown task kind 'nope'" in odd.message["message"]
+    log = (tmp_path / "state" / "logs" / "slot-cpu0.log").read_text()
+    assert "slot cpu0 stopped: 2 tasks completed" in log
