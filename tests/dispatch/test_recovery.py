@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from scribefleet.dispatch.dispatcher import Dispatcher
+from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
 from scribefleet.engines.base import SlotSpec
 from scribefleet.engines.local import LocalEngine
@@ -25,6 +26,7 @@ import sys
 from pathlib import Path
 from scribefleet.config import Settings
 from scribefleet.dispatch.dispatcher import Dispatcher
+from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.engines.base import SlotSpec
 from scribefleet.engines.local import LocalEngine
 from scribefleet.store import Store
@@ -89,3 +91,27 @@ def test_running_rows_of_a_killed_dispatcher_are_recovered_by_the_next(fleet: Fl
     assert fleet.event_types("long")[-4:] == ["recovered", "dispatched", "stage", "completed"]
     assert fleet.task("later").is_complete
     assert "task long recovered: it was left running on slot cpu0" in fleet.log_text
+
+
+def test_a_cancel_with_no_dispatcher_running_is_applied_at_once(fleet: Fleet) -> None:
+    from scribefleet.dispatch import request_cancel
+
+    first = fleet.add("first", "true")
+    fleet.add("second", "true", needs=["first"])
+    fleet.add("other", "true")
+    assert request_cancel(fleet.store, first, fleet.settings) is True
+    assert fleet.task("first").state is TaskState.CANCELED
+    assert fleet.task("second").state is TaskState.SKIPPED and fleet.task("other").is_queued
+    assert fleet.store.pending_cancels() == []
+
+
+def test_a_cancel_while_a_dispatcher_runs_is_left_to_it(fleet: Fleet) -> None:
+    from scribefleet.dispatch import request_cancel
+
+    target = fleet.add("target", "true")
+    fleet.store.ensure_batch("another", "plan", {}, None)
+    with DispatcherLock(fleet.state_dir):  # as if a dispatcher were running here
+        assert request_cancel(fleet.store, target, fleet.settings) is False
+    assert fleet.task("target").is_queued and [t for _, t in fleet.store.pending_cancels()] == [target]
+    fleet.run(slots=1)  # the next dispatcher applies it before running anything
+    assert fleet.task("target").state is TaskState.CANCELED

@@ -22,8 +22,8 @@ from scribefleet.config import Settings
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
 from scribefleet.dispatch.placement import Placement
-from scribefleet.engines.local import LocalEngine, SlotEvent, SlotStatus
-from scribefleet.errors import DependencyFailed, SlotCrashed, TaskTimeout, UserCanceled
+from scribefleet.engines.local import LocalEngine, SlotEvent
+from scribefleet.errors import DependencyFailed, SlotCrashed, StateLocked, TaskTimeout, UserCanceled
 from scribefleet.store.models import Task, TaskState
 from scribefleet.store.store import Store
 from scribefleet.worker.shell import redact
@@ -380,4 +380,23 @@ class Dispatcher:
                 self._restart(r.slot)
 
 
-__all__ = ["Dispatcher", "DispatchEvent", "SlotStatus"]
+def request_cancel(store: Store, target_id: str, settings: Settings) -> bool:
+    """Cancel a batch or task: recorded for the running dispatcher, or applied now when none runs.
+
+    Returns True when it was applied at once (no dispatcher holds this state
+    dir), False when the running dispatcher will apply it within
+    `cancel_poll_s` (killing a running task's process group).
+    """
+    store.request_cancel(target_id)
+    dispatcher = Dispatcher(store, None, settings)  # type: ignore[arg-type]  # no slot is touched
+    try:
+        dispatcher.lock.acquire()
+    except StateLocked:
+        return False
+    try:
+        dispatcher._recover()  # no dispatcher holds the lock: running rows are leftovers
+        dispatcher._load()
+        dispatcher._poll_store()
+    finally:
+        dispatcher.lock.release()
+    return True
