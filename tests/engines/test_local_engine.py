@@ -150,3 +150,21 @@ def test_slots_die_with_their_parent(tmp_path: Path) -> None:
         parent.kill()
         parent.wait()
     assert all(exits_within(pid, 10) for pid in pids)
+
+
+@pytest.mark.gpu
+def test_a_cuda_slot_passes_its_preflight_and_is_pinned_to_its_gpu(tmp_path: Path, settings: Settings) -> None:
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    if ctranslate2.get_cuda_device_count() == 0:
+        pytest.skip("no CUDA GPU on this machine")
+    engine = LocalEngine(settings, tmp_path / "state", [SlotSpec("gpu0", "cuda", gpu_index=0)])
+    engine.start()
+    try:
+        ready, seen = wait_for(engine, "ready", within_s=120)
+        assert "preflight_failed" not in [e.type for e in seen]
+        engine.assign("gpu0", shell("t1", 'echo "$CUDA_VISIBLE_DEVICES" > visible.txt', tmp_path))
+        wait_for(engine, "done")
+    finally:
+        engine.stop()
+    assert (tmp_path / "visible.txt").read_text().strip() == "0"
+    assert "preflight ok" in (tmp_path / "state" / "logs" / "slot-gpu0.log").read_text()
