@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     #: a slot that dies this many times in a row before becoming ready is given up
     slot_restart_limit: int = Field(default=3, ge=1)
 
+    #: GPUs scribefleet may use: indices (nvidia-smi order) or UUIDs, comma-separated;
+    #: a CUDA_VISIBLE_DEVICES set for scribefleet itself is honoured the same way
+    gpus: str | None = Field(
+        default=None, validation_alias=AliasChoices("SCRIBEFLEET_GPUS", "CUDA_VISIBLE_DEVICES")
+    )
+
     @property
     def hf_home(self) -> Path:
         return self.model_dir or (self.cache_dir / "huggingface")

@@ -180,3 +180,28 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path: Path, speech: dict[str
     assert _outputs(out) == want
     for name, mtime in done_before.items():
         assert (out / name).stat().st_mtime_ns == mtime, f"{name} was redone after the restart"
+
+
+def test_rerun_retries_failures_and_restores_deleted_outputs(tmp_path: Path, speech: dict[str, Path]) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(speech["en12.wav"], root / "good.wav")
+    (root / "later.wav").write_bytes(os.urandom(5000))  # broken now, replaced by a real recording below
+    out = tmp_path / "out"
+    first = json.loads(run_cli("transcribe", str(root), "-o", str(out), "--json", "-f", "txt,srt", check=1).stdout)
+    assert first["failed"] == 1
+    shutil.copy(speech["en04.wav"], root / "later.wav")
+    (out / "good.srt").unlink()
+    second = json.loads(run_cli("transcribe", str(root), "-o", str(out), "--json", "-f", "txt,srt").stdout)
+    assert second["batch_id"] == first["batch_id"] and second["complete"] == 2
+    assert wer(TEXTS["en04.wav"], (out / "later.txt").read_text()) <= 0.3
+    assert list(srt.parse((out / "good.srt").read_text()))
+
+
+def test_a_second_run_on_the_same_out_is_refused(tmp_path: Path, speech: dict[str, Path]) -> None:
+    from scribefleet.dispatch.lock import DispatcherLock
+
+    out = tmp_path / "out"
+    with DispatcherLock(out / ".scribefleet"):
+        proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(out), check=1)
+    assert "STATE_LOCKED" in proc.stderr and str(os.getpid()) in proc.stderr

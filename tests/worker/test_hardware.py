@@ -171,3 +171,18 @@ def test_cpu_on_a_gpu_machine_and_visible_gpus(settings: Settings) -> None:
 def test_bad_device_or_slots_is_a_usage_error(settings: Settings, device: str, slots: int | None) -> None:
     with pytest.raises(UsageError):
         plan_slots(_hw(1), device, slots, settings)
+
+
+
+@pytest.mark.parametrize("variable", ["SCRIBEFLEET_GPUS", "CUDA_VISIBLE_DEVICES"])
+@pytest.mark.parametrize(
+    ("spec", "indices"),
+    [("1", [1]), ("2,0", [0, 2]), ("GPU-0002", [2]), ("GPU-0001,7", [1]), ("", []), ("-1", []), ("0,bogus,2", [0])],
+)
+def test_allowed_gpus_restrict_the_plan(tmp_path, monkeypatch, variable: str, spec: str, indices: list[int]) -> None:
+    monkeypatch.setenv(variable, spec)
+    plan = plan_slots(_hw(3), "auto", None, Settings(cache_dir=tmp_path, _env_file=None))
+    if indices:
+        assert sorted(s.gpu_index for s in plan) == indices and {s.device for s in plan} == {"cuda"}
+    else:
+        assert [s.device for s in plan] == ["cpu"]

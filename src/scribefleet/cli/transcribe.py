@@ -100,7 +100,12 @@ def _work_dir(state_dir: Path, f: InputFile, digest: str | None, result_key: str
 
 def create_batch(store: Any, files: list[InputFile], options: TranscribeOptions, resolved: Any,
                  settings: Settings, state_dir: Path, out: Path) -> str:
-    """Record the batch and one transcribe task per input (idempotent)."""
+    """Record the batch and one transcribe task per input; bring an existing batch up to date.
+
+    The caller holds the dispatcher lock. Of a batch seen before: tasks whose input
+    changed get the new spec; failed, canceled and skipped tasks, and finished ones
+    whose outputs were deleted, are queued again (their checkpoints make that cheap).
+    """
     hashes = hash_inputs(files, state_dir)
     result_key = options.result_key(resolved.model_id)
     batch_id = store.ensure_batch(
@@ -120,11 +125,18 @@ def create_batch(store: Any, files: list[InputFile], options: TranscribeOptions,
             "model_path": str(resolved.path),
             "model_id": resolved.model_id,
         }
-        store.add_task(
+        task_id = store.add_task(
             batch_id, str(f.path), "transcribe", spec,
             max_attempts=settings.max_attempts, timeout_s=settings.transcribe_timeout_s,
             resources="gpu" if options.device.value == "cuda" else "any", content_key=work.name,
         )
+        store.revise_task(task_id, spec, content_key=work.name)
+    again = [
+        t.id for t in store.tasks(batch_id=batch_id)
+        if t.is_terminal and (not t.is_complete or not all(Path(p).is_file() for p in t.spec["outputs"].values()))
+    ]
+    if again:
+        store.reset_tasks(batch_id, again)
     return batch_id
 
 
@@ -168,6 +180,7 @@ def run_transcribe(req: TranscribeRequest) -> int:
 def _run(req: TranscribeRequest, options: TranscribeOptions, settings: Settings, out: Path,
          state_dir: Path, progress: Any, err_console: Console) -> int:
     from scribefleet.dispatch.dispatcher import Dispatcher
+    from scribefleet.dispatch.lock import DispatcherLock
     from scribefleet.engines.local import LocalEngine
     from scribefleet.pipeline.models import resolve_model
     from scribefleet.store.store import Store
@@ -177,22 +190,27 @@ def _run(req: TranscribeRequest, options: TranscribeOptions, settings: Settings,
     if not files:
         raise InputNotFound(f"no media found in {', '.join(req.inputs)}: name files, folders or globs that hold audio or video")
     store = Store.open(state_dir)
-    batch_id = create_batch(store, files, options, resolved, settings, state_dir, out)
-    if req.force:
-        for t in store.tasks(batch_id=batch_id):
-            shutil.rmtree(t.spec["work_dir"], ignore_errors=True)
-        store.reset_tasks(batch_id)
-    tasks = store.tasks(batch_id=batch_id)
-    pending = [t for t in tasks if not t.is_terminal]
-    log.info("batch %s: %d inputs, %d to do, model %s, state %s", batch_id, len(tasks), len(pending), resolved.model_id, state_dir)
-    if pending:
-        engine = LocalEngine(settings, state_dir, _plan_slots(settings, options, req.slots, len(pending)))
-        dispatcher = Dispatcher(store, engine, settings, listeners=[progress.on_event])
-        with progress.live(tasks):
-            try:
-                dispatcher.run(burst=True, batch_id=batch_id)
-            finally:
-                engine.stop()
+    lock = DispatcherLock(state_dir)
+    lock.acquire()  # before touching the batch: another run may be dispatching from this state dir
+    try:
+        batch_id = create_batch(store, files, options, resolved, settings, state_dir, out)
+        if req.force:
+            for t in store.tasks(batch_id=batch_id):
+                shutil.rmtree(t.spec["work_dir"], ignore_errors=True)
+            store.reset_tasks(batch_id)
+        tasks = store.tasks(batch_id=batch_id)
+        pending = [t for t in tasks if not t.is_terminal]
+        log.info("batch %s: %d inputs, %d to do, model %s, state %s", batch_id, len(tasks), len(pending), resolved.model_id, state_dir)
+        if pending:
+            engine = LocalEngine(settings, state_dir, _plan_slots(settings, options, req.slots, len(pending)))
+            dispatcher = Dispatcher(store, engine, settings, listeners=[progress.on_event], lock=lock)
+            with progress.live(tasks):
+                try:
+                    dispatcher.run(burst=True, batch_id=batch_id)
+                finally:
+                    engine.stop()
+    finally:
+        lock.release()
     return _summarize(store, batch_id, state_dir, req.json_out, err_console)
 
 

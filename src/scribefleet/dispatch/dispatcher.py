@@ -36,11 +36,20 @@ Listener = Callable[[DispatchEvent], None]
 class Dispatcher:
     """Runs the tasks of a store on the slots of an engine."""
 
-    def __init__(self, store: Store, engine: LocalEngine, settings: Settings, *, listeners: Iterable[Listener] = ()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine: LocalEngine,
+        settings: Settings,
+        *,
+        listeners: Iterable[Listener] = (),
+        lock: DispatcherLock | None = None,
+    ) -> None:
         self.store, self.engine, self.settings = store, engine, settings
         self.listeners = list(listeners)
         self.monitor = Monitor(settings)
-        self.lock = DispatcherLock(store.state_dir)
+        # a caller that must change the store before dispatching (re-runs, --force) takes the lock first
+        self.lock = lock or DispatcherLock(store.state_dir)
         self._stop = threading.Event()
         self._batch_id: str | None = None
         self._queued: dict[str, Task] = {}  # in submission order

@@ -175,20 +175,45 @@ class Store:
             )
         return str(row["id"])
 
-    def reset_tasks(self, batch_id: str) -> int:
-        """Put every task of the batch back to queued with no attempts, result or error (--force)."""
+    def reset_tasks(self, batch_id: str, task_ids: Iterable[str] | None = None) -> int:
+        """Put tasks of the batch (all, or `task_ids`) back to queued with no attempts, result or error.
+
+        For --force and for re-runs of failed work; the caller holds the dispatcher lock.
+        """
         now = time.time()
         with self._tx() as c:
-            rows = c.execute("SELECT id, state, attempts FROM tasks WHERE batch_id = ?", (batch_id,)).fetchall()
-            c.execute(
+            rows = c.execute("SELECT id, state FROM tasks WHERE batch_id = ?", (batch_id,)).fetchall()
+            if task_ids is not None:
+                wanted = set(task_ids)
+                rows = [r for r in rows if r["id"] in wanted]
+            c.executemany(
                 "UPDATE tasks SET state = 'queued', stage = NULL, progress = 0, attempts = 0, slot = NULL,"
                 " error_code = NULL, error_message = NULL, error_details = NULL, result = NULL,"
-                " started_at = NULL, finished_at = NULL, updated_at = ? WHERE batch_id = ?",
-                (now, batch_id),
+                " started_at = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
+                [(now, r["id"]) for r in rows],
             )
             for row in rows:
                 self._event(c, batch_id, row["id"], "reset", {"from": row["state"]}, now)
             return len(rows)
+
+    def revise_task(self, task_id: str, spec: dict[str, Any], *, content_key: str | None) -> bool:
+        """Give a task a new spec (its input changed since it was added); True if anything changed.
+
+        A changed task goes back to queued from scratch. The caller holds the dispatcher lock.
+        """
+        with self._tx() as c:
+            row = c.execute("SELECT batch_id, spec, content_key FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None or (row["spec"] == _dumps(spec) and row["content_key"] == content_key):
+                return False
+            now = time.time()
+            c.execute(
+                "UPDATE tasks SET spec = ?, content_key = ?, state = 'queued', stage = NULL, progress = 0,"
+                " attempts = 0, slot = NULL, error_code = NULL, error_message = NULL, error_details = NULL,"
+                " result = NULL, started_at = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
+                (_dumps(spec), content_key, now, task_id),
+            )
+            self._event(c, row["batch_id"], task_id, "revised", {"content_key": content_key}, now)
+            return True
 
     def request_cancel(self, target_id: str) -> str:
         """Ask the dispatcher to cancel a batch or a task; returns "batch" or "task"."""

@@ -267,6 +267,25 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
+def allowed_gpu_indices(spec: str, hw: Hardware) -> list[int]:
+    """Physical indices named by a CUDA_VISIBLE_DEVICES-style list of indices or UUIDs.
+
+    As in CUDA, an empty list, "-1" or "none" means no GPU at all.
+    """
+    by_uuid = {g.uuid: g.index for g in hw.gpus if g.uuid}
+    allowed: list[int] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item.isdigit():
+            allowed.append(int(item))
+        elif item.startswith(("GPU-", "MIG-")):
+            match = next((idx for uuid, idx in by_uuid.items() if uuid.startswith(item)), None)
+            if match is not None:
+                allowed.append(match)
+        elif item:
+            break  # CUDA stops at the first invalid entry, and so do we
+    return allowed
+
+
 def plan_slots(
     hw: Hardware,
     device: str | Device,
@@ -289,6 +308,8 @@ def plan_slots(
     if slots is not None and slots < 1:
         raise UsageError(f"--slots must be 1 or more, not {slots}")
     gpus = hw.usable_gpu_indices
+    if visible_gpus is None and settings.gpus is not None:
+        visible_gpus = allowed_gpu_indices(settings.gpus, hw)
     if visible_gpus is not None:
         gpus = [g for g in gpus if g in visible_gpus]
     if device is Device.CUDA and not gpus:
