@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, SerializationInfo, field_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -96,11 +96,40 @@ class Settings(BaseSettings):
     #: a slot that dies this many times in a row before becoming ready is given up
     slot_restart_limit: int = Field(default=3, ge=1)
 
+    #: default wall-clock limit of a plan's shell task, seconds (seed 000: 600 was too short)
+    shell_timeout_s: float = Field(default=1800.0, gt=0)
+    #: default wall-clock limit of a plan's llm task, seconds; above llm_timeout_s (one request),
+    #: so a request that times out fails as LLM_UNREACHABLE and is retried instead of being killed
+    llm_task_timeout_s: float = Field(default=900.0, gt=0)
+    #: default wall-clock limit of a plan's aggregate task, seconds
+    aggregate_timeout_s: float = Field(default=300.0, gt=0)
+
     #: GPUs scribefleet may use: indices (nvidia-smi order) or UUIDs, comma-separated;
     #: a CUDA_VISIBLE_DEVICES set for scribefleet itself is honoured the same way
     gpus: str | None = Field(
         default=None, validation_alias=AliasChoices("SCRIBEFLEET_GPUS", "CUDA_VISIBLE_DEVICES")
     )
+
+    #: OpenAI-compatible chat endpoint of `llm` tasks (default: a local Ollama); a task's
+    #: `endpoint` and a slot's entry in llm_slot_endpoints come first
+    llm_endpoint: str = "http://127.0.0.1:11434"
+    #: slot name -> endpoint, so each GPU slot talks to its own local server (seed 002)
+    llm_slot_endpoints: dict[str, str] = Field(default_factory=dict)
+    #: model of `llm` tasks that name none; None = the first model the endpoint lists
+    llm_model: str | None = None
+    #: sent as `Authorization: Bearer ...`; a secret: never logged, never in events or errors
+    llm_api_key: SecretStr | None = None
+    #: seconds one llm request may take (connect, send, wait for the answer)
+    llm_timeout_s: float = Field(default=600.0, gt=0)
+    #: longer input text is cut to this many characters (a warning in the result); 0 = never cut
+    llm_max_input_chars: int = Field(default=24000, ge=0)
+
+    @field_serializer("llm_api_key", when_used="json")
+    def _secret_json(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        # JSON shows "**********", except for the init message that hands a slot its settings
+        if value is None:
+            return None
+        return value.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(value)
 
     @property
     def hf_home(self) -> Path:

@@ -26,6 +26,8 @@ with what to do about it, and a test keeps the two in step.
     |   +-- DependencyFailed            DEPENDENCY_FAILED
     |   +-- ShellCommandNotAllowed      SHELL_COMMAND_NOT_ALLOWED
     |   +-- ShellFailed                 SHELL_FAILED
+    |   +-- LlmUnreachable              LLM_UNREACHABLE
+    |   +-- LlmFailed                   LLM_FAILED
     +-- OutputWriteFailed               OUTPUT_WRITE_FAILED
     +-- PlanInvalid                     PLAN_INVALID
 """
@@ -202,6 +204,19 @@ class ShellFailed(TaskError):
     """A shell task's command exited with a non-zero status."""
 
     code, http_status = "SHELL_FAILED", 500
+
+
+class LlmUnreachable(TaskError):
+    """An llm task's chat endpoint refused the connection, could not be reached, or did not answer in time."""
+
+    code, http_status = "LLM_UNREACHABLE", 503
+    retryable = True
+
+
+class LlmFailed(TaskError):
+    """An llm task's chat endpoint answered with an HTTP error or with no usable answer."""
+
+    code, http_status = "LLM_FAILED", 502
 
 
 class StateIncompatible(ScribefleetError):

@@ -174,7 +174,8 @@ class LocalEngine:
             h.pidfd = None  # old kernel: the socket's EOF tells us instead
         h.status, h.task_id, h.models, h.error = SlotStatus.STARTING, None, [], None
         h.started_at = time.monotonic()
-        h.conn.send({"op": "init", "settings": self.settings.model_dump(mode="json")})
+        # secrets (llm_api_key) travel in full over the private socket; JSON elsewhere masks them
+        h.conn.send({"op": "init", "settings": self.settings.model_dump(mode="json", context={"reveal_secrets": True})})
         log.info("slot %s starting on %s (pid %d, stderr %s)", h.name, h.device, h.proc.pid, stderr_path)
 
     def restart(self, name: str) -> bool:
