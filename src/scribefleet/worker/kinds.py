@@ -17,6 +17,8 @@ from typing import Any
 
 from scribefleet.config import Settings
 from scribefleet.errors import OutOfMemory, UsageError
+from scribefleet.worker.aggregate import run_aggregate
+from scribefleet.worker.llm import run_llm
 from scribefleet.worker.shell import run_shell
 
 log = logging.getLogger("scribefleet.kinds")
@@ -78,4 +80,6 @@ def run_transcribe(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 KINDS: dict[str, Callable[[dict[str, Any], TaskContext], dict[str, Any]]] = {
     "transcribe": run_transcribe,
     "shell": run_shell,
+    "aggregate": run_aggregate,
+    "llm": run_llm,
 }

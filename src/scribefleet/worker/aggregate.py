@@ -1,0 +1,178 @@
+"""The `aggregate` task kind: the outputs of several tasks combined into one file.
+
+A plan's aggregate task names an `output` (txt, md or json) and either lists
+its `inputs` or takes the outputs of the tasks it needs. `scribefleet plan run`
+turns either into `items` before the task is stored, one per source:
+
+    {"name": "fox.wav", "input": "/media/fox.wav",
+     "files": {"json": "/out/fox.json", "txt": "/out/fox.txt"}}
+
+For each item the text comes from the best file it has: a whisper JSON
+transcript (text, language, duration), else a .txt, else any other text file
+(subtitles and TSV lose their timings). An item none of whose files exists
+fails the task with INPUT_NOT_FOUND, naming the files: the task that should
+have written them did not. The output is written atomically:
+
+    txt   one section per item, headed by its name
+    md    `# title`, then `## name` and the text of each item
+    json  {"title", "items": [{"name", "input", "text", "language",
+           "duration_s", "outputs"}], "text": all texts, blank-line separated}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from scribefleet.errors import InputNotFound, UsageError
+
+if TYPE_CHECKING:
+    from scribefleet.worker.kinds import TaskContext
+
+#: which file of an item is read first: a whisper transcript, then plain text, then the rest
+PREFERENCE = ("json", "txt", "md", "srt", "vtt", "tsv")
+_CUE_TIMING = re.compile(r"^\s*(\d+:)?\d+:\d+[.,]\d+\s*-->")
+
+
+class AggregateItem(BaseModel):
+    """One source of an aggregate: a name, the media it came from, and its files by format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    input: str | None = None
+    files: dict[str, str] = Field(min_length=1)
+
+
+class AggregateJob(BaseModel):
+    """The runtime spec of an aggregate task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: str = Field(min_length=1)
+    format: Literal["txt", "md", "json"]
+    title: str | None = None
+    #: plain files to combine, when `items` is not given (each is its own item)
+    inputs: list[str] | None = None
+    items: list[AggregateItem] | None = None
+
+    @model_validator(mode="after")
+    def _items_from_inputs(self) -> AggregateJob:
+        if self.items is None:
+            if not self.inputs:
+                raise ValueError("an aggregate task needs 'items' or 'inputs'")
+            self.items = [item_for_file(p) for p in self.inputs]
+        return self
+
+
+def item_for_file(path: str) -> AggregateItem:
+    """An item made of one file, named after it."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "txt"
+    return AggregateItem(name=Path(path).name, files={fmt: path})
+
+
+def _whisper_json(path: Path) -> dict[str, Any] | None:
+    """The transcript in a whisper JSON file, or None when the file is some other JSON."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(doc, dict) and isinstance(doc.get("text"), str) and isinstance(doc.get("segments"), list):
+        return doc
+    return None
+
+
+def _plain_text(path: Path, fmt: str) -> str:
+    """A text file's words: subtitle numbers, timings and headers dropped, TSV reduced to its text column."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if fmt == "tsv":
+        rows = [line.split("\t") for line in text.splitlines()[1:]]
+        return " ".join(row[-1].strip() for row in rows if row and row[-1].strip())
+    if fmt in ("srt", "vtt"):
+        keep = [
+            line.strip() for line in text.splitlines()
+            if line.strip() and not line.strip().isdigit() and not _CUE_TIMING.match(line) and line.strip() != "WEBVTT"
+        ]  # fmt: skip
+        return " ".join(keep)
+    return text.strip()
+
+
+def read_item(item: AggregateItem) -> dict[str, Any]:
+    """{"name", "input", "text", "language", "duration_s", "outputs", "source"} of one item."""
+    present = {fmt: Path(p) for fmt, p in item.files.items() if Path(p).is_file()}
+    if not present:
+        listed = ", ".join(item.files.values())
+        raise InputNotFound(
+            f"aggregate input {item.name!r} is missing: none of {listed} exists; "
+            "run the task that writes it again (its outputs may have been deleted)",
+            item=item.name, files=list(item.files.values()),
+        )  # fmt: skip
+    row: dict[str, Any] = {
+        "name": item.name, "input": item.input, "text": "", "language": None, "duration_s": None,
+        "outputs": {fmt: str(p) for fmt, p in present.items()},
+    }  # fmt: skip
+    order = [f for f in PREFERENCE if f in present] + [f for f in present if f not in PREFERENCE]
+    for fmt in order:
+        if fmt == "json":
+            doc = _whisper_json(present[fmt])
+            if doc is None:
+                continue  # some other JSON: text only when nothing else is there
+            duration = doc.get("duration")
+            row.update(text=doc["text"].strip(), language=doc.get("language"), source=str(present[fmt]),
+                       duration_s=float(duration) if isinstance(duration, (int, float)) else None)  # fmt: skip
+            return row
+        row.update(text=_plain_text(present[fmt], fmt), source=str(present[fmt]))
+        return row
+    row.update(text=_plain_text(present["json"], "json"), source=str(present["json"]))
+    return row
+
+
+def render_txt(title: str | None, rows: list[dict[str, Any]]) -> str:
+    parts = [f"{title}\n{'=' * len(title)}\n"] if title else []
+    for row in rows:
+        parts.append(f"== {row['name']} ==\n\n{row['text']}\n")
+    return "\n".join(parts)
+
+
+def render_md(title: str | None, rows: list[dict[str, Any]]) -> str:
+    parts = [f"# {title}\n"] if title else []
+    for row in rows:
+        parts.append(f"## {row['name']}\n\n{row['text']}\n")
+    return "\n".join(parts)
+
+
+def render_json(title: str | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("name", "input", "text", "language", "duration_s", "outputs")
+    items = [{k: row[k] for k in keys} for row in rows]
+    return {"title": title, "items": items, "text": "\n\n".join(row["text"] for row in rows if row["text"])}
+
+
+def run_aggregate(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Handler of the `aggregate` kind: read every item, write `output` atomically."""
+    from scribefleet.pipeline.checkpoint import atomic_write_text
+
+    try:
+        job = AggregateJob.model_validate(spec)
+    except ValidationError as exc:
+        raise UsageError(f"invalid aggregate task: {exc.errors()[0].get('msg')}", task_id=ctx.task_id) from exc
+    items = job.items or []
+    rows = []
+    for n, item in enumerate(items):
+        ctx.progress("aggregate", n / max(1, len(items)), None)
+        rows.append(read_item(item))
+    output = Path(job.output)
+    if job.format == "json":
+        atomic_write_text(output, json.dumps(render_json(job.title, rows), indent=2, ensure_ascii=False) + "\n")
+    else:
+        render = render_md if job.format == "md" else render_txt
+        atomic_write_text(output, render(job.title, rows))
+    ctx.progress("aggregate", 1.0, None)
+    return {
+        "outputs": {job.format: str(output)},
+        "items": len(rows),
+        "sources": [row["source"] for row in rows],
+    }

@@ -1,0 +1,106 @@
+"""The aggregate kind: transcripts and text files combined into txt, md and json, atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scribefleet.config import Settings
+from scribefleet.errors import InputNotFound, UsageError
+from scribefleet.worker.aggregate import run_aggregate
+from scribefleet.worker.kinds import KINDS, TaskContext
+
+
+def _ctx(tmp_path: Path, settings: Settings, seen: list[tuple[str, float]]) -> TaskContext:
+    return TaskContext(
+        task_id="t1", slot_name="cpu0", device="cpu", cpu_threads=1, log_path=tmp_path / "t1.log",
+        settings=settings, progress=lambda stage, fraction, extra=None: seen.append((stage, fraction)),
+    )  # fmt: skip
+
+
+def _whisper(path: Path, text: str, language: str = "en", duration: float = 2.5) -> str:
+    doc = {"text": text, "language": language, "duration": duration,
+           "segments": [{"id": 0, "start": 0.0, "end": duration, "text": text}]}  # fmt: skip
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> dict[str, Any]:
+    """Two transcribed items (json + txt + srt) and one item with only subtitles."""
+    d = tmp_path / "t"
+    d.mkdir()
+    items = []
+    for stem, text in (("fox", " The quick brown fox."), ("café", " Bonjour tout le monde.")):
+        files = {"json": _whisper(d / f"{stem}.json", text, "fr" if stem == "café" else "en"),
+                 "txt": str(d / f"{stem}.txt")}  # fmt: skip
+        (d / f"{stem}.txt").write_text("txt is not read when the json is there\n")
+        items.append({"name": f"{stem}.wav", "input": f"/media/{stem}.wav", "files": files})
+    (d / "subs.srt").write_text("1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n00:00:01,500 --> 00:00:03,000\nGeneral Kenobi.\n")
+    items.append({"name": "subs.wav", "input": None, "files": {"srt": str(d / "subs.srt"), "json": str(d / "gone.json")}})
+    return {"items": items, "dir": d}
+
+
+def test_aggregate_is_a_registered_kind() -> None:
+    assert KINDS["aggregate"] is run_aggregate
+
+
+def test_json_index_has_one_entry_per_item_and_all_text(tmp_path: Path, settings: Settings, sources: dict[str, Any]) -> None:
+    seen: list[tuple[str, float]] = []
+    out = tmp_path / "deep" / "index.json"
+    result = run_aggregate({"output": str(out), "format": "json", "items": sources["items"]}, _ctx(tmp_path, settings, seen))
+    doc = json.loads(out.read_text())
+    assert [i["name"] for i in doc["items"]] == ["fox.wav", "café.wav", "subs.wav"]
+    fox, cafe, subs = doc["items"]
+    assert (fox["text"], fox["language"], fox["duration_s"]) == ("The quick brown fox.", "en", 2.5)
+    assert fox["input"] == "/media/fox.wav" and set(fox["outputs"]) == {"json", "txt"}
+    assert cafe["language"] == "fr"
+    assert subs["text"] == "Hello there. General Kenobi." and subs["language"] is None
+    assert set(subs["outputs"]) == {"srt"}, "a file that does not exist is not listed as an output"
+    assert doc["text"] == "The quick brown fox.\n\nBonjour tout le monde.\n\nHello there. General Kenobi."
+    assert result["outputs"] == {"json": str(out)} and result["items"] == 3
+    assert seen[-1] == ("aggregate", 1.0)
+    assert [p.name for p in out.parent.iterdir()] == ["index.json"], "no temporary file is left behind"
+
+
+def test_txt_and_md_have_a_section_per_item(tmp_path: Path, settings: Settings, sources: dict[str, Any]) -> None:
+    txt, md = tmp_path / "all.txt", tmp_path / "all.md"
+    ctx = _ctx(tmp_path, settings, [])
+    run_aggregate({"output": str(txt), "format": "txt", "items": sources["items"]}, ctx)
+    run_aggregate({"output": str(md), "format": "md", "title": "Digest", "items": sources["items"]}, ctx)
+    assert txt.read_text() == (
+        "== fox.wav ==\n\nThe quick brown fox.\n\n== café.wav ==\n\nBonjour tout le monde.\n\n"
+        "== subs.wav ==\n\nHello there. General Kenobi.\n"
+    )
+    assert md.read_text().startswith("# Digest\n\n## fox.wav\n\nThe quick brown fox.\n\n## café.wav\n")
+
+
+def test_plain_inputs_are_read_as_text_and_other_json_as_its_text(tmp_path: Path, settings: Settings) -> None:
+    (tmp_path / "a.md").write_text("- point one\n- point two\n")
+    (tmp_path / "b.tsv").write_text("start\tend\ttext\n0\t1000\tFirst words.\n1000\t2000\tSecond words.\n")
+    (tmp_path / "c.json").write_text('{"not": "a transcript"}')
+    out = tmp_path / "x.json"
+    spec = {"output": str(out), "format": "json", "inputs": [str(tmp_path / n) for n in ("a.md", "b.tsv", "c.json")]}
+    run_aggregate(spec, _ctx(tmp_path, settings, []))
+    texts = [i["text"] for i in json.loads(out.read_text())["items"]]
+    assert texts == ["- point one\n- point two", "First words. Second words.", '{"not": "a transcript"}']
+
+
+def test_a_missing_input_fails_with_input_not_found_naming_it(tmp_path: Path, settings: Settings) -> None:
+    (tmp_path / "here.txt").write_text("here")
+    out = tmp_path / "out.txt"
+    spec = {"output": str(out), "format": "txt", "inputs": [str(tmp_path / "here.txt"), str(tmp_path / "gone.txt")]}
+    with pytest.raises(InputNotFound) as info:
+        run_aggregate(spec, _ctx(tmp_path, settings, []))
+    assert info.value.code == "INPUT_NOT_FOUND" and "gone.txt" in info.value.message
+    assert not out.exists(), "nothing is written when an input is missing"
+
+
+def test_a_spec_with_nothing_to_combine_is_refused(tmp_path: Path, settings: Settings) -> None:
+    with pytest.raises(UsageError):
+        run_aggregate({"output": str(tmp_path / "o.txt"), "format": "txt"}, _ctx(tmp_path, settings, []))
+    with pytest.raises(UsageError):
+        run_aggregate({"output": str(tmp_path / "o.doc"), "format": "doc", "inputs": ["x"]}, _ctx(tmp_path, settings, []))
