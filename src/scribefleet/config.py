@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     slot_ready_timeout_s: float = Field(default=180.0, gt=0)
     #: a slot that dies this many times in a row before becoming ready is given up
     slot_restart_limit: int = Field(default=3, ge=1)
+    #: a ready slot that sends nothing (not even a heartbeat) this long is hung: killed, restarted,
+    #: its task re-queued; never less than two heartbeats
+    slot_silent_after_s: float = Field(default=30.0, gt=0)
 
     #: default wall-clock limit of a plan's shell task, seconds (seed 000: 600 was too short)
     shell_timeout_s: float = Field(default=1800.0, gt=0)
@@ -123,6 +126,36 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=600.0, gt=0)
     #: longer input text is cut to this many characters (a warning in the result); 0 = never cut
     llm_max_input_chars: int = Field(default=24000, ge=0)
+
+    #: controller URL used by `batch`, `submit`, and `status`/`logs`/`cancel` when no --controller is given
+    controller: str | None = None
+    #: API token the CLI sends to the controller (`Authorization: Bearer ...`); a secret, never logged
+    token: SecretStr | None = None
+    #: seconds one HTTP request to the controller may wait for connect, each read and each write
+    controller_timeout_s: float = Field(default=30.0, gt=0)
+    #: retries of one request (connect errors, 429/503; other 5xx only where repeating is safe)
+    controller_retries: int = Field(default=4, ge=0)
+    #: how long `batch` keeps waiting for an unreachable controller before it stops (state kept)
+    controller_wait_s: float = Field(default=600.0, gt=0)
+    #: polling of a controller job: first delay, doubled (with jitter) up to the max while nothing changes
+    controller_poll_min_s: float = Field(default=1.0, gt=0)
+    controller_poll_max_s: float = Field(default=30.0, gt=0)
+
+    #: where `scribefleet serve` listens (seed 001's controller address)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8476, ge=0, le=65535)
+    #: the controller's state folder: store, uploads, job outputs, logs
+    state_dir: Path = Path("scribefleet-data")
+    #: API tokens of the controller, comma-separated; secrets, compared in constant time, never logged
+    api_tokens: SecretStr | None = None
+    #: a file with one API token per line (blank lines and # comments ignored)
+    api_token_file: Path | None = None
+    #: serve without authentication; refused unless the controller listens on a loopback address
+    auth_disabled: bool = False
+    #: lifetime of a browser session (login with a token), seconds
+    session_ttl_s: float = Field(default=43200.0, gt=0)
+    #: the model OpenAI-compatible requests get for `whisper-1` (and OpenAI's other model names)
+    api_default_model: str = "tiny.en"
 
     @field_serializer("llm_api_key", when_used="json")
     def _secret_json(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

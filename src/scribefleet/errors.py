@@ -6,6 +6,7 @@ with what to do about it, and a test keeps the two in step.
 
     ScribefleetError                    INTERNAL_ERROR
     +-- UsageError                      INVALID_OPTIONS
+    |   +-- FeatureUnavailable          FEATURE_UNAVAILABLE
     +-- StateLocked                     STATE_LOCKED
     +-- InputError
     |   +-- InputNotFound               INPUT_NOT_FOUND
@@ -30,6 +31,14 @@ with what to do about it, and a test keeps the two in step.
     |   +-- LlmFailed                   LLM_FAILED
     +-- OutputWriteFailed               OUTPUT_WRITE_FAILED
     +-- PlanInvalid                     PLAN_INVALID
+    +-- Unauthorized                    UNAUTHORIZED
+    +-- ControllerUnreachable           CONTROLLER_UNREACHABLE
+    +-- InvalidRequest                  INVALID_REQUEST        (the controller's HTTP API:)
+    +-- CsrfFailed                      CSRF_FAILED
+    +-- NotFound                        NOT_FOUND
+    +-- MethodNotAllowed                METHOD_NOT_ALLOWED
+    +-- UrlNotSupported                 URL_NOT_SUPPORTED
+    +-- JobNotComplete                  JOB_NOT_COMPLETE
 """
 
 from __future__ import annotations
@@ -219,10 +228,65 @@ class LlmFailed(TaskError):
     code, http_status = "LLM_FAILED", 502
 
 
+class FeatureUnavailable(UsageError):
+    """A flag asks for a feature this version does not have yet; refused rather than ignored."""
+
+    code, http_status = "FEATURE_UNAVAILABLE", 501
+
+
+class Unauthorized(ScribefleetError):
+    """The request carried no API token, or one the controller does not accept."""
+
+    code, http_status = "UNAUTHORIZED", 401
+
+
+class ControllerUnreachable(ScribefleetError):
+    """The controller could not be reached (refused, timed out, or kept answering 5xx)."""
+
+    code, http_status = "CONTROLLER_UNREACHABLE", 503
+    retryable = True
+
+
 class StateIncompatible(ScribefleetError):
     """The state directory was written by a newer scribefleet (unknown schema version)."""
 
     code, http_status = "STATE_INCOMPATIBLE", 409
+
+
+class InvalidRequest(ScribefleetError):
+    """An HTTP request is malformed: not the expected content type, a broken multipart body."""
+
+    code, http_status = "INVALID_REQUEST", 400
+
+
+class CsrfFailed(ScribefleetError):
+    """A state-changing request authenticated by the session cookie lacks the session's CSRF token."""
+
+    code, http_status = "CSRF_FAILED", 403
+
+
+class NotFound(ScribefleetError):
+    """No such route, job, batch or upload."""
+
+    code, http_status = "NOT_FOUND", 404
+
+
+class MethodNotAllowed(ScribefleetError):
+    """The route exists but not with this HTTP method."""
+
+    code, http_status = "METHOD_NOT_ALLOWED", 405
+
+
+class UrlNotSupported(ScribefleetError):
+    """A job names a media URL; only uploaded files can be transcribed so far."""
+
+    code, http_status = "URL_NOT_SUPPORTED", 422
+
+
+class JobNotComplete(ScribefleetError):
+    """An output was asked for before its job completed."""
+
+    code, http_status = "JOB_NOT_COMPLETE", 409
 
 
 def _all_subclasses(cls: type) -> list[type]:
