@@ -134,7 +134,10 @@ def _unreachable(url: str, exc: Exception, timeout_s: float, *, timed_out: bool)
         hint = "raise SCRIBEFLEET_LLM_TIMEOUT_S for slow models, or check the server is not stuck"
     else:
         why = f"cannot connect ({type(exc).__name__}: {exc})"
-        hint = "start the server or fix the endpoint (task 'endpoint', SCRIBEFLEET_LLM_SLOT_ENDPOINTS, SCRIBEFLEET_LLM_ENDPOINT)"
+        hint = (
+            "start the server or fix the endpoint (task 'endpoint', SCRIBEFLEET_LLM_SLOT_ENDPOINTS, "
+            "SCRIBEFLEET_LLM_ENDPOINT)"
+        )
     return LlmUnreachable(f"llm endpoint {shown_url(url)}: {why} - {hint}", endpoint=shown_url(url), reason=why)
 
 
@@ -162,7 +165,8 @@ def _send(method: str, url: str, settings: Settings, body: dict[str, Any] | None
         with httpx.Client(timeout=timeout, headers=_headers(settings)) as client:
             response = client.request(method, url, json=body)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise UsageError(f"llm endpoint {shown_url(url)!r} is not a usable http(s) URL ({exc})", endpoint=shown_url(url)) from exc
+        shown = shown_url(url)
+        raise UsageError(f"llm endpoint {shown!r} is not a usable http(s) URL ({exc})", endpoint=shown) from exc
     except httpx.HTTPError as exc:  # connect errors, timeouts, a server that closed the connection
         raise _unreachable(url, exc, settings.llm_timeout_s, timed_out=isinstance(exc, httpx.TimeoutException)) from exc
     if response.status_code >= 400:
@@ -202,14 +206,15 @@ def pick_model(spec: LlmSpec, url: str, settings: Settings) -> str:
 def _answer(body: Any, url: str) -> tuple[str, str | None]:
     """(content, finish_reason) of the first choice; LlmFailed when there is none."""
     choices = body.get("choices") if isinstance(body, dict) else None
-    message = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = first.get("message")
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str):
         raise LlmFailed(
             f"llm endpoint {shown_url(url)} answered without choices[0].message.content",
             endpoint=shown_url(url), body=json.dumps(body)[:ERROR_TEXT_CHARS],
         )  # fmt: skip
-    return content, choices[0].get("finish_reason")  # type: ignore[index]
+    return content, first.get("finish_reason")
 
 
 def _messages(spec: LlmSpec, user: str) -> list[dict[str, str]]:
@@ -230,7 +235,8 @@ def run_llm(spec_data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         spec = LlmSpec.model_validate(spec_data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UsageError(f"invalid llm task: {'.'.join(map(str, first['loc']))}: {first['msg']}", task_id=ctx.task_id) from exc
+        where = ".".join(map(str, first["loc"]))
+        raise UsageError(f"invalid llm task: {where}: {first['msg']}", task_id=ctx.task_id) from exc
     settings, started = ctx.settings, time.monotonic()
     source = Path(spec.input)
     text, warning = cut_text(read_input(source), settings.llm_max_input_chars)
@@ -244,7 +250,9 @@ def run_llm(spec_data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         request["temperature"] = spec.temperature
     if warning:
         log.warning("task %s: %s", ctx.task_id, warning)
-    log.info("task %s: asking %s (model %s) about %s, %d characters", ctx.task_id, shown_url(url), model, source.name, len(text))
+    log.info(
+        "task %s: asking %s (model %s) about %s, %d characters", ctx.task_id, shown_url(url), model, source.name, len(text)
+    )
     _note(ctx, f"POST {shown_url(url)} model={model} input={source} input_chars={len(text)}")
     ctx.progress("llm", 0.0, {"endpoint": shown_url(url), "model": model})
     body = _send("POST", url, settings, request)
