@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +65,36 @@ def test_a_slot_killed_mid_task_is_restarted_and_the_task_requeued(fleet: Fleet)
     assert "slot cpu0 crashed (killed by SIGKILL) while running task victim" in log
     assert "task victim re-queued after [SLOT_CRASHED] on cpu0 (attempt 1/3" in log
     assert "slot cpu0 restarted" in log and "task victim completed on cpu0" in log
+
+
+def test_a_slot_whose_heartbeats_stop_is_declared_hung_killed_restarted_and_its_task_requeued(fleet: Fleet) -> None:
+    fleet.settings.heartbeat_s = 0.2
+    fleet.settings.slot_silent_after_s = 1.0
+    os.mkfifo(fleet.work / "up.fifo")
+    run = "echo $$ >> shells; if [ -f marker ]; then exit 0; fi; touch marker; echo up > up.fifo; sleep 30"
+    fleet.add("frozen", run, timeout_s=20)  # unnoticed, the hang would end as TASK_TIMEOUT instead
+    stopped: list[int] = []
+    heard: list[DispatchEvent] = []
+
+    def freeze_slot_once_running(event: DispatchEvent) -> None:
+        heard.append(event)
+        if event.type == "task_progress" and not stopped:
+            fleet.wait_fifo("up.fifo")
+            stopped.append(fleet.engine.slot("cpu0").pid)
+            os.kill(stopped[0], signal.SIGSTOP)  # alive, but silent: no more heartbeats
+
+    fleet.run(slots=1, listeners=[freeze_slot_once_running])
+    task = fleet.task("frozen")
+    assert task.is_complete and task.attempts == 2  # the hung attempt counts
+    retry = [e for e in fleet.store.events(task_id=task.id) if e.type == "retry"]
+    assert [e.data["code"] for e in retry] == ["SLOT_CRASHED"] and "stopped answering" in retry[0].data["message"]
+    assert [e.data["pid"] for e in heard if e.type == "slot_hung"] == stopped
+    first_shell = int((fleet.work / "shells").read_text().split()[0])
+    assert _gone(stopped[0]) and _gone(first_shell)  # the whole group went, the stopped slot included
+    log = fleet.log_text
+    assert f"WARNING [dispatch] slot cpu0 (pid {stopped[0]}) is hung: no heartbeat for " in log
+    assert "s (limit 1 s) while running task frozen, attempt 1; killing its process group" in log
+    assert "task frozen re-queued after [SLOT_CRASHED] on cpu0 (attempt 1/3" in log and "slot cpu0 restarted" in log
 
 
 def test_a_task_that_kills_its_slot_every_time_fails_with_slot_crashed(fleet: Fleet) -> None:
@@ -148,6 +180,48 @@ def test_cancel_of_a_queued_and_of_a_running_task(fleet: Fleet) -> None:
     assert _gone(int((fleet.work / "running.pid").read_text()))
     assert not (fleet.work / "queued.ran").exists() and not (fleet.work / "after.ran").exists()
     assert fleet.store.pending_cancels() == []
+
+
+def _exits_within(pid: int, timeout_s: float) -> bool:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
+
+
+def test_a_running_task_canceled_is_killed_with_everything_it_started_within_5_s(fleet: Fleet) -> None:
+    from scribefleet.store import Store
+
+    os.mkfifo(fleet.work / "up.fifo")
+    target = fleet.add("busy", "sleep 60 & echo $! > child.pid; echo $$ > shell.pid; echo up > up.fifo; wait")
+    other_terminal = Store.open(fleet.state_dir)
+    gone_in_time: list[bool] = []
+    watchers: list[threading.Thread] = []
+
+    def watch(pids: list[int]) -> None:  # from the moment the cancel is requested
+        gone_in_time.extend(_exits_within(pid, 5.0) for pid in pids)
+
+    def cancel_once_up(event: DispatchEvent) -> None:
+        if event.type == "task_progress" and not watchers:
+            fleet.wait_fifo("up.fifo")
+            pids = [int((fleet.work / name).read_text()) for name in ("shell.pid", "child.pid")]
+            other_terminal.request_cancel(target)
+            watcher = threading.Thread(target=watch, args=(pids,))
+            watcher.start()
+            watchers.append(watcher)
+
+    fleet.run(slots=1, listeners=[cancel_once_up])
+    for watcher in watchers:
+        watcher.join()
+    other_terminal.close()
+    task = fleet.task("busy")
+    assert (task.state, task.error_code, task.attempts) == (TaskState.CANCELED, "USER_CANCELED", 1)
+    assert gone_in_time == [True, True]
+    assert "task busy canceled (its process group on cpu0 was killed)" in fleet.log_text
 
 
 def test_a_refused_command_never_starts(fleet: Fleet) -> None:

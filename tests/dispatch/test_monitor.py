@@ -68,3 +68,32 @@ def test_the_deadline_grows_with_the_audio_but_never_shrinks(tasks: list[Task]) 
     assert r.deadline == 10.0 + 100.0 + 1200.0
     r.extend_for_audio(1.0, per_audio_s=2.0)
     assert r.deadline == 1310.0
+
+
+def test_the_idle_reason_names_the_queue_free_slots_models_and_who_is_busy(tasks: list[Task], settings: Settings) -> None:
+    slots = [
+        SlotHandle(SlotSpec("cpu0", "cpu"), status=SlotStatus.BUSY, models=["tiny.en"]),
+        SlotHandle(SlotSpec("cpu1", "cpu"), status=SlotStatus.STARTING),
+    ]
+    running = [RunningTask(tasks[0], "cpu0", started=0.0, deadline=100.0, last_moved=0.0)]
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("scribefleet.monitor")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        monitor = Monitor(settings)
+        for _ in range(3):  # the same reason is said once, not at every look
+            monitor.idle_reason(tasks[1:], 0, 0, slots, running)
+        monitor.idle_reason(tasks[2:], 1, 0, slots, running)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [rec.getMessage() for rec in records] == [
+        "nothing dispatched - queue: llm:1 shell:1 transcribe:1; free slots: 0 of 2; models loaded: cpu0=[tiny.en] "
+        "cpu1=[]; busy: cpu0=t0; starting: cpu1",
+        "nothing dispatched - queue: llm:1 shell:1; free slots: 0 of 2; models loaded: cpu0=[tiny.en] cpu1=[]; "
+        "busy: cpu0=t0; starting: cpu1; waiting on needs: 1",
+    ]

@@ -14,7 +14,7 @@ import pytest
 
 from scribefleet.config import Settings
 from scribefleet.engines.base import SlotSpec
-from scribefleet.engines.local import LocalEngine, SlotEvent, SlotStatus
+from scribefleet.engines.local import LocalEngine, SlotEvent, SlotStatus, group_members
 
 
 @pytest.fixture
@@ -79,6 +79,21 @@ def test_kill_takes_the_whole_process_group_and_restart_brings_the_slot_back(eng
     wait_for(engine, "ready")
     engine.assign("cpu0", shell("t2", "true", tmp_path))
     assert wait_for(engine, "done")[0].task_id == "t2"
+
+
+def test_kill_returns_only_once_every_process_of_the_group_has_exited(engine: LocalEngine, tmp_path: Path) -> None:
+    # a task's next attempt may start the moment kill() returns: nothing of this one may still run then
+    os.mkfifo(tmp_path / "up.fifo")
+    wait_for(engine, "ready")
+    engine.assign("cpu0", shell("t1", "for i in 1 2 3; do sleep 30 & done; echo up > up.fifo; wait", tmp_path))
+    fd = os.open(tmp_path / "up.fifo", os.O_RDONLY | os.O_NONBLOCK)
+    assert select.select([fd], [], [], 30)[0]
+    os.close(fd)
+    pgid = engine.slot("cpu0").pid
+    assert len(group_members(pgid)) == 5  # the slot, bash and three sleeps
+    death = engine.kill("cpu0")
+    assert group_members(pgid) == []  # at once: no waiting here
+    assert death is not None and death.pid == pgid and death.was == "busy" and death.task_id == "t1"
 
 
 def test_a_slot_that_crashes_reports_its_death_with_the_tail_of_stderr(engine: LocalEngine, tmp_path: Path) -> None:

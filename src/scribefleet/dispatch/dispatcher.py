@@ -5,8 +5,9 @@ the store, hands ready tasks (every need complete) to free slots of an engine
 (capacity, device kind, model already loaded, never two tasks of the same
 content at once), commits `running` before the slot hears of the task, then
 follows what the engine reports: progress, results, failures, slot deaths.
-It enforces deadlines, retries what may succeed again, cancels on request,
-and skips the dependents of whatever ends badly. Everything it decides is
+It enforces deadlines, kills and restarts slots that stop sending heartbeats
+(hung, `slot_silent_after_s`), retries what may succeed again, cancels on
+request, and skips the dependents of whatever ends badly. Everything it decides is
 logged (see monitor.py) and told to listeners as DispatchEvents.
 """
 
@@ -92,6 +93,7 @@ class Dispatcher:
                 self._poll_store()
                 next_poll = now + self.settings.cancel_poll_s
             self._check_deadlines(now)
+            self._check_silence()
             if self._dirty:
                 self._dispatch()
             if burst and not self._queued and not self._running:
@@ -101,10 +103,16 @@ class Dispatcher:
                 log.info(self._monitor_line())
                 self._emit("monitor", None, {"line": self._monitor_line()})
             timeout_s = min(self.settings.cancel_poll_s, max(0.0, next_poll - time.monotonic()))
-            if self._running:
-                timeout_s = min(timeout_s, max(0.0, min(r.deadline for r in self._running.values()) - time.monotonic()))
+            wake_at = [r.deadline for r in self._running.values()]
+            wake_at.append(self.engine.next_silence_at(self._silent_after_s) or float("inf"))
+            timeout_s = min(timeout_s, max(0.0, min(wake_at) - time.monotonic()))
             for event in self.engine.wait(timeout_s):
                 self._handle(event)
+
+    @property
+    def _silent_after_s(self) -> float:
+        # never less than two heartbeats, so a small setting cannot declare healthy slots hung
+        return max(self.settings.slot_silent_after_s, 2 * self.settings.heartbeat_s)
 
     def _emit(self, type_: str, task: Task | None, data: dict[str, Any] | None = None) -> None:
         event = DispatchEvent(type_, task, data or {})
@@ -179,8 +187,7 @@ class Dispatcher:
             self._emit("task_failed", task, {"code": error["code"]})
             self._ended(task.id)
         if not placement.free:
-            if self._queued and log.isEnabledFor(logging.DEBUG):
-                self.monitor.idle_reason(list(self._queued.values()), 0, 0, self.engine.slots)
+            self._explain_idle()
             return
         # enough ready tasks to fill the free slots with a choice of models; not the whole queue
         enough = 4 * len(placement.free) + 8
@@ -195,8 +202,14 @@ class Dispatcher:
         assignments, blocked = placement.assign(ready)
         for task, slot in assignments:
             self._start(task, slot)
-        if not assignments and self._queued and log.isEnabledFor(logging.DEBUG):
-            self.monitor.idle_reason(list(self._queued.values()), waiting, blocked, self.engine.slots)
+        if not assignments:
+            self._explain_idle(waiting, blocked)
+
+    def _explain_idle(self, waiting: int = 0, blocked: int = 0) -> None:
+        """DEBUG: why queued work waits (seed 002: a brain that never says why is undebuggable)."""
+        if self._queued and log.isEnabledFor(logging.DEBUG):
+            running = list(self._running.values())
+            self.monitor.idle_reason(list(self._queued.values()), waiting, blocked, self.engine.slots, running)
 
     def _start(self, task: Task, slot: str) -> None:
         del self._queued[task.id]
@@ -241,8 +254,10 @@ class Dispatcher:
             verb = "loaded" if event.type == "model_loaded" else "unloaded"
             log.info("slot %s %s model %s; now holds %s", event.slot, verb, event.message.get("model"), slot.models)
         elif event.type == "heartbeat":
-            key = self._keys.get(event.task_id or "", "idle")
-            log.debug("heartbeat from slot %s (%s)", event.slot, key)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("heartbeat from slot %s (%s)", event.slot, self._keys.get(event.task_id or "", "idle"))
+                if not self.engine.free_slots():
+                    self._explain_idle()  # every slot busy: say so while the queue waits, not only at dispatch time
             return
         self._dirty = True
         self._emit(f"slot_{event.type}" if event.type in ("ready", "preflight_failed") else event.type, None,
@@ -286,11 +301,13 @@ class Dispatcher:
     def _on_died(self, event: SlotEvent) -> None:
         slot = self.engine.slot(event.slot)
         r = self._running.pop(event.task_id or "", None)
-        what = f"while running task {r.task.key}" if r else "while idle"
+        what = f"while running task {r.task.key}, attempt {r.task.attempts}" if r else f"while {event.was or 'idle'}"
         log.error(
-            "slot %s crashed (%s) %s; stderr tail:\n%s", event.slot, event.how, what, event.stderr_tail or "(empty)"
-        )
-        self._emit("slot_died", r.task if r else None, {"slot": event.slot, "how": event.how, "stderr_tail": event.stderr_tail})
+            "slot %s crashed (%s) %s (pid %s, %d tasks completed by this process); stderr tail:\n%s",
+            event.slot, event.how, what, event.pid, event.tasks_done, event.stderr_tail or "(empty)",
+        )  # fmt: skip
+        data = {"slot": event.slot, "how": event.how, "pid": event.pid, "stderr_tail": event.stderr_tail}
+        self._emit("slot_died", r.task if r else None, data)
         if r is not None:
             message = f"slot {event.slot} died ({event.how}) while running the task"
             details = {"slot": event.slot, "how": event.how, "stderr_tail": event.stderr_tail}
@@ -303,6 +320,28 @@ class Dispatcher:
         if self.engine.restart(name):
             log.info("slot %s restarted", name)
         self._dirty = True
+
+    def _check_silence(self) -> None:
+        """A ready slot silent for `slot_silent_after_s` (stopped, frozen) is hung: kill, restart, re-queue."""
+        after_s = self._silent_after_s
+        for h in self.engine.silent_slots(after_s):
+            r = next((r for r in self._running.values() if r.slot == h.name), None)
+            pid, silent_s = h.pid, time.monotonic() - h.last_heard_at
+            what = f"while running task {r.task.key}, attempt {r.task.attempts}" if r else "while idle"
+            log.warning(
+                "slot %s (pid %s) is hung: no heartbeat for %.1f s (limit %g s) %s; killing its process group",
+                h.name, pid, silent_s, after_s, what,
+            )  # fmt: skip
+            if r is not None:
+                del self._running[r.task.id]
+            self.engine.kill(h.name)
+            self._emit("slot_hung", r.task if r else None, {"slot": h.name, "pid": pid, "silent_s": round(silent_s, 1)})
+            if r is not None:
+                how = f"hung: no heartbeat for {silent_s:.1f} s"
+                message = f"slot {h.name} stopped answering ({how}) while running the task and was killed"
+                details = {"slot": h.name, "how": how, "pid": pid}
+                self._finish_badly(r, SlotCrashed.code, message, details, retryable=True)
+            self._restart(h.name)
 
     def _check_deadlines(self, now: float) -> None:
         for r in [r for r in self._running.values() if now > r.deadline]:

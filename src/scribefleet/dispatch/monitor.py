@@ -7,9 +7,10 @@ every `monitor_interval_s`:
     MONITOR slots busy 2/3 | queue transcribe:12 shell:40 | running 2 | stuck 0 | done 30 failed 1
 
 a WARNING naming task, slot and minutes when a running task's progress has
-not moved for `stuck_after_s`, and at DEBUG why nothing could be dispatched:
+not moved for `stuck_after_s`, and at DEBUG why nothing could be dispatched
+(at each heartbeat while every slot is busy, and whenever the reason changes):
 
-    queue: transcribe:3; free slots: 0 of 2; models loaded: cpu0=[tiny.en]
+    nothing dispatched - queue: transcribe:3; free slots: 0 of 2; models loaded: cpu0=[tiny.en] cpu1=[]; busy: cpu0=a.wav cpu1=b.wav
 """
 
 from __future__ import annotations
@@ -114,10 +115,19 @@ class Monitor:
         self.next_line_at = now + self.settings.monitor_interval_s
         return True
 
-    def idle_reason(self, queued: list[Task], waiting: int, blocked: int, slots: list[SlotHandle]) -> None:
+    def idle_reason(
+        self, queued: list[Task], waiting: int, blocked: int, slots: list[SlotHandle], running: Iterable[RunningTask] = ()
+    ) -> None:
         """DEBUG: why queued work did not start this round (logged when the reason changes)."""
         free = [h for h in slots if h.is_free]
         reason = f"queue: {by_kind(queued)}; free slots: {len(free)} of {len(slots)}; models loaded: {models_loaded(slots)}"
+        busy = " ".join(f"{r.slot}={r.task.key}" for r in sorted(running, key=lambda r: r.slot))
+        if busy:
+            reason += f"; busy: {busy}"
+        for status in (SlotStatus.STARTING, SlotStatus.DEAD, SlotStatus.FAILED):
+            names = [h.name for h in slots if h.status is status]
+            if names:
+                reason += f"; {status.value}: {' '.join(names)}"
         if waiting:
             reason += f"; waiting on needs: {waiting}"
         if blocked:

@@ -7,7 +7,12 @@ keeps the parent's end as a multiprocessing Connection, plus a pidfd per
 process, and `wait()` multiplexes all of them: it returns the slots'
 messages and their deaths (exit code or signal, tail of stderr) as
 `SlotEvent`s. The engine tracks what each slot is doing (starting, idle,
-busy, dead, failed) and which models it holds; it never touches task state.
+busy, dead, failed), which models it holds and when it last heard from it
+(`silent_slots` finds the hung ones); it never touches task state.
+
+Killing a slot kills its whole process group and returns only once every
+process of that group has exited, so a task's next attempt can never overlap
+a leftover of the previous one (a command the killed slot had started).
 
 Slots die with the thread that started them (PR_SET_PDEATHSIG), so start and
 restart them from the thread that lives as long as the dispatcher.
@@ -38,6 +43,7 @@ log = logging.getLogger("scribefleet.engine")
 STDERR_TAIL_BYTES = 4000
 STDERR_TAIL_LINES = 20
 EXIT_GRACE_S = 2.0  # how long a slot that closed its end may take to exit before it is killed
+GROUP_EXIT_WAIT_S = 10.0  # how long a SIGKILLed process group may take to be gone (D state, slow exit)
 
 
 class SlotStatus(str, Enum):
@@ -65,6 +71,9 @@ class SlotEvent:
     exit_code: int | None = None
     signal: int | None = None
     stderr_tail: str = ""
+    pid: int | None = None  # of the slot process, for deaths
+    tasks_done: int = 0  # by this process of the slot, for deaths
+    was: str = ""  # for deaths: what the slot was doing (a SlotStatus value)
 
     @property
     def how(self) -> str:
@@ -90,6 +99,7 @@ class SlotHandle:
     models: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None  # {"code", "message", "details"} when FAILED
     started_at: float = 0.0  # time.monotonic() of the last start
+    last_heard_at: float = 0.0  # time.monotonic() of the last message (heartbeats included)
     stderr_offset: int = 0
     tasks_done: int = 0
     deaths_before_ready: int = 0
@@ -173,7 +183,8 @@ class LocalEngine:
         except (AttributeError, OSError):
             h.pidfd = None  # old kernel: the socket's EOF tells us instead
         h.status, h.task_id, h.models, h.error = SlotStatus.STARTING, None, [], None
-        h.started_at = time.monotonic()
+        h.started_at = h.last_heard_at = time.monotonic()
+        h.tasks_done = 0
         # secrets (llm_api_key) travel in full over the private socket; JSON elsewhere masks them
         h.conn.send({"op": "init", "settings": self.settings.model_dump(mode="json", context={"reveal_secrets": True})})
         log.info("slot %s starting on %s (pid %d, stderr %s)", h.name, h.device, h.proc.pid, stderr_path)
@@ -232,23 +243,47 @@ class LocalEngine:
         return True
 
     def kill(self, name: str) -> SlotEvent | None:
-        """SIGKILL the slot's whole process group now and reap it; returns how it died."""
+        """SIGKILL the slot's whole process group now, wait until all of it is gone; returns how it died."""
         h = self._slots[name]
         if h.proc is None:
             return None
-        task_id = h.task_id
+        task_id, pid, was = h.task_id, h.proc.pid, h.status
         returncode = self._finish(h, SlotStatus.DEAD)
-        return self._death_event(h, task_id, returncode)
+        return self._death_event(h, task_id, returncode, pid, was)
+
+    def silent_slots(self, after_s: float) -> list[SlotHandle]:
+        """Ready slots (idle or busy) that have sent nothing, not even a heartbeat, for `after_s`."""
+        now, silent = time.monotonic(), []
+        for h in self._slots.values():
+            if h.status not in (SlotStatus.IDLE, SlotStatus.BUSY) or now - h.last_heard_at <= after_s:
+                continue
+            try:
+                if h.conn is not None and h.conn.poll():
+                    continue  # it spoke and nobody has read it yet: not silent
+            except (EOFError, OSError):
+                continue  # it is dying; wait() reports that
+            silent.append(h)
+        return silent
+
+    def next_silence_at(self, after_s: float) -> float | None:
+        """When the first ready slot will have been silent for `after_s` (time.monotonic())."""
+        heard = [h.last_heard_at for h in self._slots.values() if h.status in (SlotStatus.IDLE, SlotStatus.BUSY)]
+        return min(heard) + after_s if heard else None
 
     def _finish(self, h: SlotHandle, status: SlotStatus) -> int:
-        """Kill what is left of the slot's group, reap the slot, close its ends."""
+        """Kill what is left of the slot's group, reap the slot, wait for the group to be gone, close its ends."""
         assert h.proc is not None
+        pgid = h.proc.pid  # the slot is unreaped (at worst a zombie), so its pid is still the group's id
         try:
-            # the slot is unreaped (at worst a zombie), so its pid is still the group's id
-            os.killpg(h.proc.pid, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        members = open_group(pgid)
         returncode = h.proc.wait()
+        # a task's next attempt must not overlap what is left of this one (a command killed but not yet exited)
+        left = wait_gone(members, GROUP_EXIT_WAIT_S)
+        if left:
+            log.warning("slot %s: processes %s of its group outlived SIGKILL for %.0f s", h.name, left, GROUP_EXIT_WAIT_S)
         if h.conn is not None:
             h.conn.close()
         if h.pidfd is not None:
@@ -258,12 +293,12 @@ class LocalEngine:
             h.status = status
         return returncode
 
-    def _death_event(self, h: SlotHandle, task_id: str | None, returncode: int) -> SlotEvent:
+    def _death_event(self, h: SlotHandle, task_id: str | None, returncode: int, pid: int, was: SlotStatus) -> SlotEvent:
         return SlotEvent(
             h.name, "died", task_id=task_id,
             exit_code=returncode if returncode >= 0 else None,
             signal=-returncode if returncode < 0 else None,
-            stderr_tail=self.stderr_tail(h),
+            stderr_tail=self.stderr_tail(h), pid=pid, tasks_done=h.tasks_done, was=was.value,
         )  # fmt: skip
 
     def stderr_tail(self, h: SlotHandle) -> str:
@@ -322,16 +357,17 @@ class LocalEngine:
         self._drain(h, events)  # a "done" sent just before the end must not be lost
         if h.pidfd is not None:  # end of stream can come before the exit: let it finish exiting
             select.select([h.pidfd], [], [], EXIT_GRACE_S)
-        task_id, was = h.task_id, h.status
+        task_id, was, pid = h.task_id, h.status, h.proc.pid if h.proc else 0
         returncode = self._finish(h, SlotStatus.DEAD)
         if was is SlotStatus.STARTING:
             h.deaths_before_ready += 1
         if was is SlotStatus.FAILED:
             return  # it said why (preflight_failed) and exited as asked
-        events.append(self._death_event(h, task_id, returncode))
+        events.append(self._death_event(h, task_id, returncode, pid, was))
 
     def _on_message(self, h: SlotHandle, msg: dict[str, Any]) -> SlotEvent:
         ev = str(msg.get("ev"))
+        h.last_heard_at = time.monotonic()
         if ev == "ready":
             h.status, h.deaths_before_ready = SlotStatus.IDLE, 0
             h.models = list(msg.get("models") or [])
@@ -359,3 +395,56 @@ class LocalEngine:
                 if event is not None:
                     events.append(event)
         return events
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes (zombies excluded) whose process group is `pgid`, read from /proc."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+                state, _ppid, pgrp = f.read().rsplit(b")", 1)[1].split(None, 3)[:3]
+        except (OSError, ValueError):
+            continue  # it exited while we looked
+        if int(pgrp) == pgid and state != b"Z":
+            members.append(int(entry.name))
+    return members
+
+
+def open_group(pgid: int) -> dict[int, int]:
+    """pidfd -> pid of each live member of a group that was just SIGKILLed.
+
+    No process can join a group whose members all have SIGKILL pending, so
+    the members seen now are all there will be. Call it before reaping the
+    leader: until then its pid cannot be reused as another group's id.
+    """
+    if not os.path.isdir("/proc"):
+        return {}  # not Linux: nothing to look at
+    pidfds = {}
+    for pid in group_members(pgid):
+        try:
+            pidfds[os.pidfd_open(pid)] = pid
+        except OSError:
+            continue  # already gone
+    return pidfds
+
+
+def wait_gone(pidfds: dict[int, int], timeout_s: float) -> list[int]:
+    """Wait until each process exits (a zombie counts as gone) and close the pidfds; returns pids left."""
+    deadline = time.monotonic() + timeout_s
+    poller = select.poll()  # not select(): a busy service may hold fds past FD_SETSIZE
+    for fd in pidfds:
+        poller.register(fd, select.POLLIN)
+    pending = set(pidfds)
+    try:
+        while pending and (left_s := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left_s * 1000):
+                pending.discard(fd)
+                poller.unregister(fd)
+    finally:
+        for fd in pidfds:
+            os.close(fd)
+    return sorted(pidfds[fd] for fd in pending)
