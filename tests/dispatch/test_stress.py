@@ -140,4 +140,6 @@ def test_random_slot_kills_lose_nothing_and_never_overlap_two_runs_of_a_task(fle
     assert unfinished, "no run was cut short by a kill"
     assert all(_gone(pid) for pid in unfinished)
     log = fleet.log_text
-    assert log.count("crashed (killed by SIGKILL)") == len(kills)
+    # each extra attempt is a re-queue after a logged crash (a kill in the last instant may go unseen)
+    assert 0 < log.count("crashed (killed by SIGKILL)") <= len(kills)
+    assert log.count("re-queued after [SLOT_CRASHED]") == sum(t.attempts for t in tasks) - TASKS
