@@ -165,3 +165,15 @@ def test_cuda_transcribes_like_cpu(model_path: Path, tmp_path: Path) -> None:
     audio = decode_audio(DATA / "long_pauses.wav", max_file_mb=10)
     result = transcribe(cuda, audio, TranscribeOptions(batch_size=16), tmp_path)
     assert wer(TEXTS["long_pauses.wav"], result["text"]) <= 0.25, result["text"]
+
+
+def test_uncovered_speech_becomes_repair_clips() -> None:
+    from scribefleet.pipeline.asr import uncovered_clips
+
+    clips = [{"start": 0.0, "end": 29.0}]
+    ranges = [(0.5, 4.0), (5.0, 9.0), (10.0, 14.0), (14.2, 14.4), (20.0, 28.5)]
+    segments = [{"start": 0.4, "end": 4.1}, {"start": 9.9, "end": 14.0}]  # 5-9 and 20-28.5 were skipped
+    assert uncovered_clips(clips, ranges, segments) == [{"start": 5.0, "end": 9.0}, {"start": 20.0, "end": 28.5}]
+    # neighbours closer than 2 s share one clip; a 0.2 s blip is not a dropped sentence
+    assert uncovered_clips(clips, [(1.0, 3.0), (4.0, 6.0), (6.1, 6.3)], []) == [{"start": 1.0, "end": 6.0}]
+    assert uncovered_clips(clips, ranges, [{"start": 0.0, "end": 29.0}]) == []

@@ -11,7 +11,8 @@ Two decoding modes, chosen by `options.batch_size`:
 * batched (> 1): faster-whisper's BatchedInferencePipeline on explicit clips,
   the window's speech ranges merged while the span stays <= 30 s (Whisper pads
   every clip to 30 s, so merging neighbours costs nothing and saves batches);
-  with VAD off, fixed 30 s clips.
+  with VAD off, fixed 30 s clips. Speech that no decoded segment covers is
+  decoded again as clips of its own (see `uncovered_clips`).
 * sequential (1): WhisperModel.transcribe on the window's audio, timestamps
   shifted by the window's offset.
 
@@ -21,6 +22,7 @@ speech and then fixed, so every window speaks the same language.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,11 +37,16 @@ from scribefleet.pipeline.media import SAMPLE_RATE
 from scribefleet.pipeline.models import device_error
 from scribefleet.pipeline.vad import CLIP_MAX_S
 
+log = logging.getLogger("scribefleet.asr")
+
 Ranges = list[tuple[float, float]]
 Progress = Callable[[float, dict[str, Any]], None]
 
 _FRAMES_PER_S = 100  # whisper's mel frames per second: the unit of a segment's "seek"
 _MIN_CLIP_S = 0.1  # shards this short (left by a cut inside speech) carry no words
+_COVER_SLACK_S = 0.3  # segment timestamps are approximate: count speech this near a segment as covered
+_MIN_REPAIR_S = 0.4  # skipped speech shorter than this is breath or noise, not a dropped sentence
+_REPAIR_PASSES = 2
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,34 @@ def batch_clips(window: Window, ranges: Ranges, *, vad: bool) -> list[dict[str, 
     # VAD ends are rounded to the millisecond and may pass the last sample: clamp to the window
     spans = [(round(s, 3), min(round(e, 3), window.end_s)) for s, e in spans]
     return [{"start": s, "end": e} for s, e in spans if e - s >= _MIN_CLIP_S]
+
+
+def uncovered_clips(clips: list[dict[str, float]], ranges: Ranges, segments: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Speech the decoded segments skipped, as new clips.
+
+    A batched clip is decoded in one pass with no seek loop, and in timestamp
+    mode Whisper sometimes ends a clip early or jumps over a sentence (seen
+    dropping whole sentences on the bench corpus). Sequential decoding recovers
+    by seeking from the last timestamp; the batched equivalent is to decode the
+    VAD speech that no segment covers once more.
+    """
+    spans = sorted((seg["start"] - _COVER_SLACK_S, seg["end"] + _COVER_SLACK_S) for seg in segments)
+    missing: Ranges = []
+    for clip in clips:
+        for start, end in ranges:
+            start, end = max(start, clip["start"]), min(end, clip["end"])
+            if end - start < _MIN_REPAIR_S:
+                continue
+            covered = sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
+            if covered < 0.5 * (end - start):
+                missing.append((start, end))
+    merged: Ranges = []
+    for start, end in missing:  # neighbours share a clip while the span stays within Whisper's 30 s
+        if merged and end - merged[-1][0] <= CLIP_MAX_S and start - merged[-1][1] < 2.0:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return [{"start": round(s, 3), "end": round(e, 3)} for s, e in merged]
 
 
 def _segment_dict(seg: Any, offset_s: float, words: bool) -> dict[str, Any]:
@@ -180,22 +215,7 @@ class WindowedTranscriber:
         words = opts.word_timestamps
         segments: list[dict[str, Any]] = []
         if opts.is_batched:
-            clips = batch_clips(window, self.ranges, vad=opts.vad)
-            if not clips:
-                return segments, language
-            pipeline = BatchedInferencePipeline(self.model)
-            # the whole array goes in: clips carry absolute times, so no offset is needed
-            result, info = _model_call(
-                lambda: pipeline.transcribe(
-                    self.audio,
-                    clip_timestamps=clips,
-                    batch_size=opts.batch_size,
-                    without_timestamps=False,  # segment-level timestamps inside each clip, for subtitles
-                    vad_filter=False,
-                    **self._decode_kwargs(language),
-                )
-            )
-            offset_s = 0.0
+            return self._transcribe_batched(window, language, on_segment)
         else:
             if opts.vad and not self._window_has_speech(window):
                 return segments, language
@@ -211,6 +231,43 @@ class WindowedTranscriber:
 
         _drain(result, keep)
         return segments, language or info.language
+
+    def _transcribe_batched(
+        self, window: Window, language: str | None, on_segment: Callable[[dict[str, Any]], None]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Batched decoding of the window's clips, then of any speech the first pass skipped."""
+        from faster_whisper import BatchedInferencePipeline
+
+        opts = self.options
+        pipeline = BatchedInferencePipeline(self.model)
+        segments: list[dict[str, Any]] = []
+        clips = batch_clips(window, self.ranges, vad=opts.vad)
+        ranges = self.ranges if opts.vad else [(c["start"], c["end"]) for c in clips]
+        for attempt in range(1 + _REPAIR_PASSES):
+            if not clips:
+                break
+            # the whole array goes in: clips carry absolute times, so no offset is needed
+            result, info = _model_call(
+                lambda clips=clips: pipeline.transcribe(
+                    self.audio,
+                    clip_timestamps=clips,
+                    batch_size=opts.batch_size,
+                    without_timestamps=False,  # segment-level timestamps inside each clip, for subtitles
+                    vad_filter=False,
+                    **self._decode_kwargs(language),
+                )
+            )
+            found: list[dict[str, Any]] = []
+            _drain(result, lambda seg: found.append(_segment_dict(seg, 0.0, opts.word_timestamps)))
+            language = language or info.language
+            if attempt:
+                log.debug("window %d: repair pass %d decoded %d skipped stretches", window.index, attempt, len(clips))
+            segments += found
+            for seg in found:
+                on_segment(seg)
+            clips = uncovered_clips(clips, ranges, found)
+        segments.sort(key=lambda seg: (seg["start"], seg["end"]))
+        return segments, language
 
     def run(self, log: WindowLog, windows: list[Window], on_progress: Progress | None = None) -> dict[str, Any]:
         """Transcribe the windows not yet in `log`; returns the whole transcript (whisper's shape)."""
