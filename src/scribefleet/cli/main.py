@@ -13,6 +13,8 @@ import typer
 
 from scribefleet import __version__
 from scribefleet.cli import doctor as doctor_module
+from scribefleet.cli import jobs as jobs_module
+from scribefleet.cli import plan as plan_module
 from scribefleet.errors import ScribefleetError
 from scribefleet.options import FORMATS
 
@@ -85,6 +87,9 @@ def status(
 
 
 app.command()(doctor_module.doctor)
+app.add_typer(plan_module.plan_app, name="plan")
+app.command()(jobs_module.cancel)
+app.command()(jobs_module.logs)
 
 
 def main() -> None:

@@ -93,9 +93,26 @@ def _batch_key(files: list[InputFile], options: TranscribeOptions, model_id: str
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _work_dir(state_dir: Path, f: InputFile, digest: str | None, result_key: str) -> Path:
-    ident = digest[:20] if digest else "path-" + hashlib.sha256(str(f.path).encode()).hexdigest()[:15]
+def work_dir_for(state_dir: Path, path: Path, digest: str | None, result_key: str) -> Path:
+    """The checkpoint folder of one transcription: keyed by content hash (path if unreadable) + options key."""
+    ident = digest[:20] if digest else "path-" + hashlib.sha256(str(path).encode()).hexdigest()[:15]
     return state_dir / "work" / f"{ident}-{result_key}"
+
+
+def transcribe_spec(input_path: Path, display: str, work_dir: Path, outputs: dict[str, Path],
+                    options: TranscribeOptions, resolved: Any, settings: Settings) -> dict[str, Any]:
+    """The runtime spec of a `transcribe` task (what a slot's handler reads); shared with `plan run`."""
+    return {
+        "input_path": str(input_path),
+        "display": display,
+        "work_dir": str(work_dir),
+        "outputs": {k: str(v) for k, v in outputs.items()},
+        "options": options.model_dump(mode="json"),
+        "max_file_mb": settings.max_file_mb,
+        "window_s": settings.window_s,
+        "model_path": str(resolved.path),
+        "model_id": resolved.model_id,
+    }
 
 
 def create_batch(store: Any, files: list[InputFile], options: TranscribeOptions, resolved: Any,
@@ -113,18 +130,8 @@ def create_batch(store: Any, files: list[InputFile], options: TranscribeOptions,
         {"inputs": [str(f.path) for f in files], "options": options.model_dump(mode="json")}, str(out),
     )
     for f in files:
-        work = _work_dir(state_dir, f, hashes.get(f.path), result_key)
-        spec = {
-            "input_path": str(f.path),
-            "display": str(f.rel),
-            "work_dir": str(work),
-            "outputs": {k: str(v) for k, v in f.outputs(options.formats).items()},
-            "options": options.model_dump(mode="json"),
-            "max_file_mb": settings.max_file_mb,
-            "window_s": settings.window_s,
-            "model_path": str(resolved.path),
-            "model_id": resolved.model_id,
-        }
+        work = work_dir_for(state_dir, f.path, hashes.get(f.path), result_key)
+        spec = transcribe_spec(f.path, str(f.rel), work, f.outputs(options.formats), options, resolved, settings)
         task_id = store.add_task(
             batch_id, str(f.path), "transcribe", spec,
             max_attempts=settings.max_attempts, timeout_s=settings.transcribe_timeout_s,

@@ -1,0 +1,250 @@
+"""From a loaded Plan to store tasks: runtime specs, limits, and the plan's batch.
+
+Each PlanTask becomes one store task with key = its plan id:
+
+    transcribe  the runtime spec `scribefleet transcribe` builds (cli/transcribe.py):
+                input_path, work_dir under the state dir keyed by content hash +
+                options key, outputs `<out>/<input stem>.<format>`, the model
+                resolved once per distinct model; content_key = the work dir
+    shell, llm  the plan's spec as it is
+    aggregate   the plan's spec plus `items`: its `inputs`, or else the known
+                outputs of the tasks it needs (transcribe: every format it
+                writes; llm and aggregate: their `output`; shell: nothing)
+
+A task's timeout is its `timeout_s`, else the default of its kind in Settings
+(transcribe_timeout_s, shell_timeout_s, llm_task_timeout_s,
+aggregate_timeout_s); its attempts are `retries + 1`, else max_attempts.
+`resources: gpu` is a preference: where no GPU slot runs (`--device cpu`, or
+`auto` on a machine without a usable GPU) the task runs on the CPU, with a
+warning; under `--device cuda` it is strict.
+
+The batch is keyed by the plan file and the graph (ids, kinds, needs, limits,
+resources): running the same plan again finds the same batch, while an edited
+graph starts a new one (transcriptions still reuse their checkpoints).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scribefleet.config import Settings
+from scribefleet.options import TranscribeOptions
+from scribefleet.plans import Plan, PlanTask
+from scribefleet.plans.source import Problems
+
+log = logging.getLogger("scribefleet.cli")
+
+
+@dataclass
+class StoreTask:
+    """A plan task as the store will hold it."""
+
+    key: str
+    kind: str
+    spec: dict[str, Any]
+    needs: list[str]
+    max_attempts: int
+    timeout_s: float
+    resources: str
+    content_key: str | None = None
+
+
+def default_timeout_s(kind: str, settings: Settings) -> float:
+    """The wall-clock limit of a task of `kind` that sets no timeout_s."""
+    return {
+        "transcribe": settings.transcribe_timeout_s,
+        "shell": settings.shell_timeout_s,
+        "llm": settings.llm_task_timeout_s,
+        "aggregate": settings.aggregate_timeout_s,
+    }[kind]
+
+
+def transcribe_outputs(task: PlanTask) -> dict[str, Path]:
+    """format -> path of each file a plan transcribe task writes: `<out>/<input stem>.<format>`."""
+    options = TranscribeOptions(**task.spec.get("options", {}))
+    stem = Path(task.spec["input"]).stem
+    return {fmt: Path(task.spec["out"]) / f"{stem}.{fmt}" for fmt in options.formats}
+
+
+def planned_outputs(task: PlanTask) -> list[Path]:
+    """Every file a plan task is known to write (a shell command's are unknown)."""
+    if task.kind == "transcribe":
+        return list(transcribe_outputs(task).values())
+    if task.kind in ("llm", "aggregate"):
+        return [Path(task.spec["output"])]
+    return []
+
+
+def aggregate_items(task: PlanTask, by_id: dict[str, PlanTask]) -> list[dict[str, Any]]:
+    """What an aggregate task combines: its `inputs`, or the known outputs of its needs, in order."""
+    if task.spec.get("inputs") is not None:
+        return [{"name": Path(p).name, "input": None, "files": {_fmt(p): p}} for p in task.spec["inputs"]]
+    items = []
+    for need in (by_id[n] for n in task.needs):
+        if need.kind == "transcribe":
+            files = {fmt: str(p) for fmt, p in transcribe_outputs(need).items()}
+            items.append({"name": Path(need.spec["input"]).name, "input": need.spec["input"], "files": files})
+        elif need.kind in ("llm", "aggregate"):
+            out = need.spec["output"]
+            items.append({"name": Path(out).name, "input": need.spec.get("input"), "files": {_fmt(out): out}})
+    return items
+
+
+def _fmt(path: str) -> str:
+    return Path(path).suffix.lstrip(".").lower() or "txt"
+
+
+def check_graph(plan: Plan) -> None:
+    """PlanInvalid for what only the whole graph shows: two tasks writing one file, an empty aggregate."""
+    problems = Problems(plan.source)
+    writers: dict[Path, PlanTask] = {}
+    by_id = {t.id: t for t in plan.tasks}
+    for task in plan.tasks:
+        clashes: dict[str, list[Path]] = {}
+        for path in planned_outputs(task):
+            first = writers.setdefault(path, task)
+            if first is not task:
+                clashes.setdefault(first.id, []).append(path)
+        for other, paths in clashes.items():
+            more = f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""
+            problems.add(f"writes {paths[0]}{more}, which task '{other}' writes too; give them different outputs",
+                         line=task.line, task=task.id)  # fmt: skip
+        if task.kind == "aggregate" and not aggregate_items(task, by_id):
+            problems.add(
+                "has nothing to combine: it lists no 'inputs' and none of its needs is a transcribe, llm or "
+                "aggregate task (a shell command's outputs are unknown); list the files in 'inputs'",
+                line=task.line, task=task.id,
+            )  # fmt: skip
+    problems.raise_if_any()
+
+
+class _Transcriptions:
+    """Runtime specs of transcribe tasks: models resolved once each, inputs hashed once."""
+
+    def __init__(self, plan: Plan, settings: Settings, state_dir: Path) -> None:
+        from scribefleet.cli.inputs import InputFile
+        from scribefleet.cli.transcribe import hash_inputs
+
+        self.settings, self.state_dir = settings, state_dir
+        self._models: dict[str, Any] = {}
+        paths = dict.fromkeys(Path(t.spec["input"]) for t in plan.tasks if t.kind == "transcribe")
+        files = [InputFile(path=p, rel=Path(p.name), missing=not p.is_file()) for p in paths]
+        self.hashes = hash_inputs(files, state_dir) if files else {}
+
+    def model(self, name: str) -> Any:
+        from scribefleet.pipeline.models import resolve_model
+
+        if name not in self._models:
+            self._models[name] = resolve_model(name, self.settings)
+        return self._models[name]
+
+    def spec(self, task: PlanTask) -> tuple[dict[str, Any], str]:
+        """(runtime spec, content key) of one transcribe task."""
+        from scribefleet.cli.transcribe import transcribe_spec, work_dir_for
+
+        options = TranscribeOptions(**task.spec.get("options", {}))
+        resolved = self.model(options.model)
+        path = Path(task.spec["input"])
+        work = work_dir_for(self.state_dir, path, self.hashes.get(path), options.result_key(resolved.model_id))
+        spec = transcribe_spec(path, task.id, work, transcribe_outputs(task), options, resolved, self.settings)
+        return spec, work.name
+
+
+def _resources(task: PlanTask, gpu_slots: bool) -> str:
+    wants_gpu = task.kind == "transcribe" and task.spec.get("options", {}).get("device") == "cuda"
+    resources = "gpu" if task.resources == "any" and wants_gpu else task.resources
+    return "any" if resources == "gpu" and not gpu_slots else resources
+
+
+def store_tasks(plan: Plan, settings: Settings, state_dir: Path, *, gpu_slots: bool) -> list[StoreTask]:
+    """The store tasks of a plan, in dependency order. `gpu_slots`: whether any GPU slot will run."""
+    transcriptions = _Transcriptions(plan, settings, state_dir)
+    by_id = {t.id: t for t in plan.tasks}
+    out: list[StoreTask] = []
+    for task in plan.tasks:
+        spec, content_key = dict(task.spec), None
+        if task.kind == "transcribe":
+            spec, content_key = transcriptions.spec(task)
+        elif task.kind == "aggregate":
+            spec["items"] = aggregate_items(task, by_id)
+        out.append(StoreTask(
+            key=task.id, kind=task.kind, spec=spec, needs=list(task.needs),
+            max_attempts=task.max_attempts(settings.max_attempts),
+            timeout_s=task.timeout_s or default_timeout_s(task.kind, settings),
+            resources=_resources(task, gpu_slots), content_key=content_key,
+        ))  # fmt: skip
+    demoted = [t.id for t in plan.tasks if t.resources == "gpu" and not gpu_slots]
+    if demoted:
+        log.warning(
+            "%d task(s) prefer a GPU but no GPU slot runs here; they run on the CPU: %s",
+            len(demoted), ", ".join(demoted[:10]) + (" ..." if len(demoted) > 10 else ""),
+        )  # fmt: skip
+    return out
+
+
+def batch_key(plan: Plan, tasks: list[StoreTask]) -> str:
+    """Same plan file and same graph -> same batch."""
+    graph = [[t.key, t.kind, t.needs, t.timeout_s, t.max_attempts, t.resources] for t in tasks]
+    blob = json.dumps({"plan": str(plan.source), "graph": graph}, sort_keys=True)
+    return "plan-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def task_outputs(kind: str, spec: dict[str, Any]) -> list[str]:
+    """The files a stored task is known to write."""
+    if kind == "transcribe":
+        return list(spec.get("outputs", {}).values())
+    return [spec["output"]] if kind in ("llm", "aggregate") and spec.get("output") else []
+
+
+def create_plan_batch(store: Any, plan: Plan, tasks: list[StoreTask]) -> str:
+    """Record the plan's batch and tasks, or bring the existing batch up to date; returns its id.
+
+    The caller holds the dispatcher lock. Tasks whose spec changed are revised
+    (queued from scratch) along with every finished task downstream of them;
+    failed, canceled and skipped tasks, and finished ones whose outputs are
+    gone, are queued again.
+    """
+    batch_id = store.ensure_batch(
+        batch_key(plan, tasks), "plan", {"plan": str(plan.source), "name": plan.name, "vars": plan.vars},
+        str(plan.base_dir),
+    )  # fmt: skip
+    revised: set[str] = set()
+    for t in tasks:
+        task_id = store.add_task(
+            batch_id, t.key, t.kind, t.spec, needs=t.needs, max_attempts=t.max_attempts,
+            timeout_s=t.timeout_s, resources=t.resources, content_key=t.content_key,
+        )  # fmt: skip
+        if store.revise_task(task_id, t.spec, content_key=t.content_key):
+            revised.add(task_id)
+    rows = store.tasks(batch_id=batch_id)
+    stale = _downstream(revised, rows)
+    again = [
+        r.id for r in rows
+        if r.is_terminal and (r.id in stale or not r.is_complete or not all(Path(p).is_file() for p in task_outputs(r.kind, r.spec)))
+    ]  # fmt: skip
+    if again:
+        store.reset_tasks(batch_id, again)
+    if revised or again:
+        log.info("batch %s: %d task(s) revised, %d queued again", batch_id, len(revised), len(again))
+    return batch_id
+
+
+def _downstream(roots: set[str], rows: list[Any]) -> set[str]:
+    """Every task that needs one of `roots`, directly or not."""
+    dependents: dict[str, list[str]] = {}
+    for row in rows:
+        for need in row.needs:
+            dependents.setdefault(need, []).append(row.id)
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        for dep in dependents.get(todo.pop(), []):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen

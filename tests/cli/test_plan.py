@@ -1,0 +1,289 @@
+"""`scribefleet plan check|run` end to end: real CLI processes, real slots, real model and audio."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from helpers import TEXTS, wer
+
+CLI = [sys.executable, "-m", "scribefleet.cli.main"]
+
+
+def run_cli(*args: str, check: int | None = 0, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def write_plan(folder: Path, text: str, name: str = "plan.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def await_fifo(path: Path, timeout_s: float = 120.0) -> str:
+    """Block until a command writes to the FIFO at `path` (select, no polling)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout_s)
+        assert readable, f"nothing was written to {path} within {timeout_s} s"
+        return os.read(fd, 4096).decode()
+    finally:
+        os.close(fd)
+
+
+def await_exit(pid: int, timeout_s: float = 10.0) -> bool:
+    """True once process `pid` has exited (a pidfd becomes readable then), False after the timeout."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
+
+
+def store_of(state_dir: Path):
+    from scribefleet.store.store import Store
+
+    return Store.open(state_dir)
+
+
+def test_check_prints_the_expanded_graph_with_vars(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, """
+        vars: {who: nobody}
+        tasks:
+          - id: greet
+            kind: shell
+            foreach: [ann, bob]
+            run: echo hello ${item} from ${who}
+          - id: done
+            kind: shell
+            needs: [greet]
+            run: echo done
+    """)
+    proc = run_cli("plan", "check", str(plan), "--var", "who=tester")
+    assert "3 tasks (shell 3)" in proc.stdout
+    assert "greet:ann" in proc.stdout and "$ echo hello bob from tester" in proc.stdout
+    assert "needs greet:* (2)" in proc.stdout
+
+
+def test_check_lists_every_problem_with_file_line_and_task(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, """
+        name: broken
+        tasks:
+          - id: a
+            kind: shel
+          - id: b
+            kind: shell
+            needs: [nope]
+            run: echo ${missing}
+          - id: c
+            kind: shell
+            needs: [d]
+            run: echo c
+          - id: d
+            kind: shell
+            needs: [c]
+            run: echo d
+          - id: t
+            kind: transcribe
+            foreach: [x/a.wav, y/a.wav]
+            input: ${item}
+            out: o
+          - id: agg
+            kind: aggregate
+            needs: [c]
+            output: o/all.txt
+    """)
+    proc = run_cli("plan", "check", str(plan), check=1)
+    assert "PLAN_INVALID" in proc.stderr and proc.stdout == ""
+    for expected in (
+        "plan.yaml:4: task 'a': unknown kind 'shel'",
+        "plan.yaml:7: task 'b': needs 'nope'",
+        "plan.yaml:8: task 'b': ${missing} in 'run' is not defined",
+        "plan.yaml:11: task 'c': needs form a cycle: c -> d -> c",
+        "plan.yaml:15: task 'd': needs form a cycle",
+    ):
+        assert expected in proc.stderr, proc.stderr
+    # the whole-graph checks run once the file itself is valid
+    plan.write_text(plan.read_text().replace("shel\n", "shell\n    run: echo a\n").replace("[nope]", "[a]")
+                    .replace("${missing}", "b").replace("needs: [d]", "needs: [a]"))
+    proc = run_cli("plan", "check", str(plan), check=1)
+    assert "task 't:y/a.wav': writes " in proc.stderr and "which task 't:x/a.wav' writes too" in proc.stderr
+    assert "task 'agg': has nothing to combine" in proc.stderr
+    assert run_cli("plan", "check", str(plan), "--var", "novalue", check=2).returncode == 2
+
+
+def test_foreach_transcribe_aggregate_then_shell_on_real_audio(tmp_path: Path, speech: dict[str, Path]) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("en01.wav", "en02.wav", "en03.wav"):
+        shutil.copy(speech[name], media / name)
+    plan = write_plan(tmp_path, """
+        vars: {out: results}
+        tasks:
+          - id: tr
+            kind: transcribe
+            foreach: media/*.wav
+            input: ${item}
+            out: ${out}/transcripts
+            formats: [json, txt]
+            retries: 0
+          - id: index
+            kind: aggregate
+            needs: [tr]
+            output: ${out}/index.json
+          - id: digest
+            kind: aggregate
+            needs: [tr]
+            output: ${out}/digest.md
+            title: Three recordings
+          - id: words
+            kind: shell
+            needs: [index, digest]
+            run: grep -c '^## ' ${out}/digest.md > ${out}/sections.txt && echo counted
+    """)
+    summary = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    assert (summary["total"], summary["complete"], summary["failed"]) == (6, 6, 0)
+    out = tmp_path / "results"
+    index = json.loads((out / "index.json").read_text())
+    assert [i["name"] for i in index["items"]] == ["en01.wav", "en02.wav", "en03.wav"]
+    for item in index["items"]:
+        assert wer(TEXTS[item["name"]], item["text"]) <= 0.3, item
+        assert item["language"] == "en" and item["duration_s"] > 1
+        assert item["outputs"]["json"] == str(out / "transcripts" / item["name"].replace(".wav", ".json"))
+    assert wer(" ".join(TEXTS[n] for n in ("en01.wav", "en02.wav", "en03.wav")), index["text"]) <= 0.3
+    assert (out / "digest.md").read_text().startswith("# Three recordings\n\n## en01.wav\n")
+    assert (out / "sections.txt").read_text().strip() == "3"
+    # per-kind limits and attempts as stored
+    state = tmp_path / ".scribefleet"
+    tasks = {t.key: t for t in store_of(state).tasks(batch_id=summary["batch_id"])}
+    assert (tasks["tr:en01"].timeout_s, tasks["tr:en01"].max_attempts) == (1800, 1)
+    assert (tasks["index"].timeout_s, tasks["words"].timeout_s, tasks["words"].max_attempts) == (300, 1800, 3)
+    assert tasks["tr:en02"].spec["work_dir"].startswith(str(state / "work"))
+    # a re-run finds the same batch and runs nothing
+    again = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    assert again["batch_id"] == summary["batch_id"] and again["complete"] == 6
+    dispatched = [e for e in store_of(state).events(batch_id=summary["batch_id"]) if e.type == "dispatched"]
+    assert len(dispatched) == 6, "a finished task was run again"
+
+
+def test_failures_cascade_refusals_and_timeouts_are_in_the_summary(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, """
+        tasks:
+          - id: broken
+            kind: shell
+            run: echo about to fail >&2; exit 3
+          - id: after_broken
+            kind: shell
+            needs: [broken]
+            run: touch after_broken.ran
+          - id: last
+            kind: shell
+            needs: [after_broken]
+            run: touch last.ran
+          - id: sneaky
+            kind: shell
+            run: sudo ls /root
+          - id: sleepy_default
+            kind: shell
+            retries: 0
+            run: sleep 60
+          - id: sleepy_own
+            kind: shell
+            retries: 0
+            timeout_s: 1
+            run: sleep 60
+          - id: fine
+            kind: shell
+            run: echo fine
+    """)
+    proc = run_cli("plan", "run", str(plan), "--json", "--slots", "2", check=1,
+                   env={"SCRIBEFLEET_SHELL_TIMEOUT_S": "2"})  # fmt: skip
+    summary = json.loads(proc.stdout)
+    jobs = {j["name"]: j for j in summary["jobs"]}
+    assert (summary["complete"], summary["failed"]) == (1, 6)
+    assert (jobs["broken"]["state"], jobs["broken"]["error_code"]) == ("failed", "SHELL_FAILED")
+    assert "about to fail" in jobs["broken"]["error_message"]
+    for key in ("after_broken", "last"):
+        assert (jobs[key]["state"], jobs[key]["error_code"]) == ("skipped", "DEPENDENCY_FAILED")
+        assert "'broken'" in jobs[key]["error_message"], jobs[key]
+    assert (jobs["sneaky"]["state"], jobs["sneaky"]["error_code"]) == ("failed", "SHELL_COMMAND_NOT_ALLOWED")
+    for key in ("sleepy_default", "sleepy_own"):
+        assert (jobs[key]["error_code"], jobs[key]["attempts"]) == ("TASK_TIMEOUT", 1), jobs[key]
+    tasks = {t.key: t for t in store_of(tmp_path / ".scribefleet").tasks(batch_id=summary["batch_id"])}
+    assert (tasks["sleepy_default"].timeout_s, tasks["sleepy_own"].timeout_s) == (2, 1)
+    assert jobs["fine"]["state"] == "complete"
+    assert not (tmp_path / "after_broken.ran").exists() and not (tmp_path / "last.ran").exists()
+    for code in ("SHELL_FAILED", "DEPENDENCY_FAILED", "SHELL_COMMAND_NOT_ALLOWED", "TASK_TIMEOUT"):
+        assert code in proc.stderr, f"the failure table misses {code}"
+
+
+@pytest.mark.slow
+def test_a_plan_killed_mid_way_resumes_and_runs_each_task_once(tmp_path: Path, speech: dict[str, Path]) -> None:
+    shutil.copy(speech["en04.wav"], tmp_path / "talk.wav")
+    os.mkfifo(tmp_path / "gate.fifo")
+    plan = write_plan(tmp_path, """
+        tasks:
+          - id: first
+            kind: shell
+            foreach: [a, b, c]
+            run: echo ${item} >> first.txt
+          - id: tr
+            kind: transcribe
+            input: talk.wav
+            out: out
+            formats: [txt]
+          - id: gate
+            kind: shell
+            needs: [first, tr]
+            run: echo $$$$ > gate.pid; test -e released || { echo up > gate.fifo; sleep 60; }
+          - id: last
+            kind: shell
+            foreach: [a, b, c]
+            needs: [gate]
+            run: echo ${item} >> last.txt
+    """)
+    first_run = subprocess.Popen([*CLI, "plan", "run", str(plan)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        assert await_fifo(tmp_path / "gate.fifo") == "up\n"
+    finally:
+        os.killpg(first_run.pid, signal.SIGKILL)
+        first_run.wait()
+    gate_pid = int((tmp_path / "gate.pid").read_text())
+    assert await_exit(gate_pid), "the killed run's command outlived it"
+    state = tmp_path / ".scribefleet"
+    half = {t.key: t.state.value for t in store_of(state).tasks()}
+    assert half["gate"] == "running" and half["tr"] == "complete" and half["last:a"] == "queued", half
+
+    (tmp_path / "released").touch()
+    summary = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    assert (summary["total"], summary["complete"]) == (8, 8)
+    assert sorted((tmp_path / "first.txt").read_text().split()) == ["a", "b", "c"]
+    assert sorted((tmp_path / "last.txt").read_text().split()) == ["a", "b", "c"]
+    assert wer(TEXTS["en04.wav"], (tmp_path / "out" / "talk.txt").read_text()) <= 0.3
+    store = store_of(state)
+    assert {b.id for b in store.batches()} == {summary["batch_id"]}
+    for task in store.tasks(batch_id=summary["batch_id"]):
+        types = [e.type for e in store.events(task_id=task.id)]
+        runs = types.count("dispatched")
+        assert types.count("completed") == 1 and task.attempts == 1, (task.key, types)
+        if task.key == "gate":  # the run that was killed, then the one that finished
+            assert runs == 2 and "recovered" in types, types
+        else:
+            assert runs == 1, f"{task.key} ran {runs} times: {types}"
