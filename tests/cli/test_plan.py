@@ -287,3 +287,36 @@ def test_a_plan_killed_mid_way_resumes_and_runs_each_task_once(tmp_path: Path, s
             assert runs == 2 and "recovered" in types, types
         else:
             assert runs == 1, f"{task.key} ran {runs} times: {types}"
+
+
+@pytest.mark.slow
+def test_the_example_digest_plan_runs_on_the_cpu_against_a_chat_server(tmp_path: Path) -> None:
+    """examples/plans/digest.yaml as shipped: transcribe -> llm per file -> index + digest -> tar."""
+    import tarfile
+
+    from llm_server import FakeChatServer
+
+    plan = Path(__file__).parents[2] / "examples" / "plans" / "digest.yaml"
+    out = tmp_path / "digest"
+    server = FakeChatServer().start()  # an OpenAI-compatible HTTP server on loopback, with a fake model
+    try:
+        proc = run_cli("plan", "run", str(plan), "--var", f"out={out}", "--state", str(tmp_path / "state"),
+                       "--device", "cpu", "--json", env={"SCRIBEFLEET_LLM_ENDPOINT": server.url})  # fmt: skip
+    finally:
+        server.stop()
+    summary = json.loads(proc.stdout)
+    assert (summary["total"], summary["complete"]) == (9, 9)
+    assert "3 task(s) prefer a GPU but no GPU slot runs here" in proc.stderr
+    index = json.loads((out / "index.json").read_text())
+    assert [i["name"] for i in index["items"]] == ["fox.wav", "meeting.wav", "weather report.flac"]
+    assert all(i["text"] and i["language"] == "en" for i in index["items"])
+    chats = server.chats()
+    assert len(chats) == 3
+    fox_prompt = next(c.body["messages"][-1]["content"] for c in chats if '"fox.wav"' in c.body["messages"][-1]["content"])
+    assert index["items"][0]["text"] in fox_prompt, "the llm did not get the transcript in place of {{text}}"
+    digest = (out / "digest.md").read_text()
+    assert digest.startswith("# Summaries of the sample recordings\n\n## fox.md\n\n") and "words:" in digest
+    (archive,) = out.glob("digest-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"index.json", "digest.md", "summaries/fox.md", "transcripts/meeting.srt"} <= names
