@@ -13,8 +13,8 @@ Two decoding modes, chosen by `options.batch_size`:
   every clip to 30 s, so merging neighbours costs nothing and saves batches);
   with VAD off, fixed 30 s clips. Speech that no decoded segment covers is
   decoded again as clips of its own (see `uncovered_clips`).
-* sequential (1): WhisperModel.transcribe on the window's audio, timestamps
-  shifted by the window's offset.
+* sequential (1): WhisperModel.transcribe on the window's speech (VAD on) or
+  audio (VAD off), timestamps mapped back to the recording.
 
 The language is `options.language`, or detected on the first window with
 speech and then fixed, so every window speaks the same language.
@@ -202,31 +202,46 @@ class WindowedTranscriber:
             kwargs["temperature"] = opts.temperature  # otherwise faster-whisper's fallback ladder
         return kwargs
 
-    def _window_has_speech(self, window: Window) -> bool:
-        return any(s < window.end_s and e > window.start_s for s, e in self.ranges)
-
     def transcribe_window(
         self, window: Window, language: str | None, on_segment: Callable[[dict[str, Any]], None]
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Segments of one window (absolute timestamps) and the language they were decoded in."""
-        from faster_whisper import BatchedInferencePipeline
+        if self.options.is_batched:
+            return self._transcribe_batched(window, language, on_segment)
+        return self._transcribe_sequential(window, language, on_segment)
+
+    def _transcribe_sequential(
+        self, window: Window, language: str | None, on_segment: Callable[[dict[str, Any]], None]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """WhisperModel.transcribe on the window: with VAD, on its speech only, as faster-whisper's
+        vad_filter does, but from the VAD stage's ranges instead of running Silero a second time."""
+        from faster_whisper.transcribe import restore_speech_timestamps
+        from faster_whisper.vad import collect_chunks
 
         opts = self.options
-        words = opts.word_timestamps
         segments: list[dict[str, Any]] = []
-        if opts.is_batched:
-            return self._transcribe_batched(window, language, on_segment)
-        else:
-            if opts.vad and not self._window_has_speech(window):
+        lo, hi = round(window.start_s * SAMPLE_RATE), round(window.end_s * SAMPLE_RATE)
+        if opts.vad:
+            chunks = [
+                {"start": max(lo, round(s * SAMPLE_RATE)), "end": min(hi, round(e * SAMPLE_RATE))}
+                for s, e in self.ranges
+                if s < window.end_s and e > window.start_s
+            ]
+            chunks = [c for c in chunks if c["end"] > c["start"]]
+            if not chunks:
                 return segments, language
-            piece = self.audio[round(window.start_s * SAMPLE_RATE) : round(window.end_s * SAMPLE_RATE)]
-            result, info = _model_call(
-                lambda: self.model.transcribe(piece, vad_filter=opts.vad, **self._decode_kwargs(language))
-            )
-            offset_s = window.start_s
+            piece = np.concatenate(collect_chunks(self.audio, chunks)[0])
+        else:
+            piece = self.audio[lo:hi]
+        result, info = _model_call(
+            lambda: self.model.transcribe(piece, vad_filter=False, **self._decode_kwargs(language))
+        )
+        if opts.vad:  # times in the concatenated speech -> times in the recording
+            result = restore_speech_timestamps(result, chunks, SAMPLE_RATE)
+        offset_s = 0.0 if opts.vad else window.start_s
 
         def keep(seg: Any) -> None:
-            segments.append(_segment_dict(seg, offset_s, words))
+            segments.append(_segment_dict(seg, offset_s, opts.word_timestamps))
             on_segment(segments[-1])
 
         _drain(result, keep)
