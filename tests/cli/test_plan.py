@@ -320,3 +320,79 @@ def test_the_example_digest_plan_runs_on_the_cpu_against_a_chat_server(tmp_path:
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
     assert {"index.json", "digest.md", "summaries/fox.md", "transcripts/meeting.srt"} <= names
+
+
+def test_a_rerun_redoes_what_changed_failed_or_lost_its_output_and_nothing_else(tmp_path: Path) -> None:
+    text = """
+        tasks:
+          - id: make
+            kind: shell
+            run: echo v1 > a.txt
+          - id: combine
+            kind: aggregate
+            needs: [make]
+            inputs: [a.txt]
+            output: combined.txt
+          - id: flaky
+            kind: shell
+            run: test -e fixed
+          - id: after
+            kind: shell
+            needs: [flaky]
+            run: echo after >> after.txt
+    """
+    plan = write_plan(tmp_path, text)
+    first = json.loads(run_cli("plan", "run", str(plan), "--json", check=1).stdout)
+    assert {j["name"]: j["state"] for j in first["jobs"]} == {
+        "make": "complete", "combine": "complete", "flaky": "failed", "after": "skipped"}  # fmt: skip
+
+    def runs() -> dict[str, int]:
+        store = store_of(tmp_path / ".scribefleet")
+        keys = {t.id: t.key for t in store.tasks(batch_id=first["batch_id"])}
+        counts = dict.fromkeys(keys.values(), 0)
+        for event in store.events(batch_id=first["batch_id"]):
+            if event.type == "dispatched":
+                counts[keys[event.task_id]] += 1
+        return counts
+
+    (tmp_path / "fixed").touch()
+    write_plan(tmp_path, text.replace("echo v1", "echo v2"))  # an edited command: same graph, same batch
+    second = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    assert second["batch_id"] == first["batch_id"] and second["complete"] == 4
+    assert "== a.txt ==\n\nv2" in (tmp_path / "combined.txt").read_text(), "the step downstream was not redone"
+    assert runs() == {"make": 2, "combine": 2, "flaky": 2, "after": 1}
+    (tmp_path / "combined.txt").unlink()
+    run_cli("plan", "run", str(plan))
+    assert runs() == {"make": 2, "combine": 3, "flaky": 2, "after": 1}, "only the task whose output was lost reruns"
+    write_plan(tmp_path, text.replace("echo v1", "echo v2").replace("run: test -e fixed", "run: test -e fixed\n            timeout_s: 5"))
+    third = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    assert third["batch_id"] != first["batch_id"], "a changed limit is a changed graph: a new batch"
+    assert (tmp_path / "after.txt").read_text() == "after\nafter\n"
+
+
+@pytest.mark.gpu
+def test_gpu_tasks_run_on_a_pinned_gpu_slot_under_device_cuda(tmp_path: Path, speech: dict[str, Path]) -> None:
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    if ctranslate2.get_cuda_device_count() == 0:
+        pytest.skip("no CUDA GPU on this machine")
+    shutil.copy(speech["en05.wav"], tmp_path / "a.wav")
+    plan = write_plan(tmp_path, """
+        tasks:
+          - id: tr
+            kind: transcribe
+            input: a.wav
+            out: out
+            formats: [txt]
+            resources: gpu
+          - id: where
+            kind: shell
+            needs: [tr]
+            resources: gpu
+            run: echo "visible=$CUDA_VISIBLE_DEVICES" > where.txt
+    """)
+    summary = json.loads(run_cli("plan", "run", str(plan), "--device", "cuda", "--slots", "1", "--json").stdout)
+    assert summary["complete"] == 2
+    tasks = {t.key: t for t in store_of(tmp_path / ".scribefleet").tasks(batch_id=summary["batch_id"])}
+    assert tasks["tr"].slot == tasks["where"].slot == "gpu0" and tasks["tr"].resources == "gpu"
+    assert (tmp_path / "where.txt").read_text().strip() not in ("visible=", "")  # pinned before the slot started
+    assert wer(TEXTS["en05.wav"], (tmp_path / "out" / "a.txt").read_text()) <= 0.3

@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from scribefleet.config import Settings
 from scribefleet.errors import PlanInvalid, ScribefleetError, UsageError
@@ -68,8 +69,8 @@ def print_invalid(err: PlanInvalid, console: Console) -> None:
     count = len(problems)
     console.print(
         f"[red]error [PLAN_INVALID]:[/red] plan {path} is invalid ({count} problem{'s' if count != 1 else ''}):",
-        highlight=False,
-    )
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
     for p in problems:
         line = Problem(p["message"], p.get("line"), p.get("task")).render(path.name)
         console.print("  " + line, markup=False, highlight=False, soft_wrap=True)
@@ -119,7 +120,7 @@ def run_plan(req: PlanRequest) -> int:
         return _run(req, plan, settings, state_dir, progress, err_console)
     except ScribefleetError as err:
         log.error("plan run failed [%s]: %s", err.code, err.message)
-        err_console.print(f"[red]error [{err.code}]:[/red] {err.message}", highlight=False)
+        err_console.print(f"[red]error [{err.code}]:[/red] {escape(err.message)}", highlight=False, soft_wrap=True)
         return 2 if isinstance(err, UsageError) else 1
 
 
