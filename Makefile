@@ -37,12 +37,21 @@ $(VENV)/.llama-tried: pyproject.toml | $(VENV)/.test-installed
 	  tail -n 20 $(VENV)/llama-install.log; touch $@; \
 	fi
 
+# Debian's Chromium for the web UI's browser tests (tests/service/test_ui_browser.py, driven by the
+# `playwright` package of the test extra; no browser is downloaded). Installed only when missing.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 # Transcribe the sample recordings shipped in samples/ into ./out with the bundled tiny.en model.
 run: $(VENV)/.run-installed
 	$(BIN)/scribefleet transcribe samples --out out --model tiny.en
 
 # Install the test extras and run the whole suite.
-test: $(VENV)/.test-installed $(VENV)/.llama-tried
+test: $(VENV)/.test-installed $(VENV)/.llama-tried $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed
