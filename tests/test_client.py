@@ -206,8 +206,9 @@ def test_unauthorized_with_and_without_a_body(server: tuple[Script, str]) -> Non
     script.on("GET", "/api/jobs/a", (401, {"error": {"code": "UNAUTHORIZED", "message": "bad token", "details": {}}}))
     script.on("GET", "/api/jobs/b", (403, b"<html>forbidden</html>"))
     with _client(url, token="wrong-token") as client:
-        with pytest.raises(Unauthorized, match="bad token"):
+        with pytest.raises(Unauthorized, match="bad token") as server_said:
             client.job("a")
+        assert "SCRIBEFLEET_TOKEN" in server_said.value.message  # the CLI's next step is added to the server's words
         with pytest.raises(Unauthorized) as info:
             client.job("b")
         assert "SCRIBEFLEET_TOKEN" in info.value.message and "wrong-token" not in info.value.message
@@ -251,6 +252,16 @@ def test_job_listing_follows_pages(server: tuple[Script, str]) -> None:
         assert [j["id"] for j in client.jobs(batch_id="b1", page_size=2)] == ["a", "b", "c"]
     queries = [r["query"] for r in script.requests]
     assert "batchId=b1" in queries[0] and "offset=2" in queries[1]
+
+
+def test_batch_cancel_and_logs_routes(server: tuple[Script, str]) -> None:
+    script, url = server
+    script.on("POST", "/api/batches/b1/cancel", (200, {"id": "b1", "jobs": [{"id": "j", "status": "canceled"}]}))
+    script.on("GET", "/api/jobs/j/logs", (200, b"2026-11-23T13:37:29.123Z event completed\n"))
+    with _client(url) as client:
+        assert client.cancel_batch("b1")["jobs"][0]["status"] == "canceled"
+        assert "completed" in client.logs("j")
+    assert script.requests[-1]["query"] == "format=text"
 
 
 def test_ids_cannot_walk_to_other_routes(server: tuple[Script, str]) -> None:

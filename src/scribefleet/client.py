@@ -93,6 +93,9 @@ def error_from_response(resp: httpx.Response, what: str) -> ScribefleetError:
         exc = ScribefleetError.from_code(err["code"], str(err.get("message") or f"{what} failed"))
         details = err.get("details")
         exc.details = details if isinstance(details, dict) else {}
+        if isinstance(exc, Unauthorized) and "SCRIBEFLEET_TOKEN" not in exc.message:
+            exc.message = f"{exc.message} (from this CLI: pass --token or set SCRIBEFLEET_TOKEN)"
+            exc.args = (exc.message,)
     elif resp.status_code in (401, 403):
         exc = Unauthorized(
             f"the controller refused {what} (HTTP {resp.status_code}): pass --token or set "
@@ -216,8 +219,13 @@ class ControllerClient:
         return self._call(lambda: self._http.post("/api/batches", json={"name": name}), "creating a batch", safe=False).json()
 
     def batch(self, batch_id: str) -> dict[str, Any]:
-        """GET /api/batches/{id}."""
+        """GET /api/batches/{id}: the batch with its counts and jobs."""
         return self._get(f"/api/batches/{_seg(batch_id)}", f"reading batch {batch_id}").json()
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """POST /api/batches/{id}/cancel: every unfinished job of it; returns the batch."""
+        what = f"canceling batch {batch_id}"
+        return self._call(lambda: self._http.post(f"/api/batches/{_seg(batch_id)}/cancel"), what, safe=True).json()
 
     # -- the machinery -----------------------------------------------------------
 
