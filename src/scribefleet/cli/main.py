@@ -87,6 +87,7 @@ def status(
 
 
 app.command()(doctor_module.doctor)
+app.command()(__import__("scribefleet.cli.serve", fromlist=["serve"]).serve)
 app.add_typer(plan_module.plan_app, name="plan")
 app.command()(jobs_module.cancel)
 app.command()(jobs_module.logs)

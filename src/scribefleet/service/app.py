@@ -1,0 +1,131 @@
+"""The controller's ASGI app: routes, authentication, and one shape for every error.
+
+`create_app(controller, settings)` assembles it: `AuthMiddleware` in front of
+everything (service/auth.py), the /api routes (api.py), runtime, health,
+metrics and session routes (runtime.py), the OpenAI-compatible /v1/audio
+routes (openai_api.py) and the web UI (ui.py). The app does not start or
+stop the controller: `scribefleet serve` (cli/serve.py) and tests do.
+
+Every error leaves as `{"error": {"code", "message", "details"}}` with the
+HTTP status of its code: a ScribefleetError as it is, a request that fails
+validation as INVALID_OPTIONS (400, each field in details.errors, never the
+values, which may be secrets), an unknown route as NOT_FOUND, a wrong method
+as METHOD_NOT_ALLOWED, any other HTTP error as INVALID_REQUEST, and a bug as
+INTERNAL_ERROR (500, its traceback in the log only).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from scribefleet import __version__
+from scribefleet.config import Settings
+from scribefleet.errors import InvalidRequest, MethodNotAllowed, NotFound, ScribefleetError, UsageError
+from scribefleet.service.api import api_router
+from scribefleet.service.auth import AuthMiddleware, Authenticator, SessionStore, load_tokens
+from scribefleet.service.controller import Controller
+from scribefleet.service.metrics import Metrics
+from scribefleet.service.openai_api import openai_router
+from scribefleet.service.runtime import runtime_router
+
+log = logging.getLogger("scribefleet.service")
+
+
+def error_response(err: ScribefleetError, status: int | None = None) -> JSONResponse:
+    return JSONResponse({"error": err.to_dict()}, status_code=status or err.http_status)
+
+
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{e['loc']}: {e['message']}" for e in errors[:5])
+    return error_response(UsageError(f"invalid request: {summary}", errors=errors))
+
+
+def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return error_response(NotFound("no such route; docs/api.md (or /docs) lists them"))
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed("this route does not take that HTTP method; see /docs"))
+    return error_response(InvalidRequest(str(exc.detail)), status=exc.status_code)
+
+
+def _scribefleet_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ScribefleetError)
+    if exc.http_status >= 500:
+        log.error("request failed [%s]: %s", exc.code, exc.message)
+    return error_response(exc)
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(ScribefleetError("internal error; the controller's log has the details"))
+
+
+def create_app(
+    controller: Controller, settings: Settings, *, tokens: list[SecretStr] | None = None, stop_on_shutdown: bool = False
+) -> FastAPI:
+    """The controller's app over a (started or not) controller.
+
+    `stop_on_shutdown`: the server's shutdown stops the controller (serve uses it: uvicorn ends
+    the process with the signal that stopped it, so code after `uvicorn.run` may never run).
+    """
+    authenticator = Authenticator(
+        load_tokens(settings) if tokens is None else tokens,
+        SessionStore(settings.session_ttl_s),
+        disabled=settings.auth_disabled,
+    )
+    metrics = Metrics(controller)
+    controller.listeners.append(metrics.on_dispatch)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if stop_on_shutdown:
+            await run_in_threadpool(controller.stop)
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="scribefleet controller",
+        version=__version__,
+        description="Transcription jobs on every device you have. The contract: docs/api.md.",
+        redoc_url=None,
+    )
+    app.state.controller, app.state.metrics, app.state.authenticator = controller, metrics, authenticator
+    handlers: dict[Any, Any] = {
+        RequestValidationError: _validation_error,
+        StarletteHTTPException: _http_error,
+        ScribefleetError: _scribefleet_error,
+        Exception: _unexpected,
+    }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)
+    app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    app.include_router(api_router(controller, metrics))
+    app.include_router(runtime_router(controller, metrics, authenticator))
+    app.include_router(openai_router(controller, metrics))
+    include_ui(app)
+    return app
+
+
+def include_ui(app: FastAPI) -> None:
+    """Mount the web UI's pages (service/ui.py: `router`, pages under /ui, login at /ui/login).
+
+    HOOK for the UI: once `scribefleet.service.ui` is committed this becomes
+        from scribefleet.service import ui
+        app.include_router(ui.router)
+    (a plain import: the UI is part of the package, not an optional plug-in).
+    """

@@ -1,0 +1,176 @@
+"""The Controller: one state folder's store, uploads, local slots and the dispatcher thread.
+
+`scribefleet serve` builds one and starts it before the HTTP server; the API
+reads and adds through `controller.store` (its own SQLite connection) while
+the dispatcher, in a long-lived thread with a connection of its own, is the
+only writer of task state. Slot processes die with the thread that started
+them (PR_SET_PDEATHSIG), so the engine is created, started, restarted and
+stopped in that thread only.
+
+Start takes the state folder's dispatcher lock at once, so a second controller
+(or a `transcribe` run) on the same folder is refused with STATE_LOCKED before
+the server listens. Each dispatcher run begins by recovering the tasks a killed
+controller left running; they go back to the queue and finish. Should the
+dispatcher itself crash, it is restarted after a growing pause (1 s .. 30 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scribefleet.config import Settings
+from scribefleet.dispatch.dispatcher import Dispatcher, request_cancel
+from scribefleet.dispatch.lock import DispatcherLock
+from scribefleet.dispatch.monitor import DispatchEvent
+from scribefleet.engines.base import SlotSpec
+from scribefleet.engines.local import LocalEngine, SlotStatus
+from scribefleet.errors import StateLocked
+from scribefleet.service.uploads import UploadStore
+from scribefleet.store.store import Store
+from scribefleet.worker.hardware import Hardware, detect_hardware, plan_slots
+
+log = logging.getLogger("scribefleet.controller")
+
+RESTART_PAUSE_MAX_S = 30.0
+
+
+class Controller:
+    """Owns a controller's state folder: store, uploads, the local engine and the dispatcher thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state_dir: Path,
+        *,
+        slots: int | None = None,
+        device: str = "auto",
+        listeners: list[Callable[[DispatchEvent], None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state_dir = Path(state_dir).resolve()
+        self.requested_slots, self.device = slots, device
+        self.listeners = list(listeners or [])
+        self.store = Store.open(self.state_dir)
+        self.uploads = UploadStore(self.state_dir / "uploads", settings.max_file_mb * 1024 * 1024)
+        self.jobs_dir = self.state_dir / "jobs"
+        self.hardware: Hardware | None = None
+        self.slot_specs: list[SlotSpec] = []
+        self._lock = DispatcherLock(self.state_dir)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._engine: LocalEngine | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._guard = threading.Lock()
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def plan(self) -> list[SlotSpec]:
+        """Detect the hardware (cached) and plan the slots; done by start(), usable alone."""
+        if self.hardware is None:
+            self.hardware = detect_hardware(self.settings)
+            self.slot_specs = plan_slots(self.hardware, self.device, self.requested_slots, self.settings)
+        return self.slot_specs
+
+    def start(self) -> None:
+        """Plan slots, take the dispatcher lock (StateLocked if taken) and start the dispatcher thread."""
+        self.plan()
+        self._lock.acquire()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._supervise, name="scribefleet-dispatcher", daemon=True)
+        self._thread.start()
+        log.info(
+            "controller started on %s with slots %s", self.state_dir,
+            ", ".join(f"{s.name} ({s.device})" for s in self.slot_specs),
+        )  # fmt: skip
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop the dispatcher and its slots (running tasks resume at the next start), close the store."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        with self._guard:
+            if self._dispatcher is not None:
+                self._dispatcher.stop()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("the dispatcher thread did not stop within %.0f s", timeout_s)
+            self._thread = None
+        self._lock.release()
+        self.store.close()
+        log.info("controller stopped")
+
+    @property
+    def dispatching(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._dispatcher is not None
+
+    def _supervise(self) -> None:
+        pause_s = 1.0
+        while not self._stop.is_set():
+            try:
+                self._lock.acquire()  # released by the previous run's end
+                self._run_once()
+                pause_s = 1.0
+            except StateLocked as err:
+                log.error("dispatcher cannot start: %s", err.message)
+            except Exception:  # noqa: BLE001 - a crashed dispatcher is restarted, never left dead
+                log.exception("the dispatcher crashed; restarting it in %.0f s", pause_s)
+            if self._stop.wait(pause_s):
+                break
+            pause_s = min(RESTART_PAUSE_MAX_S, pause_s * 2)
+
+    def _run_once(self) -> None:
+        store = Store.open(self.state_dir)  # the dispatcher's own connection
+        engine = LocalEngine(self.settings, self.state_dir, self.slot_specs)
+        dispatcher = Dispatcher(store, engine, self.settings, listeners=[self._emit], lock=self._lock)
+        with self._guard:
+            self._engine, self._dispatcher = engine, dispatcher
+            if self._stop.is_set():
+                dispatcher.stop()
+        try:
+            dispatcher.run(burst=False)
+        finally:
+            engine.stop()
+            with self._guard:
+                self._dispatcher = None
+            store.close()
+
+    def _emit(self, event: DispatchEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    # -- what the API needs ----------------------------------------------------
+
+    def cancel(self, target_id: str) -> None:
+        """Cancel a job or batch: the running dispatcher applies it within cancel_poll_s."""
+        request_cancel(self.store, target_id, self.settings)
+
+    def slot_views(self) -> list[dict[str, Any]]:
+        """Each slot as the engine sees it now (a snapshot; the dispatcher thread owns the engine)."""
+        engine = self._engine
+        handles = {h.name: h for h in engine.slots} if engine is not None else {}
+        out = []
+        for spec in self.slot_specs:
+            h = handles.get(spec.name)
+            status = h.status.value if h is not None and self.dispatching else "stopped"
+            out.append({
+                "name": spec.name,
+                "device": spec.device,
+                "gpuIndex": spec.gpu_index,
+                "status": status,
+                "busy": status == SlotStatus.BUSY.value,
+                "task": h.task_id if h is not None else None,
+                "models": list(h.models) if h is not None else [],
+                "tasksDone": h.tasks_done if h is not None else 0,
+                "error": h.error if h is not None else None,
+            })  # fmt: skip
+        return out
+
+    def slot_is_gpu(self, name: str | None) -> bool:
+        return any(s.name == name and s.device == "cuda" for s in self.slot_specs)

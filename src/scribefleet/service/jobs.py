@@ -1,0 +1,164 @@
+"""Jobs of the HTTP API: a transcribe task made from an upload, and the JSON a client sees of it.
+
+A job is a `transcribe` task in the controller's store, built exactly as
+`scribefleet transcribe` builds one (`transcribe_spec`, `work_dir_for`), so the
+same content with the same options is transcribed once whichever way it came
+in. Its outputs go to `STATE/jobs/<key>/<name>.<format>`; the task key is
+`<key>/<filename>` with a fresh random key, which is how log lines name it.
+
+The job JSON is seed 001's shape in camelCase (docs/api.md): status,
+executionMode, progress {stage, percent}, worker, lastErrorCode,
+lastErrorMessage, outputs, options, times.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scribefleet.cli.transcribe import transcribe_spec, work_dir_for
+from scribefleet.errors import JobNotComplete, NotFound, UsageError
+from scribefleet.options import Device, TranscribeOptions
+from scribefleet.pipeline.models import resolve_model
+from scribefleet.service.controller import Controller
+from scribefleet.store.models import Batch, Task, TaskState, iso_ms
+from scribefleet.store.store import new_id
+
+#: share of the whole job each stage covers, in percent: (start, end)
+STAGE_SPAN_PERCENT = {"decode": (0, 10), "vad": (10, 15), "transcribe": (15, 90), "render": (90, 95), "publish": (95, 100)}
+BATCH_KIND = "api"
+
+
+def iso(at: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC to the millisecond; None stays None."""
+    return None if at is None else iso_ms(at)
+
+
+def _progress(task: Task) -> dict[str, Any]:
+    stage_pct = round(100.0 * task.progress, 1)
+    if task.state is TaskState.COMPLETE:
+        return {"stage": task.stage, "percent": 100.0, "stagePercent": 100.0}
+    start, end = STAGE_SPAN_PERCENT.get(task.stage or "", (0, 0))
+    percent = start + (end - start) * task.progress if task.stage in STAGE_SPAN_PERCENT else 0.0
+    return {"stage": task.stage, "percent": round(percent, 1), "stagePercent": stage_pct}
+
+
+def job_json(task: Task, controller: Controller) -> dict[str, Any]:
+    """A task as the API shows a job."""
+    spec, result = task.spec, task.result or {}
+    worker = None
+    if task.slot is not None or task.state is not TaskState.QUEUED and task.started_at is not None:
+        worker = {
+            "slot": task.slot,
+            "gpu": controller.slot_is_gpu(task.slot),
+            "lastSeenAt": iso(task.updated_at if task.is_running else task.finished_at or task.updated_at),
+        }
+    formats = list((spec.get("outputs") or {}).keys())
+    return {
+        "id": task.id,
+        "batchId": task.batch_id,
+        "status": task.state.value,
+        "executionMode": "local",
+        "kind": task.kind,
+        "filename": spec.get("display") or task.key,
+        "progress": _progress(task),
+        "worker": worker,
+        "lastErrorCode": task.error_code,
+        "lastErrorMessage": task.error_message,
+        "outputs": {f: f"/api/jobs/{task.id}/outputs/{f}" for f in formats} if task.is_complete else {},
+        "options": spec.get("options") or {},
+        "attempts": task.attempts,
+        "audioDurationS": result.get("duration_s"),
+        "language": result.get("language"),
+        "createdAt": iso(task.created_at),
+        "updatedAt": iso(task.updated_at),
+        "startedAt": iso(task.started_at),
+        "finishedAt": iso(task.finished_at),
+    }
+
+
+def get_task(controller: Controller, job_id: str) -> Task:
+    task = controller.store.task(job_id)
+    if task is None:
+        raise NotFound(f"no job has the id {job_id!r}; GET /api/jobs lists them", jobId=job_id)
+    return task
+
+
+def get_batch(controller: Controller, batch_id: str) -> Batch:
+    batch = controller.store.batch(batch_id)
+    if batch is None:
+        raise NotFound(f"no batch has the id {batch_id!r}; create one with POST /api/batches", batchId=batch_id)
+    return batch
+
+
+def create_batch(controller: Controller, name: str | None, *, single: bool = False) -> Batch:
+    """A new API batch (`single`: the batch of one job created without a batchId)."""
+    key = f"{BATCH_KIND}:{new_id()}"
+    batch_id = controller.store.ensure_batch(key, BATCH_KIND, {"name": name, "single": single}, None)
+    return get_batch(controller, batch_id)
+
+
+def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": batch.id,
+        "name": batch.spec.get("name"),
+        "createdAt": iso(batch.created_at),
+        "counts": {state.value: n for state, n in controller.store.counts(batch.id).items()},
+    }
+    if jobs:
+        out["jobs"] = [job_json(t, controller) for t in controller.store.tasks(batch.id)]
+    return out
+
+
+def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None) -> Task:
+    """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s."""
+    settings = controller.settings
+    upload = controller.uploads.get(upload_id)
+    batch = get_batch(controller, batch_id) if batch_id else None
+    resolved = resolve_model(options.model, settings)  # MODEL_NOT_FOUND now, not in a slot later
+    if options.device is Device.CUDA and not any(s.device == "cuda" for s in controller.plan()):
+        raise UsageError(
+            "this job asks for device cuda, but the controller has no GPU slot; "
+            "use device auto or cpu, or start the controller with --device cuda",
+            device="cuda",
+        )
+    if batch is None:
+        batch = create_batch(controller, None, single=True)
+    key = new_id()
+    out_dir = controller.jobs_dir / key
+    stem = Path(upload.filename).stem or "upload"
+    outputs = {fmt: out_dir / f"{stem}.{fmt}" for fmt in options.formats}
+    work = work_dir_for(controller.state_dir, upload.path, upload.sha256, options.result_key(resolved.model_id))
+    spec = transcribe_spec(upload.path, upload.filename, work, outputs, options, resolved, settings)
+    spec["upload_id"] = upload.upload_id
+    task_id = controller.store.add_task(
+        batch.id, f"{key}/{upload.filename}", "transcribe", spec,
+        max_attempts=settings.max_attempts, timeout_s=settings.transcribe_timeout_s,
+        resources="gpu" if options.device is Device.CUDA else "any", content_key=work.name,
+    )  # fmt: skip
+    return get_task(controller, task_id)
+
+
+def download_stem(task: Task) -> str:
+    """The name a download gets, without extension: the uploaded file's stem."""
+    return Path(str(task.spec.get("display") or task.key)).stem or "output"
+
+
+def output_file(task: Task, fmt: str) -> Path:
+    """The published output of a complete job in format `fmt`."""
+    published = (task.result or {}).get("outputs") or {}
+    wanted = (task.spec.get("outputs") or {})
+    if fmt not in wanted:
+        raise NotFound(
+            f"job {task.id} has no {fmt!r} output; it asked for {', '.join(wanted) or 'none'}",
+            jobId=task.id, format=fmt,
+        )  # fmt: skip
+    if not task.is_complete:
+        raise JobNotComplete(
+            f"job {task.id} is {task.state.value}, not complete; its outputs exist once it completes",
+            jobId=task.id, status=task.state.value,
+        )  # fmt: skip
+    path = Path(published.get(fmt) or wanted[fmt])
+    if not path.is_file():
+        raise NotFound(f"the {fmt} output of job {task.id} is gone from the controller's disk", jobId=task.id, format=fmt)
+    return path

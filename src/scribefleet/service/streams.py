@@ -1,0 +1,165 @@
+"""Live and past views of jobs: server-sent events and the log history.
+
+SSE streams poll the store (its events table and task rows) every `POLL_S`:
+the dispatcher writes every state change as an event and progress at most
+every `progress_write_s`, so the stream shows what the store holds, also
+across a controller restart. A job stream sends `job` (the whole job) first,
+after each status change and last; `progress` when stage or percent moves;
+`history` for each recorded event (with its id as the SSE id, so a reconnect
+with Last-Event-ID resumes after it); `end` when the job is terminal. A batch
+stream does the same for every job of a batch and ends once all are terminal.
+
+`job_history` is a job's whole story for `GET /api/jobs/{id}/logs`: its
+store events, the lines of the controller and slot logs that name it (by id
+or key), and its own task log, in time order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from scribefleet.service.controller import Controller
+from scribefleet.service.jobs import get_batch, get_task, job_json
+from scribefleet.store.models import Event, Task, iso_ms
+
+POLL_S = 0.25
+KEEPALIVE_S = 15.0
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ")
+
+
+def sse(event: str, data: Any, event_id: int | None = None) -> str:
+    """One server-sent event; data is JSON on one line."""
+    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
+    return head + f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {"id": event.id, "at": iso_ms(event.at), "type": event.type, "data": event.data}
+
+
+def _progress_json(job: dict[str, Any]) -> dict[str, Any]:
+    return {"id": job["id"], "status": job["status"], **job["progress"]}
+
+
+class _Keepalive:
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        if time.monotonic() - self.last < KEEPALIVE_S:
+            return False
+        self.last = time.monotonic()
+        return True
+
+
+async def job_stream(controller: Controller, job_id: str, last_event_id: int = 0) -> AsyncIterator[str]:
+    """The SSE stream of one job (get_task first, so an unknown id fails before streaming)."""
+    task = get_task(controller, job_id)
+    return _job_events(controller, task, last_event_id)
+
+
+async def _job_events(controller: Controller, task: Task, after_id: int) -> AsyncIterator[str]:
+    store, keepalive = controller.store, _Keepalive()
+    job = job_json(task, controller)
+    yield sse("job", job)
+    while True:
+        for event in store.events(task_id=task.id, after_id=after_id):
+            after_id = event.id
+            yield sse("history", event_json(event), event.id)
+        fresh = store.task(task.id)
+        if fresh is None:
+            return
+        now = job_json(fresh, controller)
+        if now["status"] != job["status"] or fresh.is_terminal:
+            yield sse("job", now)
+        elif now["progress"] != job["progress"]:
+            yield sse("progress", _progress_json(now))
+        job = now
+        if fresh.is_terminal:
+            yield sse("end", {"status": now["status"]})
+            return
+        if keepalive.due():
+            yield ": keepalive\n\n"
+        await asyncio.sleep(POLL_S)
+
+
+async def batch_stream(controller: Controller, batch_id: str) -> AsyncIterator[str]:
+    get_batch(controller, batch_id)
+    return _batch_events(controller, batch_id)
+
+
+async def _batch_events(controller: Controller, batch_id: str) -> AsyncIterator[str]:
+    seen: dict[str, dict[str, Any]] = {}
+    keepalive = _Keepalive()
+    while True:
+        tasks = controller.store.tasks(batch_id)
+        for task in tasks:
+            now, before = job_json(task, controller), seen.get(task.id)
+            if before is None or now["status"] != before["status"]:
+                yield sse("job", now)
+            elif now["progress"] != before["progress"]:
+                yield sse("progress", _progress_json(now))
+            seen[task.id] = now
+        if tasks and all(t.is_terminal for t in tasks):
+            yield sse("end", {"counts": dict(Counter(j["status"] for j in seen.values()))})
+            return
+        if keepalive.due():
+            yield ": keepalive\n\n"
+        await asyncio.sleep(POLL_S)
+
+
+# -- history -------------------------------------------------------------------
+
+
+def _log_files(logs_dir: Path) -> list[Path]:
+    """Controller and slot logs, rotated backups (oldest) first."""
+    files: list[Path] = []
+    for base in sorted(logs_dir.glob("*.log")):
+        backups = sorted(logs_dir.glob(base.name + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+        files += [*backups, base]
+    return files
+
+
+def _log_lines(task: Task, logs_dir: Path) -> Iterator[dict[str, Any]]:
+    needles = (task.id, task.key)
+    for path in _log_files(logs_dir):
+        try:
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if any(n in line for n in needles):
+                        m = _LOG_TIME.match(line)
+                        yield {"at": m.group(1) if m else None, "source": "log", "file": path.name, "line": line.rstrip("\n")}
+        except OSError:
+            continue
+
+
+def job_history(controller: Controller, task: Task) -> list[dict[str, Any]]:
+    """Events, log lines and task-log lines of one job, in time order."""
+    entries = [{"source": "event", **event_json(e)} for e in controller.store.events(task_id=task.id)]
+    for entry in entries:
+        entry.pop("id")
+    entries += list(_log_lines(task, controller.state_dir / "logs"))
+    entries.sort(key=lambda e: e["at"] or "")
+    task_log = controller.store.task_log_path(task)
+    if task_log.is_file():
+        with task_log.open(encoding="utf-8", errors="replace") as fh:
+            entries += [{"at": None, "source": "task", "line": line.rstrip("\n")} for line in fh]
+    return entries
+
+
+def history_text(entries: list[dict[str, Any]]) -> str:
+    lines = []
+    for e in entries:
+        if e["source"] == "event":
+            data = f" {json.dumps(e['data'], ensure_ascii=False)}" if e.get("data") else ""
+            lines.append(f"{e['at']} EVENT   {e['type']}{data}")
+        else:
+            lines.append(e["line"])
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,75 @@
+"""The official `openai` client, unchanged, against /v1/audio/transcriptions and /v1/audio/translations."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+import srt
+import webvtt
+
+from helpers import TEXTS, wer
+from service.harness import AUTH, DATA, TOKEN
+
+FIXTURE = "en08.wav"
+
+
+@pytest.fixture
+def client(live: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{live}/v1", api_key=TOKEN, max_retries=0, timeout=300)
+
+
+def test_transcriptions_in_every_response_format(client: openai.OpenAI, live: str) -> None:
+    truth = TEXTS[FIXTURE]
+    with (DATA / FIXTURE).open("rb") as fh:
+        as_json = client.audio.transcriptions.create(model="whisper-1", file=fh)
+    assert wer(truth, as_json.text) < 0.35
+    with (DATA / FIXTURE).open("rb") as fh:
+        text = client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="text")
+    assert isinstance(text, str) and text.strip() == as_json.text.strip()
+    with (DATA / FIXTURE).open("rb") as fh:
+        subtitles = client.audio.transcriptions.create(model="tiny.en", file=fh, response_format="srt", language="en")
+    assert wer(truth, " ".join(c.content for c in srt.parse(subtitles))) < 0.35
+    with (DATA / FIXTURE).open("rb") as fh:
+        vtt = client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="vtt", temperature=0.0)
+    assert wer(truth, " ".join(c.text for c in webvtt.from_string(vtt))) < 0.35
+    # every request was a job like any other
+    jobs = httpx.get(f"{live}/api/jobs", headers=AUTH, params={"limit": 4}).json()["items"]
+    assert [j["filename"] for j in jobs] == [FIXTURE] * 4 and all(j["status"] == "complete" for j in jobs)
+    assert jobs[0]["options"]["temperature"] == 0.0 and jobs[1]["options"]["language"] == "en"
+
+
+def test_verbose_json_with_word_timestamps(client: openai.OpenAI) -> None:
+    with (DATA / FIXTURE).open("rb") as fh:
+        verbose = client.audio.transcriptions.create(
+            model="whisper-1", file=fh, response_format="verbose_json",
+            timestamp_granularities=["word", "segment"], prompt="Glossary: quick, brown.",
+        )  # fmt: skip
+    assert verbose.language == "en" and 1.0 < verbose.duration < 10.0
+    assert verbose.segments and verbose.segments[0].end > verbose.segments[0].start
+    assert verbose.words and all(w.end >= w.start for w in verbose.words)
+    assert wer(TEXTS[FIXTURE], " ".join(w.word.strip() for w in verbose.words)) < 0.35
+
+
+def test_translations(client: openai.OpenAI) -> None:
+    with (DATA / "en09.wav").open("rb") as fh:
+        translated = client.audio.translations.create(model="whisper-1", file=fh)
+    assert wer(TEXTS["en09.wav"], translated.text) < 0.35
+    with (DATA / "en09.wav").open("rb") as fh:
+        as_srt = client.audio.translations.create(model="whisper-1", file=fh, response_format="srt")
+    assert list(srt.parse(as_srt))
+
+
+def test_errors_reach_the_client_as_openai_errors(client: openai.OpenAI, live: str) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as bad_media:
+        client.audio.transcriptions.create(model="whisper-1", file=("notes.mp3", b"not audio at all" * 64))
+    assert bad_media.value.status_code == 422 and bad_media.value.body["code"] == "MEDIA_UNREADABLE"
+    with pytest.raises(openai.BadRequestError) as bad_format:
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"x"), response_format="docx")  # type: ignore[arg-type]
+    assert bad_format.value.body["code"] == "INVALID_OPTIONS"
+    with pytest.raises(openai.NotFoundError):
+        client.audio.transcriptions.create(model="no-such-model", file=(FIXTURE, (DATA / FIXTURE).read_bytes()))
+    stranger = openai.OpenAI(base_url=f"{live}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as unauthorized:
+        stranger.audio.transcriptions.create(model="whisper-1", file=(FIXTURE, (DATA / FIXTURE).read_bytes()))
+    assert unauthorized.value.body["code"] == "UNAUTHORIZED"
