@@ -189,3 +189,11 @@ async def test_auth_disabled_lets_requests_through(tmp_path: Path) -> None:
         assert (await client.post("/api/batches", json={})).status_code == 201
         assert (await client.get("/api/session")).json()["via"] == "disabled"
     controller.stop()
+
+
+def test_api_tokens_never_travel_to_slots(tmp_path: Path) -> None:
+    """A slot gets the settings over its socket with the secrets it needs revealed; API tokens are not among them."""
+    settings = service_settings(tmp_path, api_tokens=f"{TOKEN},second-secret")
+    init_message = str(settings.model_dump(mode="json", context={"reveal_secrets": True}))
+    assert TOKEN not in init_message and "second-secret" not in init_message
+    assert TOKEN not in repr(settings)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+import wave
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
@@ -73,3 +77,23 @@ def test_errors_reach_the_client_as_openai_errors(client: openai.OpenAI, live: s
     with pytest.raises(openai.AuthenticationError) as unauthorized:
         stranger.audio.transcriptions.create(model="whisper-1", file=(FIXTURE, (DATA / FIXTURE).read_bytes()))
     assert unauthorized.value.body["code"] == "UNAUTHORIZED"
+
+
+def test_a_client_that_goes_away_cancels_its_job(live: str, tmp_path: Path) -> None:
+    with wave.open(str(DATA / "long_pauses.wav"), "rb") as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    long_wav = tmp_path / "gone.wav"
+    with wave.open(str(long_wav), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames * 4)
+    impatient = openai.OpenAI(base_url=f"{live}/v1", api_key=TOKEN, max_retries=0, timeout=httpx.Timeout(30, read=1.0))
+    with pytest.raises(openai.APITimeoutError), long_wav.open("rb") as fh:
+        impatient.audio.transcriptions.create(model="whisper-1", file=fh, response_format="srt")
+    deadline = time.monotonic() + 60
+    while True:
+        [job] = [j for j in httpx.get(f"{live}/api/jobs", headers=AUTH).json()["items"] if j["filename"] == "gone.wav"]
+        if job["status"] == "canceled":
+            break
+        assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job["lastErrorCode"] == "USER_CANCELED"

@@ -97,6 +97,7 @@ def api_router(controller: Controller, metrics: Metrics) -> APIRouter:
     router = APIRouter(prefix="/api")
     _upload_routes(router, controller, metrics)
     _job_routes(router, controller)
+    _job_view_routes(router, controller)
     _batch_routes(router, controller)
     return router
 
@@ -157,6 +158,8 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
             await _wait_terminal(controller, [job_id], CANCEL_WAIT_S)
         return J.job_json(J.get_task(controller, job_id), controller)
 
+
+def _job_view_routes(router: APIRouter, controller: Controller) -> None:
     @router.get("/jobs/{job_id}/outputs/{fmt}", tags=["jobs"], response_class=FileResponse)
     def get_output(job_id: str, fmt: str) -> FileResponse:
         """Download one output of a complete job."""
