@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 import srt
 
 from helpers import TEXTS, wer
-from service.harness import AUTH, DATA, Service, upload, wait_job
+from scribefleet.service.app import create_app
+from scribefleet.service.controller import Controller
+from service.harness import AUTH, DATA, Service, service_settings, upload, wait_job
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +163,23 @@ async def test_cancel_a_running_job(running_client: httpx.AsyncClient) -> None:
     queued = (await client.post("/api/jobs", headers=AUTH, json={**body, "batchId": batch["id"]})).json()
     after = (await client.post(f"/api/batches/{batch['id']}/cancel", headers=AUTH)).json()
     assert after["counts"]["canceled"] == 1 and after["jobs"][0]["id"] == queued["id"]
+
+
+@pytest.mark.gpu
+async def test_a_job_on_a_gpu_slot_says_so(tmp_path: Path) -> None:
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    if ctranslate2.get_cuda_device_count() == 0:
+        pytest.skip("no CUDA GPU on this machine")
+    settings = service_settings(tmp_path)
+    controller = Controller(settings, tmp_path / "state", slots=1, device="cuda")
+    controller.start()
+    try:
+        async with Service(controller, create_app(controller, settings), settings).client() as client:
+            up = await upload(client, DATA / "en01.wav")
+            body = {"uploadId": up["uploadId"], "options": {"device": "cuda", "formats": "txt"}}
+            job = await wait_job(client, (await client.post("/api/jobs", headers=AUTH, json=body)).json()["id"])
+            runtime = (await client.get("/api/runtime", headers=AUTH)).json()
+        assert job["status"] == "complete" and job["worker"] == {**job["worker"], "slot": "gpu0", "gpu": True}
+        assert runtime["slots"][0]["device"] == "cuda" and runtime["slots"][0]["gpuIndex"] is not None
+    finally:
+        controller.stop()
