@@ -1,0 +1,182 @@
+/* scribefleet web UI, part 2 of 2: what each page does (body[data-page]).
+ *
+ * login: posts the token, keeps the CSRF token it gets back. home: drop zone,
+ * file picker and options; one batch per submit, each file uploaded and its
+ * job created, then followed over the batch's event stream. job: follows the
+ * job, cancel button, reloads once when the job ends. batch: follows its
+ * jobs. runtime: re-fetches its server-rendered fragment every few seconds.
+ * Uses app.js (loaded first).
+ */
+"use strict";
+
+function initLogin() {
+  const form = document.getElementById("login-form");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    flash("");
+    try {
+      const body = await api("POST", "/api/session", { token: form.token.value });
+      if (body && body.csrfToken) sessionStorage.setItem(CSRF_KEY, body.csrfToken);
+      location.assign(form.dataset.next || "/ui/");
+    } catch (err) {
+      flash(err.status === 401 || err.status === 403 ? "That token was not accepted." : err.message);
+    }
+  });
+}
+
+function initLogout() {
+  const button = document.getElementById("logout");
+  if (!button) return;
+  button.addEventListener("click", async () => {
+    try { await api("DELETE", "/api/session"); } catch (_) { /* gone already */ }
+    sessionStorage.removeItem(CSRF_KEY);
+    location.assign("/ui/login");
+  });
+}
+
+function formOptions(form) {
+  const options = { model: form.model.value.trim() || "tiny.en" };
+  const language = form.language.value.trim();
+  if (language) options.language = language;
+  options.formats = [...form.querySelectorAll('input[name="formats"]:checked')].map((i) => i.value);
+  options.word_timestamps = form.word_timestamps.checked;
+  return options;
+}
+
+function initHome(tracker) {
+  const form = document.getElementById("submit-form");
+  const input = document.getElementById("file-input");
+  const zone = document.getElementById("dropzone");
+  const list = document.getElementById("file-list");
+  const button = document.getElementById("submit-button");
+  const panel = document.getElementById("batch-panel");
+  let files = [];
+
+  const drawFiles = () => {
+    list.textContent = "";
+    for (const f of files) {
+      const li = document.createElement("li");
+      li.textContent = f.name + " (" + (f.size / 1048576).toFixed(1) + " MB)";
+      list.append(li);
+    }
+    button.disabled = files.length === 0;
+  };
+  const addFiles = (picked) => { files = files.concat([...picked]); drawFiles(); };
+
+  input.addEventListener("change", () => { addFiles(input.files); input.value = ""; });
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    if (e.dataTransfer && e.dataTransfer.files) addFiles(e.dataTransfer.files);
+  });
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    flash("");
+    const options = formOptions(form);
+    if (!options.formats.length) return flash("Pick at least one output format.");
+    const todo = files;
+    files = [];
+    drawFiles();
+    button.disabled = true;
+    try {
+      const name = todo.length === 1 ? todo[0].name : todo[0].name + " and " + (todo.length - 1) + " more";
+      const batch = await api("POST", "/api/batches", { name });
+      const batchId = batch.batchId || batch.id;
+      panel.hidden = false;
+      panel.querySelector(".batch-summary").dataset.batchId = batchId;
+      const link = document.getElementById("batch-link");
+      link.textContent = batchId;
+      link.href = "/ui/batches/" + encodeURIComponent(batchId);
+      panel.dataset.total = String(todo.length);
+      const tbody = panel.querySelector("tbody");
+      const events = "/api/batches/" + encodeURIComponent(batchId) + "/events";
+      for (const file of todo) {
+        await submitOne(file, options, batchId, tbody, tracker);
+        drawBatch(tracker, panel);
+        // (re)opened after each job: the stream ends whenever all jobs so far are done
+        tracker.stream(events, inPanel(panel));
+      }
+    } catch (err) {
+      flash(err.message);
+    }
+    button.disabled = files.length === 0;
+  });
+}
+
+async function submitOne(file, options, batchId, tbody, tracker) {
+  const pending = newRow({ id: "", name: file.name, status: "uploading", stage: "upload", percent: 0 });
+  pending.querySelector(".name a").removeAttribute("href");
+  tbody.append(pending);
+  try {
+    const up = await uploadFile(file, (pct) => drawJob(pending, {
+      status: "uploading", stage: "upload", percent: Math.round(pct), errorCode: "", errorMessage: "" }));
+    const job = jobOf(await api("POST", "/api/jobs", { uploadId: up.uploadId, options, batchId }));
+    if (!job.name || job.name === job.id) job.name = up.filename || file.name;
+    pending.replaceWith(newRow(job));
+    tracker.update(job);
+  } catch (err) {
+    drawJob(pending, { status: "failed", stage: "upload", percent: 0, errorCode: err.code, errorMessage: err.message });
+  }
+}
+
+function initJob(tracker) {
+  const card = document.querySelector(".job-detail");
+  const id = card.dataset.jobId;
+  const button = document.getElementById("cancel-button");
+  const startedTerminal = TERMINAL.has(card.dataset.status);
+  tracker.onChange = (job) => {
+    if (job.id !== id) return;
+    button.hidden = TERMINAL.has(job.status);
+    // a job that ends while watched: reload once to show its downloads and transcript
+    if (!startedTerminal && TERMINAL.has(job.status) && !card.dataset.reloading) {
+      card.dataset.reloading = "1";
+      location.reload();
+    }
+  };
+  adoptRows(tracker, document);
+  if (!startedTerminal) {
+    tracker.stream("/api/jobs/" + encodeURIComponent(id) + "/events", (j) => j === id, () => tracker.refresh(id));
+  }
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const job = await api("POST", "/api/jobs/" + encodeURIComponent(id) + "/cancel");
+      if (job && job.status) tracker.update(jobOf(job));
+      else await tracker.refresh(id);
+    } catch (err) {
+      flash(err.message);
+    }
+    button.disabled = false;
+  });
+}
+
+function initRuntime() {
+  const box = document.getElementById("runtime");
+  setInterval(async () => {
+    try {
+      const resp = await fetch(box.dataset.refreshUrl, { credentials: "same-origin" });
+      if (resp.status === 401) return toLogin();
+      if (resp.ok) box.innerHTML = await resp.text();  // server-rendered, autoescaped HTML
+    } catch (_) { /* the next refresh tries again */ }
+  }, RUNTIME_REFRESH_MS);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const page = document.body.dataset.page;
+  initLogout();
+  if (page === "login") return initLogin();
+  if (page === "runtime") return initRuntime();
+  if (page === "job") return initJob(new Tracker());
+  if (page === "home" || page === "batch") {
+    const panel = document.getElementById(page === "home" ? "batch-panel" : "batch-page");
+    const tracker = new Tracker(() => { if (!panel.hidden) drawBatch(tracker, panel); });
+    adoptRows(tracker, document);
+    if (page === "home") return initHome(tracker);
+    drawBatch(tracker, panel);
+    const unfinished = [...tracker.jobs.values()].some((j) => !TERMINAL.has(j.status));
+    if (unfinished) tracker.stream("/api/batches/" + encodeURIComponent(panel.dataset.batchId) + "/events", inPanel(panel));
+  }
+});

@@ -1,0 +1,326 @@
+"""What the UI's templates draw: API answers (docs/api.md) turned into small view objects.
+
+Pure functions of JSON, no I/O: `ui.py` fetches, these shape, the templates
+draw. They read the API's field names in one place, tolerate fields an older
+or newer controller leaves out, and format what people read (times as
+`00:01:02.345`, percents as whole numbers). Nothing here escapes text: the
+templates do, always.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from scribefleet.options import FORMATS
+
+TERMINAL = frozenset({"complete", "failed", "canceled", "skipped"})
+
+
+def error_of(resp: httpx.Response) -> tuple[str, str]:
+    """(code, message) of an API error answer `{"error": {"code", "message"}}`."""
+    try:
+        err = resp.json().get("error") or {}
+    except (ValueError, AttributeError):
+        err = {}
+    code = str(err.get("code") or f"HTTP_{resp.status_code}")
+    return code, str(err.get("message") or f"The controller answered HTTP {resp.status_code}.")
+
+
+def items_of(listing: Any) -> list[dict[str, Any]]:
+    """The rows of a paged listing (`{"items": [...]}`; a bare list is accepted too)."""
+    if isinstance(listing, list):
+        return listing
+    if isinstance(listing, dict):
+        rows = listing.get("items", listing.get("jobs", []))
+        return rows if isinstance(rows, list) else []
+    return []
+
+
+def total_of(listing: Any, default: int) -> int:
+    total = listing.get("total") if isinstance(listing, dict) else None
+    return total if isinstance(total, int) else default
+
+
+def percent_of(value: Any) -> int:
+    """A progress percent as a whole number in 0..100."""
+    try:
+        pct = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return max(0, min(100, int(pct + 0.5)))
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job as the pages show it."""
+
+    id: str
+    name: str
+    status: str
+    stage: str | None = None
+    percent: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    outputs: list[tuple[str, str]] = field(default_factory=list)  # (format, url), in FORMATS order
+    batch_id: str | None = None
+    execution_mode: str | None = None
+    slot: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+def job_view(job: dict[str, Any]) -> JobView:
+    job_id = str(job.get("id") or job.get("jobId") or "")
+    progress = job.get("progress") if isinstance(job.get("progress"), dict) else {}
+    outputs = job.get("outputs") if isinstance(job.get("outputs"), dict) else {}
+    order = {fmt: i for i, fmt in enumerate(FORMATS)}
+    links = sorted(((str(f), str(u)) for f, u in outputs.items() if u), key=lambda fu: (order.get(fu[0], 99), fu[0]))
+    worker = job.get("worker") if isinstance(job.get("worker"), dict) else {}
+    status = str(job.get("status") or "unknown")
+    percent = percent_of(progress.get("percent"))
+    return JobView(
+        id=job_id,
+        name=str(job.get("filename") or job.get("name") or job.get("key") or job_id),
+        status=status,
+        stage=progress.get("stage") or job.get("stage"),
+        percent=100 if status == "complete" else percent,
+        error_code=job.get("lastErrorCode"),
+        error_message=job.get("lastErrorMessage"),
+        outputs=links,
+        batch_id=job.get("batchId"),
+        execution_mode=job.get("executionMode"),
+        slot=worker.get("slot") or worker.get("name"),
+    )
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """A batch's summary line: how many of its jobs are done, and how far all of them are."""
+
+    id: str
+    total: int
+    done: int
+    percent: int
+    status: str
+    name: str = ""
+
+
+def batch_view(batch_id: str, batch: dict[str, Any], jobs: list[JobView], total: int) -> BatchView:
+    done = sum(1 for j in jobs if j.is_terminal)
+    total = max(total, len(jobs))
+    percent = int(sum(j.percent if not j.is_terminal else 100 for j in jobs) / total + 0.5) if total else 0
+    status = str(batch.get("status") or ("done" if total and done == total else "running" if total else "empty"))
+    return BatchView(batch_id, total, done, percent, status, name=str(batch.get("name") or ""))
+
+
+def clock(seconds: Any) -> str:
+    """Seconds as `HH:MM:SS.mmm` (the SRT clock, with a dot)."""
+    try:
+        ms = max(0, int(round(float(seconds) * 1000)))
+    except (TypeError, ValueError):
+        return "--:--:--"
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One timed line of a transcript."""
+
+    start: str
+    end: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A transcript to read: timed segments, or plain text when there are none."""
+
+    segments: list[Segment] = field(default_factory=list)
+    text: str = ""
+    language: str | None = None
+
+
+def transcript_from_json(data: Any) -> Transcript:
+    """The JSON output (openai-whisper's result shape: text, segments[start, end, text], language)."""
+    if not isinstance(data, dict):
+        return Transcript(text=str(data))
+    segments = [
+        Segment(clock(seg.get("start")), clock(seg.get("end")), str(seg.get("text") or "").strip())
+        for seg in data.get("segments") or []
+        if isinstance(seg, dict)
+    ]
+    return Transcript(segments=segments, text=str(data.get("text") or "").strip(), language=data.get("language"))
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """One slot line of the runtime page."""
+
+    name: str
+    device: str
+    busy: bool
+    state: str
+    task: str | None
+    models: list[str]
+    done: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of scalars under column names (for answers whose fields the page does not know)."""
+
+    columns: list[str]
+    rows: list[list[str]]
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+
+@dataclass(frozen=True)
+class ErrorView:
+    """One recent error."""
+
+    at: str
+    code: str
+    message: str
+    job: str | None
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class DevicesView:
+    """What the controller's machine has: facts, tables (GPUs, ...), problems found."""
+
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    tables: list[tuple[str, Table]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.facts or self.tables or self.problems)
+
+
+def devices_view(devices: Any) -> DevicesView:
+    """The runtime's `devices`: a dict of `scribefleet doctor` facts, or a list of devices."""
+    if isinstance(devices, list):
+        return DevicesView(tables=[("devices", table_of(devices))])
+    if not isinstance(devices, dict):
+        return DevicesView()
+    view = DevicesView()
+    for key, value in devices.items():
+        if key == "problems" and isinstance(value, list):
+            view.problems.extend(str(p) for p in value)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            view.tables.append((key, table_of(value)))
+        elif isinstance(value, list) and not value:
+            view.facts.append((key, "none"))
+        else:
+            view.facts.append((key, _cell(value)))
+    return view
+
+
+@dataclass(frozen=True)
+class RuntimeView:
+    """The runtime page: slots, devices, capacity, queue, recent errors."""
+
+    slots: list[SlotView]
+    devices: DevicesView
+    capacity_line: str
+    queue: list[tuple[str, str]]
+    errors: list[ErrorView]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+def table_of(rows: Any) -> Table:
+    """A list of flat dicts as a Table (columns in first-seen order)."""
+    dicts = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    columns: list[str] = []
+    for row in dicts:
+        columns.extend(k for k in row if k not in columns)
+    return Table(columns, [[_cell(row.get(c)) for c in columns] for row in dicts])
+
+
+def _flat(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        out: list[tuple[str, str]] = []
+        for key, sub in value.items():
+            out.extend(_flat(sub, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
+        return out
+    return [(prefix or "queued", _cell(value))]
+
+
+def slot_view(slot: dict[str, Any]) -> SlotView:
+    task = slot.get("taskId") or slot.get("jobId") or slot.get("task")
+    if isinstance(task, dict):
+        task = task.get("id") or task.get("jobId")
+    busy = bool(slot.get("busy") if "busy" in slot else task)
+    models = slot.get("models") if isinstance(slot.get("models"), list) else []
+    return SlotView(
+        name=str(slot.get("name") or slot.get("slot") or slot.get("id") or "?"),
+        device=_cell(slot.get("device")),
+        busy=busy,
+        state=str(slot.get("status") or slot.get("state") or ("busy" if busy else "idle")),
+        task=str(task) if task else None,
+        models=[str(m) for m in models],
+        done=_cell(slot.get("tasksDone")),
+        error=_slot_error(slot.get("error")),
+    )
+
+
+def _slot_error(error: Any) -> str:
+    if isinstance(error, dict):
+        return " ".join(str(error.get(k)) for k in ("code", "message") if error.get(k))
+    return _cell(error)
+
+
+def runtime_view(runtime: dict[str, Any]) -> RuntimeView:
+    slots = [slot_view(s) for s in runtime.get("slots") or [] if isinstance(s, dict)]
+    capacity = runtime.get("capacity")
+    if isinstance(capacity, dict):
+        line = ", ".join(f"{k}: {_cell(v)}" for k, v in capacity.items())
+    else:
+        line = f"{sum(s.busy for s in slots)} of {len(slots)} busy"
+    queue = runtime.get("queue")
+    errors = [
+        ErrorView(
+            at=str(e.get("at") or e.get("time") or e.get("timestamp") or ""),
+            code=str(e.get("code") or ""),
+            message=str(e.get("message") or ""),
+            job=e.get("jobId") or e.get("taskId"),
+            filename=e.get("filename"),
+        )
+        for e in runtime.get("recentErrors") or []
+        if isinstance(e, dict)
+    ]
+    return RuntimeView(slots, devices_view(runtime.get("devices")), line, _flat(queue) if queue else [], errors)
+
+
+def known_models(runtime: Any) -> list[str]:
+    """Model names worth suggesting: the default, what slots hold, what the runtime lists."""
+    names = ["tiny.en"]
+    if isinstance(runtime, dict):
+        for slot in runtime.get("slots") or []:
+            if isinstance(slot, dict):
+                names.extend(str(m) for m in slot.get("models") or [])
+        names.extend(str(m) for m in runtime.get("models") or [] if isinstance(m, str))
+    names.extend(["tiny", "base", "small", "medium", "large-v3", "turbo"])
+    return list(dict.fromkeys(names))
