@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Optional, TextIO
 
 import typer
 
@@ -246,20 +246,35 @@ def _follow(store: Any, target: Target, keys: dict[str, str], after_id: int, off
 # -- the commands ----------------------------------------------------------------
 
 STATE_HELP = "An OUT folder or a state dir (a plan's is .scribefleet beside the plan file)."
+CONTROLLER_HELP = "A job or batch id of this controller (default: SCRIBEFLEET_CONTROLLER, unless --state is given)."
 
 
 def cancel(
     ident: str = typer.Argument(..., metavar="ID", help="A batch id, a task id, or a task key (plan task id)."),
-    state: Path = typer.Option(Path("out"), "--state", help=STATE_HELP),
+    state: Optional[Path] = typer.Option(None, "--state", help=STATE_HELP + " Default: out."),
+    controller: Optional[str] = typer.Option(None, "--controller", help=CONTROLLER_HELP),
+    token: Optional[str] = typer.Option(None, "--token", help="API token (default: SCRIBEFLEET_TOKEN)."),
 ) -> None:
     """Cancel a batch or a task: queued tasks at once, running ones killed by their dispatcher."""
-    raise typer.Exit(cancel_target(state, ident))
+    from scribefleet.cli.submit import controller_cancel, pick_controller
+
+    url, settings = pick_controller(controller, state)
+    if url:
+        raise typer.Exit(controller_cancel(ident, url, token, settings))
+    raise typer.Exit(cancel_target(state or Path("out"), ident))
 
 
 def logs(
     ident: str = typer.Argument(..., metavar="ID", help="A batch id, a task id, or a task key (plan task id)."),
-    state: Path = typer.Option(Path("out"), "--state", help=STATE_HELP),
+    state: Optional[Path] = typer.Option(None, "--state", help=STATE_HELP + " Default: out."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events and output until it has ended."),
+    controller: Optional[str] = typer.Option(None, "--controller", help=CONTROLLER_HELP),
+    token: Optional[str] = typer.Option(None, "--token", help="API token (default: SCRIBEFLEET_TOKEN)."),
 ) -> None:
     """Print a task's events, log lines and output, or a batch's events and dispatcher log."""
-    raise typer.Exit(show_logs(state, ident, follow=follow))
+    from scribefleet.cli.submit import controller_logs, pick_controller
+
+    url, settings = pick_controller(controller, state)
+    if url:
+        raise typer.Exit(controller_logs(ident, url, token, settings, follow=follow))
+    raise typer.Exit(show_logs(state or Path("out"), ident, follow=follow))

@@ -12,9 +12,11 @@ from typing import Optional
 import typer
 
 from scribefleet import __version__
+from scribefleet.cli import batch as batch_module
 from scribefleet.cli import doctor as doctor_module
 from scribefleet.cli import jobs as jobs_module
 from scribefleet.cli import plan as plan_module
+from scribefleet.cli import submit as submit_module
 from scribefleet.errors import ScribefleetError
 from scribefleet.options import FORMATS
 
@@ -76,14 +78,17 @@ def transcribe(
 
 @app.command()
 def status(
-    target: Path = typer.Argument(Path("out"), help="An OUT folder (or its .scribefleet state dir)."),
+    target: Optional[str] = typer.Argument(None, metavar="[TARGET]", help="An OUT folder or state dir, a batch id or a job id (default: --state)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch id (default: the latest)."),
+    state: Optional[Path] = typer.Option(None, "--state", help="Where ids are looked up without a controller: an OUT folder or state dir (default: out)."),
+    controller: Optional[str] = typer.Option(None, "--controller", help="Ask this controller (default: SCRIBEFLEET_CONTROLLER) about a job or batch id."),
+    token: Optional[str] = typer.Option(None, "--token", help="API token (default: SCRIBEFLEET_TOKEN)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show each job of a batch: state, stage, attempts, error, outputs."""
-    from scribefleet.cli.status import show_status
+    """Show a job, or each job of a batch: state, stage, attempts, error, outputs."""
+    from scribefleet.cli.status import status_of
 
-    raise typer.Exit(show_status(target, batch_id=batch, json_out=json_out))
+    raise typer.Exit(status_of(target, batch_id=batch, state=state, controller=controller, token=token, json_out=json_out))
 
 
 app.command()(doctor_module.doctor)
@@ -91,6 +96,9 @@ app.command()(__import__("scribefleet.cli.serve", fromlist=["serve"]).serve)
 app.add_typer(plan_module.plan_app, name="plan")
 app.command()(jobs_module.cancel)
 app.command()(jobs_module.logs)
+app.command()(batch_module.batch)
+app.command()(submit_module.submit)
+app.command()(submit_module.dispatch)
 
 
 def main() -> None:

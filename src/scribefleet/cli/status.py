@@ -1,4 +1,10 @@
-"""`scribefleet status`: what a batch did, read from its store (safe while it runs)."""
+"""`scribefleet status`: what a batch or job did, read from its store (safe while it runs), or from a controller.
+
+`status_of()` is the one entry: with a controller (`--controller` or
+SCRIBEFLEET_CONTROLLER) the target is a controller job or batch id; without
+one it is a state dir (an OUT folder), or a batch id, job id or task key
+looked up in the store of `--state`.
+"""
 
 from __future__ import annotations
 
@@ -74,4 +80,49 @@ def show_status(target: Path, *, batch_id: str | None, json_out: bool) -> int:
         err = f"{r['error_code']}: {r['error_message']}" if r["error_code"] else ""
         table.add_row(r["name"], r["state"], r["stage"] or "", str(r["attempts"]), err, "\n".join(r["outputs"].values()))
     console.print(table)
+    return 0
+
+
+def status_of(target: str | None, *, batch_id: str | None, state: Path | None, controller: str | None,
+              token: str | None, json_out: bool) -> int:
+    """Route `scribefleet status [TARGET]` to a state dir, a local batch or job, or a controller."""
+    from scribefleet.cli.submit import controller_status, pick_controller, stderr_console
+    from scribefleet.errors import ScribefleetError
+
+    console = stderr_console()
+    # a folder named as TARGET, like --state, wins over SCRIBEFLEET_CONTROLLER; --controller wins over both
+    is_dir = target is not None and Path(target).expanduser().is_dir()
+    url, settings = pick_controller(controller, Path(target) if is_dir else state)
+    try:
+        if url:
+            if not (target or batch_id):
+                console.print("error [INVALID_OPTIONS]: name the job or batch: scribefleet status ID --controller URL", style="red")
+                return 2
+            return controller_status(target or batch_id or "", url, token, settings, json_out=json_out)
+        if target is None or is_dir:
+            return show_status(Path(target) if target else state or Path("out"), batch_id=batch_id, json_out=json_out)
+        return show_job(state or Path("out"), target, json_out=json_out)
+    except ScribefleetError as err:
+        console.print(f"error [{err.code}]: {err.message}", style="red")
+        return 1
+
+
+def show_job(state: Path, ident: str, *, json_out: bool) -> int:
+    """A job (task) of the store of `state` as its job JSON; a batch id shows that batch."""
+    from scribefleet.cli.jobs import find_target, open_store
+    from scribefleet.cli.submit import job_view
+
+    with open_store(state) as store:
+        target = find_target(store, ident)
+        if target.task is None:
+            return show_status(state, batch_id=target.batch.id, json_out=json_out)
+        view = job_view(target.task, store.state_dir)
+    if json_out:
+        sys.stdout.write(json.dumps(view, indent=2) + "\n")
+        return 0
+    err = f" [{view['error_code']}] {view['error_message']}" if view["error_code"] else ""
+    stage = f", {view['stage']} {view['percent']}%" if view["stage"] and view["status"] == "running" else ""
+    lines = [f"{view['job_id']}  {view['input']}: {view['status']}{stage}{err} (attempts {view['attempts']})"]
+    lines += [f"  {fmt}: {path}" for fmt, path in view["outputs"].items()]
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0

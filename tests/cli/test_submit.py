@@ -1,0 +1,150 @@
+"""`scribefleet submit` and the one `status` / `logs` / `cancel` across local jobs and controller jobs.
+
+Locally: the job id comes back at once, a detached runner does the work, and
+a runner that finds another dispatcher on the state dir waits for it rather
+than stranding the job. Against a real `scribefleet serve`: upload, job,
+status, logs and cancel through the controller's API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import srt
+
+from cli.test_batch import TOKEN, RunningController, controller  # noqa: F401  (the fixture)
+from helpers import TEXTS, wer
+
+CLI = [sys.executable, "-m", "scribefleet.cli.main"]
+JOB_ID = re.compile(r"^[0-9a-f]{12}\n$")
+
+
+def cli(*args: str, check: int | None = 0, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy())
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def wait_status(*args: str, until: set[str], env: dict[str, str] | None = None, timeout_s: float = 180) -> dict[str, Any]:
+    """Poll `scribefleet status ... --json` until the job's status is one of `until` (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        view = json.loads(cli("status", *args, "--json", env=env).stdout)
+        seen.append(view["status"])
+        if view["status"] in until:
+            return view
+        time.sleep(0.3)
+    raise AssertionError(f"status never reached {until}; saw {seen[-5:]}")
+
+
+# -- local -------------------------------------------------------------------------------
+
+
+def test_local_submit_prints_the_id_at_once_and_a_runner_finishes_it(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    started = time.monotonic()
+    proc = cli("submit", str(speech["en04.wav"]), "--out", str(out), "-f", "srt,json")
+    assert JOB_ID.match(proc.stdout), proc.stdout
+    assert time.monotonic() - started < 30
+    job_id = proc.stdout.strip()
+    assert f"scribefleet status {job_id}" in proc.stderr  # says how to follow it
+
+    view = wait_status(job_id, "--state", str(out), until={"complete", "failed"})
+    assert view["status"] == "complete" and view["job_id"] == job_id and view["error_code"] is None
+    assert set(view["outputs"]) == {"srt", "json"}
+    doc = json.loads(Path(view["outputs"]["json"]).read_text())
+    assert wer(TEXTS["en04.wav"], doc["text"]) <= 0.3
+    assert list(srt.parse(Path(view["outputs"]["srt"]).read_text()))
+
+    history = cli("logs", job_id, "--state", str(out)).stdout
+    assert "completed" in history or "complete" in history
+    # the runner exits once nothing is queued
+    deadline = time.monotonic() + 30
+    log = out / ".scribefleet" / "logs" / "scribefleet.log"
+    while "nothing left to run" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "nothing left to run" in log.read_text()
+
+
+def test_a_runner_waits_for_the_dispatcher_that_holds_the_lock(tmp_path: Path, speech: dict[str, Path]) -> None:
+    from scribefleet.dispatch.lock import DispatcherLock
+
+    out = tmp_path / "out"
+    lock = DispatcherLock(out / ".scribefleet")
+    lock.acquire()  # stands for a `transcribe` run busy with another batch of this state dir
+    try:
+        job_id = cli("submit", str(speech["en05.wav"]), "--out", str(out), "-f", "txt").stdout.strip()
+        log = out / ".scribefleet" / "logs" / "scribefleet.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (log.exists() and "runner: waiting for pid" in log.read_text()):
+            time.sleep(0.1)
+        assert "runner: waiting for pid" in log.read_text()
+        assert json.loads(cli("status", job_id, "--state", str(out), "--json").stdout)["status"] == "queued"
+    finally:
+        lock.release()
+    view = wait_status(job_id, "--state", str(out), until={"complete", "failed"})
+    assert view["status"] == "complete", view
+    assert Path(view["outputs"]["txt"]).read_text().strip()
+
+
+def test_submit_refuses_bad_input_at_once(tmp_path: Path, speech: dict[str, Path]) -> None:
+    missing = cli("submit", str(tmp_path / "nope.wav"), "--out", str(tmp_path / "o"), check=1)
+    assert "INPUT_NOT_FOUND" in missing.stderr and missing.stdout == ""
+    bad = cli("submit", str(speech["en01.wav"]), "--out", str(tmp_path / "o"), "-f", "docx", check=2)
+    assert "INVALID_OPTIONS" in bad.stderr
+
+
+def test_status_of_an_unknown_id_says_where_it_looked(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    job_id = cli("submit", str(speech["en06.wav"]), "--out", str(out), "-f", "txt").stdout.strip()
+    proc = cli("status", "0123456789ab", "--state", str(out), check=1)
+    assert "0123456789ab" in proc.stderr and str(out) in proc.stderr
+    assert wait_status(job_id, "--state", str(out), until={"complete", "failed"})["status"] == "complete"
+
+
+# -- controller ---------------------------------------------------------------------------
+
+
+def controller_env(ctl: RunningController) -> dict[str, str]:
+    return {**os.environ, "SCRIBEFLEET_TOKEN": TOKEN}
+
+
+def test_submit_status_logs_cancel_through_a_controller(controller: RunningController, speech: dict[str, Path]) -> None:  # noqa: F811
+    env = controller_env(controller)
+    first = cli("submit", str(speech["long_pauses.wav"]), "--controller", controller.url, "-f", "srt,txt", env=env)
+    assert JOB_ID.match(first.stdout), first.stdout
+    second = cli("submit", str(speech["en07.wav"]), "--controller", controller.url, "-f", "srt", "--json", env=env)
+    job = json.loads(second.stdout)
+    assert job["status"] in {"queued", "running"} and job["controller"] == controller.url
+    # one CPU slot is busy with the long file: the second job is still queued and cancels at once
+    canceled = cli("cancel", job["job_id"], "--controller", controller.url, env=env)
+    assert "canceled" in canceled.stdout
+    view = wait_status(job["job_id"], "--controller", controller.url, env=env, until={"canceled", "complete", "failed"})
+    assert view["status"] == "canceled" and view["error_code"] == "USER_CANCELED"
+
+    job_id = first.stdout.strip()
+    done = wait_status(job_id, "--controller", controller.url, env=env, until={"complete", "failed", "canceled"})
+    assert done["status"] == "complete", done
+    assert set(done["outputs"]) == {"srt", "txt"}
+    assert done["outputs"]["srt"] == f"{controller.url}/api/jobs/{job_id}/outputs/srt"
+    history = cli("logs", job_id, "--controller", controller.url, env=env).stdout
+    assert "complete" in history
+    again = cli("cancel", job_id, "--controller", controller.url, env=env)
+    assert "complete" in again.stdout, "canceling a finished job changes nothing"
+
+
+def test_controller_commands_without_a_token_say_how_to_fix_it(controller: RunningController, speech: dict[str, Path]) -> None:  # noqa: F811
+    env = {k: v for k, v in os.environ.items() if k != "SCRIBEFLEET_TOKEN"}
+    proc = cli("submit", str(speech["en01.wav"]), "--controller", controller.url, env=env, check=1)
+    assert "UNAUTHORIZED" in proc.stderr and "SCRIBEFLEET_TOKEN" in proc.stderr
+    proc = cli("status", "0123456789ab", "--controller", controller.url, "--token", TOKEN, check=1)
+    assert "NOT_FOUND" in proc.stderr
