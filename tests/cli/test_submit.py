@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -118,26 +119,40 @@ def controller_env(ctl: RunningController) -> dict[str, str]:
     return {**os.environ, "SCRIBEFLEET_TOKEN": TOKEN}
 
 
-def test_submit_status_logs_cancel_through_a_controller(controller: RunningController, speech: dict[str, Path]) -> None:  # noqa: F811
-    env = controller_env(controller)
-    first = cli("submit", str(speech["long_pauses.wav"]), "--controller", controller.url, "-f", "srt,txt", env=env)
-    assert JOB_ID.match(first.stdout), first.stdout
-    second = cli("submit", str(speech["en07.wav"]), "--controller", controller.url, "-f", "srt", "--json", env=env)
-    job = json.loads(second.stdout)
-    assert job["status"] in {"queued", "running"} and job["controller"] == controller.url
-    # one CPU slot is busy with the long file: the second job is still queued and cancels at once
-    canceled = cli("cancel", job["job_id"], "--controller", controller.url, env=env)
-    assert "canceled" in canceled.stdout
-    view = wait_status(job["job_id"], "--controller", controller.url, env=env, until={"canceled", "complete", "failed"})
-    assert view["status"] == "canceled" and view["error_code"] == "USER_CANCELED"
+def long_recording(src: Path, dest: Path, times: int) -> Path:
+    """`src` said `times` times in a row: minutes of speech that keep a CPU slot busy for a while."""
+    with wave.open(str(src)) as w:
+        params, frames = w.getparams(), w.readframes(w.getnframes())
+    with wave.open(str(dest), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames * times)
+    return dest
 
-    job_id = first.stdout.strip()
+
+def test_submit_status_logs_cancel_through_a_controller(controller: RunningController, speech: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    env = controller_env(controller)
+    talk = long_recording(speech["long_pauses.wav"], tmp_path / "five minutes.wav", 10)
+    long_job = cli("submit", str(talk), "--controller", controller.url, "-f", "txt", env=env).stdout
+    assert JOB_ID.match(long_job), long_job
+    queued = json.loads(cli("submit", str(speech["en07.wav"]), "--controller", controller.url, "-f", "srt", "--json", env=env).stdout)
+    assert queued["status"] == "queued" and queued["controller"] == controller.url
+    # the one CPU slot has minutes of audio ahead of this job: it is canceled while queued
+    assert "canceled" in cli("cancel", queued["job_id"], "--controller", controller.url, env=env).stdout
+    view = wait_status(queued["job_id"], "--controller", controller.url, env=env, until={"canceled", "complete", "failed"})
+    assert view["status"] == "canceled" and view["error_code"] == "USER_CANCELED"
+    # and the long one while it runs (its slot's process group is killed)
+    assert "canceled" in cli("cancel", long_job.strip(), "--controller", controller.url, env=env).stdout
+    assert wait_status(long_job.strip(), "--controller", controller.url, env=env, until={"canceled", "complete"})["status"] == "canceled"
+
+    job_id = cli("submit", str(speech["en07.wav"]), "--controller", controller.url, "-f", "srt,txt", env=env).stdout.strip()
     done = wait_status(job_id, "--controller", controller.url, env=env, until={"complete", "failed", "canceled"})
     assert done["status"] == "complete", done
     assert set(done["outputs"]) == {"srt", "txt"}
     assert done["outputs"]["srt"] == f"{controller.url}/api/jobs/{job_id}/outputs/srt"
+    batch = json.loads(cli("status", done["batch_id"], "--controller", controller.url, "--json", env=env).stdout)
+    assert [j["job_id"] for j in batch["jobs"]] == [job_id]
     history = cli("logs", job_id, "--controller", controller.url, env=env).stdout
-    assert "complete" in history
+    assert job_id in history and "complete" in history
     again = cli("cancel", job_id, "--controller", controller.url, env=env)
     assert "complete" in again.stdout, "canceling a finished job changes nothing"
 
