@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from scribefleet import __version__
 from scribefleet.config import Settings
 from scribefleet.errors import InvalidRequest, MethodNotAllowed, NotFound, ScribefleetError, UsageError
+from scribefleet.service import ui
 from scribefleet.service.api import api_router
 from scribefleet.service.auth import AuthMiddleware, Authenticator, SessionStore, load_tokens
 from scribefleet.service.controller import Controller
@@ -122,10 +123,5 @@ def create_app(
 
 
 def include_ui(app: FastAPI) -> None:
-    """Mount the web UI's pages (service/ui.py: `router`, pages under /ui, login at /ui/login).
-
-    HOOK for the UI: once `scribefleet.service.ui` is committed this becomes
-        from scribefleet.service import ui
-        app.include_router(ui.router)
-    (a plain import: the UI is part of the package, not an optional plug-in).
-    """
+    """Mount the web UI's pages (service/ui.py: pages under /ui, login at /ui/login, docs/ui.md)."""
+    app.include_router(ui.router)
