@@ -1,0 +1,211 @@
+"""The web UI end to end: a real controller on uvicorn, real headless Chromium, the real tiny.en model.
+
+The browser does what a person does: logs in with a token, picks or drops
+files, watches their progress arrive over SSE, downloads a subtitle file,
+reads a transcript, cancels jobs and looks at the runtime page. Every wait is
+on a page condition with a generous deadline (a slow, shared 2-core machine
+is waited for, never slept for).
+"""
+
+from __future__ import annotations
+
+import re
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import srt
+
+from helpers import DATA, TEXTS, wer
+
+from service.browser import PAGE_WAIT_S, RunningController, browser, controller, playwright_driver  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.slow
+
+WAIT_MS = PAGE_WAIT_S * 1000
+#: a job row in a final state
+ENDED = '[data-status="complete"], [data-status="failed"], [data-status="canceled"], [data-status="skipped"]'
+#: a file name that is markup, a quote and an entity at once: it must show as text, never run
+HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>&amp;'b.wav"
+#: every status a job row had, recorded by the page itself (it proves updates came without a reload)
+RECORD_STATUSES = """() => {
+  window.__seen = {};
+  new MutationObserver((changes) => {
+    for (const c of changes) {
+      const row = c.target.closest && c.target.closest("tr.job");
+      if (!row || !row.dataset.jobId) continue;
+      (window.__seen[row.dataset.jobId] = window.__seen[row.dataset.jobId] || []).push(row.dataset.status);
+    }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ["data-status"]});
+}"""
+
+
+def log_in(page: Any, server: RunningController, path: str = "/ui/") -> None:
+    """Opens `path`, is sent to the login page, logs in with the token and lands on `path`."""
+    page.goto(server.url + path)
+    page.wait_for_url(re.compile(r"/ui/login\?next="))
+    page.fill("#token", server.token)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(re.compile(re.escape(path) + "$"))
+
+
+def long_speech(dest: Path, minutes: int = 30) -> Path:
+    """`minutes` of real speech (the fixtures over and over) as Ogg/Opus: small to upload, long to run."""
+    import av
+
+    chunks = []
+    for name in sorted(n for n in TEXTS if n.startswith("en")):
+        with wave.open(str(DATA / name)) as wav:
+            chunks.append(np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16))
+    block = np.concatenate(chunks)
+    with av.open(str(dest), "w", format="ogg") as out:
+        stream = out.add_stream("libopus", rate=16000, layout="mono")
+        stream.bit_rate = 12000
+        stream.options = {"compression_level": "0"}  # libopus complexity 0: seconds, not half a minute
+        for _ in range(minutes * 60 // (len(block) // 16000)):
+            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = 16000
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return dest
+
+
+def test_pages_need_a_session_and_a_wrong_token_is_refused(controller: RunningController, browser: Any) -> None:
+    page = browser.new_page()
+    for path in ("/ui/", "/ui/runtime", "/ui/jobs/nope"):
+        page.goto(controller.url + path)
+        assert "/ui/login?next=" in page.url, f"{path} was served without a session"
+    page.fill("#token", "not-" + controller.token)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#flash:not([hidden])")
+    assert "not accepted" in page.inner_text("#flash")
+    assert "/ui/login" in page.url
+    assert not [c for c in browser.cookies() if c["name"] == "scribefleet_session"]
+
+
+def test_upload_watch_download_and_read(controller: RunningController, browser: Any, tmp_path: Path) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, controller)
+    page.evaluate(RECORD_STATUSES)
+    page.evaluate("window.__sameDocument = true")
+
+    page.set_input_files("#file-input", str(DATA / "en01.wav"))
+    assert "en01.wav" in page.inner_text("#file-list")
+    page.uncheck('input[name="formats"][value="tsv"]')
+    page.click("#submit-button")
+
+    # a refused batch shows in the flash box, a failed upload or job as a failed row:
+    # wait for any end, then say which
+    page.wait_for_selector(f"#flash:not([hidden]), #batch-jobs tr.job:is({ENDED})", timeout=WAIT_MS)
+    assert page.locator("#flash").is_hidden(), page.inner_text("#flash")
+    row = page.locator("#batch-jobs tr.job").first
+    assert row.get_attribute("data-status") == "complete", row.inner_text()
+    job_id = row.get_attribute("data-job-id")
+    page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=WAIT_MS)
+    assert page.inner_text("#batch-panel .batch-counts") == "1 of 1 done"
+    assert row.locator(".percent").inner_text() == "100%"
+    # the page followed the job without reloading: it saw it unfinished, then complete
+    assert page.evaluate("window.__sameDocument") is True
+    seen = page.evaluate("window.__seen")[job_id]
+    assert seen[-1] == "complete" and {"queued", "running"} & set(seen), seen
+
+    row.locator(".name a").click()
+    page.wait_for_url(re.compile(f"/ui/jobs/{job_id}$"))
+    assert page.inner_text(".job-detail .status") == "complete"
+    formats = [a.get_attribute("data-format") for a in page.locator("#downloads a.download").all()]
+    assert formats == ["srt", "vtt", "json", "txt"]
+
+    with page.expect_download() as info:
+        page.click('#downloads a[data-format="srt"]')
+    download = info.value
+    assert download.suggested_filename == "en01.srt"
+    target = tmp_path / "en01.srt"
+    download.save_as(target)
+    subtitles = list(srt.parse(target.read_text(encoding="utf-8")))
+    assert subtitles and all(s.end > s.start for s in subtitles)
+    assert wer(TEXTS["en01.wav"], " ".join(s.content for s in subtitles)) <= 0.25
+
+    lines = page.locator("#transcript tr.segment")
+    assert lines.count() >= 1
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} → \d\d:\d\d:\d\d\.\d{3}", lines.first.locator(".time").inner_text())
+    spoken = " ".join(lines.locator(".text").all_inner_texts())
+    assert wer(TEXTS["en01.wav"], spoken) <= 0.25
+    assert page.locator("#cancel-button").is_hidden()
+    assert not errors, errors
+
+
+def test_cancel_from_the_ui_and_see_the_runtime(controller: RunningController, browser: Any, tmp_path: Path) -> None:
+    long_file = long_speech(tmp_path / "half an hour of speech.ogg")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, controller)
+
+    # a long job picked with the file input, then a short one dropped on the drop zone, whose name is markup
+    page.set_input_files("#file-input", str(long_file))
+    drop_file(page, "#dropzone", HOSTILE_NAME, (DATA / "en02.wav").read_bytes())
+    assert page.locator("#file-list li").all_inner_texts()[1].startswith(HOSTILE_NAME)
+    page.click("#submit-button")
+    # both uploaded and their jobs created (a row without a job id stays only for a failed upload)
+    page.wait_for_function(
+        "!document.getElementById('flash').hidden || [...document.querySelectorAll('#batch-jobs tr.job')]"
+        ".filter(r => r.dataset.jobId || r.dataset.status === 'failed').length === 2",
+        timeout=WAIT_MS,
+    )
+    assert page.locator("#flash").is_hidden(), page.inner_text("#flash")
+    rows = page.locator("#batch-jobs tr.job")
+    assert all(rows.nth(i).get_attribute("data-job-id") for i in range(2)), rows.all_inner_texts()
+    long_id, short_id = rows.nth(0).get_attribute("data-job-id"), rows.nth(1).get_attribute("data-job-id")
+    assert rows.nth(1).locator(".name a").inner_text() == HOSTILE_NAME
+    assert page.locator("#batch-jobs img").count() == 0 and page.evaluate("window.__pwned") is None
+
+    # one slot, the long job first: the short one waits in the queue and is canceled there
+    cancel_on_job_page(page, controller, short_id, expect_name=HOSTILE_NAME)
+    # the long one is queued or running: canceled either way
+    cancel_on_job_page(page, controller, long_id, expect_name=long_file.name)
+
+    with controller.api() as api:
+        for job_id in (short_id, long_id):
+            job = api.get(f"/api/jobs/{job_id}").json()
+            assert job["status"] == "canceled" and job["lastErrorCode"] == "USER_CANCELED", job
+
+    page.click("nav >> text=Runtime")
+    page.wait_for_url(re.compile("/ui/runtime$"))
+    slot = page.locator('table.slots tr.slot[data-slot="cpu0"]')
+    slot.wait_for()
+    assert slot.locator(".slot-device").inner_text() == "cpu"
+    # the canceled job's slot is killed and restarted; the page refreshes itself until it is idle
+    page.wait_for_selector('tr.slot[data-slot="cpu0"] .slot-state:text-is("idle")', timeout=WAIT_MS)
+    assert "queued" in page.inner_text("dl.queue")
+    assert not errors, errors
+
+
+def drop_file(page: Any, target: str, name: str, data: bytes) -> None:
+    """Drops one file on `target` the way a browser does: a `drop` event carrying a DataTransfer."""
+    page.evaluate(
+        """([selector, name, bytes]) => {
+          const dt = new DataTransfer();
+          dt.items.add(new File([new Uint8Array(bytes)], name, {type: "audio/wav"}));
+          const zone = document.querySelector(selector);
+          zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: dt, bubbles: true, cancelable: true}));
+          zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""",
+        [target, name, list(data)],
+    )
+
+
+def cancel_on_job_page(page: Any, server: RunningController, job_id: str, *, expect_name: str) -> None:
+    page.goto(f"{server.url}/ui/jobs/{job_id}")
+    assert page.inner_text("h1.job-name") == expect_name
+    assert page.inner_text(".job-detail .status") in ("queued", "running")
+    page.click("#cancel-button")
+    # the page follows the job and, once it ended, reloads to show its final state
+    page.wait_for_selector('.job-detail[data-status="canceled"] .error-code:text("USER_CANCELED")', timeout=WAIT_MS)
+    page.wait_for_selector("#cancel-button", state="hidden", timeout=WAIT_MS)
+    assert page.locator("img").count() == 0 and page.evaluate("window.__pwned") is None
