@@ -1,13 +1,16 @@
 """Throughput of `scribefleet transcribe` against a plain faster-whisper loop, in one run.
 
 Builds N recordings (default 10, ~150 s each) from the committed speech
-fixtures with pauses between sentences, so the ground truth is known; then
+fixtures with pauses between sentences (shuffled rounds of the 12 sentences,
+so none repeats within a Whisper window), so the ground truth is known; then
 times, on the same files with the same model and compute type:
 
   baseline     a plain faster-whisper loop, model loaded once (WhisperModel.transcribe
                with its defaults: beam 5, no VAD), load time included
   batched      `scribefleet transcribe` as a whole command, default options (batch 8, VAD)
   sequential   `scribefleet transcribe --batch-size 1`
+  seq-no-vad   `scribefleet transcribe --batch-size 1 --no-vad`: the baseline's own decoding,
+               so the ratio is what scribefleet's process, checkpoints and slots cost
 
 and prints audio-seconds per wall-second for each, the ratio to the baseline,
 and the WER of each against the known texts. Machines here are noisy: read the
@@ -48,8 +51,12 @@ def build_corpus(folder: Path, files: int, target_s: float, seed: int = 7) -> di
     refs: dict[str, str] = {}
     for i in range(files):
         parts, words, length = [], [], 0
+        order: list[str] = []
         while length < target_s * SR:
-            name = rng.choice(sorted(clips))
+            if not order:  # shuffled rounds: a sentence never repeats within ~70 s, as in real speech
+                order = sorted(clips)
+                rng.shuffle(order)
+            name = order.pop()
             gap = np.zeros(int(rng.uniform(0.6, 2.5) * SR), dtype=np.int16)
             parts += [clips[name], gap]
             words.append(texts[name])
@@ -120,6 +127,8 @@ def main() -> None:
         "baseline": lambda: run_baseline(corpus, model_path, args.compute_type),
         "batched": lambda: run_scribefleet(corpus, args.work / "out-batched", ct),
         "sequential": lambda: run_scribefleet(corpus, args.work / "out-seq", ct + ["--batch-size", "1"]),
+        # the baseline's exact decoding (no VAD): what scribefleet itself costs around faster-whisper
+        "seq-no-vad": lambda: run_scribefleet(corpus, args.work / "out-seq-novad", ct + ["--batch-size", "1", "--no-vad"]),
     }
     best: dict[str, tuple[float, float]] = {}
     for _ in range(args.repeat):
