@@ -16,9 +16,7 @@ Exit codes: 0 every file complete; 1 any failed (or the controller stayed away);
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sys
 import threading
 import time
@@ -35,8 +33,9 @@ from scribefleet.cli.inputs import InputFile, expand_inputs
 from scribefleet.cli.submit import client_for, stderr_console
 from scribefleet.client import Backoff, ControllerClient
 from scribefleet.config import Settings
+from scribefleet.dispatch.lock import PidLock
 from scribefleet.errors import (
-    ControllerUnreachable, FeatureUnavailable, InputNotFound, ScribefleetError, StateLocked, Unauthorized,
+    ControllerUnreachable, FeatureUnavailable, InputNotFound, ScribefleetError, Unauthorized,
     UsageError,
 )
 from scribefleet.options import FORMATS, TranscribeOptions
@@ -58,7 +57,7 @@ class BatchState:
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path, self.data = path, data
         self._lock = threading.Lock()
-        self._lock_fd: int | None = None
+        self._file_lock = PidLock(path.with_name(f".{path.name}.lock"), f"is running a batch with the state file {path}")
 
     @classmethod
     def load(cls, path: Path, *, controller: str, input_dir: Path, options: dict[str, Any]) -> BatchState:
@@ -114,25 +113,10 @@ class BatchState:
 
     def lock(self) -> None:
         """Hold `.<name>.lock` beside the state file: two runners on one state would submit twice."""
-        lock_path = self.path.with_name(f".{self.path.name}.lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StateLocked(
-                f"another scribefleet batch (pid {holder}) is running with the state file {self.path}; "
-                "wait for it, or stop it and run again", path=str(self.path),
-            ) from None  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd  # the kernel drops it however this process dies
+        self._file_lock.acquire()  # the kernel drops it however this process dies
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._file_lock.release()
 
 
 class BatchRunner:

@@ -15,11 +15,12 @@ from pathlib import Path
 from scribefleet.errors import StateLocked
 
 
-class DispatcherLock:
-    """An exclusive, non-blocking flock on `STATE/dispatcher.lock`."""
+class PidLock:
+    """An exclusive, non-blocking flock on a file that keeps its holder's pid."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / "dispatcher.lock"
+    def __init__(self, path: Path, doing: str) -> None:
+        self.path = Path(path)
+        self.doing = doing  # "is already running tasks from DIR": completes the refusal's sentence
         self._fd: int | None = None
 
     @property
@@ -38,10 +39,9 @@ class DispatcherLock:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise StateLocked(
-                f"another scribefleet (pid {holder}) is already running tasks from {self.path.parent}; "
-                "wait for it to finish or stop it, then run again",
+                f"another scribefleet (pid {holder}) {self.doing}; wait for it to finish or stop it, then run again",
                 pid=int(holder) if holder.isdigit() else None,
-                state_dir=str(self.path.parent),
+                path=str(self.path),
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -54,9 +54,16 @@ class DispatcherLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> DispatcherLock:
+    def __enter__(self) -> PidLock:
         self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class DispatcherLock(PidLock):
+    """The lock of the one dispatcher of a state dir: `STATE/dispatcher.lock`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(Path(state_dir) / "dispatcher.lock", f"is already running tasks from {state_dir}")
