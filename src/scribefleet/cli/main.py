@@ -16,6 +16,7 @@ from scribefleet.cli import batch as batch_module
 from scribefleet.cli import doctor as doctor_module
 from scribefleet.cli import jobs as jobs_module
 from scribefleet.cli import plan as plan_module
+from scribefleet.cli import serve as serve_module
 from scribefleet.cli import submit as submit_module
 from scribefleet.errors import ScribefleetError
 from scribefleet.options import FORMATS
@@ -92,7 +93,7 @@ def status(
 
 
 app.command()(doctor_module.doctor)
-app.command()(__import__("scribefleet.cli.serve", fromlist=["serve"]).serve)
+app.command()(serve_module.serve)
 app.add_typer(plan_module.plan_app, name="plan")
 app.command()(jobs_module.cancel)
 app.command()(jobs_module.logs)
