@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
@@ -18,3 +20,15 @@ def wer(reference: str, hypothesis: str) -> float:
         [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(), jiwer.ReduceToListOfListOfWords()]
     )
     return jiwer.wer(reference, hypothesis, reference_transform=norm, hypothesis_transform=norm)
+
+
+def exits_within(pid: int, timeout_s: float = 10.0) -> bool:
+    """True once process `pid` (any process, not only a child) has exited, through a pidfd: no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)

@@ -8,7 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from cli.test_plan import CLI, await_exit, await_fifo, run_cli, store_of, write_plan
+from cli.test_plan import CLI, await_fifo, run_cli, store_of, write_plan
+from helpers import exits_within
 
 ISO_MS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -52,7 +53,7 @@ def test_cancel_a_queued_then_a_running_task_from_another_process(tmp_path: Path
     blocker_id = next(t.id for t in store.tasks() if t.key == "blocker")
     running = run_cli("cancel", blocker_id, "--state", state)  # by id; it waits until the task has ended
     assert "blocker: canceled [USER_CANCELED]" in running.stdout, running.stdout
-    assert await_exit(int((tmp_path / "blocker.pid").read_text()), 5), "the canceled command still runs"
+    assert exits_within(int((tmp_path / "blocker.pid").read_text()), 5), "the canceled command still runs"
     at = {e.type: e.at for e in store.events(task_id=blocker_id)}
     assert at["canceled"] - at["cancel_requested"] < 5, "the running task was not canceled within 5 s"
     stdout, stderr = run.communicate(timeout=60)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TEXTS, wer
+from helpers import TEXTS, exits_within, wer
 
 CLI = [sys.executable, "-m", "scribefleet.cli.main"]
 
@@ -40,18 +40,6 @@ def await_fifo(path: Path, timeout_s: float = 120.0) -> str:
         readable, _, _ = select.select([fd], [], [], timeout_s)
         assert readable, f"nothing was written to {path} within {timeout_s} s"
         return os.read(fd, 4096).decode()
-    finally:
-        os.close(fd)
-
-
-def await_exit(pid: int, timeout_s: float = 10.0) -> bool:
-    """True once process `pid` has exited (a pidfd becomes readable then), False after the timeout."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
     finally:
         os.close(fd)
 
@@ -266,7 +254,7 @@ def test_a_plan_killed_mid_way_resumes_and_runs_each_task_once(tmp_path: Path, s
         os.killpg(first_run.pid, signal.SIGKILL)
         first_run.wait()
     gate_pid = int((tmp_path / "gate.pid").read_text())
-    assert await_exit(gate_pid), "the killed run's command outlived it"
+    assert exits_within(gate_pid), "the killed run's command outlived it"
     state = tmp_path / ".scribefleet"
     half = {t.key: t.state.value for t in store_of(state).tasks()}
     assert half["gate"] == "running" and half["tr"] == "complete" and half["last:a"] == "queued", half

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from helpers import exits_within
 
 from scribefleet.dispatch.monitor import DispatchEvent
 from scribefleet.store import TaskState
@@ -182,17 +183,6 @@ def test_cancel_of_a_queued_and_of_a_running_task(fleet: Fleet) -> None:
     assert fleet.store.pending_cancels() == []
 
 
-def _exits_within(pid: int, timeout_s: float) -> bool:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
-    finally:
-        os.close(fd)
-
-
 def test_a_running_task_canceled_is_killed_with_everything_it_started_within_5_s(fleet: Fleet) -> None:
     from scribefleet.store import Store
 
@@ -203,7 +193,7 @@ def test_a_running_task_canceled_is_killed_with_everything_it_started_within_5_s
     watchers: list[threading.Thread] = []
 
     def watch(pids: list[int]) -> None:  # from the moment the cancel is requested
-        gone_in_time.extend(_exits_within(pid, 5.0) for pid in pids)
+        gone_in_time.extend(exits_within(pid, 5.0) for pid in pids)
 
     def cancel_once_up(event: DispatchEvent) -> None:
         if event.type == "task_progress" and not watchers:

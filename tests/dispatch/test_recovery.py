@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
 import pytest
+
+from helpers import exits_within
 
 from scribefleet.dispatch.dispatcher import Dispatcher
 from scribefleet.dispatch.lock import DispatcherLock
@@ -36,18 +37,6 @@ settings = Settings(cache_dir=state / "cache", _env_file=None)
 engine = LocalEngine(settings, state, [SlotSpec("cpu0", "cpu")])
 Dispatcher(Store.open(state), engine, settings).run(burst=True)
 """
-
-
-def _exits_within(pid: int, timeout_s: float) -> bool:
-    """Wait for any process (not only a child) to exit, through a pidfd: no polling."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
-    finally:
-        os.close(fd)
 
 
 def test_a_second_dispatcher_in_the_same_state_dir_is_refused(fleet: Fleet) -> None:
@@ -83,7 +72,7 @@ def test_running_rows_of_a_killed_dispatcher_are_recovered_by_the_next(fleet: Fl
         first.wait()
     assert fleet.task("long").state is TaskState.RUNNING  # left behind by the dead dispatcher
     orphan = int((fleet.work / "shell.pid").read_text())
-    assert _exits_within(orphan, 10), "the slot's command outlived the dispatcher"
+    assert exits_within(orphan, 10), "the slot's command outlived the dispatcher"
 
     fleet.run(slots=1)
     long = fleet.task("long")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import exits_within
+
 from scribefleet.config import Settings
 from scribefleet.engines.base import SlotSpec
 from scribefleet.engines.local import LocalEngine, SlotEvent, SlotStatus, group_members
@@ -35,17 +37,6 @@ def wait_for(engine: LocalEngine, type_: str, within_s: float = 30.0) -> tuple[S
             if event.type == type_:
                 return event, seen
     raise AssertionError(f"no {type_} event; saw {[e.type for e in seen]}")
-
-
-def exits_within(pid: int, timeout_s: float) -> bool:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
-    finally:
-        os.close(fd)
 
 
 def shell(task_id: str, run: str, cwd: Path) -> dict:
