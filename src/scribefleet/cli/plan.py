@@ -15,7 +15,6 @@ file unless `--state` says otherwise.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -126,9 +125,8 @@ def run_plan(req: PlanRequest) -> int:
 
 def _run(req: PlanRequest, plan: Plan, settings: Settings, state_dir: Path, progress: Any, console: Console) -> int:
     from scribefleet.cli.plan_tasks import create_plan_batch, store_tasks
-    from scribefleet.dispatch.dispatcher import Dispatcher
+    from scribefleet.cli.transcribe import dispatch_batch
     from scribefleet.dispatch.lock import DispatcherLock
-    from scribefleet.engines.local import LocalEngine
     from scribefleet.store.store import Store
     from scribefleet.worker.hardware import detect_hardware, plan_slots
 
@@ -148,13 +146,7 @@ def _run(req: PlanRequest, plan: Plan, settings: Settings, state_dir: Path, prog
         if pending:
             if req.slots is None:
                 slots = slots[: max(1, len(pending))]  # no point warming more slots than there is work
-            engine = LocalEngine(settings, state_dir, slots)
-            dispatcher = Dispatcher(store, engine, settings, listeners=[progress.on_event], lock=lock)
-            with progress.live(rows):
-                try:
-                    dispatcher.run(burst=True, batch_id=batch_id)
-                finally:
-                    engine.stop()
+            dispatch_batch(store, settings, state_dir, slots, batch_id, rows, progress, lock)
     finally:
         lock.release()
     return summarize(store, batch_id, plan, state_dir, req.json_out, console)
@@ -162,28 +154,11 @@ def _run(req: PlanRequest, plan: Plan, settings: Settings, state_dir: Path, prog
 
 def summarize(store: Any, batch_id: str, plan: Plan, state_dir: Path, json_out: bool, console: Console) -> int:
     """Print the run's outcome (and the JSON summary with --json); 0 when every task completed."""
-    from scribefleet.cli.status import render_failures, task_rows
+    from scribefleet.cli.status import report_outcome
 
-    tasks = store.tasks(batch_id=batch_id)
-    failed = [t for t in tasks if not t.is_complete]
-    if json_out:
-        summary = {
-            "plan": str(plan.source),
-            "batch_id": batch_id,
-            "state_dir": str(state_dir),
-            "total": len(tasks),
-            "complete": len(tasks) - len(failed),
-            "failed": len(failed),
-            "jobs": task_rows(tasks),
-        }
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    console.print(
-        f"plan {plan.name}: {len(tasks) - len(failed)}/{len(tasks)} tasks done, {len(failed)} failed. State: {state_dir}",
-        markup=False, highlight=False,
-    )  # fmt: skip
-    if failed:
-        render_failures(console, failed)
-    return 1 if failed else 0
+    line = f"plan {plan.name}: {{done}}/{{total}} tasks done, {{failed}} failed. State: {state_dir}"
+    return report_outcome(console, store.tasks(batch_id=batch_id), line=line, json_out=json_out,
+                          plan=str(plan.source), batch_id=batch_id, state_dir=str(state_dir))  # fmt: skip
 
 
 # -- the commands ----------------------------------------------------------------

@@ -47,6 +47,20 @@ def task_rows(tasks: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def report_outcome(console: Console, tasks: list[Any], *, line: str, json_out: bool, **head: Any) -> int:
+    """The end of a batch run: JSON summary (--json), one line (`line` with {done}, {total},
+    {failed}) and the table of failures; returns the exit code (1 when any task did not complete)."""
+    failed = [t for t in tasks if not t.is_complete]
+    done = len(tasks) - len(failed)
+    if json_out:
+        summary = {**head, "total": len(tasks), "complete": done, "failed": len(failed), "jobs": task_rows(tasks)}
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    console.print(line.format(done=done, total=len(tasks), failed=len(failed)), markup=False, highlight=False)
+    if failed:
+        render_failures(console, failed)
+    return 1 if failed else 0
+
+
 def render_failures(console: Console, failed: list[Any]) -> None:
     table = Table(title="Failed jobs", show_lines=False)
     for col in ("input", "state", "code", "message"):

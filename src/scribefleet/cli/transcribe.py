@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from scribefleet.cli.inputs import InputFile, expand_inputs
+from scribefleet.cli.status import report_outcome
 from scribefleet.config import Settings
 from scribefleet.errors import InputNotFound, ScribefleetError
 from scribefleet.logs import setup_logging
@@ -186,9 +186,7 @@ def run_transcribe(req: TranscribeRequest) -> int:
 
 def _run(req: TranscribeRequest, options: TranscribeOptions, settings: Settings, out: Path,
          state_dir: Path, progress: Any, err_console: Console) -> int:
-    from scribefleet.dispatch.dispatcher import Dispatcher
     from scribefleet.dispatch.lock import DispatcherLock
-    from scribefleet.engines.local import LocalEngine
     from scribefleet.pipeline.models import resolve_model
     from scribefleet.store.store import Store
 
@@ -209,35 +207,26 @@ def _run(req: TranscribeRequest, options: TranscribeOptions, settings: Settings,
         pending = [t for t in tasks if not t.is_terminal]
         log.info("batch %s: %d inputs, %d to do, model %s, state %s", batch_id, len(tasks), len(pending), resolved.model_id, state_dir)
         if pending:
-            engine = LocalEngine(settings, state_dir, _plan_slots(settings, options, req.slots, len(pending)))
-            dispatcher = Dispatcher(store, engine, settings, listeners=[progress.on_event], lock=lock)
-            with progress.live(tasks):
-                try:
-                    dispatcher.run(burst=True, batch_id=batch_id)
-                finally:
-                    engine.stop()
+            slots = _plan_slots(settings, options, req.slots, len(pending))
+            dispatch_batch(store, settings, state_dir, slots, batch_id, tasks, progress, lock)
     finally:
         lock.release()
-    return _summarize(store, batch_id, state_dir, req.json_out, err_console)
+    return report_outcome(
+        err_console, store.tasks(batch_id=batch_id), json_out=req.json_out, batch_id=batch_id,
+        state_dir=str(state_dir), line=f"{{done}}/{{total}} done, {{failed}} failed. Outputs and state: {state_dir.parent}",
+    )  # fmt: skip
 
 
-def _summarize(store: Any, batch_id: str, state_dir: Path, json_out: bool, console: Console) -> int:
-    from scribefleet.cli.status import task_rows, render_failures
+def dispatch_batch(store: Any, settings: Settings, state_dir: Path, slots: list, batch_id: str,
+                   rows: list, progress: Any, lock: Any) -> None:
+    """Run the batch's unfinished tasks on fresh local slots, showing progress; the caller holds `lock`."""
+    from scribefleet.dispatch.dispatcher import Dispatcher
+    from scribefleet.engines.local import LocalEngine
 
-    tasks = store.tasks(batch_id=batch_id)
-    failed = [t for t in tasks if t.state.value != "complete"]
-    if json_out:
-        summary = {
-            "batch_id": batch_id,
-            "state_dir": str(state_dir),
-            "total": len(tasks),
-            "complete": len(tasks) - len(failed),
-            "failed": len(failed),
-            "jobs": task_rows(tasks),
-        }
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    done = len(tasks) - len(failed)
-    console.print(f"{done}/{len(tasks)} done, {len(failed)} failed. Outputs and state: {state_dir.parent}")
-    if failed:
-        render_failures(console, failed)
-    return 1 if failed else 0
+    engine = LocalEngine(settings, state_dir, slots)
+    dispatcher = Dispatcher(store, engine, settings, listeners=[progress.on_event], lock=lock)
+    with progress.live(rows):
+        try:
+            dispatcher.run(burst=True, batch_id=batch_id)
+        finally:
+            engine.stop()
