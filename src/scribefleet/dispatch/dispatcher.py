@@ -23,11 +23,11 @@ from scribefleet.config import Settings
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
 from scribefleet.dispatch.placement import Placement
-from scribefleet.engines.local import LocalEngine, SlotEvent
+from scribefleet.engines.base import Engine, SlotEvent, TaskRun
 from scribefleet.errors import DependencyFailed, SlotCrashed, StateLocked, TaskTimeout, UserCanceled
+from scribefleet.logs import redact
 from scribefleet.store.models import Task, TaskState
 from scribefleet.store.store import Store
-from scribefleet.worker.shell import redact
 
 log = logging.getLogger("scribefleet.dispatch")
 
@@ -40,7 +40,7 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
-        engine: LocalEngine,
+        engine: Engine,
         settings: Settings,
         *,
         listeners: Iterable[Listener] = (),
@@ -106,7 +106,7 @@ class Dispatcher:
             wake_at = [r.deadline for r in self._running.values()]
             wake_at.append(self.engine.next_silence_at(self._silent_after_s) or float("inf"))
             timeout_s = min(timeout_s, max(0.0, min(wake_at) - time.monotonic()))
-            for event in self.engine.wait(timeout_s):
+            for event in self.engine.poll(timeout_s):
                 self._handle(event)
 
     @property
@@ -223,11 +223,11 @@ class Dispatcher:
             task.key, task.kind, slot, task.attempts, task.max_attempts, command,
         )  # fmt: skip
         self._emit("task_dispatched", task, {"slot": slot, "attempt": task.attempts})
-        message = {
-            "task_id": task.id, "kind": task.kind, "spec": task.spec, "attempt": task.attempts,
-            "log_path": str(self.store.task_log_path(task)),
-        }  # fmt: skip
-        if not self.engine.assign(slot, message):
+        run = TaskRun(
+            task_id=task.id, kind=task.kind, spec=task.spec, attempt=task.attempts,
+            log_path=str(self.store.task_log_path(task)),
+        )  # fmt: skip
+        if not self.engine.assign(slot, run):
             event = self.engine.kill(slot)  # it died under us; handled like any crash
             if event is not None:
                 event.task_id = task.id
@@ -245,14 +245,15 @@ class Dispatcher:
         if handler is not None:
             handler(event)
             return
-        slot = self.engine.slot(event.slot)
         if event.type == "ready":
+            slot = self.engine.slot(event.slot)
             log.info("slot %s ready on %s (pid %s), models: %s", event.slot, slot.device, slot.pid, slot.models or "none")
         elif event.type == "preflight_failed":
             log.error("slot %s failed its preflight [%s]: %s", event.slot, event.message.get("code"), event.message.get("message"))
         elif event.type in ("model_loaded", "model_unloaded"):
             verb = "loaded" if event.type == "model_loaded" else "unloaded"
-            log.info("slot %s %s model %s; now holds %s", event.slot, verb, event.message.get("model"), slot.models)
+            models = self.engine.slot(event.slot).models
+            log.info("slot %s %s model %s; now holds %s", event.slot, verb, event.message.get("model"), models)
         elif event.type == "heartbeat":
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("heartbeat from slot %s (%s)", event.slot, self._keys.get(event.task_id or "", "idle"))
@@ -299,7 +300,6 @@ class Dispatcher:
         self._finish_badly(r, code, message, dict(m.get("details") or {}), retryable=bool(m.get("retryable")))
 
     def _on_died(self, event: SlotEvent) -> None:
-        slot = self.engine.slot(event.slot)
         r = self._running.pop(event.task_id or "", None)
         what = f"while running task {r.task.key}, attempt {r.task.attempts}" if r else f"while {event.was or 'idle'}"
         log.error(
@@ -312,7 +312,7 @@ class Dispatcher:
             message = f"slot {event.slot} died ({event.how}) while running the task"
             details = {"slot": event.slot, "how": event.how, "stderr_tail": event.stderr_tail}
             self._finish_badly(r, SlotCrashed.code, message, details, retryable=True)
-        self._restart(slot.name)
+        self._restart(event.slot)
 
     def _restart(self, name: str) -> None:
         if self._stop.is_set():

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
+from scribefleet.logs import redact
 
 if TYPE_CHECKING:
     from scribefleet.worker.kinds import TaskContext
@@ -35,13 +36,7 @@ _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _KEYWORDS = {"if", "then", "else", "elif", "do", "while", "until", "!", "{", "}", "time", "fi", "done", "esac"}
 _ARITHMETIC = re.compile(r"\$\(\([^()]*\)\)")
 _SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
-_SECRET = re.compile(r"\b([A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Za-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)", re.I)
 STDERR_TAIL_LINES = 20
-
-
-def redact(command: str) -> str:
-    """The command with the values of secret-looking variables (…KEY=, …TOKEN=) masked, for logs."""
-    return _SECRET.sub(r"\1=***", command)
 
 
 def _tokens(command: str) -> list[str]:
