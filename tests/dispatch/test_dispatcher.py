@@ -46,6 +46,7 @@ def test_two_slots_run_two_tasks_at_the_same_time(fleet: Fleet) -> None:
     assert fleet.task("a").slot != fleet.task("b").slot
 
 
+@pytest.mark.local_only("SIGKILLs the slot process")
 def test_a_slot_killed_mid_task_is_restarted_and_the_task_requeued(fleet: Fleet) -> None:
     marker = fleet.work / "marker"
     fleet.add("victim", "if [ -f marker ]; then echo second run; else sleep 30; fi", max_attempts=3)
@@ -68,6 +69,7 @@ def test_a_slot_killed_mid_task_is_restarted_and_the_task_requeued(fleet: Fleet)
     assert "slot cpu0 restarted" in log and "task victim completed on cpu0" in log
 
 
+@pytest.mark.local_only("SIGSTOPs the slot process")
 def test_a_slot_whose_heartbeats_stop_is_declared_hung_killed_restarted_and_its_task_requeued(fleet: Fleet) -> None:
     fleet.settings.heartbeat_s = 0.2
     fleet.settings.slot_silent_after_s = 1.0
@@ -98,6 +100,7 @@ def test_a_slot_whose_heartbeats_stop_is_declared_hung_killed_restarted_and_its_
     assert "task frozen re-queued after [SLOT_CRASHED] on cpu0 (attempt 1/3" in log and "slot cpu0 restarted" in log
 
 
+@pytest.mark.local_only("the command kills its slot process ($PPID)")
 def test_a_task_that_kills_its_slot_every_time_fails_with_slot_crashed(fleet: Fleet) -> None:
     fleet.settings.shell_allow.append(r"kill -9 \$PPID")
     fleet.add("crasher", "kill -9 $PPID", max_attempts=2)
@@ -250,6 +253,7 @@ def test_progress_is_written_to_the_store_and_heard_by_listeners(fleet: Fleet) -
     assert log_path == fleet.store.task_log_path(task) and "hello" in log_path.read_text()
 
 
+@pytest.mark.local_only("slot processes that never become ready")
 def test_tasks_fail_instead_of_waiting_forever_when_no_slot_can_start(fleet: Fleet) -> None:
     fleet.settings.slot_ready_timeout_s = 0.001  # every start is "too slow": the slot is given up
     fleet.settings.slot_restart_limit = 2
@@ -262,6 +266,7 @@ def test_tasks_fail_instead_of_waiting_forever_when_no_slot_can_start(fleet: Fle
     assert (b.state, b.error_code) == (TaskState.SKIPPED, "DEPENDENCY_FAILED")
 
 
+@pytest.mark.local_only("a cuda slot process and its preflight")
 def test_a_gpu_slot_that_fails_preflight_fails_gpu_tasks_instead_of_running_them_on_the_cpu(fleet: Fleet) -> None:
     ctranslate2 = pytest.importorskip("ctranslate2")
     if ctranslate2.get_cuda_device_count() > 0:

@@ -140,11 +140,12 @@ def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
     with open(ctx.log_path, "ab", buffering=0) as log:
         log.write(f"$ {redact(command)}\n".encode())
-        # no start_new_session: the command stays in the slot's process group, which the
-        # dispatcher kills as a whole on timeout or cancel
+        # in a slot process the command stays in the slot's process group, which the dispatcher
+        # kills as a whole on timeout or cancel; a slot that is a thread kills the command's own
+        # group instead, whose id is the pid in the first progress message
         proc = subprocess.Popen(
             ["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.PIPE,
-            cwd=spec.get("cwd") or None, env=env,
+            cwd=spec.get("cwd") or None, env=env, start_new_session=ctx.own_process_group,
         )  # fmt: skip
         ctx.progress("run", 0.0, {"pid": proc.pid})
         assert proc.stderr is not None
