@@ -288,3 +288,54 @@ def test_a_gpu_slot_that_fails_preflight_fails_gpu_tasks_instead_of_running_them
     assert fleet.task("anywhere").is_complete and fleet.task("anywhere").slot == "cpu0"
     assert engine.slot("gpu0").status is SlotStatus.FAILED
     assert "slot gpu0 failed its preflight [CUDA_UNAVAILABLE]" in fleet.log_text
+
+
+def test_a_cancel_from_another_thread_reaches_the_running_dispatcher_through_the_store(fleet: Fleet) -> None:
+    from scribefleet.dispatch import request_cancel
+    from scribefleet.store import Store
+
+    os.mkfifo(fleet.work / "up.fifo")
+    target = fleet.add("long", "echo $$ > long.pid; echo up > up.fifo; sleep 30")
+    fleet.add("after", "touch after.ran", needs=["long"])
+    applied: list[bool] = []
+
+    def cancel_from_elsewhere() -> None:  # as `scribefleet cancel` does, with its own store
+        fleet.wait_fifo("up.fifo")
+        with Store.open(fleet.state_dir) as store:
+            applied.append(request_cancel(store, target, fleet.settings))
+
+    canceler = threading.Thread(target=cancel_from_elsewhere)
+    canceler.start()
+    fleet.run(slots=1)
+    canceler.join()
+    assert applied == [False]  # left to the running dispatcher, which applied it
+    assert (fleet.task("long").state, fleet.task("long").error_code) == (TaskState.CANCELED, "USER_CANCELED")
+    assert fleet.task("after").state is TaskState.SKIPPED and not (fleet.work / "after.ran").exists()
+    assert _gone(int((fleet.work / "long.pid").read_text())) and fleet.store.pending_cancels() == []
+
+
+def test_dispatcher_cancel_of_a_batch_from_another_thread(fleet: Fleet) -> None:
+    from scribefleet.dispatch import Dispatcher
+
+    os.mkfifo(fleet.work / "up.fifo")
+    fleet.add("running", "echo up > up.fifo; sleep 30")
+    fleet.add("queued", "touch queued.ran")
+    engine = fleet.make_engine(1)
+    dispatcher = Dispatcher(fleet.store, engine, fleet.settings)
+
+    def cancel_batch() -> None:
+        fleet.wait_fifo("up.fifo")
+        dispatcher.cancel(fleet.batch_id)
+
+    canceler = threading.Thread(target=cancel_batch)
+    canceler.start()
+    try:
+        dispatcher.run(burst=True, batch_id=fleet.batch_id)
+    finally:
+        canceler.join()
+        engine.stop()
+    assert {t.key: t.state for t in fleet.store.tasks(fleet.batch_id)} == {
+        "running": TaskState.CANCELED, "queued": TaskState.CANCELED,
+    }  # fmt: skip
+    assert not (fleet.work / "queued.ran").exists()
+    assert "task running canceled (its process group on cpu0 was killed)" in fleet.log_text
