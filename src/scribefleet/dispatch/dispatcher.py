@@ -7,8 +7,10 @@ content at once), commits `running` before the slot hears of the task, then
 follows what the engine reports: progress, results, failures, slot deaths.
 It enforces deadlines, kills and restarts slots that stop sending heartbeats
 (hung, `slot_silent_after_s`), retries what may succeed again, cancels on
-request, and skips the dependents of whatever ends badly. Everything it decides is
-logged (see monitor.py) and told to listeners as DispatchEvents.
+request, and skips the dependents of whatever ends badly (its TaskBook, book.py,
+holds the queue and those rules). Everything it decides is logged (see
+monitor.py) and told to listeners as DispatchEvents. The engine is any
+`engines.base.Engine`; the dispatcher knows no other part of engines/.
 """
 
 from __future__ import annotations
@@ -78,8 +80,11 @@ class Dispatcher:
             self.lock.release()
 
     def cancel(self, target_id: str) -> None:
-        """Ask for a batch or task to be canceled (from any thread): recorded in the store, applied by the
-        running dispatcher within `cancel_poll_s` (killing a running task's process group)."""
+        """Ask for a batch or task to be canceled; safe from any thread.
+
+        The request is a row in the store; the running dispatcher applies it
+        within `cancel_poll_s`, killing a running task's slot.
+        """
         self.store.request_cancel(target_id)
 
     def stop(self) -> None:
