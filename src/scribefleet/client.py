@@ -193,7 +193,7 @@ class ControllerClient:
 
     def download(self, job_id: str, fmt: str, dest: Path) -> Path:
         """GET /api/jobs/{id}/outputs/{fmt} streamed into `dest`, which appears complete or not at all."""
-        from scribefleet.pipeline.checkpoint import atomic_open
+        from scribefleet.fsio import atomic_open
 
         what = f"downloading the {fmt} output of job {job_id}"
 

@@ -39,7 +39,7 @@ from scribefleet.errors import (
     UsageError,
 )
 from scribefleet.options import FORMATS, TranscribeOptions
-from scribefleet.pipeline.checkpoint import atomic_write_json, read_json
+from scribefleet.fsio import atomic_write_json, read_json
 
 T = TypeVar("T")
 STATE_VERSION = 1

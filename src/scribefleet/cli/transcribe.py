@@ -52,7 +52,7 @@ def _hash_cache_path(state_dir: Path) -> Path:
 
 def hash_inputs(files: list[InputFile], state_dir: Path) -> dict[Path, str]:
     """sha256 of every readable input, reusing earlier results for unchanged files."""
-    from scribefleet.pipeline.checkpoint import atomic_write_json, read_json
+    from scribefleet.fsio import atomic_write_json, read_json
     from scribefleet.pipeline.media import content_hash
 
     cache: dict[str, list] = read_json(_hash_cache_path(state_dir)) or {}
