@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 
 from scribefleet.config import Settings
-from scribefleet.engines.base import SlotSpec
+from scribefleet.worker.slot_spec import SlotSpec
 from scribefleet.errors import CudaUnavailable, UsageError
 from scribefleet.options import Device
 

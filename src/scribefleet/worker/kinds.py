@@ -17,6 +17,7 @@ from typing import Any
 
 from scribefleet.config import Settings
 from scribefleet.errors import OutOfMemory, UsageError
+from scribefleet.store.models import TASK_KINDS, TaskKind
 from scribefleet.worker.aggregate import run_aggregate
 from scribefleet.worker.llm import run_llm
 from scribefleet.worker.shell import run_shell
@@ -78,8 +79,9 @@ def run_transcribe(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 
 KINDS: dict[str, Callable[[dict[str, Any], TaskContext], dict[str, Any]]] = {
-    "transcribe": run_transcribe,
-    "shell": run_shell,
-    "aggregate": run_aggregate,
-    "llm": run_llm,
+    TaskKind.TRANSCRIBE.value: run_transcribe,
+    TaskKind.SHELL.value: run_shell,
+    TaskKind.AGGREGATE.value: run_aggregate,
+    TaskKind.LLM.value: run_llm,
 }
+assert set(KINDS) == set(TASK_KINDS), "every task kind of store/models.py needs a handler"
