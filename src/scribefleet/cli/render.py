@@ -43,7 +43,10 @@ def render_failures(console: Console, failed: list[TaskView]) -> None:
 def jobs_table(title: str, views: list[TaskView]) -> Table:
     """Each job of a batch: its id (what `logs` and `cancel` take), name, state, stage, attempts, error, outputs."""
     table = Table(title=title)
-    for col in ("id", "input", "state", "stage", "attempts", "error", "outputs"):
+    # the id and the name are what `logs` and `cancel` take: never folded, even on a narrow or piped output
+    table.add_column("id", no_wrap=True, min_width=max([2, *(len(v.id) for v in views)]))
+    table.add_column("input", no_wrap=True, min_width=min(40, max([5, *(len(v.name) for v in views)])))
+    for col in ("state", "stage", "attempts", "error", "outputs"):
         table.add_column(col, overflow="fold")
     for v in views:
         err = f"{v.error_code}: {v.error_message}" if v.error_code else ""

@@ -108,14 +108,22 @@ class TaskView:
         return cls(
             id=job_id, status=str(job.get("status") or "unknown"), batch_id=job.get("batchId"),
             kind=str(job.get("kind") or "transcribe"), name=str(job.get("filename") or job.get("name") or job_id),
-            input=job.get("filename"), stage=progress.get("stage"), percent=float(progress.get("percent") or 0.0),
-            stage_percent=float(progress.get("stagePercent") or 0.0), attempts=int(job.get("attempts") or 0),
+            input=job.get("filename"), stage=progress.get("stage"), percent=_number(progress.get("percent")),
+            stage_percent=_number(progress.get("stagePercent")), attempts=int(_number(job.get("attempts"))),
             error_code=job.get("lastErrorCode"), error_message=job.get("lastErrorMessage"),
             outputs={f: base_url + u if str(u).startswith("/") else str(u) for f, u in outputs.items() if u},
             formats=tuple(outputs), options=dict(job.get("options") or {}), duration_s=job.get("audioDurationS"),
             language=job.get("language"), slot=worker.get("slot") or worker.get("name"),
             execution_mode=str(job.get("executionMode") or "local"),
         )  # fmt: skip
+
+
+def _number(value: Any) -> float:
+    """A number from JSON written by any controller version; 0 for what is missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _percent(task: Task) -> float:
