@@ -21,7 +21,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from scribefleet.cli import edge
 from scribefleet.cli.progress import BatchProgress
