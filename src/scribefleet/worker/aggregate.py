@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scribefleet.errors import InputNotFound, UsageError
 
 if TYPE_CHECKING:
-    from scribefleet.worker.kinds import TaskContext
+    from scribefleet.worker.context import TaskContext
 
 #: which file of an item is read first: a whisper transcript, then plain text, then the rest
 PREFERENCE = ("json", "txt", "md", "srt", "vtt", "tsv")

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import httpx
 
     from scribefleet.config import Settings
-    from scribefleet.worker.kinds import TaskContext
+    from scribefleet.worker.context import TaskContext
 
 log = logging.getLogger("scribefleet.llm")
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
 
 if TYPE_CHECKING:
-    from scribefleet.worker.kinds import TaskContext
+    from scribefleet.worker.context import TaskContext
 
 _PUNCTUATION = "();<>|&\n"
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
