@@ -43,13 +43,16 @@ def doctor(
     ),
 ) -> None:
     """Show the hardware and prove that each device can run the model."""
-    settings = edge.settings_of(ctx)
-    report = run_doctor(settings, model=model, refresh=refresh, load=not skip_load)
-    if json_out:
-        typer.echo(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report, Console())
-    raise typer.Exit(0 if report["ok"] else 1)
+
+    def body() -> int:
+        report = run_doctor(edge.settings_of(ctx), model=model, refresh=refresh, load=not skip_load)
+        if json_out:
+            typer.echo(json.dumps(report, indent=2, default=str))
+        else:
+            print_report(report, Console())
+        return 0 if report["ok"] else 1
+
+    edge.run(body)
 
 
 def run_doctor(settings: Settings, *, model: str = "tiny.en", refresh: bool = False, load: bool = True) -> dict[str, Any]:

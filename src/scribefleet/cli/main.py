@@ -14,6 +14,7 @@ import typer
 
 from scribefleet import __version__
 from scribefleet.cli import batch, doctor, edge, jobs, plan, serve, status, submit, transcribe
+from scribefleet.errors import ScribefleetError
 
 app = typer.Typer(
     name="scribefleet",
@@ -54,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     args = edge.whisper_booleans(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args, prog_name="scribefleet")
-    except KeyboardInterrupt as err:  # outside a command's body (start-up)
+    except ScribefleetError as err:  # raised outside a command's body (a flag's callback)
+        edge.render_error(err)
+        sys.exit(edge.exit_code_of(err))
+    except KeyboardInterrupt as err:
         edge.stderr_console().print("interrupted")
         sys.exit(edge.exit_code_of(err))
 

@@ -39,7 +39,8 @@ def serve(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (dispatch decisions, heartbeats, requests)."),
 ) -> None:
     """Run the controller: HTTP API, web UI and the local slots, over one state folder."""
-    raise typer.Exit(run_serve(edge.settings_of(ctx), host=host, port=port, state=state, slots=slots, device=device, verbose=verbose))
+    edge.run(lambda: run_serve(edge.settings_of(ctx), host=host, port=port, state=state, slots=slots, device=device, verbose=verbose),
+             resume_hint="the controller stopped; start it again and it resumes its jobs")
 
 
 def run_serve(
