@@ -4,9 +4,9 @@
 (for `transcribe`, `plan run`, the `submit` runner and the controller).
 `run_batch` runs one batch's unfinished tasks until each has ended;
 `run_transcribe` and `run_plan` are whole runs (create or update the batch
-under the state dir's lock, then run it); `run_queued` runs every queued task of a state dir until none is left (what
-`scribefleet dispatch`, started by `submit`, does), waiting out another
-dispatcher that holds the state dir.
+under the state dir's lock, then run it); `run_queued` runs every queued task
+of a state dir until none is left (what `scribefleet dispatch`, started by
+`submit`, does), waiting out another dispatcher that holds the state dir.
 """
 
 from __future__ import annotations
