@@ -29,6 +29,7 @@ from scribefleet.errors import ControllerUnreachable, InputNotFound, Scribefleet
 from scribefleet.fsio import atomic_write_json, read_json
 from scribefleet.jobs.inputs import InputFile, expand_inputs
 from scribefleet.options import TranscribeOptions
+from scribefleet.jobs.views import TaskView
 from scribefleet.store.models import TERMINAL_STATUSES
 
 T = TypeVar("T")
@@ -254,15 +255,16 @@ class BatchRunner:
         backoff = Backoff(self.settings.controller_poll_min_s, self.settings.controller_poll_max_s)
         seen = None
         while True:
-            progress = job.get("progress") or {}
-            now = (job.get("status"), progress.get("stage"), progress.get("percent"))
+            view = TaskView.from_api(job)
+            now = (view.status, view.stage, view.percent)
             if now != seen:
                 seen = now
                 backoff.reset()
-                self._record(key, status=job.get("status"), executionMode=job.get("executionMode"),
-                             lastErrorCode=job.get("lastErrorCode"), lastErrorMessage=job.get("lastErrorMessage"))
-            if job.get("status") in TERMINAL_STATUSES:
-                self.say(f"{key}: {job['status']}" + (f" [{job.get('lastErrorCode')}] {job.get('lastErrorMessage')}" if job.get("lastErrorCode") else ""))
+                self._record(key, status=view.status, executionMode=job.get("executionMode"),
+                             lastErrorCode=view.error_code, lastErrorMessage=view.error_message)  # fmt: skip
+            if view.is_terminal:
+                error = f" [{view.error_code}] {view.error_message}" if view.error_code else ""
+                self.say(f"{key}: {view.status}{error}")
                 return job
             self._sleep(backoff.next())
             job = self._patient(lambda: self.client.job(job["id"]), f"polling job {job['id']}")
