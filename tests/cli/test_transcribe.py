@@ -65,7 +65,7 @@ def test_bad_inputs_fail_alone_with_codes(tmp_path: Path, speech: dict[str, Path
     (root / "text.mp3").write_text("this is not audio at all\n" * 50)
     (root / "noise.wav").write_bytes(os.urandom(20000))
     out = tmp_path / "out"
-    proc = run_cli("transcribe", str(root), str(tmp_path / "nope.wav"), "-o", str(out), "--json", "-f", "txt", check=1)
+    proc = run_cli("transcribe", str(root), str(tmp_path / "nope.wav"), "-o", str(out), "--json", "-f", "txt", "--allow-missing", check=1)
     jobs = {Path(j["input"]).name: j for j in json.loads(proc.stdout)["jobs"]}
     assert jobs["good.wav"]["state"] == "complete"
     assert (out / "good.txt").read_text().strip()
@@ -205,3 +205,38 @@ def test_a_second_run_on_the_same_out_is_refused(tmp_path: Path, speech: dict[st
     with DispatcherLock(out / ".scribefleet"):
         proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(out), check=1)
     assert "STATE_LOCKED" in proc.stderr and str(os.getpid()) in proc.stderr
+
+
+def test_missing_inputs_are_refused_before_anything_starts(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", str(speech["en01.wav"]), str(tmp_path / "nope.wav"), str(tmp_path / "*.mp4"),
+                   "-o", str(out), check=1)  # fmt: skip
+    assert "INPUT_NOT_FOUND" in proc.stderr and "nope.wav" in proc.stderr and "*.mp4" in proc.stderr
+    assert not (out / ".scribefleet" / "store.sqlite").exists(), "nothing may be recorded or started"
+    assert not list((out / ".scribefleet" / "logs").glob("slot-*")), "no slot may have started"
+
+
+def test_whisper_style_booleans_are_flags_not_inputs(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", str(speech["en02.wav"]), "-o", str(out), "-f", "json", "--device", "cpu",
+                   "--word_timestamps", "True", "--verbose", "False", "--vad", "False", "--json")  # fmt: skip
+    summary = json.loads(proc.stdout)
+    assert [Path(j["input"]).name for j in summary["jobs"]] == ["en02.wav"], "True/False were taken for inputs"
+    doc = json.loads((out / "en02.json").read_text())
+    assert doc["segments"] and all(s.get("words") for s in doc["segments"]), "--word_timestamps True was ignored"
+    assert "DEBUG" not in proc.stderr  # --verbose False
+
+
+def test_status_shows_ids_and_logs_and_cancel_take_the_shown_name(tmp_path: Path, speech: dict[str, Path]) -> None:
+    root = tmp_path / "talks" / "day1"
+    root.mkdir(parents=True)
+    shutil.copy(speech["en03.wav"], root / "fox.wav")
+    out = tmp_path / "out"
+    summary = json.loads(run_cli("transcribe", str(tmp_path / "talks"), "-o", str(out), "-f", "txt", "--json").stdout)
+    (job,) = summary["jobs"]
+    assert job["name"] == "day1/fox.wav" and job["id"] == job["job_id"]
+    table = run_cli("status", "--state", str(out)).stdout
+    assert job["id"] in table and "day1/fox.wav" in table
+    logs = run_cli("logs", "day1/fox.wav", "--state", str(out)).stdout
+    assert f"task {job['id']} " in logs and "completed on" in logs
+    assert "nothing to cancel" in run_cli("cancel", "day1/fox.wav", "--state", str(out)).stdout
