@@ -240,3 +240,34 @@ def test_status_shows_ids_and_logs_and_cancel_take_the_shown_name(tmp_path: Path
     logs = run_cli("logs", "day1/fox.wav", "--state", str(out)).stdout
     assert f"task {job['id']} " in logs and "completed on" in logs
     assert "nothing to cancel" in run_cli("cancel", "day1/fox.wav", "--state", str(out)).stdout
+
+
+def test_stages_run_again_from_checkpoints_and_status_shows_each_stage(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    (tmp_path / "in").mkdir()
+    shutil.copy(speech["en05.wav"], tmp_path / "in" / "talk.wav")
+    args = ["transcribe", str(tmp_path / "in"), "-o", str(out), "-f", "srt,json"]
+    run_cli(*args)
+    (job,) = json.loads(run_cli("status", str(out), "--json").stdout)["jobs"]
+    first = {s["stage"]: s for s in job["stages"]}
+    assert all(first[s]["state"] == "done" and first[s]["attempts"] == 1 for s in ("decode", "vad", "transcribe"))
+    (transcript,) = (out / ".scribefleet" / "work").glob("*/transcript.json")
+    stamp = transcript.stat().st_mtime_ns
+    srt_before = (out / "talk.srt").read_text()
+
+    run_cli(*args, "--stages", "render")  # a finished job: only render and publish run again
+    shown = json.loads(run_cli("status", job["id"], "--state", str(out), "--json").stdout)
+    states = {s["stage"]: s["state"] for s in shown["stages"]}
+    assert states == {"decode": "skipped", "vad": "skipped", "transcribe": "skipped", "render": "done", "publish": "done"}
+    assert transcript.stat().st_mtime_ns == stamp and (out / "talk.srt").read_text() == srt_before
+    text = run_cli("status", job["id"], "--state", str(out)).stdout
+    assert "render" in text and "skipped" in text and "attempts 1" in text
+
+    run_cli(*args, "--stages", "transcribe")  # transcribes again (decoding again: audio.npy was dropped)
+    shown = json.loads(run_cli("status", job["id"], "--state", str(out), "--json").stdout)
+    assert {s["stage"]: s["state"] for s in shown["stages"]}["transcribe"] == "done"
+    assert {s["stage"]: s["state"] for s in shown["stages"]}["vad"] == "skipped"
+    assert transcript.stat().st_mtime_ns != stamp
+
+    bad = run_cli(*args, "--stages", "asr", check=2)
+    assert "INVALID_OPTIONS" in bad.stderr and "choose from decode, vad, transcribe" in bad.stderr

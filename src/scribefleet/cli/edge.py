@@ -90,6 +90,17 @@ def transcribe_options(**fields: Any) -> TranscribeOptions:
         raise UsageError(_messages(exc)) from exc
 
 
+def stage_list(value: str | None) -> tuple[str, ...]:
+    """`--stages decode,render` as stage names; INVALID_OPTIONS naming the stages there are."""
+    from scribefleet.pipeline.job import STAGES
+
+    names = tuple(dict.fromkeys(s for s in (value or "").replace(" ", "").split(",") if s))
+    bad = [s for s in names if s not in STAGES]
+    if bad or (value is not None and not names):
+        raise UsageError(f"unknown stage(s) {', '.join(bad) or '(none)'} in --stages; choose from {', '.join(STAGES)}")
+    return names
+
+
 # -- the transcribe flags, declared once --------------------------------------------
 
 Model = Annotated[str, typer.Option("--model", "-m", help="A CTranslate2 model folder, a size name (small, large-v3), a Hugging Face repo id, or tiny.en (bundled, offline).")]

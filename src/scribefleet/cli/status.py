@@ -56,7 +56,10 @@ def show_status(where: Path, *, batch_id: str | None, json_out: bool) -> int:
         batches = store.batches()
         if batch_id is None and batches:
             batch_id = max(batches, key=lambda b: b.created_at).id
-        views = [task_view(t) for t in store.tasks(batch_id=batch_id)] if batch_id else []
+        events: dict[str | None, list] = {}
+        for event in store.events(batch_id) if batch_id else []:
+            events.setdefault(event.task_id, []).append(event)
+        views = [task_view(t, events.get(t.id, [])) for t in store.tasks(batch_id=batch_id)] if batch_id else []
         state_dir = store.state_dir
     if json_out:
         write_json({"batch_id": batch_id, "state_dir": str(state_dir), "jobs": [v.as_json() for v in views]})
@@ -71,7 +74,7 @@ def show_job(state: Path, ident: str, *, json_out: bool) -> int:
         target = find_target(store, ident)
         if target.task is None:
             return show_status(state, batch_id=target.batch.id, json_out=json_out)
-        view = task_view(target.task)
+        view = task_view(target.task, store.events(task_id=target.task.id))
         state_dir = store.state_dir
     _print_job(view, json_out, state_dir=str(state_dir))
     return 0
@@ -81,7 +84,9 @@ def _print_job(view: TaskView, json_out: bool, **where: object) -> None:
     if json_out:
         write_json(view.as_json(**where))
     else:
-        print(job_line(view) + "".join(f"\n  {fmt}: {path}" for fmt, path in view.outputs.items()))
+        stages = [f"\n  {s['stage']:<11}{s['state']:<12}{s['time_s']:>8.2f} s  attempts {s['attempts']}"
+                  for s in view.stages if s["state"] != "pending" or s["attempts"]]  # fmt: skip
+        print(job_line(view) + "".join(stages) + "".join(f"\n  {fmt}: {path}" for fmt, path in view.outputs.items()))
 
 
 def controller_status(ident: str, url: str, token: str | None, settings: Settings, *, json_out: bool) -> int:

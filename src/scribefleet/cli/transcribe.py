@@ -39,6 +39,7 @@ def transcribe(
     allow_missing: edge.AllowMissing = False,
     slots: Annotated[Optional[int], typer.Option("--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every job, ignoring finished work and checkpoints.")] = False,
+    stages: Annotated[Optional[str], typer.Option("--stages", help="Run these stages again (comma-separated, e.g. render or transcribe,render) for every job, finished ones too, from the other stages' checkpoints.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (dispatch decisions, heartbeats).")] = False,
 ) -> None:
@@ -58,8 +59,8 @@ def transcribe(
         setup_logging(state_dir / "logs" / "scribefleet.log", verbose=verbose, console=progress.log_handler(verbose),
                       max_mb=settings.log_max_mb, backups=settings.log_backups)  # fmt: skip
         store, batch_id = run_transcribe(inputs, out, options, settings, slots=slots, force=force,
-                                         allow_missing=allow_missing, listeners=[progress.on_event],
-                                         watch=progress.live)  # fmt: skip
+                                         allow_missing=allow_missing, stages=edge.stage_list(stages),
+                                         listeners=[progress.on_event], watch=progress.live)  # fmt: skip
         line = f"{{done}}/{{total}} done, {{failed}} failed. Outputs and state: {state_dir.parent}"
         return report_outcome(console, store.tasks(batch_id=batch_id), json_out=json_out, batch_id=batch_id,
                               state_dir=str(state_dir), line=line)  # fmt: skip

@@ -109,23 +109,27 @@ def _batch_key(files: list[InputFile], options: TranscribeOptions, model_id: str
 
 
 def create_batch(store: Store, files: list[InputFile], options: TranscribeOptions, resolved: ResolvedModel,
-                 settings: Settings, out: Path, *, force: bool = False) -> str:
+                 settings: Settings, out: Path, *, force: bool = False, stages: tuple[str, ...] = ()) -> str:
     """Record the batch of a `transcribe` run and one task per input; bring an existing batch up to date.
 
     The caller holds the dispatcher lock. Of a batch seen before: tasks whose input
     changed get the new spec; failed, canceled and skipped tasks, and finished ones
     whose outputs were deleted, are queued again (their checkpoints make that cheap).
-    `force` throws every checkpoint away and queues every task.
+    `force` throws every checkpoint away and queues every task. `stages` runs those
+    stages (and what depends on them) of every task again, finished ones included,
+    from the other stages' checkpoints (seed 004's `--stages`).
     """
     hashes = hash_inputs(files, store.state_dir)
     batch_id = store.ensure_batch(
         _batch_key(files, options, resolved.model_id), "transcribe",
         {"inputs": [str(f.path) for f in files], "options": options.model_dump(mode="json")}, str(out),
     )
+    before = {t.key: t for t in store.tasks(batch_id=batch_id)} if stages else {}
     for f in files:
+        rerun = _rerun_of(before.get(str(f.path)), stages) if stages else None
         task_id, spec = add_transcribe_task(
             store, batch_id, str(f.path), input_path=f.path, display=str(f.rel), digest=hashes.get(f.path),
-            outputs=f.outputs(options.formats), options=options, resolved=resolved, settings=settings,
+            outputs=f.outputs(options.formats), options=options, resolved=resolved, settings=settings, extra=rerun,
         )  # fmt: skip
         store.revise_task(task_id, spec, content_key=Path(spec["work_dir"]).name)
     if force:
@@ -135,11 +139,19 @@ def create_batch(store: Store, files: list[InputFile], options: TranscribeOption
         return batch_id
     again = [
         t.id for t in store.tasks(batch_id=batch_id)
-        if t.is_terminal and (not t.is_complete or not all(Path(p).is_file() for p in t.spec["outputs"].values()))
+        if t.is_terminal and (stages or not t.is_complete or not all(Path(p).is_file() for p in t.spec["outputs"].values()))
     ]
     if again:
         store.reset_tasks(batch_id, again)
     return batch_id
+
+
+def _rerun_of(task: Task | None, stages: tuple[str, ...]) -> dict[str, Any]:
+    """The spec fields asking a task to run `stages` again: a new request, or the same one when an
+    unfinished earlier request for the same stages is still on the task (so it resumes)."""
+    if task is not None and not task.is_complete and tuple(task.spec.get("rerun_stages") or ()) == stages:
+        return {"rerun_stages": list(stages), "rerun_id": task.spec.get("rerun_id") or new_id()}
+    return {"rerun_stages": list(stages), "rerun_id": new_id()}
 
 
 def submit_file(file: Path, out: Path, options: TranscribeOptions, settings: Settings) -> Task:

@@ -79,7 +79,8 @@ def run_batch(store: Store, settings: Settings, slots: list[SlotSpec], batch_id:
 
 def run_transcribe(inputs: list[str], out: Path, options: TranscribeOptions, settings: Settings, *,
                    slots: int | None = None, force: bool = False, allow_missing: bool = False,
-                   listeners: Iterable[Listener] = (), watch: Watch = _no_watch) -> tuple[Store, str]:
+                   stages: tuple[str, ...] = (), listeners: Iterable[Listener] = (),
+                   watch: Watch = _no_watch) -> tuple[Store, str]:
     """`scribefleet transcribe`: inputs checked, the batch recorded (or brought up to date) and run; (store, batch id).
 
     Nothing is recorded or started when an input is missing (unless `allow_missing`)
@@ -93,7 +94,7 @@ def run_transcribe(inputs: list[str], out: Path, options: TranscribeOptions, set
     lock = DispatcherLock(state_dir)
     lock.acquire()  # before touching the batch: another run may be dispatching from this state dir
     try:
-        batch_id = create_batch(store, files, options, resolved, settings, out, force=force)
+        batch_id = create_batch(store, files, options, resolved, settings, out, force=force, stages=stages)
         tasks = store.tasks(batch_id=batch_id)
         pending = [t for t in tasks if not t.is_terminal]
         log.info("batch %s: %d inputs, %d to do, model %s, state %s", batch_id, len(tasks), len(pending), resolved.model_id, state_dir)

@@ -7,7 +7,9 @@ fields: `as_json()`, the snake_case JSON of the CLI (`status --json`,
 of the HTTP API (docs/api.md, seed 001's names).
 
 `percent` is the whole job's progress: each stage covers a share of it
-(`STAGE_SPAN_PERCENT`); `stage_percent` is the current stage's own.
+(`STAGE_SPAN_PERCENT`); `stage_percent` is the current stage's own. With the
+task's events at hand, `stages` tells each stage's state, time and attempts
+(`stage_history`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scribefleet.store.models import TERMINAL_STATUSES, Task, TaskState, iso_ms
+from scribefleet.store.models import TERMINAL_STATUSES, Event, Task, TaskState, iso_ms
 
 #: share of the whole job each stage covers, in percent: (start, end)
 STAGE_SPAN_PERCENT = {"decode": (0, 10), "vad": (10, 15), "transcribe": (15, 90), "render": (90, 95), "publish": (95, 100)}
@@ -54,6 +56,7 @@ class TaskView:
     updated_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    stages: tuple[dict[str, Any], ...] = ()  # stage_history(): [{stage, state, time_s, attempts}]
 
     @property
     def is_terminal(self) -> bool:
@@ -66,7 +69,8 @@ class TaskView:
             "name": self.name, "input": self.input, "state": self.status, "status": self.status, "stage": self.stage,
             "percent": self.percent, "stage_percent": self.stage_percent, "attempts": self.attempts,
             "error_code": self.error_code, "error_message": self.error_message, "outputs": dict(self.outputs),
-            "duration_s": self.duration_s, "language": self.language, "slot": self.slot, **where,
+            "duration_s": self.duration_s, "language": self.language, "slot": self.slot,
+            **({"stages": list(self.stages)} if self.stages else {}), **where,
         }  # fmt: skip
 
     def as_api_json(self, *, slot_is_gpu: bool = False) -> dict[str, Any]:
@@ -96,6 +100,7 @@ class TaskView:
             "updatedAt": iso(self.updated_at),
             "startedAt": iso(self.started_at),
             "finishedAt": iso(self.finished_at),
+            **({"stages": [_camel(s) for s in self.stages]} if self.stages else {}),
         }
 
     @classmethod
@@ -118,6 +123,55 @@ class TaskView:
         )  # fmt: skip
 
 
+def _camel(stage: dict[str, Any]) -> dict[str, Any]:
+    return {"stage": stage["stage"], "state": stage["state"], "timeS": stage["time_s"], "attempts": stage["attempts"]}
+
+
+#: events that end an attempt, and the state they leave the stage the attempt was in
+_ATTEMPT_ENDS = {"completed": "done", "failed": "failed", "canceled": "canceled", "retry": "interrupted",
+                 "recovered": "interrupted"}  # fmt: skip
+
+
+def stage_history(task: Task, events: list[Event]) -> tuple[dict[str, Any], ...]:
+    """Each pipeline stage of a transcribe task: state (pending, running, done, skipped, failed, canceled,
+    interrupted), time spent in it over every attempt, and the attempts that reached it.
+
+    Read from the task's events since it was last queued afresh (a rerun starts a new history); a stage
+    a finished task took from its checkpoint is `skipped` (the result's `stages_run` lists those that ran).
+    """
+    from scribefleet.pipeline.job import STAGES  # the stage names are the pipeline's
+
+    if task.kind != "transcribe":
+        return ()
+    since = max((i for i, e in enumerate(events) if e.type == "reset"), default=-1) + 1
+    rows = {name: {"stage": name, "state": "pending", "time_s": 0.0, "attempts": 0} for name in STAGES}
+    current: str | None = None
+    entered = 0.0
+    for event in events[since:]:
+        if event.type == "dispatched":
+            current = None
+        elif event.type == "stage" and event.data.get("stage") in rows:
+            if current is not None:
+                rows[current]["state"] = "done"
+                rows[current]["time_s"] += event.at - entered
+            current, entered = event.data["stage"], event.at
+            rows[current]["state"] = "running"
+            rows[current]["attempts"] += 1
+        elif event.type in _ATTEMPT_ENDS and current is not None:
+            rows[current]["state"] = _ATTEMPT_ENDS[event.type]
+            rows[current]["time_s"] += event.at - entered
+            current = None
+    ran = (task.result or {}).get("stages_run")
+    if task.is_complete and isinstance(ran, list):
+        timings = (task.result or {}).get("timings_s") or {}
+        for name, row in rows.items():
+            row["state"] = "done" if name in ran else "skipped"
+            row["time_s"] = timings.get(name, 0.0) if name in ran else 0.0
+    for row in rows.values():
+        row["time_s"] = round(row["time_s"], 3)
+    return tuple(rows.values())
+
+
 def _number(value: Any) -> float:
     """A number from JSON written by any controller version; 0 for what is missing or not a number."""
     try:
@@ -133,8 +187,8 @@ def _percent(task: Task) -> float:
     return round(start + (end - start) * task.progress, 1) if task.stage in STAGE_SPAN_PERCENT else 0.0
 
 
-def task_view(task: Task) -> TaskView:
-    """A store task as its public view."""
+def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
+    """A store task as its public view; with its events (in order), each stage's history too."""
     spec, result = task.spec, task.result or {}
     return TaskView(
         id=task.id, status=task.state.value, batch_id=task.batch_id, key=task.key, kind=task.kind,
@@ -144,5 +198,5 @@ def task_view(task: Task) -> TaskView:
         outputs=dict(result.get("outputs") or {}), formats=tuple((spec.get("outputs") or {}).keys()),
         options=dict(spec.get("options") or {}), duration_s=result.get("duration_s"), language=result.get("language"),
         slot=task.slot, created_at=task.created_at, updated_at=task.updated_at, started_at=task.started_at,
-        finished_at=task.finished_at,
+        finished_at=task.finished_at, stages=stage_history(task, events) if events is not None else (),
     )  # fmt: skip

@@ -28,9 +28,10 @@ BATCH_KIND = "api"
 __all__ = ["iso", "job_json"]
 
 
-def job_json(task: Task, controller: Controller) -> dict[str, Any]:
-    """A task as the API shows a job."""
-    return task_view(task).as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot))
+def job_json(task: Task, controller: Controller, *, stages: bool = False) -> dict[str, Any]:
+    """A task as the API shows a job; `stages` adds each stage's history (one job's page, not lists)."""
+    events = controller.store.events(task_id=task.id) if stages else None
+    return task_view(task, events).as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot))
 
 
 def get_task(controller: Controller, job_id: str) -> Task:
