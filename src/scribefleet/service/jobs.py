@@ -19,7 +19,7 @@ from typing import Any
 from scribefleet.cli.transcribe import transcribe_spec, work_dir_for
 from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.options import Device, TranscribeOptions
-from scribefleet.pipeline.models import resolve_model
+from scribefleet.pipeline.models import resolve_api_model
 from scribefleet.service.controller import Controller
 from scribefleet.store.models import Batch, Task, TaskState, iso_ms
 from scribefleet.store.store import new_id
@@ -115,7 +115,7 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
     settings = controller.settings
     upload = controller.uploads.get(upload_id)
     batch = get_batch(controller, batch_id) if batch_id else None
-    resolved = resolve_model(options.model, settings)  # MODEL_NOT_FOUND now, not in a slot later
+    resolved = resolve_api_model(options.model, settings)  # MODEL_NOT_FOUND now, not in a slot later
     if options.device is Device.CUDA and not any(s.device == "cuda" for s in controller.plan()):
         raise UsageError(
             "this job asks for device cuda, but the controller has no GPU slot; "
