@@ -21,6 +21,7 @@ from scribefleet.options import TranscribeOptions
 from scribefleet.service import jobs as J
 from scribefleet.service import streams
 from scribefleet.service.controller import Controller
+from scribefleet.service.limits import list_item
 from scribefleet.service.metrics import Metrics
 from scribefleet.service.uploads import receive_multipart
 from scribefleet.store.models import TaskState
@@ -139,11 +140,10 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        """Jobs, newest first, filtered by status (comma-separated) and batch."""
-        tasks = controller.store.tasks(batch_id, _states(status))[::-1]
-        page = _page(tasks, limit, offset)
-        page["items"] = [J.job_json(t, controller) for t in page["items"]]
-        return page
+        """Jobs, newest first, filtered by status (comma-separated) and batch; big options are left out."""
+        tasks, total = controller.store.task_page(batch_id, _states(status), limit=limit, offset=offset)
+        items = [list_item(J.job_json(t, controller)) for t in tasks]
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @router.get("/jobs/{job_id}", tags=["jobs"])
     def get_job(job_id: str) -> dict[str, Any]:
@@ -171,7 +171,7 @@ def _job_view_routes(router: APIRouter, controller: Controller) -> None:
     @router.get("/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse)
     async def job_events(job_id: str, last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
         """Server-sent events: job, progress, history, end."""
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        after = streams.parse_last_event_id(last_event_id)
         stream = await streams.job_stream(controller, job_id, after)
         return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
