@@ -7,6 +7,11 @@ never read whole. A body within the limit is handed on as it came. Upload
 routes stream their bodies to disk under their own limit (service/uploads.py)
 and are let through untouched.
 
+`restrict_new_files` is the file side: `scribefleet serve` applies the umask
+setting (default 077) to its process before it creates anything, so the state
+folder, store, logs, uploads and outputs are 0700/0600, and so are those of
+the slots, which inherit the umask.
+
 `CatchAllMiddleware` turns an exception no handler took into the standard 500
 INTERNAL_ERROR body, traceback in the log only. Starlette's own last-resort
 handler re-raises after answering, and uvicorn then closes the keep-alive
@@ -18,12 +23,29 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
+from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scribefleet.config import Settings
 from scribefleet.errors import RequestTooLarge, ScribefleetError
 
 log = logging.getLogger("scribefleet.service")
+
+def restrict_new_files(settings: Settings, state_dir: Path) -> None:
+    """Apply SCRIBEFLEET_UMASK to this process (and so to its slots), and create the state folder under it."""
+    os.umask(settings.umask_bits)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(state_dir.stat().st_mode)
+    if mode & settings.umask_bits:
+        log.warning(
+            "the state folder %s is mode %o: others may read its uploads and transcripts; "
+            "'chmod %o %s' restricts it as SCRIBEFLEET_UMASK=%s would",
+            state_dir, mode, 0o777 & ~settings.umask_bits, state_dir, settings.umask,
+        )  # fmt: skip
+
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -21,6 +21,7 @@ from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.options import Device, TranscribeOptions
 from scribefleet.pipeline.models import resolve_api_model
 from scribefleet.service.controller import Controller
+from scribefleet.service.redact import redact_paths
 from scribefleet.store.models import Batch, Task, TaskState, iso_ms
 from scribefleet.store.store import new_id
 
@@ -64,7 +65,7 @@ def job_json(task: Task, controller: Controller) -> dict[str, Any]:
         "progress": _progress(task),
         "worker": worker,
         "lastErrorCode": task.error_code,
-        "lastErrorMessage": task.error_message,
+        "lastErrorMessage": redact_paths(task.error_message, controller.settings, controller.state_dir),
         "outputs": {f: f"/api/jobs/{task.id}/outputs/{f}" for f in formats} if task.is_complete else {},
         "options": spec.get("options") or {},
         "attempts": task.attempts,

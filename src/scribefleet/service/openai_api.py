@@ -39,6 +39,7 @@ from scribefleet.service.api import UPLOAD_BODY
 from scribefleet.service.controller import Controller
 from scribefleet.service.languages import language_name
 from scribefleet.service.metrics import Metrics
+from scribefleet.service.redact import redact_paths
 from scribefleet.service.uploads import receive_multipart
 from scribefleet.store.models import Task
 
@@ -168,7 +169,9 @@ def openai_router(controller: Controller, metrics: Metrics) -> APIRouter:
             return Response(status_code=499)
         if not task.is_complete:
             raise ScribefleetError.from_code(
-                task.error_code or "TASK_FAILED", task.error_message or f"the job ended {task.state.value}", jobId=task.id
+                task.error_code or "TASK_FAILED",
+                redact_paths(task.error_message, controller.settings, controller.state_dir) or f"the job ended {task.state.value}",
+                jobId=task.id,
             )
         return _answer(task, response_format, options)
 

@@ -20,6 +20,7 @@ from scribefleet.service.auth import SESSION_COOKIE, Authenticator, principal_of
 from scribefleet.service.controller import Controller
 from scribefleet.service.jobs import iso
 from scribefleet.service.metrics import CONTENT_TYPE, Metrics
+from scribefleet.service.redact import redact_all
 from scribefleet.store.models import TaskState
 
 RECENT_ERRORS = 20
@@ -71,7 +72,8 @@ def runtime_router(controller: Controller, metrics: Metrics, auth: Authenticator
 
     @router.get("/api/runtime", tags=["runtime"])
     def runtime() -> dict[str, Any]:
-        return runtime_json(controller)
+        """Slots, devices, capacity, queue, recent errors; server paths cut to their last component."""
+        return redact_all(runtime_json(controller), controller.settings, controller.state_dir)
 
     def health() -> dict[str, Any]:
         """Liveness; the only route without authentication (GET and HEAD)."""
