@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from scribefleet import __version__
 from scribefleet.config import Settings
@@ -45,6 +46,7 @@ from scribefleet.service.openai_api import OpenAIErrorMiddleware, openai_router
 from scribefleet.service.runtime import runtime_router
 from scribefleet.service.schema import document_errors
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 #: routes that stream their multipart bodies to disk under the file size limit instead of the JSON one
 UPLOAD_PATHS = frozenset({"/api/uploads", "/v1/audio/transcriptions", "/v1/audio/translations"})
 
@@ -68,15 +70,23 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(UsageError(f"invalid request: {summary}", errors=errors))
 
 
-def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes (Starlette's 405 names only the first such route's)."""
+    return ", ".join(
+        method for method in HTTP_METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in request.app.router.routes)
+    )  # fmt: skip
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         return error_response(NotFound("no such route; docs/api.md (or /docs) lists them"))
     if exc.status_code == 405:
-        allow = (exc.headers or {}).get("Allow", "")
+        allow = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         return error_response(
             MethodNotAllowed(f"this route takes {allow or 'other methods'}, not this one; see /docs", allow=allow),
-            headers=exc.headers,
+            headers={**(exc.headers or {}), "Allow": allow},
         )
     return error_response(InvalidRequest(str(exc.detail)), status=exc.status_code, headers=exc.headers)
 
