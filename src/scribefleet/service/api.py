@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from scribefleet.errors import FileTooLarge, InvalidRequest, UrlNotSupported, UsageError
 from scribefleet.options import TranscribeOptions
@@ -51,12 +52,14 @@ UPLOAD_BODY = {
 class JobRequest(BaseModel):
     """Body of POST /api/jobs."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # the schema says what a job needs; a body without uploadId is still read, so that one with a
+    # media `url` (not offered yet, so not in the schema) is told so (422 URL_NOT_SUPPORTED)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"required": ["uploadId"]})
 
-    upload_id: str | None = Field(default=None, alias="uploadId")
+    upload_id: Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(None, alias="uploadId")
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
-    batch_id: str | None = Field(default=None, alias="batchId")
-    url: str | None = None
+    batch_id: Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(None, alias="batchId")
+    url: SkipJsonSchema[Annotated[str, Field(max_length=8192)] | None] = None
 
 
 class BatchRequest(BaseModel):

@@ -57,6 +57,7 @@ DESCRIPTIONS = {
 }
 #: statuses particular to one operation, beyond those every route of its kind answers
 EXTRA: dict[tuple[str, str], tuple[int | str, ...]] = {
+    ("post", "/api/session"): (401, 429),
     ("post", "/api/jobs"): (404, 422),
     ("get", "/api/jobs/{job_id}/outputs/{fmt}"): (409,),
     ("post", "/v1/audio/transcriptions"): (404, "default"),
