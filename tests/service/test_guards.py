@@ -7,7 +7,6 @@ that stay small however large a stored job is, 405 with Allow.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time

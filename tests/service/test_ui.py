@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from scribefleet.service.ui import safe_next
@@ -27,4 +26,3 @@ async def test_the_login_page_embeds_only_a_safe_target(idle: Service) -> None:
         for query, target in (("next=%2F%09%2Fevil.example%2F", "/ui/"), ("next=%2Fui%2Fruntime", "/ui/runtime")):
             page = await client.get(f"/ui/login?{query}")
             assert page.status_code == 200 and f'data-next="{target}"' in page.text, page.text
-        assert isinstance(page, httpx.Response)
