@@ -21,6 +21,7 @@ from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.options import Device, TranscribeOptions
 from scribefleet.pipeline.models import resolve_api_model
 from scribefleet.service.controller import Controller
+from scribefleet.service.limits import list_item
 from scribefleet.service.redact import redact_paths
 from scribefleet.store.models import Batch, Task, TaskState, iso_ms
 from scribefleet.store.store import new_id
@@ -107,7 +108,7 @@ def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> di
         "counts": {state.value: n for state, n in controller.store.counts(batch.id).items()},
     }
     if jobs:
-        out["jobs"] = [job_json(t, controller) for t in controller.store.tasks(batch.id)]
+        out["jobs"] = [list_item(job_json(t, controller)) for t in controller.store.tasks(batch.id)]
     return out
 
 

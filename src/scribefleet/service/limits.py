@@ -1,6 +1,6 @@
 """What a list answer carries of each job: text fields cut short, so a page stays small and fast.
 
-`GET /api/jobs` (and the UI pages built on it) shows many jobs at once; a job
+`GET /api/jobs`, a batch's `jobs` (and the UI pages built on them) show many jobs at once; a job
 whose prompt or error message is long would make every page that lists it
 slow. A list item has the same keys as the job itself, but any text option
 and the error message longer than `LIST_TEXT_CHARS` end in "…"; `GET
