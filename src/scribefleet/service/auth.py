@@ -170,12 +170,11 @@ class WrongTokenThrottle:
                     "throttling %s: %d wrong API tokens within %.0f s; its tokens are refused for %.0f s",
                     address, self.limit, self.window_s, pause_s,
                 )  # fmt: skip
-            if len(self._failures) > MAX_TRACKED_ADDRESSES:
-                oldest = next(iter(self._failures))
-                self._failures.pop(oldest)
-                if self._paused_until.get(oldest, 0.0) <= now:
-                    self._paused_until.pop(oldest, None)
-                    self._pauses.pop(oldest, None)
+            if len(self._failures) > MAX_TRACKED_ADDRESSES:  # many addresses: forget the oldest, and ended pauses
+                self._failures.pop(next(iter(self._failures)))
+                for ended in [a for a, until in self._paused_until.items() if until <= now]:
+                    self._paused_until.pop(ended)
+                    self._pauses.pop(ended, None)
 
 
 @dataclass(frozen=True)
