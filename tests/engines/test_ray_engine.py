@@ -1,0 +1,88 @@
+"""RayEngine on a real two-node Ray cluster (tests/ray_cluster.py): actors as slots, deaths, kills, fake GPUs."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import exits_within
+
+from scribefleet.config import Settings
+from scribefleet.engines import make_engine
+from scribefleet.engines.base import SlotEvent, SlotSpec, SlotStatus
+
+pytest.importorskip("ray")  # `make test` installs the extra; without it test_registry checks the refusal
+
+from scribefleet.engines.ray import RayEngine  # noqa: E402
+
+
+def wait_for(engine: RayEngine, type_: str, within_s: float = 60.0) -> tuple[SlotEvent, list[SlotEvent]]:
+    seen: list[SlotEvent] = []
+    give_up = time.monotonic() + within_s
+    while time.monotonic() < give_up:
+        for event in engine.poll(give_up - time.monotonic()):
+            seen.append(event)
+            if event.type == type_:
+                return event, seen
+    raise AssertionError(f"no {type_} event; saw {[e.type for e in seen]}")
+
+
+def shell(task_id: str, run: str, cwd: Path) -> dict:
+    return {"task_id": task_id, "kind": "shell", "spec": {"run": run, "cwd": str(cwd)}, "attempt": 1,
+            "log_path": str(cwd / f"{task_id}.log")}  # fmt: skip
+
+
+@pytest.fixture
+def engine(tmp_path: Path, settings: Settings, ray_cluster) -> Iterator[RayEngine]:  # noqa: ANN001
+    settings = settings.model_copy(update={"shell_allow_all": True})  # `kill` below
+    eng = make_engine("ray", settings, tmp_path / "state", [SlotSpec("cpu0", "cpu", cpu_threads=1)])
+    assert isinstance(eng, RayEngine)
+    eng.start()
+    yield eng
+    eng.stop()
+
+
+def test_a_slot_is_an_actor_with_its_environment_set_before_it_started(engine: RayEngine, tmp_path: Path) -> None:
+    ready, _ = wait_for(engine, "ready")
+    slot = engine.slot("cpu0")
+    assert slot.status is SlotStatus.IDLE and slot.pid == ready.message["pid"] != os.getpid()
+    assert slot.node and ready.message["node_id"]
+    engine.assign("cpu0", shell("t1", 'echo "[$CUDA_VISIBLE_DEVICES]$OMP_NUM_THREADS $HF_HOME" > env.txt', tmp_path))
+    assert slot.status is SlotStatus.BUSY
+    done, seen = wait_for(engine, "done")
+    assert done.task_id == "t1" and slot.status is SlotStatus.IDLE and slot.tasks_done == 1
+    assert "progress" in [e.type for e in seen]
+    assert (tmp_path / "env.txt").read_text().split() == ["[]1", str(engine.settings.hf_home)]
+
+
+def test_kill_ends_the_running_command_and_the_actor_and_restart_makes_a_new_one(engine: RayEngine, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "up.fifo")
+    wait_for(engine, "ready")
+    engine.assign("cpu0", shell("t1", "sleep 300 & echo $! > up.fifo; wait", tmp_path))
+    with open(tmp_path / "up.fifo") as fifo:
+        sleeper = int(fifo.read().strip())
+    actor_pid = engine.slot("cpu0").pid
+    death = engine.kill("cpu0")
+    assert death is not None and death.type == "died" and death.task_id == "t1" and death.was == "busy"
+    assert exits_within(sleeper, 0.5), "the task's command outlived the kill"
+    assert exits_within(actor_pid, 10.0)
+    assert engine.slot("cpu0").status is SlotStatus.DEAD and engine.kill("cpu0") is None
+    assert engine.restart("cpu0")
+    ready, seen = wait_for(engine, "ready")
+    assert engine.slot("cpu0").pid != actor_pid
+    assert not [e for e in seen if e.task_id == "t1"], "events of the killed attempt must be dropped"
+    engine.assign("cpu0", shell("t2", "echo again > again.txt", tmp_path))
+    wait_for(engine, "done")
+    assert (tmp_path / "again.txt").read_text() == "again\n"
+
+
+def test_an_actor_that_dies_mid_task_is_a_death_of_its_slot(engine: RayEngine, tmp_path: Path) -> None:
+    wait_for(engine, "ready")
+    engine.assign("cpu0", shell("t1", "sleep 1; kill -9 $PPID; sleep 60", tmp_path))
+    death, _ = wait_for(engine, "died")
+    assert death.task_id == "t1" and death.was == "busy" and "Ray actor died" in death.how
+    assert engine.slot("cpu0").status is SlotStatus.DEAD
