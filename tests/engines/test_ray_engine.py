@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +41,7 @@ def shell(task_id: str, run: str, cwd: Path) -> dict:
 @pytest.fixture
 def engine(tmp_path: Path, settings: Settings, ray_cluster) -> Iterator[RayEngine]:  # noqa: ANN001
     settings = settings.model_copy(update={"shell_allow_all": True})  # `kill` below
-    eng = make_engine("ray", settings, tmp_path / "state", [SlotSpec("cpu0", "cpu", cpu_threads=1)])
+    eng = make_engine("ray", settings, tmp_path / "state", [SlotSpec("cpu0", "cpu", cpu_threads=2)])
     assert isinstance(eng, RayEngine)
     eng.start()
     yield eng
@@ -56,7 +58,7 @@ def test_a_slot_is_an_actor_with_its_environment_set_before_it_started(engine: R
     done, seen = wait_for(engine, "done")
     assert done.task_id == "t1" and slot.status is SlotStatus.IDLE and slot.tasks_done == 1
     assert "progress" in [e.type for e in seen]
-    assert (tmp_path / "env.txt").read_text().split() == ["[]1", str(engine.settings.hf_home)]
+    assert (tmp_path / "env.txt").read_text().split() == ["[]2", str(engine.settings.hf_home)]
 
 
 def test_kill_ends_the_running_command_and_the_actor_and_restart_makes_a_new_one(engine: RayEngine, tmp_path: Path) -> None:
@@ -86,3 +88,40 @@ def test_an_actor_that_dies_mid_task_is_a_death_of_its_slot(engine: RayEngine, t
     death, _ = wait_for(engine, "died")
     assert death.task_id == "t1" and death.was == "busy" and "Ray actor died" in death.how
     assert engine.slot("cpu0").status is SlotStatus.DEAD
+
+
+CONNECT = """
+import sys, time
+from pathlib import Path
+from scribefleet.config import Settings
+from scribefleet.engines import make_engine
+from scribefleet.engines.base import SlotSpec
+from scribefleet.errors import ScribefleetError
+settings = Settings(_env_file=None)
+engine = make_engine(settings.engine, settings, Path(sys.argv[1]), [SlotSpec("cpu0", "cpu")])
+try:
+    engine.start()
+except ScribefleetError as err:
+    print("refused", err.code, err.message)
+    sys.exit(0)
+try:
+    give_up = time.monotonic() + 60
+    while engine.slot("cpu0").status.value != "idle" and time.monotonic() < give_up:
+        engine.poll(1.0)
+    print("ready on", engine.slot("cpu0").node)
+finally:
+    engine.stop()
+"""
+
+
+def test_a_second_driver_connects_by_address_with_the_clusters_token(tmp_path: Path, ray_cluster) -> None:  # noqa: ANN001
+    env = {**os.environ, "SCRIBEFLEET_ENGINE": "ray", "SCRIBEFLEET_RAY_ADDRESS": ray_cluster.cluster.address}
+    run = subprocess.run([sys.executable, "-c", CONNECT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0 and "ready on" in run.stdout, run.stdout + run.stderr[-3000:]
+
+
+def test_a_driver_with_the_wrong_token_is_refused_with_a_stable_code(tmp_path: Path, ray_cluster) -> None:  # noqa: ANN001
+    env = {**os.environ, "SCRIBEFLEET_ENGINE": "ray", "SCRIBEFLEET_RAY_ADDRESS": ray_cluster.cluster.address,
+           "RAY_AUTH_TOKEN": "0" * 64}  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", CONNECT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0 and run.stdout.startswith("refused RAY_UNREACHABLE cannot connect to the Ray cluster at "), run.stdout + run.stderr[-3000:]

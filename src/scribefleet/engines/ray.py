@@ -49,7 +49,7 @@ from ray.exceptions import GetTimeoutError, RayError
 from scribefleet.config import Settings
 from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, SlotSpec, SlotStatus, TaskRun
 from scribefleet.engines.local import GROUP_EXIT_WAIT_S, group_members, open_group, wait_gone
-from scribefleet.errors import UsageError
+from scribefleet.errors import RayUnreachable
 from scribefleet.worker.env import slot_environment
 
 log = logging.getLogger("scribefleet.engine")
@@ -217,8 +217,9 @@ class RayEngine(Engine):
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"at {address}" if address else "(RAY_ADDRESS, or the cluster started on this machine)"
-            raise UsageError(
-                f"cannot connect to the Ray cluster {where}: {exc}. Start one (docs/ray.md) or set "
+            raise RayUnreachable(
+                f"cannot connect to the Ray cluster {where}: {_first_line(exc)}. Start one (docs/ray.md), fix the "
+                "address, give this process the cluster's token (RAY_AUTH_MODE=token and RAY_AUTH_TOKEN) or set "
                 "SCRIBEFLEET_RAY_ADDRESS=local for a private cluster on this machine",
                 ray_address=address,
             ) from exc
