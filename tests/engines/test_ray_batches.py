@@ -117,7 +117,7 @@ def test_a_node_removed_mid_batch_loses_no_file_and_runs_none_twice(
     requeued = [e for e in store.events(task_id=lost.id) if e.type == "retry"]
     assert [e.data.get("code") for e in requeued] == ["SLOT_CRASHED"], [(e.type, e.data) for e in store.events(task_id=lost.id)]
     assert all((out / f"{f}.txt").read_text().strip() for f in FILES)
-    assert not list(out.glob("*.tmp*")), "a half-written output was left behind"
+    assert not list(out.glob(".*.tmp")), "a half-written output was left behind"
 
 
 def test_gpu_slots_get_their_cuda_visible_devices_from_ray(
