@@ -10,6 +10,7 @@ tests (tests/dispatch, parametrized over every engine).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -161,3 +162,36 @@ def test_a_gpu_slot_whose_cuda_check_fails_says_so_with_the_device_ray_gave_it(
     slot = engine.slot("gpu0")
     assert slot.status is SlotStatus.FAILED and slot.error and slot.error["code"] == "CUDA_UNAVAILABLE"
     assert not engine.restart("gpu0")
+
+
+def test_a_self_sized_engine_takes_every_gpu_and_a_node_that_joins_gets_a_slot(
+    tmp_path: Path, settings: Settings, ray_cluster  # noqa: ANN001
+) -> None:
+    settings = settings.model_copy(update={"slot_preflight": False})
+    engine = make_engine("ray", settings, tmp_path / "state", [])
+    engine.start()
+    joined = None
+    try:
+        assert [h.name for h in engine.slots] == ["gpu0", "gpu1"]
+        seen = until(engine, lambda: all(h.status is SlotStatus.IDLE for h in engine.slots))
+        assert {h.where["cuda_visible_devices"] for h in engine.slots} == {"0", "1"}  # type: ignore[index]
+        joined = ray_cluster.add_node(num_cpus=1, num_gpus=1)
+        seen = until(engine, lambda: "gpu2" in [h.name for h in engine.slots] and engine.slot("gpu2").status is SlotStatus.IDLE)
+        assert "slots_changed" in [e.type for e in seen]
+        gpu2 = engine.slot("gpu2")
+        assert gpu2.where and gpu2.where["node_id"] == joined.node_id and gpu2.where["cuda_visible_devices"] == "0"
+        assert engine.capacity().total == 3
+    finally:
+        engine.stop()
+        if joined is not None:
+            ray_cluster.remove_node(joined)
+
+
+def until(engine: Engine, done: Callable[[], bool], within_s: float = 90.0) -> list:
+    """Poll the engine until `done()`; returns the events seen."""
+    seen: list = []
+    give_up = time.monotonic() + within_s
+    while not done():
+        assert time.monotonic() < give_up, f"not within {within_s} s; saw {[e.type for e in seen]}"
+        seen += engine.poll(1.0)
+    return seen

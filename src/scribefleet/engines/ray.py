@@ -156,12 +156,14 @@ class RaySlot(SlotHandle):
 
     @property
     def node(self) -> str | None:
+        """"host (ip)" of the Ray node the actor runs on, once it said ready."""
         if not self.where:
             return None
         return f"{self.where.get('hostname')} ({self.where.get('node_ip')})"
 
     @property
     def pid(self) -> int | None:
+        """The actor's process id on its node (for logs: it may be another machine's)."""
         return self.where.get("pid") if self.where else None
 
 
@@ -204,10 +206,10 @@ class RayEngine(Engine):
             return
         self._connect()
         self._started = True
-        if self._sized_by_cluster:
-            self._resize()
         for h in self._slots.values():
             self._spawn(h)
+        if self._sized_by_cluster:
+            self._resize()  # starts the slots it adds
 
     def _connect(self) -> None:
         if ray.is_initialized():
@@ -245,8 +247,7 @@ class RayEngine(Engine):
                     added.append(SlotSpec(f"cpu{i}", "cpu", cpu_threads=threads, labels=frozenset({"cpu"})))
         for spec in added:
             self._slots[spec.name] = RaySlot(spec)
-            if self._started and self._slots:
-                self._spawn(self._slots[spec.name])
+            self._spawn(self._slots[spec.name])
         if added:
             log.info("the cluster has room for %d more slot(s): %s", len(added), ", ".join(s.name for s in added))
 
