@@ -32,6 +32,7 @@ import logging
 import os
 import pstats
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
@@ -144,6 +145,10 @@ def main() -> int:
 
 
 def _ray():  # noqa: ANN202 - the ray module, or None without the extra
+    # token authentication on, as docs/ray.md runs clusters, with a token of this run's own:
+    # without one, Ray would generate one and save it in ~/.ray/auth_token
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     try:
         import ray
     except ImportError:
