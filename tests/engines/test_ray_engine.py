@@ -109,8 +109,11 @@ try:
     while engine.slot("cpu0").status.value != "idle" and time.monotonic() < give_up:
         engine.poll(1.0)
     print("ready on", engine.slot("cpu0").node)
+    import ray
+    print("cluster", ray.get_runtime_context().gcs_address)
 finally:
     engine.stop()
+print("connected after stop:", ray.is_initialized())
 """
 
 
@@ -118,6 +121,8 @@ def test_a_second_driver_connects_by_address_with_the_clusters_token(tmp_path: P
     env = {**os.environ, "SCRIBEFLEET_ENGINE": "ray", "SCRIBEFLEET_RAY_ADDRESS": ray_cluster.cluster.address}
     run = subprocess.run([sys.executable, "-c", CONNECT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0 and "ready on" in run.stdout, run.stdout + run.stderr[-3000:]
+    assert f"cluster {ray_cluster.cluster.address}" in run.stdout
+    assert "connected after stop: False" in run.stdout  # it disconnects; the cluster runs on (the next tests use it)
 
 
 def test_a_driver_with_the_wrong_token_is_refused_with_a_stable_code(tmp_path: Path, ray_cluster) -> None:  # noqa: ANN001
@@ -125,3 +130,11 @@ def test_a_driver_with_the_wrong_token_is_refused_with_a_stable_code(tmp_path: P
            "RAY_AUTH_TOKEN": "0" * 64}  # fmt: skip
     run = subprocess.run([sys.executable, "-c", CONNECT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0 and run.stdout.startswith("refused RAY_UNREACHABLE cannot connect to the Ray cluster at "), run.stdout + run.stderr[-3000:]
+
+
+def test_ray_address_local_starts_a_private_cluster_and_stops_it_with_the_engine(tmp_path: Path, ray_cluster) -> None:  # noqa: ANN001
+    env = {**os.environ, "SCRIBEFLEET_ENGINE": "ray", "SCRIBEFLEET_RAY_ADDRESS": "local", "HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", CONNECT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0 and "ready on" in run.stdout, run.stdout + run.stderr[-3000:]
+    assert f"cluster {ray_cluster.cluster.address}" not in run.stdout and "cluster " in run.stdout
+    assert "connected after stop: False" in run.stdout  # the engine started it, the engine shut it down
