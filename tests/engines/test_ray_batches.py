@@ -101,7 +101,7 @@ def test_a_node_removed_mid_batch_loses_no_file_and_runs_none_twice(
     removed: list[str] = []
 
     def on_event(event: DispatchEvent) -> None:
-        if event.type != "task_dispatched" or removed:
+        if event.type != "task_progress" or removed:  # the task runs on its actor
             return
         slot = engine.slot(event.data["slot"])
         if slot.where and slot.where["node_id"] == doomed.node_id:
