@@ -138,3 +138,12 @@ def test_ray_address_local_starts_a_private_cluster_and_stops_it_with_the_engine
     assert run.returncode == 0 and "ready on" in run.stdout, run.stdout + run.stderr[-3000:]
     assert f"cluster {ray_cluster.cluster.address}" not in run.stdout and "cluster " in run.stdout
     assert "connected after stop: False" in run.stdout  # the engine started it, the engine shut it down
+
+
+def test_an_idle_actor_that_dies_is_noticed_by_its_ping(engine: RayEngine) -> None:
+    wait_for(engine, "ready")
+    os.kill(engine.slot("cpu0").pid, 9)  # the session cluster's nodes are processes of this machine
+    death, _ = wait_for(engine, "died")
+    assert death.task_id is None and death.was == "idle" and "Ray actor died" in death.how
+    assert engine.slot("cpu0").status is SlotStatus.DEAD and engine.restart("cpu0")
+    wait_for(engine, "ready")
