@@ -113,6 +113,17 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SCRIBEFLEET_GPUS", "CUDA_VISIBLE_DEVICES")
     )
 
+    #: check a GPU slot's CUDA (driver, libraries, one pinned device) before it takes tasks;
+    #: off, a GPU slot that fails it still takes tasks (GPU slots that only run shell tasks)
+    slot_preflight: bool = True
+    #: what hosts the slots: `local` (slot processes on this machine) or `ray` (Ray actors on a
+    #: Ray cluster; needs `pip install 'scribefleet[ray]'`, see docs/ray.md)
+    engine: str = "local"
+    #: the Ray engine's cluster: an address (`ray://host:10001`, `host:6379`), `local` for a
+    #: private cluster on this machine, or unset for Ray's own choice (RAY_ADDRESS, else a
+    #: cluster started on this machine with `ray start`, else a private one)
+    ray_address: str | None = None
+
     #: OpenAI-compatible chat endpoint of `llm` tasks (default: a local Ollama); a task's
     #: `endpoint` and a slot's entry in llm_slot_endpoints come first
     llm_endpoint: str = "http://127.0.0.1:11434"

@@ -33,6 +33,7 @@ with what to do about it, and a test keeps the two in step.
     +-- PlanInvalid                     PLAN_INVALID
     +-- Unauthorized                    UNAUTHORIZED
     +-- ControllerUnreachable           CONTROLLER_UNREACHABLE
+    +-- RayUnreachable                  RAY_UNREACHABLE
     +-- InvalidRequest                  INVALID_REQUEST        (the controller's HTTP API:)
     +-- CsrfFailed                      CSRF_FAILED
     +-- NotFound                        NOT_FOUND
@@ -247,6 +248,12 @@ class ControllerUnreachable(ScribefleetError):
 
     code, http_status = "CONTROLLER_UNREACHABLE", 503
     retryable = True
+
+
+class RayUnreachable(ScribefleetError):
+    """The ray engine could not connect to its Ray cluster (no cluster there, or it refused our token)."""
+
+    code, http_status = "RAY_UNREACHABLE", 503
 
 
 class StateIncompatible(ScribefleetError):
