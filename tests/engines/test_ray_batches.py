@@ -195,3 +195,24 @@ def until(engine: Engine, done: Callable[[], bool], within_s: float = 90.0) -> l
         assert time.monotonic() < give_up, f"not within {within_s} s; saw {[e.type for e in seen]}"
         seen += engine.poll(1.0)
     return seen
+
+
+def test_transcribe_command_on_the_ray_engine(ray_cluster, tmp_path: Path, speech: dict[str, Path]) -> None:
+    """`scribefleet transcribe --engine ray --ray-address ADDR`: the command's slots are Ray actors."""
+    import json
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "scribefleet.cli.main"]
+    out = tmp_path / "out"
+    args = [*cli, "transcribe", str(speech["en01.wav"]), "-o", str(out), "-f", "txt", "--engine", "ray",
+            "--ray-address", ray_cluster.cluster.address, "--slots", "1", "--device", "cpu", "--json"]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (job,) = json.loads(proc.stdout)["jobs"]
+    assert job["state"] == "complete" and "fox" in (out / "en01.txt").read_text().lower()
+    log = (out / ".scribefleet" / "logs" / "scribefleet.log").read_text()
+    assert "connected to the Ray cluster" in log
+    bad = subprocess.run([*cli, "transcribe", str(speech["en01.wav"]), "-o", str(out), "--engine", "thread"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "choose local or ray" in bad.stderr
