@@ -7,6 +7,9 @@ pipeline/guards.py must keep every one of these at zero words.
 
 from __future__ import annotations
 
+import wave
+from pathlib import Path
+
 import numpy as np
 
 from scribefleet.pipeline.media import SAMPLE_RATE
@@ -83,3 +86,13 @@ FIXTURES = {
     "chords": chords,
     "melody": melody,
 }
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    """16 kHz mono 16-bit wav of float audio in [-1, 1]."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
+    return path

@@ -43,6 +43,7 @@ def task_rows(tasks: list[Any]) -> list[dict[str, Any]]:
             "outputs": result.get("outputs") or {},
             "duration_s": result.get("duration_s"),
             "language": result.get("language"),
+            "guards": result.get("guards"),
         })
     return rows
 

@@ -64,6 +64,7 @@ def job_view(task: Any, state_dir: Path) -> dict[str, Any]:
         "percent": round(100 * (task.progress or 0.0), 1),
         "input": task.spec.get("input_path", task.key),
         "outputs": result.get("outputs") or {},
+        "guards": result.get("guards"),
         "error_code": task.error_code,
         "error_message": task.error_message,
         "attempts": task.attempts,

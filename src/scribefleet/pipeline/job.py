@@ -42,6 +42,7 @@ from scribefleet.pipeline.checkpoint import (
     read_json,
     save_audio,
 )
+from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.render import render
@@ -143,6 +144,7 @@ class _JobRun:
             "duration_s": transcript["duration"],
             "language": transcript["language"],
             "segments": len(transcript["segments"]),
+            "guards": transcript.get("guards") or zero_counts(),  # how often each hallucination guard fired
             "resumed_from": self.resumed_from,
             "timings_s": self.timings_s,
         }
@@ -222,5 +224,6 @@ class _JobRun:
 
 
 def run_transcription(job: TranscriptionJob, models: ModelCache, progress: ProgressFn) -> dict[str, Any]:
-    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "segments", "resumed_from", "timings_s"}."""
+    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "segments", "guards", "resumed_from",
+    "timings_s"}."""
     return _JobRun(job, models, progress).execute()

@@ -70,6 +70,7 @@ def job_json(task: Task, controller: Controller) -> dict[str, Any]:
         "attempts": task.attempts,
         "audioDurationS": result.get("duration_s"),
         "language": result.get("language"),
+        "guards": result.get("guards"),
         "createdAt": iso(task.created_at),
         "updatedAt": iso(task.updated_at),
         "startedAt": iso(task.started_at),
