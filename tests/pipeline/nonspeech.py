@@ -81,6 +81,7 @@ def melody(duration_s: float = SECONDS, rms: float = 0.1, seed: int = 3) -> np.n
 #: name -> 30 s of audio without a word in it
 FIXTURES = {
     "silence": silence,
+    "hiss": lambda: white_noise(rms=0.003),  # a quiet room: tiny.en wrote " ." lines on it without VAD
     "white_noise": white_noise,
     "pink_noise": pink_noise,
     "chords": chords,

@@ -18,7 +18,10 @@ task's result (docs/cli.md, "Guards"):
   outside VAD speech). On real speech these phrases come with no-speech
   probabilities under 0.2 and survive.
 * ``loops``: stretches decoded again because their text looped (compression
-  ratio over 2.4, or one text more than twice in a row).
+  ratio over 2.4, or one text more than twice in a row). The second decoding
+  replaces the first, unless the first was confident speech and the second a
+  guess or a worse loop: then the speaker did repeat themself, and the first decoding stays,
+  joined into one segment so that no text repeats more than twice in a row.
 * ``repeats``: segments dropped because the same text came more than twice in
   a row even after the re-decode; the first of the run is kept.
 
@@ -159,13 +162,46 @@ def loop_spans(segments: list[Segment]) -> Ranges:
     return merged
 
 
+def is_confident(segments: list[Segment]) -> bool:
+    """Speech Whisper is sure of: some segments, none likely silence, log-probability over -1.0 on average."""
+    if not segments:
+        return False
+    mean_logprob = sum(seg.get("avg_logprob", 0.0) for seg in segments) / len(segments)
+    return mean_logprob >= LOW_LOGPROB and all(seg.get("no_speech_prob", 0.0) <= NO_SPEECH_PROB for seg in segments)
+
+
+def keep_first_decoding(first: list[Segment], second: list[Segment]) -> bool:
+    """Whether a loop's first decoding stays: it was confident speech and the second decoding (with
+    sampling temperatures) is a guess, nothing, or a worse loop (its text compresses more). Real
+    repeated speech decodes like that: tiny.en is sure of six repeats of one sentence (log-prob
+    -0.13) and samples nonsense for them (-1.7), or one syllable over and over ("roundfashchchch...")."""
+
+    def compression(segments: list[Segment]) -> float:
+        return max((seg.get("compression_ratio", 0.0) for seg in segments), default=0.0)
+
+    worse_loop = compression(second) > max(compression(first), LOOP_COMPRESSION)
+    return is_confident(first) and (not is_confident(second) or worse_loop)
+
+
+def merge(segments: list[Segment]) -> Segment:
+    """One segment spanning `segments` (in order), their texts, tokens and words joined."""
+    first = segments[0]
+    merged = {**first, "start": first["start"], "end": max(seg["end"] for seg in segments)}
+    merged["text"] = "".join(seg["text"] for seg in segments)
+    merged["tokens"] = [t for seg in segments for t in seg.get("tokens", [])]
+    merged["avg_logprob"] = sum(seg.get("avg_logprob", 0.0) for seg in segments) / len(segments)
+    if "words" in first:
+        merged["words"] = [w for seg in segments for w in seg.get("words", [])]
+    return merged
+
+
 def collapse_repeats(segments: list[Segment]) -> tuple[list[Segment], int]:
     """Runs of more than MAX_RUN segments with the same text cut to their first; and how many were dropped."""
     kept: list[Segment] = []
     dropped = 0
     for a, b in _runs(segments):
         if b - a > MAX_RUN:
-            kept.append(segments[a])
+            kept.append({**segments[a], "flags": [*segments[a].get("flags", []), "repeats_dropped"]})
             dropped += b - a - 1
         else:
             kept += segments[a:b]
