@@ -86,7 +86,6 @@ class TranscriptionJob(BaseModel, extra="forbid"):
     outputs: dict[str, Path]  # format -> final path
     options: TranscribeOptions
     device: Literal["cpu", "cuda"] = "cpu"
-    compute_type: str = "auto"
     cpu_threads: int = Field(default=0, ge=0)
     max_file_mb: int = Field(default=2000, gt=0)
     window_s: float = Field(default=600.0, gt=0)
@@ -150,6 +149,7 @@ class _JobRun:
         self.extra: dict[str, Any] = {}
         self.skipped: list[str] = []
         self.resumed_from: str | None = None
+        self.extra_result: dict[str, Any] = {}
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -209,6 +209,7 @@ class _JobRun:
             "resumed_from": self.resumed_from,
             "timings_s": self.timings_s,
             "stages_run": list(self.timings_s),
+            **self.extra_result,
             **({"rerun_stages": rerun} if rerun else {}),
         }
 
@@ -244,7 +245,7 @@ class _JobRun:
             model = self.models.get(
                 ResolvedModel(path=job.model_path, model_id=job.model_id),
                 device=job.device,
-                compute_type=job.compute_type,
+                compute_type=job.options.compute_type,
                 cpu_threads=job.cpu_threads,
             )
 
@@ -261,6 +262,7 @@ class _JobRun:
                 on_progress=on_progress,
             )
             atomic_write_json(self.work.transcript, transcript)
+            self.extra_result["compute_type"] = model.model.compute_type  # what CTranslate2 really runs
         return transcript
 
     def render(self, transcript: dict[str, Any]) -> None:
