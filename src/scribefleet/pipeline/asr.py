@@ -280,8 +280,9 @@ class WindowedTranscriber:
         segments, counts = drop_non_speech(segments, self.ranges)
         for start, end in loop_spans(segments):
             span = self._loop_window(window, start, end)
-            inside = [s for s in segments if span.start_s <= (s["start"] + s["end"]) / 2 <= span.end_s]
-            segments = [s for s in segments if not span.start_s <= (s["start"] + s["end"]) / 2 <= span.end_s]
+            within = [span.start_s <= (s["start"] + s["end"]) / 2 <= span.end_s for s in segments]
+            inside = [s for s, w in zip(segments, within) if w]
+            segments = [s for s, w in zip(segments, within) if not w]
             redone, _ = self._transcribe_sequential(span, language, lambda seg: None, fallback=True)
             redone, dropped = drop_non_speech(redone, self.ranges)
             counts["loops"] += 1

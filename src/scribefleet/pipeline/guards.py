@@ -4,7 +4,7 @@ Pure functions on whisper-shaped segment dicts (`start`, `end`, `text`,
 `avg_logprob`, `no_speech_prob`, `compression_ratio`); asr.py calls them on
 every window and re-decodes what `loop_spans` finds. Each guard that fires is
 counted, and the counts travel in the transcript's `guards` object and the
-task's result (docs/cli.md, "Guards"):
+task's result (docs/transcripts.md):
 
 * ``no_speech``: Whisper itself says there is no speech (no-speech probability
   over 0.6 and average log-probability under -1.0). faster-whisper's sequential
@@ -20,13 +20,14 @@ task's result (docs/cli.md, "Guards"):
 * ``loops``: stretches decoded again because their text looped (compression
   ratio over 2.4, or one text more than twice in a row). The second decoding
   replaces the first, unless the first was confident speech and the second a
-  guess or a worse loop: then the speaker did repeat themself, and the first decoding stays,
-  joined into one segment so that no text repeats more than twice in a row.
+  guess or a worse loop: then the speaker did repeat themself, and the first
+  decoding stays, joined into one segment so that no text repeats more than
+  twice in a row.
 * ``repeats``: segments dropped because the same text came more than twice in
   a row even after the re-decode; the first of the run is kept.
 
-The thresholds are faster-whisper's own defaults; measurements behind them are
-in tests/pipeline/test_guards.py.
+The thresholds are faster-whisper's own defaults where it has one; what tiny.en
+measured behind the others is in tests/pipeline/test_guards.py.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ LOW_LOGPROB = -1.0  # faster-whisper's log_prob_threshold
 LOOP_COMPRESSION = 2.4  # faster-whisper's compression_ratio_threshold
 #: a known silence phrase needs only this much no-speech probability (real speech measured <= 0.19)
 PHRASE_NO_SPEECH_PROB = 0.3
-#: at most this share of a segment outside VAD speech before it counts as outside speech
+#: a segment more than this share of which lies outside VAD speech is outside speech
 OUTSIDE_SHARE = 0.8
 #: the same text this many times in a row is allowed ("No. No."); one more is a loop
 MAX_RUN = 2
