@@ -50,6 +50,9 @@ def run_serve(
     host = host or settings.host
     port = settings.port if port is None else port
     state_dir = (state or settings.state_dir).expanduser().resolve()
+    from scribefleet.service.guards import restrict_new_files
+
+    restrict_new_files(settings, state_dir)  # before anything is created: 0700 folders, 0600 files
     console = logging.StreamHandler(sys.stderr)
     setup_logging(
         state_dir / "logs" / "scribefleet.log", verbose=verbose, console=console,
