@@ -50,6 +50,7 @@ class TaskView:
     options: dict[str, Any] = field(default_factory=dict)
     duration_s: float | None = None
     language: str | None = None
+    guards: dict[str, int] | None = None  # how often each hallucination guard fired (pipeline/guards.py)
     slot: str | None = None
     execution_mode: str = "local"
     created_at: float | None = None
@@ -69,7 +70,7 @@ class TaskView:
             "name": self.name, "input": self.input, "state": self.status, "status": self.status, "stage": self.stage,
             "percent": self.percent, "stage_percent": self.stage_percent, "attempts": self.attempts,
             "error_code": self.error_code, "error_message": self.error_message, "outputs": dict(self.outputs),
-            "duration_s": self.duration_s, "language": self.language, "slot": self.slot,
+            "duration_s": self.duration_s, "language": self.language, "guards": self.guards, "slot": self.slot,
             **({"stages": list(self.stages)} if self.stages else {}), **where,
         }  # fmt: skip
 
@@ -96,6 +97,7 @@ class TaskView:
             "attempts": self.attempts,
             "audioDurationS": self.duration_s,
             "language": self.language,
+            "guards": self.guards,
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
             "startedAt": iso(self.started_at),
@@ -118,7 +120,8 @@ class TaskView:
             error_code=job.get("lastErrorCode"), error_message=job.get("lastErrorMessage"),
             outputs={f: base_url + u if str(u).startswith("/") else str(u) for f, u in outputs.items() if u},
             formats=tuple(outputs), options=dict(job.get("options") or {}), duration_s=job.get("audioDurationS"),
-            language=job.get("language"), slot=worker.get("slot") or worker.get("name"),
+            language=job.get("language"), guards=job.get("guards") if isinstance(job.get("guards"), dict) else None,
+            slot=worker.get("slot") or worker.get("name"),
             execution_mode=str(job.get("executionMode") or "local"),
         )  # fmt: skip
 
@@ -197,6 +200,6 @@ def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
         attempts=task.attempts, error_code=task.error_code, error_message=task.error_message,
         outputs=dict(result.get("outputs") or {}), formats=tuple((spec.get("outputs") or {}).keys()),
         options=dict(spec.get("options") or {}), duration_s=result.get("duration_s"), language=result.get("language"),
-        slot=task.slot, created_at=task.created_at, updated_at=task.updated_at, started_at=task.started_at,
-        finished_at=task.finished_at, stages=stage_history(task, events) if events is not None else (),
+        guards=result.get("guards"), slot=task.slot, created_at=task.created_at, updated_at=task.updated_at,
+        started_at=task.started_at, finished_at=task.finished_at, stages=stage_history(task, events) if events is not None else (),
     )  # fmt: skip

@@ -49,6 +49,7 @@ from scribefleet.pipeline.checkpoint import (
     read_json,
     save_audio,
 )
+from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.render import render
@@ -204,6 +205,7 @@ class _JobRun:
             "duration_s": transcript["duration"],
             "language": transcript["language"],
             "segments": len(transcript["segments"]),
+            "guards": transcript.get("guards") or zero_counts(),  # how often each hallucination guard fired
             "resumed_from": self.resumed_from,
             "timings_s": self.timings_s,
             "stages_run": list(self.timings_s),
@@ -288,6 +290,6 @@ class _JobRun:
 
 
 def run_transcription(job: TranscriptionJob, models: ModelCache, progress: ProgressFn) -> dict[str, Any]:
-    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "segments", "resumed_from",
+    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "segments", "guards", "resumed_from",
     "timings_s", "stages_run", "rerun_stages"?}."""
     return _JobRun(job, models, progress).execute()
