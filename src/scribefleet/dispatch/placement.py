@@ -1,7 +1,8 @@
 """Placement: which free slot gets which ready task.
 
 The rules, in order:
-  * resources: a "gpu" task only on a cuda slot; a "cpu" task on a CPU slot
+  * resources: a remote task (spec "remote") only on a remote worker's place, and no other
+    task there; a "gpu" task only on a cuda slot; a "cpu" task on a CPU slot
     (on any slot when the engine has no CPU slot, so it can never starve);
     "any" anywhere;
   * never two tasks with the same content_key at once (the second would
@@ -38,6 +39,8 @@ class Placement:
         self.content_busy = {r.task.content_key for r in running if r.task.content_key}
 
     def eligible(self, task: Task, slot: SlotHandle) -> bool:
+        if bool(task.spec.get("remote")) != (slot.device == "remote"):
+            return False  # remote tasks only on remote workers' places, and nothing else there
         if task.resources == "gpu":
             return slot.device == "cuda"
         if task.resources == "cpu":

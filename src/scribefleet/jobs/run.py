@@ -1,7 +1,9 @@
 """Running work: the engine and dispatcher of a state dir, a batch in burst mode, and queued jobs.
 
 `local_dispatcher` is the one place a LocalEngine and its Dispatcher are built
-(for `transcribe`, `plan run`, the `submit` runner and the controller).
+(for `transcribe`, `plan run`, the `submit` runner and the controller);
+`controller_dispatcher` wraps it in a RemoteEngine when the controller has
+remote workers (REMOTE_WORKER_MODE optional or required).
 `run_batch` runs one batch's unfinished tasks until each has ended;
 `run_transcribe` and `run_plan` are whole runs (create or update the batch
 under the state dir's lock, then run it); `run_queued` runs every queued task
@@ -24,8 +26,9 @@ from scribefleet.config import Settings
 from scribefleet.dispatch.dispatcher import Dispatcher
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
-from scribefleet.engines.base import SlotSpec
+from scribefleet.engines.base import Engine, SlotSpec
 from scribefleet.engines.local import LocalEngine
+from scribefleet.engines.remote import RemoteEngine, worker_urls
 from scribefleet.errors import ScribefleetError, StateLocked
 from scribefleet.jobs.create import create_batch
 from scribefleet.jobs.inputs import check_inputs
@@ -62,6 +65,18 @@ def local_dispatcher(store: Store, settings: Settings, slots: list[SlotSpec], *,
     """A LocalEngine with `slots` under the store's state dir, and the Dispatcher that drives it."""
     engine = LocalEngine(settings, store.state_dir, slots)
     return engine, Dispatcher(store, engine, settings, listeners=list(listeners), lock=lock)
+
+
+def controller_dispatcher(store: Store, settings: Settings, slots: list[SlotSpec], *, lock: DispatcherLock | None = None,
+                          listeners: Iterable[Listener] = ()) -> tuple[Engine, Dispatcher]:
+    """The controller's engine and dispatcher: local slots, plus remote workers' places when
+    REMOTE_WORKER_MODE is optional or required (a RemoteEngine around the LocalEngine)."""
+    engine, dispatcher = local_dispatcher(store, settings, slots, lock=lock, listeners=listeners)
+    urls = worker_urls(settings)
+    if settings.remote_worker_mode == "off" or not urls:
+        return engine, dispatcher
+    remote = RemoteEngine(settings, engine, urls)
+    return remote, Dispatcher(store, remote, settings, listeners=list(listeners), lock=lock)
 
 
 def run_batch(store: Store, settings: Settings, slots: list[SlotSpec], batch_id: str | None, *, lock: DispatcherLock,

@@ -56,6 +56,8 @@ class JobRequest(BaseModel):
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
     batch_id: str | None = Field(default=None, alias="batchId")
     url: str | None = None
+    #: run on a remote worker (REMOTE_WORKER_MODE=optional); required mode sends every job there
+    remote: bool | None = None
 
 
 class BatchRequest(BaseModel):
@@ -129,7 +131,7 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
             )
         if not body.upload_id:
             raise UsageError("a job needs an uploadId (from POST /api/uploads)")
-        task = J.create_job(controller, body.upload_id, body.options, body.batch_id)
+        task = J.create_job(controller, body.upload_id, body.options, body.batch_id, remote=body.remote)
         return J.job_json(task, controller)
 
     @router.get("/jobs", tags=["jobs"])

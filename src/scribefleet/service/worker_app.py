@@ -13,6 +13,7 @@ Routes (docs/remote-workers.md):
     POST /v1/jobs                         multipart: `file` (streamed, WORKER_MAX_FILE_MB enforced
                                           chunk by chunk), `options` (JSON of TranscribeOptions);
                                           header Idempotency-Key
+    GET  /v1/jobs?idempotencyKey=K        the job made with that key, if any (re-attaching)
     GET  /v1/jobs/{id}                    status, progress {stage, percent}, error code and message
     GET  /v1/jobs/{id}/outputs/{format}   one output of a complete job
     POST /v1/jobs/{id}/cancel             cancel it
@@ -44,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import SecretStr, ValidationError
@@ -280,7 +281,7 @@ def worker_job_json(task: Task) -> dict[str, Any]:
         "id": task.id,
         "workerJobId": task.id,
         "status": view.status,
-        "progress": {"stage": view.stage, "percent": view.percent},
+        "progress": {"stage": view.stage, "percent": view.percent, "stagePercent": view.stage_percent},
         "errorCode": task.error_code,
         "errorMessage": task.error_message,
         "errorDetails": task.error_details if task.is_terminal else None,
@@ -395,6 +396,12 @@ def create_worker_app(service: WorkerService) -> FastAPI:
 
         task, created = await run_in_threadpool(service.admit, upload, options, idempotency_key)
         return JSONResponse(worker_job_json(task), status_code=201 if created else 200)
+
+    @app.get("/v1/jobs", tags=["worker"])
+    def find_job(idempotency_key: Annotated[str, Query(alias="idempotencyKey", max_length=MAX_IDEMPOTENCY_KEY)]) -> dict[str, Any]:
+        """The job made with this Idempotency-Key (none or one): how a restarted controller finds its jobs again."""
+        task = service.find(idempotency_key)
+        return {"items": [worker_job_json(service.job(task.id))] if task is not None else []}
 
     @app.get("/v1/jobs/{job_id}", tags=["worker"])
     def get_job(job_id: str) -> dict[str, Any]:
