@@ -79,6 +79,7 @@ class RemoteWorker:
     connected: bool = False
     capabilities: dict[str, Any] = field(default_factory=dict)
     failures: int = 0  # consecutive failed pings
+    unauthorized: bool = False  # it refused our token: its jobs fail at once instead of waiting
     last_error: dict[str, Any] | None = None
     last_seen_at: float | None = None  # epoch seconds of the last answer
 
@@ -92,6 +93,7 @@ class RemoteWorker:
             "name": self.name,
             "url": self.client.url,
             "connected": self.connected,
+            "unauthorized": self.unauthorized,
             "workerCapabilities": {k: caps.get(k) for k in ("activeJobs", "maxConcurrentJobs", "gpu", "gpuName")},
             "models": caps.get("models") or [],
             "lastSeenAt": iso_ms(self.last_seen_at) if self.last_seen_at else None,
@@ -289,17 +291,21 @@ class RemoteEngine(Engine):
         if ev in ("done", "failed") and msg.get("task_id") == h.task_id:
             h.status, h.task_id, h.attempt = SlotStatus.IDLE, None, None
             h.tasks_done += ev == "done"
-            if h.worker is not None and not h.worker.connected:
+            if h.worker is not None and not h.worker.connected and not h.worker.unauthorized:
                 h.status = SlotStatus.STARTING  # ready again when the worker answers
         return SlotEvent(name, ev, msg, task_id=msg.get("task_id") or h.task_id)
 
     def _on_worker(self, index: int, connected: bool, caps: dict[str, Any]) -> list[SlotEvent]:
-        """A worker's ping changed: its places follow (in the dispatcher's thread, the only one that changes slots)."""
+        """A worker's ping changed: its places follow (in the dispatcher's thread, the only one that changes slots).
+
+        A worker that refuses our token keeps one place, so each job sent there fails at once
+        with REMOTE_WORKER_UNAUTHORIZED instead of waiting for a worker that will never take it.
+        """
         w = self.workers[index]
         mine = [h for h in self._remote.values() if h.worker is w]
         events: list[SlotEvent] = []
-        if connected:
-            places = max(0, int(caps.get("maxConcurrentJobs") or 0))
+        if connected or w.unauthorized:
+            places = max(0, int(caps.get("maxConcurrentJobs") or 0)) if connected else max(1, len(mine))
             for j in range(len(mine), places):
                 h = RemoteSlot(SlotSpec(f"{w.name}-{j}", REMOTE_DEVICE), worker=w)  # type: ignore[arg-type]
                 self._remote[h.name] = h
@@ -341,7 +347,8 @@ class RemoteEngine(Engine):
         except RemoteWorkerUnauthorized as err:
             w.failures += 1
             w.last_error, w.connected = err.to_dict(), False
-            if was or w.failures == 1:
+            if was or not w.unauthorized:
+                w.unauthorized = True
                 log.error("remote_worker_unauthorized: %s [%s]: %s", w.client.url, err.code, err.message)
                 self._inbox.put(("worker", w.index, False, {}))
             return False
@@ -356,7 +363,7 @@ class RemoteEngine(Engine):
                 self._inbox.put(("worker", w.index, False, {}))
             return False
         changed = not was or caps.get("maxConcurrentJobs") != w.capabilities.get("maxConcurrentJobs")
-        w.connected, w.failures, w.last_error, w.capabilities, w.last_seen_at = True, 0, None, caps, time.time()
+        w.connected, w.unauthorized, w.failures, w.last_error, w.capabilities, w.last_seen_at = True, False, 0, None, caps, time.time()
         if changed:
             log.info(
                 "remote_worker_connected: %s, capacity %s jobs (%s active), gpu %s, models %s",
