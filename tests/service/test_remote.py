@@ -9,8 +9,12 @@ deadlines (the machine is shared).
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import wave
 from collections.abc import Iterator
@@ -22,7 +26,7 @@ import pytest
 from helpers import TEXTS, wer
 from scribefleet.store.models import TaskState
 from scribefleet.store.store import Store
-from service.harness import AUTH, DATA, ServeProcess
+from service.harness import AUTH, DATA, TOKEN, ServeProcess, serve_env
 from service.remote_harness import WAUTH, WorkerProcess, controller_env, post_job, wait_until, worker_env
 
 pytestmark = pytest.mark.slow
@@ -206,3 +210,23 @@ def test_a_file_over_the_workers_limit_is_refused_with_a_code(tmp_path: Path, pr
     assert (done["status"], done["lastErrorCode"]) == ("failed", "REMOTE_DISPATCH_FAILED"), done
     assert "FILE_TOO_LARGE" in done["lastErrorMessage"]
     assert _worker_jobs(w) == []
+
+
+def test_batch_remote_runs_on_the_worker_and_records_the_mode(tmp_path: Path, procs: list) -> None:
+    w = _worker(tmp_path, procs, WORKER_MAX_CONCURRENT_JOBS="2")
+    c = _controller(tmp_path, procs, w.url)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("en01.wav", "en02.wav"):
+        shutil.copy(DATA / name, inbox / name)
+    env = {**serve_env(tmp_path), "SCRIBEFLEET_TOKEN": TOKEN, "SCRIBEFLEET_CONTROLLER_POLL_MIN_S": "0.2",
+           "SCRIBEFLEET_CONTROLLER_POLL_MAX_S": "1"}  # fmt: skip
+    cmd = [sys.executable, "-m", "scribefleet.cli.main", "batch", "--input", str(inbox), "--controller", c.url,
+           "--remote", "-f", "txt", "--parallel", "2", "--out", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    files = json.loads((inbox / "batch_state.json").read_text())["files"]
+    assert {k: (e["status"], e["executionMode"]) for k, e in files.items()} == {
+        "en01.wav": ("complete", "remote"), "en02.wav": ("complete", "remote")}
+    assert wer(TEXTS["en02.wav"], (tmp_path / "out" / "en02.txt").read_text()) < 0.3
+    assert len(_worker_jobs(w)) == 2
