@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -230,3 +231,23 @@ def test_batch_remote_runs_on_the_worker_and_records_the_mode(tmp_path: Path, pr
         "en01.wav": ("complete", "remote"), "en02.wav": ("complete", "remote")}
     assert wer(TEXTS["en02.wav"], (tmp_path / "out" / "en02.txt").read_text()) < 0.3
     assert len(_worker_jobs(w)) == 2
+
+
+def test_cancel_from_queued_remote_and_from_running(tmp_path: Path, procs: list) -> None:
+    w = _worker(tmp_path, procs)  # one place
+    c = _controller(tmp_path, procs, w.url)
+    with _client(c) as client:
+        running = post_job(client, "long_pauses.wav")
+        waiting = post_job(client, "en11.wav")
+        wait_until(client, running["id"], lambda j: j["status"] == "running" and j["worker"].get("workerJobId"))
+        assert client.get(f"/api/jobs/{waiting['id']}").json()["status"] == "queued_remote"
+        canceled = client.post(f"/api/jobs/{waiting['id']}/cancel").json()
+        assert (canceled["status"], canceled["lastErrorCode"]) == ("canceled", "USER_CANCELED")
+        client.post(f"/api/jobs/{running['id']}/cancel")
+        done = wait_until(client, running["id"])
+        assert (done["status"], done["lastErrorCode"]) == ("canceled", "USER_CANCELED")
+    deadline = time.monotonic() + 60
+    while (states := [t.state for t in _worker_jobs(w)]) != [TaskState.CANCELED]:
+        assert time.monotonic() < deadline, states  # the worker was told; the queued one never reached it
+        time.sleep(0.2)
+    assert f"remote_canceled: task {running['id']}" in _remote_log(c)
