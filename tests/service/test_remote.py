@@ -251,3 +251,24 @@ def test_cancel_from_queued_remote_and_from_running(tmp_path: Path, procs: list)
         assert time.monotonic() < deadline, states  # the worker was told; the queued one never reached it
         time.sleep(0.2)
     assert f"remote_canceled: task {running['id']}" in _remote_log(c)
+
+
+def test_several_workers_the_least_loaded_gets_the_job(tmp_path: Path, procs: list) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _worker(tmp_path / "a", procs, WORKER_MAX_CONCURRENT_JOBS="2")
+    b = _worker(tmp_path / "b", procs, WORKER_MAX_CONCURRENT_JOBS="2")
+    c = _controller(tmp_path, procs, f"{a.url},{b.url}")
+    with _client(c) as client:
+        deadline = time.monotonic() + 60
+        while not all(wk["connected"] for wk in client.get("/api/runtime").json()["remoteWorker"]["workers"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        first = post_job(client, "long_pauses.wav")
+        wait_until(client, first["id"], lambda j: j["status"] == "running" and j["worker"].get("workerJobId"))
+        # the first worker now holds the model and one busy place: the other, idle one is less loaded
+        jobs = [first, post_job(client, "en02.wav")]
+        done = [wait_until(client, j["id"]) for j in jobs]
+    assert [d["status"] for d in done] == ["complete", "complete"]
+    assert sorted(d["worker"]["worker"] for d in done) == sorted([a.url, b.url]), "both went to one worker"
+    assert len(_worker_jobs(a)) == len(_worker_jobs(b)) == 1

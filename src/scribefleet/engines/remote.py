@@ -307,7 +307,7 @@ class RemoteEngine(Engine):
         if connected or w.unauthorized:
             places = max(0, int(caps.get("maxConcurrentJobs") or 0)) if connected else max(1, len(mine))
             for j in range(len(mine), places):
-                h = RemoteSlot(SlotSpec(f"{w.name}-{j}", REMOTE_DEVICE), worker=w)  # type: ignore[arg-type]
+                h = RemoteSlot(SlotSpec(f"{w.name}-{j}", REMOTE_DEVICE), group=w.name, worker=w)  # type: ignore[arg-type]
                 self._remote[h.name] = h
                 mine.append(h)
             for h in mine[places:]:
