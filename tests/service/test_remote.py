@@ -136,12 +136,15 @@ def test_worker_away_jobs_wait_and_local_jobs_do_not(tmp_path: Path, procs: list
         remote = post_job(client, "en07.wav")
         local = post_job(client, "en08.wav", remote=None)
         assert wait_until(client, local["id"])["status"] == "complete"
-        assert client.get(f"/api/jobs/{remote['id']}").json()["status"] == "queued_remote"
+        waiting = wait_until(client, remote["id"], lambda j: j["lastErrorCode"] == "REMOTE_WORKER_UNREACHABLE", 60)
+        assert waiting["status"] == "queued_remote" and w.url in waiting["lastErrorMessage"]
         assert client.get("/api/runtime").json()["remoteWorker"]["connected"] is False
         procs.append(w.start())
         w.wait_ready()
         done = wait_until(client, remote["id"])
         assert done["status"] == "complete" and done["executionMode"] == "remote", done
+        assert done["lastErrorCode"] is None
+    assert "remote_worker_unreachable" in _remote_log(c)
 
 
 def test_wrong_token_fails_fast_without_a_retry_loop(tmp_path: Path, procs: list) -> None:

@@ -112,6 +112,7 @@ class _Attempt:
         self.worker: RemoteWorker | None = None
         self.worker_job_id: str | None = None
         self.last_seen_at: float | None = None
+        self.last_error: dict[str, Any] | None = None  # of the last failed call while it goes on trying
 
     def wait(self, delay_s: float) -> bool:
         """Sleep up to `delay_s`; True when the attempt must end (canceled or detached)."""
@@ -130,6 +131,7 @@ class _Attempt:
             "worker": self.worker.client.url if self.worker else None,
             "lastSeenAt": iso_ms(self.last_seen_at) if self.last_seen_at else None,
             "gpu": bool(caps.get("gpu")),
+            "lastError": self.last_error,
         }
 
 
@@ -180,6 +182,13 @@ class RemoteEngine(Engine):
 
     def workers_view(self) -> list[dict[str, Any]]:
         return [w.view() for w in self.workers]
+
+    def wait_error(self) -> dict[str, Any] | None:
+        """Why remote jobs cannot start now: the error of the workers when none answers (a stretch of failures)."""
+        if any(w.connected for w in self.workers):
+            return None
+        down = [w for w in self.workers if w.last_error and (w.unauthorized or w.failures >= UNREACHABLE_AFTER)]
+        return down[0].last_error if down else None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -356,10 +365,11 @@ class RemoteEngine(Engine):
             w.failures += 1
             w.last_error = err.to_dict()
             log.warning("remote_ping_failed: %s (%d in a row) [%s]: %s", w.client.url, w.failures, err.code, err.message)
-            if w.failures >= UNREACHABLE_AFTER and w.connected:
-                w.connected = False
+            if w.failures == UNREACHABLE_AFTER:
                 log.error("remote_worker_unreachable: %s did not answer %d pings in a row; its jobs wait",
                           w.client.url, w.failures)  # fmt: skip
+            if w.failures >= UNREACHABLE_AFTER and w.connected:
+                w.connected = False
                 self._inbox.put(("worker", w.index, False, {}))
             return False
         changed = not was or caps.get("maxConcurrentJobs") != w.capabilities.get("maxConcurrentJobs")
@@ -443,7 +453,7 @@ class RemoteEngine(Engine):
                 log.info("capacity: task %s waits for worker %s (full); next try in %.1f s", attempt.task_id,
                          w.client.url, delay_s)  # fmt: skip
             except RemoteWorkerUnreachable as err:
-                last = err
+                last, attempt.last_error = err, err.to_dict()
                 delay_s = next_delay(delay_s, self.poll_s, self.poll_max_s)
                 log.warning("remote_dispatch_retry: task %s, worker %s unreachable; next try in %.1f s",
                             attempt.task_id, w.client.url, delay_s)  # fmt: skip
@@ -503,9 +513,10 @@ class RemoteEngine(Engine):
                 return None
             try:
                 job = w.client.job(job_id)
-                attempt.last_seen_at, failures = time.time(), 0
+                attempt.last_seen_at, attempt.last_error, failures = time.time(), None, 0
             except RemoteWorkerUnreachable as err:
                 failures += 1
+                attempt.last_error = err.to_dict() if failures >= UNREACHABLE_AFTER else attempt.last_error
                 delay_s = next_delay(delay_s, self.poll_s, self.poll_max_s)
                 log.warning("remote_poll_failed: task %s, job %s on %s (%d in a row): %s", attempt.task_id, job_id,
                             w.client.url, failures, err.message)  # fmt: skip

@@ -196,6 +196,11 @@ class Controller:
         engine = self._engine
         return engine.task_view(task_id) if isinstance(engine, RemoteEngine) else None
 
+    def remote_wait_error(self) -> dict[str, Any] | None:
+        """Why queued remote jobs wait beyond capacity: the workers' error when none answers."""
+        engine = self._engine
+        return engine.wait_error() if isinstance(engine, RemoteEngine) else None
+
     def remote_runtime(self) -> dict[str, Any] | None:
         """GET /api/runtime's remoteWorker: the first worker's state, and every worker under `workers`."""
         if self.remote_mode == "off":

@@ -31,8 +31,15 @@ __all__ = ["iso", "job_json"]
 def job_json(task: Task, controller: Controller) -> dict[str, Any]:
     """A task as the API shows a job."""
     view = task_view(task)
-    remote = controller.remote_view(task.id) if view.execution_mode == "remote" and not task.is_terminal else None
-    return view.as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot), remote=remote)
+    if view.execution_mode != "remote" or task.is_terminal:
+        return view.as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot))
+    remote = controller.remote_view(task.id)
+    out = view.as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot), remote=remote)
+    # a job that waits on a worker that does not answer says so (REMOTE_WORKER_UNREACHABLE & co), though it is not failed
+    waiting = (remote or {}).get("lastError") or (controller.remote_wait_error() if view.status == "queued_remote" else None)
+    if waiting and not out["lastErrorCode"]:
+        out["lastErrorCode"], out["lastErrorMessage"] = waiting.get("code"), waiting.get("message")
+    return out
 
 
 def get_task(controller: Controller, job_id: str) -> Task:
