@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import SecretStr, ValidationError
@@ -72,7 +73,7 @@ from scribefleet.service.controller import Controller
 from scribefleet.service.jobs import output_file
 from scribefleet.service.uploads import Upload, receive_multipart
 from scribefleet.store.models import Task, TaskState
-from scribefleet.store.store import new_id
+from scribefleet.store.store import Store, new_id
 
 log = logging.getLogger("scribefleet.worker_service")
 
@@ -100,7 +101,7 @@ class WorkerService:
         self._batch_id: str | None = None
 
     @property
-    def store(self):  # type: ignore[no-untyped-def]
+    def store(self) -> Store:
         return self.controller.store
 
     # -- lifecycle -------------------------------------------------------------
@@ -392,8 +393,6 @@ def create_worker_app(service: WorkerService) -> FastAPI:
         except UsageError:
             _discard(upload)
             raise
-        from fastapi.concurrency import run_in_threadpool
-
         task, created = await run_in_threadpool(service.admit, upload, options, idempotency_key)
         return JSONResponse(worker_job_json(task), status_code=201 if created else 200)
 
