@@ -255,6 +255,7 @@ class RemoteEngine(Engine):
             if not h.attempt.finished.wait(KILL_WAIT_S):
                 log.warning("remote_cancel: slot %s did not end its attempt within %.0f s", name, KILL_WAIT_S)
         h.generation += 1
+        self._attempts.pop(str(task_id), None)
         h.status, h.task_id, h.attempt = SlotStatus.DEAD, None, None
         return SlotEvent(name, "died", task_id=task_id, exit_code=0, tasks_done=h.tasks_done, was=was.value)
 
@@ -298,6 +299,7 @@ class RemoteEngine(Engine):
         ev = str(msg.get("ev"))
         h.last_heard_at = time.monotonic()
         if ev in ("done", "failed") and msg.get("task_id") == h.task_id:
+            self._attempts.pop(str(h.task_id), None)  # a done task's result keeps its remote view
             h.status, h.task_id, h.attempt = SlotStatus.IDLE, None, None
             h.tasks_done += ev == "done"
             if h.worker is not None and not h.worker.connected and not h.worker.unauthorized:
