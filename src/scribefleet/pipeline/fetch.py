@@ -141,8 +141,13 @@ def expand_url(url: str, options: FetchOptions) -> list[UrlEntry]:
     if info.get("_type") in ("playlist", "multi_video") and info.get("entries") is not None:
         entries = []
         for e in info["entries"]:
-            if e and (e.get("webpage_url") or e.get("url")):
-                entries.append(UrlEntry(e.get("webpage_url") or e["url"], e.get("title"), e.get("id")))
+            if not e:
+                continue
+            # a flat entry names its own page; a resolved one found on this very page names its media
+            own_page = e.get("webpage_url") if e.get("webpage_url") not in (None, url) else None
+            link = e.get("url") if e.get("_type") in ("url", "url_transparent") else own_page or e.get("url")
+            if link:
+                entries.append(UrlEntry(link, e.get("title"), e.get("id")))
         return entries
     return [UrlEntry(url, info.get("title"), info.get("id"))]
 
