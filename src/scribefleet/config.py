@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     session_ttl_s: float = Field(default=43200.0, gt=0)
     #: the model OpenAI-compatible requests get for `whisper-1` (and OpenAI's other model names)
     api_default_model: str = "tiny.en"
+    #: networks (CIDR or address) and host names the controller may fetch media URLs from although they are
+    #: loopback, link-local or private; everything internal is refused otherwise (the CLI fetches any URL)
+    url_allowlist: list[str] = Field(default_factory=list)
 
     @field_serializer("llm_api_key", when_used="json")
     def _secret_json(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

@@ -23,7 +23,7 @@ import typer
 from scribefleet import client
 from scribefleet.cli import edge
 from scribefleet.cli.render import write_json
-from scribefleet.errors import InputNotFound
+from scribefleet.errors import FeatureUnavailable, InputNotFound
 from scribefleet.jobs.create import submit_file
 from scribefleet.jobs.lookup import state_dir_of
 from scribefleet.jobs.run import run_queued, start_runner
@@ -71,6 +71,9 @@ def submit(
         target = edge.publish_options(publish, endpoint_url=s3_endpoint_url, region=s3_region)
         url = controller or settings.controller
         if url:
+            if file.startswith(("http://", "https://")):
+                raise FeatureUnavailable("a controller takes uploaded files so far; submit URLs without --controller "
+                                         "(the local store) or upload the media", input=file)  # fmt: skip
             file_path = Path(file)
             if not file_path.is_file():
                 raise InputNotFound(f"{file} is not a file: name one media file", input=str(file))
