@@ -50,6 +50,7 @@ class TaskView:
     language: str | None = None
     slot: str | None = None
     execution_mode: str = "local"
+    published: dict[str, str] = field(default_factory=dict)  # format -> s3:// URL (--publish)
     created_at: float | None = None
     updated_at: float | None = None
     started_at: float | None = None
@@ -66,8 +67,15 @@ class TaskView:
             "name": self.name, "input": self.input, "state": self.status, "status": self.status, "stage": self.stage,
             "percent": self.percent, "stage_percent": self.stage_percent, "attempts": self.attempts,
             "error_code": self.error_code, "error_message": self.error_message, "outputs": dict(self.outputs),
-            "duration_s": self.duration_s, "language": self.language, "slot": self.slot, **where,
+            "duration_s": self.duration_s, "language": self.language, "slot": self.slot,
+            "published": dict(self.published), **self._seed_fields(), **where,
         }  # fmt: skip
+
+    def _seed_fields(self) -> dict[str, Any]:
+        """Seed 003's check_yt_job fields: the SRT's place (its s3:// URL when published) and the error."""
+        srt_path = self.published.get("srt") or self.outputs.get("srt")
+        error = f"{self.error_code}: {self.error_message}" if self.error_code else None
+        return {"srt_path": srt_path, "error": error}
 
     def as_api_json(self, *, slot_is_gpu: bool = False) -> dict[str, Any]:
         """The HTTP API's job (camelCase, docs/api.md); outputs are download URLs once complete."""
@@ -138,11 +146,12 @@ def task_view(task: Task) -> TaskView:
     spec, result = task.spec, task.result or {}
     return TaskView(
         id=task.id, status=task.state.value, batch_id=task.batch_id, key=task.key, kind=task.kind,
-        name=str(spec.get("display") or task.key), input=spec.get("input_path", task.key), stage=task.stage,
+        name=str(spec.get("display") or task.key), input=spec.get("input_path") or spec.get("url") or task.key,
+        stage=task.stage,
         percent=_percent(task), stage_percent=100.0 if task.is_complete else round(100.0 * (task.progress or 0.0), 1),
         attempts=task.attempts, error_code=task.error_code, error_message=task.error_message,
         outputs=dict(result.get("outputs") or {}), formats=tuple((spec.get("outputs") or {}).keys()),
         options=dict(spec.get("options") or {}), duration_s=result.get("duration_s"), language=result.get("language"),
         slot=task.slot, created_at=task.created_at, updated_at=task.updated_at, started_at=task.started_at,
-        finished_at=task.finished_at,
+        finished_at=task.finished_at, published=dict(result.get("published") or {}),
     )  # fmt: skip
