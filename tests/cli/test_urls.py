@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +13,9 @@ import pytest
 pytest.importorskip("yt_dlp")
 pytest.importorskip("moto.server")
 
-import boto3  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
-
 from helpers import DATA, TEXTS, wer  # noqa: E402
 from media_server import MediaServer  # noqa: E402
+from s3_server import moto_s3  # noqa: E402
 
 CLI = [sys.executable, "-m", "scribefleet.cli.main"]
 PAGE = b"""<html><head><title>Fox talk</title></head><body><audio src="/m/fox.wav"></audio></body></html>"""
@@ -42,17 +39,8 @@ def media():
 
 @pytest.fixture
 def s3():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
-                          aws_secret_access_key="s")  # fmt: skip
-    client.create_bucket(Bucket="subs")
-    yield url, client
-    server.stop()
+    with moto_s3("subs") as server:
+        yield server.url, server.client
 
 
 def test_urls_and_a_playlist_transcribe_and_a_404_fails_alone(media: MediaServer, tmp_path: Path) -> None:

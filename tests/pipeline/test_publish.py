@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -11,10 +10,7 @@ import pytest
 pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
-import boto3  # noqa: E402
-import httpx  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
-
+from s3_server import moto_s3  # noqa: E402
 from scribefleet.errors import PublishFailed  # noqa: E402
 from scribefleet.options import PublishOptions  # noqa: E402
 from scribefleet.pipeline.publish import S3Credentials, publish_outputs, split_s3_url  # noqa: E402
@@ -24,30 +20,9 @@ BUCKET = "subtitles"
 
 @pytest.fixture(scope="module")
 def s3_server():
-    """moto's S3 server on a free loopback port, with IAM checking keys (a real user and its key)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    # the next 3 requests go unchecked: make the user, its key and its policy; every later request is checked
-    httpx.post(f"{url}/moto-api/reset-auth", content=b"3").raise_for_status()
-    iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="boot",
-                       aws_secret_access_key="boot")  # fmt: skip
-    iam.create_user(UserName="publisher")
-    key = iam.create_access_key(UserName="publisher")["AccessKey"]
-    iam.put_user_policy(UserName="publisher", PolicyName="all", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
-    creds = S3Credentials(key["AccessKeyId"], key["SecretAccessKey"])
-    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=creds.access_key,
-                      aws_secret_access_key=creds.secret_key)  # fmt: skip
-    s3.create_bucket(Bucket=BUCKET)
-    yield url, creds, s3
-    httpx.post(f"{url}/moto-api/reset-auth", content=b"inf")
-    server.stop()
+    """moto's S3 server on loopback, checking keys: (endpoint, the keys of a real user, a client with them)."""
+    with moto_s3(BUCKET, check_keys=True) as server:
+        yield server.url, S3Credentials(server.access_key, server.secret_key), server.client
 
 
 def test_split_s3_url() -> None:
