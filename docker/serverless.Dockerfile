@@ -9,7 +9,7 @@ ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 \
     SCRIBEFLEET_CACHE_DIR=/models SCRIBEFLEET_MODEL_DIR=/models/huggingface HF_HOME=/models/huggingface \
     SCRIBEFLEET_STATE_DIR=/work
 
-# ffmpeg: yt-dlp merges and remuxes with it where a site serves split streams; python3.11 for scribefleet
+# ffmpeg: yt-dlp merges and remuxes with it where a site serves split streams; Python 3.12 runs scribefleet
 RUN apt-get update && apt-get install -y --no-install-recommends \
         python3 python3-venv ffmpeg ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
