@@ -320,7 +320,7 @@ class MethodNotAllowed(ScribefleetError):
 
 
 class UrlNotSupported(ScribefleetError):
-    """A job names a media URL; only uploaded files can be transcribed so far."""
+    """A job names a media URL and the controller is too old for URLs (kept: codes are never removed)."""
 
     code, http_status = "URL_NOT_SUPPORTED", 422
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from scribefleet.errors import FileTooLarge, InvalidRequest, UrlNotSupported, UsageError
+from scribefleet.errors import FileTooLarge, InvalidRequest, UsageError
 from scribefleet.options import TranscribeOptions
 from scribefleet.service import jobs as J
 from scribefleet.service import streams
@@ -121,14 +121,14 @@ def _upload_routes(router: APIRouter, controller: Controller, metrics: Metrics) 
 def _job_routes(router: APIRouter, controller: Controller) -> None:
     @router.post("/jobs", status_code=201, tags=["jobs"])
     def create_job(body: JobRequest) -> dict[str, Any]:
-        """Queue a transcription of an upload."""
+        """Queue a transcription of an upload or of a media URL."""
+        if body.url is not None and body.upload_id:
+            raise UsageError("a job takes an uploadId or a url, not both")
         if body.url is not None:
-            raise UrlNotSupported(
-                "media URLs are not supported yet: download the file and upload it with POST /api/uploads",
-                url=body.url,
-            )
+            task = J.create_url_job(controller, body.url, body.options, body.batch_id)
+            return J.job_json(task, controller)
         if not body.upload_id:
-            raise UsageError("a job needs an uploadId (from POST /api/uploads)")
+            raise UsageError("a job needs an uploadId (from POST /api/uploads) or a media url")
         task = J.create_job(controller, body.upload_id, body.options, body.batch_id)
         return J.job_json(task, controller)
 

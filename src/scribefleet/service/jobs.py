@@ -1,4 +1,9 @@
-"""Jobs of the HTTP API: a transcribe task made from an upload, and the JSON a client sees of it.
+"""Jobs of the HTTP API: a transcribe task made from an upload or a media URL, and the JSON a client sees of it.
+
+A URL is checked against the controller's network guard first (URL_NOT_ALLOWED
+for loopback, link-local and private addresses not in SCRIBEFLEET_URL_ALLOWLIST)
+and the task carries the allowlist, so its fetch stage checks again what the
+page points to. One URL is one job (a playlist fails with URL_UNSUPPORTED).
 
 A job is a `transcribe` task in the controller's store, made by
 `jobs.create.add_transcribe_task` like every other one, so the same content
@@ -16,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from scribefleet.errors import JobNotComplete, NotFound, UsageError
-from scribefleet.jobs.create import add_transcribe_task
+from scribefleet.jobs.create import add_transcribe_task, job_extra
 from scribefleet.jobs.views import iso, task_view
 from scribefleet.options import Device, TranscribeOptions
-from scribefleet.pipeline.models import resolve_model
+from scribefleet.pipeline.models import ResolvedModel, resolve_model
 from scribefleet.service.controller import Controller
 from scribefleet.store.models import Batch, Task
 from scribefleet.store.store import new_id
@@ -66,10 +71,10 @@ def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> di
     return out
 
 
-def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None) -> Task:
-    """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s."""
+def _checked(controller: Controller, options: TranscribeOptions,
+             batch_id: str | None) -> tuple[Batch | None, ResolvedModel]:
+    """The job's batch (None: make one) and resolved model, after the checks every job passes."""
     settings = controller.settings
-    upload = controller.uploads.get(upload_id)
     batch = get_batch(controller, batch_id) if batch_id else None
     resolved = resolve_model(options.model, settings)  # MODEL_NOT_FOUND now, not in a slot later
     if options.device is Device.CUDA and not any(s.device == "cuda" for s in controller.plan()):
@@ -78,6 +83,33 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
             "use device auto or cpu, or start the controller with --device cuda",
             device="cuda",
         )
+    return batch, resolved
+
+
+def create_url_job(controller: Controller, url: str, options: TranscribeOptions, batch_id: str | None) -> Task:
+    """Queue a transcribe task of a media URL (fetched by the slot), refusing internal addresses."""
+    from scribefleet.pipeline.fetch import check_url_allowed
+
+    settings = controller.settings
+    check_url_allowed(url, settings.url_allowlist)
+    batch, resolved = _checked(controller, options, batch_id)
+    batch = batch or create_batch(controller, None, single=True)
+    key = new_id()
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "media"
+    stem = Path(name).stem or "media"
+    task_id, _ = add_transcribe_task(
+        controller.store, batch.id, f"{key}/{name}", input_path=url, display=name, digest=None,
+        outputs={fmt: controller.jobs_dir / key / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
+        resolved=resolved, settings=settings, extra=job_extra(url_allowlist=settings.url_allowlist),
+    )  # fmt: skip
+    return get_task(controller, task_id)
+
+
+def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None) -> Task:
+    """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s."""
+    settings = controller.settings
+    upload = controller.uploads.get(upload_id)
+    batch, resolved = _checked(controller, options, batch_id)
     if batch is None:
         batch = create_batch(controller, None, single=True)
     key = new_id()
