@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response, Streami
 from pydantic import BaseModel, ConfigDict, Field
 
 from scribefleet.errors import FileTooLarge, InvalidRequest, UsageError
-from scribefleet.options import TranscribeOptions
+from scribefleet.options import PublishOptions, TranscribeOptions
 from scribefleet.service import jobs as J
 from scribefleet.service import streams
 from scribefleet.service.controller import Controller
@@ -56,6 +56,8 @@ class JobRequest(BaseModel):
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
     batch_id: str | None = Field(default=None, alias="batchId")
     url: str | None = None
+    #: also upload the outputs to S3 (the controller's AWS settings; no keys in requests)
+    publish: PublishOptions | None = None
 
 
 class BatchRequest(BaseModel):
@@ -125,11 +127,11 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
         if body.url is not None and body.upload_id:
             raise UsageError("a job takes an uploadId or a url, not both")
         if body.url is not None:
-            task = J.create_url_job(controller, body.url, body.options, body.batch_id)
+            task = J.create_url_job(controller, body.url, body.options, body.batch_id, publish=body.publish)
             return J.job_json(task, controller)
         if not body.upload_id:
             raise UsageError("a job needs an uploadId (from POST /api/uploads) or a media url")
-        task = J.create_job(controller, body.upload_id, body.options, body.batch_id)
+        task = J.create_job(controller, body.upload_id, body.options, body.batch_id, publish=body.publish)
         return J.job_json(task, controller)
 
     @router.get("/jobs", tags=["jobs"])

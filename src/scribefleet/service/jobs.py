@@ -23,7 +23,7 @@ from typing import Any
 from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.jobs.create import add_transcribe_task, job_extra
 from scribefleet.jobs.views import iso, task_view
-from scribefleet.options import Device, TranscribeOptions
+from scribefleet.options import Device, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_model
 from scribefleet.service.controller import Controller
 from scribefleet.store.models import Batch, Task
@@ -86,7 +86,8 @@ def _checked(controller: Controller, options: TranscribeOptions,
     return batch, resolved
 
 
-def create_url_job(controller: Controller, url: str, options: TranscribeOptions, batch_id: str | None) -> Task:
+def create_url_job(controller: Controller, url: str, options: TranscribeOptions, batch_id: str | None, *,
+                   publish: PublishOptions | None = None) -> Task:
     """Queue a transcribe task of a media URL (fetched by the slot), refusing internal addresses."""
     from scribefleet.pipeline.fetch import check_url_allowed
 
@@ -100,12 +101,13 @@ def create_url_job(controller: Controller, url: str, options: TranscribeOptions,
     task_id, _ = add_transcribe_task(
         controller.store, batch.id, f"{key}/{name}", input_path=url, display=name, digest=None,
         outputs={fmt: controller.jobs_dir / key / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
-        resolved=resolved, settings=settings, extra=job_extra(url_allowlist=settings.url_allowlist),
+        resolved=resolved, settings=settings, extra=job_extra(publish=publish, url_allowlist=settings.url_allowlist),
     )  # fmt: skip
     return get_task(controller, task_id)
 
 
-def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None) -> Task:
+def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None, *,
+               publish: PublishOptions | None = None) -> Task:
     """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s."""
     settings = controller.settings
     upload = controller.uploads.get(upload_id)
@@ -118,7 +120,7 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
     task_id, _ = add_transcribe_task(
         controller.store, batch.id, f"{key}/{upload.filename}", input_path=upload.path, display=upload.filename,
         digest=upload.sha256, outputs={fmt: out_dir / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
-        resolved=resolved, settings=settings, extra={"upload_id": upload.upload_id},
+        resolved=resolved, settings=settings, extra={"upload_id": upload.upload_id, **job_extra(publish=publish)},
     )  # fmt: skip
     return get_task(controller, task_id)
 
