@@ -97,3 +97,34 @@ def test_publish_then_a_failed_publish_resumes_uploading_only(media: MediaServer
     status = run_cli("status", job["job_id"], "--state", str(out2), "--json")
     view = json.loads(status.stdout)
     assert view["srt_path"] == "s3://later/run/fox.srt" and view["status"] == "complete"
+
+
+def test_a_plan_transcribes_a_url_and_publishes(media: MediaServer, s3, tmp_path: Path) -> None:
+    import textwrap
+
+    endpoint, client = s3
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(textwrap.dedent(f"""
+        tasks:
+          - id: talk
+            kind: transcribe
+            input: {media.url}/fox.html
+            out: results
+            formats: [srt, json]
+            device: cpu
+            fetch: {{socket_timeout_s: 30}}
+            publish: {{target: "s3://subs/plan/", endpoint_url: "{endpoint}", region: us-east-1}}
+          - id: index
+            kind: aggregate
+            needs: [talk]
+            output: results/index.json
+    """).lstrip())
+    proc = run_cli("plan", "run", str(plan), "--json", env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["total"], summary["complete"]) == (2, 2)
+    doc = json.loads((tmp_path / "results" / "fox.json").read_text())  # named after the URL's path
+    assert doc["metadata"]["title"].startswith("Fox talk") and wer(TEXTS["en01.wav"], doc["text"]) <= 0.3
+    assert client.get_object(Bucket="subs", Key="plan/fox.srt")["Body"].read() == (tmp_path / "results" / "fox.srt").read_bytes()
+    index = json.loads((tmp_path / "results" / "index.json").read_text())
+    assert wer(TEXTS["en01.wav"], index["text"]) <= 0.3
