@@ -35,6 +35,8 @@ def moto_s3(*buckets: str, check_keys: bool = False) -> Iterator[S3Server]:
     url = f"http://127.0.0.1:{port}"
     access, secret = "test", "test"
     try:
+        # moto keeps its state per process, shared by every server: start from nothing
+        httpx.post(f"{url}/moto-api/reset").raise_for_status()
         if check_keys:
             # the next 3 requests go unchecked: the user, its key and its policy; every later one is checked
             httpx.post(f"{url}/moto-api/reset-auth", content=b"3").raise_for_status()
