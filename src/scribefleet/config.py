@@ -230,6 +230,9 @@ class Settings(BaseSettings):
     def _masked_json(self, value: SecretStr | None) -> str | None:
         # slots never need these: masked even in the init message that hands a slot its settings
         return None if value is None else str(value)
+    #: networks (CIDR or address) and host names the controller may fetch media URLs from although they are
+    #: loopback, link-local or private; everything internal is refused otherwise (the CLI fetches any URL)
+    url_allowlist: list[str] = Field(default_factory=list)
 
     @field_serializer("llm_api_key", when_used="json")
     def _secret_json(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

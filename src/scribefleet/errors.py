@@ -13,6 +13,11 @@ with what to do about it, and a test keeps the two in step.
     |   +-- MediaUnreadable             MEDIA_UNREADABLE
     |   +-- MediaEmpty                  MEDIA_EMPTY
     |   +-- FileTooLarge                FILE_TOO_LARGE
+    |   +-- DownloadFailed              DOWNLOAD_FAILED
+    |   +-- UrlUnsupported              URL_UNSUPPORTED
+    |   +-- DownloadTooLarge            DOWNLOAD_TOO_LARGE
+    |   +-- UrlBotCheck                 URL_BOT_CHECK
+    |   +-- UrlNotAllowed               URL_NOT_ALLOWED
     +-- ModelError
     |   +-- ModelNotFound               MODEL_NOT_FOUND
     |   +-- ModelLoadFailed             MODEL_LOAD_FAILED
@@ -30,6 +35,7 @@ with what to do about it, and a test keeps the two in step.
     |   +-- LlmUnreachable              LLM_UNREACHABLE
     |   +-- LlmFailed                   LLM_FAILED
     +-- OutputWriteFailed               OUTPUT_WRITE_FAILED
+    +-- PublishFailed                   PUBLISH_FAILED
     +-- PlanInvalid                     PLAN_INVALID
     +-- Unauthorized                    UNAUTHORIZED
     +-- ControllerUnreachable           CONTROLLER_UNREACHABLE
@@ -126,6 +132,36 @@ class FileTooLarge(InputError):
     code, http_status = "FILE_TOO_LARGE", 413
 
 
+class DownloadFailed(InputError):
+    """A media URL could not be downloaded (HTTP error, network failure, refused connection)."""
+
+    code, http_status = "DOWNLOAD_FAILED", 502
+
+
+class UrlUnsupported(InputError):
+    """A URL holds no media yt-dlp can find (not a media file, no known site, a page without audio)."""
+
+    code, http_status = "URL_UNSUPPORTED", 422
+
+
+class DownloadTooLarge(InputError):
+    """A URL's media is larger or longer than the download limits, known before anything was downloaded."""
+
+    code, http_status = "DOWNLOAD_TOO_LARGE", 413
+
+
+class UrlBotCheck(InputError):
+    """The site (YouTube) asked to sign in to prove the request is not a bot."""
+
+    code, http_status = "URL_BOT_CHECK", 403
+
+
+class UrlNotAllowed(InputError):
+    """A URL resolves to a loopback, link-local or private address the controller may not fetch."""
+
+    code, http_status = "URL_NOT_ALLOWED", 403
+
+
 class ModelError(ScribefleetError):
     """The speech model cannot be used."""
 
@@ -199,6 +235,12 @@ class OutputWriteFailed(ScribefleetError):
     """An output or checkpoint file could not be written (disk full, permissions)."""
 
     code, http_status = "OUTPUT_WRITE_FAILED", 507
+
+
+class PublishFailed(ScribefleetError):
+    """Uploading an output to S3 failed (credentials, bucket, endpoint); a resume retries only the upload."""
+
+    code, http_status = "PUBLISH_FAILED", 502
 
 
 class PlanInvalid(ScribefleetError):
@@ -294,7 +336,7 @@ class MethodNotAllowed(ScribefleetError):
 
 
 class UrlNotSupported(ScribefleetError):
-    """A job names a media URL; only uploaded files can be transcribed so far."""
+    """A job names a media URL and the controller is too old for URLs (kept: codes are never removed)."""
 
     code, http_status = "URL_NOT_SUPPORTED", 422
 

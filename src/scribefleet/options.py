@@ -123,3 +123,33 @@ class TranscribeOptions(BaseModel):
         }
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+class FetchOptions(BaseModel):
+    """How a media URL is downloaded (yt-dlp's own option names in the docs); none of it changes the transcript."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cookies: str | None = None  # a Netscape cookies file, as yt-dlp's --cookies (YouTube's bot check)
+    proxy: str | None = None  # http://, https:// or socks5:// proxy URL
+    socket_timeout_s: float | None = Field(default=None, gt=0)
+    max_download_mb: int | None = Field(default=None, gt=0)  # None: the max_file_mb setting
+    max_duration_s: float | None = Field(default=None, gt=0)  # None: no limit
+
+
+class PublishOptions(BaseModel):
+    """Where outputs are uploaded after the local atomic write: an s3:// prefix and how to reach it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: str  # s3://bucket/prefix/
+    endpoint_url: str | None = None  # an S3-compatible server (MinIO, R2...); None: AWS or AWS_ENDPOINT_URL
+    region: str | None = None  # None: AWS_REGION / AWS_DEFAULT_REGION / the AWS config file
+    multipart_threshold_mb: int = Field(default=64, ge=5)
+
+    @field_validator("target")
+    @classmethod
+    def _s3_url(cls, value: str) -> str:
+        if not value.startswith("s3://") or not value[5:].split("/", 1)[0]:
+            raise ValueError(f"publish target {value!r} is not an s3://bucket/prefix/ URL")
+        return value

@@ -258,7 +258,8 @@ def test_stages_run_again_from_checkpoints_and_status_shows_each_stage(tmp_path:
     run_cli(*args, "--stages", "render")  # a finished job: only render and publish run again
     shown = json.loads(run_cli("status", job["id"], "--state", str(out), "--json").stdout)
     states = {s["stage"]: s["state"] for s in shown["stages"]}
-    assert states == {"decode": "skipped", "vad": "skipped", "transcribe": "skipped", "render": "done", "publish": "done"}
+    assert states == {"fetch": "skipped", "decode": "skipped", "vad": "skipped", "transcribe": "skipped", "render": "done",
+                      "publish": "done"}
     assert transcript.stat().st_mtime_ns == stamp and (out / "talk.srt").read_text() == srt_before
     text = run_cli("status", job["id"], "--state", str(out)).stdout
     assert "render" in text and "skipped" in text and "attempts 1" in text

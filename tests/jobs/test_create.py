@@ -40,8 +40,8 @@ def test_same_content_under_two_names_shares_one_work_dir_and_a_rerun_finds_the_
 
 def test_submit_file_adds_a_one_task_batch_each_time(tmp_path: Path, speech: dict[str, Path], settings: Settings) -> None:
     options = TranscribeOptions(formats="json")
-    first = submit_file(speech["en03.wav"], tmp_path / "out", options, settings)
-    second = submit_file(speech["en03.wav"], tmp_path / "out", options, settings)
+    (first,) = submit_file(speech["en03.wav"], tmp_path / "out", options, settings)
+    (second,) = submit_file(speech["en03.wav"], tmp_path / "out", options, settings)
     assert first.batch_id != second.batch_id and first.state is TaskState.QUEUED
     assert first.spec["work_dir"] == second.spec["work_dir"]  # the same content is transcribed once
     assert first.spec["outputs"] == {"json": str((tmp_path / "out" / "en03.json").resolve())}

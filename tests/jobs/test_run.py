@@ -31,7 +31,7 @@ def test_run_transcribe_runs_a_batch_and_a_rerun_has_nothing_to_do(tmp_path: Pat
 
 def test_logs_of_a_submitted_job_have_the_runner_dispatch_lines(tmp_path: Path, speech: dict[str, Path], settings: Settings) -> None:
     out = tmp_path / "out"
-    task = submit_file(speech["en05.wav"], out, TranscribeOptions(formats="json", device="cpu"), settings)
+    (task,) = submit_file(speech["en05.wav"], out, TranscribeOptions(formats="json", device="cpu"), settings)
     setup_logging(out / ".scribefleet" / "logs" / "scribefleet.log")
     assert run_queued(out, settings) == 0
     with open_store(out) as store:

@@ -18,12 +18,13 @@ from pipeline.conftest import ProgressLog
 def test_a_chosen_stage_brings_what_depends_on_it() -> None:
     assert stages_to_redo(["render"]) == ["render", "publish"]
     assert stages_to_redo(["vad"]) == ["vad", "transcribe", "render", "publish"]
-    assert stages_to_redo(["publish", "decode"]) == list(STAGES)
+    assert stages_to_redo(["publish", "decode"]) == list(STAGES[1:])
+    assert stages_to_redo(["fetch"]) == list(STAGES)
     assert stages_to_redo([]) == []
 
 
 def test_unknown_stages_are_refused(make_job) -> None:
-    with pytest.raises(ValidationError, match="unknown stage.*choose from decode, vad, transcribe"):
+    with pytest.raises(ValidationError, match="unknown stage.*choose from fetch, decode, vad, transcribe"):
         make_job(DATA / "en01.wav", rerun_stages=("render", "asr"))
 
 

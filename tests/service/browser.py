@@ -78,6 +78,7 @@ def start_controller(tmp: Path, *, token: str, slots: int = 1) -> RunningControl
         SCRIBEFLEET_CACHE_DIR=str(tmp / "cache"),
         HF_HUB_OFFLINE="1",
         SCRIBEFLEET_CANCEL_POLL_S="0.2",
+        SCRIBEFLEET_URL_ALLOWLIST='["127.0.0.1"]',  # the URL tests serve media on loopback
         PYTHONUNBUFFERED="1",
     )
     log_path = tmp / "controller.log"

@@ -70,8 +70,10 @@ async def test_job_requests_that_are_refused(running_client: httpx.AsyncClient) 
     client = running_client
     up = await upload(client, DATA / "en01.wav")
     cases = [
-        ({"url": "https://example.org/a.mp3"}, 422, "URL_NOT_SUPPORTED"),
-        ({"uploadId": up["uploadId"], "url": "https://example.org/a.mp3"}, 422, "URL_NOT_SUPPORTED"),
+        ({"url": "http://127.0.0.1:9/a.mp3"}, 403, "URL_NOT_ALLOWED"),
+        ({"url": "http://169.254.169.254/latest/meta-data/"}, 403, "URL_NOT_ALLOWED"),
+        ({"url": "file:///etc/passwd"}, 422, "URL_UNSUPPORTED"),
+        ({"uploadId": up["uploadId"], "url": "https://example.org/a.mp3"}, 400, "INVALID_OPTIONS"),
         ({}, 400, "INVALID_OPTIONS"),
         ({"uploadId": "0123456789abcdef"}, 404, "NOT_FOUND"),
         ({"uploadId": "../../etc"}, 404, "NOT_FOUND"),

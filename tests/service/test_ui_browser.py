@@ -232,3 +232,25 @@ def cancel_on_job_page(page: Any, server: RunningController, job_id: str, *, exp
     page.wait_for_selector('.job-detail[data-status="canceled"] .error-code:text("USER_CANCELED")', timeout=WAIT_MS)
     page.wait_for_selector("#cancel-button", state="hidden", timeout=WAIT_MS)
     assert page.locator("img").count() == 0 and page.evaluate("window.__pwned") is None
+
+
+def test_a_pasted_url_becomes_a_job(controller: RunningController, browser: Any) -> None:
+    pytest.importorskip("yt_dlp")
+    from media_server import MediaServer
+
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, controller)
+    with MediaServer() as media:
+        url = media.add("/talks/fox.wav", (DATA / "en01.wav").read_bytes(), "audio/wav")
+        assert page.locator("#submit-button").is_disabled()
+        page.fill("#url-input", url + "\n")
+        page.click("#submit-button")
+        page.wait_for_selector(f"#flash:not([hidden]), #batch-jobs tr.job:is({ENDED})", timeout=WAIT_MS)
+        assert page.locator("#flash").is_hidden(), page.inner_text("#flash")
+        row = page.locator("#batch-jobs tr.job").first
+        assert row.get_attribute("data-status") == "complete", row.inner_text()
+        assert "fox.wav" in row.locator(".name").inner_text()
+        assert any(path == "/talks/fox.wav" for _, path, _ in media.requests)
+    assert not errors, errors

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from scribefleet.config import Settings
 from scribefleet.errors import ScribefleetError, UsageError
-from scribefleet.options import FORMATS, TranscribeOptions
+from scribefleet.options import FORMATS, FetchOptions, PublishOptions, TranscribeOptions
 
 INTERRUPTED = 130
 TOKEN_HELP = "API token (default: SCRIBEFLEET_TOKEN)."
@@ -111,6 +111,22 @@ def stage_list(value: str | None) -> tuple[str, ...]:
     if bad or (value is not None and not names):
         raise UsageError(f"unknown stage(s) {', '.join(bad) or '(none)'} in --stages; choose from {', '.join(STAGES)}")
     return names
+def fetch_options(**fields: Any) -> FetchOptions:
+    """How URL inputs are downloaded, from the flags; INVALID_OPTIONS naming each bad one."""
+    try:
+        return FetchOptions(**fields)
+    except ValidationError as exc:
+        raise UsageError(_messages(exc)) from exc
+
+
+def publish_options(target: str | None, **fields: Any) -> PublishOptions | None:
+    """Where outputs are published (None without --publish); INVALID_OPTIONS naming each bad one."""
+    if target is None:
+        return None
+    try:
+        return PublishOptions(target=target, **fields)
+    except ValidationError as exc:
+        raise UsageError(_messages(exc)) from exc
 
 
 # -- the transcribe flags, declared once --------------------------------------------
@@ -128,6 +144,13 @@ BeamSize = Annotated[int, typer.Option("--beam-size", "--beam_size", min=1, help
 InitialPrompt = Annotated[Optional[str], typer.Option("--initial-prompt", "--initial_prompt", help="Text that primes the first window (names, jargon).")]
 EngineName = Annotated[Optional[str], typer.Option("--engine", help="Where slots run: local (processes on this machine) or ray (actors on a Ray cluster); default SCRIBEFLEET_ENGINE, local.")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster for --engine ray: an address, or local for a private one; default SCRIBEFLEET_RAY_ADDRESS.")]
+Cookies = Annotated[Optional[str], typer.Option("--cookies", help="Netscape cookies file for URL downloads, as yt-dlp's --cookies (YouTube's 'confirm you're not a bot').")]
+Proxy = Annotated[Optional[str], typer.Option("--proxy", help="Proxy for URL downloads: http://, https:// or socks5://host:port.")]
+SocketTimeout = Annotated[Optional[float], typer.Option("--socket-timeout", min=0.1, help="Seconds a URL download may wait for the server before it fails.")]
+MaxDuration = Annotated[Optional[float], typer.Option("--max-duration", min=1, help="Refuse URLs whose media lasts longer (seconds), before downloading.")]
+Publish = Annotated[Optional[str], typer.Option("--publish", help="Also upload every output to s3://bucket/prefix/ (boto3; AWS settings from the environment).")]
+S3EndpointUrl = Annotated[Optional[str], typer.Option("--s3-endpoint-url", help="S3-compatible server for --publish (MinIO, R2...); default: AWS or AWS_ENDPOINT_URL.")]
+S3Region = Annotated[Optional[str], typer.Option("--s3-region", help="Region for --publish; default: AWS_REGION / AWS_DEFAULT_REGION.")]
 AllowMissing = Annotated[bool, typer.Option("--allow-missing", help="Run the inputs that exist even when others are missing (each missing one becomes a failed job) instead of refusing up front.")]
 
 #: boolean flags whisper / whisper-ctranslate2 spell `--flag True|False`: flag -> (what True means, what False means)

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from scribefleet import __version__
-from scribefleet.cli import batch, doctor, edge, jobs, plan, serve, status, submit, transcribe, worker
+from scribefleet.cli import batch, doctor, edge, handle, jobs, plan, serve, status, submit, transcribe, worker
 from scribefleet.errors import ScribefleetError
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ app.command()(batch.batch)
 app.command()(submit.submit)
 app.command()(submit.dispatch)
 app.command()(worker.worker)
+app.command()(handle.handle)
 
 
 def main(argv: list[str] | None = None) -> None:

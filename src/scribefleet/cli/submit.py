@@ -23,7 +23,7 @@ import typer
 from scribefleet import client
 from scribefleet.cli import edge
 from scribefleet.cli.render import write_json
-from scribefleet.errors import InputNotFound
+from scribefleet.errors import FeatureUnavailable, InputNotFound
 from scribefleet.jobs.create import submit_file
 from scribefleet.jobs.lookup import state_dir_of
 from scribefleet.jobs.run import run_queued, start_runner
@@ -33,7 +33,7 @@ from scribefleet.logs import setup_logging
 
 def submit(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="One media file.")],
+    file: Annotated[str, typer.Argument(metavar="FILE|URL", help="One media file, or a media URL (a playlist: one job per entry).")],
     controller: Annotated[Optional[str], typer.Option("--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER; unset: the local store).")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Without a controller: folder for outputs and the state dir OUT/.scribefleet.")] = Path("out"),
@@ -48,6 +48,13 @@ def submit(
     word_timestamps: edge.WordTimestamps = False,
     beam_size: edge.BeamSize = 5,
     initial_prompt: edge.InitialPrompt = None,
+    cookies: edge.Cookies = None,
+    proxy: edge.Proxy = None,
+    socket_timeout: edge.SocketTimeout = None,
+    max_duration: edge.MaxDuration = None,
+    publish: edge.Publish = None,
+    s3_endpoint_url: edge.S3EndpointUrl = None,
+    s3_region: edge.S3Region = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the job as JSON instead of its id.")] = False,
 ) -> None:
     """Submit one file as a background job; print its id at once."""
@@ -59,19 +66,34 @@ def submit(
             initial_prompt=initial_prompt,
         )  # fmt: skip
         settings = edge.settings_of(ctx)
+        fetch = edge.fetch_options(cookies=cookies, proxy=proxy, socket_timeout_s=socket_timeout,
+                                   max_duration_s=max_duration)  # fmt: skip
+        target = edge.publish_options(publish, endpoint_url=s3_endpoint_url, region=s3_region)
         url = controller or settings.controller
         if url:
-            if not file.is_file():
+            if file.startswith(("http://", "https://")):
+                raise FeatureUnavailable("a controller takes uploaded files so far; submit URLs without --controller "
+                                         "(the local store) or upload the media", input=file)  # fmt: skip
+            file_path = Path(file)
+            if not file_path.is_file():
                 raise InputNotFound(f"{file} is not a file: name one media file", input=str(file))
             with client.connect(url, token, settings) as conn:
-                upload = conn.upload(file)
+                upload = conn.upload(file_path)
                 job = conn.create_job(upload["uploadId"], options.model_dump(mode="json"))
                 view, where = TaskView.from_api(job, conn.url).as_json(controller=conn.url, job=job), f"--controller {conn.url}"
         else:
-            submitted = submit_file(file, out, options, settings)
+            submitted = submit_file(file, out, options, settings, fetch=fetch, publish=target)
             start_runner(out.resolve())
             state_dir = state_dir_of(out)
-            view, where = task_view(submitted).as_json(state_dir=str(state_dir)), f"--state {state_dir}"
+            views = [task_view(t).as_json(state_dir=str(state_dir)) for t in submitted]
+            view, where = views[0], f"--state {state_dir}"
+            if len(views) > 1:  # a playlist: one job per entry, one id per line
+                if json_out:
+                    write_json(views)
+                else:
+                    sys.stdout.write("".join(v["job_id"] + "\n" for v in views))
+                edge.stderr_console().print(f"submitted {len(views)} jobs; follow them with: scribefleet status JOB {where}")
+                return 0
         if json_out:
             write_json(view)
         else:

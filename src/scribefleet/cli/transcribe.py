@@ -23,7 +23,7 @@ from scribefleet.logs import setup_logging
 
 def transcribe(
     ctx: typer.Context,
-    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Media files, folders (recursive) or globs.")],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Media files, folders (recursive), globs, or http(s) URLs (media links, pages yt-dlp knows, playlists).")],
     out: Annotated[Path, typer.Option("--out", "-o", "--output_dir", "--output-dir", help="Folder for outputs and the resumable state (OUT/.scribefleet).")] = Path("out"),
     model: edge.Model = "tiny.en",
     language: edge.Language = None,
@@ -36,6 +36,13 @@ def transcribe(
     word_timestamps: edge.WordTimestamps = False,
     beam_size: edge.BeamSize = 5,
     initial_prompt: edge.InitialPrompt = None,
+    cookies: edge.Cookies = None,
+    proxy: edge.Proxy = None,
+    socket_timeout: edge.SocketTimeout = None,
+    max_duration: edge.MaxDuration = None,
+    publish: edge.Publish = None,
+    s3_endpoint_url: edge.S3EndpointUrl = None,
+    s3_region: edge.S3Region = None,
     allow_missing: edge.AllowMissing = False,
     engine: edge.EngineName = None,
     ray_address: edge.RayAddress = None,
@@ -54,6 +61,9 @@ def transcribe(
             initial_prompt=initial_prompt,
         )  # fmt: skip
         settings = edge.with_engine(ctx, engine, ray_address)
+        fetch = edge.fetch_options(cookies=cookies, proxy=proxy, socket_timeout_s=socket_timeout,
+                                   max_duration_s=max_duration)  # fmt: skip
+        target = edge.publish_options(publish, endpoint_url=s3_endpoint_url, region=s3_region)
         state_dir = out.resolve() / ".scribefleet"
         state_dir.mkdir(parents=True, exist_ok=True)
         console = edge.stderr_console()
@@ -62,7 +72,8 @@ def transcribe(
                       max_mb=settings.log_max_mb, backups=settings.log_backups)  # fmt: skip
         store, batch_id = run_transcribe(inputs, out, options, settings, slots=slots, force=force,
                                          allow_missing=allow_missing, stages=edge.stage_list(stages),
-                                         listeners=[progress.on_event], watch=progress.live)  # fmt: skip
+                                         listeners=[progress.on_event], watch=progress.live, fetch=fetch,
+                                         publish=target)  # fmt: skip
         line = f"{{done}}/{{total}} done, {{failed}} failed. Outputs and state: {state_dir.parent}"
         return report_outcome(console, store.tasks(batch_id=batch_id), json_out=json_out, batch_id=batch_id,
                               state_dir=str(state_dir), line=line)  # fmt: skip

@@ -6,6 +6,14 @@ from the same pieces: the input's content hash (cached by path, size and
 mtime), a work folder keyed by that hash and the options' result key (so the
 same content with the same options is transcribed once, under any name), and
 the runtime spec a slot's handler reads (`transcribe_spec`).
+
+A URL's content is known only after its download, so its task gets a work
+folder keyed by the URL (`url-<hash of the URL>-<options key>`) where the
+fetch stage leaves the download; the pipeline then continues in the
+content-keyed folder beside it (pipeline/job.py), the one a local file with
+the same bytes gets. How a URL is downloaded (`FetchOptions`) and where the
+outputs are published (`PublishOptions`) travel in the spec as `job_extra`
+makes them; neither changes the work folder.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import Any
 from scribefleet.config import Settings
 from scribefleet.fsio import atomic_write_json, read_json
 from scribefleet.jobs.inputs import InputFile, check_inputs
-from scribefleet.options import Device, TranscribeOptions
+from scribefleet.options import Device, FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_model
 from scribefleet.store.models import Task, TaskKind
 from scribefleet.store.store import Store, new_id
@@ -38,7 +46,7 @@ def hash_inputs(files: list[InputFile], state_dir: Path) -> dict[Path, str]:
     todo: list[Path] = []
     hashes: dict[Path, str] = {}
     for f in files:
-        if f.missing or not f.path.is_file():
+        if f.url or f.missing or not f.path.is_file():
             continue
         st = f.path.stat()
         hit = cache.get(str(f.path))
@@ -64,17 +72,35 @@ def hash_inputs(files: list[InputFile], state_dir: Path) -> dict[Path, str]:
     return hashes
 
 
-def work_dir_for(state_dir: Path, path: Path, digest: str | None, result_key: str) -> Path:
-    """The checkpoint folder of one transcription: keyed by content hash (path if unreadable) + options key."""
-    ident = digest[:20] if digest else "path-" + hashlib.sha256(str(path).encode()).hexdigest()[:15]
+def work_dir_for(state_dir: Path, path: Path | str, digest: str | None, result_key: str) -> Path:
+    """The checkpoint folder of one transcription: keyed by content hash (path if unreadable, URL for a URL) +
+    options key."""
+    if isinstance(path, str) and path.startswith(("http://", "https://")):
+        ident = "url-" + hashlib.sha256(path.encode()).hexdigest()[:15]
+    else:
+        ident = digest[:20] if digest else "path-" + hashlib.sha256(str(path).encode()).hexdigest()[:15]
     return state_dir / "work" / f"{ident}-{result_key}"
 
 
-def transcribe_spec(input_path: Path, display: str, work_dir: Path, outputs: dict[str, Path],
+def job_extra(fetch: FetchOptions | None = None, publish: PublishOptions | None = None,
+              url_allowlist: list[str] | None = None) -> dict[str, Any]:
+    """Spec fields of how a URL is fetched and where outputs are published (absent when default)."""
+    extra: dict[str, Any] = {}
+    if fetch is not None and fetch != FetchOptions():
+        extra["fetch"] = fetch.model_dump(mode="json", exclude_defaults=True)
+    if publish is not None:
+        extra["publish"] = publish.model_dump(mode="json", exclude_defaults=True)
+    if url_allowlist is not None:
+        extra["url_allowlist"] = list(url_allowlist)
+    return extra
+
+
+def transcribe_spec(source: Path | str, display: str, work_dir: Path, outputs: dict[str, Path],
                     options: TranscribeOptions, resolved: ResolvedModel, settings: Settings) -> dict[str, Any]:
-    """The runtime spec of a `transcribe` task: what a slot's handler reads."""
+    """The runtime spec of a `transcribe` task: what a slot's handler reads. `source`: a path or a media URL."""
+    is_url = isinstance(source, str) and source.startswith(("http://", "https://"))
     return {
-        "input_path": str(input_path),
+        ("url" if is_url else "input_path"): str(source),
         "display": display,
         "work_dir": str(work_dir),
         "outputs": {k: str(v) for k, v in outputs.items()},
@@ -86,11 +112,11 @@ def transcribe_spec(input_path: Path, display: str, work_dir: Path, outputs: dic
     }
 
 
-def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Path, display: str, digest: str | None,
-                        outputs: dict[str, Path], options: TranscribeOptions, resolved: ResolvedModel,
-                        settings: Settings, extra: dict[str, Any] | None = None,
+def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Path | str, display: str,
+                        digest: str | None, outputs: dict[str, Path], options: TranscribeOptions,
+                        resolved: ResolvedModel, settings: Settings, extra: dict[str, Any] | None = None,
                         remote: bool = False) -> tuple[str, dict[str, Any]]:
-    """Add (or find) one transcribe task of a batch; returns (task id, its spec).
+    """Add (or find) one transcribe task of a batch; returns (task id, its spec). `input_path`: a path or URL.
 
     `remote`: it runs on a remote worker (spec "remote": true, dispatch/placement.py); its own
     limit is the engine's (REMOTE_WORKER_TIMEOUT_SECONDS for the wait, again for the run), so
@@ -112,14 +138,15 @@ def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Pa
 
 def _batch_key(files: list[InputFile], options: TranscribeOptions, model_id: str) -> str:
     blob = json.dumps(
-        {"inputs": sorted(str(f.path) for f in files), "options": options.model_dump(mode="json"), "model": model_id},
+        {"inputs": sorted(f.source for f in files), "options": options.model_dump(mode="json"), "model": model_id},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def create_batch(store: Store, files: list[InputFile], options: TranscribeOptions, resolved: ResolvedModel,
-                 settings: Settings, out: Path, *, force: bool = False, stages: tuple[str, ...] = ()) -> str:
+                 settings: Settings, out: Path, *, force: bool = False, stages: tuple[str, ...] = (),
+                 extra: dict[str, Any] | None = None) -> str:
     """Record the batch of a `transcribe` run and one task per input; bring an existing batch up to date.
 
     The caller holds the dispatcher lock. Of a batch seen before: tasks whose input
@@ -132,14 +159,15 @@ def create_batch(store: Store, files: list[InputFile], options: TranscribeOption
     hashes = hash_inputs(files, store.state_dir)
     batch_id = store.ensure_batch(
         _batch_key(files, options, resolved.model_id), "transcribe",
-        {"inputs": [str(f.path) for f in files], "options": options.model_dump(mode="json")}, str(out),
+        {"inputs": [f.source for f in files], "options": options.model_dump(mode="json")}, str(out),
     )
     before = {t.key: t for t in store.tasks(batch_id=batch_id)} if stages else {}
     for f in files:
-        rerun = _rerun_of(before.get(str(f.path)), stages) if stages else None
+        rerun = _rerun_of(before.get(f.source), stages) if stages else None
         task_id, spec = add_transcribe_task(
-            store, batch_id, str(f.path), input_path=f.path, display=str(f.rel), digest=hashes.get(f.path),
-            outputs=f.outputs(options.formats), options=options, resolved=resolved, settings=settings, extra=rerun,
+            store, batch_id, f.source, input_path=f.url or f.path, display=str(f.rel), digest=hashes.get(f.path),
+            outputs=f.outputs(options.formats), options=options, resolved=resolved, settings=settings,
+            extra={**(extra or {}), **(rerun or {})},
         )  # fmt: skip
         store.revise_task(task_id, spec, content_key=Path(spec["work_dir"]).name)
     if force:
@@ -166,22 +194,31 @@ def _rerun_of(task: Task | None, stages: tuple[str, ...]) -> dict[str, Any]:
 
 def submit_file(file: Path, out: Path, options: TranscribeOptions, settings: Settings) -> Task:
     """One file as a new one-task batch of the store of `out` (the work of `scribefleet submit`).
+def submit_file(file: Path | str, out: Path, options: TranscribeOptions, settings: Settings, *,
+                fetch: FetchOptions | None = None, publish: PublishOptions | None = None) -> list[Task]:
+    """One file or URL as a new batch of the store of `out` (the work of `scribefleet submit`): one task, or one
+    per entry of a playlist URL.
 
-    It takes no lock: a new batch with a new task is only added (as anyone may),
+    It takes no lock: a new batch with new tasks is only added (as anyone may),
     never changed, so a dispatcher running there meanwhile is not disturbed.
     """
     out = out.resolve()
-    (f,) = check_inputs([str(file)], out_dir=out, single_file=True)
+    files = check_inputs([str(file)], out_dir=out, single_file=True, fetch=fetch)
     resolved = resolve_model(options.model, settings)
     state_dir = out / ".scribefleet"
     state_dir.mkdir(parents=True, exist_ok=True)
-    digest = hash_inputs([f], state_dir).get(f.path)
+    hashes = hash_inputs(files, state_dir)
+    extra = job_extra(fetch, publish)
+    tasks = []
     with Store.open(state_dir) as store:
         batch_id = store.ensure_batch(f"submit-{new_id()}", "submit",
-                                      {"inputs": [str(f.path)], "options": options.model_dump(mode="json")}, str(out))
-        task_id, _ = add_transcribe_task(store, batch_id, str(f.path), input_path=f.path, display=str(f.rel),
-                                         digest=digest, outputs=f.outputs(options.formats), options=options,
-                                         resolved=resolved, settings=settings)  # fmt: skip
-        task = store.task(task_id)
-    assert task is not None
-    return task
+                                      {"inputs": [str(file)], "options": options.model_dump(mode="json")}, str(out))
+        for f in files:
+            task_id, _ = add_transcribe_task(store, batch_id, f.source, input_path=f.url or f.path,
+                                             display=str(f.rel), digest=hashes.get(f.path),
+                                             outputs=f.outputs(options.formats), options=options, resolved=resolved,
+                                             settings=settings, extra=extra)  # fmt: skip
+            task = store.task(task_id)
+            assert task is not None
+            tasks.append(task)
+    return tasks

@@ -1,4 +1,4 @@
-"""From command-line INPUTs (files, folders, globs) to jobs with their output paths.
+"""From command-line INPUTs (files, folders, globs, media URLs) to jobs with their output paths.
 
 Folders are walked recursively; a file in a folder counts as media when its
 extension is a known media one or PyAV finds an audio stream in it (so a
@@ -10,6 +10,13 @@ replaced by the format's (`talks/day1/a.mp3` -> `OUT/day1/a.srt` for input
 `talks`). Two inputs that would land on the same name (`a.mp3`, `a.wav`)
 keep their full names instead (`a.mp3.srt`, `a.wav.srt`).
 
+An http(s) URL is one job, or one per entry of a playlist (read with yt-dlp,
+nothing downloaded); its outputs are named after the media's title
+(`OUT/<title>.srt`), with a short hash of the URL added where two titles
+collide. A URL whose metadata cannot be read up front is still one job: it
+fails with its own code (DOWNLOAD_FAILED, URL_UNSUPPORTED...) and the batch
+goes on.
+
 `check_inputs` is what every command calls before it records or starts
 anything: a path that does not exist and a glob that matches nothing are
 refused up front (INPUT_NOT_FOUND naming every one of them), unless the
@@ -20,11 +27,14 @@ a job of its own that fails with INPUT_NOT_FOUND while the others run.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scribefleet.errors import InputNotFound
+from scribefleet.options import FetchOptions
 
 GLOB_CHARS = set("*?[")
 
@@ -33,10 +43,16 @@ GLOB_CHARS = set("*?[")
 class InputFile:
     """One media file to transcribe and where its outputs go."""
 
-    path: Path  # absolute
+    path: Path  # absolute (empty for a URL)
     rel: Path  # relative to its input root: names the outputs and is shown to people
     missing: bool = False
     out_stem: Path = field(default_factory=Path)  # set by assign_outputs()
+    url: str | None = None  # a media URL, downloaded by the job's fetch stage
+
+    @property
+    def source(self) -> str:
+        """The input as a string: the URL, or the absolute path."""
+        return self.url or str(self.path)
 
     def outputs(self, formats: tuple[str, ...]) -> dict[str, Path]:
         return {fmt: self.out_stem.with_name(f"{self.out_stem.name}.{fmt}") for fmt in formats}
@@ -72,10 +88,35 @@ def _walk(root: Path, skip: set[Path]) -> list[Path]:
     return found
 
 
-def expand_inputs(inputs: list[str], *, out_dir: Path) -> list[InputFile]:
-    """Expand files, folders and globs, in a stable order, without duplicates."""
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def _url_name(title: str | None, url: str) -> str:
+    """A file name for a URL's outputs: its title, else the last part of its path, made safe."""
+    raw = title or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "media"
+    name = re.sub(r"[\\/\x00-\x1f]+", "_", raw).strip().lstrip(".")
+    return name[:120] or "media"
+
+
+def url_inputs(urls: list[str], fetch: FetchOptions) -> list[InputFile]:
+    """One InputFile per media URL (playlists expanded); output stems not yet assigned."""
+    from scribefleet.pipeline.fetch import expand_url  # yt-dlp loads only when a URL is given
+
+    found: dict[str, InputFile] = {}
+    for url in urls:
+        for entry in expand_url(url, fetch):
+            found.setdefault(entry.url, InputFile(path=Path(), rel=Path(_url_name(entry.title, entry.url)),
+                                                  url=entry.url))  # fmt: skip
+    return list(found.values())
+
+
+def expand_inputs(inputs: list[str], *, out_dir: Path, fetch: FetchOptions | None = None) -> list[InputFile]:
+    """Expand files, folders, globs and URLs, in a stable order, without duplicates."""
     skip = {out_dir.resolve()}
     files: dict[Path, InputFile] = {}
+    urls = [raw for raw in inputs if _is_url(raw)]
+    inputs = [raw for raw in inputs if not _is_url(raw)]
 
     def add(path: Path, root: Path, missing: bool = False) -> None:
         absolute = path.resolve()
@@ -105,30 +146,35 @@ def expand_inputs(inputs: list[str], *, out_dir: Path) -> list[InputFile]:
                 add(path, path.parent, missing=True)
         else:
             add(path, path.parent, missing=True)
-    result = list(files.values())
+    result = list(files.values()) + (url_inputs(urls, fetch or FetchOptions()) if urls else [])
     assign_outputs(result, out_dir)
     return result
 
 
 def assign_outputs(files: list[InputFile], out_dir: Path) -> None:
-    """Give each input its output stem, keeping full names where stems would collide."""
+    """Give each input its output stem, keeping full names (a URL: its hash) where stems would collide."""
     by_stem: dict[Path, list[InputFile]] = {}
     for f in files:
-        by_stem.setdefault(f.rel.with_suffix(""), []).append(f)
+        by_stem.setdefault(f.rel if f.url else f.rel.with_suffix(""), []).append(f)
     for stem, group in by_stem.items():
         for f in group:
-            f.out_stem = out_dir / (f.rel if len(group) > 1 else stem)
+            if len(group) == 1:
+                f.out_stem = out_dir / stem
+            elif f.url:
+                f.out_stem = out_dir / f"{f.rel} [{hashlib.sha256(f.url.encode()).hexdigest()[:8]}]"
+            else:
+                f.out_stem = out_dir / f.rel
 
 
 def check_inputs(inputs: list[str], *, out_dir: Path, allow_missing: bool = False,
-                 single_file: bool = False) -> list[InputFile]:
+                 single_file: bool = False, fetch: FetchOptions | None = None) -> list[InputFile]:
     """`expand_inputs`, refusing (INPUT_NOT_FOUND) missing inputs, an empty result, or (`single_file`) a non-file."""
-    if single_file and not Path(inputs[0]).expanduser().is_file():
+    if single_file and not _is_url(inputs[0]) and not Path(inputs[0]).expanduser().is_file():
         raise InputNotFound(
-            f"{inputs[0]} is not a file: name one media file (folders go to 'scribefleet transcribe' or 'batch')",
-            input=inputs[0],
+            f"{inputs[0]} is not a file: name one media file or URL (folders go to 'scribefleet transcribe' or "
+            "'batch')", input=inputs[0],
         )  # fmt: skip
-    files = expand_inputs(inputs, out_dir=out_dir)
+    files = expand_inputs(inputs, out_dir=out_dir, fetch=fetch)
     missing = [f for f in files if f.missing]
     if missing and not allow_missing:
         names = ", ".join(str(f.path) for f in missing)

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from scribefleet.config import Settings
-from scribefleet.jobs.create import hash_inputs, transcribe_spec, work_dir_for
+from scribefleet.jobs.create import hash_inputs, job_extra, transcribe_spec, work_dir_for
 from scribefleet.jobs.inputs import InputFile
-from scribefleet.options import TranscribeOptions
+from scribefleet.options import FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_model
 from scribefleet.plans import Plan, PlanTask
 from scribefleet.plans.source import Problems
@@ -68,10 +68,15 @@ def default_timeout_s(kind: str, settings: Settings) -> float:
     }[kind]
 
 
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
 def transcribe_outputs(task: PlanTask) -> dict[str, Path]:
     """format -> path of each file a plan transcribe task writes: `<out>/<input stem>.<format>`."""
     options = TranscribeOptions(**task.spec.get("options", {}))
-    stem = Path(task.spec["input"]).stem
+    source = task.spec["input"]
+    stem = Path(source.split("?", 1)[0].rstrip("/")).stem if _is_url(source) else Path(source).stem
     return {fmt: Path(task.spec["out"]) / f"{stem}.{fmt}" for fmt in options.formats}
 
 
@@ -133,7 +138,8 @@ class _Transcriptions:
     def __init__(self, plan: Plan, settings: Settings, state_dir: Path) -> None:
         self.settings, self.state_dir = settings, state_dir
         self._models: dict[str, ResolvedModel] = {}
-        paths = dict.fromkeys(Path(t.spec["input"]) for t in plan.tasks if t.kind == "transcribe")
+        paths = dict.fromkeys(Path(t.spec["input"]) for t in plan.tasks
+                              if t.kind == "transcribe" and not _is_url(t.spec["input"]))
         files = [InputFile(path=p, rel=Path(p.name), missing=not p.is_file()) for p in paths]
         self.hashes = hash_inputs(files, state_dir) if files else {}
 
@@ -146,10 +152,14 @@ class _Transcriptions:
         """(runtime spec, content key) of one transcribe task."""
         options = TranscribeOptions(**task.spec.get("options", {}))
         resolved = self.model(options.model)
-        path = Path(task.spec["input"])
-        work = work_dir_for(self.state_dir, path, self.hashes.get(path), options.result_key(resolved.model_id))
-        spec = transcribe_spec(path, task.id, work, transcribe_outputs(task), options, resolved, self.settings)
-        return spec, work.name
+        source: Path | str = task.spec["input"]
+        if not _is_url(task.spec["input"]):
+            source = Path(source)
+        work = work_dir_for(self.state_dir, source, self.hashes.get(source), options.result_key(resolved.model_id))  # type: ignore[arg-type]
+        spec = transcribe_spec(source, task.id, work, transcribe_outputs(task), options, resolved, self.settings)
+        extra = job_extra(FetchOptions(**task.spec.get("fetch", {})),
+                          PublishOptions(**task.spec["publish"]) if task.spec.get("publish") else None)
+        return {**spec, **extra}, work.name
 
 
 def _resources(task: PlanTask, gpu_slots: bool) -> str:

@@ -32,11 +32,11 @@ from scribefleet.engines import make_engine
 from scribefleet.engines.base import Engine, SlotSpec
 from scribefleet.engines.remote import RemoteEngine, worker_urls
 from scribefleet.errors import ScribefleetError, StateLocked
-from scribefleet.jobs.create import create_batch
+from scribefleet.jobs.create import create_batch, job_extra
 from scribefleet.jobs.inputs import check_inputs
 from scribefleet.jobs.lookup import state_dir_of
 from scribefleet.jobs.plans import create_plan_batch, store_tasks
-from scribefleet.options import TranscribeOptions
+from scribefleet.options import FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import resolve_model
 from scribefleet.plans import Plan
 from scribefleet.store.models import Task, TaskKind, TaskState
@@ -106,8 +106,8 @@ def run_batch(store: Store, settings: Settings, slots: list[SlotSpec], batch_id:
 
 def run_transcribe(inputs: list[str], out: Path, options: TranscribeOptions, settings: Settings, *,
                    slots: int | None = None, force: bool = False, allow_missing: bool = False,
-                   stages: tuple[str, ...] = (), listeners: Iterable[Listener] = (),
-                   watch: Watch = _no_watch) -> tuple[Store, str]:
+                   stages: tuple[str, ...] = (), listeners: Iterable[Listener] = (), watch: Watch = _no_watch,
+                   fetch: FetchOptions | None = None, publish: PublishOptions | None = None) -> tuple[Store, str]:
     """`scribefleet transcribe`: inputs checked, the batch recorded (or brought up to date) and run; (store, batch id).
 
     Nothing is recorded or started when an input is missing (unless `allow_missing`)
@@ -116,12 +116,13 @@ def run_transcribe(inputs: list[str], out: Path, options: TranscribeOptions, set
     out = out.resolve()
     state_dir = out / ".scribefleet"
     resolved = resolve_model(options.model, settings)
-    files = check_inputs(inputs, out_dir=out, allow_missing=allow_missing)
+    files = check_inputs(inputs, out_dir=out, allow_missing=allow_missing, fetch=fetch)
     store = Store.open(state_dir)
     lock = DispatcherLock(state_dir)
     lock.acquire()  # before touching the batch: another run may be dispatching from this state dir
     try:
-        batch_id = create_batch(store, files, options, resolved, settings, out, force=force, stages=stages)
+        batch_id = create_batch(store, files, options, resolved, settings, out, force=force, stages=stages,
+                                extra=job_extra(fetch, publish))
         tasks = store.tasks(batch_id=batch_id)
         pending = [t for t in tasks if not t.is_terminal]
         log.info("batch %s: %d inputs, %d to do, model %s, state %s", batch_id, len(tasks), len(pending), resolved.model_id, state_dir)

@@ -60,6 +60,7 @@ class TaskView:
     execution_mode: str = "local"
     message: str | None = None  # what it waits for, in words ("Waiting for worker capacity")
     remote: dict[str, Any] | None = None  # {workerJobId, worker, lastSeenAt, gpu} of a remote job
+    published: dict[str, str] = field(default_factory=dict)  # format -> s3:// URL (--publish)
     created_at: float | None = None
     updated_at: float | None = None
     started_at: float | None = None
@@ -78,8 +79,15 @@ class TaskView:
             "percent": self.percent, "stage_percent": self.stage_percent, "attempts": self.attempts,
             "error_code": self.error_code, "error_message": self.error_message, "outputs": dict(self.outputs),
             "duration_s": self.duration_s, "language": self.language, "guards": self.guards, "slot": self.slot,
+            "published": dict(self.published), **self._seed_fields(),
             **({"stages": list(self.stages)} if self.stages else {}), **where,
         }  # fmt: skip
+
+    def _seed_fields(self) -> dict[str, Any]:
+        """Seed 003's check_yt_job fields: the SRT's place (its s3:// URL when published) and the error."""
+        srt_path = self.published.get("srt") or self.outputs.get("srt")
+        error = f"{self.error_code}: {self.error_message}" if self.error_code else None
+        return {"srt_path": srt_path, "error": error}
 
     def as_api_json(self, *, slot_is_gpu: bool = False, remote: dict[str, Any] | None = None) -> dict[str, Any]:
         """The HTTP API's job (camelCase, docs/api.md); outputs are download URLs once complete.
@@ -222,11 +230,13 @@ def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
     return TaskView(
         id=task.id, status=status, message=message,
         execution_mode="remote" if spec.get("remote") else "local", remote=result.get("remote"), batch_id=task.batch_id, key=task.key, kind=task.kind,
-        name=str(spec.get("display") or task.key), input=spec.get("input_path", task.key), stage=task.stage,
+        name=str(spec.get("display") or task.key), input=spec.get("input_path") or spec.get("url") or task.key,
+        stage=task.stage,
         percent=_percent(task), stage_percent=100.0 if task.is_complete else round(100.0 * (task.progress or 0.0), 1),
         attempts=task.attempts, error_code=task.error_code, error_message=task.error_message,
         outputs=dict(result.get("outputs") or {}), formats=tuple((spec.get("outputs") or {}).keys()),
         options=dict(spec.get("options") or {}), duration_s=result.get("duration_s"), language=result.get("language"),
         guards=result.get("guards"), slot=task.slot, created_at=task.created_at, updated_at=task.updated_at,
-        started_at=task.started_at, finished_at=task.finished_at, stages=stage_history(task, events) if events is not None else (),
+        started_at=task.started_at, finished_at=task.finished_at, published=dict(result.get("published") or {}),
+        stages=stage_history(task, events) if events is not None else (),
     )  # fmt: skip

@@ -1,13 +1,22 @@
-"""One transcription job: one media file through decode -> vad -> transcribe -> render -> publish.
+"""One transcription job: one media file (or URL) through fetch -> decode -> vad -> transcribe -> render -> publish.
 
 Every stage leaves a checkpoint in the job's work dir (docs/architecture.md):
 
+    fetch.json, media.<ext>   fetch       a URL's download, its content hash and metadata
     audio.npy                 decode      int16 16 kHz mono samples
     vad.json                  vad         speech ranges in seconds
     windows.jsonl             transcribe  one line per finished window
     transcript.json           transcribe  openai-whisper's result shape
     render/transcript.<fmt>   render      one file per requested format
     (job.outputs)             publish     the final files, written atomically
+
+A URL job's `work_dir` is keyed by the URL (`url-<hash of URL>-<options key>`,
+see jobs.create.work_dir_for) and holds the fetch, render and publish
+checkpoints; after the download the content hash names a second work dir,
+`<content hash>-<options key>` beside it, exactly the one a local file with the
+same bytes gets, which holds decode, vad and transcribe. So the same media
+under two URLs (or a URL and a file) is transcribed once. The download is
+deleted once that transcript exists.
 
 A re-run on the same work dir starts after the last finished stage: with
 transcript.json present the input is not even read (it may be gone) and no
@@ -27,6 +36,7 @@ instead of starting over. A checkpoint a chosen stage needs but that is gone
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -34,9 +44,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from scribefleet.options import FORMATS, TranscribeOptions
+from scribefleet.errors import UsageError
+from scribefleet.options import FORMATS, FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.asr import transcribe_windows
 from scribefleet.pipeline.checkpoint import (
     WindowLog,
@@ -51,16 +62,20 @@ from scribefleet.pipeline.checkpoint import (
 )
 from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
+from scribefleet.pipeline.fetch import downloaded, fetch_media
+from scribefleet.pipeline.media import SAMPLE_RATE, content_hash, decode_audio
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
+from scribefleet.pipeline.publish import S3Credentials, publish_outputs
 from scribefleet.pipeline.render import render
 from scribefleet.pipeline.vad import speech_ranges
 
 log = logging.getLogger("scribefleet.pipeline")
 
-STAGES = ("decode", "vad", "transcribe", "render", "publish")
+STAGES = ("fetch", "decode", "vad", "transcribe", "render", "publish")
 #: stage -> the stages whose checkpoints it reads
 DEPENDS: dict[str, tuple[str, ...]] = {
-    "decode": (),
+    "fetch": (),
+    "decode": ("fetch",),
     "vad": ("decode",),
     "transcribe": ("decode", "vad"),
     "render": ("transcribe",),
@@ -81,7 +96,11 @@ ProgressFn = Callable[[str, float, dict[str, Any]], None]
 class TranscriptionJob(BaseModel, extra="forbid"):
     """Everything a slot needs to transcribe one file: input, checkpoints, outputs, model, device."""
 
-    input_path: Path
+    input_path: Path | None = None  # a local file, or
+    url: str | None = None  # a media URL, downloaded by the fetch stage
+    fetch: FetchOptions = FetchOptions()
+    url_allowlist: list[str] | None = None  # None: any address (the CLI); else internal ones must be listed
+    publish: PublishOptions | None = None  # also upload the outputs to S3
     work_dir: Path
     outputs: dict[str, Path]  # format -> final path
     options: TranscribeOptions
@@ -102,6 +121,17 @@ class TranscriptionJob(BaseModel, extra="forbid"):
             raise ValueError(f"unknown stage(s) {', '.join(bad)}; choose from {', '.join(STAGES)}")
         return tuple(dict.fromkeys(value))
 
+    @model_validator(mode="after")
+    def _one_input(self) -> "TranscriptionJob":
+        if (self.input_path is None) == (self.url is None):
+            raise ValueError("a transcribe task names exactly one of input_path and url")
+        return self
+
+    @property
+    def name(self) -> str:
+        """How logs name the job."""
+        return self.input_path.name if self.input_path is not None else str(self.url)
+
     @field_validator("outputs")
     @classmethod
     def _known_formats(cls, value: dict[str, Path]) -> dict[str, Path]:
@@ -114,18 +144,20 @@ class TranscriptionJob(BaseModel, extra="forbid"):
 class WorkDir:
     """The checkpoint files of one job."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, render_dir: Path | None = None) -> None:
         self.root = root
+        self.fetched = root / "fetch.json"
         self.audio = root / "audio.npy"
         self.vad = root / "vad.json"
         self.windows = root / "windows.jsonl"
         self.transcript = root / "transcript.json"
-        self.render_dir = root / "render"
+        self.render_dir = render_dir or root / "render"
         self.rerun = root / "rerun.json"
 
     def checkpoints(self, stage: str) -> list[Path]:
         """The files a stage leaves behind (publish leaves the outputs, which are rewritten in place)."""
         return {
+            "fetch": [self.fetched, *self.root.glob("media.*")],
             "decode": [self.audio],
             "vad": [self.vad],
             "transcribe": [self.windows, self.transcript],
@@ -136,15 +168,23 @@ class WorkDir:
     def rendered(self, fmt: str) -> Path:
         return self.render_dir / f"transcript.{fmt}"
 
+    def content_twin(self, digest: str) -> Path:
+        """The content-keyed work dir beside this URL-keyed one: same options key, the media's hash."""
+        return self.root.with_name(f"{digest[:20]}-{self.root.name.rsplit('-', 1)[1]}")
+
 
 class _JobRun:
     """One execution of a job: runs the unfinished stages, times them, reports progress."""
 
-    def __init__(self, job: TranscriptionJob, models: ModelCache, progress: ProgressFn) -> None:
+    def __init__(self, job: TranscriptionJob, models: ModelCache, progress: ProgressFn,
+                 credentials: S3Credentials | None = None) -> None:
         self.job = job
         self.models = models
         self.progress = progress
+        self.credentials = credentials
         self.work = WorkDir(job.work_dir)
+        self.input_path = job.input_path
+        self.metadata: dict[str, Any] = {}
         self.timings_s: dict[str, float] = {}
         self.extra: dict[str, Any] = {}
         self.skipped: list[str] = []
@@ -160,7 +200,7 @@ class _JobRun:
         started = time.monotonic()
         yield
         self.timings_s[name] = round(time.monotonic() - started, 3)
-        log.debug("%s: stage %s took %.2f s", self.job.input_path.name, name, self.timings_s[name])
+        log.debug("%s: stage %s took %.2f s", self.job.name, name, self.timings_s[name])
         self.progress(name, 1.0, dict(self.extra))
 
     def skip(self, name: str) -> None:
@@ -168,24 +208,65 @@ class _JobRun:
         self.skipped.append(name)
         self.progress(name, 1.0, dict(self.extra))
 
-    def discard_for_rerun(self) -> list[str]:
-        """Drop the checkpoints of the stages this rerun request redoes, unless an earlier attempt did."""
-        redo = stages_to_redo(self.job.rerun_stages)
+    def discard_for_rerun(self, work: WorkDir, among: tuple[str, ...] = STAGES) -> list[str]:
+        """Drop the checkpoints in `work` of the stages (of `among`) this rerun request redoes, unless an earlier
+        attempt did."""
+        redo = [s for s in stages_to_redo(self.job.rerun_stages) if s in among]
         if not redo:
             return []
         request = {"id": self.job.rerun_id, "stages": redo}
-        if self.job.rerun_id and read_json(self.work.rerun) == request:
+        if self.job.rerun_id and read_json(work.rerun) == request:
             return redo  # applied by an earlier attempt of this request: resume what it redid
         for stage in redo:
-            for path in self.work.checkpoints(stage):
+            for path in work.checkpoints(stage):
                 path.unlink(missing_ok=True)
-        atomic_write_json(self.work.rerun, request)
-        log.info("%s: running again %s", self.job.input_path.name, ", ".join(redo))
+        atomic_write_json(work.rerun, request)
+        log.info("%s: running again %s", self.job.name, ", ".join(redo))
         return redo
 
     def execute(self) -> dict[str, Any]:
         self.work.root.mkdir(parents=True, exist_ok=True)
-        rerun = self.discard_for_rerun()
+        if self.job.url is None:
+            return self.transcribe_and_publish(self.discard_for_rerun(self.work))
+        url_work = self.work
+        rerun = self.discard_for_rerun(url_work, ("fetch", "render", "publish"))
+        fetched = read_json(url_work.fetched)
+        content_rerun: list[str] = []
+        if fetched:
+            self.work = WorkDir(url_work.content_twin(fetched["digest"]), render_dir=url_work.render_dir)
+            content_rerun = self.discard_for_rerun(self.work, ("decode", "vad", "transcribe"))
+        media = downloaded(url_work.root)
+        if fetched and (self.work.transcript.exists() or (media and media.name == fetched["file"])):
+            self.skip("fetch")
+            self.input_path = media
+        else:
+            with self.stage("fetch"):
+                fetched = self.fetch(url_work)
+            self.work = WorkDir(url_work.content_twin(fetched["digest"]), render_dir=url_work.render_dir)
+            content_rerun = self.discard_for_rerun(self.work, ("decode", "vad", "transcribe"))
+        self.metadata = fetched["metadata"]
+        self.work.root.mkdir(parents=True, exist_ok=True)
+        # two URLs of the same media share this dir: one transcribes, the other waits and reuses
+        with (self.work.root / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            result = self.transcribe_and_publish(sorted(set(rerun + content_rerun), key=STAGES.index))
+        for leftover in url_work.checkpoints("fetch")[1:]:
+            leftover.unlink(missing_ok=True)  # the transcript exists: the download is not needed again
+        return result
+
+    def fetch(self, url_work: WorkDir) -> dict[str, Any]:
+        job = self.job
+        assert job.url is not None
+        got = fetch_media(
+            job.url, url_work.root, job.fetch, max_file_mb=job.max_file_mb, allowlist=job.url_allowlist,
+            on_progress=lambda fraction: self.progress("fetch", fraction, dict(self.extra)),
+        )  # fmt: skip
+        self.input_path = got.path
+        state = {"file": got.path.name, "digest": content_hash(got.path), "metadata": got.metadata}
+        atomic_write_json(url_work.fetched, state)
+        return state
+
+    def transcribe_and_publish(self, rerun: list[str]) -> dict[str, Any]:
         transcript = read_json(self.work.transcript)
         if transcript is None:
             audio = self.audio()
@@ -209,6 +290,7 @@ class _JobRun:
             "resumed_from": self.resumed_from,
             "timings_s": self.timings_s,
             "stages_run": list(self.timings_s),
+            **({"metadata": self.metadata} if self.metadata else {}),
             **self.extra_result,
             **({"rerun_stages": rerun} if rerun else {}),
         }
@@ -220,7 +302,9 @@ class _JobRun:
             self.skip("decode")
             return audio
         with self.stage("decode"):
-            samples = quantize_audio(decode_audio(self.job.input_path, max_file_mb=self.job.max_file_mb))
+            if self.input_path is None:
+                raise UsageError(f"{self.job.name}: the download is gone; run again with --stages fetch")
+            samples = quantize_audio(decode_audio(self.input_path, max_file_mb=self.job.max_file_mb))
             save_audio(self.work.audio, samples)
             # continue from exactly what the checkpoint holds, so a resumed run sees the same samples
             audio = dequantize_audio(samples)
@@ -274,7 +358,8 @@ class _JobRun:
             return
         with self.stage("render"):
             for fmt in missing:
-                atomic_write_text(self.work.rendered(fmt), render(transcript, fmt))
+                shown = {**transcript, "metadata": self.metadata} if fmt == "json" and self.metadata else transcript
+                atomic_write_text(self.work.rendered(fmt), render(shown, fmt))
 
     def publish(self) -> dict[str, str]:
         published = {}
@@ -286,10 +371,18 @@ class _JobRun:
                 # temp file next to the target + rename: a reader never sees half an output
                 atomic_write_bytes(target, data)
             published[fmt] = str(target)
+        if self.job.publish is not None:
+            self.extra_result["published"] = publish_outputs(
+                {fmt: Path(p) for fmt, p in published.items()}, self.job.publish, self.credentials,
+            )  # fmt: skip
         return published
 
 
-def run_transcription(job: TranscriptionJob, models: ModelCache, progress: ProgressFn) -> dict[str, Any]:
-    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "segments", "guards", "resumed_from",
-    "timings_s", "stages_run", "rerun_stages"?}."""
-    return _JobRun(job, models, progress).execute()
+def run_transcription(job: TranscriptionJob, models: ModelCache, progress: ProgressFn, *,
+                      credentials: S3Credentials | None = None) -> dict[str, Any]:
+    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "segments", "resumed_from",
+    "timings_s", "stages_run", "published"?, "metadata"?, "rerun_stages"?}.
+
+    `credentials` (the serverless handler's, from its input) are used for this job's uploads only.
+    """
+    return _JobRun(job, models, progress, credentials).execute()

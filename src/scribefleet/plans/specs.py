@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from scribefleet.options import TranscribeOptions
+from scribefleet.options import FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.plans.variables import scalar_text
 from scribefleet.store.models import TASK_KINDS
 
@@ -36,11 +36,13 @@ class _Spec(BaseModel):
 
 
 class TranscribeSpec(_Spec):
-    """Transcribe one media file into `out/<stem>.<format>` for each format."""
+    """Transcribe one media file or URL into `out/<stem>.<format>` for each format (and publish them to S3)."""
 
-    input: str = Field(min_length=1)
+    input: str = Field(min_length=1)  # a path, or an http(s) URL of one media (not a playlist)
     out: str = Field(min_length=1)
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
+    fetch: FetchOptions | None = None  # how a URL input is downloaded: cookies, proxy, socket_timeout_s, limits
+    publish: PublishOptions | None = None  # {target: s3://bucket/prefix/, endpoint_url?, region?}
 
 
 class ShellSpec(_Spec):
@@ -115,7 +117,7 @@ PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "aggregate": ("output",),
     "llm": ("input", "output"),
 }
-_TRANSCRIBE_OWN = ("input", "out")
+_TRANSCRIBE_OWN = ("input", "out", "fetch", "publish")
 
 
 def kind_fields(kind: str) -> list[str]:
@@ -138,12 +140,17 @@ def build_spec(kind: str, fields: dict[str, Any], base_dir: Path) -> dict[str, A
         spec: _Spec = TranscribeSpec.model_validate({**own, "options": options})
         data = spec.model_dump(mode="json")
         data["options"] = options.model_dump(mode="json", exclude_unset=True)
+        for name in ("fetch", "publish"):
+            if data[name] is None:
+                del data[name]
+            else:
+                data[name] = getattr(spec, name).model_dump(mode="json", exclude_defaults=True)
     else:
         data = SPECS[kind].model_validate(fields).model_dump(mode="json")
     if kind == "shell" and data["cwd"] is None:
         data["cwd"] = str(base_dir)
     for name in PATH_FIELDS[kind]:
-        if data.get(name) is not None:
+        if data.get(name) is not None and not data[name].startswith(("http://", "https://")):
             data[name] = absolute(data[name], base_dir)
     if kind == "aggregate" and data["inputs"] is not None:
         data["inputs"] = [absolute(p, base_dir) for p in data["inputs"]]

@@ -17,8 +17,8 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response, Streami
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from scribefleet.errors import FileTooLarge, InvalidRequest, UrlNotSupported, UsageError
-from scribefleet.options import TranscribeOptions
+from scribefleet.errors import FileTooLarge, InvalidRequest, UsageError
+from scribefleet.options import PublishOptions, TranscribeOptions
 from scribefleet.service import jobs as J
 from scribefleet.service import streams
 from scribefleet.service.controller import Controller
@@ -52,16 +52,18 @@ UPLOAD_BODY = {
 class JobRequest(BaseModel):
     """Body of POST /api/jobs."""
 
-    # the schema says what a job needs; a body without uploadId is still read, so that one with a
-    # media `url` (not offered yet, so not in the schema) is told so (422 URL_NOT_SUPPORTED)
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"required": ["uploadId"]})
+    # a job needs an uploadId or a url (exactly one): checked by the route, 400 INVALID_OPTIONS otherwise
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     upload_id: Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(None, alias="uploadId")
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
     batch_id: Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(None, alias="batchId")
-    url: SkipJsonSchema[Annotated[str, Field(max_length=8192)] | None] = None
+    #: a media URL instead of an uploadId (fetched by the controller's slots; internal addresses refused)
+    url: Annotated[str, Field(min_length=1, max_length=8192)] | SkipJsonSchema[None] = None
     #: run on a remote worker (REMOTE_WORKER_MODE=optional); required mode sends every job there
     remote: bool | None = None
+    #: also upload the outputs to S3 (the controller's AWS settings; no keys in requests)
+    publish: PublishOptions | None = None
 
 
 class BatchRequest(BaseModel):
@@ -127,15 +129,16 @@ def _upload_routes(router: APIRouter, controller: Controller, metrics: Metrics) 
 def _job_routes(router: APIRouter, controller: Controller) -> None:
     @router.post("/jobs", status_code=201, tags=["jobs"])
     def create_job(body: JobRequest) -> dict[str, Any]:
-        """Queue a transcription of an upload."""
+        """Queue a transcription of an upload or of a media URL."""
+        if body.url is not None and body.upload_id:
+            raise UsageError("a job takes an uploadId or a url, not both")
         if body.url is not None:
-            raise UrlNotSupported(
-                "media URLs are not supported yet: download the file and upload it with POST /api/uploads",
-                url=body.url,
-            )
+            task = J.create_url_job(controller, body.url, body.options, body.batch_id, publish=body.publish)
+            return J.job_json(task, controller)
         if not body.upload_id:
-            raise UsageError("a job needs an uploadId (from POST /api/uploads)")
-        task = J.create_job(controller, body.upload_id, body.options, body.batch_id, remote=body.remote)
+            raise UsageError("a job needs an uploadId (from POST /api/uploads) or a media url")
+        task = J.create_job(controller, body.upload_id, body.options, body.batch_id, publish=body.publish,
+                            remote=body.remote)
         return J.job_json(task, controller)
 
     @router.get("/jobs", tags=["jobs"])

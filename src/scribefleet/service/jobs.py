@@ -1,4 +1,9 @@
-"""Jobs of the HTTP API: a transcribe task made from an upload, and the JSON a client sees of it.
+"""Jobs of the HTTP API: a transcribe task made from an upload or a media URL, and the JSON a client sees of it.
+
+A URL is checked against the controller's network guard first (URL_NOT_ALLOWED
+for loopback, link-local and private addresses not in SCRIBEFLEET_URL_ALLOWLIST)
+and the task carries the allowlist, so its fetch stage checks again what the
+page points to. One URL is one job (a playlist fails with URL_UNSUPPORTED).
 
 A job is a `transcribe` task in the controller's store, made by
 `jobs.create.add_transcribe_task` like every other one, so the same content
@@ -16,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from scribefleet.errors import JobNotComplete, NotFound, UsageError
-from scribefleet.jobs.create import add_transcribe_task
+from scribefleet.jobs.create import add_transcribe_task, job_extra
 from scribefleet.jobs.views import iso, task_view
-from scribefleet.options import Device, TranscribeOptions
+from scribefleet.options import Device, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_api_model
 from scribefleet.service.controller import Controller
 from scribefleet.service.limits import list_item
@@ -78,14 +83,11 @@ def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> di
     return out
 
 
-def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None,
-               *, remote: bool | None = None) -> Task:
-    """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s.
-
-    `remote`: the job asks to run on a remote worker (REMOTE_WORKER_MODE decides, Controller.runs_remotely).
-    """
+def _checked(controller: Controller, options: TranscribeOptions, batch_id: str | None,
+             remote: bool | None) -> tuple[Batch | None, ResolvedModel, bool]:
+    """The job's batch (None: make one), resolved model and whether it runs on a remote worker
+    (REMOTE_WORKER_MODE decides, Controller.runs_remotely), after the checks every job passes."""
     settings = controller.settings
-    upload = controller.uploads.get(upload_id)
     batch = get_batch(controller, batch_id) if batch_id else None
     on_worker = controller.runs_remotely(remote)
     if on_worker:  # the worker resolves the model (the controller may not have it)
@@ -98,6 +100,41 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
             "use device auto or cpu, or start the controller with --device cuda",
             device="cuda",
         )
+    return batch, resolved, on_worker
+
+
+def create_url_job(controller: Controller, url: str, options: TranscribeOptions, batch_id: str | None, *,
+                   publish: PublishOptions | None = None) -> Task:
+    """Queue a transcribe task of a media URL (fetched by the slot), refusing internal addresses."""
+    from scribefleet.pipeline.fetch import check_url_allowed
+
+    settings = controller.settings
+    check_url_allowed(url, settings.url_allowlist)
+    batch, resolved, on_worker = _checked(controller, options, batch_id, None)
+    if on_worker:
+        raise UsageError("media URLs are fetched by the controller's own slots, and REMOTE_WORKER_MODE=required "
+                         "sends every job to a worker: upload the file instead (POST /api/uploads)", url=url)
+    batch = batch or create_batch(controller, None, single=True)
+    key = new_id()
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "media"
+    stem = Path(name).stem or "media"
+    task_id, _ = add_transcribe_task(
+        controller.store, batch.id, f"{key}/{name}", input_path=url, display=name, digest=None,
+        outputs={fmt: controller.jobs_dir / key / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
+        resolved=resolved, settings=settings, extra=job_extra(publish=publish, url_allowlist=settings.url_allowlist),
+    )  # fmt: skip
+    return get_task(controller, task_id)
+
+
+def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None, *,
+               publish: PublishOptions | None = None, remote: bool | None = None) -> Task:
+    """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s.
+
+    `remote`: the job asks to run on a remote worker.
+    """
+    settings = controller.settings
+    upload = controller.uploads.get(upload_id)
+    batch, resolved, on_worker = _checked(controller, options, batch_id, remote)
     if batch is None:
         batch = create_batch(controller, None, single=True)
     key = new_id()
@@ -106,7 +143,8 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
     task_id, _ = add_transcribe_task(
         controller.store, batch.id, f"{key}/{upload.filename}", input_path=upload.path, display=upload.filename,
         digest=upload.sha256, outputs={fmt: out_dir / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
-        resolved=resolved, settings=settings, extra={"upload_id": upload.upload_id}, remote=on_worker,
+        resolved=resolved, settings=settings, extra={"upload_id": upload.upload_id, **job_extra(publish=publish)},
+        remote=on_worker,
     )  # fmt: skip
     return get_task(controller, task_id)
 

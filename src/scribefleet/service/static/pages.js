@@ -61,7 +61,9 @@ function initHome(tracker) {
   const list = document.getElementById("file-list");
   const button = document.getElementById("submit-button");
   const panel = document.getElementById("batch-panel");
+  const urlBox = document.getElementById("url-input");
   let files = [];
+  const urls = () => urlBox.value.split(/\s+/).filter((u) => /^https?:\/\/\S+$/.test(u));
 
   const drawFiles = () => {
     list.textContent = "";
@@ -70,8 +72,9 @@ function initHome(tracker) {
       li.textContent = f.name + " (" + (f.size / 1048576).toFixed(1) + " MB)";
       list.append(li);
     }
-    button.disabled = files.length === 0;
+    button.disabled = files.length === 0 && urls().length === 0;
   };
+  urlBox.addEventListener("input", () => { button.disabled = files.length === 0 && urls().length === 0; });
   const addFiles = (picked) => { files = files.concat([...picked]); drawFiles(); };
 
   input.addEventListener("change", () => { addFiles(input.files); input.value = ""; });
@@ -89,8 +92,10 @@ function initHome(tracker) {
     const options = formOptions(form);
     const remote = Boolean(form.remote && form.remote.checked);
     if (!options.formats.length) return flash("Pick at least one output format.");
-    const todo = files;
+    // a file is uploaded first; a URL is fetched by the controller (a {url} job)
+    const todo = files.concat(urls().map((url) => ({ url, name: url })));
     files = [];
+    urlBox.value = "";
     drawFiles();
     button.disabled = true;
     try {
@@ -123,6 +128,12 @@ async function submitOne(file, options, batchId, tbody, tracker, remote) {
   pending.querySelector(".name a").removeAttribute("href");
   tbody.append(pending);
   try {
+    if (file.url) {
+      const job = jobOf(await api("POST", "/api/jobs", { url: file.url, options, batchId }));
+      pending.replaceWith(newRow(job));
+      tracker.update(job);
+      return;
+    }
     const up = await uploadFile(file, (pct) => drawJob(pending, {
       status: "uploading", stage: "upload", percent: Math.round(pct), errorCode: "", errorMessage: "" }));
     const body = { uploadId: up.uploadId, options, batchId };

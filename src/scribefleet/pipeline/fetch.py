@@ -1,0 +1,262 @@
+"""The `fetch` stage: a media URL downloaded with yt-dlp's Python API, audio only, resumable.
+
+`fetch_media` downloads one URL (a direct media link, or a page yt-dlp
+understands: YouTube, a page with an `<audio>` element, ...) into a fetch
+folder as `media.<ext>`. The metadata is read first and the size and duration
+limits are checked against it before a byte of media is downloaded
+(DOWNLOAD_TOO_LARGE); yt-dlp's `max_filesize` also stops a download whose
+Content-Length is over the limit. The download goes to a `.part` file that a
+resumed run continues (`continuedl`, an HTTP Range request) instead of
+starting over. Progress is the stage's fraction.
+
+`expand_url` turns a playlist into its entries (one job each) without
+downloading anything. `check_url_allowed` is the controller's guard against
+being used to reach its own network (URL_NOT_ALLOWED).
+
+yt-dlp's errors are mapped to our codes where they enter (`_map_error`):
+YouTube's "Sign in to confirm you're not a bot" -> URL_BOT_CHECK, no media
+found -> URL_UNSUPPORTED, everything else -> DOWNLOAD_FAILED.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from scribefleet.errors import DownloadFailed, DownloadTooLarge, UrlBotCheck, UrlNotAllowed, UrlUnsupported
+from scribefleet.options import FetchOptions
+
+log = logging.getLogger("scribefleet.fetch")
+
+MEDIA_STEM = "media"
+_MIB = 1024 * 1024
+
+
+def is_url(text: str) -> bool:
+    """Whether an input names an http(s) URL rather than a path."""
+    return text.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
+class UrlEntry:
+    """One media URL to transcribe (a playlist is expanded into several)."""
+
+    url: str
+    title: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A finished download: the file and the metadata kept in the JSON output."""
+
+    path: Path
+    metadata: dict[str, Any]
+
+
+class _Logger:
+    """yt-dlp's messages into our log; remembers whether its max-filesize check aborted the download."""
+
+    def __init__(self) -> None:
+        self.too_large: str | None = None
+
+    def debug(self, msg: str) -> None:
+        if "larger than max-filesize" in msg:
+            self.too_large = msg.strip().removeprefix("[download] ")
+        log.debug("yt-dlp: %s", msg)
+
+    def info(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    def warning(self, msg: str) -> None:
+        log.info("yt-dlp: %s", msg)
+
+    def error(self, msg: str) -> None:
+        log.info("yt-dlp: %s", msg)
+
+
+def _params(options: FetchOptions, logger: _Logger, **more: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "format": "bestaudio/best",  # audio only where the site offers it; else the smallest whole file
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "logger": logger,
+        "cachedir": False,
+        "noplaylist": True,
+        **more,
+    }
+    if options.cookies:
+        params["cookiefile"] = options.cookies
+    if options.proxy:
+        params["proxy"] = options.proxy
+    if options.socket_timeout_s:
+        params["socket_timeout"] = options.socket_timeout_s
+    return params
+
+
+def _map_error(url: str, exc: Exception) -> Exception:
+    """A yt-dlp error as one of our codes; the message says what to do."""
+    text = str(exc)
+    cause = getattr(exc, "exc_info", None)
+    cause_exc = cause[1] if cause else None
+    from yt_dlp.utils import UnsupportedError
+
+    if "not a bot" in text or "Sign in to confirm" in text:
+        return UrlBotCheck(
+            f"{url}: the site asked to sign in to confirm this is not a bot; pass a cookies file of a signed-in "
+            "browser session with --cookies (see docs/errors.md)", url=url,
+        )  # fmt: skip
+    if isinstance(cause_exc, UnsupportedError) or "Unsupported URL" in text:
+        return UrlUnsupported(
+            f"{url} holds no media yt-dlp can find (not a media file, no supported site, no <audio>/<video> "
+            "on the page); give the address of the media itself", url=url,
+        )  # fmt: skip
+    if "No video formats found" in text or "Requested format is not available" in text:
+        return UrlUnsupported(f"{url}: the page has no downloadable audio or video", url=url)
+    reason = text.removeprefix("ERROR: ").strip()
+    return DownloadFailed(f"downloading {url} failed: {reason}; check the URL opens, then run again", url=url)
+
+
+def expand_url(url: str, options: FetchOptions) -> list[UrlEntry]:
+    """The media URLs behind `url`: its entries for a playlist, else itself (nothing is downloaded).
+
+    A URL whose metadata cannot be read stays one entry: its job then fails with its own code.
+    """
+    import yt_dlp
+
+    params = _params(options, _Logger(), extract_flat="in_playlist", noplaylist=False, skip_download=True)
+    try:
+        with yt_dlp.YoutubeDL(params) as ydl:
+            info = ydl.extract_info(url, download=False)
+    except Exception as exc:  # noqa: BLE001 - any failure is the job's to report, with its code
+        log.info("could not read %s up front (%s); its job reports why", url, exc)
+        return [UrlEntry(url)]
+    if info.get("_type") in ("playlist", "multi_video") and info.get("entries") is not None:
+        entries = []
+        for e in info["entries"]:
+            if not e:
+                continue
+            # a flat entry names its own page; a resolved one found on this very page names its media
+            own_page = e.get("webpage_url") if e.get("webpage_url") not in (None, url) else None
+            link = e.get("url") if e.get("_type") in ("url", "url_transparent") else own_page or e.get("url")
+            if link:
+                entries.append(UrlEntry(link, e.get("title"), e.get("id")))
+        return entries
+    return [UrlEntry(url, info.get("title"), info.get("id"))]
+
+
+def check_url_allowed(url: str, allowlist: list[str]) -> None:
+    """URL_NOT_ALLOWED when `url`'s host resolves to a loopback, link-local or private address not on `allowlist`.
+
+    Allowlist entries are networks (`127.0.0.0/8`, `10.1.2.3`) or host names (`media.lan`).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UrlUnsupported(f"{url} is not an http(s) URL", url=url)
+    host = parts.hostname
+    if host.lower() in {a.lower() for a in allowlist}:
+        return
+    try:
+        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DownloadFailed(f"{host} of {url} does not resolve ({exc}); check the URL", url=url) from exc
+    networks = []
+    for entry in allowlist:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            continue  # a host name, compared above
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        internal = ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved or ip.is_unspecified \
+            or ip.is_multicast
+        if internal and not any(ip.version == n.version and ip in n for n in networks):
+            raise UrlNotAllowed(
+                f"{url} resolves to {ip}, an internal address this server does not fetch; an operator can permit "
+                "it with SCRIBEFLEET_URL_ALLOWLIST", url=url, address=str(ip),
+            )  # fmt: skip
+
+
+def _check_limits(url: str, info: dict[str, Any], max_bytes: int, max_duration_s: float | None) -> None:
+    duration = info.get("duration")
+    if max_duration_s and duration and duration > max_duration_s:
+        raise DownloadTooLarge(
+            f"{url} lasts {duration:.0f} s, over the {max_duration_s:.0f} s limit; raise --max-duration or pick "
+            "a shorter video", url=url, duration_s=duration,
+        )  # fmt: skip
+    formats = info.get("requested_formats") or [info]
+    size = sum((f.get("filesize") or f.get("filesize_approx") or 0) for f in formats)
+    if size > max_bytes:
+        raise DownloadTooLarge(
+            f"{url} is {size / _MIB:.0f} MB, over the {max_bytes / _MIB:.0f} MB download limit "
+            "(SCRIBEFLEET_MAX_FILE_MB or the job's max_download_mb); raise it or pick a smaller file",
+            url=url, bytes=size,
+        )  # fmt: skip
+
+
+def downloaded(dest: Path) -> Path | None:
+    """The finished media file of a fetch folder, if there is one (a `.part` file is not finished)."""
+    done = [p for p in dest.glob(f"{MEDIA_STEM}.*") if p.suffix not in (".part", ".ytdl", ".json") and p.is_file()]
+    return done[0] if done else None
+
+
+def fetch_media(url: str, dest: Path, options: FetchOptions, *, max_file_mb: int,
+                on_progress: Callable[[float], None], allowlist: list[str] | None = None) -> Fetched:
+    """Download `url`'s audio into `dest/media.<ext>`, continuing a `.part` an earlier run left."""
+    import yt_dlp
+
+    if allowlist is not None:
+        check_url_allowed(url, allowlist)
+    dest.mkdir(parents=True, exist_ok=True)
+    max_bytes = (options.max_download_mb or max_file_mb) * _MIB
+    logger = _Logger()
+
+    def hook(d: dict[str, Any]) -> None:
+        if d.get("status") == "downloading":
+            total = d.get("total_bytes") or d.get("total_bytes_estimate")
+            if total:
+                on_progress(min(1.0, d.get("downloaded_bytes", 0) / total))
+
+    params = _params(
+        options, logger,
+        outtmpl={"default": str(dest / f"{MEDIA_STEM}.%(ext)s")},
+        continuedl=True,  # a .part file left by an interrupted run is continued with a Range request
+        nopart=False,
+        overwrites=False,
+        max_filesize=max_bytes,
+        progress_hooks=[hook],
+    )  # fmt: skip
+    try:
+        with yt_dlp.YoutubeDL(params) as ydl:
+            info = ydl.extract_info(url, download=False)
+            if info.get("_type") in ("playlist", "multi_video"):
+                raise UrlUnsupported(f"{url} is a playlist; name its entries (the CLI expands playlists)", url=url)
+            _check_limits(url, info, max_bytes, options.max_duration_s)
+            if allowlist is not None:  # the media may live elsewhere than the page naming it
+                for fmt in info.get("requested_formats") or [info]:
+                    if fmt.get("url"):
+                        check_url_allowed(fmt["url"], allowlist)
+            info = ydl.process_ie_result(info, download=True)
+    except yt_dlp.utils.DownloadError as exc:
+        raise _map_error(url, exc) from exc
+    if logger.too_large:
+        raise DownloadTooLarge(f"{url}: {logger.too_large}; raise the download limit or pick a smaller file", url=url)
+    path = downloaded(dest)
+    if path is None:
+        raise DownloadFailed(f"downloading {url} produced no file; run again with --verbose", url=url)
+    metadata = {
+        "source_url": url,
+        "webpage_url": info.get("webpage_url") or url,
+        "title": info.get("title"),
+        "uploader": info.get("uploader"),
+        "duration": info.get("duration"),
+        "extractor": info.get("extractor_key") or info.get("extractor"),
+    }
+    return Fetched(path, {k: v for k, v in metadata.items() if v is not None})

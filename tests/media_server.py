@@ -1,0 +1,82 @@
+"""A real HTTP server on loopback that serves media for the URL tests (no test touches the internet).
+
+Routes are registered as `server.add(path, body, content_type)`; GET honours
+`Range: bytes=N-` (206) the way a real media host does, HEAD answers the
+headers, anything unknown is a 404. Every request's method, path and Range
+header is recorded in `server.requests`. `chunk_delay_s` slows the body down
+so a test can interrupt a download part way.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class MediaServer:
+    """Serves registered bodies on 127.0.0.1 in a thread."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[bytes, str]] = {}
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.chunk_delay_s = 0.0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _serve(self, head: bool) -> None:
+                path = self.path.split("?", 1)[0]
+                rng = self.headers.get("Range")
+                server.requests.append((self.command, path, rng))
+                if path not in server.routes:
+                    self.send_error(404, "Not Found")
+                    return
+                body, ctype = server.routes[path]
+                start = 0
+                m = re.match(r"bytes=(\d+)-", rng or "")
+                if m and int(m.group(1)) < len(body):
+                    start = int(m.group(1))
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                if head:
+                    return
+                try:
+                    for i in range(start, len(body), 16384):
+                        self.wfile.write(body[i:i + 16384])
+                        if server.chunk_delay_s:
+                            time.sleep(server.chunk_delay_s)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self._serve(head=False)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._serve(head=True)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def add(self, path: str, body: bytes, content_type: str) -> str:
+        self.routes[path] = (body, content_type)
+        return self.url + path
+
+    def __enter__(self) -> "MediaServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,109 @@
+"""Seed 003's contract: its input JSON in, its output JSON out; in process, via `scribefleet handle`, and as a
+RunPod worker in the SDK's local test mode. Media from a loopback HTTP server, S3 from moto's server on
+loopback (checking keys, so the input's keys are really the ones used)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("yt_dlp")
+pytest.importorskip("moto.server")
+
+from helpers import DATA, TEXTS, wer  # noqa: E402
+from media_server import MediaServer  # noqa: E402
+from s3_server import moto_s3  # noqa: E402
+from scribefleet.config import Settings  # noqa: E402
+from scribefleet.serverless import Worker  # noqa: E402
+
+SECRET_MARK = "do-not-log-"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with moto_s3("transcripts", check_keys=True) as server:
+        yield server
+
+
+@pytest.fixture
+def media():
+    with MediaServer() as s:
+        s.add("/v/fox.wav", (DATA / "en01.wav").read_bytes(), "audio/wav")
+        s.add("/watch", b'<html><head><title>Fox</title></head><body><audio src="/v/fox.wav"></audio></body></html>',
+              "text/html")
+        yield s
+
+
+def seed_input(url: str, s3, request_id: str, **more: str) -> dict:
+    return {"input": {"youtube_url": url, "request_id": request_id, "s3_bucket": "transcripts",
+                      "s3_key_prefix": "transcriptions/", "s3_endpoint_url": s3.url,
+                      "aws_access_key": s3.access_key, "aws_secret_key": s3.secret_key, **more}}
+
+
+def test_the_handler_answers_the_seeds_output_and_keeps_the_model_warm(media, s3, tmp_path: Path) -> None:
+    worker = Worker(Settings(state_dir=tmp_path / "state"), device="cpu")
+    out = worker.handle(seed_input(media.url + "/watch", s3, "job-1"))
+    assert out == {"status": "done", "request_id": "job-1", "srt_path": "s3://transcripts/transcriptions/job-1.srt",
+                   "srt_key": "transcriptions/job-1.srt", "srt_bucket": "transcripts"}
+    body = s3.client.get_object(Bucket="transcripts", Key="transcriptions/job-1.srt")["Body"].read().decode()
+    assert body.startswith("1\n00:00:") and wer(TEXTS["en01.wav"], " ".join(body.splitlines()[2::4])) <= 0.3
+    loaded = list(worker.models.loaded)
+    second = worker.handle(seed_input(media.url + "/v/fox.wav", s3, "job-2"))
+    assert second["status"] == "done" and worker.models.loaded == loaded == ["tiny.en"]
+
+
+def test_errors_come_back_in_the_seeds_error_shape(media, s3, tmp_path: Path) -> None:
+    worker = Worker(Settings(state_dir=tmp_path / "state"), device="cpu")
+    gone = worker.handle(seed_input(media.url + "/v/gone.wav", s3, "job-3"))
+    assert gone["status"] == "error" and gone["request_id"] == "job-3" and gone["error"].startswith("DOWNLOAD_FAILED: ")
+    bad_key = seed_input(media.url + "/v/fox.wav", s3, "job-4")
+    bad_key["input"]["aws_secret_key"] = SECRET_MARK + "x"
+    failed = worker.handle(bad_key)
+    assert failed["error"].startswith("PUBLISH_FAILED: ") and SECRET_MARK not in json.dumps(failed)
+    assert worker.handle({"input": {"request_id": "r"}})["error"].startswith("INVALID_OPTIONS: ")
+    assert worker.handle({"nope": 1})["status"] == "error"
+    assert worker.handle(seed_input("ftp://x/y", s3, "r"))["error"].startswith("INVALID_OPTIONS")
+    assert worker.handle(seed_input(media.url + "/watch", s3, "../etc"))["error"].startswith("INVALID_OPTIONS")
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    # wrong keys in the environment: only the input's keys can make the upload work
+    return {**os.environ, "SCRIBEFLEET_STATE_DIR": str(tmp_path / "state"), "AWS_ACCESS_KEY_ID": "env-wrong",
+            "AWS_SECRET_ACCESS_KEY": "env-wrong", "SCRIBEFLEET_CPU_THREADS": "2"}
+
+
+def test_scribefleet_handle_reads_a_file_or_stdin(media, s3, tmp_path: Path) -> None:
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(seed_input(media.url + "/watch", s3, "cli-1")))
+    proc = subprocess.run([sys.executable, "-m", "scribefleet.cli.main", "handle", str(job)], capture_output=True,
+                          text=True, timeout=300, env=_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["srt_path"] == "s3://transcripts/transcriptions/cli-1.srt"
+    bad = seed_input(media.url + "/nothing.wav", s3, "cli-2")
+    proc = subprocess.run([sys.executable, "-m", "scribefleet.cli.main", "handle", "-"], input=json.dumps(bad),
+                          capture_output=True, text=True, timeout=300, env=_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 1 and json.loads(proc.stdout)["error"].startswith("DOWNLOAD_FAILED")
+    logs = "".join(p.read_text() for p in (tmp_path / "state").rglob("*.log"))
+    assert s3.secret_key not in logs + proc.stderr
+
+
+def test_runpod_local_test_mode_runs_the_worker(media, s3, tmp_path: Path) -> None:
+    pytest.importorskip("runpod")
+    payload = seed_input(media.url + "/watch", s3, "rp-1")
+    proc = subprocess.run([sys.executable, "-m", "scribefleet.serverless", "--test_input", json.dumps(payload)],
+                          capture_output=True, text=True, timeout=300, env=_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text
+    assert "s3://transcripts/transcriptions/rp-1.srt" in text and "completed successfully" in text
+    assert s3.secret_key not in text
+    s3.client.head_object(Bucket="transcripts", Key="transcriptions/rp-1.srt")
+    # a failing job: RunPod's error (the seed's "error" field) carries our code, and the process says so
+    payload = seed_input(media.url + "/v/gone.wav", s3, "rp-2")
+    proc = subprocess.run([sys.executable, "-m", "scribefleet.serverless", "--test_input", json.dumps(payload)],
+                          capture_output=True, text=True, timeout=300, env=_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1 and "DOWNLOAD_FAILED" in proc.stdout + proc.stderr

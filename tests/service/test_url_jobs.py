@@ -1,0 +1,80 @@
+"""POST /api/jobs {"url"}: a controller fetching media URLs, and refusing its own network unless allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import srt
+
+pytest.importorskip("yt_dlp")
+
+from helpers import TEXTS, wer  # noqa: E402
+from media_server import MediaServer  # noqa: E402
+from s3_server import moto_s3  # noqa: E402
+from scribefleet.service.app import create_app  # noqa: E402
+from scribefleet.service.controller import Controller  # noqa: E402
+from service.harness import AUTH, DATA, Service, service_settings, wait_job  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_a_url_job_on_an_allowlisted_loopback_server(tmp_path: Path) -> None:
+    settings = service_settings(tmp_path, url_allowlist=["127.0.0.1/32"])
+    controller = Controller(settings, tmp_path / "state", slots=1, device="cpu")
+    controller.start()
+    try:
+        with MediaServer() as media:
+            url = media.add("/talks/fox.wav", (DATA / "en01.wav").read_bytes(), "audio/wav")
+            async with Service(controller, create_app(controller, settings), settings).client() as client:
+                made = await client.post("/api/jobs", headers=AUTH, json={"url": url, "options": {"formats": "srt"}})
+                assert made.status_code == 201, made.text
+                assert made.json()["filename"] == "fox.wav"
+                done = await wait_job(client, made.json()["id"])
+                assert done["status"] == "complete", done
+                cues = list(srt.parse((await client.get(done["outputs"]["srt"], headers=AUTH)).text))
+                assert wer(TEXTS["en01.wav"], " ".join(c.content for c in cues)) <= 0.3
+                # an address the allowlist does not name (127.0.0.2 is loopback too) is refused before any request
+                media.requests.clear()
+                refused = await client.post("/api/jobs", headers=AUTH, json={"url": url.replace("127.0.0.1", "127.0.0.2")})
+                assert refused.status_code == 403 and refused.json()["error"]["code"] == "URL_NOT_ALLOWED"
+                assert media.requests == []
+                gone = await client.post("/api/jobs", headers=AUTH, json={"url": media.url + "/gone.wav"})
+                failed = await wait_job(client, gone.json()["id"])
+                assert failed["status"] == "failed" and failed["lastErrorCode"] == "DOWNLOAD_FAILED"
+    finally:
+        controller.stop()
+
+
+async def test_a_job_publishes_to_s3_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("moto.server")
+    from service.harness import upload
+
+    # the controller's own AWS settings (its slots inherit them); requests never carry keys
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    settings = service_settings(tmp_path)
+    controller = Controller(settings, tmp_path / "state", slots=1, device="cpu")
+    controller.start()
+    try:
+        with moto_s3("api-out") as s3:
+            async with Service(controller, create_app(controller, settings), settings).client() as client:
+                up = await upload(client, DATA / "en03.wav", "meeting.wav")
+                body = {"uploadId": up["uploadId"], "options": {"formats": "srt"},
+                        "publish": {"target": "s3://api-out/jobs/", "endpoint_url": s3.url, "region": "us-east-1"}}
+                made = await client.post("/api/jobs", headers=AUTH, json=body)
+                assert made.status_code == 201, made.text
+                done = await wait_job(client, made.json()["id"])
+                assert done["status"] == "complete", done
+                assert controller.store.task(done["id"]).result["published"] == {"srt": "s3://api-out/jobs/meeting.srt"}
+                text = s3.client.get_object(Bucket="api-out", Key="jobs/meeting.srt")["Body"].read().decode()
+                assert wer(TEXTS["en03.wav"], " ".join(c.content for c in srt.parse(text))) <= 0.35
+                bad = await client.post("/api/jobs", headers=AUTH, json={**body, "publish": {"target": "https://x/"}})
+                assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_OPTIONS"
+    finally:
+        controller.stop()
