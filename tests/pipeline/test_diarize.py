@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from helpers import DATA
 from scribefleet.errors import DiarizationFailed, DiarizationModelMissing, UsageError
 from scribefleet.options import TranscribeOptions
-from scribefleet.pipeline.diarize import DiarizerConfig, diarize, load_pyannote
+from scribefleet.pipeline.diarize import DiarizerConfig, cluster, diarize, load_pyannote
 from scribefleet.pipeline.media import decode_audio
 from scribefleet.pipeline.speakers import assign_speakers, speaker_name
 from scribefleet.pipeline.vad import speech_ranges
@@ -218,3 +218,30 @@ def test_enrolled_names_are_safe_labels() -> None:
     assert speaker_name("Ada Lovelace") == "Ada_Lovelace"
     assert speaker_name("<b>[x]&") == "b_x"
     assert speaker_name("[]") == "speaker"
+
+
+def _voices(count: int, per_voice: int, spread: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors scattered around `count` random directions, and which direction each came from."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(count, 256))
+    truth = np.repeat(np.arange(count), per_voice)
+    vectors = centers[truth] / np.linalg.norm(centers[truth], axis=1, keepdims=True) + rng.normal(
+        scale=spread, size=(truth.size, 256)
+    )
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), truth
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_the_count_is_estimated_from_how_well_voices_separate(count) -> None:
+    vectors, truth = _voices(count, 30, spread=0.04)
+    labels, centroids = cluster(vectors, None)
+    assert centroids.shape[0] == count
+    # the same grouping as the truth, whatever the numbering
+    assert len({(int(t), int(lab)) for t, lab in zip(truth, labels)}) == count
+
+
+def test_bounds_hold_even_against_the_evidence() -> None:
+    vectors, _ = _voices(4, 20, spread=0.04)
+    assert cluster(vectors, (1, 2))[1].shape[0] == 2
+    one, _ = _voices(1, 40, spread=0.04)
+    assert cluster(one, (3, 5))[1].shape[0] >= 3

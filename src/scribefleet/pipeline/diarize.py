@@ -13,7 +13,8 @@ Backends (`SCRIBEFLEET_DIARIZATION_BACKEND`):
 * `resemblyzer` (default, offline, CPU): the voice encoder whose weights the
   PyPI package `resemblyzer` ships embeds 1.6 s windows of every speech range
   every 0.4 s; the embeddings of the whole file are clustered (average-linkage
-  agglomerative on cosine distance, refined by nearest-centroid passes), and
+  agglomerative on cosine distance, the count chosen by silhouette unless
+  given, refined by nearest-centroid passes), and
   each 50 ms of speech takes the speaker its covering windows are closest to.
 * `pyannote`: pyannote.audio's pipeline, when the user provides it: a local
   pipeline folder (`SCRIBEFLEET_DIARIZATION_MODEL`) or a Hugging Face token
@@ -61,8 +62,9 @@ _FRAME_S = 0.03
 _QUIET_DB = 35.0
 _FLOOR_DB = -60.0
 _GAP_FRAMES = 8  # pauses up to 0.24 s (a comma) do not split a stretch of sound
-#: average-linkage cosine distance above which two groups of windows are different voices
-_SPLIT_DISTANCE = 0.35
+#: an estimated count is at most this; a split whose silhouette stays under _MIN_SILHOUETTE is one voice
+_MAX_ESTIMATE = 10
+_MIN_SILHOUETTE = 0.1
 _MAX_LINKAGE = 2000  # more windows than this: cluster a sample, then assign all to its centroids
 
 
@@ -267,35 +269,69 @@ def _normed(matrix: np.ndarray) -> np.ndarray:
 
 
 def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Global clustering of unit vectors: (label per vector, unit centroid per cluster)."""
+    """Global clustering of unit vectors: (label per vector, unit centroid per cluster).
+
+    A given count cuts the average-linkage tree into that many clusters. Otherwise every count the bounds
+    allow (up to _MAX_ESTIMATE) is tried and the one whose clusters are best separated (silhouette on
+    cosine distance) wins; one speaker when no split separates the voices well enough.
+    """
     from scipy.cluster.hierarchy import fcluster, linkage
 
     n = vectors.shape[0]
     least, most = bounds or (1, 64)
-    if n == 1 or most == 1:
+    if n < 3 or most == 1:
         return np.zeros(n, dtype=int), _normed(vectors.mean(axis=0, keepdims=True))
     sample = vectors
     if n > _MAX_LINKAGE:  # linkage is quadratic in memory: cluster an even sample, assign the rest
         sample = vectors[np.linspace(0, n - 1, _MAX_LINKAGE).astype(int)]
     tree = linkage(sample.astype(np.float64), method="average", metric="cosine")
     if least == most:
-        groups = fcluster(tree, t=least, criterion="maxclust")
-    else:
-        groups = fcluster(tree, t=_SPLIT_DISTANCE, criterion="distance")
-        found = len(set(groups))
-        if not least <= found <= most:
-            groups = fcluster(tree, t=min(max(found, least), most), criterion="maxclust")
+        return _refine(vectors, sample, fcluster(tree, t=least, criterion="maxclust"), least, drop_small=False)
+    distances = np.clip(1.0 - sample @ sample.T, 0.0, 2.0)
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for k in range(max(2, least), min(most, _MAX_ESTIMATE, sample.shape[0] - 1) + 1):
+        labels, centroids = _refine(vectors, sample, fcluster(tree, t=k, criterion="maxclust"), least, drop_small=True)
+        if centroids.shape[0] < max(2, least):
+            continue
+        score = _silhouette(distances, np.argmax(sample @ centroids.T, axis=1))
+        if best is None or score > best[0] + 1e-6:
+            best = (score, labels, centroids)
+    if best is None or (least == 1 and best[0] < _MIN_SILHOUETTE):
+        return np.zeros(n, dtype=int), _normed(vectors.mean(axis=0, keepdims=True))
+    return best[1], best[2]
+
+
+def _refine(
+    vectors: np.ndarray, sample: np.ndarray, groups: np.ndarray, least: int, *, drop_small: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-centroid passes from the tree's clusters (windows put on the wrong branch move over);
+    with `drop_small`, a cluster of under 2 % of the windows (a blur at a change, a cough) is dissolved."""
+    n = vectors.shape[0]
     centroids = _normed(np.stack([sample[groups == g].mean(axis=0) for g in np.unique(groups)]))
-    for _ in range(3):  # nearest-centroid passes: windows the tree put with the wrong branch move over
+    for _ in range(3):
         labels = np.argmax(vectors @ centroids.T, axis=1)
         keep = [k for k in range(centroids.shape[0]) if np.any(labels == k)]
-        if least < most:  # an estimated count: a voice heard in under 2 % of windows is noise
+        if drop_small:
             keep = [k for k in keep if np.sum(labels == k) >= max(2, 0.02 * n)] or keep[:1]
-        keep = keep if len(keep) >= least else list(range(centroids.shape[0]))
-        centroids = centroids[keep]
+        centroids = centroids[keep if len(keep) >= least else range(centroids.shape[0])]
         labels = np.argmax(vectors @ centroids.T, axis=1)
         centroids = _normed(np.stack([vectors[labels == k].mean(axis=0) for k in range(centroids.shape[0])]))
     return np.argmax(vectors @ centroids.T, axis=1), centroids
+
+
+def _silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette: how much nearer each window is to its own cluster than to the next one (-1..1)."""
+    clusters = np.unique(labels)
+    if clusters.size < 2:
+        return -1.0
+    mean_to = np.stack([distances[:, labels == c].mean(axis=1) for c in clusters], axis=1)
+    own = np.searchsorted(clusters, labels)
+    sizes = np.array([np.sum(labels == c) for c in clusters])
+    # a window's distance to its own cluster leaves itself out
+    a = mean_to[np.arange(labels.size), own] * sizes[own] / np.maximum(sizes[own] - 1, 1)
+    mean_to[np.arange(labels.size), own] = np.inf
+    b = mean_to.min(axis=1)
+    return float(np.mean((b - a) / np.maximum(np.maximum(a, b), 1e-9)))
 
 
 def _label_grid(
