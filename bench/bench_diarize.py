@@ -13,6 +13,13 @@ given, and prints the DER (pyannote.metrics, no collar, and a 0.25 s collar as
 the NIST evaluations use), the speakers found, and audio-seconds per
 wall-second. Needs the `diarization` extra and espeak-ng + sox for the built
 recordings.  Usage: python bench/bench_diarize.py [--rounds N] [--threads T]
+
+Measured on the 2-core test machine (1 torch thread, under load): dialogue
+9.6 % DER, two-long 0.9 %, three-long 1.8 % with the count given; with the
+count estimated three-long finds 2 speakers (29 %): resemblyzer hears espeak's
+en+m3 and en+m7 as one voice (centroid cosine similarity 0.86, against 0.65
+between the male and female voices). 7-33 audio-seconds per wall-second.
+No real two-speaker recording is available offline here.
 """
 
 from __future__ import annotations
