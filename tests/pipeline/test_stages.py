@@ -17,7 +17,9 @@ from pipeline.conftest import ProgressLog
 
 def test_a_chosen_stage_brings_what_depends_on_it() -> None:
     assert stages_to_redo(["render"]) == ["render", "publish"]
-    assert stages_to_redo(["vad"]) == ["vad", "transcribe", "render", "publish"]
+    assert stages_to_redo(["vad"]) == ["vad", "transcribe", "diarize", "render", "publish"]
+    assert stages_to_redo(["diarize"]) == ["diarize", "render", "publish"]
+    assert stages_to_redo(["transcribe"]) == ["transcribe", "render", "publish"]
     assert stages_to_redo(["publish", "decode"]) == list(STAGES[1:])
     assert stages_to_redo(["fetch"]) == list(STAGES)
     assert stages_to_redo([]) == []

@@ -80,7 +80,9 @@ async def test_job_requests_that_are_refused(running_client: httpx.AsyncClient) 
         ({"uploadId": up["uploadId"], "batchId": "nosuchbatch"}, 404, "NOT_FOUND"),
         ({"uploadId": up["uploadId"], "options": {"formats": "docx"}}, 400, "INVALID_OPTIONS"),
         ({"uploadId": up["uploadId"], "options": {"beam_size": 0}}, 400, "INVALID_OPTIONS"),
-        ({"uploadId": up["uploadId"], "options": {"diarize": True}}, 400, "INVALID_OPTIONS"),
+        ({"uploadId": up["uploadId"], "options": {"speakers": 2}}, 400, "INVALID_OPTIONS"),  # speakers without diarize
+        # a folder of the server as enrollment clips: not an API client's to name
+        ({"uploadId": up["uploadId"], "options": {"diarize": True, "speaker_names": "/etc"}}, 400, "INVALID_OPTIONS"),
         ({"uploadId": up["uploadId"], "options": {"model": "no-such-model"}}, 404, "MODEL_NOT_FOUND"),
         ({"uploadId": up["uploadId"], "options": {"device": "cuda"}}, 400, "INVALID_OPTIONS"),
         ({"uploadId": up["uploadId"], "extra": 1}, 400, "INVALID_OPTIONS"),

@@ -192,8 +192,6 @@ def _rerun_of(task: Task | None, stages: tuple[str, ...]) -> dict[str, Any]:
     return {"rerun_stages": list(stages), "rerun_id": new_id()}
 
 
-def submit_file(file: Path, out: Path, options: TranscribeOptions, settings: Settings) -> Task:
-    """One file as a new one-task batch of the store of `out` (the work of `scribefleet submit`).
 def submit_file(file: Path | str, out: Path, options: TranscribeOptions, settings: Settings, *,
                 fetch: FetchOptions | None = None, publish: PublishOptions | None = None) -> list[Task]:
     """One file or URL as a new batch of the store of `out` (the work of `scribefleet submit`): one task, or one

@@ -1,4 +1,4 @@
-"""One transcription job: one media file (or URL) through fetch -> decode -> vad -> transcribe -> render -> publish.
+"""One transcription job: one media file (or URL) through fetch -> decode -> vad -> transcribe -> diarize -> render -> publish.
 
 Every stage leaves a checkpoint in the job's work dir (docs/architecture.md):
 
@@ -7,6 +7,7 @@ Every stage leaves a checkpoint in the job's work dir (docs/architecture.md):
     vad.json                  vad         speech ranges in seconds
     windows.jsonl             transcribe  one line per finished window
     transcript.json           transcribe  openai-whisper's result shape
+    diarize.json              diarize     speaker turns (only with options.diarize)
     render/transcript.<fmt>   render      one file per requested format
     (job.outputs)             publish     the final files, written atomically
 
@@ -20,8 +21,10 @@ deleted once that transcript exists.
 
 A re-run on the same work dir starts after the last finished stage: with
 transcript.json present the input is not even read (it may be gone) and no
-model is loaded. audio.npy is deleted once the transcript exists, because it
-is large and the transcript is what gets reused.
+model is loaded. audio.npy is deleted once the transcript (and, with
+`diarize`, the speaker turns) exists, because it is large and the transcript
+is what gets reused. Speakers are put on the segments and words at render
+time, so diarizing again never transcribes again.
 
 Chosen stages run again on request (`rerun_stages`, seed 004's `--stages`):
 each chosen stage and every stage that depends on it (`DEPENDS`) lose their
@@ -61,24 +64,27 @@ from scribefleet.pipeline.checkpoint import (
     save_audio,
 )
 from scribefleet.pipeline.guards import zero_counts
+from scribefleet.pipeline.diarize import DiarizerConfig, diarize
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.fetch import downloaded, fetch_media
 from scribefleet.pipeline.media import SAMPLE_RATE, content_hash, decode_audio
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.publish import S3Credentials, publish_outputs
 from scribefleet.pipeline.render import render
+from scribefleet.pipeline.speakers import assign_speakers
 from scribefleet.pipeline.vad import speech_ranges
 
 log = logging.getLogger("scribefleet.pipeline")
 
-STAGES = ("fetch", "decode", "vad", "transcribe", "render", "publish")
+STAGES = ("fetch", "decode", "vad", "transcribe", "diarize", "render", "publish")
 #: stage -> the stages whose checkpoints it reads
 DEPENDS: dict[str, tuple[str, ...]] = {
     "fetch": (),
     "decode": ("fetch",),
     "vad": ("decode",),
     "transcribe": ("decode", "vad"),
-    "render": ("transcribe",),
+    "diarize": ("decode", "vad"),
+    "render": ("transcribe", "diarize"),
     "publish": ("render",),
 }
 
@@ -112,6 +118,7 @@ class TranscriptionJob(BaseModel, extra="forbid"):
     model_id: str
     rerun_stages: tuple[str, ...] = ()  # stages to run again although their checkpoints exist
     rerun_id: str = ""  # names one rerun request: its checkpoints are discarded once, not per attempt
+    diarizer: DiarizerConfig = DiarizerConfig()  # the slot's diarization settings (options.diarize)
 
     @field_validator("rerun_stages")
     @classmethod
@@ -151,6 +158,7 @@ class WorkDir:
         self.vad = root / "vad.json"
         self.windows = root / "windows.jsonl"
         self.transcript = root / "transcript.json"
+        self.diarization = root / "diarize.json"
         self.render_dir = render_dir or root / "render"
         self.rerun = root / "rerun.json"
 
@@ -161,6 +169,7 @@ class WorkDir:
             "decode": [self.audio],
             "vad": [self.vad],
             "transcribe": [self.windows, self.transcript],
+            "diarize": [self.diarization],
             "render": list(self.render_dir.glob("transcript.*")) if self.render_dir.is_dir() else [],
             "publish": [],
         }[stage]
@@ -234,7 +243,7 @@ class _JobRun:
         content_rerun: list[str] = []
         if fetched:
             self.work = WorkDir(url_work.content_twin(fetched["digest"]), render_dir=url_work.render_dir)
-            content_rerun = self.discard_for_rerun(self.work, ("decode", "vad", "transcribe"))
+            content_rerun = self.discard_for_rerun(self.work, ("decode", "vad", "transcribe", "diarize"))
         media = downloaded(url_work.root)
         if fetched and (self.work.transcript.exists() or (media and media.name == fetched["file"])):
             self.skip("fetch")
@@ -243,7 +252,7 @@ class _JobRun:
             with self.stage("fetch"):
                 fetched = self.fetch(url_work)
             self.work = WorkDir(url_work.content_twin(fetched["digest"]), render_dir=url_work.render_dir)
-            content_rerun = self.discard_for_rerun(self.work, ("decode", "vad", "transcribe"))
+            content_rerun = self.discard_for_rerun(self.work, ("decode", "vad", "transcribe", "diarize"))
         self.metadata = fetched["metadata"]
         self.work.root.mkdir(parents=True, exist_ok=True)
         # two URLs of the same media share this dir: one transcribes, the other waits and reuses
@@ -268,17 +277,28 @@ class _JobRun:
 
     def transcribe_and_publish(self, rerun: list[str]) -> dict[str, Any]:
         transcript = read_json(self.work.transcript)
-        if transcript is None:
+        wants_speakers = self.job.options.diarize
+        diarization = self.stored_diarization() if wants_speakers else None
+        if transcript is None or (wants_speakers and diarization is None):
             audio = self.audio()
             ranges = self.ranges(audio)
-            transcript = self.transcribe(audio, ranges)
+            if transcript is None:
+                transcript = self.transcribe(audio, ranges)
+            else:
+                self.skip("transcribe")
+            if wants_speakers and diarization is None:
+                diarization = self.diarize(audio, ranges)
             del audio
         else:
             self.extra["audio_s"] = transcript["duration"]
             for name in ("decode", "vad", "transcribe"):
                 self.skip(name)
+        if diarization is not None:
+            if "diarize" not in self.timings_s:
+                self.skip("diarize")
+            self.extra_result["speakers"] = diarization["speakers"]
         self.work.audio.unlink(missing_ok=True)
-        self.render(transcript)
+        self.render(assign_speakers(transcript, diarization) if diarization else transcript)
         with self.stage("publish"):
             published = self.publish()
         return {
@@ -349,6 +369,32 @@ class _JobRun:
             self.extra_result["compute_type"] = model.model.compute_type  # what CTranslate2 really runs
         return transcript
 
+    def stored_diarization(self) -> dict[str, Any] | None:
+        """diarize.json when it was made by the backend now configured, else None (to be made)."""
+        stored = read_json(self.work.diarization)
+        identity = self.job.diarizer.identity
+        if isinstance(stored, dict) and all(stored.get(k) == v for k, v in identity.items()):
+            return stored
+        return None
+
+    def diarize(self, audio: np.ndarray, ranges: list[tuple[float, float]]) -> dict[str, Any]:
+        with self.stage("diarize"):
+
+            def on_progress(fraction: float) -> None:
+                self.progress("diarize", fraction, dict(self.extra))
+
+            diarization = diarize(
+                audio,
+                ranges,
+                self.job.options,
+                self.job.diarizer,
+                device=self.job.device,
+                threads=self.job.cpu_threads,
+                on_progress=on_progress,
+            )
+            atomic_write_json(self.work.diarization, diarization)
+        return diarization
+
     def render(self, transcript: dict[str, Any]) -> None:
         # a new transcript makes every earlier rendering stale
         fresh = any(stage in self.timings_s for stage in DEPENDS["render"])
@@ -381,7 +427,7 @@ class _JobRun:
 def run_transcription(job: TranscriptionJob, models: ModelCache, progress: ProgressFn, *,
                       credentials: S3Credentials | None = None) -> dict[str, Any]:
     """Run (or resume) one job; returns {"outputs", "duration_s", "language", "segments", "resumed_from",
-    "timings_s", "stages_run", "published"?, "metadata"?, "rerun_stages"?}.
+    "timings_s", "stages_run", "speakers"? (with diarize), "published"?, "metadata"?, "rerun_stages"?}.
 
     `credentials` (the serverless handler's, from its input) are used for this job's uploads only.
     """

@@ -7,6 +7,13 @@ The transcript dict is what `asr` produces and `transcript.json` stores:
                    "avg_logprob", "compression_ratio", "no_speech_prob",
                    "words"?: [{"word", "start", "end", "probability"}]}]}
 
+A diarized transcript (pipeline.speakers.assign_speakers) also carries
+`"speakers": [label, ...]` and a `"speaker"` on each segment and word. Then
+SRT and TXT prefix each cue or line with `[SPEAKER_00] ` (or the enrolled
+name), VTT opens each cue with a `<v SPEAKER_00>` voice tag, TSV gains a
+fourth column `speaker`, and JSON carries the fields as they are. An
+undiarized transcript renders exactly as before.
+
 Subtitle formats are line-based, so a segment's text can break them: a blank
 line ends an SRT cue, `-->` starts a timing line, `<` and `&` are markup in
 WebVTT. Cue text is flattened to one line with those sequences neutralised,
@@ -50,23 +57,33 @@ def _cue_text(text: str) -> str:
     return _ARROW.sub("->", _one_line(text))
 
 
-def _cues(transcript: dict[str, Any]) -> list[tuple[int, int, str]]:
-    """(start_ms, end_ms, text) of each segment with text, end never before start."""
+def _cues(transcript: dict[str, Any]) -> list[tuple[int, int, str, str | None]]:
+    """(start_ms, end_ms, text, speaker) of each segment with text, end never before start."""
     cues = []
     for seg in transcript.get("segments", []):
         text = _cue_text(seg.get("text", ""))
         if not text:
             continue  # an empty cue would end the block early in SRT
         start = _ms(seg["start"])
-        cues.append((start, max(start, _ms(seg["end"])), text))
+        cues.append((start, max(start, _ms(seg["end"])), text, _speaker(seg)))
     return cues
+
+
+def _speaker(seg: dict[str, Any]) -> str | None:
+    speaker = seg.get("speaker")
+    return _one_line(str(speaker)) or None if speaker is not None else None
+
+
+def _prefixed(text: str, speaker: str | None) -> str:
+    """`[SPEAKER_00] text` for a diarized segment, the text alone otherwise."""
+    return f"[{speaker}] {text}" if speaker else text
 
 
 def render_srt(transcript: dict[str, Any]) -> str:
     """SubRip: numbered cues, comma before the milliseconds."""
     blocks = [
-        f"{n}\n{format_timestamp(s / 1000)} --> {format_timestamp(e / 1000)}\n{text}\n"
-        for n, (s, e, text) in enumerate(_cues(transcript), start=1)
+        f"{n}\n{format_timestamp(s / 1000)} --> {format_timestamp(e / 1000)}\n{_prefixed(text, spk)}\n"
+        for n, (s, e, text, spk) in enumerate(_cues(transcript), start=1)
     ]
     return "\n".join(blocks)
 
@@ -75,11 +92,16 @@ def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _vtt_text(text: str, speaker: str | None) -> str:
+    """The cue's text, behind a `<v Speaker>` voice tag when the segment has a speaker."""
+    return f"<v {_vtt_escape(speaker)}>{_vtt_escape(text)}" if speaker else _vtt_escape(text)
+
+
 def render_vtt(transcript: dict[str, Any]) -> str:
-    """WebVTT: header, dot before the milliseconds, markup characters escaped."""
+    """WebVTT: header, dot before the milliseconds, markup characters escaped, speakers as voice tags."""
     blocks = [
-        f"{format_timestamp(s / 1000, decimal='.')} --> {format_timestamp(e / 1000, decimal='.')}\n{_vtt_escape(text)}\n"
-        for s, e, text in _cues(transcript)
+        f"{format_timestamp(s / 1000, decimal='.')} --> {format_timestamp(e / 1000, decimal='.')}\n{_vtt_text(text, spk)}\n"
+        for s, e, text, spk in _cues(transcript)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
@@ -91,18 +113,21 @@ def render_json(transcript: dict[str, Any]) -> str:
 
 def render_txt(transcript: dict[str, Any]) -> str:
     """Plain text, one segment per line (as openai-whisper writes it)."""
-    lines = [_one_line(seg.get("text", "")) for seg in transcript.get("segments", [])]
-    return "".join(f"{line}\n" for line in lines if line)
+    lines = [(_one_line(seg.get("text", "")), _speaker(seg)) for seg in transcript.get("segments", [])]
+    return "".join(f"{_prefixed(line, spk)}\n" for line, spk in lines if line)
 
 
 def render_tsv(transcript: dict[str, Any]) -> str:
-    """start<TAB>end<TAB>text in integer milliseconds, under a header line (openai-whisper's tsv)."""
-    rows = ["start\tend\ttext\n"]
+    """start<TAB>end<TAB>text in integer milliseconds, under a header line (openai-whisper's tsv);
+    a diarized transcript adds a fourth column, speaker (last, so readers of the three columns still work)."""
+    diarized = "speakers" in transcript
+    rows = ["start\tend\ttext\tspeaker\n" if diarized else "start\tend\ttext\n"]
     for seg in transcript.get("segments", []):
         text = _one_line(seg.get("text", ""))
         if text:
             start = _ms(seg["start"])
-            rows.append(f"{start}\t{max(start, _ms(seg['end']))}\t{text}\n")
+            speaker = f"\t{_speaker(seg) or ''}" if diarized else ""
+            rows.append(f"{start}\t{max(start, _ms(seg['end']))}\t{text}{speaker}\n")
     return "".join(rows)
 
 

@@ -88,6 +88,9 @@ def _checked(controller: Controller, options: TranscribeOptions, batch_id: str |
     """The job's batch (None: make one), resolved model and whether it runs on a remote worker
     (REMOTE_WORKER_MODE decides, Controller.runs_remotely), after the checks every job passes."""
     settings = controller.settings
+    if options.speaker_names is not None:  # a folder of the server: not an API client's to name
+        raise UsageError("speaker_names (a folder of enrollment clips) is not offered over the API; "
+                         "use diarize with speakers / min_speakers / max_speakers")
     batch = get_batch(controller, batch_id) if batch_id else None
     on_worker = controller.runs_remotely(remote)
     if on_worker:  # the worker resolves the model (the controller may not have it)

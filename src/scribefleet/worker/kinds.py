@@ -29,10 +29,12 @@ def run_transcribe(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     # imported here: a slot that only runs shell tasks never pays for faster-whisper
     from pydantic import ValidationError
 
+    from scribefleet.pipeline.diarize import DiarizerConfig
     from scribefleet.pipeline.job import TranscriptionJob, run_transcription
 
     fields = {k: v for k, v in spec.items() if k in TranscriptionJob.model_fields}
     fields["device"] = ctx.device  # the slot decides where it runs
+    fields["diarizer"] = DiarizerConfig.from_settings(ctx.settings)  # the slot's settings, never the spec's
     fields.setdefault("cpu_threads", ctx.cpu_threads)
     try:
         job = TranscriptionJob(**fields)

@@ -1,0 +1,115 @@
+"""Diarization error rate and speed of the offline backend on espeak conversations whose turns are known.
+
+Recordings:
+
+  dialogue     tests/data/dialogue.flac: two voices (en+m3, en+f4), 8 turns, 38 s
+  two-long     built here: the two voices alternating over the 12 sentences of
+               tests/data/texts.json, 3 rounds, pauses of 0-1.5 s (some changes with none)
+  three-long   the same with a third voice (en+m7) joining
+
+For each it runs `pipeline.diarize.diarize` on the decoded audio with the VAD
+ranges of the default (batched) mode, with the speaker count estimated and
+given, and prints the DER (pyannote.metrics, no collar, and a 0.25 s collar as
+the NIST evaluations use), the speakers found, and audio-seconds per
+wall-second. Needs the `diarization` extra and espeak-ng + sox for the built
+recordings.  Usage: python bench/bench_diarize.py [--rounds N] [--threads T]
+
+Measured on the 2-core test machine (1 torch thread, under load): dialogue
+9.6 % DER, two-long 0.9 %, three-long 1.8 % with the count given; with the
+count estimated three-long finds 2 speakers (29 %): resemblyzer hears espeak's
+en+m3 and en+m7 as one voice (centroid cosine similarity 0.86, against 0.65
+between the male and female voices). 7-33 audio-seconds per wall-second.
+No real two-speaker recording is available offline here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+sys.path[:0] = [str(ROOT / "src"), str(DATA)]
+
+from make_dialogue import RATE, speak, trim  # noqa: E402  (tests/data/make_dialogue.py)
+from scribefleet.options import TranscribeOptions  # noqa: E402
+from scribefleet.pipeline.diarize import DiarizerConfig, diarize  # noqa: E402
+from scribefleet.pipeline.media import decode_audio  # noqa: E402
+from scribefleet.pipeline.vad import speech_ranges  # noqa: E402
+
+Turn = tuple[float, float, str]
+
+
+def conversation(voices: list[str], rounds: int, seed: int = 3) -> tuple[np.ndarray, list[Turn]]:
+    """The sentences of texts.json spoken in turn by `voices`, `rounds` times, and the true turns."""
+    sentences = [text for _, text in json.loads((DATA / "texts.json").read_text()).values()]
+    rng = random.Random(seed)
+    parts, turns, at = [np.zeros(RATE // 2, dtype=np.float32)], [], RATE // 2
+    previous = None
+    for _ in range(rounds):
+        for text in rng.sample(sentences, len(sentences)):
+            voice = rng.choice([v for v in voices if v != previous])
+            previous = voice
+            speech = trim(speak(voice, text))
+            turns.append((at / RATE, (at + speech.size) / RATE, voice))
+            pause = np.zeros(int(rng.choice([0.0, 0.3, 0.6, 1.0, 1.5]) * RATE), dtype=np.float32)
+            parts += [speech, pause]
+            at += speech.size + pause.size
+    return np.concatenate(parts), turns
+
+
+def der(truth: list[Turn], turns: list, duration_s: float, collar: float) -> float:
+    from pyannote.core import Annotation, Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    reference, hypothesis = Annotation(), Annotation()
+    for start, end, speaker in truth:
+        reference[Segment(start, end)] = speaker
+    for start, end, speaker in turns:
+        hypothesis[Segment(start, end)] = speaker
+    uem = Timeline([Segment(0.0, duration_s)])
+    return DiarizationErrorRate(collar=collar)(reference, hypothesis, uem=uem)
+
+
+def measure(name: str, audio: np.ndarray, truth: list[Turn], threads: int) -> None:
+    duration_s = audio.shape[0] / RATE
+    ranges = speech_ranges(audio, batched=True)
+    count = len({speaker for _, _, speaker in truth})
+    for label, options in (("estimated", {}), (f"speakers={count}", {"speakers": count})):
+        started = time.monotonic()
+        result = diarize(audio, ranges, TranscribeOptions(diarize=True, **options), DiarizerConfig(), threads=threads)
+        wall_s = time.monotonic() - started
+        print(
+            f"{name:<11} {duration_s:6.1f} s  {label:<11} speakers {len(result['speakers'])}/{count}  "
+            f"DER {der(truth, result['turns'], duration_s, 0.0):6.1%}  "
+            f"DER(collar 0.25) {der(truth, result['turns'], duration_s, 0.25):6.1%}  "
+            f"{duration_s / wall_s:6.1f} audio-s/s"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the 12 sentences in the built recordings")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args()
+    truth = [tuple(t) for t in json.loads((DATA / "dialogue.json").read_text())["turns"]]
+    # load the encoder once, so the first recording's speed is not its load time
+    diarize(np.zeros(RATE, dtype=np.float32), [], TranscribeOptions(diarize=True), DiarizerConfig(), threads=args.threads)
+    measure("dialogue", decode_audio(DATA / "dialogue.flac", max_file_mb=50), truth, args.threads)
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        print("espeak-ng or sox missing: the built recordings are skipped (apt-get install -y espeak-ng sox)")
+        return
+    for name, voices in (("two-long", ["en+m3", "en+f4"]), ("three-long", ["en+m3", "en+f4", "en+m7"])):
+        audio, turns = conversation(voices, args.rounds)
+        measure(name, audio, turns, args.threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,466 @@
+"""Who speaks when: speaker turns for a whole file, from a pluggable backend chosen by a setting.
+
+`diarize()` takes the decoded audio (16 kHz float32) and the VAD speech ranges
+and returns the turns [(start_s, end_s, speaker)] of the whole file, with the
+speakers clustered globally (a voice keeps its label from the first minute to
+the last). The speaker count is given (`speakers`), bounded
+(`min_speakers`/`max_speakers`) or estimated. Labels are SPEAKER_00,
+SPEAKER_01, ... in order of first appearance, or a known person's name when
+an enrollment folder (`speaker_names`, pipeline.speakers) matches the voice.
+
+Backends (`SCRIBEFLEET_DIARIZATION_BACKEND`):
+
+* `resemblyzer` (default, offline, CPU): the voice encoder whose weights the
+  PyPI package `resemblyzer` ships embeds 1.6 s windows of every speech range
+  every 0.4 s; the embeddings of the whole file are clustered (average-linkage
+  agglomerative on cosine distance, the count chosen by silhouette unless
+  given, refined by nearest-centroid passes), and
+  each 50 ms of speech takes the speaker its covering windows are closest to.
+* `pyannote`: pyannote.audio's pipeline, when the user provides it: a local
+  pipeline folder (`SCRIBEFLEET_DIARIZATION_MODEL`) or a Hugging Face token
+  (`SCRIBEFLEET_HF_TOKEN`) for the gated hub model. Voices are named with the
+  resemblyzer encoder over each speaker's turns.
+
+A missing package, folder or token is DIARIZATION_MODEL_MISSING naming what to
+provide; anything else the backend raises, or running past the stage's own
+limit (`SCRIBEFLEET_DIARIZE_TIMEOUT_S`), is DIARIZATION_FAILED.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, SecretStr
+
+from scribefleet.config import Settings
+from scribefleet.errors import DiarizationFailed, DiarizationModelMissing, ScribefleetError
+from scribefleet.options import TranscribeOptions
+from scribefleet.pipeline.media import SAMPLE_RATE
+from scribefleet.pipeline.speakers import enrolled_names, first_appearance_labels
+
+log = logging.getLogger("scribefleet.pipeline")
+
+Turn = tuple[float, float, str]
+OnProgress = Callable[[float], None]
+
+#: what the pyannote backend loads from the hub when only a token is given
+PYANNOTE_DEFAULT_MODEL = "pyannote/speaker-diarization-3.1"
+_WINDOW_S = 1.6  # the voice encoder's window (resemblyzer's partials_n_frames)
+_STEP_S = 0.4
+_GRID_S = 0.05
+_MIN_TURN_S = 0.4  # a shorter run of one speaker inside a speech range joins its neighbour
+_MIN_EMBED_S = 0.5  # a shorter stretch of sound is not embedded; it joins the nearest turn
+_FRAME_S = 0.03
+#: a frame this far (dB) below the range's loud frames, or below the floor, is a pause
+_QUIET_DB = 35.0
+_FLOOR_DB = -60.0
+_GAP_FRAMES = 8  # pauses up to 0.24 s (a comma) do not split a stretch of sound
+#: an estimated count is at most this; a split whose silhouette stays under _MIN_SILHOUETTE is one voice
+_MAX_ESTIMATE = 10
+_MIN_SILHOUETTE = 0.1
+_MAX_LINKAGE = 2000  # more windows than this: cluster a sample, then assign all to its centroids
+
+
+class DiarizerConfig(BaseModel, extra="forbid", frozen=True):
+    """The process-wide diarization settings a job carries to its slot."""
+
+    backend: Literal["resemblyzer", "pyannote"] = "resemblyzer"
+    model: str | None = None  # pyannote: a local pipeline folder or a hub id
+    hf_token: SecretStr | None = None
+    timeout_s: float = Field(default=1800.0, gt=0)
+    #: cosine similarity a voice needs to an enrollment clip to take its name
+    match_threshold: float = Field(default=0.75, ge=-1.0, le=1.0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DiarizerConfig:
+        return cls(
+            backend=settings.diarization_backend,
+            model=settings.diarization_model,
+            hf_token=settings.hf_token,
+            timeout_s=settings.diarize_timeout_s,
+            match_threshold=settings.speaker_match_threshold,
+        )
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What makes two diarizations comparable (a checkpoint of another backend is redone)."""
+        return {"backend": self.backend, "model": self.model if self.backend == "pyannote" else None}
+
+
+class _Deadline:
+    """The stage's own time limit, checked between steps of the backend."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.ends = time.monotonic() + timeout_s
+
+    def check(self) -> None:
+        if time.monotonic() > self.ends:
+            raise DiarizationFailed(
+                f"diarization ran past its limit of {self.timeout_s:g} s - raise SCRIBEFLEET_DIARIZE_TIMEOUT_S",
+                timeout_s=self.timeout_s,
+            )
+
+
+def speaker_bounds(options: TranscribeOptions) -> tuple[int, int] | None:
+    """(least, most) speakers the options allow; None when the count is to be estimated freely."""
+    if options.speakers is not None:
+        return options.speakers, options.speakers
+    if options.min_speakers is None and options.max_speakers is None:
+        return None
+    return options.min_speakers or 1, options.max_speakers or 64
+
+
+def diarize(
+    audio: np.ndarray,
+    ranges: list[tuple[float, float]],
+    options: TranscribeOptions,
+    config: DiarizerConfig,
+    *,
+    device: str = "cpu",
+    threads: int = 0,
+    on_progress: OnProgress | None = None,
+) -> dict[str, Any]:
+    """The diarize.json checkpoint: {"turns": [[start, end, speaker]], "speakers", "names", **config.identity}."""
+
+    deadline = _Deadline(config.timeout_s)
+    progress = on_progress or (lambda fraction: None)
+    bounds = speaker_bounds(options)
+    try:
+        if config.backend == "pyannote":
+            turns = _pyannote_turns(audio, config, bounds, device, deadline, progress)
+            centroids = None
+        else:
+            turns, centroids = _resemblyzer_turns(audio, ranges, bounds, device, threads, deadline, progress)
+        turns, centroids = first_appearance_labels(turns, centroids)
+        names: dict[str, str] = {}
+        if options.speaker_names is not None and turns:
+            names = enrolled_names(
+                audio, turns, centroids, Path(options.speaker_names), config.match_threshold,
+                encoder=voice_encoder(device, threads), embed_windows=embed_windows,
+            )
+            turns = [(s, e, names.get(spk, spk)) for s, e, spk in turns]
+    except ScribefleetError:
+        raise
+    except Exception as exc:  # the backend's own failure: name it, keep the stage's code
+        raise DiarizationFailed(f"diarization failed: {type(exc).__name__}: {exc}", backend=config.backend) from exc
+    speakers = list(dict.fromkeys(spk for _, _, spk in turns))
+    return {
+        "turns": [[round(s, 3), round(e, 3), spk] for s, e, spk in turns],
+        "speakers": speakers,
+        "names": names,
+        **config.identity,
+    }
+
+
+# -- the offline backend ------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def voice_encoder(device: str = "cpu", threads: int = 0) -> Any:
+    """resemblyzer's VoiceEncoder with the weights its package ships (loaded once per process and device)."""
+    try:
+        with warnings.catch_warnings():  # webrtcvad imports pkg_resources, which warns
+            warnings.simplefilter("ignore")
+            import torch
+            from resemblyzer import VoiceEncoder
+    except ImportError as exc:
+        raise DiarizationModelMissing(
+            f"the offline diarization backend needs resemblyzer and torch ({exc.name} is missing) - "
+            "pip install 'scribefleet[diarization]', or choose SCRIBEFLEET_DIARIZATION_BACKEND=pyannote",
+            setting="SCRIBEFLEET_DIARIZATION_BACKEND",
+            missing=exc.name,
+        ) from exc
+    if threads:  # the slot's share of the CPU (more threads than cores is far slower than fewer)
+        torch.set_num_threads(threads)
+    if device == "cuda" and not torch.cuda.is_available():
+        device = "cpu"  # a CPU build of torch on a GPU slot: the encoder is small enough for the CPU
+    return VoiceEncoder(device, verbose=False)
+
+
+def embed_windows(encoder: Any, audio: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """L2-normed embeddings of 1.6 s windows every 0.4 s over `audio`, and each window's (start, end) sample."""
+    from resemblyzer.audio import normalize_volume
+
+    wav = normalize_volume(audio.astype(np.float32), -30, increase_only=True)
+    _, partials, slices = encoder.embed_utterance(wav, return_partials=True, rate=1 / _STEP_S, min_coverage=0.5)
+    spans = [(s.start, min(s.stop, wav.shape[0])) for s in slices]
+    return np.asarray(partials, dtype=np.float32), spans
+
+
+def _resemblyzer_turns(
+    audio: np.ndarray,
+    ranges: list[tuple[float, float]],
+    bounds: tuple[int, int] | None,
+    device: str,
+    threads: int,
+    deadline: _Deadline,
+    progress: OnProgress,
+) -> tuple[list[Turn], dict[str, np.ndarray]]:
+    encoder = voice_encoder(device, threads)
+    spans = [span for start, end in ranges for span in voiced_spans(audio, start, end)]
+    embeddings: list[np.ndarray] = []
+    windows: list[tuple[int, float, float]] = []  # (span index, start_s, end_s) of each embedding
+    total_s = sum(e - s for s, e in spans) or 1.0
+    done_s = 0.0
+    for index, (start, end) in enumerate(spans):
+        done_s += end - start
+        if end - start < _MIN_EMBED_S:
+            continue  # too short to tell a voice by: it takes the speaker of the nearest turn
+        vectors, bounds_in = embed_windows(encoder, audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
+        embeddings.append(vectors)
+        windows += [(index, start + a / SAMPLE_RATE, start + b / SAMPLE_RATE) for a, b in bounds_in]
+        progress(0.9 * done_s / total_s)
+        deadline.check()
+    if not windows:
+        return [], {}
+    vectors = np.concatenate(embeddings)
+    _, centroids = cluster(vectors, bounds)
+    turns = _label_grid(spans, windows, vectors @ centroids.T)
+    turns = _join_short_spans(turns, [span for i, span in enumerate(spans) if span[1] - span[0] < _MIN_EMBED_S])
+    progress(1.0)
+    return turns, {f"S{k}": centroids[k] for k in range(centroids.shape[0])}
+
+
+def voiced_spans(audio: np.ndarray, start: float, end: float) -> list[tuple[float, float]]:
+    """The stretches of a speech range that carry sound, split at its pauses (VAD ranges can hold several turns)."""
+    lo, hi = int(start * SAMPLE_RATE), int(end * SAMPLE_RATE)
+    frame = int(_FRAME_S * SAMPLE_RATE)
+    n = (hi - lo) // frame
+    if n < 2:
+        return [(start, end)] if end > start else []
+    frames = audio[lo : lo + n * frame].reshape(n, frame).astype(np.float64)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    loud = level > max(np.percentile(level, 95) - _QUIET_DB, _FLOOR_DB)
+    spans: list[tuple[float, float]] = []
+    i = 0
+    while i < n:
+        if not loud[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and (loud[j] or (j + _GAP_FRAMES < n and loud[j : j + _GAP_FRAMES + 1].any())):
+            j += 1
+        spans.append((round(start + i * _FRAME_S, 3), round(min(end, start + j * _FRAME_S), 3)))
+        i = j
+    return spans
+
+
+def _join_short_spans(turns: list[Turn], short: list[tuple[float, float]]) -> list[Turn]:
+    """Spans too short to embed take the speaker of the nearest turn."""
+    if not turns:
+        return turns
+    joined = list(turns)
+    for start, end in short:
+        nearest = min(turns, key=lambda t: max(t[0] - end, start - t[1], 0.0))
+        joined.append((start, end, nearest[2]))
+    return sorted(joined)
+
+
+def _normed(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-9)
+
+
+def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Global clustering of unit vectors: (label per vector, unit centroid per cluster).
+
+    A given count cuts the average-linkage tree into that many clusters. Otherwise every count the bounds
+    allow (up to _MAX_ESTIMATE) is tried and the one whose clusters are best separated (silhouette on
+    cosine distance) wins; one speaker when no split separates the voices well enough.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    n = vectors.shape[0]
+    least, most = bounds or (1, 64)
+    if n < 3 or most == 1:
+        return np.zeros(n, dtype=int), _normed(vectors.mean(axis=0, keepdims=True))
+    sample = vectors
+    if n > _MAX_LINKAGE:  # linkage is quadratic in memory: cluster an even sample, assign the rest
+        sample = vectors[np.linspace(0, n - 1, _MAX_LINKAGE).astype(int)]
+    tree = linkage(sample.astype(np.float64), method="average", metric="cosine")
+    if least == most:
+        return _refine(vectors, sample, fcluster(tree, t=least, criterion="maxclust"), least, drop_small=False)
+    distances = np.clip(1.0 - sample @ sample.T, 0.0, 2.0)
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for k in range(max(2, least), min(most, _MAX_ESTIMATE, sample.shape[0] - 1) + 1):
+        labels, centroids = _refine(vectors, sample, fcluster(tree, t=k, criterion="maxclust"), least, drop_small=True)
+        if centroids.shape[0] < max(2, least):
+            continue
+        score = _silhouette(distances, np.argmax(sample @ centroids.T, axis=1))
+        if best is None or score > best[0] + 1e-6:
+            best = (score, labels, centroids)
+    if best is None or (least == 1 and best[0] < _MIN_SILHOUETTE):
+        return np.zeros(n, dtype=int), _normed(vectors.mean(axis=0, keepdims=True))
+    return best[1], best[2]
+
+
+def _refine(
+    vectors: np.ndarray, sample: np.ndarray, groups: np.ndarray, least: int, *, drop_small: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-centroid passes from the tree's clusters (windows put on the wrong branch move over);
+    with `drop_small`, a cluster of under 2 % of the windows (a blur at a change, a cough) is dissolved."""
+    n = vectors.shape[0]
+    centroids = _normed(np.stack([sample[groups == g].mean(axis=0) for g in np.unique(groups)]))
+    for _ in range(3):
+        labels = np.argmax(vectors @ centroids.T, axis=1)
+        keep = [k for k in range(centroids.shape[0]) if np.any(labels == k)]
+        if drop_small:
+            keep = [k for k in keep if np.sum(labels == k) >= max(2, 0.02 * n)] or keep[:1]
+        centroids = centroids[keep if len(keep) >= least else range(centroids.shape[0])]
+        labels = np.argmax(vectors @ centroids.T, axis=1)
+        centroids = _normed(np.stack([vectors[labels == k].mean(axis=0) for k in range(centroids.shape[0])]))
+    return np.argmax(vectors @ centroids.T, axis=1), centroids
+
+
+def _silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette: how much nearer each window is to its own cluster than to the next one (-1..1)."""
+    clusters = np.unique(labels)
+    if clusters.size < 2:
+        return -1.0
+    mean_to = np.stack([distances[:, labels == c].mean(axis=1) for c in clusters], axis=1)
+    own = np.searchsorted(clusters, labels)
+    sizes = np.array([np.sum(labels == c) for c in clusters])
+    # a window's distance to its own cluster leaves itself out
+    a = mean_to[np.arange(labels.size), own] * sizes[own] / np.maximum(sizes[own] - 1, 1)
+    mean_to[np.arange(labels.size), own] = np.inf
+    b = mean_to.min(axis=1)
+    return float(np.mean((b - a) / np.maximum(np.maximum(a, b), 1e-9)))
+
+
+def _label_grid(
+    ranges: list[tuple[float, float]], windows: list[tuple[int, float, float]], scores: np.ndarray
+) -> list[Turn]:
+    """Turns: each 50 ms of each stretch of sound takes the cluster its covering windows score highest."""
+    by_range: dict[int, list[int]] = {}
+    for i, (index, _, _) in enumerate(windows):
+        by_range.setdefault(index, []).append(i)
+    turns: list[Turn] = []
+    for index, members in by_range.items():
+        start, end = ranges[index]
+        starts = np.array([windows[i][1] for i in members])
+        ends = np.array([windows[i][2] for i in members])
+        grid = np.arange(start, end, _GRID_S) + _GRID_S / 2
+        covering = (starts[None, :] <= grid[:, None]) & (grid[:, None] < ends[None, :])
+        centers = (starts + ends) / 2
+        nearest = np.argmin(np.abs(grid[:, None] - centers[None, :]), axis=1)
+        covering[np.arange(grid.size), nearest] = True  # every point has at least one window
+        points = np.argmax(covering.astype(np.float32) @ scores[members], axis=1)
+        runs = _runs(points, start, end)
+        turns += [(s, e, f"S{k}") for s, e, k in _absorb_short(runs)]
+    return sorted(turns)
+
+
+def _runs(points: np.ndarray, start: float, end: float) -> list[tuple[float, float, int]]:
+    runs: list[tuple[float, float, int]] = []
+    for i, k in enumerate(points.tolist()):
+        t0 = start + i * _GRID_S
+        if runs and runs[-1][2] == k:
+            runs[-1] = (runs[-1][0], min(end, t0 + _GRID_S), k)
+        else:
+            runs.append((t0, min(end, t0 + _GRID_S), k))
+    return runs
+
+
+def _absorb_short(runs: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """A run shorter than _MIN_TURN_S between others is a blur at a speaker change: it joins the longer side."""
+    while len(runs) > 1:
+        short = min(range(len(runs)), key=lambda i: runs[i][1] - runs[i][0])
+        if runs[short][1] - runs[short][0] >= _MIN_TURN_S:
+            break
+        before = runs[short - 1] if short > 0 else None
+        after = runs[short + 1] if short + 1 < len(runs) else None
+        into = before if after is None or (before is not None and before[1] - before[0] >= after[1] - after[0]) else after
+        merged = (min(into[0], runs[short][0]), max(into[1], runs[short][1]), into[2])
+        runs = [r for r in runs if r is not into and r is not runs[short]]
+        runs = sorted([*runs, merged])
+        joined: list[tuple[float, float, int]] = []
+        for run in runs:  # neighbours of one speaker become one run
+            if joined and joined[-1][2] == run[2]:
+                joined[-1] = (joined[-1][0], run[1], run[2])
+            else:
+                joined.append(run)
+        runs = joined
+    return runs
+
+
+# -- pyannote's pipeline, when the user provides it ----------------------------------------------------------------
+
+
+def _missing_pyannote_model(reason: str) -> DiarizationModelMissing:
+    return DiarizationModelMissing(
+        f"{reason} - set SCRIBEFLEET_DIARIZATION_MODEL to a local pyannote pipeline folder (holding its config.yaml), "
+        f"or SCRIBEFLEET_HF_TOKEN (or HF_TOKEN) to a Hugging Face token that accepted the conditions of "
+        f"{PYANNOTE_DEFAULT_MODEL}; or use the offline backend (SCRIBEFLEET_DIARIZATION_BACKEND=resemblyzer)",
+        setting="SCRIBEFLEET_DIARIZATION_MODEL",
+        token_setting="SCRIBEFLEET_HF_TOKEN",
+    )
+
+
+def load_pyannote(config: DiarizerConfig, device: str = "cpu") -> Any:
+    """pyannote.audio's Pipeline from a local folder or the hub (with a token); DIARIZATION_MODEL_MISSING otherwise."""
+    token = config.hf_token.get_secret_value() if config.hf_token is not None else None
+    if not config.model and not token:
+        raise _missing_pyannote_model("the pyannote diarization backend has no model")
+    source = config.model or PYANNOTE_DEFAULT_MODEL
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        source = str(folder / "config.yaml") if (folder / "config.yaml").is_file() else str(folder)
+    elif source.startswith((".", "/", "~")) or folder.suffix in (".yaml", ".yml") and not folder.is_file():
+        raise _missing_pyannote_model(f"the pyannote pipeline folder {source} does not exist")
+    try:
+        import torch
+        from pyannote.audio import Pipeline
+    except ImportError as exc:
+        raise DiarizationModelMissing(
+            f"the pyannote diarization backend needs pyannote.audio ({exc.name} is missing) - pip install pyannote.audio",
+            setting="SCRIBEFLEET_DIARIZATION_BACKEND",
+            missing=exc.name,
+        ) from exc
+    # pyannote.audio 4 names the argument `token`, 3.x `use_auth_token`
+    auth = "token" if "token" in inspect.signature(Pipeline.from_pretrained).parameters else "use_auth_token"
+    try:
+        pipeline = Pipeline.from_pretrained(source, **({auth: token} if token else {}))
+    except Exception as exc:
+        raise _missing_pyannote_model(f"pyannote could not load {source} ({type(exc).__name__})") from exc
+    if pipeline is None:  # 3.x returns None for a gated model the token may not read
+        raise _missing_pyannote_model(f"pyannote could not load {source} (gated: the token has no access)")
+    if device == "cuda" and torch.cuda.is_available():
+        pipeline.to(torch.device("cuda"))
+    return pipeline
+
+
+def _pyannote_turns(
+    audio: np.ndarray,
+    config: DiarizerConfig,
+    bounds: tuple[int, int] | None,
+    device: str,
+    deadline: _Deadline,
+    progress: OnProgress,
+) -> list[Turn]:
+    import torch
+
+    pipeline = load_pyannote(config, device)
+    counts: dict[str, int] = {}
+    if bounds is not None and bounds[0] == bounds[1]:
+        counts["num_speakers"] = bounds[0]
+    elif bounds is not None:
+        counts |= {"min_speakers": bounds[0], "max_speakers": bounds[1]}
+
+    def hook(step: str, artifact: Any, file: Any = None, total: int | None = None, completed: int | None = None) -> None:
+        deadline.check()
+        if total and completed is not None:
+            progress(min(0.99, completed / total))
+
+    waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)[None, :])
+    output = pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, hook=hook, **counts)
+    annotation = getattr(output, "speaker_diarization", output)  # pyannote.audio 4 wraps the annotation
+    progress(1.0)
+    return sorted((float(seg.start), float(seg.end), str(label)) for seg, _, label in annotation.itertracks(yield_label=True))

@@ -1,0 +1,137 @@
+"""Speakers on a transcript: labels in order of appearance, known voices named, a speaker per segment and word.
+
+* `first_appearance_labels` renames a backend's clusters SPEAKER_00,
+  SPEAKER_01, ... in the order they first speak.
+* `enrolled_names` names the voices that match a clip of an enrollment folder
+  (`speaker_names`: one clip per person, file stem = name, any format the
+  decoder reads): cosine similarity of the voice encoder's embeddings at or
+  above the threshold, each name given to at most one voice of a file, best
+  matches first. The same folder names the same people in every file of a batch.
+* `assign_speakers` gives each segment, and each word, the speaker whose turns
+  overlap it most (the nearest turn when none does).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scribefleet.errors import MediaEmpty, MediaUnreadable, UsageError
+from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
+
+Turn = tuple[float, float, str]
+_UNSAFE_NAME = re.compile(r"[\[\]<>&\s]+")
+
+
+def first_appearance_labels(
+    turns: list[Turn], centroids: dict[str, np.ndarray] | None
+) -> tuple[list[Turn], dict[str, np.ndarray] | None]:
+    """Turns (and centroids) relabelled SPEAKER_00, SPEAKER_01, ... in order of first appearance."""
+    order = {raw: f"SPEAKER_{n:02d}" for n, raw in enumerate(dict.fromkeys(spk for _, _, spk in sorted(turns)))}
+    renamed = [(s, e, order[spk]) for s, e, spk in sorted(turns)]
+    if centroids is None:
+        return renamed, None
+    return renamed, {order[raw]: vec for raw, vec in centroids.items() if raw in order}
+
+
+def speaker_name(stem: str) -> str:
+    """A file stem as a label every format can carry: one line, no brackets or markup, spaces as '_'."""
+    return _UNSAFE_NAME.sub("_", stem).strip("_") or "speaker"
+
+
+def enrollment_clips(folder: Path) -> dict[str, Path]:
+    """name -> clip of an enrollment folder (hidden files skipped); INVALID_OPTIONS when there is none."""
+    if not folder.is_dir():
+        raise UsageError(
+            f"speaker_names {folder} is not a folder - give a folder with one clip per person (file stem = name)",
+            speaker_names=str(folder),
+        )
+    clips = {speaker_name(p.stem): p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    if not clips:
+        raise UsageError(f"speaker_names {folder} holds no clips - add one recording per person", speaker_names=str(folder))
+    return clips
+
+
+#: (encoder, audio) -> (window vectors, window times): the diarizer's embedding of a stretch of audio
+EmbedWindows = Callable[[Any, np.ndarray], tuple[np.ndarray, Any]]
+
+
+def _embed(embed_windows: EmbedWindows, encoder: Any, audio: np.ndarray) -> np.ndarray:
+    vectors, _ = embed_windows(encoder, audio)
+    mean = vectors.mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-9)
+
+
+def _voice_embeddings(embed_windows: EmbedWindows, encoder: Any, audio: np.ndarray,
+                      turns: list[Turn]) -> dict[str, np.ndarray]:
+    """One embedding per speaker over its turns (the pyannote backend brings no centroids)."""
+    pieces: dict[str, list[np.ndarray]] = {}
+    for start, end, spk in turns:
+        pieces.setdefault(spk, []).append(audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
+    return {spk: _embed(embed_windows, encoder, np.concatenate(parts))
+            for spk, parts in pieces.items() if sum(map(len, parts))}  # fmt: skip
+
+
+def enrolled_names(
+    audio: np.ndarray,
+    turns: list[Turn],
+    centroids: dict[str, np.ndarray] | None,
+    folder: Path,
+    threshold: float,
+    *,
+    encoder: Any,
+    embed_windows: EmbedWindows,
+) -> dict[str, str]:
+    """label -> enrolled name, for the voices that match a clip of `folder` closely enough (embedded with the
+    diarizer's `encoder` and `embed_windows`)."""
+    clips = enrollment_clips(folder)
+    known: dict[str, np.ndarray] = {}
+    for name, path in clips.items():
+        try:
+            known[name] = _embed(embed_windows, encoder, decode_audio(path, max_file_mb=200))
+        except (MediaUnreadable, MediaEmpty) as exc:
+            raise UsageError(f"enrollment clip {path} cannot be used: {exc.message}", speaker_names=str(folder)) from exc
+    voices = centroids if centroids is not None else _voice_embeddings(embed_windows, encoder, audio, turns)
+    pairs = sorted(
+        ((float(vec @ ref), label, name) for label, vec in voices.items() for name, ref in known.items()), reverse=True
+    )
+    names: dict[str, str] = {}
+    for similarity, label, name in pairs:
+        if similarity < threshold:
+            break
+        if label not in names and name not in names.values():
+            names[label] = name
+    return names
+
+
+def _speaker_of(start: float, end: float, starts: np.ndarray, ends: np.ndarray, labels: list[str]) -> str:
+    overlap = np.minimum(ends, end) - np.maximum(starts, start)
+    if overlap.max() > 0:
+        totals: dict[str, float] = {}
+        for i in np.flatnonzero(overlap > 0):
+            totals[labels[i]] = totals.get(labels[i], 0.0) + float(overlap[i])
+        return max(totals, key=lambda spk: totals[spk])
+    gap = np.maximum(starts - end, start - ends)  # no overlap: the nearest turn
+    return labels[int(np.argmin(gap))]
+
+
+def assign_speakers(transcript: dict[str, Any], diarization: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `transcript` with `speaker` on each segment and word, and the file's `speakers` list."""
+    labelled = copy.deepcopy(transcript)
+    turns = diarization.get("turns") or []
+    labelled["speakers"] = list(diarization.get("speakers") or [])
+    if not turns:
+        return labelled
+    starts = np.array([t[0] for t in turns], dtype=np.float64)
+    ends = np.array([t[1] for t in turns], dtype=np.float64)
+    labels = [str(t[2]) for t in turns]
+    for seg in labelled.get("segments", []):
+        seg["speaker"] = _speaker_of(seg["start"], seg["end"], starts, ends, labels)
+        for word in seg.get("words") or []:
+            word["speaker"] = _speaker_of(word["start"], word["end"], starts, ends, labels)
+    return labelled

@@ -1,0 +1,247 @@
+"""Diarization on two espeak voices: DER (pyannote.metrics) against the known turns, counts, names, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from helpers import DATA
+from scribefleet.errors import DiarizationFailed, DiarizationModelMissing, UsageError
+from scribefleet.options import TranscribeOptions
+from scribefleet.pipeline.diarize import DiarizerConfig, cluster, diarize, load_pyannote
+from scribefleet.pipeline.media import decode_audio
+from scribefleet.pipeline.speakers import assign_speakers, speaker_name
+from scribefleet.pipeline.vad import speech_ranges
+
+pytest.importorskip("resemblyzer", reason="the diarization extra is not installed: pip install -e '.[diarization]'")
+
+DIALOGUE = DATA / "dialogue.flac"
+ENROLL = DATA / "enroll"
+#: the goal of issue 12 for two clean voices
+MAX_DER = 0.20
+
+
+def truth_turns() -> list[tuple[float, float, str]]:
+    return [tuple(t) for t in json.loads((DATA / "dialogue.json").read_text())["turns"]]
+
+
+def _whole_file():
+    from pyannote.core import Segment, Timeline
+
+    return Timeline([Segment(0.0, decode_audio(DIALOGUE, max_file_mb=10).shape[0] / 16000)])
+
+
+def der(turns: list[list]) -> float:
+    """Diarization error rate of `turns` against the truth (labels mapped optimally, no collar)."""
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    reference, hypothesis = Annotation(), Annotation()
+    for start, end, speaker in truth_turns():
+        reference[Segment(start, end)] = speaker
+    for start, end, speaker in turns:
+        hypothesis[Segment(start, end)] = speaker
+    return DiarizationErrorRate()(reference, hypothesis, uem=_whole_file())
+
+
+@pytest.fixture(scope="module")
+def dialogue() -> tuple[np.ndarray, list[tuple[float, float]]]:
+    audio = decode_audio(DIALOGUE, max_file_mb=10)
+    return audio, speech_ranges(audio, batched=True)
+
+
+def run(dialogue, config: DiarizerConfig | None = None, **options) -> dict:
+    audio, ranges = dialogue
+    return diarize(audio, ranges, TranscribeOptions(diarize=True, **options), config or DiarizerConfig(), threads=1)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"speakers": 2}, {"min_speakers": 1, "max_speakers": 4}], ids=["estimated", "given", "bounded"]
+)
+def test_two_voices_are_told_apart(dialogue, options) -> None:
+    fractions: list[float] = []
+    audio, ranges = dialogue
+    result = diarize(
+        audio, ranges, TranscribeOptions(diarize=True, **options), DiarizerConfig(), threads=1, on_progress=fractions.append
+    )
+    assert result["speakers"] == ["SPEAKER_00", "SPEAKER_01"]  # in order of first appearance
+    assert result["names"] == {} and result["backend"] == "resemblyzer"
+    assert der(result["turns"]) <= MAX_DER, result["turns"]
+    assert result["turns"][0][2] == "SPEAKER_00"
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_sequential_vad_ranges_hold_several_turns_and_are_split(dialogue) -> None:
+    audio, _ = dialogue
+    ranges = speech_ranges(audio, batched=False)  # pauses under 2 s do not end a range
+    assert len(ranges) < len(truth_turns())
+    result = diarize(audio, ranges, TranscribeOptions(diarize=True), DiarizerConfig(), threads=1)
+    assert len(result["speakers"]) == 2
+    assert der(result["turns"]) <= MAX_DER
+
+
+def test_a_given_count_is_obeyed(dialogue) -> None:
+    assert len(run(dialogue, speakers=3)["speakers"]) == 3
+    assert len(run(dialogue, speakers=1)["speakers"]) == 1
+    assert len(run(dialogue, min_speakers=3, max_speakers=4)["speakers"]) >= 3
+
+
+def test_enrollment_names_the_speakers(dialogue) -> None:
+    result = run(dialogue, speaker_names=ENROLL)
+    assert sorted(result["speakers"]) == ["Fiona", "Marcus"]
+    assert sorted(result["names"].values()) == ["Fiona", "Marcus"]
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.identification import IdentificationErrorRate
+
+    reference, hypothesis = Annotation(), Annotation()
+    for start, end, speaker in truth_turns():
+        reference[Segment(start, end)] = speaker
+    for start, end, speaker in result["turns"]:
+        hypothesis[Segment(start, end)] = speaker
+    # the names themselves must be right, not only the grouping
+    assert IdentificationErrorRate()(reference, hypothesis, uem=_whole_file()) <= MAX_DER
+
+
+def test_a_voice_without_a_clip_keeps_its_label(dialogue, tmp_path: Path) -> None:
+    folder = tmp_path / "people"
+    folder.mkdir()
+    shutil.copy(ENROLL / "Fiona.flac", folder / "Fiona.flac")
+    (folder / ".DS_Store").write_bytes(b"\0")  # hidden files are not clips
+    result = run(dialogue, speaker_names=folder)
+    assert result["speakers"] == ["SPEAKER_00", "Fiona"]  # Marcus speaks first, Fiona is known
+
+
+def test_a_threshold_nobody_reaches_names_nobody(dialogue) -> None:
+    result = run(dialogue, DiarizerConfig(match_threshold=1.0), speaker_names=ENROLL)
+    assert result["speakers"] == ["SPEAKER_00", "SPEAKER_01"] and result["names"] == {}
+
+
+def test_an_enrollment_folder_must_hold_clips(dialogue, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="is not a folder") as missing:
+        run(dialogue, speaker_names=tmp_path / "nobody")
+    assert missing.value.code == "INVALID_OPTIONS"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="holds no clips"):
+        run(dialogue, speaker_names=tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "Bob.wav").write_text("not audio")
+    with pytest.raises(UsageError, match="Bob.wav cannot be used"):
+        run(dialogue, speaker_names=tmp_path / "bad")
+
+
+def test_the_stage_has_its_own_time_limit(dialogue) -> None:
+    with pytest.raises(DiarizationFailed, match="SCRIBEFLEET_DIARIZE_TIMEOUT_S") as exc:
+        run(dialogue, DiarizerConfig(timeout_s=1e-6))
+    assert exc.value.code == "DIARIZATION_FAILED"
+
+
+def test_silence_has_no_speakers() -> None:
+    result = diarize(np.zeros(16000 * 3, dtype=np.float32), [], TranscribeOptions(diarize=True), DiarizerConfig())
+    assert result["turns"] == [] and result["speakers"] == []
+
+
+def test_pyannote_without_model_or_token_says_what_to_provide() -> None:
+    with pytest.raises(DiarizationModelMissing) as exc:
+        load_pyannote(DiarizerConfig(backend="pyannote"))
+    assert exc.value.code == "DIARIZATION_MODEL_MISSING"
+    assert "SCRIBEFLEET_DIARIZATION_MODEL" in exc.value.message and "SCRIBEFLEET_HF_TOKEN" in exc.value.message
+    assert exc.value.details == {"setting": "SCRIBEFLEET_DIARIZATION_MODEL", "token_setting": "SCRIBEFLEET_HF_TOKEN"}
+
+
+def test_pyannote_with_a_missing_folder_names_it(tmp_path: Path) -> None:
+    with pytest.raises(DiarizationModelMissing, match=r"folder .*/gone does not exist"):
+        load_pyannote(DiarizerConfig(backend="pyannote", model=str(tmp_path / "gone")))
+
+
+def test_pyannote_with_a_token_never_shows_it(tmp_path: Path) -> None:
+    """With a token (or a folder) the pipeline is loaded: without pyannote.audio that says to install it."""
+    secret = "hf_secret_value_123"
+    with pytest.raises(DiarizationModelMissing) as exc:
+        load_pyannote(DiarizerConfig(backend="pyannote", model=str(tmp_path), hf_token=secret))
+    assert secret not in str(exc.value.to_dict())
+    try:
+        import pyannote.audio  # noqa: F401
+    except ImportError:
+        assert "pip install pyannote.audio" in exc.value.message
+    else:  # installed: the empty folder is no pipeline
+        assert "could not load" in exc.value.message
+
+
+def test_the_pyannote_backend_fails_the_stage_with_its_code(dialogue) -> None:
+    with pytest.raises(DiarizationModelMissing):
+        run(dialogue, DiarizerConfig(backend="pyannote"))
+
+
+def test_options_validate_the_speaker_counts() -> None:
+    with pytest.raises(ValidationError, match="only apply with diarize"):
+        TranscribeOptions(speakers=2)
+    with pytest.raises(ValidationError, match="not both"):
+        TranscribeOptions(diarize=True, speakers=2, max_speakers=3)
+    with pytest.raises(ValidationError, match="above max_speakers"):
+        TranscribeOptions(diarize=True, min_speakers=4, max_speakers=2)
+    with pytest.raises(ValidationError):
+        TranscribeOptions(diarize=True, speakers=0)
+
+
+def test_the_result_key_changes_only_with_diarization() -> None:
+    keys = {
+        TranscribeOptions(**options).result_key("tiny.en")
+        for options in [{}, {"diarize": True}, {"diarize": True, "speakers": 2}, {"diarize": True, "speaker_names": "x"}]
+    }
+    assert len(keys) == 4
+
+
+def test_speakers_go_to_the_segment_and_word_they_overlap_most() -> None:
+    transcript = {
+        "text": "a b c",
+        "segments": [
+            {"start": 0.0, "end": 2.0, "text": "a b", "words": [
+                {"word": " a", "start": 0.0, "end": 0.9}, {"word": " b", "start": 1.1, "end": 2.0}]},
+            {"start": 5.0, "end": 6.0, "text": "c"},  # no turn there: the nearest one
+        ],
+    }
+    diarization = {"turns": [[0.0, 1.0, "A"], [1.0, 1.6, "B"], [6.5, 7.0, "B"]], "speakers": ["A", "B"]}
+    labelled = assign_speakers(transcript, diarization)
+    first, second = labelled["segments"]
+    assert first["speaker"] == "A" and [w["speaker"] for w in first["words"]] == ["A", "B"]
+    assert second["speaker"] == "B"
+    assert labelled["speakers"] == ["A", "B"]
+    assert "speaker" not in transcript["segments"][0]  # the stored transcript is not touched
+
+
+def test_enrolled_names_are_safe_labels() -> None:
+    assert speaker_name("Ada Lovelace") == "Ada_Lovelace"
+    assert speaker_name("<b>[x]&") == "b_x"
+    assert speaker_name("[]") == "speaker"
+
+
+def _voices(count: int, per_voice: int, spread: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors scattered around `count` random directions, and which direction each came from."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(count, 256))
+    truth = np.repeat(np.arange(count), per_voice)
+    vectors = centers[truth] / np.linalg.norm(centers[truth], axis=1, keepdims=True) + rng.normal(
+        scale=spread, size=(truth.size, 256)
+    )
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), truth
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_the_count_is_estimated_from_how_well_voices_separate(count) -> None:
+    vectors, truth = _voices(count, 30, spread=0.04)
+    labels, centroids = cluster(vectors, None)
+    assert centroids.shape[0] == count
+    # the same grouping as the truth, whatever the numbering
+    assert len({(int(t), int(lab)) for t, lab in zip(truth, labels)}) == count
+
+
+def test_bounds_hold_even_against_the_evidence() -> None:
+    vectors, _ = _voices(4, 20, spread=0.04)
+    assert cluster(vectors, (1, 2))[1].shape[0] == 2
+    one, _ = _voices(1, 40, spread=0.04)
+    assert cluster(one, (3, 5))[1].shape[0] >= 3
