@@ -74,6 +74,7 @@ async def test_job_requests_that_are_refused(running_client: httpx.AsyncClient) 
         ({"uploadId": up["uploadId"], "batchId": "nosuchbatch"}, 404, "NOT_FOUND"),
         ({"uploadId": up["uploadId"], "options": {"formats": "docx"}}, 400, "INVALID_OPTIONS"),
         ({"uploadId": up["uploadId"], "options": {"beam_size": 0}}, 400, "INVALID_OPTIONS"),
+        ({"uploadId": up["uploadId"], "options": {"language": "xx"}}, 400, "INVALID_OPTIONS"),
         ({"uploadId": up["uploadId"], "options": {"diarize": True}}, 400, "INVALID_OPTIONS"),
         ({"uploadId": up["uploadId"], "options": {"model": "no-such-model"}}, 404, "MODEL_NOT_FOUND"),
         ({"uploadId": up["uploadId"], "options": {"device": "cuda"}}, 400, "INVALID_OPTIONS"),

@@ -43,6 +43,7 @@ def task_rows(tasks: list[Any]) -> list[dict[str, Any]]:
             "outputs": result.get("outputs") or {},
             "duration_s": result.get("duration_s"),
             "language": result.get("language"),
+            "warnings": result.get("warnings") or [],
         })
     return rows
 
@@ -56,6 +57,9 @@ def report_outcome(console: Console, tasks: list[Any], *, line: str, json_out: b
         summary = {**head, "total": len(tasks), "complete": done, "failed": len(failed), "jobs": task_rows(tasks)}
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     console.print(line.format(done=done, total=len(tasks), failed=len(failed)), markup=False, highlight=False)
+    for t in tasks:
+        for warning in (t.result or {}).get("warnings") or []:
+            console.print(f"warning: {t.spec.get('display', t.key)}: {warning}", style="yellow", markup=False, highlight=False)
     if failed:
         render_failures(console, failed)
     return 1 if failed else 0

@@ -42,6 +42,7 @@ from scribefleet.pipeline.checkpoint import (
     read_json,
     save_audio,
 )
+from scribefleet.pipeline.language import model_warnings
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.render import render
@@ -142,6 +143,8 @@ class _JobRun:
             "outputs": published,
             "duration_s": transcript["duration"],
             "language": transcript["language"],
+            "language_probability": transcript.get("language_probability"),
+            "warnings": transcript.get("warnings", []),
             "segments": len(transcript["segments"]),
             "resumed_from": self.resumed_from,
             "timings_s": self.timings_s,
@@ -163,7 +166,8 @@ class _JobRun:
         return audio
 
     def ranges(self, audio: np.ndarray) -> list[tuple[float, float]]:
-        batched = self.job.options.is_batched
+        # per-window languages cut windows of ~20 s at silences: they need the short ranges too
+        batched = self.job.options.is_batched or self.job.options.language_per_window
         stored = read_json(self.work.vad)
         if isinstance(stored, dict) and stored.get("batched") == batched:
             self.skip("vad")
@@ -195,6 +199,11 @@ class _JobRun:
                 log=WindowLog(self.work.windows),
                 on_progress=on_progress,
             )
+            # said in the transcript (and the task's result), not only in the slot's log
+            if warnings := model_warnings(model, job.options, job.model_id):
+                for warning in warnings:
+                    log.warning("%s: %s", job.input_path.name, warning)
+                transcript["warnings"] = warnings
             atomic_write_json(self.work.transcript, transcript)
         return transcript
 
@@ -222,5 +231,6 @@ class _JobRun:
 
 
 def run_transcription(job: TranscriptionJob, models: ModelCache, progress: ProgressFn) -> dict[str, Any]:
-    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "segments", "resumed_from", "timings_s"}."""
+    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "language_probability",
+    "warnings", "segments", "resumed_from", "timings_s"}."""
     return _JobRun(job, models, progress).execute()
