@@ -46,6 +46,15 @@ def whisper_base_path() -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def real_speech() -> dict[str, tuple[Path, str]]:
+    """name -> (recording, reference text) of the real recorded human speech corpus (tests/data/fetch_real.py)."""
+    from data.fetch_real import fetch
+
+    real = fetch()
+    return {wav.stem: (wav, wav.with_suffix(".txt").read_text(encoding="utf-8")) for wav in sorted(real.glob("*.wav"))}
+
+
 @pytest.fixture
 def speech() -> dict[str, Path]:
     """name -> path of each committed speech fixture."""

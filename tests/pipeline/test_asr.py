@@ -1,4 +1,4 @@
-"""pipeline/asr.py: window planning, batched clips, and real transcription quality in both modes."""
+"""pipeline/asr.py: window planning, and real transcription quality in both modes, on real recorded speech too."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from helpers import DATA, TEXTS, wer
 from scribefleet.options import TranscribeOptions
-from scribefleet.pipeline.asr import Window, batch_clips, plan_windows, transcribe_windows
+from scribefleet.pipeline.asr import Window, plan_windows, transcribe_windows
 from scribefleet.pipeline.checkpoint import WindowLog
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
@@ -66,30 +66,6 @@ def test_windows_tile_the_audio_without_gaps() -> None:
     assert all(300 <= w.end_s - w.start_s <= 900 for w in windows[:-1])
     # every cut is in a silence, never inside a speech range
     assert not any(s < w.end_s < e for w in windows[:-1] for s, e in ranges)
-
-
-def test_batch_clips_merge_neighbours_up_to_30_s() -> None:
-    window = Window(0, 0.0, 100.0)
-    ranges = [(1.0, 5.0), (6.0, 20.0), (21.0, 30.5), (31.0, 40.0), (50.0, 95.0)]
-    clips = batch_clips(window, ranges, vad=True)
-    assert clips == [
-        {"start": 1.0, "end": 30.5},  # three ranges, 29.5 s in all
-        {"start": 31.0, "end": 40.0},  # would make the previous clip 39 s
-        {"start": 50.0, "end": 80.0},  # longer than a clip: split at 30 s
-        {"start": 80.0, "end": 95.0},
-    ]
-    assert all(c["end"] - c["start"] <= 30 for c in clips)
-
-
-def test_batch_clips_stay_inside_their_window() -> None:
-    clips = batch_clips(Window(1, 30.0, 60.0), [(10.0, 35.0), (40.0, 61.0)], vad=True)
-    assert clips == [{"start": 30.0, "end": 60.0}]
-    assert batch_clips(Window(0, 0.0, 5.0), [(4.95, 9.0)], vad=True) == []  # a 50 ms shard carries no words
-
-
-def test_without_vad_clips_are_fixed_30_s() -> None:
-    clips = batch_clips(Window(0, 10.0, 75.5), [], vad=False)
-    assert [(c["start"], c["end"]) for c in clips] == [(10.0, 40.0), (40.0, 70.0), (70.0, 75.5)]
 
 
 # ---- real transcription ----
@@ -167,13 +143,74 @@ def test_cuda_transcribes_like_cpu(model_path: Path, tmp_path: Path) -> None:
     assert wer(TEXTS["long_pauses.wav"], result["text"]) <= 0.25, result["text"]
 
 
-def test_uncovered_speech_becomes_repair_clips() -> None:
-    from scribefleet.pipeline.asr import uncovered_clips
+# ---- real recorded human speech ----
 
-    clips = [{"start": 0.0, "end": 29.0}]
-    ranges = [(0.5, 4.0), (5.0, 9.0), (10.0, 14.0), (14.2, 14.4), (20.0, 28.5)]
-    segments = [{"start": 0.4, "end": 4.1}, {"start": 9.9, "end": 14.0}]  # 5-9 and 20-28.5 were skipped
-    assert uncovered_clips(clips, ranges, segments) == [{"start": 5.0, "end": 9.0}, {"start": 20.0, "end": 28.5}]
-    # neighbours closer than 2 s share one clip; a 0.2 s blip is not a dropped sentence
-    assert uncovered_clips(clips, [(1.0, 3.0), (4.0, 6.0), (6.1, 6.3)], []) == [{"start": 1.0, "end": 6.0}]
-    assert uncovered_clips(clips, ranges, [{"start": 0.0, "end": 29.0}]) == []
+
+def _library_wer(model: Any, audio: np.ndarray, reference: str) -> dict[str, float]:
+    """WER of faster-whisper used directly, as people use it: plain, with its VAD, and its batched pipeline."""
+    from faster_whisper import BatchedInferencePipeline
+
+    runs = {
+        "plain": lambda: model.transcribe(audio, beam_size=5),
+        "plain+vad": lambda: model.transcribe(audio, beam_size=5, vad_filter=True),
+        "library batched": lambda: BatchedInferencePipeline(model).transcribe(audio, beam_size=5, batch_size=8),
+    }
+    return {name: wer(reference, " ".join(seg.text for seg in run()[0])) for name, run in runs.items()}
+
+
+def _phrase_damage(reference: str, hypothesis: str) -> tuple[list[str], list[str]]:
+    """Runs of 3+ reference words the hypothesis dropped, and words it doubled that the reference does not."""
+    import jiwer
+
+    from helpers import normalize
+
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    dropped = [
+        " ".join(ref[c.ref_start_idx : c.ref_end_idx])
+        for c in out.alignments[0]
+        if c.type == "delete" and c.ref_end_idx - c.ref_start_idx >= 3
+    ]
+    doubled = [f"{a} {b}" for a, b in zip(hyp, hyp[1:]) if a == b and f"{a} {b}" not in " ".join(ref)]
+    return dropped, doubled
+
+
+@pytest.mark.slow
+def test_batched_is_never_worse_than_plain_faster_whisper_on_real_speech(
+    model: Any, real_speech: dict[str, tuple[Path, str]], tmp_path: Path
+) -> None:
+    for name, (path, reference) in real_speech.items():
+        audio = decode_audio(path, max_file_mb=50)
+        ours = {
+            "batched": transcribe(model, audio, BATCHED, tmp_path / name / "b"),
+            "sequential": transcribe(model, audio, SEQUENTIAL, tmp_path / name / "s"),
+        }
+        rates = {mode: wer(reference, result["text"]) for mode, result in ours.items()} | _library_wer(
+            model, audio, reference
+        )
+        # the default mode is at least as good as faster-whisper itself (same model): never above plain
+        # decoding, and the library's own batched pipeline, which it reproduces (equal here; slack for ties)
+        assert rates["batched"] <= rates["plain"], (name, rates)
+        assert rates["batched"] <= rates["library batched"] + 0.01, (name, rates)
+        assert rates["sequential"] <= rates["plain"] + 0.02, (name, rates)
+        for mode, result in ours.items():
+            dropped, doubled = _phrase_damage(reference, result["text"])
+            assert not dropped and not doubled, (name, mode, dropped, doubled, result["text"])
+
+
+def test_batched_cues_are_readable_ordered_and_never_overlap(
+    model: Any, real_speech: dict[str, tuple[Path, str]], tmp_path: Path
+) -> None:
+    from scribefleet.pipeline.segments import MAX_CUE_CHARS, MAX_CUE_S
+
+    path, _ = real_speech["sonnet001"]
+    result = transcribe(model, decode_audio(path, max_file_mb=50), BATCHED, tmp_path)
+    segments = result["segments"]
+    assert len(segments) >= 8  # a 53 s reading is many cues, not two 30 s blocks
+    for seg, nxt in zip(segments, segments[1:]):
+        assert seg["start"] <= seg["end"] <= nxt["start"], (seg, nxt)
+    for seg in segments:
+        assert seg["end"] - seg["start"] <= MAX_CUE_S + 0.01, seg
+        assert len(seg["text"].strip()) <= MAX_CUE_CHARS, seg
+        assert "words" not in seg  # asked for no word timestamps: none in the output
+        assert seg["tokens"] and seg["text"].strip()

@@ -10,7 +10,7 @@ import pytest
 import srt
 import webvtt
 
-from helpers import DATA, TEXTS, wer
+from helpers import DATA, TEXTS, assert_cues_in_order, normalize, read_cues, wer
 from scribefleet.errors import FileTooLarge, OutputWriteFailed, ScribefleetError
 from scribefleet.options import TranscribeOptions
 from scribefleet.pipeline.job import STAGES, TranscriptionJob, run_transcription
@@ -53,6 +53,24 @@ def test_a_job_reports_stages_progress_and_writes_every_format(make_job, models,
     assert sorted(p.name for p in (work / "render").iterdir()) == sorted(f"transcript.{f}" for f in job.outputs)
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("batch_size", [8, 1], ids=["batched", "sequential"])
+def test_every_format_of_real_speech_reads_in_order(batch_size, real_speech, make_job, models, progress) -> None:
+    path, reference = real_speech["sonnet001"]
+    job = make_job(path, name=f"sonnet-{batch_size}", options=TranscribeOptions(batch_size=batch_size))
+    result = run_transcription(job, models, progress)
+    texts = {}
+    for fmt, out in result["outputs"].items():
+        cues = read_cues(fmt, Path(out).read_text(encoding="utf-8"))
+        assert len(cues) == result["segments"], fmt
+        assert_cues_in_order(cues)
+        texts[fmt] = " ".join(t for _, _, t in cues)
+        words = [normalize(t) for _, _, t in cues]
+        # a word doubled where two cues meet ("making Making") is a boundary artefact
+        assert not any(a and b and a[-1] == b[0] for a, b in zip(words, words[1:])), (fmt, texts[fmt])
+    assert len({" ".join(normalize(t)) for t in texts.values()}) == 1  # every format says the same
+    assert wer(reference, texts["json"]) <= 0.12, texts["json"]
 
 
 @pytest.fixture

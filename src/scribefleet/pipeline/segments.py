@@ -1,0 +1,90 @@
+"""Shaping decoded segments into what a person reads: cues of subtitle size, in order, never overlapping.
+
+Batched decoding gives one segment per clip of up to 30 s (its text is decoded
+without timestamp tokens, which is what keeps its accuracy: in timestamp mode a
+clip's decoding may end early and drop a sentence). Its words carry times
+(cross-attention alignment), so the clip is cut into cues at the words: after a
+sentence ends, at a pause, or before a cue grows past what a viewer can read.
+
+`tidy` is the last step for every mode: segments sorted by start, each ending
+before the next begins, none with an end before its start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+#: a cue longer than this (characters, about two subtitle lines) is cut at a word
+MAX_CUE_CHARS = 84
+#: nor longer than this many seconds on screen
+MAX_CUE_S = 7.0
+#: a silence this long between two words ends a cue
+PAUSE_S = 0.8
+_SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+_CLAUSE_END = (",", ";", ":", "，", "、")
+
+Encode = Callable[[str], list[int]]
+
+
+def _ends(word: dict[str, Any], marks: tuple[str, ...]) -> bool:
+    return word["word"].rstrip().rstrip("\"'”)»]").endswith(marks)
+
+
+def _cut_points(words: list[dict[str, Any]]) -> list[int]:
+    """Indexes i where a new cue starts at words[i] (0 is implied)."""
+    cuts: list[int] = []
+    start = 0
+    chars = 0
+    last_clause = -1  # index after the last clause-ending word in the current cue
+    for i, word in enumerate(words):
+        chars += len(word["word"])
+        if i + 1 == len(words):
+            break
+        nxt = words[i + 1]
+        too_long = chars + len(nxt["word"]) > MAX_CUE_CHARS or nxt["end"] - words[start]["start"] > MAX_CUE_S
+        if _ends(word, _CLAUSE_END):
+            last_clause = i + 1
+        if _ends(word, _SENTENCE_END) or nxt["start"] - word["end"] >= PAUSE_S:
+            cut = i + 1
+        elif too_long:
+            # prefer the last comma when it leaves a cue of a useful size, else cut here
+            cut = last_clause if last_clause - start >= max(2, (i + 1 - start) // 3) else i + 1
+        else:
+            continue
+        cuts.append(cut)
+        start, last_clause = cut, -1
+        chars = sum(len(w["word"]) for w in words[start : i + 1])
+    return cuts
+
+
+def split_by_words(segment: dict[str, Any], encode: Encode) -> list[dict[str, Any]]:
+    """The segment as one or more cues cut at its words; a segment without words is returned as it is."""
+    words = segment.get("words") or []
+    if not words:
+        return [segment]
+    pieces = []
+    bounds = [0, *_cut_points(words), len(words)]
+    for lo, hi in zip(bounds, bounds[1:]):
+        part = words[lo:hi]
+        text = "".join(w["word"] for w in part)
+        piece = dict(segment)
+        piece |= {"start": part[0]["start"], "end": part[-1]["end"], "text": text, "words": part}
+        piece["tokens"] = encode(text) if len(bounds) > 2 else segment["tokens"]
+        pieces.append(piece)
+    return pieces
+
+
+def tidy(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Segments in order of start, each ending no later than the next starts and no earlier than it starts."""
+    ordered = sorted(segments, key=lambda seg: (seg["start"], seg["end"]))
+    for seg, nxt in zip(ordered, ordered[1:]):
+        seg["end"] = min(seg["end"], nxt["start"])
+    for seg in ordered:
+        seg["end"] = max(seg["end"], seg["start"])
+        words = seg.get("words")
+        if words:  # words stay inside their segment
+            for w in words:
+                w["start"] = min(max(w["start"], seg["start"]), seg["end"])
+                w["end"] = min(max(w["end"], w["start"]), seg["end"])
+    return ordered
