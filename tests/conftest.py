@@ -37,13 +37,10 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def whisper_base_path() -> Path:
-    """Whisper base, multilingual (CTranslate2), installed by `make test` with tests/install_whisper_base.py."""
-    from install_whisper_base import default_folder, is_installed
+    """Whisper base, multilingual (CTranslate2): installed by `make test` (tests/install_whisper_base.py), else here."""
+    from install_whisper_base import default_folder, install
 
-    folder = default_folder()
-    if not is_installed(folder):
-        pytest.fail(f"Whisper base is not in {folder}: run `make test`, or `python tests/install_whisper_base.py`")
-    return folder
+    return install(default_folder())
 
 
 @pytest.fixture(scope="session")
