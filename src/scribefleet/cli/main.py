@@ -48,7 +48,7 @@ def transcribe(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Media files, folders (recursive) or globs."),
     out: Path = typer.Option(Path("out"), "--out", "-o", "--output_dir", "--output-dir", help="Folder for outputs and the resumable state (OUT/.scribefleet)."),
     model: str = typer.Option("tiny.en", "--model", "-m", help="A CTranslate2 model folder, a size name (small, large-v3), a Hugging Face repo id, or tiny.en (bundled, offline)."),
-    language: Optional[str] = typer.Option(None, "--language", "-l", help="Spoken language code (en, de...); default: detect."),
+    language: Optional[str] = typer.Option(None, "--language", "-l", help="Spoken language: a code (en, de...) or name (german); auto (default) detects it across the file; auto-per-window per ~20 s."),
     task: str = typer.Option("transcribe", "--task", help="transcribe, or translate (to English)."),
     formats: str = typer.Option("all", "--format", "-f", "--output_format", help=f"Comma-separated from {','.join(FORMATS)}, or all."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. cuda never falls back to the CPU."),

@@ -7,21 +7,27 @@ introduction is transcribed as English throughout, and says nothing of how
 sure it was. Here:
 
 * `detect_language(model, audio, ranges)` takes up to `samples` stretches of
-  30 s of *speech* (the VAD ranges joined, silence left out) spread evenly
-  over the recording's speech time, or all of it when there is less; all
-  samples go through the encoder as one batch. Each sample's distribution over
-  the languages is weighted by its seconds of speech and the weighted mean
-  picks the language, so the guess is the language of most speech, with the
-  mean probability as how sure it is. Each sample's own top language is kept
-  (`LanguageGuess.samples`), so a transcript shows where a language changed.
+  `SAMPLE_S` (15 s) of *speech* (the VAD ranges joined, silence left out),
+  spread evenly over the recording's speech time, or all of the speech when
+  there is less; the samples go through the encoder as one batch. Each sample
+  votes for its top language with its seconds of speech (`combine`), so the
+  guess is the language of most speech, and its probability is how sure the
+  detector was across all speech (about that language's share in a mixed
+  recording). Samples are 15 s rather than Whisper's 30 s because Whisper
+  names the language a sample *starts* in: a 30 s sample that straddles a
+  change counts all its speech for the first language (measured on
+  tests/data/en_then_de.ogg, 39 s English then 59 s German: 30 s samples said
+  English, 15 s samples say German). Each sample's own language is kept
+  (`LanguageGuess.samples`), so the transcript shows where it changed.
 * Per-window mode (`--language auto-per-window`, `WindowLanguages`): asr cuts
-  the recording into windows of about `PER_WINDOW_S` (30 s, cut at silences
-  like every window plan) instead of the usual ~600 s, and each window's own
-  speech is one sample: every window is decoded in its own language, its
-  segments carry it, and the transcript's language is the one with the most
-  speech. 30 s is one Whisper input: longer windows would follow a change
-  later, shorter ones give the detector and the decoder less context. The
-  price is batching: a batched decode sees one window's clips at a time.
+  the recording into windows of about `PER_WINDOW_S` (20 s, at silences, as
+  every window plan is cut) instead of the usual ~600 s, and detects each
+  window from one sample of its own speech (its middle 15 s): each window is
+  decoded in its own language, its segments carry it, and the transcript's
+  language is the one with the most speech (`combine` over the windows). 20 s follows a change within a window or so while leaving the
+  detector and the decoder most of one Whisper input of context; a window
+  that straddles a change is decoded in the language it starts in. The price
+  is batching: a batched decode sees one short window's speech at a time.
 
 An English-only model (`*.en`) has no language tokens: it speaks English,
 with probability 1, whatever was asked; `model_warnings` says so in words
