@@ -16,6 +16,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 FORMATS = ("srt", "vtt", "json", "txt", "tsv")
+#: CTranslate2's compute types ("auto" picks the fastest accurate one for the device); which of them a
+#: device really supports is checked where the model loads (pipeline.models)
+COMPUTE_TYPES = (
+    "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
+    "float32",
+)
 
 #: `--language` value that detects the language of each window on its own (pipeline/language.py)
 PER_WINDOW = "auto-per-window"
@@ -84,6 +90,13 @@ class TranscribeOptions(BaseModel):
             )
         return tuple(dict.fromkeys(items))
 
+    @field_validator("compute_type", mode="before")
+    @classmethod
+    def _known_compute_type(cls, value: object) -> object:
+        if isinstance(value, str) and value.lower() not in COMPUTE_TYPES:
+            raise ValueError(f"unknown compute type {value!r}; choose from {', '.join(COMPUTE_TYPES)}")
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("language", mode="before")
     @classmethod
     def _parse_language(cls, value: object) -> str | None:
@@ -125,6 +138,7 @@ class TranscribeOptions(BaseModel):
             "beam": self.beam_size,
             "prompt": self.initial_prompt,
             "temperature": self.temperature,
+            "compute_type": self.compute_type,  # precision changes the words, so float32 after int8 is new work
         }
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

@@ -97,8 +97,11 @@ def test_missing_model_bin_is_model_not_found(tmp_path: Path) -> None:
         ModelCache(1).get(ResolvedModel(tmp_path, "empty"), device="cpu", compute_type="int8", cpu_threads=1)
 
 
-def test_unsupported_compute_type_is_model_load_failed(model_path: Path) -> None:
-    with pytest.raises(ModelLoadFailed):
+def test_unsupported_compute_type_is_refused_before_loading(model_path: Path) -> None:
+    # it used to fail later as MODEL_LOAD_FAILED; a compute type is an option, so it is INVALID_OPTIONS up front
+    from scribefleet.errors import UsageError
+
+    with pytest.raises(UsageError):
         ModelCache(1).get(ResolvedModel(model_path, "x"), device="cpu", compute_type="int3_quantum", cpu_threads=1)
 
 
@@ -129,3 +132,31 @@ def test_device_error_sorts_ctranslate2_messages(message: str, expected: type) -
     assert err.details["error"] == message
     if expected is OutOfMemory:
         assert err.retryable and "--batch-size" in err.message
+
+
+def test_the_compute_type_asked_for_is_the_one_loaded(make_job, tmp_path) -> None:
+    from helpers import DATA
+    from scribefleet.options import TranscribeOptions
+    from scribefleet.pipeline.job import run_transcription
+    from pipeline.conftest import ProgressLog
+
+    loaded = {}
+    for compute_type in ("float32", "auto"):
+        job = make_job(DATA / "en01.wav", name=compute_type, options=TranscribeOptions(compute_type=compute_type))
+        loaded[compute_type] = run_transcription(job, ModelCache(1), ProgressLog())["compute_type"]
+    assert loaded == {"float32": "float32", "auto": "int8_float32"}  # int8 on CPU: int8 weights, float32 activations
+
+
+def test_unknown_or_unsupported_compute_types_are_refused(model_path) -> None:
+    from pydantic import ValidationError
+
+    from scribefleet.errors import UsageError
+    from scribefleet.options import TranscribeOptions
+
+    with pytest.raises(ValidationError, match="unknown compute type 'bogus'; choose from auto"):
+        TranscribeOptions(compute_type="bogus")
+    assert TranscribeOptions(compute_type="INT8").compute_type == "int8"
+    # float16 is a real compute type, but this CPU cannot run it: CTranslate2 would quietly use float32
+    with pytest.raises(UsageError, match="compute type float16 is not supported on cpu; this cpu supports") as err:
+        ModelCache(1).get(ResolvedModel(model_path, "tiny.en"), device="cpu", compute_type="float16", cpu_threads=1)
+    assert err.value.code == "INVALID_OPTIONS" and "int8" in err.value.details["supported"]

@@ -14,6 +14,13 @@ transcript.json present the input is not even read (it may be gone) and no
 model is loaded. audio.npy is deleted once the transcript exists, because it
 is large and the transcript is what gets reused.
 
+Chosen stages run again on request (`rerun_stages`, seed 004's `--stages`):
+each chosen stage and every stage that depends on it (`DEPENDS`) lose their
+checkpoints once per request (`rerun_id`), so re-rendering in a new format
+does not transcribe again, and a retried attempt of the same request resumes
+instead of starting over. A checkpoint a chosen stage needs but that is gone
+(audio.npy after a finished transcription) is made again by its own stage.
+
 `run_transcription` is what a slot calls for a task of kind "transcribe".
 """
 
@@ -51,6 +58,23 @@ from scribefleet.pipeline.vad import speech_ranges
 log = logging.getLogger("scribefleet.pipeline")
 
 STAGES = ("decode", "vad", "transcribe", "render", "publish")
+#: stage -> the stages whose checkpoints it reads
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "decode": (),
+    "vad": ("decode",),
+    "transcribe": ("decode", "vad"),
+    "render": ("transcribe",),
+    "publish": ("render",),
+}
+
+
+def stages_to_redo(chosen: tuple[str, ...] | list[str]) -> list[str]:
+    """The chosen stages and every stage downstream of one of them, in pipeline order."""
+    redo = set(chosen)
+    for stage in STAGES:  # STAGES is in dependency order, so one pass closes the set
+        if any(dep in redo for dep in DEPENDS[stage]):
+            redo.add(stage)
+    return [stage for stage in STAGES if stage in redo]
 ProgressFn = Callable[[str, float, dict[str, Any]], None]
 
 
@@ -62,12 +86,21 @@ class TranscriptionJob(BaseModel, extra="forbid"):
     outputs: dict[str, Path]  # format -> final path
     options: TranscribeOptions
     device: Literal["cpu", "cuda"] = "cpu"
-    compute_type: str = "auto"
     cpu_threads: int = Field(default=0, ge=0)
     max_file_mb: int = Field(default=2000, gt=0)
     window_s: float = Field(default=600.0, gt=0)
     model_path: Path
     model_id: str
+    rerun_stages: tuple[str, ...] = ()  # stages to run again although their checkpoints exist
+    rerun_id: str = ""  # names one rerun request: its checkpoints are discarded once, not per attempt
+
+    @field_validator("rerun_stages")
+    @classmethod
+    def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in value if s not in STAGES]
+        if bad:
+            raise ValueError(f"unknown stage(s) {', '.join(bad)}; choose from {', '.join(STAGES)}")
+        return tuple(dict.fromkeys(value))
 
     @field_validator("outputs")
     @classmethod
@@ -88,6 +121,17 @@ class WorkDir:
         self.windows = root / "windows.jsonl"
         self.transcript = root / "transcript.json"
         self.render_dir = root / "render"
+        self.rerun = root / "rerun.json"
+
+    def checkpoints(self, stage: str) -> list[Path]:
+        """The files a stage leaves behind (publish leaves the outputs, which are rewritten in place)."""
+        return {
+            "decode": [self.audio],
+            "vad": [self.vad],
+            "transcribe": [self.windows, self.transcript],
+            "render": list(self.render_dir.glob("transcript.*")) if self.render_dir.is_dir() else [],
+            "publish": [],
+        }[stage]
 
     def rendered(self, fmt: str) -> Path:
         return self.render_dir / f"transcript.{fmt}"
@@ -105,6 +149,7 @@ class _JobRun:
         self.extra: dict[str, Any] = {}
         self.skipped: list[str] = []
         self.resumed_from: str | None = None
+        self.extra_result: dict[str, Any] = {}
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -123,8 +168,24 @@ class _JobRun:
         self.skipped.append(name)
         self.progress(name, 1.0, dict(self.extra))
 
+    def discard_for_rerun(self) -> list[str]:
+        """Drop the checkpoints of the stages this rerun request redoes, unless an earlier attempt did."""
+        redo = stages_to_redo(self.job.rerun_stages)
+        if not redo:
+            return []
+        request = {"id": self.job.rerun_id, "stages": redo}
+        if self.job.rerun_id and read_json(self.work.rerun) == request:
+            return redo  # applied by an earlier attempt of this request: resume what it redid
+        for stage in redo:
+            for path in self.work.checkpoints(stage):
+                path.unlink(missing_ok=True)
+        atomic_write_json(self.work.rerun, request)
+        log.info("%s: running again %s", self.job.input_path.name, ", ".join(redo))
+        return redo
+
     def execute(self) -> dict[str, Any]:
         self.work.root.mkdir(parents=True, exist_ok=True)
+        rerun = self.discard_for_rerun()
         transcript = read_json(self.work.transcript)
         if transcript is None:
             audio = self.audio()
@@ -148,6 +209,9 @@ class _JobRun:
             "segments": len(transcript["segments"]),
             "resumed_from": self.resumed_from,
             "timings_s": self.timings_s,
+            "stages_run": list(self.timings_s),
+            **self.extra_result,
+            **({"rerun_stages": rerun} if rerun else {}),
         }
 
     def audio(self) -> np.ndarray:
@@ -183,7 +247,7 @@ class _JobRun:
             model = self.models.get(
                 ResolvedModel(path=job.model_path, model_id=job.model_id),
                 device=job.device,
-                compute_type=job.compute_type,
+                compute_type=job.options.compute_type,
                 cpu_threads=job.cpu_threads,
             )
 
@@ -205,10 +269,12 @@ class _JobRun:
                     log.warning("%s: %s", job.input_path.name, warning)
                 transcript["warnings"] = warnings
             atomic_write_json(self.work.transcript, transcript)
+            self.extra_result["compute_type"] = model.model.compute_type  # what CTranslate2 really runs
         return transcript
 
     def render(self, transcript: dict[str, Any]) -> None:
-        fresh = "transcribe" in self.timings_s  # a new transcript makes every earlier rendering stale
+        # a new transcript makes every earlier rendering stale
+        fresh = any(stage in self.timings_s for stage in DEPENDS["render"])
         missing = [fmt for fmt in self.job.outputs if fresh or not self.work.rendered(fmt).exists()]
         if not missing:
             self.skip("render")
@@ -232,5 +298,5 @@ class _JobRun:
 
 def run_transcription(job: TranscriptionJob, models: ModelCache, progress: ProgressFn) -> dict[str, Any]:
     """Run (or resume) one job; returns {"outputs", "duration_s", "language", "language_probability",
-    "warnings", "segments", "resumed_from", "timings_s"}."""
+    "warnings", "segments", "resumed_from", "timings_s", "stages_run", "rerun_stages"?}."""
     return _JobRun(job, models, progress).execute()

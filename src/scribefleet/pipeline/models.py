@@ -28,6 +28,7 @@ from scribefleet.errors import (
     ModelNotFound,
     OutOfMemory,
     ScribefleetError,
+    UsageError,
 )
 
 if TYPE_CHECKING:  # faster_whisper is imported where it is used: importing it costs a second
@@ -119,6 +120,24 @@ def default_compute_type(device: str) -> str:
     return next((ct for ct in preferred if ct in supported), "default")
 
 
+def check_compute_type(compute_type: str, device: str) -> None:
+    """Refuse a compute type the device cannot run (CTranslate2 would quietly convert it to another)."""
+    import ctranslate2
+
+    try:
+        supported = ctranslate2.get_supported_compute_types(device)
+    except (RuntimeError, ValueError):
+        return  # the device itself is unusable; loading will say why, with the fix
+    if compute_type != "default" and compute_type not in supported:
+        raise UsageError(
+            f"compute type {compute_type} is not supported on {device}; this {device} supports "
+            f"{', '.join(sorted(supported))} (or use --compute-type auto)",
+            compute_type=compute_type,
+            device=device,
+            supported=sorted(supported),
+        )
+
+
 def device_error(exc: BaseException, *, fallback: type[ScribefleetError], context: str) -> ScribefleetError:
     """Translate a CTranslate2/CUDA exception into its stable error: OOM, CUDA, else `fallback`."""
     text = str(exc)
@@ -157,6 +176,8 @@ class ModelCache:
         """The loaded faster_whisper.WhisperModel for this model on this device, loading it if needed."""
         if compute_type == "auto":
             compute_type = default_compute_type(device)
+        else:
+            check_compute_type(compute_type, device)
         key = (resolved.model_id, device, compute_type)
         model = self._models.get(key)
         if model is not None:
