@@ -271,7 +271,7 @@ class WindowedTranscriber:
                 if on_progress is not None:
                     on_progress(min(max(seg["end"], w.start_s), w.end_s) / max(self.duration_s, 1e-9), extra)
 
-            guess = languages.for_window(window.index, window.start_s, window.end_s)
+            guess = _model_call(lambda w=window: languages.for_window(w.index, w.start_s, w.end_s))
             segments, language = self.transcribe_window(window, guess.language if guess else None, report)
             for seg in segments:
                 seg["language"] = language

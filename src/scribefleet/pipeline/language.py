@@ -232,7 +232,8 @@ class WindowLanguages:
         if self.named is not None:
             return self.record_fields(self.named)
         if self.per_window:
-            return self.record_fields(combine([s for g in self.by_window.values() if g is not None for s in g.samples]))
+            windows = [self.by_window[i] for i in sorted(self.by_window)]
+            return self.record_fields(combine([s for g in windows if g is not None for s in g.samples]))
         return self.record_fields(self.recording)
 
 
