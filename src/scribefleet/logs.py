@@ -1,6 +1,7 @@
 """Logging set-up: ISO 8601 timestamps to the millisecond, rotating files, --verbose.
 
-Every process (CLI, dispatcher, slot) calls `setup_logging` once. Loggers are
+Every process (CLI, dispatcher, slot) calls `setup_logging` once, and whatever
+logs a command line passes it through `redact` first. Loggers are
 named after what speaks: `scribefleet.dispatch`, `scribefleet.slot.gpu0`...
 Lines look like:
 
@@ -11,10 +12,17 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 import time
 from pathlib import Path
 
 ROOT = "scribefleet"
+_SECRET = re.compile(r"\b([A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Za-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)", re.I)
+
+
+def redact(command: str) -> str:
+    """The command with the values of secret-looking variables (…KEY=, …TOKEN=) masked, for logs."""
+    return _SECRET.sub(r"\1=***", command)
 
 
 class IsoFormatter(logging.Formatter):

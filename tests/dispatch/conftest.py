@@ -1,4 +1,11 @@
-"""A small fleet for dispatcher tests: a state dir, a store, a batch, real CPU slots, a log file."""
+"""A small fleet for dispatcher tests: a state dir, a store, a batch, real CPU slots, a log file.
+
+Every test that takes `fleet` runs once per registered engine (local slot
+processes, threads), because the dispatcher must work on any engine. A test
+about slot *processes* (a SIGKILLed or SIGSTOPped slot, a slot that never
+starts) or that needs a model loaded in a slot is marked
+`local_only("why")` and runs on the local engine only.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +22,8 @@ import pytest
 from scribefleet.config import Settings
 from scribefleet.dispatch.dispatcher import Dispatcher
 from scribefleet.dispatch.monitor import DispatchEvent
-from scribefleet.engines.base import SlotSpec
-from scribefleet.engines.local import LocalEngine
+from scribefleet.engines import ENGINES, make_engine
+from scribefleet.engines.base import Engine, SlotSpec
 from scribefleet.logs import setup_logging
 from scribefleet.store import Store, Task
 
@@ -30,7 +37,8 @@ class Fleet:
     store: Store
     settings: Settings
     batch_id: str
-    engine: LocalEngine | None = None
+    engine_name: str = "local"
+    engine: Engine | None = None
 
     def add(self, key: str, run: str, **kwargs: Any) -> str:
         spec = {"run": run, "cwd": str(self.work), **kwargs.pop("spec", {})}
@@ -39,8 +47,9 @@ class Fleet:
     def task(self, key: str) -> Task:
         return next(t for t in self.store.tasks(self.batch_id) if t.key == key)
 
-    def make_engine(self, slots: int = 2) -> LocalEngine:
-        self.engine = LocalEngine(self.settings, self.state_dir, [SlotSpec(f"cpu{i}", "cpu") for i in range(slots)])
+    def make_engine(self, slots: int = 2) -> Engine:
+        specs = [SlotSpec(f"cpu{i}", "cpu") for i in range(slots)]
+        self.engine = make_engine(self.engine_name, self.settings, self.state_dir, specs)
         return self.engine
 
     def run(self, slots: int = 2, listeners: Iterable[Callable[[DispatchEvent], None]] = ()) -> None:
@@ -68,14 +77,24 @@ class Fleet:
         return [e.type for e in self.store.events(task_id=self.task(key).id)]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "local_only(why): a dispatcher test that runs on the local engine only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "fleet" in metafunc.fixturenames:
+        names = ["local"] if metafunc.definition.get_closest_marker("local_only") else list(ENGINES)
+        metafunc.parametrize("engine_name", names)
+
+
 @pytest.fixture
-def fleet(tmp_path: Path, settings: Settings) -> Iterator[Fleet]:
+def fleet(tmp_path: Path, settings: Settings, engine_name: str) -> Iterator[Fleet]:
     state_dir, work = tmp_path / "state", tmp_path / "work"
     work.mkdir()
     setup_logging(state_dir / "logs" / "scribefleet.log", verbose=True)
     store = Store.open(state_dir)
     batch_id = store.ensure_batch("test", "plan", {}, str(tmp_path))
-    yield Fleet(state_dir, work, store, settings, batch_id)
+    yield Fleet(state_dir, work, store, settings, batch_id, engine_name)
     store.close()
     setup_logging(None)
     logging.getLogger("scribefleet").setLevel(logging.WARNING)

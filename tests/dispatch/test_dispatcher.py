@@ -46,6 +46,7 @@ def test_two_slots_run_two_tasks_at_the_same_time(fleet: Fleet) -> None:
     assert fleet.task("a").slot != fleet.task("b").slot
 
 
+@pytest.mark.local_only("SIGKILLs the slot process")
 def test_a_slot_killed_mid_task_is_restarted_and_the_task_requeued(fleet: Fleet) -> None:
     marker = fleet.work / "marker"
     fleet.add("victim", "if [ -f marker ]; then echo second run; else sleep 30; fi", max_attempts=3)
@@ -68,6 +69,7 @@ def test_a_slot_killed_mid_task_is_restarted_and_the_task_requeued(fleet: Fleet)
     assert "slot cpu0 restarted" in log and "task victim completed on cpu0" in log
 
 
+@pytest.mark.local_only("SIGSTOPs the slot process")
 def test_a_slot_whose_heartbeats_stop_is_declared_hung_killed_restarted_and_its_task_requeued(fleet: Fleet) -> None:
     fleet.settings.heartbeat_s = 0.2
     fleet.settings.slot_silent_after_s = 1.0
@@ -98,6 +100,7 @@ def test_a_slot_whose_heartbeats_stop_is_declared_hung_killed_restarted_and_its_
     assert "task frozen re-queued after [SLOT_CRASHED] on cpu0 (attempt 1/3" in log and "slot cpu0 restarted" in log
 
 
+@pytest.mark.local_only("the command kills its slot process ($PPID)")
 def test_a_task_that_kills_its_slot_every_time_fails_with_slot_crashed(fleet: Fleet) -> None:
     fleet.settings.shell_allow.append(r"kill -9 \$PPID")
     fleet.add("crasher", "kill -9 $PPID", max_attempts=2)
@@ -250,6 +253,7 @@ def test_progress_is_written_to_the_store_and_heard_by_listeners(fleet: Fleet) -
     assert log_path == fleet.store.task_log_path(task) and "hello" in log_path.read_text()
 
 
+@pytest.mark.local_only("slot processes that never become ready")
 def test_tasks_fail_instead_of_waiting_forever_when_no_slot_can_start(fleet: Fleet) -> None:
     fleet.settings.slot_ready_timeout_s = 0.001  # every start is "too slow": the slot is given up
     fleet.settings.slot_restart_limit = 2
@@ -262,6 +266,7 @@ def test_tasks_fail_instead_of_waiting_forever_when_no_slot_can_start(fleet: Fle
     assert (b.state, b.error_code) == (TaskState.SKIPPED, "DEPENDENCY_FAILED")
 
 
+@pytest.mark.local_only("a cuda slot process and its preflight")
 def test_a_gpu_slot_that_fails_preflight_fails_gpu_tasks_instead_of_running_them_on_the_cpu(fleet: Fleet) -> None:
     ctranslate2 = pytest.importorskip("ctranslate2")
     if ctranslate2.get_cuda_device_count() > 0:
@@ -283,3 +288,54 @@ def test_a_gpu_slot_that_fails_preflight_fails_gpu_tasks_instead_of_running_them
     assert fleet.task("anywhere").is_complete and fleet.task("anywhere").slot == "cpu0"
     assert engine.slot("gpu0").status is SlotStatus.FAILED
     assert "slot gpu0 failed its preflight [CUDA_UNAVAILABLE]" in fleet.log_text
+
+
+def test_a_cancel_from_another_thread_reaches_the_running_dispatcher_through_the_store(fleet: Fleet) -> None:
+    from scribefleet.dispatch import request_cancel
+    from scribefleet.store import Store
+
+    os.mkfifo(fleet.work / "up.fifo")
+    target = fleet.add("long", "echo $$ > long.pid; echo up > up.fifo; sleep 30")
+    fleet.add("after", "touch after.ran", needs=["long"])
+    applied: list[bool] = []
+
+    def cancel_from_elsewhere() -> None:  # as `scribefleet cancel` does, with its own store
+        fleet.wait_fifo("up.fifo")
+        with Store.open(fleet.state_dir) as store:
+            applied.append(request_cancel(store, target, fleet.settings))
+
+    canceler = threading.Thread(target=cancel_from_elsewhere)
+    canceler.start()
+    fleet.run(slots=1)
+    canceler.join()
+    assert applied == [False]  # left to the running dispatcher, which applied it
+    assert (fleet.task("long").state, fleet.task("long").error_code) == (TaskState.CANCELED, "USER_CANCELED")
+    assert fleet.task("after").state is TaskState.SKIPPED and not (fleet.work / "after.ran").exists()
+    assert _gone(int((fleet.work / "long.pid").read_text())) and fleet.store.pending_cancels() == []
+
+
+def test_dispatcher_cancel_of_a_batch_from_another_thread(fleet: Fleet) -> None:
+    from scribefleet.dispatch import Dispatcher
+
+    os.mkfifo(fleet.work / "up.fifo")
+    fleet.add("running", "echo up > up.fifo; sleep 30")
+    fleet.add("queued", "touch queued.ran")
+    engine = fleet.make_engine(1)
+    dispatcher = Dispatcher(fleet.store, engine, fleet.settings)
+
+    def cancel_batch() -> None:
+        fleet.wait_fifo("up.fifo")
+        dispatcher.cancel(fleet.batch_id)
+
+    canceler = threading.Thread(target=cancel_batch)
+    canceler.start()
+    try:
+        dispatcher.run(burst=True, batch_id=fleet.batch_id)
+    finally:
+        canceler.join()
+        engine.stop()
+    assert {t.key: t.state for t in fleet.store.tasks(fleet.batch_id)} == {
+        "running": TaskState.CANCELED, "queued": TaskState.CANCELED,
+    }  # fmt: skip
+    assert not (fleet.work / "queued.ran").exists()
+    assert "task running canceled (its process group on cpu0 was killed)" in fleet.log_text

@@ -39,6 +39,7 @@ def _in_order(log: str, *fragments: str) -> None:
         at = found + len(fragment)
 
 
+@pytest.mark.local_only("SIGKILLs the slot process")
 def test_case_1_a_slot_killed_mid_task_logs_the_crash_and_the_requeue(fleet: Fleet) -> None:
     os.mkfifo(fleet.work / "up.fifo")
     fleet.add("victim", "if [ -f marker ]; then echo again; exit 0; fi; touch marker; echo up > up.fifo; sleep 30")
@@ -149,6 +150,7 @@ def two_models(fleet: Fleet) -> tuple[Any, Any]:
     return by_name, by_path
 
 
+@pytest.mark.local_only("transcribe tasks load models in slot processes")
 def test_case_3_a_task_whose_model_no_slot_holds_is_dispatched_and_loads_it(
     fleet: Fleet, two_models: tuple[Any, Any], speech: dict[str, Path]
 ) -> None:
@@ -169,6 +171,7 @@ def test_case_3_a_task_whose_model_no_slot_holds_is_dispatched_and_loads_it(
     )
 
 
+@pytest.mark.local_only("transcribe tasks load models in slot processes")
 @pytest.mark.slow
 def test_model_affine_placement_keeps_each_model_on_the_slot_that_holds_it(
     fleet: Fleet, two_models: tuple[Any, Any], speech: dict[str, Path]

@@ -10,7 +10,7 @@ import pytest
 from scribefleet.config import Settings
 from scribefleet.dispatch.monitor import Monitor, RunningTask
 from scribefleet.engines.base import SlotSpec
-from scribefleet.engines.local import SlotHandle, SlotStatus
+from scribefleet.engines.base import SlotHandle, SlotStatus
 from scribefleet.store import Store, Task, TaskState
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from scribefleet.dispatch.placement import Placement
 from scribefleet.engines.base import SlotSpec
-from scribefleet.engines.local import SlotHandle, SlotStatus
+from scribefleet.engines.base import SlotHandle, SlotStatus
 from scribefleet.store import Store, Task
 
 

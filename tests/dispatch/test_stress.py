@@ -79,6 +79,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.local_only("SIGKILLs slot processes")
 @pytest.mark.slow
 def test_random_slot_kills_lose_nothing_and_never_overlap_two_runs_of_a_task(fleet: Fleet) -> None:
     rng = random.Random(SEED)

@@ -28,11 +28,11 @@ def engine(tmp_path: Path, settings: Settings) -> Iterator[LocalEngine]:
 
 
 def wait_for(engine: LocalEngine, type_: str, within_s: float = 30.0) -> tuple[SlotEvent, list[SlotEvent]]:
-    """Collect events until one of `type_` arrives (engine.wait blocks until something happens)."""
+    """Collect events until one of `type_` arrives (engine.poll blocks until something happens)."""
     seen: list[SlotEvent] = []
     give_up = time.monotonic() + within_s
     while time.monotonic() < give_up:
-        for event in engine.wait(give_up - time.monotonic()):
+        for event in engine.poll(give_up - time.monotonic()):
             seen.append(event)
             if event.type == type_:
                 return event, seen
@@ -139,7 +139,7 @@ settings = Settings(cache_dir=Path(sys.argv[1]) / "cache", _env_file=None)
 engine = LocalEngine(settings, Path(sys.argv[1]), [SlotSpec("cpu0", "cpu"), SlotSpec("cpu1", "cpu")])
 engine.start()
 while engine.free_slots() != engine.slots:
-    engine.wait(5)
+    engine.poll(5)
 print(" ".join(str(h.pid) for h in engine.slots), flush=True)
 sys.stdin.read()
 """

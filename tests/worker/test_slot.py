@@ -14,12 +14,12 @@ from scribefleet.options import TranscribeOptions
 
 
 def run_until(engine: LocalEngine, count: int, types: tuple[str, ...], within_s: float = 120.0) -> list[SlotEvent]:
-    """Every event until `count` of `types` have arrived (engine.wait blocks until something happens)."""
+    """Every event until `count` of `types` have arrived (engine.poll blocks until something happens)."""
     seen: list[SlotEvent] = []
     give_up = time.monotonic() + within_s
     while sum(e.type in types for e in seen) < count:
         assert time.monotonic() < give_up, f"saw only {[e.type for e in seen]}"
-        seen.extend(engine.wait(give_up - time.monotonic()))
+        seen.extend(engine.poll(give_up - time.monotonic()))
     return seen
 
 

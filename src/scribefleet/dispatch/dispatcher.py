@@ -7,8 +7,10 @@ content at once), commits `running` before the slot hears of the task, then
 follows what the engine reports: progress, results, failures, slot deaths.
 It enforces deadlines, kills and restarts slots that stop sending heartbeats
 (hung, `slot_silent_after_s`), retries what may succeed again, cancels on
-request, and skips the dependents of whatever ends badly. Everything it decides is
-logged (see monitor.py) and told to listeners as DispatchEvents.
+request, and skips the dependents of whatever ends badly (its TaskBook, book.py,
+holds the queue and those rules). Everything it decides is logged (see
+monitor.py) and told to listeners as DispatchEvents. The engine is any
+`engines.base.Engine`; the dispatcher knows no other part of engines/.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from scribefleet.config import Settings
+from scribefleet.dispatch.book import TaskBook
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
 from scribefleet.dispatch.placement import Placement
-from scribefleet.engines.local import LocalEngine, SlotEvent
-from scribefleet.errors import DependencyFailed, SlotCrashed, StateLocked, TaskTimeout, UserCanceled
-from scribefleet.store.models import Task, TaskState
+from scribefleet.engines.base import Engine, SlotEvent, TaskRun
+from scribefleet.errors import SlotCrashed, StateLocked, TaskTimeout
+from scribefleet.logs import redact
+from scribefleet.store.models import Task
 from scribefleet.store.store import Store
-from scribefleet.worker.shell import redact
 
 log = logging.getLogger("scribefleet.dispatch")
 
@@ -40,7 +43,7 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
-        engine: LocalEngine,
+        engine: Engine,
         settings: Settings,
         *,
         listeners: Iterable[Listener] = (),
@@ -53,13 +56,8 @@ class Dispatcher:
         self.lock = lock or DispatcherLock(store.state_dir)
         self._stop = threading.Event()
         self._batch_id: str | None = None
-        self._queued: dict[str, Task] = {}  # in submission order
+        self.book = TaskBook(store, emit=self._emit)
         self._running: dict[str, RunningTask] = {}
-        self._states: dict[str, TaskState] = {}
-        self._keys: dict[str, str] = {}
-        self._dependents: dict[str, list[str]] = {}
-        self._root: dict[str, tuple[str, str | None]] = {}  # task id -> (key, code) of the failure behind it
-        self._last_seq = 0
         self._dirty = True
 
     # -- the loop ------------------------------------------------------------
@@ -72,14 +70,22 @@ class Dispatcher:
         """
         self.lock.acquire()
         try:
-            self._batch_id = batch_id
-            self._recover()
-            self._load()
+            self._batch_id = self.book.batch_id = batch_id
+            self.book.recover()
+            self.book.load()
             self.engine.start()
             self._loop(burst)
             log.info(self._monitor_line())
         finally:
             self.lock.release()
+
+    def cancel(self, target_id: str) -> None:
+        """Ask for a batch or task to be canceled; safe from any thread.
+
+        The request is a row in the store; the running dispatcher applies it
+        within `cancel_poll_s`, killing a running task's slot.
+        """
+        self.store.request_cancel(target_id)
 
     def stop(self) -> None:
         """Ask a non-burst run() to return (thread-safe); running tasks are left to the next run."""
@@ -96,7 +102,7 @@ class Dispatcher:
             self._check_silence()
             if self._dirty:
                 self._dispatch()
-            if burst and not self._queued and not self._running:
+            if burst and not self.book.queued and not self._running:
                 return
             self.monitor.warn_stuck(self._running.values(), now)
             if self.monitor.due(now):
@@ -106,7 +112,7 @@ class Dispatcher:
             wake_at = [r.deadline for r in self._running.values()]
             wake_at.append(self.engine.next_silence_at(self._silent_after_s) or float("inf"))
             timeout_s = min(timeout_s, max(0.0, min(wake_at) - time.monotonic()))
-            for event in self.engine.wait(timeout_s):
+            for event in self.engine.poll(timeout_s):
                 self._handle(event)
 
     @property
@@ -125,64 +131,37 @@ class Dispatcher:
     def _monitor_line(self) -> str:
         counts = self.store.counts(self._batch_id)
         running = list(self._running.values())
-        return self.monitor.line(self.engine.slots, self._queued.values(), running, counts, time.monotonic())
+        return self.monitor.line(self.engine.slots, self.book.queued.values(), running, counts, time.monotonic())
 
     # -- loading and the store ------------------------------------------------
 
-    def _recover(self) -> None:
-        """Rows left running by a dispatcher that died go back to the queue (not an attempt)."""
-        left = {t.id: t.slot for t in self.store.tasks(states=[TaskState.RUNNING])}
-        for task in self.store.recover_running():
-            log.warning(
-                "task %s recovered: it was left running on slot %s by a dispatcher that stopped; queued again",
-                task.key, left.get(task.id),
-            )  # fmt: skip
-            self._emit("task_recovered", task, {"slot": left.get(task.id)})
-
-    def _load(self, tasks: list[Task] | None = None) -> None:
-        for task in self.store.tasks(self._batch_id) if tasks is None else tasks:
-            self._last_seq = max(self._last_seq, task.seq)
-            self._states[task.id], self._keys[task.id] = task.state, task.key
-            for need in task.needs:
-                self._dependents.setdefault(need, []).append(task.id)
-            if task.is_queued:
-                self._queued[task.id] = task
-                self._dirty = True
-        for task in list(self._queued.values()):
-            bad = next((n for n in task.needs if self._need_state(n).is_bad_end), None)
-            if bad is not None and task.id in self._queued:
-                self._skip(task, bad)
-
-    def _need_state(self, task_id: str) -> TaskState:
-        state = self._states.get(task_id)
-        if state is None:  # a need outside the loaded scope
-            found = self.store.task(task_id)
-            state = found.state if found else TaskState.FAILED
-            self._states[task_id] = state
-            if found:
-                self._keys[task_id] = found.key
-        return state
-
     def _poll_store(self) -> None:
         """Pick up tasks added since the last look and honour cancel requests."""
-        new = self.store.tasks(self._batch_id, [TaskState.QUEUED], after_seq=self._last_seq)
-        if new:
-            self._load(new)
-        requests = self.store.pending_cancels()
-        for _, target in requests:
-            self._cancel(target)
-        self.store.mark_cancels_handled(i for i, _ in requests)
+        if self.book.load_new():
+            self._dirty = True
+        for _, slot in self.book.apply_cancel_requests(self._stop_for_cancel):
+            self._dirty = True
+            if slot is not None:
+                self._restart(slot)
+
+    def _stop_for_cancel(self, task: Task) -> str | None:
+        """Kill the slot running a task that is being canceled; returns the slot (None when it was not running)."""
+        r = self._running.pop(task.id, None)
+        if r is None:
+            return None
+        self.engine.kill(r.slot)
+        return r.slot
 
     # -- dispatching -----------------------------------------------------------
 
     def _dispatch(self) -> None:
         self._dirty = False
         placement = Placement(self.engine.slots, self._running.values())
-        for task, error in placement.impossible(list(self._queued.values())):
-            if task.id not in self._queued:
+        for task, error in placement.impossible(list(self.book.queued.values())):
+            if task.id not in self.book.queued:
                 continue  # skipped meanwhile, as a dependent of one failed here
-            del self._queued[task.id]
-            task = self._set_state(self.store.fail(task.id, error["code"], error["message"], error.get("details")))
+            del self.book.queued[task.id]
+            task = self.book.set_state(self.store.fail(task.id, error["code"], error["message"], error.get("details")))
             log.error("task %s failed [%s] without running: %s", task.key, error["code"], error["message"])
             self._emit("task_failed", task, {"code": error["code"]})
             self._ended(task.id)
@@ -192,8 +171,8 @@ class Dispatcher:
         # enough ready tasks to fill the free slots with a choice of models; not the whole queue
         enough = 4 * len(placement.free) + 8
         ready, waiting = [], 0
-        for task in self._queued.values():
-            if all(self._need_state(n) is TaskState.COMPLETE for n in task.needs):
+        for task in self.book.queued.values():
+            if self.book.is_ready(task):
                 ready.append(task)
                 if len(ready) >= enough:
                     break
@@ -207,14 +186,13 @@ class Dispatcher:
 
     def _explain_idle(self, waiting: int = 0, blocked: int = 0) -> None:
         """DEBUG: why queued work waits (seed 002: a brain that never says why is undebuggable)."""
-        if self._queued and log.isEnabledFor(logging.DEBUG):
+        if self.book.queued and log.isEnabledFor(logging.DEBUG):
             running = list(self._running.values())
-            self.monitor.idle_reason(list(self._queued.values()), waiting, blocked, self.engine.slots, running)
+            self.monitor.idle_reason(list(self.book.queued.values()), waiting, blocked, self.engine.slots, running)
 
     def _start(self, task: Task, slot: str) -> None:
-        del self._queued[task.id]
-        task = self.store.mark_running(task.id, slot)  # committed before the slot hears of it
-        self._states[task.id] = task.state
+        del self.book.queued[task.id]
+        task = self.book.set_state(self.store.mark_running(task.id, slot))  # committed before the slot hears of it
         now = time.monotonic()
         self._running[task.id] = RunningTask(task, slot, now, now + task.timeout_s, now, last_write=now)
         command = f", command: {redact(str(task.spec.get('run')))}" if task.kind == "shell" else ""
@@ -223,11 +201,11 @@ class Dispatcher:
             task.key, task.kind, slot, task.attempts, task.max_attempts, command,
         )  # fmt: skip
         self._emit("task_dispatched", task, {"slot": slot, "attempt": task.attempts})
-        message = {
-            "task_id": task.id, "kind": task.kind, "spec": task.spec, "attempt": task.attempts,
-            "log_path": str(self.store.task_log_path(task)),
-        }  # fmt: skip
-        if not self.engine.assign(slot, message):
+        run = TaskRun(
+            task_id=task.id, kind=task.kind, spec=task.spec, attempt=task.attempts,
+            log_path=str(self.store.task_log_path(task)),
+        )  # fmt: skip
+        if not self.engine.assign(slot, run):
             event = self.engine.kill(slot)  # it died under us; handled like any crash
             if event is not None:
                 event.task_id = task.id
@@ -245,17 +223,18 @@ class Dispatcher:
         if handler is not None:
             handler(event)
             return
-        slot = self.engine.slot(event.slot)
         if event.type == "ready":
+            slot = self.engine.slot(event.slot)
             log.info("slot %s ready on %s (pid %s), models: %s", event.slot, slot.device, slot.pid, slot.models or "none")
         elif event.type == "preflight_failed":
             log.error("slot %s failed its preflight [%s]: %s", event.slot, event.message.get("code"), event.message.get("message"))
         elif event.type in ("model_loaded", "model_unloaded"):
             verb = "loaded" if event.type == "model_loaded" else "unloaded"
-            log.info("slot %s %s model %s; now holds %s", event.slot, verb, event.message.get("model"), slot.models)
+            models = self.engine.slot(event.slot).models
+            log.info("slot %s %s model %s; now holds %s", event.slot, verb, event.message.get("model"), models)
         elif event.type == "heartbeat":
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("heartbeat from slot %s (%s)", event.slot, self._keys.get(event.task_id or "", "idle"))
+                log.debug("heartbeat from slot %s (%s)", event.slot, self.book.keys.get(event.task_id or "", "idle"))
                 if not self.engine.free_slots():
                     self._explain_idle()  # every slot busy: say so while the queue waits, not only at dispatch time
             return
@@ -285,7 +264,7 @@ class Dispatcher:
         r = self._running.pop(event.task_id or "", None)
         if r is None:
             return
-        task = self._set_state(self.store.complete(r.task.id, event.message.get("result")))
+        task = self.book.set_state(self.store.complete(r.task.id, event.message.get("result")))
         log.info("task %s completed on %s in %.2f s, attempt %d", task.key, r.slot, time.monotonic() - r.started, task.attempts)
         self._emit("task_completed", task, {"slot": r.slot})
         self._ended(task.id)
@@ -299,7 +278,6 @@ class Dispatcher:
         self._finish_badly(r, code, message, dict(m.get("details") or {}), retryable=bool(m.get("retryable")))
 
     def _on_died(self, event: SlotEvent) -> None:
-        slot = self.engine.slot(event.slot)
         r = self._running.pop(event.task_id or "", None)
         what = f"while running task {r.task.key}, attempt {r.task.attempts}" if r else f"while {event.was or 'idle'}"
         log.error(
@@ -312,7 +290,7 @@ class Dispatcher:
             message = f"slot {event.slot} died ({event.how}) while running the task"
             details = {"slot": event.slot, "how": event.how, "stderr_tail": event.stderr_tail}
             self._finish_badly(r, SlotCrashed.code, message, details, retryable=True)
-        self._restart(slot.name)
+        self._restart(event.slot)
 
     def _restart(self, name: str) -> None:
         if self._stop.is_set():
@@ -359,9 +337,8 @@ class Dispatcher:
     def _finish_badly(self, r: RunningTask, code: str, message: str, details: dict[str, Any], *, retryable: bool) -> None:
         task, elapsed_s = r.task, time.monotonic() - r.started
         if retryable and task.attempts < task.max_attempts:
-            task = self._set_state(self.store.requeue(task.id, code, message, details))
-            self._queued[task.id] = task
-            self._queued = dict(sorted(self._queued.items(), key=lambda kv: kv[1].seq))
+            task = self.store.requeue(task.id, code, message, details)
+            self.book.queue_again(task)
             log.warning(
                 "task %s re-queued after [%s] on %s (attempt %d/%d, %.2f s): %s",
                 task.key, code, r.slot, task.attempts, task.max_attempts, elapsed_s, message,
@@ -369,7 +346,7 @@ class Dispatcher:
             self._emit("task_requeued", task, {"slot": r.slot, "code": code, "message": message})
             self._dirty = True
             return
-        task = self._set_state(self.store.fail(task.id, code, message, details))
+        task = self.book.set_state(self.store.fail(task.id, code, message, details))
         log.error(
             "task %s failed [%s] on %s after %.2f s, attempt %d/%d: %s",
             task.key, code, r.slot, elapsed_s, task.attempts, task.max_attempts, message,
@@ -377,55 +354,10 @@ class Dispatcher:
         self._emit("task_failed", task, {"slot": r.slot, "code": code})
         self._ended(task.id)
 
-    def _set_state(self, task: Task) -> Task:
-        self._states[task.id] = task.state
-        return task
-
     def _ended(self, task_id: str) -> None:
-        """A task reached a terminal state: free its place, skip dependents of a bad end."""
+        """A task reached a terminal state: its place is free, and the dependents of a bad end are skipped."""
         self._dirty = True
-        if self._states[task_id].is_bad_end:
-            for dependent in self._dependents.get(task_id, ()):
-                if dependent in self._queued:
-                    self._skip(self._queued[dependent], task_id)
-
-    def _skip(self, task: Task, need_id: str) -> None:
-        need_key, need_state = self._keys.get(need_id, need_id), self._need_state(need_id)
-        root_key, root_code = self._root.get(need_id, (need_key, None))
-        if root_code is None:
-            found = self.store.task(need_id)
-            root_code = found.error_code if found else None
-        self._root[task.id] = (root_key, root_code)
-        because = "" if root_key == need_key else f" because {root_key!r} did not succeed"
-        verb = need_state.value if need_state is TaskState.FAILED else f"was {need_state.value}"
-        message = f"not run: it needs {need_key!r}, which {verb}{because} ({root_code})"
-        details = {"need": need_key, "need_state": need_state.value, "root": root_key, "root_code": root_code}
-        del self._queued[task.id]
-        task = self._set_state(self.store.skip(task.id, DependencyFailed.code, message, details))
-        log.info("task %s skipped: %s", task.key, message)
-        self._emit("task_skipped", task, {"need": need_key})
-        self._ended(task.id)
-
-    def _cancel(self, target: str) -> None:
-        if self.store.batch(target) is not None:
-            targets = [t for t in self.store.tasks(target) if not t.is_terminal]
-        else:
-            found = self.store.task(target)
-            targets = [found] if found is not None and not found.is_terminal else []
-        message = "canceled by request"
-        for task in targets:
-            if self._states.get(task.id, task.state).is_terminal:
-                continue  # skipped meanwhile, as a dependent of an earlier target
-            r = self._running.pop(task.id, None)
-            if r is not None:
-                self.engine.kill(r.slot)
-            self._queued.pop(task.id, None)
-            task = self._set_state(self.store.cancel(task.id, UserCanceled.code, message))
-            log.info("task %s canceled%s", task.key, f" (its process group on {r.slot} was killed)" if r else " while queued")
-            self._emit("task_canceled", task, {"slot": r.slot if r else None})
-            self._ended(task.id)
-            if r is not None:
-                self._restart(r.slot)
+        self.book.ended(task_id)
 
 
 def request_cancel(store: Store, target_id: str, settings: Settings) -> bool:
@@ -436,15 +368,16 @@ def request_cancel(store: Store, target_id: str, settings: Settings) -> bool:
     `cancel_poll_s` (killing a running task's process group).
     """
     store.request_cancel(target_id)
-    dispatcher = Dispatcher(store, None, settings)  # type: ignore[arg-type]  # no slot is touched
+    lock = DispatcherLock(store.state_dir)
     try:
-        dispatcher.lock.acquire()
+        lock.acquire()
     except StateLocked:
         return False
     try:
-        dispatcher._recover()  # no dispatcher holds the lock: running rows are leftovers
-        dispatcher._load()
-        dispatcher._poll_store()
+        book = TaskBook(store)
+        book.recover()  # no dispatcher holds the lock: running rows are leftovers
+        book.load()
+        book.apply_cancel_requests()  # nothing runs, so no slot has a task to stop
     finally:
-        dispatcher.lock.release()
+        lock.release()
     return True

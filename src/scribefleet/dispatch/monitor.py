@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from scribefleet.config import Settings
-from scribefleet.engines.local import SlotHandle, SlotStatus
+from scribefleet.engines.base import Capacity, SlotHandle, SlotStatus
 from scribefleet.store.models import Task, TaskState
 
 log = logging.getLogger("scribefleet.monitor")
@@ -92,16 +92,15 @@ class Monitor:
 
     def line(
         self,
-        slots: list[SlotHandle],
+        slots: Sequence[SlotHandle],
         queued: Iterable[Task],
         running: list[RunningTask],
         counts: dict[TaskState, int],
         now: float,
     ) -> str:
-        usable = [h for h in slots if h.status is not SlotStatus.FAILED]
-        busy = sum(h.status is SlotStatus.BUSY for h in slots)
+        capacity = Capacity.of(slots)
         text = (
-            f"MONITOR slots busy {busy}/{len(usable)} | queue {by_kind(queued)} | running {len(running)} "
+            f"MONITOR slots busy {capacity.busy}/{capacity.usable} | queue {by_kind(queued)} | running {len(running)} "
             f"| stuck {len(self.stuck(running, now))} | done {counts[TaskState.COMPLETE]} "
             f"failed {counts[TaskState.FAILED]}"
         )
@@ -116,7 +115,7 @@ class Monitor:
         return True
 
     def idle_reason(
-        self, queued: list[Task], waiting: int, blocked: int, slots: list[SlotHandle], running: Iterable[RunningTask] = ()
+        self, queued: list[Task], waiting: int, blocked: int, slots: Sequence[SlotHandle], running: Iterable[RunningTask] = ()
     ) -> None:
         """DEBUG: why queued work did not start this round (logged when the reason changes)."""
         free = [h for h in slots if h.is_free]

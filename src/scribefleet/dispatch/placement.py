@@ -17,11 +17,11 @@ with the error it should fail with, instead of waiting forever.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from scribefleet.dispatch.monitor import RunningTask
-from scribefleet.engines.local import SlotHandle, SlotStatus
+from scribefleet.engines.base import SlotHandle, SlotStatus
 from scribefleet.errors import CudaUnavailable, SlotCrashed
 from scribefleet.store.models import Task
 
@@ -29,7 +29,7 @@ from scribefleet.store.models import Task
 class Placement:
     """One round of matching ready tasks to free slots."""
 
-    def __init__(self, slots: list[SlotHandle], running: Iterable[RunningTask]) -> None:
+    def __init__(self, slots: Sequence[SlotHandle], running: Iterable[RunningTask]) -> None:
         self.slots = slots
         self.usable = [h for h in slots if h.status is not SlotStatus.FAILED]
         self.free = [h for h in slots if h.is_free]

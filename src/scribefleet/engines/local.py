@@ -1,10 +1,10 @@
-"""LocalEngine: one slot process per SlotSpec on this machine.
+"""LocalEngine: one slot process per SlotSpec on this machine (the default `Engine`).
 
 Each slot is `python -m scribefleet.worker.slot`, started with the environment
 `slot_environment` computed *before* exec (seed 000), as the leader of a new
 session (its own process group), with one end of a socket pair. The engine
 keeps the parent's end as a multiprocessing Connection, plus a pidfd per
-process, and `wait()` multiplexes all of them: it returns the slots'
+process, and `poll()` multiplexes all of them: it returns the slots'
 messages and their deaths (exit code or signal, tail of stderr) as
 `SlotEvent`s. The engine tracks what each slot is doing (starting, idle,
 busy, dead, failed), which models it holds and when it last heard from it
@@ -28,14 +28,13 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from scribefleet.config import Settings
-from scribefleet.engines.base import SlotSpec
+from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, SlotSpec, SlotStatus, TaskRun
 from scribefleet.worker.env import slot_environment
 
 log = logging.getLogger("scribefleet.engine")
@@ -46,82 +45,22 @@ EXIT_GRACE_S = 2.0  # how long a slot that closed its end may take to exit befor
 GROUP_EXIT_WAIT_S = 10.0  # how long a SIGKILLed process group may take to be gone (D state, slow exit)
 
 
-class SlotStatus(str, Enum):
-    """What a slot is doing, as the engine sees it."""
-
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    DEAD = "dead"  # exited or killed; restart() brings it back
-    FAILED = "failed"  # preflight failed or it kept dying before ready: not restarted
-
-    @property
-    def is_alive(self) -> bool:
-        return self in (SlotStatus.STARTING, SlotStatus.IDLE, SlotStatus.BUSY)
-
-
 @dataclass
-class SlotEvent:
-    """A message from a slot (type = its "ev") or its death (type "died")."""
+class LocalSlot(SlotHandle):
+    """A slot as a child process: the process, the parent's end of its socket, a pidfd."""
 
-    slot: str
-    type: str
-    message: dict[str, Any] = field(default_factory=dict)
-    task_id: str | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    stderr_tail: str = ""
-    pid: int | None = None  # of the slot process, for deaths
-    tasks_done: int = 0  # by this process of the slot, for deaths
-    was: str = ""  # for deaths: what the slot was doing (a SlotStatus value)
-
-    @property
-    def how(self) -> str:
-        """How a slot died, in words: "killed by SIGKILL", "exit code 1"."""
-        if self.signal is not None:
-            try:
-                return f"killed by {signal.Signals(self.signal).name}"
-            except ValueError:
-                return f"killed by signal {self.signal}"
-        return f"exit code {self.exit_code}"
-
-
-@dataclass
-class SlotHandle:
-    """One slot as the engine holds it."""
-
-    spec: SlotSpec
-    status: SlotStatus = SlotStatus.DEAD
     proc: subprocess.Popen[bytes] | None = None
     conn: Connection | None = None
     pidfd: int | None = None
-    task_id: str | None = None
-    models: list[str] = field(default_factory=list)
-    error: dict[str, Any] | None = None  # {"code", "message", "details"} when FAILED
-    started_at: float = 0.0  # time.monotonic() of the last start
-    last_heard_at: float = 0.0  # time.monotonic() of the last message (heartbeats included)
     stderr_offset: int = 0
-    tasks_done: int = 0
     deaths_before_ready: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def device(self) -> str:
-        return self.spec.device
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    @property
-    def is_free(self) -> bool:
-        return self.status is SlotStatus.IDLE
 
-
-class LocalEngine:
+class LocalEngine(Engine):
     """Hosts slots as child processes of this one."""
 
     def __init__(self, settings: Settings, state_dir: Path, slots: list[SlotSpec]) -> None:
@@ -130,20 +69,17 @@ class LocalEngine:
         self.settings = settings
         self.state_dir = Path(state_dir)
         self.logs_dir = self.state_dir / "logs"
-        self._slots = {s.name: SlotHandle(s) for s in slots}
+        self._slots = {s.name: LocalSlot(s) for s in slots}
         self._started = False
 
     # -- views ---------------------------------------------------------------
 
     @property
-    def slots(self) -> list[SlotHandle]:
+    def slots(self) -> list[LocalSlot]:
         return list(self._slots.values())
 
-    def slot(self, name: str) -> SlotHandle:
+    def slot(self, name: str) -> LocalSlot:
         return self._slots[name]
-
-    def free_slots(self) -> list[SlotHandle]:
-        return [h for h in self._slots.values() if h.is_free]
 
     def stderr_path(self, name: str) -> Path:
         return self.logs_dir / f"slot-{name}.stderr"
@@ -158,7 +94,7 @@ class LocalEngine:
         for handle in self._slots.values():
             self._spawn(handle)
 
-    def _spawn(self, h: SlotHandle) -> None:
+    def _spawn(self, h: LocalSlot) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         parent_end, child_end = socket.socketpair()
         env = slot_environment(self.settings, gpu_index=h.spec.gpu_index, cpu_threads=h.spec.cpu_threads)
@@ -230,16 +166,16 @@ class LocalEngine:
 
     # -- work ----------------------------------------------------------------
 
-    def assign(self, name: str, message: dict[str, Any]) -> bool:
+    def assign(self, name: str, run: TaskRun) -> bool:
         """Send a run message to an idle slot; False when the slot is gone (its death follows as an event)."""
         h = self._slots[name]
         if h.status is not SlotStatus.IDLE or h.conn is None:
             raise RuntimeError(f"slot {name} is {h.status.value}, not idle")
         try:
-            h.conn.send({"op": "run", **message})
+            h.conn.send({"op": "run", **run})
         except OSError:
             return False
-        h.status, h.task_id = SlotStatus.BUSY, str(message["task_id"])
+        h.status, h.task_id = SlotStatus.BUSY, str(run["task_id"])
         return True
 
     def kill(self, name: str) -> SlotEvent | None:
@@ -251,7 +187,7 @@ class LocalEngine:
         returncode = self._finish(h, SlotStatus.DEAD)
         return self._death_event(h, task_id, returncode, pid, was)
 
-    def silent_slots(self, after_s: float) -> list[SlotHandle]:
+    def silent_slots(self, after_s: float) -> list[LocalSlot]:
         """Ready slots (idle or busy) that have sent nothing, not even a heartbeat, for `after_s`."""
         now, silent = time.monotonic(), []
         for h in self._slots.values():
@@ -261,7 +197,7 @@ class LocalEngine:
                 if h.conn is not None and h.conn.poll():
                     continue  # it spoke and nobody has read it yet: not silent
             except (EOFError, OSError):
-                continue  # it is dying; wait() reports that
+                continue  # it is dying; poll() reports that
             silent.append(h)
         return silent
 
@@ -270,7 +206,7 @@ class LocalEngine:
         heard = [h.last_heard_at for h in self._slots.values() if h.status in (SlotStatus.IDLE, SlotStatus.BUSY)]
         return min(heard) + after_s if heard else None
 
-    def _finish(self, h: SlotHandle, status: SlotStatus) -> int:
+    def _finish(self, h: LocalSlot, status: SlotStatus) -> int:
         """Kill what is left of the slot's group, reap the slot, wait for the group to be gone, close its ends."""
         assert h.proc is not None
         pgid = h.proc.pid  # the slot is unreaped (at worst a zombie), so its pid is still the group's id
@@ -293,7 +229,7 @@ class LocalEngine:
             h.status = status
         return returncode
 
-    def _death_event(self, h: SlotHandle, task_id: str | None, returncode: int, pid: int, was: SlotStatus) -> SlotEvent:
+    def _death_event(self, h: LocalSlot, task_id: str | None, returncode: int, pid: int, was: SlotStatus) -> SlotEvent:
         return SlotEvent(
             h.name, "died", task_id=task_id,
             exit_code=returncode if returncode >= 0 else None,
@@ -301,7 +237,7 @@ class LocalEngine:
             stderr_tail=self.stderr_tail(h), pid=pid, tasks_done=h.tasks_done, was=was.value,
         )  # fmt: skip
 
-    def stderr_tail(self, h: SlotHandle) -> str:
+    def stderr_tail(self, h: LocalSlot) -> str:
         """The last lines the slot's current (or last) process wrote to stderr."""
         path = self.stderr_path(h.name)
         try:
@@ -313,7 +249,7 @@ class LocalEngine:
             return ""
         return "\n".join(text.splitlines()[-STDERR_TAIL_LINES:])
 
-    def wait(self, timeout_s: float) -> list[SlotEvent]:
+    def poll(self, timeout_s: float) -> list[SlotEvent]:
         """Block up to `timeout_s` for slot messages or deaths; return them in arrival order."""
         events: list[SlotEvent] = self._ready_timeouts()
         starting = [h.started_at for h in self._slots.values() if h.status is SlotStatus.STARTING]
@@ -322,7 +258,7 @@ class LocalEngine:
         elif starting:  # wake up in time to enforce the next ready deadline
             next_deadline = min(starting) + self.settings.slot_ready_timeout_s
             timeout_s = min(timeout_s, max(0.0, next_deadline - time.monotonic()) + 0.001)
-        owners: dict[Any, tuple[SlotHandle, str]] = {}
+        owners: dict[Any, tuple[LocalSlot, str]] = {}
         for h in self._slots.values():
             if h.proc is None:
                 continue
@@ -343,7 +279,7 @@ class LocalEngine:
         events.extend(self._ready_timeouts())
         return events
 
-    def _drain(self, h: SlotHandle, events: list[SlotEvent]) -> bool:
+    def _drain(self, h: LocalSlot, events: list[SlotEvent]) -> bool:
         """Read every waiting message; False at end of stream (the slot is gone)."""
         assert h.conn is not None
         try:
@@ -353,7 +289,7 @@ class LocalEngine:
             return False
         return True
 
-    def _reap(self, h: SlotHandle, events: list[SlotEvent]) -> None:
+    def _reap(self, h: LocalSlot, events: list[SlotEvent]) -> None:
         self._drain(h, events)  # a "done" sent just before the end must not be lost
         if h.pidfd is not None:  # end of stream can come before the exit: let it finish exiting
             select.select([h.pidfd], [], [], EXIT_GRACE_S)
@@ -365,7 +301,7 @@ class LocalEngine:
             return  # it said why (preflight_failed) and exited as asked
         events.append(self._death_event(h, task_id, returncode, pid, was))
 
-    def _on_message(self, h: SlotHandle, msg: dict[str, Any]) -> SlotEvent:
+    def _on_message(self, h: LocalSlot, msg: dict[str, Any]) -> SlotEvent:
         ev = str(msg.get("ev"))
         h.last_heard_at = time.monotonic()
         if ev == "ready":

@@ -38,6 +38,7 @@ class TaskContext:
     settings: Settings
     progress: ProgressFn
     attempt: int = 1
+    own_process_group: bool = False  # commands lead their own group (the slot is no process of its own)
     _models: Callable[[], Any] = field(default=lambda: None, repr=False)
 
     @property

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
+from scribefleet.logs import redact
 
 if TYPE_CHECKING:
     from scribefleet.worker.kinds import TaskContext
@@ -35,13 +36,7 @@ _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _KEYWORDS = {"if", "then", "else", "elif", "do", "while", "until", "!", "{", "}", "time", "fi", "done", "esac"}
 _ARITHMETIC = re.compile(r"\$\(\([^()]*\)\)")
 _SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
-_SECRET = re.compile(r"\b([A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Za-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)", re.I)
 STDERR_TAIL_LINES = 20
-
-
-def redact(command: str) -> str:
-    """The command with the values of secret-looking variables (…KEY=, …TOKEN=) masked, for logs."""
-    return _SECRET.sub(r"\1=***", command)
 
 
 def _tokens(command: str) -> list[str]:
@@ -145,11 +140,12 @@ def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
     with open(ctx.log_path, "ab", buffering=0) as log:
         log.write(f"$ {redact(command)}\n".encode())
-        # no start_new_session: the command stays in the slot's process group, which the
-        # dispatcher kills as a whole on timeout or cancel
+        # in a slot process the command stays in the slot's process group, which the dispatcher
+        # kills as a whole on timeout or cancel; a slot that is a thread kills the command's own
+        # group instead, whose id is the pid in the first progress message
         proc = subprocess.Popen(
             ["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.PIPE,
-            cwd=spec.get("cwd") or None, env=env,
+            cwd=spec.get("cwd") or None, env=env, start_new_session=ctx.own_process_group,
         )  # fmt: skip
         ctx.progress("run", 0.0, {"pid": proc.pid})
         assert proc.stderr is not None
