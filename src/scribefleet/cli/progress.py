@@ -12,12 +12,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from scribefleet.dispatch.monitor import DispatchEvent
 from scribefleet.logs import FORMAT, IsoFormatter
+from scribefleet.store.models import Task
 
 log = logging.getLogger("scribefleet.progress")
 
@@ -36,7 +37,7 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
-def _name(task: Any) -> str:
+def _name(task: Task) -> str:
     return str(task.spec.get("display") or task.key)
 
 
@@ -64,7 +65,7 @@ class BatchProgress:
         return handler
 
     @contextlib.contextmanager
-    def live(self, tasks: list[Any]) -> Iterator[None]:
+    def live(self, tasks: list[Task]) -> Iterator[None]:
         self.total = len(tasks)
         for t in tasks:
             if t.is_terminal:
@@ -102,7 +103,7 @@ class BatchProgress:
         return (f"{self.done}/{self.total} done, {self.failed} failed | audio {audio_done:,.0f}s "
                 f"| {audio_done / elapsed:.2f} audio-s/s | ETA {eta}")
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: DispatchEvent) -> None:
         """Dispatcher listener: called in the dispatcher's thread for every event."""
         task = getattr(event, "task", None)
         data = getattr(event, "data", None) or {}
@@ -135,7 +136,7 @@ class BatchProgress:
             self._finish_bar(task)
         self._refresh_overall()
 
-    def _bar(self, task: Any, stage: str, fraction: float) -> None:
+    def _bar(self, task: Task, stage: str, fraction: float) -> None:
         if self._progress is None:
             return
         bar = self._bars.get(task.id)
@@ -143,7 +144,7 @@ class BatchProgress:
             bar = self._bars[task.id] = self._progress.add_task(_name(task)[-40:], total=1.0, info="")
         self._progress.update(bar, completed=fraction, info=stage)
 
-    def _finish_bar(self, task: Any) -> None:
+    def _finish_bar(self, task: Task) -> None:
         bar = self._bars.pop(task.id, None)
         if bar is not None and self._progress is not None:
             self._progress.remove_task(bar)

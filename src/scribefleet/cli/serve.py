@@ -21,6 +21,7 @@ from typing import Optional
 
 import typer
 
+from scribefleet.cli import edge
 from scribefleet.config import Settings
 from scribefleet.errors import ScribefleetError, UsageError
 from scribefleet.logs import setup_logging
@@ -29,6 +30,7 @@ log = logging.getLogger("scribefleet.serve")
 
 
 def serve(
+    ctx: typer.Context,
     host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default SCRIBEFLEET_HOST, 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="Port (default SCRIBEFLEET_PORT, 8476)."),
     state: Optional[Path] = typer.Option(None, "--state", help="State folder (default SCRIBEFLEET_STATE_DIR, ./scribefleet-data)."),
@@ -37,14 +39,14 @@ def serve(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (dispatch decisions, heartbeats, requests)."),
 ) -> None:
     """Run the controller: HTTP API, web UI and the local slots, over one state folder."""
-    raise typer.Exit(run_serve(host=host, port=port, state=state, slots=slots, device=device, verbose=verbose))
+    edge.run(lambda: run_serve(edge.settings_of(ctx), host=host, port=port, state=state, slots=slots, device=device, verbose=verbose),
+             resume_hint="the controller stopped; start it again and it resumes its jobs")
 
 
 def run_serve(
-    *, host: str | None, port: int | None, state: Path | None, slots: int | None, device: str, verbose: bool
+    settings: Settings, *, host: str | None, port: int | None, state: Path | None, slots: int | None, device: str, verbose: bool
 ) -> int:
     """Serve until interrupted; returns the exit code."""
-    settings = Settings()
     host = host or settings.host
     port = settings.port if port is None else port
     state_dir = (state or settings.state_dir).expanduser().resolve()

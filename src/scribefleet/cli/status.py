@@ -1,146 +1,107 @@
 """`scribefleet status`: what a batch or job did, read from its store (safe while it runs), or from a controller.
 
-`status_of()` is the one entry: with a controller (`--controller` or
-SCRIBEFLEET_CONTROLLER) the target is a controller job or batch id; without
-one it is a state dir (an OUT folder), or a batch id, job id or task key
-looked up in the store of `--state`.
+With a controller (`--controller` or SCRIBEFLEET_CONTROLLER) the target is a
+controller job or batch id; without one it is a state dir (an OUT folder), or
+a batch id, job id, task key or job name looked up in the store of `--state`.
+Every job is shown with its id, which `logs` and `cancel` take (as they take
+the name shown beside it).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Optional
 
+import typer
 from rich.console import Console
-from rich.table import Table
+
+from scribefleet import client
+from scribefleet.cli import edge
+from scribefleet.cli.render import job_line, jobs_table, write_json
+from scribefleet.config import Settings
+from scribefleet.errors import UsageError
+from scribefleet.jobs.lookup import find_target, open_store
+from scribefleet.jobs.views import TaskView, task_view
+
+def status(
+    ctx: typer.Context,
+    target: Annotated[Optional[str], typer.Argument(metavar="[TARGET]", help="An OUT folder or state dir, a batch id, a job id or a job's name (default: --state).")] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", help="Batch id (default: the latest).")] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", help="Where ids are looked up without a controller: an OUT folder or state dir (default: out).")] = None,
+    controller: Annotated[Optional[str], typer.Option("--controller", help="Ask this controller (default: SCRIBEFLEET_CONTROLLER) about a job or batch id.")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", help=edge.TOKEN_HELP)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a job, or each job of a batch: id, state, stage, attempts, error, outputs."""
+
+    def body() -> int:
+        settings = edge.settings_of(ctx)
+        # a folder named as TARGET, like --state, wins over SCRIBEFLEET_CONTROLLER; --controller wins over both
+        is_dir = target is not None and Path(target).expanduser().is_dir()
+        url = edge.pick_controller(controller, Path(target) if is_dir else state, settings)
+        if url:
+            if not (target or batch):
+                raise UsageError("name the job or batch: scribefleet status ID --controller URL")
+            return controller_status(target or batch or "", url, token, settings, json_out=json_out)
+        if target is None or is_dir:
+            return show_status(Path(target) if target else state or Path("out"), batch_id=batch, json_out=json_out)
+        return show_job(state or Path("out"), target, json_out=json_out)
+
+    edge.run(body)
 
 
-def state_dir_of(target: Path) -> Path:
-    """Accept an OUT folder or the state dir itself."""
-    target = target.resolve()
-    if (target / "store.sqlite").exists():
-        return target
-    return target / ".scribefleet"
-
-
-def task_rows(tasks: list[Any]) -> list[dict[str, Any]]:
-    """The public JSON shape of each job (used by status --json and transcribe --json)."""
-    rows = []
-    for t in tasks:
-        result = t.result or {}
-        rows.append({
-            "id": t.id,
-            "input": t.spec.get("input_path", t.key),
-            "name": t.spec.get("display", t.key),
-            "kind": t.kind,
-            "state": t.state.value,
-            "stage": t.stage,
-            "attempts": t.attempts,
-            "error_code": t.error_code,
-            "error_message": t.error_message,
-            "outputs": result.get("outputs") or {},
-            "duration_s": result.get("duration_s"),
-            "language": result.get("language"),
-            "warnings": result.get("warnings") or [],
-        })
-    return rows
-
-
-def report_outcome(console: Console, tasks: list[Any], *, line: str, json_out: bool, **head: Any) -> int:
-    """The end of a batch run: JSON summary (--json), one line (`line` with {done}, {total},
-    {failed}) and the table of failures; returns the exit code (1 when any task did not complete)."""
-    failed = [t for t in tasks if not t.is_complete]
-    done = len(tasks) - len(failed)
+def show_status(where: Path, *, batch_id: str | None, json_out: bool) -> int:
+    """Each job of a batch (the latest by default) of the store of `where`."""
+    with open_store(where) as store:
+        batches = store.batches()
+        if batch_id is None and batches:
+            batch_id = max(batches, key=lambda b: b.created_at).id
+        events: dict[str | None, list] = {}
+        for event in store.events(batch_id) if batch_id else []:
+            events.setdefault(event.task_id, []).append(event)
+        views = [task_view(t, events.get(t.id, [])) for t in store.tasks(batch_id=batch_id)] if batch_id else []
+        state_dir = store.state_dir
     if json_out:
-        summary = {**head, "total": len(tasks), "complete": done, "failed": len(failed), "jobs": task_rows(tasks)}
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    console.print(line.format(done=done, total=len(tasks), failed=len(failed)), markup=False, highlight=False)
-    for t in tasks:
-        for warning in (t.result or {}).get("warnings") or []:
-            console.print(f"warning: {t.spec.get('display', t.key)}: {warning}", style="yellow", markup=False, highlight=False)
-    if failed:
-        render_failures(console, failed)
-    return 1 if failed else 0
-
-
-def render_failures(console: Console, failed: list[Any]) -> None:
-    table = Table(title="Failed jobs", show_lines=False)
-    for col in ("input", "state", "code", "message"):
-        table.add_column(col, overflow="fold")
-    for t in failed:
-        table.add_row(str(t.spec.get("display", t.key)), t.state.value, t.error_code or "", t.error_message or "")
-    console.print(table)
-
-
-def show_status(target: Path, *, batch_id: str | None, json_out: bool) -> int:
-    from scribefleet.store.store import Store
-
-    state_dir = state_dir_of(target)
-    console = Console(stderr=False)
-    if not (state_dir / "store.sqlite").exists():
-        Console(stderr=True).print(f"[red]error [INPUT_NOT_FOUND]:[/red] no scribefleet state in {target} (looked for {state_dir}/store.sqlite)")
-        return 1
-    store = Store.open(state_dir)
-    batches = store.batches()
-    if batch_id is None and batches:
-        batch_id = max(batches, key=lambda b: b.created_at).id
-    tasks = store.tasks(batch_id=batch_id) if batch_id else []
-    rows = task_rows(tasks)
-    if json_out:
-        sys.stdout.write(json.dumps({"batch_id": batch_id, "state_dir": str(state_dir), "jobs": rows}, indent=2) + "\n")
-        return 0
-    table = Table(title=f"batch {batch_id} ({state_dir})")
-    for col in ("input", "state", "stage", "attempts", "error", "outputs"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        err = f"{r['error_code']}: {r['error_message']}" if r["error_code"] else ""
-        table.add_row(r["name"], r["state"], r["stage"] or "", str(r["attempts"]), err, "\n".join(r["outputs"].values()))
-    console.print(table)
+        write_json({"batch_id": batch_id, "state_dir": str(state_dir), "jobs": [v.as_json() for v in views]})
+    else:
+        Console().print(jobs_table(f"batch {batch_id} ({state_dir})", views))
     return 0
 
 
-def status_of(target: str | None, *, batch_id: str | None, state: Path | None, controller: str | None,
-              token: str | None, json_out: bool) -> int:
-    """Route `scribefleet status [TARGET]` to a state dir, a local batch or job, or a controller."""
-    from scribefleet.cli.submit import controller_status, pick_controller, stderr_console
-    from scribefleet.errors import ScribefleetError
-
-    console = stderr_console()
-    # a folder named as TARGET, like --state, wins over SCRIBEFLEET_CONTROLLER; --controller wins over both
-    is_dir = target is not None and Path(target).expanduser().is_dir()
-    url, settings = pick_controller(controller, Path(target) if is_dir else state)
-    try:
-        if url:
-            if not (target or batch_id):
-                console.print("error [INVALID_OPTIONS]: name the job or batch: scribefleet status ID --controller URL", style="red")
-                return 2
-            return controller_status(target or batch_id or "", url, token, settings, json_out=json_out)
-        if target is None or is_dir:
-            return show_status(Path(target) if target else state or Path("out"), batch_id=batch_id, json_out=json_out)
-        return show_job(state or Path("out"), target, json_out=json_out)
-    except ScribefleetError as err:
-        console.print(f"error [{err.code}]: {err.message}", style="red")
-        return 1
-
-
 def show_job(state: Path, ident: str, *, json_out: bool) -> int:
-    """A job (task) of the store of `state` as its job JSON; a batch id shows that batch."""
-    from scribefleet.cli.jobs import find_target, open_store
-    from scribefleet.cli.submit import job_view
-
+    """A job (task) of the store of `state`; a batch id shows that batch."""
     with open_store(state) as store:
         target = find_target(store, ident)
         if target.task is None:
             return show_status(state, batch_id=target.batch.id, json_out=json_out)
-        view = job_view(target.task, store.state_dir)
+        view = task_view(target.task, store.events(task_id=target.task.id))
+        state_dir = store.state_dir
+    _print_job(view, json_out, state_dir=str(state_dir))
+    return 0
+
+
+def _print_job(view: TaskView, json_out: bool, **where: object) -> None:
     if json_out:
-        sys.stdout.write(json.dumps(view, indent=2) + "\n")
+        write_json(view.as_json(**where))
+    else:
+        stages = [f"\n  {s['stage']:<11}{s['state']:<12}{s['time_s']:>8.2f} s  attempts {s['attempts']}"
+                  for s in view.stages if s["state"] != "pending" or s["attempts"]]  # fmt: skip
+        print(job_line(view) + "".join(stages) + "".join(f"\n  {fmt}: {path}" for fmt, path in view.outputs.items()))
+
+
+def controller_status(ident: str, url: str, token: str | None, settings: Settings, *, json_out: bool) -> int:
+    """`status ID --controller URL`: one job's status, or each job of a batch."""
+    with client.connect(url, token, settings) as conn:
+        kind, doc = client.job_or_batch(conn, ident)
+    if kind == "job":
+        _print_job(TaskView.from_api(doc, conn.url), json_out, controller=conn.url, job=doc)
         return 0
-    err = f" [{view['error_code']}] {view['error_message']}" if view["error_code"] else ""
-    stage = f", {view['stage']} {view['percent']}%" if view["stage"] and view["status"] == "running" else ""
-    lines = [f"{view['job_id']}  {view['input']}: {view['status']}{stage}{err} (attempts {view['attempts']})"]
-    lines += [f"  {fmt}: {path}" for fmt, path in view["outputs"].items()]
-    sys.stdout.write("\n".join(lines) + "\n")
+    jobs = list(doc.get("jobs") or [])
+    views = [TaskView.from_api(j, conn.url) for j in jobs]
+    if json_out:
+        write_json({"batch_id": doc.get("id"), "controller": conn.url, "counts": doc.get("counts"),
+                    "jobs": [v.as_json(controller=conn.url, job=j) for v, j in zip(views, jobs)]})  # fmt: skip
+    else:
+        counts = ", ".join(f"{k} {n}" for k, n in (doc.get("counts") or {}).items() if n)
+        print(f"batch {doc.get('id')} on {conn.url}: {counts or 'no jobs'}" + "".join("\n" + job_line(v) for v in views))
     return 0

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypedDict
 
-from scribefleet.worker.hardware import SlotSpec
+from scribefleet.worker.slot_spec import SlotSpec
 
 __all__ = ["Capacity", "Engine", "SlotEvent", "SlotHandle", "SlotSpec", "SlotStatus", "TaskRun"]
 

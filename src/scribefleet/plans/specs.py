@@ -16,15 +16,17 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scribefleet.options import TranscribeOptions
 from scribefleet.plans.variables import scalar_text
+from scribefleet.store.models import TASK_KINDS
 
 Kind = Literal["transcribe", "shell", "aggregate", "llm"]
-KINDS: tuple[str, ...] = ("transcribe", "shell", "aggregate", "llm")
+KINDS: tuple[str, ...] = TASK_KINDS  # declared once, in store/models.py
+assert set(get_args(Kind)) == set(KINDS), "plans.specs.Kind must list store.models.TaskKind"
 AGGREGATE_FORMATS = ("txt", "json", "md")
 _TEXT_PLACEHOLDER = re.compile(r"\{\{\s*text\s*\}\}")
 

@@ -147,7 +147,7 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
 
     @router.get("/jobs/{job_id}", tags=["jobs"])
     def get_job(job_id: str) -> dict[str, Any]:
-        return J.job_json(J.get_task(controller, job_id), controller)
+        return J.job_json(J.get_task(controller, job_id), controller, stages=True)
 
     @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
     async def cancel_job(job_id: str) -> dict[str, Any]:

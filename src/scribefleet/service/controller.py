@@ -29,6 +29,7 @@ from scribefleet.dispatch.monitor import DispatchEvent
 from scribefleet.engines.base import SlotSpec
 from scribefleet.engines.local import LocalEngine, SlotStatus
 from scribefleet.errors import StateLocked
+from scribefleet.jobs.run import local_dispatcher
 from scribefleet.service.uploads import UploadStore
 from scribefleet.store.store import Store
 from scribefleet.worker.hardware import Hardware, detect_hardware, plan_slots
@@ -127,8 +128,7 @@ class Controller:
 
     def _run_once(self) -> None:
         store = Store.open(self.state_dir)  # the dispatcher's own connection
-        engine = LocalEngine(self.settings, self.state_dir, self.slot_specs)
-        dispatcher = Dispatcher(store, engine, self.settings, listeners=[self._emit], lock=self._lock)
+        engine, dispatcher = local_dispatcher(store, self.settings, self.slot_specs, lock=self._lock, listeners=[self._emit])
         with self._guard:
             self._engine, self._dispatcher = engine, dispatcher
             if self._stop.is_set():

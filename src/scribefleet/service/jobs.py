@@ -1,14 +1,13 @@
 """Jobs of the HTTP API: a transcribe task made from an upload, and the JSON a client sees of it.
 
-A job is a `transcribe` task in the controller's store, built exactly as
-`scribefleet transcribe` builds one (`transcribe_spec`, `work_dir_for`), so the
-same content with the same options is transcribed once whichever way it came
-in. Its outputs go to `STATE/jobs/<key>/<name>.<format>`; the task key is
+A job is a `transcribe` task in the controller's store, made by
+`jobs.create.add_transcribe_task` like every other one, so the same content
+with the same options is transcribed once whichever way it came in. Its
+outputs go to `STATE/jobs/<key>/<name>.<format>`; the task key is
 `<key>/<filename>` with a fresh random key, which is how log lines name it.
 
-The job JSON is seed 001's shape in camelCase (docs/api.md): status,
-executionMode, progress {stage, percent}, worker, lastErrorCode,
-lastErrorMessage, outputs, options, times.
+The job JSON is `jobs.views.TaskView.as_api_json()`: seed 001's shape in
+camelCase (docs/api.md).
 """
 
 from __future__ import annotations
@@ -16,65 +15,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scribefleet.cli.transcribe import transcribe_spec, work_dir_for
 from scribefleet.errors import JobNotComplete, NotFound, UsageError
+from scribefleet.jobs.create import add_transcribe_task
+from scribefleet.jobs.views import iso, task_view
 from scribefleet.options import Device, TranscribeOptions
 from scribefleet.pipeline.models import resolve_model
 from scribefleet.service.controller import Controller
-from scribefleet.store.models import Batch, Task, TaskState, iso_ms
+from scribefleet.store.models import Batch, Task
 from scribefleet.store.store import new_id
 
-#: share of the whole job each stage covers, in percent: (start, end)
-STAGE_SPAN_PERCENT = {"decode": (0, 10), "vad": (10, 15), "transcribe": (15, 90), "render": (90, 95), "publish": (95, 100)}
 BATCH_KIND = "api"
+__all__ = ["iso", "job_json"]
 
 
-def iso(at: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC to the millisecond; None stays None."""
-    return None if at is None else iso_ms(at)
-
-
-def _progress(task: Task) -> dict[str, Any]:
-    stage_pct = round(100.0 * task.progress, 1)
-    if task.state is TaskState.COMPLETE:
-        return {"stage": task.stage, "percent": 100.0, "stagePercent": 100.0}
-    start, end = STAGE_SPAN_PERCENT.get(task.stage or "", (0, 0))
-    percent = start + (end - start) * task.progress if task.stage in STAGE_SPAN_PERCENT else 0.0
-    return {"stage": task.stage, "percent": round(percent, 1), "stagePercent": stage_pct}
-
-
-def job_json(task: Task, controller: Controller) -> dict[str, Any]:
-    """A task as the API shows a job."""
-    spec, result = task.spec, task.result or {}
-    worker = None
-    if task.slot is not None or task.state is not TaskState.QUEUED and task.started_at is not None:
-        worker = {
-            "slot": task.slot,
-            "gpu": controller.slot_is_gpu(task.slot),
-            "lastSeenAt": iso(task.updated_at if task.is_running else task.finished_at or task.updated_at),
-        }
-    formats = list((spec.get("outputs") or {}).keys())
-    return {
-        "id": task.id,
-        "batchId": task.batch_id,
-        "status": task.state.value,
-        "executionMode": "local",
-        "kind": task.kind,
-        "filename": spec.get("display") or task.key,
-        "progress": _progress(task),
-        "worker": worker,
-        "lastErrorCode": task.error_code,
-        "lastErrorMessage": task.error_message,
-        "outputs": {f: f"/api/jobs/{task.id}/outputs/{f}" for f in formats} if task.is_complete else {},
-        "options": spec.get("options") or {},
-        "attempts": task.attempts,
-        "audioDurationS": result.get("duration_s"),
-        "language": result.get("language"),
-        "createdAt": iso(task.created_at),
-        "updatedAt": iso(task.updated_at),
-        "startedAt": iso(task.started_at),
-        "finishedAt": iso(task.finished_at),
-    }
+def job_json(task: Task, controller: Controller, *, stages: bool = False) -> dict[str, Any]:
+    """A task as the API shows a job; `stages` adds each stage's history (one job's page, not lists)."""
+    events = controller.store.events(task_id=task.id) if stages else None
+    return task_view(task, events).as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot))
 
 
 def get_task(controller: Controller, job_id: str) -> Task:
@@ -127,14 +84,10 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
     key = new_id()
     out_dir = controller.jobs_dir / key
     stem = Path(upload.filename).stem or "upload"
-    outputs = {fmt: out_dir / f"{stem}.{fmt}" for fmt in options.formats}
-    work = work_dir_for(controller.state_dir, upload.path, upload.sha256, options.result_key(resolved.model_id))
-    spec = transcribe_spec(upload.path, upload.filename, work, outputs, options, resolved, settings)
-    spec["upload_id"] = upload.upload_id
-    task_id = controller.store.add_task(
-        batch.id, f"{key}/{upload.filename}", "transcribe", spec,
-        max_attempts=settings.max_attempts, timeout_s=settings.transcribe_timeout_s,
-        resources="gpu" if options.device is Device.CUDA else "any", content_key=work.name,
+    task_id, _ = add_transcribe_task(
+        controller.store, batch.id, f"{key}/{upload.filename}", input_path=upload.path, display=upload.filename,
+        digest=upload.sha256, outputs={fmt: out_dir / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
+        resolved=resolved, settings=settings, extra={"upload_id": upload.upload_id},
     )  # fmt: skip
     return get_task(controller, task_id)
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 
+from scribefleet.jobs.views import TaskView
 from scribefleet.options import FORMATS
+from scribefleet.store.models import TERMINAL_STATUSES
 
-TERMINAL = frozenset({"complete", "failed", "canceled", "skipped"})
 
 
 def error_of(resp: httpx.Response) -> tuple[str, str]:
@@ -71,30 +72,26 @@ class JobView:
 
     @property
     def is_terminal(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in TERMINAL_STATUSES
 
 
 def job_view(job: dict[str, Any]) -> JobView:
-    job_id = str(job.get("id") or job.get("jobId") or "")
-    progress = job.get("progress") if isinstance(job.get("progress"), dict) else {}
-    outputs = job.get("outputs") if isinstance(job.get("outputs"), dict) else {}
+    """The API's job JSON, read by the one TaskView, laid out for the pages."""
+    view = TaskView.from_api(job)
     order = {fmt: i for i, fmt in enumerate(FORMATS)}
-    links = sorted(((str(f), str(u)) for f, u in outputs.items() if u), key=lambda fu: (order.get(fu[0], 99), fu[0]))
-    worker = job.get("worker") if isinstance(job.get("worker"), dict) else {}
-    status = str(job.get("status") or "unknown")
-    percent = percent_of(progress.get("percent"))
+    links = sorted(view.outputs.items(), key=lambda fu: (order.get(fu[0], 99), fu[0]))
     return JobView(
-        id=job_id,
-        name=str(job.get("filename") or job.get("name") or job.get("key") or job_id),
-        status=status,
-        stage=progress.get("stage") or job.get("stage"),
-        percent=100 if status == "complete" else percent,
-        error_code=job.get("lastErrorCode"),
-        error_message=job.get("lastErrorMessage"),
+        id=view.id,
+        name=view.name if view.name != view.id else str(job.get("key") or view.id),
+        status=view.status,
+        stage=view.stage or job.get("stage"),
+        percent=100 if view.status == "complete" else percent_of(view.percent),
+        error_code=view.error_code,
+        error_message=view.error_message,
         outputs=links,
-        batch_id=job.get("batchId"),
+        batch_id=view.batch_id,
         execution_mode=job.get("executionMode"),
-        slot=worker.get("slot") or worker.get("name"),
+        slot=view.slot,
     )
 
 

@@ -35,6 +35,20 @@ class TaskState(str, Enum):
 
 
 TERMINAL_STATES = frozenset({TaskState.COMPLETE, TaskState.FAILED, TaskState.CANCELED, TaskState.SKIPPED})
+#: the same, as the wire strings a client reads in a job's `status`
+TERMINAL_STATUSES = frozenset(s.value for s in TERMINAL_STATES)
+
+
+class TaskKind(str, Enum):
+    """What a task does; a slot has one handler per kind (worker/kinds.py), a plan names them in `kind:`."""
+
+    TRANSCRIBE = "transcribe"
+    SHELL = "shell"
+    AGGREGATE = "aggregate"
+    LLM = "llm"
+
+
+TASK_KINDS: tuple[str, ...] = tuple(k.value for k in TaskKind)
 
 #: where a task may run: "gpu" only on cuda slots, "cpu" on CPU slots (any slot when
 #: the engine has none), "any" anywhere

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scribefleet.errors import InputNotFound, UsageError
 
 if TYPE_CHECKING:
-    from scribefleet.worker.kinds import TaskContext
+    from scribefleet.worker.context import TaskContext
 
 #: which file of an item is read first: a whisper transcript, then plain text, then the rest
 PREFERENCE = ("json", "txt", "md", "srt", "vtt", "tsv")
@@ -153,7 +153,7 @@ def render_json(title: str | None, rows: list[dict[str, Any]]) -> dict[str, Any]
 
 def run_aggregate(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Handler of the `aggregate` kind: read every item, write `output` atomically."""
-    from scribefleet.pipeline.checkpoint import atomic_write_text
+    from scribefleet.fsio import atomic_write_text
 
     try:
         job = AggregateJob.model_validate(spec)

@@ -18,7 +18,6 @@ import os
 import platform
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -26,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from scribefleet.config import Settings
+from scribefleet.worker.slot_spec import SlotSpec
 from scribefleet.errors import CudaUnavailable, UsageError
 from scribefleet.options import Device
 
@@ -285,21 +285,6 @@ def allowed_gpu_indices(spec: str, hw: Hardware) -> list[int]:
         elif item:
             break  # CUDA stops at the first invalid entry, and so do we
     return allowed
-
-
-@dataclass(frozen=True)
-class SlotSpec:
-    """One slot to start: a name, a device and how many CPU threads it may use."""
-
-    name: str  # "gpu0", "cpu0", ...
-    device: Literal["cpu", "cuda"]
-    gpu_index: int | None = None  # physical index (nvidia-smi order) for cuda slots
-    cpu_threads: int = 1
-    labels: frozenset[str] = field(default_factory=frozenset)  # "gpu" | "cpu" resources it satisfies
-
-    @property
-    def resource(self) -> str:
-        return "gpu" if self.device == "cuda" else "cpu"
 
 
 def plan_slots(

@@ -11,41 +11,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from scribefleet.config import Settings
 from scribefleet.errors import OutOfMemory, UsageError
+from scribefleet.store.models import TASK_KINDS, TaskKind
 from scribefleet.worker.aggregate import run_aggregate
+from scribefleet.worker.context import ProgressFn, TaskContext
 from scribefleet.worker.llm import run_llm
 from scribefleet.worker.shell import run_shell
 
 log = logging.getLogger("scribefleet.kinds")
 
-ProgressFn = Callable[[str, float, "dict[str, Any] | None"], None]
-
-
-@dataclass
-class TaskContext:
-    """What a handler may use of the slot running it."""
-
-    task_id: str
-    slot_name: str
-    device: str  # "cpu" | "cuda"
-    cpu_threads: int
-    log_path: Path
-    settings: Settings
-    progress: ProgressFn
-    attempt: int = 1
-    own_process_group: bool = False  # commands lead their own group (the slot is no process of its own)
-    _models: Callable[[], Any] = field(default=lambda: None, repr=False)
-
-    @property
-    def models(self) -> Any:
-        """The slot's ModelCache (created on first use, kept across tasks)."""
-        return self._models()
-
+__all__ = ["KINDS", "ProgressFn", "TaskContext", "run_transcribe"]
 
 def run_transcribe(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Handler of the `transcribe` kind: one pipeline job on this slot's device."""
@@ -79,8 +56,9 @@ def run_transcribe(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 
 KINDS: dict[str, Callable[[dict[str, Any], TaskContext], dict[str, Any]]] = {
-    "transcribe": run_transcribe,
-    "shell": run_shell,
-    "aggregate": run_aggregate,
-    "llm": run_llm,
+    TaskKind.TRANSCRIBE.value: run_transcribe,
+    TaskKind.SHELL.value: run_shell,
+    TaskKind.AGGREGATE.value: run_aggregate,
+    TaskKind.LLM.value: run_llm,
 }
+assert set(KINDS) == set(TASK_KINDS), "every task kind of store/models.py needs a handler"

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import httpx
 
     from scribefleet.config import Settings
-    from scribefleet.worker.kinds import TaskContext
+    from scribefleet.worker.context import TaskContext
 
 log = logging.getLogger("scribefleet.llm")
 
@@ -261,7 +261,7 @@ def run_llm(spec_data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         warnings.append(f"the answer was cut at max_tokens ({spec.max_tokens or 'the server default'})")
     if not content.strip():
         warnings.append("the model returned an empty answer")
-    from scribefleet.pipeline.checkpoint import atomic_write_bytes  # numpy comes with it: only when needed
+    from scribefleet.fsio import atomic_write_bytes
 
     atomic_write_bytes(spec.output, (content if content.endswith("\n") else content + "\n").encode("utf-8"))
     elapsed_s = round(time.monotonic() - started, 3)

@@ -29,7 +29,7 @@ from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
 from scribefleet.logs import redact
 
 if TYPE_CHECKING:
-    from scribefleet.worker.kinds import TaskContext
+    from scribefleet.worker.context import TaskContext
 
 _PUNCTUATION = "();<>|&\n"
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")

@@ -1,4 +1,4 @@
-"""ControllerClient: the one way the CLI talks to a controller's HTTP API (docs/api.md).
+"""ControllerClient: the one way the CLI and the batch runner talk to a controller's HTTP API (docs/api.md).
 
 Every command that names a controller (`batch`, `submit`, and `status` /
 `logs` / `cancel` with `--controller`) goes through it. It sends the bearer
@@ -34,7 +34,10 @@ import httpx
 from pydantic import SecretStr
 
 from scribefleet import __version__
+from scribefleet.config import Settings
 from scribefleet.errors import ControllerUnreachable, ScribefleetError, Unauthorized, UsageError
+from scribefleet.fsio import atomic_open
+from scribefleet.store.models import TERMINAL_STATUSES
 
 log = logging.getLogger("scribefleet.client")
 
@@ -193,8 +196,6 @@ class ControllerClient:
 
     def download(self, job_id: str, fmt: str, dest: Path) -> Path:
         """GET /api/jobs/{id}/outputs/{fmt} streamed into `dest`, which appears complete or not at all."""
-        from scribefleet.pipeline.checkpoint import atomic_open
-
         what = f"downloading the {fmt} output of job {job_id}"
 
         def send() -> httpx.Response:
@@ -272,3 +273,47 @@ def _seg(value: str) -> str:
     from urllib.parse import quote
 
     return quote(str(value), safe="")
+
+
+def connect(url: str, token: str | None, settings: Settings) -> ControllerClient:
+    """The client every controller-facing command uses, configured from the settings."""
+    return ControllerClient(url, token or settings.token, timeout_s=settings.controller_timeout_s,
+                            retries=settings.controller_retries)  # fmt: skip
+
+
+def _not_found(client: ControllerClient, ident: str) -> ScribefleetError:
+    return ScribefleetError.from_code(
+        "NOT_FOUND", f"no job or batch has the id {ident!r} on the controller at {client.url}: check the id "
+        "('submit' and 'batch' print them) or --controller", id=ident,
+    )  # fmt: skip
+
+
+def job_or_batch(client: ControllerClient, ident: str) -> tuple[str, dict[str, Any]]:
+    """("job", job) or ("batch", batch) for an id of either kind."""
+    for kind, read in (("job", client.job), ("batch", client.batch)):
+        try:
+            return kind, read(ident)
+        except ScribefleetError as exc:
+            if exc.code != "NOT_FOUND":
+                raise
+    raise _not_found(client, ident)
+
+
+def cancel(client: ControllerClient, ident: str, *, wait_s: float = 10.0) -> list[dict[str, Any]]:
+    """Cancel a job, or every unfinished job of a batch; what each became after up to `wait_s`."""
+    try:
+        jobs = [client.cancel(ident)]
+    except ScribefleetError as exc:
+        if exc.code != "NOT_FOUND":
+            raise
+        try:
+            jobs = list(client.cancel_batch(ident).get("jobs") or [])
+        except ScribefleetError as again:
+            if again.code != "NOT_FOUND":
+                raise
+            raise _not_found(client, ident) from None
+    deadline = time.monotonic() + wait_s
+    while any(j.get("status") not in TERMINAL_STATUSES for j in jobs) and time.monotonic() < deadline:
+        time.sleep(0.3)  # a running job's slot is being killed: the controller says when it has ended
+        jobs = [client.job(j["id"]) if j.get("status") not in TERMINAL_STATUSES else j for j in jobs]
+    return jobs

@@ -9,6 +9,12 @@ Outputs go to `OUT/<path relative to the input root>` with the media suffix
 replaced by the format's (`talks/day1/a.mp3` -> `OUT/day1/a.srt` for input
 `talks`). Two inputs that would land on the same name (`a.mp3`, `a.wav`)
 keep their full names instead (`a.mp3.srt`, `a.wav.srt`).
+
+`check_inputs` is what every command calls before it records or starts
+anything: a path that does not exist and a glob that matches nothing are
+refused up front (INPUT_NOT_FOUND naming every one of them), unless the
+caller explicitly allows them (`--allow-missing`), in which case each becomes
+a job of its own that fails with INPUT_NOT_FOUND while the others run.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from scribefleet.errors import InputNotFound
 
 GLOB_CHARS = set("*?[")
 
@@ -45,6 +53,7 @@ def _glob_root(pattern: str) -> Path:
 
 
 def _walk(root: Path, skip: set[Path]) -> list[Path]:
+    # PyAV and numpy load only when a folder is walked: `status`, `logs` and `cancel` start fast
     from scribefleet.pipeline.media import looks_like_media
 
     found: list[Path] = []
@@ -109,3 +118,28 @@ def assign_outputs(files: list[InputFile], out_dir: Path) -> None:
     for stem, group in by_stem.items():
         for f in group:
             f.out_stem = out_dir / (f.rel if len(group) > 1 else stem)
+
+
+def check_inputs(inputs: list[str], *, out_dir: Path, allow_missing: bool = False,
+                 single_file: bool = False) -> list[InputFile]:
+    """`expand_inputs`, refusing (INPUT_NOT_FOUND) missing inputs, an empty result, or (`single_file`) a non-file."""
+    if single_file and not Path(inputs[0]).expanduser().is_file():
+        raise InputNotFound(
+            f"{inputs[0]} is not a file: name one media file (folders go to 'scribefleet transcribe' or 'batch')",
+            input=inputs[0],
+        )  # fmt: skip
+    files = expand_inputs(inputs, out_dir=out_dir)
+    missing = [f for f in files if f.missing]
+    if missing and not allow_missing:
+        names = ", ".join(str(f.path) for f in missing)
+        raise InputNotFound(
+            f"{len(missing)} input(s) not found, nothing was started: {names}. Check the paths (quote globs so the "
+            "shell does not expand them), or pass --allow-missing to run the others and record these as failed jobs",
+            missing=[str(f.path) for f in missing],
+        )  # fmt: skip
+    if not files:
+        raise InputNotFound(
+            f"no media found in {', '.join(inputs)}: name files, folders or globs that hold audio or video",
+            inputs=list(inputs),
+        )  # fmt: skip
+    return files

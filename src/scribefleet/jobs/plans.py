@@ -2,7 +2,7 @@
 
 Each PlanTask becomes one store task with key = its plan id:
 
-    transcribe  the runtime spec `scribefleet transcribe` builds (cli/transcribe.py):
+    transcribe  the runtime spec `scribefleet transcribe` builds (jobs/create.py):
                 input_path, work_dir under the state dir keyed by content hash +
                 options key, outputs `<out>/<input stem>.<format>`, the model
                 resolved once per distinct model; content_key = the work dir
@@ -33,11 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from scribefleet.config import Settings
+from scribefleet.jobs.create import hash_inputs, transcribe_spec, work_dir_for
+from scribefleet.jobs.inputs import InputFile
 from scribefleet.options import TranscribeOptions
+from scribefleet.pipeline.models import ResolvedModel, resolve_model
 from scribefleet.plans import Plan, PlanTask
 from scribefleet.plans.source import Problems
+from scribefleet.store.store import Store
 
-log = logging.getLogger("scribefleet.cli")
+log = logging.getLogger("scribefleet.cli")  # the name its lines have always shown ("[cli]"), which logs readers grep
 
 
 @dataclass
@@ -127,26 +131,19 @@ class _Transcriptions:
     """Runtime specs of transcribe tasks: models resolved once each, inputs hashed once."""
 
     def __init__(self, plan: Plan, settings: Settings, state_dir: Path) -> None:
-        from scribefleet.cli.inputs import InputFile
-        from scribefleet.cli.transcribe import hash_inputs
-
         self.settings, self.state_dir = settings, state_dir
-        self._models: dict[str, Any] = {}
+        self._models: dict[str, ResolvedModel] = {}
         paths = dict.fromkeys(Path(t.spec["input"]) for t in plan.tasks if t.kind == "transcribe")
         files = [InputFile(path=p, rel=Path(p.name), missing=not p.is_file()) for p in paths]
         self.hashes = hash_inputs(files, state_dir) if files else {}
 
-    def model(self, name: str) -> Any:
-        from scribefleet.pipeline.models import resolve_model
-
+    def model(self, name: str) -> ResolvedModel:
         if name not in self._models:
             self._models[name] = resolve_model(name, self.settings)
         return self._models[name]
 
     def spec(self, task: PlanTask) -> tuple[dict[str, Any], str]:
         """(runtime spec, content key) of one transcribe task."""
-        from scribefleet.cli.transcribe import transcribe_spec, work_dir_for
-
         options = TranscribeOptions(**task.spec.get("options", {}))
         resolved = self.model(options.model)
         path = Path(task.spec["input"])
@@ -201,7 +198,7 @@ def task_outputs(kind: str, spec: dict[str, Any]) -> list[str]:
     return [spec["output"]] if kind in ("llm", "aggregate") and spec.get("output") else []
 
 
-def create_plan_batch(store: Any, plan: Plan, tasks: list[StoreTask]) -> str:
+def create_plan_batch(store: Store, plan: Plan, tasks: list[StoreTask]) -> str:
     """Record the plan's batch and tasks, or bring the existing batch up to date; returns its id.
 
     The caller holds the dispatcher lock. Tasks whose spec changed are revised

@@ -1,0 +1,142 @@
+"""The edge every command shares: its Settings, its error messages and its exit code, and the transcribe flags.
+
+Exit codes, for every command: 0 all done; 1 a job (or the run) failed; 2 a
+usage or options error (INVALID_OPTIONS, FEATURE_UNAVAILABLE, a bad flag);
+130 interrupted (Ctrl-C), with a hint to run the same command again to resume.
+
+Settings are built once per invocation (`settings_of(ctx)`) and passed down.
+The transcribe options (`--model`, `--language`, ...) are declared once here
+and shared by `transcribe`, `submit` and `batch`; whisper's and
+whisper-ctranslate2's `--flag True|False` spelling of the boolean ones is
+accepted (`whisper_booleans`), so `--word_timestamps True` is not taken for an
+input file named True.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from scribefleet.config import Settings
+from scribefleet.errors import ScribefleetError, UsageError
+from scribefleet.options import FORMATS, TranscribeOptions
+
+INTERRUPTED = 130
+TOKEN_HELP = "API token (default: SCRIBEFLEET_TOKEN)."
+
+
+def stderr_console() -> Console:
+    """Where commands talk to people: stderr, no wrapping (lines stay greppable), no markup in messages."""
+    return Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+
+
+def settings_of(ctx: typer.Context | None) -> Settings:
+    """This invocation's Settings: built at the first call, then the same object (kept on the root context)."""
+    root = ctx.find_root() if ctx is not None else None
+    if root is not None and isinstance(root.obj, Settings):
+        return root.obj
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise UsageError(f"bad SCRIBEFLEET_* setting: {_messages(exc)}") from exc
+    if root is not None:
+        root.obj = settings
+    return settings
+
+
+def _messages(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def pick_controller(controller: str | None, state: Path | None, settings: Settings) -> str | None:
+    """The controller a status/logs/cancel talks to: --controller, else SCRIBEFLEET_CONTROLLER unless --state was given."""
+    return controller or (None if state is not None else settings.controller)
+
+
+def exit_code_of(err: BaseException) -> int:
+    """The one exit-code rule."""
+    if isinstance(err, KeyboardInterrupt):
+        return INTERRUPTED
+    return 2 if isinstance(err, UsageError) else 1
+
+
+def render_error(err: ScribefleetError, console: Console | None = None) -> None:
+    """The one way an error reaches a person: `error [CODE]: message` on stderr."""
+    (console or stderr_console()).print(f"error [{err.code}]: {err.message}", style="red")
+
+
+def run(body: Callable[[], int], *, resume_hint: str = "what finished is recorded; run the same command again to resume") -> NoReturn:
+    """Run a command's body and exit with its code; errors rendered and coded by the one rule."""
+    try:
+        code = body()
+    except ScribefleetError as err:
+        render_error(err)
+        code = exit_code_of(err)
+    except KeyboardInterrupt as err:
+        stderr_console().print(f"interrupted: {resume_hint}")
+        code = exit_code_of(err)
+    raise typer.Exit(code)
+
+
+def transcribe_options(**fields: Any) -> TranscribeOptions:
+    """The options model of the flags; INVALID_OPTIONS (exit 2) naming each bad one."""
+    try:
+        return TranscribeOptions(**fields)
+    except ValidationError as exc:
+        raise UsageError(_messages(exc)) from exc
+
+
+def stage_list(value: str | None) -> tuple[str, ...]:
+    """`--stages decode,render` as stage names; INVALID_OPTIONS naming the stages there are."""
+    from scribefleet.pipeline.job import STAGES
+
+    names = tuple(dict.fromkeys(s for s in (value or "").replace(" ", "").split(",") if s))
+    bad = [s for s in names if s not in STAGES]
+    if bad or (value is not None and not names):
+        raise UsageError(f"unknown stage(s) {', '.join(bad) or '(none)'} in --stages; choose from {', '.join(STAGES)}")
+    return names
+
+
+# -- the transcribe flags, declared once --------------------------------------------
+
+Model = Annotated[str, typer.Option("--model", "-m", help="A CTranslate2 model folder, a size name (small, large-v3), a Hugging Face repo id, or tiny.en (bundled, offline).")]
+Language = Annotated[Optional[str], typer.Option("--language", "-l", help="Spoken language: a code (en, de...) or name (german); auto (default) detects it across the file; auto-per-window per ~20 s.")]
+Task = Annotated[str, typer.Option("--task", help="transcribe, or translate (to English).")]
+Formats = Annotated[str, typer.Option("--format", "-f", "--output_format", help=f"Comma-separated from {','.join(FORMATS)}, or all.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda. cuda never falls back to the CPU.")]
+ComputeType = Annotated[str, typer.Option("--compute-type", "--compute_type", help="auto, int8, int8_float16, float16, float32...")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "--batch_size", min=1, help="Batched inference width; 1 = sequential decoding.")]
+Vad = Annotated[bool, typer.Option("--vad/--no-vad", help="Skip silence with Silero VAD.")]
+WordTimestamps = Annotated[bool, typer.Option("--word-timestamps", "--word_timestamps", help="Add per-word timings (JSON words, TSV stays per segment).")]
+BeamSize = Annotated[int, typer.Option("--beam-size", "--beam_size", min=1, help="Beam width.")]
+InitialPrompt = Annotated[Optional[str], typer.Option("--initial-prompt", "--initial_prompt", help="Text that primes the first window (names, jargon).")]
+AllowMissing = Annotated[bool, typer.Option("--allow-missing", help="Run the inputs that exist even when others are missing (each missing one becomes a failed job) instead of refusing up front.")]
+
+#: boolean flags whisper / whisper-ctranslate2 spell `--flag True|False`: flag -> (what True means, what False means)
+_WHISPER_BOOLEANS = {
+    "--word_timestamps": ("--word-timestamps", None), "--word-timestamps": ("--word-timestamps", None),
+    "--vad": ("--vad", "--no-vad"), "--vad_filter": ("--vad", "--no-vad"), "--verbose": ("--verbose", None),
+}  # fmt: skip
+_TRUTH = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def whisper_booleans(argv: list[str]) -> list[str]:
+    """`--word_timestamps True` -> `--word-timestamps`, `--verbose False` -> nothing, `--vad False` -> `--no-vad`."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg, nxt = argv[i], argv[i + 1] if i + 1 < len(argv) else None
+        flag, _, value = arg.partition("=")
+        if flag in _WHISPER_BOOLEANS and (value or nxt or "").lower() in _TRUTH:
+            truth = _TRUTH[(value or nxt or "").lower()]
+            chosen = _WHISPER_BOOLEANS[flag][0 if truth else 1]
+            out += [chosen] if chosen else []
+            i += 1 if value else 2
+            continue
+        out.append(arg)
+        i += 1
+    return out

@@ -1,0 +1,177 @@
+"""Where work is created: from inputs and options to a batch and its transcribe tasks in a store.
+
+Every transcribe task, however it comes in (`scribefleet transcribe`, `submit`,
+a plan, an upload to the controller's API), is made by `add_transcribe_task`
+from the same pieces: the input's content hash (cached by path, size and
+mtime), a work folder keyed by that hash and the options' result key (so the
+same content with the same options is transcribed once, under any name), and
+the runtime spec a slot's handler reads (`transcribe_spec`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from scribefleet.config import Settings
+from scribefleet.fsio import atomic_write_json, read_json
+from scribefleet.jobs.inputs import InputFile, check_inputs
+from scribefleet.options import Device, TranscribeOptions
+from scribefleet.pipeline.models import ResolvedModel, resolve_model
+from scribefleet.store.models import Task, TaskKind
+from scribefleet.store.store import Store, new_id
+
+
+def _hash_cache_path(state_dir: Path) -> Path:
+    return state_dir / "content-hashes.json"
+
+
+def hash_inputs(files: list[InputFile], state_dir: Path) -> dict[Path, str]:
+    """sha256 of every readable input, reusing earlier results for unchanged files."""
+    from scribefleet.pipeline.media import content_hash  # PyAV and numpy: only when hashing
+
+    cache: dict[str, list] = read_json(_hash_cache_path(state_dir)) or {}
+    todo: list[Path] = []
+    hashes: dict[Path, str] = {}
+    for f in files:
+        if f.missing or not f.path.is_file():
+            continue
+        st = f.path.stat()
+        hit = cache.get(str(f.path))
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            hashes[f.path] = hit[2]
+        else:
+            todo.append(f.path)
+
+    def one(path: Path) -> tuple[Path, str | None]:
+        try:
+            return path, content_hash(path)
+        except OSError:
+            return path, None  # unreadable: the job itself reports why
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # hashlib releases the GIL
+        for path, digest in pool.map(one, todo):
+            if digest:
+                st = path.stat()
+                hashes[path] = digest
+                cache[str(path)] = [st.st_size, st.st_mtime_ns, digest]
+    if todo:
+        atomic_write_json(_hash_cache_path(state_dir), cache)
+    return hashes
+
+
+def work_dir_for(state_dir: Path, path: Path, digest: str | None, result_key: str) -> Path:
+    """The checkpoint folder of one transcription: keyed by content hash (path if unreadable) + options key."""
+    ident = digest[:20] if digest else "path-" + hashlib.sha256(str(path).encode()).hexdigest()[:15]
+    return state_dir / "work" / f"{ident}-{result_key}"
+
+
+def transcribe_spec(input_path: Path, display: str, work_dir: Path, outputs: dict[str, Path],
+                    options: TranscribeOptions, resolved: ResolvedModel, settings: Settings) -> dict[str, Any]:
+    """The runtime spec of a `transcribe` task: what a slot's handler reads."""
+    return {
+        "input_path": str(input_path),
+        "display": display,
+        "work_dir": str(work_dir),
+        "outputs": {k: str(v) for k, v in outputs.items()},
+        "options": options.model_dump(mode="json"),
+        "max_file_mb": settings.max_file_mb,
+        "window_s": settings.window_s,
+        "model_path": str(resolved.path),
+        "model_id": resolved.model_id,
+    }
+
+
+def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Path, display: str, digest: str | None,
+                        outputs: dict[str, Path], options: TranscribeOptions, resolved: ResolvedModel,
+                        settings: Settings, extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """Add (or find) one transcribe task of a batch; returns (task id, its spec)."""
+    work = work_dir_for(store.state_dir, input_path, digest, options.result_key(resolved.model_id))
+    spec = {**transcribe_spec(input_path, display, work, outputs, options, resolved, settings), **(extra or {})}
+    task_id = store.add_task(
+        batch_id, key, TaskKind.TRANSCRIBE.value, spec, max_attempts=settings.max_attempts,
+        timeout_s=settings.transcribe_timeout_s, resources="gpu" if options.device is Device.CUDA else "any",
+        content_key=work.name,
+    )  # fmt: skip
+    return task_id, spec
+
+
+def _batch_key(files: list[InputFile], options: TranscribeOptions, model_id: str) -> str:
+    blob = json.dumps(
+        {"inputs": sorted(str(f.path) for f in files), "options": options.model_dump(mode="json"), "model": model_id},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def create_batch(store: Store, files: list[InputFile], options: TranscribeOptions, resolved: ResolvedModel,
+                 settings: Settings, out: Path, *, force: bool = False, stages: tuple[str, ...] = ()) -> str:
+    """Record the batch of a `transcribe` run and one task per input; bring an existing batch up to date.
+
+    The caller holds the dispatcher lock. Of a batch seen before: tasks whose input
+    changed get the new spec; failed, canceled and skipped tasks, and finished ones
+    whose outputs were deleted, are queued again (their checkpoints make that cheap).
+    `force` throws every checkpoint away and queues every task. `stages` runs those
+    stages (and what depends on them) of every task again, finished ones included,
+    from the other stages' checkpoints (seed 004's `--stages`).
+    """
+    hashes = hash_inputs(files, store.state_dir)
+    batch_id = store.ensure_batch(
+        _batch_key(files, options, resolved.model_id), "transcribe",
+        {"inputs": [str(f.path) for f in files], "options": options.model_dump(mode="json")}, str(out),
+    )
+    before = {t.key: t for t in store.tasks(batch_id=batch_id)} if stages else {}
+    for f in files:
+        rerun = _rerun_of(before.get(str(f.path)), stages) if stages else None
+        task_id, spec = add_transcribe_task(
+            store, batch_id, str(f.path), input_path=f.path, display=str(f.rel), digest=hashes.get(f.path),
+            outputs=f.outputs(options.formats), options=options, resolved=resolved, settings=settings, extra=rerun,
+        )  # fmt: skip
+        store.revise_task(task_id, spec, content_key=Path(spec["work_dir"]).name)
+    if force:
+        for t in store.tasks(batch_id=batch_id):
+            shutil.rmtree(t.spec["work_dir"], ignore_errors=True)
+        store.reset_tasks(batch_id)
+        return batch_id
+    again = [
+        t.id for t in store.tasks(batch_id=batch_id)
+        if t.is_terminal and (stages or not t.is_complete or not all(Path(p).is_file() for p in t.spec["outputs"].values()))
+    ]
+    if again:
+        store.reset_tasks(batch_id, again)
+    return batch_id
+
+
+def _rerun_of(task: Task | None, stages: tuple[str, ...]) -> dict[str, Any]:
+    """The spec fields asking a task to run `stages` again: a new request, or the same one when an
+    unfinished earlier request for the same stages is still on the task (so it resumes)."""
+    if task is not None and not task.is_complete and tuple(task.spec.get("rerun_stages") or ()) == stages:
+        return {"rerun_stages": list(stages), "rerun_id": task.spec.get("rerun_id") or new_id()}
+    return {"rerun_stages": list(stages), "rerun_id": new_id()}
+
+
+def submit_file(file: Path, out: Path, options: TranscribeOptions, settings: Settings) -> Task:
+    """One file as a new one-task batch of the store of `out` (the work of `scribefleet submit`).
+
+    It takes no lock: a new batch with a new task is only added (as anyone may),
+    never changed, so a dispatcher running there meanwhile is not disturbed.
+    """
+    out = out.resolve()
+    (f,) = check_inputs([str(file)], out_dir=out, single_file=True)
+    resolved = resolve_model(options.model, settings)
+    state_dir = out / ".scribefleet"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    digest = hash_inputs([f], state_dir).get(f.path)
+    with Store.open(state_dir) as store:
+        batch_id = store.ensure_batch(f"submit-{new_id()}", "submit",
+                                      {"inputs": [str(f.path)], "options": options.model_dump(mode="json")}, str(out))
+        task_id, _ = add_transcribe_task(store, batch_id, str(f.path), input_path=f.path, display=str(f.rel),
+                                         digest=digest, outputs=f.outputs(options.formats), options=options,
+                                         resolved=resolved, settings=settings)  # fmt: skip
+        task = store.task(task_id)
+    assert task is not None
+    return task

@@ -1,0 +1,206 @@
+"""TaskView: the one public view of a task, whether read from a store or from a controller's API.
+
+`task_view(task)` makes it from a store row; `TaskView.from_api(job)` from the
+job JSON a controller sends. It is written out in two spellings of the same
+fields: `as_json()`, the snake_case JSON of the CLI (`status --json`,
+`submit --json`, `transcribe --json`), and `as_api_json()`, the camelCase job
+of the HTTP API (docs/api.md, seed 001's names).
+
+`percent` is the whole job's progress: each stage covers a share of it
+(`STAGE_SPAN_PERCENT`); `stage_percent` is the current stage's own. With the
+task's events at hand, `stages` tells each stage's state, time and attempts
+(`stage_history`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scribefleet.store.models import TERMINAL_STATUSES, Event, Task, TaskState, iso_ms
+
+#: share of the whole job each stage covers, in percent: (start, end)
+STAGE_SPAN_PERCENT = {"decode": (0, 10), "vad": (10, 15), "transcribe": (15, 90), "render": (90, 95), "publish": (95, 100)}
+
+
+def iso(at: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC to the millisecond; None stays None."""
+    return None if at is None else iso_ms(at)
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """One task (a job) as everyone outside the store sees it."""
+
+    id: str
+    status: str
+    batch_id: str | None = None
+    key: str = ""
+    kind: str = "transcribe"
+    name: str = ""  # what people call it: the input relative to the folder given, or the plan task id
+    input: str | None = None
+    stage: str | None = None
+    percent: float = 0.0
+    stage_percent: float = 0.0
+    attempts: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)  # format -> published path (or URL, from a controller)
+    formats: tuple[str, ...] = ()  # what it was asked to write
+    options: dict[str, Any] = field(default_factory=dict)
+    duration_s: float | None = None
+    language: str | None = None
+    slot: str | None = None
+    execution_mode: str = "local"
+    created_at: float | None = None
+    updated_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    stages: tuple[dict[str, Any], ...] = ()  # stage_history(): [{stage, state, time_s, attempts}]
+    warnings: tuple[str, ...] = ()  # what the model could not do of what was asked (pipeline.language)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def as_json(self, **where: Any) -> dict[str, Any]:
+        """The CLI's JSON (snake_case); `where` adds state_dir= or controller=."""
+        return {
+            "id": self.id, "job_id": self.id, "batch_id": self.batch_id, "key": self.key, "kind": self.kind,
+            "name": self.name, "input": self.input, "state": self.status, "status": self.status, "stage": self.stage,
+            "percent": self.percent, "stage_percent": self.stage_percent, "attempts": self.attempts,
+            "error_code": self.error_code, "error_message": self.error_message, "outputs": dict(self.outputs),
+            "duration_s": self.duration_s, "language": self.language, "slot": self.slot,
+            "warnings": list(self.warnings),
+            **({"stages": list(self.stages)} if self.stages else {}), **where,
+        }  # fmt: skip
+
+    def as_api_json(self, *, slot_is_gpu: bool = False) -> dict[str, Any]:
+        """The HTTP API's job (camelCase, docs/api.md); outputs are download URLs once complete."""
+        worker = None
+        if self.slot is not None or self.status != TaskState.QUEUED.value and self.started_at is not None:
+            seen = self.updated_at if self.status == TaskState.RUNNING.value else self.finished_at or self.updated_at
+            worker = {"slot": self.slot, "gpu": slot_is_gpu, "lastSeenAt": iso(seen)}
+        complete = self.status == TaskState.COMPLETE.value
+        return {
+            "id": self.id,
+            "batchId": self.batch_id,
+            "status": self.status,
+            "executionMode": self.execution_mode,
+            "kind": self.kind,
+            "filename": self.name,
+            "progress": {"stage": self.stage, "percent": self.percent, "stagePercent": self.stage_percent},
+            "worker": worker,
+            "lastErrorCode": self.error_code,
+            "lastErrorMessage": self.error_message,
+            "outputs": {f: f"/api/jobs/{self.id}/outputs/{f}" for f in self.formats} if complete else {},
+            "options": self.options,
+            "attempts": self.attempts,
+            "audioDurationS": self.duration_s,
+            "language": self.language,
+            "warnings": list(self.warnings),
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+            "startedAt": iso(self.started_at),
+            "finishedAt": iso(self.finished_at),
+            **({"stages": [_camel(s) for s in self.stages]} if self.stages else {}),
+        }
+
+    @classmethod
+    def from_api(cls, job: dict[str, Any], base_url: str = "") -> TaskView:
+        """A controller's job JSON as a view; relative output URLs made absolute against `base_url`."""
+        progress = job.get("progress") if isinstance(job.get("progress"), dict) else {}
+        worker = job.get("worker") if isinstance(job.get("worker"), dict) else {}
+        outputs = job.get("outputs") if isinstance(job.get("outputs"), dict) else {}
+        job_id = str(job.get("id") or job.get("jobId") or "")
+        return cls(
+            id=job_id, status=str(job.get("status") or "unknown"), batch_id=job.get("batchId"),
+            kind=str(job.get("kind") or "transcribe"), name=str(job.get("filename") or job.get("name") or job_id),
+            input=job.get("filename"), stage=progress.get("stage"), percent=_number(progress.get("percent")),
+            stage_percent=_number(progress.get("stagePercent")), attempts=int(_number(job.get("attempts"))),
+            error_code=job.get("lastErrorCode"), error_message=job.get("lastErrorMessage"),
+            outputs={f: base_url + u if str(u).startswith("/") else str(u) for f, u in outputs.items() if u},
+            formats=tuple(outputs), options=dict(job.get("options") or {}), duration_s=job.get("audioDurationS"),
+            language=job.get("language"), slot=worker.get("slot") or worker.get("name"),
+            execution_mode=str(job.get("executionMode") or "local"), warnings=tuple(job.get("warnings") or ()),
+        )  # fmt: skip
+
+
+def _camel(stage: dict[str, Any]) -> dict[str, Any]:
+    return {"stage": stage["stage"], "state": stage["state"], "timeS": stage["time_s"], "attempts": stage["attempts"]}
+
+
+#: events that end an attempt, and the state they leave the stage the attempt was in
+_ATTEMPT_ENDS = {"completed": "done", "failed": "failed", "canceled": "canceled", "retry": "interrupted",
+                 "recovered": "interrupted"}  # fmt: skip
+
+
+def stage_history(task: Task, events: list[Event]) -> tuple[dict[str, Any], ...]:
+    """Each pipeline stage of a transcribe task: state (pending, running, done, skipped, failed, canceled,
+    interrupted), time spent in it over every attempt, and the attempts that reached it.
+
+    Read from the task's events since it was last queued afresh (a rerun starts a new history); a stage
+    a finished task took from its checkpoint is `skipped` (the result's `stages_run` lists those that ran).
+    """
+    from scribefleet.pipeline.job import STAGES  # the stage names are the pipeline's
+
+    if task.kind != "transcribe":
+        return ()
+    since = max((i for i, e in enumerate(events) if e.type == "reset"), default=-1) + 1
+    rows = {name: {"stage": name, "state": "pending", "time_s": 0.0, "attempts": 0} for name in STAGES}
+    current: str | None = None
+    entered = 0.0
+    for event in events[since:]:
+        if event.type == "dispatched":
+            current = None
+        elif event.type == "stage" and event.data.get("stage") in rows:
+            if current is not None:
+                rows[current]["state"] = "done"
+                rows[current]["time_s"] += event.at - entered
+            current, entered = event.data["stage"], event.at
+            rows[current]["state"] = "running"
+            rows[current]["attempts"] += 1
+        elif event.type in _ATTEMPT_ENDS and current is not None:
+            rows[current]["state"] = _ATTEMPT_ENDS[event.type]
+            rows[current]["time_s"] += event.at - entered
+            current = None
+    ran = (task.result or {}).get("stages_run")
+    if task.is_complete and isinstance(ran, list):
+        timings = (task.result or {}).get("timings_s") or {}
+        for name, row in rows.items():
+            row["state"] = "done" if name in ran else "skipped"
+            row["time_s"] = timings.get(name, 0.0) if name in ran else 0.0
+    for row in rows.values():
+        row["time_s"] = round(row["time_s"], 3)
+    return tuple(rows.values())
+
+
+def _number(value: Any) -> float:
+    """A number from JSON written by any controller version; 0 for what is missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _percent(task: Task) -> float:
+    if task.state is TaskState.COMPLETE:
+        return 100.0
+    start, end = STAGE_SPAN_PERCENT.get(task.stage or "", (0, 0))
+    return round(start + (end - start) * task.progress, 1) if task.stage in STAGE_SPAN_PERCENT else 0.0
+
+
+def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
+    """A store task as its public view; with its events (in order), each stage's history too."""
+    spec, result = task.spec, task.result or {}
+    return TaskView(
+        id=task.id, status=task.state.value, batch_id=task.batch_id, key=task.key, kind=task.kind,
+        name=str(spec.get("display") or task.key), input=spec.get("input_path", task.key), stage=task.stage,
+        percent=_percent(task), stage_percent=100.0 if task.is_complete else round(100.0 * (task.progress or 0.0), 1),
+        attempts=task.attempts, error_code=task.error_code, error_message=task.error_message,
+        outputs=dict(result.get("outputs") or {}), formats=tuple((spec.get("outputs") or {}).keys()),
+        options=dict(spec.get("options") or {}), duration_s=result.get("duration_s"), language=result.get("language"),
+        slot=task.slot, created_at=task.created_at, updated_at=task.updated_at, started_at=task.started_at,
+        finished_at=task.finished_at, stages=stage_history(task, events) if events is not None else (),
+        warnings=tuple(result.get("warnings") or ()),
+    )  # fmt: skip

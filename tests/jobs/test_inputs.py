@@ -1,0 +1,38 @@
+"""jobs/inputs.py: inputs are checked before anything is recorded or started."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scribefleet.errors import InputNotFound
+from scribefleet.jobs.inputs import check_inputs
+
+
+def test_every_missing_input_is_named_up_front(tmp_path: Path, speech: dict[str, Path]) -> None:
+    good = tmp_path / "good.wav"
+    shutil.copy(speech["en01.wav"], good)
+    with pytest.raises(InputNotFound) as info:
+        check_inputs([str(good), str(tmp_path / "nope.wav"), str(tmp_path / "*.mp4"), "True"], out_dir=tmp_path / "out")
+    err = info.value
+    assert err.code == "INPUT_NOT_FOUND" and "nothing was started" in err.message and "--allow-missing" in err.message
+    assert sorted(Path(p).name for p in err.details["missing"]) == ["*.mp4", "True", "nope.wav"]
+
+
+def test_allow_missing_keeps_them_as_missing_inputs(tmp_path: Path, speech: dict[str, Path]) -> None:
+    good = tmp_path / "good.wav"
+    shutil.copy(speech["en01.wav"], good)
+    files = check_inputs([str(good), str(tmp_path / "nope.wav")], out_dir=tmp_path / "out", allow_missing=True)
+    assert [(f.path.name, f.missing) for f in files] == [("good.wav", False), ("nope.wav", True)]
+
+
+def test_a_folder_without_media_and_a_non_file_are_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not media")
+    with pytest.raises(InputNotFound, match="no media found"):
+        check_inputs([str(empty)], out_dir=tmp_path / "out")
+    with pytest.raises(InputNotFound, match="is not a file"):
+        check_inputs([str(empty)], out_dir=tmp_path / "out", single_file=True)

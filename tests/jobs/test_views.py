@@ -1,0 +1,49 @@
+"""jobs/views.py: one view of a task, written as the CLI's JSON and as the API's, and read back from the API's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scribefleet.jobs.views import TaskView, task_view
+from scribefleet.store.store import Store
+
+
+def test_one_view_two_spellings(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    batch_id = store.ensure_batch("k", "api", {}, None)
+    spec = {"display": "talk.wav", "input_path": "/in/talk.wav", "outputs": {"srt": "/o/talk.srt"}, "options": {"model": "tiny.en"}}
+    task = store.task(store.add_task(batch_id, "x/talk.wav", "transcribe", spec))
+    view = task_view(task)
+    cli = view.as_json(state_dir=str(tmp_path))
+    assert cli["id"] == cli["job_id"] == task.id and cli["state"] == cli["status"] == "queued"
+    assert (cli["name"], cli["input"], cli["state_dir"], cli["outputs"]) == ("talk.wav", "/in/talk.wav", str(tmp_path), {})
+    api = view.as_api_json()
+    assert (api["id"], api["batchId"], api["filename"], api["status"], api["worker"]) == (task.id, batch_id, "talk.wav", "queued", None)
+    assert api["progress"] == {"stage": None, "percent": 0.0, "stagePercent": 0.0} and api["options"] == {"model": "tiny.en"}
+    back = TaskView.from_api({**api, "status": "complete", "outputs": {"srt": f"/api/jobs/{task.id}/outputs/srt"}}, "http://c")
+    assert (back.id, back.name, back.batch_id, back.is_terminal) == (task.id, "talk.wav", batch_id, True)
+    assert back.outputs == {"srt": f"http://c/api/jobs/{task.id}/outputs/srt"}
+
+
+def test_stage_history_from_the_store_events_of_two_attempts(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    batch_id = store.ensure_batch("k", "transcribe", {}, None)
+    task_id = store.add_task(batch_id, "talk.wav", "transcribe", {"display": "talk.wav"}, max_attempts=3)
+    store.mark_running(task_id, "cpu0")
+    for stage in ("decode", "vad", "transcribe"):
+        store.record_progress(task_id, stage, 0.0)
+    store.requeue(task_id, "SLOT_CRASHED", "the slot died")  # attempt 1 ends inside transcribe
+    store.mark_running(task_id, "cpu0")
+    for stage in ("decode", "vad", "transcribe"):  # checkpoints: decode and vad are reported done at once
+        store.record_progress(task_id, stage, 1.0 if stage != "transcribe" else 0.0)
+    running = {s["stage"]: (s["state"], s["attempts"]) for s in task_view(store.task(task_id), store.events(task_id=task_id)).stages}
+    assert running == {"decode": ("done", 2), "vad": ("done", 2), "transcribe": ("running", 2), "render": ("pending", 0),
+                       "publish": ("pending", 0)}
+    store.record_progress(task_id, "render", 0.0)
+    store.record_progress(task_id, "publish", 0.0)
+    store.complete(task_id, {"stages_run": ["transcribe", "render", "publish"], "timings_s": {"transcribe": 2.5}})
+    view = task_view(store.task(task_id), store.events(task_id=task_id))
+    done = {s["stage"]: (s["state"], s["attempts"], s["time_s"]) for s in view.stages}
+    assert done["decode"] == ("skipped", 2, 0.0) and done["transcribe"] == ("done", 2, 2.5)
+    assert view.as_json()["stages"] == list(view.stages) and view.as_api_json()["stages"][2]["timeS"] == 2.5
+    assert "stages" not in task_view(store.task(task_id)).as_json()  # lists leave them out
