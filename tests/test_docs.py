@@ -49,3 +49,15 @@ def test_no_documented_flag_is_missing() -> None:
         assert command in real, f"docs/cli.md documents a command that does not exist: {command}"
         for opt in set(re.findall(r"^\| `(-{1,2}[a-z][a-z0-9_-]*)`", body, flags=re.M)):
             assert opt in real[command], f"docs/cli.md documents {command} {opt}, which does not exist"
+
+
+def test_the_security_doc_covers_each_defence_and_names_real_settings() -> None:
+    text = (DOCS / "security.md").read_text()
+    headings = set(re.findall(r"^## (.+)$", text, flags=re.M))
+    for topic in ("TLS", "Tokens", "sessions and CSRF", "Limits", "Files and paths", "SSRF"):
+        assert any(topic in h for h in headings), f"docs/security.md has no section on {topic}"
+    settings = {f"SCRIBEFLEET_{name.upper()}" for name in Settings.model_fields}
+    named = set(re.findall(r"`(SCRIBEFLEET_[A-Z0-9_]+)`", text))
+    assert named and named <= settings, f"docs/security.md names settings that do not exist: {named - settings}"
+    for setting in ("SCRIBEFLEET_MAX_JSON_KB", "SCRIBEFLEET_AUTH_FAIL_LIMIT", "SCRIBEFLEET_UMASK", "SCRIBEFLEET_API_MODEL_ROOT"):
+        assert setting in named, f"docs/security.md does not explain {setting}"

@@ -1,11 +1,59 @@
-"""options.py: what --language accepts, and refusing the rest before any work starts."""
+"""TranscribeOptions: every field takes its own type only, text options are bounded, --language takes Whisper's languages."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from scribefleet.options import LANGUAGES, PER_WINDOW, TranscribeOptions
+from scribefleet.options import LANGUAGES, MAX_MODEL_CHARS, MAX_PROMPT_CHARS, PER_WINDOW, FORMATS, Device, TranscribeOptions
+
+#: for each field, values of a wrong type (what a JSON client can send)
+WRONG_TYPES: dict[str, list[Any]] = {
+    "model": [42, True, None, ["tiny.en"], {"name": "tiny.en"}],
+    "language": [42, True, 1.5, ["en"], {"en": 1}],
+    "task": [1, True, None, ["transcribe"]],
+    "formats": [None, 5, True, 1.5, {"srt": 1}, [1], ["srt", None], [["srt"]]],
+    "device": [1, True, None, ["cpu"], 1.5],
+    "compute_type": [8, True, None, ["int8"]],
+    "batch_size": ["8", 8.5, True, None, [8]],
+    "vad": ["yes", 1, 0, None, "true"],
+    "word_timestamps": ["no", 1, None, []],
+    "beam_size": ["5", 5.0, True, None],
+    "initial_prompt": [7, True, ["hello"], {"text": "hello"}],
+    "temperature": ["0.5", True, [0.5]],
+}
+
+
+def test_every_field_is_covered() -> None:
+    assert set(WRONG_TYPES) == set(TranscribeOptions.model_fields)
+
+
+@pytest.mark.parametrize(("field", "value"), [(f, v) for f, vs in WRONG_TYPES.items() for v in vs])
+def test_a_wrong_type_is_refused(field: str, value: Any) -> None:
+    with pytest.raises(ValidationError):
+        TranscribeOptions.model_validate({field: value})
+    with pytest.raises(ValidationError):
+        TranscribeOptions.model_validate_json('{"%s": %s}' % (field, __import__("json").dumps(value)))
+
+
+def test_the_right_types_still_pass() -> None:
+    options = TranscribeOptions.model_validate(
+        {"model": "tiny.en", "language": "EN", "task": "translate", "formats": "srt, VTT", "device": "cpu",
+         "compute_type": "INT8", "batch_size": 4, "vad": False, "word_timestamps": True, "beam_size": 2,
+         "initial_prompt": "Glossary", "temperature": 0}
+    )  # fmt: skip
+    assert options.formats == ("srt", "vtt") and options.device is Device.CPU and options.temperature == 0.0
+    assert TranscribeOptions(formats=["all"]).formats == FORMATS
+    assert TranscribeOptions.model_validate_json('{"device": "cuda", "formats": ["json"]}').device is Device.CUDA
+
+
+def test_text_options_are_bounded() -> None:
+    TranscribeOptions(initial_prompt="p" * MAX_PROMPT_CHARS, model="m" * MAX_MODEL_CHARS)
+    for too_long in ({"initial_prompt": "p" * (MAX_PROMPT_CHARS + 1)}, {"model": "m" * (MAX_MODEL_CHARS + 1)}, {"model": ""}):
+        with pytest.raises(ValidationError):
+            TranscribeOptions.model_validate(too_long)
 
 
 def test_language_codes_are_whispers_own() -> None:

@@ -113,6 +113,17 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SCRIBEFLEET_GPUS", "CUDA_VISIBLE_DEVICES")
     )
 
+    #: check a GPU slot's CUDA (driver, libraries, one pinned device) before it takes tasks;
+    #: off, a GPU slot that fails it still takes tasks (GPU slots that only run shell tasks)
+    slot_preflight: bool = True
+    #: what hosts the slots: `local` (slot processes on this machine) or `ray` (Ray actors on a
+    #: Ray cluster; needs `pip install 'scribefleet[ray]'`, see docs/ray.md)
+    engine: str = "local"
+    #: the Ray engine's cluster: an address (`ray://host:10001`, `host:6379`), `local` for a
+    #: private cluster on this machine, or unset for Ray's own choice (RAY_ADDRESS, else a
+    #: cluster started on this machine with `ray start`, else a private one)
+    ray_address: str | None = None
+
     #: OpenAI-compatible chat endpoint of `llm` tasks (default: a local Ollama); a task's
     #: `endpoint` and a slot's entry in llm_slot_endpoints come first
     llm_endpoint: str = "http://127.0.0.1:11434"
@@ -156,6 +167,20 @@ class Settings(BaseSettings):
     session_ttl_s: float = Field(default=43200.0, gt=0)
     #: the model OpenAI-compatible requests get for `whisper-1` (and OpenAI's other model names)
     api_default_model: str = "tiny.en"
+    #: models API clients may name besides the bundled tiny.en and the size names (tiny ... large-v3):
+    #: Hugging Face repo ids or model folders of this server, as a JSON list
+    api_models: list[str] = Field(default_factory=list)
+    #: a folder whose subfolders (each a CTranslate2 model with model.bin) API clients may name by folder name
+    api_model_root: Path | None = None
+    #: the largest JSON request body, KiB (uploads have max_file_mb); larger ones get 413 REQUEST_TOO_LARGE
+    max_json_kb: int = Field(default=256, ge=1)
+    #: wrong API tokens from one client address within auth_fail_window_s before its tokens are refused (429)
+    auth_fail_limit: int = Field(default=10, ge=1)
+    #: the window of auth_fail_limit, seconds; also the first pause, which doubles with each further one
+    auth_fail_window_s: float = Field(default=300.0, gt=0)
+    #: file mode mask of everything `serve` creates (state folder, store, uploads, outputs), octal:
+    #: 077 = folders 0700, files 0600
+    umask: str = Field(default="077", pattern=r"^0?[0-7]{3}$")
 
     @field_serializer("llm_api_key", when_used="json")
     def _secret_json(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
@@ -163,6 +188,10 @@ class Settings(BaseSettings):
         if value is None:
             return None
         return value.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(value)
+
+    @property
+    def umask_bits(self) -> int:
+        return int(self.umask, 8)
 
     @property
     def hf_home(self) -> Path:

@@ -33,12 +33,15 @@ with what to do about it, and a test keeps the two in step.
     +-- PlanInvalid                     PLAN_INVALID
     +-- Unauthorized                    UNAUTHORIZED
     +-- ControllerUnreachable           CONTROLLER_UNREACHABLE
+    +-- RayUnreachable                  RAY_UNREACHABLE
     +-- InvalidRequest                  INVALID_REQUEST        (the controller's HTTP API:)
     +-- CsrfFailed                      CSRF_FAILED
     +-- NotFound                        NOT_FOUND
     +-- MethodNotAllowed                METHOD_NOT_ALLOWED
     +-- UrlNotSupported                 URL_NOT_SUPPORTED
     +-- JobNotComplete                  JOB_NOT_COMPLETE
+    +-- RequestTooLarge                 REQUEST_TOO_LARGE
+    +-- TooManyAttempts                 TOO_MANY_ATTEMPTS
 """
 
 from __future__ import annotations
@@ -247,6 +250,12 @@ class ControllerUnreachable(ScribefleetError):
     retryable = True
 
 
+class RayUnreachable(ScribefleetError):
+    """The ray engine could not connect to its Ray cluster (no cluster there, or it refused our token)."""
+
+    code, http_status = "RAY_UNREACHABLE", 503
+
+
 class StateIncompatible(ScribefleetError):
     """The state directory was written by a newer scribefleet (unknown schema version)."""
 
@@ -287,6 +296,18 @@ class JobNotComplete(ScribefleetError):
     """An output was asked for before its job completed."""
 
     code, http_status = "JOB_NOT_COMPLETE", 409
+
+
+class RequestTooLarge(ScribefleetError):
+    """A request body is over the controller's limit for its kind (JSON bodies: SCRIBEFLEET_MAX_JSON_KB)."""
+
+    code, http_status = "REQUEST_TOO_LARGE", 413
+
+
+class TooManyAttempts(ScribefleetError):
+    """Too many wrong tokens came from one client address; it must wait (Retry-After) before trying again."""
+
+    code, http_status = "TOO_MANY_ATTEMPTS", 429
 
 
 def _all_subclasses(cls: type) -> list[type]:

@@ -13,8 +13,11 @@ import json
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+#: longest model name and initial prompt a job may carry (a prompt is read as at most 224 tokens anyway)
+MAX_MODEL_CHARS = 200
+MAX_PROMPT_CHARS = 4000
 FORMATS = ("srt", "vtt", "json", "txt", "tsv")
 #: CTranslate2's compute types ("auto" picks the fastest accurate one for the device); which of them a
 #: device really supports is checked where the model loads (pipeline.models)
@@ -49,6 +52,13 @@ LANGUAGES: dict[str, str] = {
 _LANGUAGE_BY_NAME = {name: code for code, name in LANGUAGES.items()}
 
 
+#: fields whose validators accept loose input (a string is parsed), checked for their type first
+_TEXT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "language": str, "compute_type": str, "task": str, "device": (str, Enum),
+}
+_KIND_NAMES = {str: "a string", (str, Enum): "a string"}
+
+
 class Device(str, Enum):
     """Where a slot runs its model."""
 
@@ -62,25 +72,39 @@ class TranscribeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = "tiny.en"
+    model: str = Field(default="tiny.en", min_length=1, max_length=MAX_MODEL_CHARS, strict=True)
     language: str | None = None  # a code from LANGUAGES; None = detect for the file; PER_WINDOW = per window
     task: Literal["transcribe", "translate"] = "transcribe"
     formats: tuple[str, ...] = FORMATS
     device: Device = Device.AUTO
     compute_type: str = "auto"
-    batch_size: int = Field(default=8, ge=1, le=256)  # 1 = sequential decoding
-    vad: bool = True
-    word_timestamps: bool = False
-    beam_size: int = Field(default=5, ge=1, le=20)
-    initial_prompt: str | None = None
-    temperature: float | None = Field(default=None, ge=0.0, le=1.0)  # None = fallback ladder
+    batch_size: int = Field(default=8, ge=1, le=256, strict=True)  # 1 = sequential decoding
+    vad: bool = Field(default=True, strict=True)
+    word_timestamps: bool = Field(default=False, strict=True)
+    beam_size: int = Field(default=5, ge=1, le=20, strict=True)
+    initial_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS, strict=True)
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)  # None = fallback ladder
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_types(cls, data: object) -> object:
+        # lax validators below would turn 42 into "42" or a stray type into a crash: a wrong type is
+        # refused here, before them, as a validation error (INVALID_OPTIONS at every edge)
+        if isinstance(data, dict):
+            for name, kinds in _TEXT_FIELDS.items():
+                value = data.get(name)
+                if value is not None and not isinstance(value, kinds):
+                    raise ValueError(f"{name} must be {_KIND_NAMES[kinds]}, not {type(value).__name__}")
+        return data
 
     @field_validator("formats", mode="before")
     @classmethod
     def _parse_formats(cls, value: object) -> tuple[str, ...]:
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").split(",") if v]
-        items = tuple(str(v).lower() for v in value)  # type: ignore[union-attr]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError("formats must be a list of format names or one comma-separated string")
+        items = tuple(v.lower() for v in value)
         if "all" in items:
             return FORMATS
         bad = [f for f in items if f not in FORMATS]
@@ -110,7 +134,7 @@ class TranscribeOptions(BaseModel):
         raise ValueError(
             f"unknown language {value!r}: give a Whisper language code or its English name "
             f"({', '.join(LANGUAGES)}; e.g. de or german), auto to detect it once per file, "
-            f"or {PER_WINDOW} to detect it per stretch of about 30 s"
+            f"or {PER_WINDOW} to detect it per stretch of about 20 s"
         )
 
     @property

@@ -1,7 +1,7 @@
 """A small fleet for dispatcher tests: a state dir, a store, a batch, real CPU slots, a log file.
 
 Every test that takes `fleet` runs once per registered engine (local slot
-processes, threads), because the dispatcher must work on any engine. A test
+processes, threads, Ray actors on the session's Ray cluster), because the dispatcher must work on any engine. A test
 about slot *processes* (a SIGKILLed or SIGSTOPped slot, a slot that never
 starts) or that needs a model loaded in a slot is marked
 `local_only("why")` and runs on the local engine only.
@@ -88,7 +88,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, settings: Settings, engine_name: str) -> Iterator[Fleet]:
+def fleet(tmp_path: Path, settings: Settings, engine_name: str, request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    if engine_name == "ray":
+        request.getfixturevalue("ray_cluster")  # one cluster for the session (tests/ray_cluster.py)
     state_dir, work = tmp_path / "state", tmp_path / "work"
     work.mkdir()
     setup_logging(state_dir / "logs" / "scribefleet.log", verbose=True)

@@ -174,3 +174,19 @@ def test_a_cuda_slot_passes_its_preflight_and_is_pinned_to_its_gpu(tmp_path: Pat
         engine.stop()
     assert (tmp_path / "visible.txt").read_text().strip() == "0"
     assert "preflight ok" in (tmp_path / "state" / "logs" / "slot-gpu0.log").read_text()
+
+
+def test_with_the_cuda_check_off_a_gpu_slot_takes_tasks_pinned_to_its_gpu(tmp_path: Path, settings: Settings) -> None:
+    # SCRIBEFLEET_SLOT_PREFLIGHT=false: no CUDA is needed here, only the slot's pinning is under test
+    settings = settings.model_copy(update={"slot_preflight": False})
+    engine = LocalEngine(settings, tmp_path / "state", [SlotSpec("gpu3", "cuda", gpu_index=3)])
+    engine.start()
+    try:
+        _, seen = wait_for(engine, "ready")
+        assert "preflight_failed" not in [e.type for e in seen]
+        engine.assign("gpu3", shell("t1", 'echo "$CUDA_VISIBLE_DEVICES" > visible.txt', tmp_path))
+        wait_for(engine, "done")
+    finally:
+        engine.stop()
+    assert (tmp_path / "visible.txt").read_text().strip() == "3"
+    assert "preflight" not in (tmp_path / "state" / "logs" / "slot-gpu3.log").read_text()

@@ -12,6 +12,7 @@ from helpers import DATA, TEXTS, wer
 from scribefleet.options import TranscribeOptions
 from scribefleet.pipeline.asr import Window, plan_windows, transcribe_windows
 from scribefleet.pipeline.checkpoint import WindowLog
+from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.vad import speech_ranges
@@ -110,7 +111,8 @@ def test_no_speech_is_an_empty_transcript(model: Any, options: TranscribeOptions
     silence = np.zeros(20 * SAMPLE_RATE, dtype=np.float32)
     result = transcribe(model, silence, options, tmp_path)
     assert result == {
-        "text": "", "language": "en", "language_probability": 1.0, "language_samples": [], "duration": 20.0, "segments": [],
+        "text": "", "language": "en", "language_probability": 1.0, "language_samples": [], "duration": 20.0,
+        "segments": [], "guards": zero_counts(),
     }
 
 

@@ -56,6 +56,10 @@ async def test_bad_media_fails_alone_with_its_code(running_client: httpx.AsyncCl
     made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": resp.json()["uploadId"]})
     job = await wait_job(client, made.json()["id"])
     assert job["status"] == "failed" and job["lastErrorCode"] == "MEDIA_UNREADABLE" and job["lastErrorMessage"]
+    # the upload is named by its name, never by where it lies on the server
+    assert "notes.mp3" in job["lastErrorMessage"] and "/uploads/" not in job["lastErrorMessage"], job
+    runtime = (await client.get("/api/runtime", headers=AUTH)).json()
+    assert any(e.get("jobId") == job["id"] for e in runtime["recentErrors"]) and "/uploads/" not in json.dumps(runtime)
     early = await client.get(f"/api/jobs/{job['id']}/outputs/srt", headers=AUTH)
     assert early.status_code == 409 and early.json()["error"]["code"] == "JOB_NOT_COMPLETE"
     runtime = (await client.get("/api/runtime", headers=AUTH)).json()

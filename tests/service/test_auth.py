@@ -157,8 +157,11 @@ async def test_no_secret_reaches_logs_or_answers(idle: Service, caplog: pytest.L
 
 
 def test_auth_configuration_is_checked_before_serving(tmp_path: Path) -> None:
-    tokens = [SecretStr("t")]
+    tokens = [SecretStr("t" * 16)]
     check_auth_config(service_settings(tmp_path), "0.0.0.0", tokens)
+    for short in ("t", "fifteen-chars-x"):
+        with pytest.raises(UsageError, match="shorter than 16"):
+            check_auth_config(service_settings(tmp_path), "127.0.0.1", [*tokens, SecretStr(short)])
     with pytest.raises(UsageError, match="no API token"):
         check_auth_config(service_settings(tmp_path, api_tokens=None), "127.0.0.1", [])
     off = service_settings(tmp_path, api_tokens=None, auth_disabled=True)

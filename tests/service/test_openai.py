@@ -49,7 +49,7 @@ def test_verbose_json_with_word_timestamps(client: openai.OpenAI) -> None:
             model="whisper-1", file=fh, response_format="verbose_json",
             timestamp_granularities=["word", "segment"], prompt="Glossary: quick, brown.",
         )  # fmt: skip
-    assert verbose.language == "en" and 1.0 < verbose.duration < 10.0
+    assert verbose.language == "english" and 1.0 < verbose.duration < 10.0
     assert verbose.segments and verbose.segments[0].end > verbose.segments[0].start
     assert verbose.words and all(w.end >= w.start for w in verbose.words)
     assert wer(TEXTS[FIXTURE], " ".join(w.word.strip() for w in verbose.words)) < 0.35
@@ -70,13 +70,32 @@ def test_errors_reach_the_client_as_openai_errors(client: openai.OpenAI, live: s
     assert bad_media.value.status_code == 422 and bad_media.value.body["code"] == "MEDIA_UNREADABLE"
     with pytest.raises(openai.BadRequestError) as bad_format:
         client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"x"), response_format="docx")  # type: ignore[arg-type]
-    assert bad_format.value.body["code"] == "INVALID_OPTIONS"
-    with pytest.raises(openai.NotFoundError):
-        client.audio.transcriptions.create(model="no-such-model", file=(FIXTURE, (DATA / FIXTURE).read_bytes()))
+    assert bad_format.value.body == {
+        "message": bad_format.value.body["message"], "type": "invalid_request_error", "param": "response_format",
+        "code": "INVALID_OPTIONS",
+    }  # fmt: skip
+    for model in ("no-such-model", "~nosuchuser", "/tmp", "x" * 300, "../" * 40):
+        with pytest.raises((openai.NotFoundError, openai.BadRequestError)) as unknown:
+            client.audio.transcriptions.create(model=model, file=(FIXTURE, (DATA / FIXTURE).read_bytes()))
+        assert unknown.value.body["code"] in ("MODEL_NOT_FOUND", "INVALID_OPTIONS"), unknown.value.body
+        assert unknown.value.body["param"] == "model" and unknown.value.body["type"] == "invalid_request_error"
     stranger = openai.OpenAI(base_url=f"{live}/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as unauthorized:
         stranger.audio.transcriptions.create(model="whisper-1", file=(FIXTURE, (DATA / FIXTURE).read_bytes()))
     assert unauthorized.value.body["code"] == "UNAUTHORIZED"
+    assert unauthorized.value.body["type"] == "authentication_error" and set(unauthorized.value.body) == {
+        "message", "type", "param", "code"
+    }
+
+
+def test_models_lists_what_the_server_can_load(client: openai.OpenAI) -> None:
+    listed = {m.id: m for m in client.models.list()}
+    assert {"whisper-1", "tiny.en"} <= set(listed) and all(m.object == "model" for m in listed.values())
+    assert not any("/" in name for name in listed)  # no server folder, no repo id unless an operator allowed it
+    assert client.models.retrieve("tiny.en").id == "tiny.en"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("no-such-model")
+    assert missing.value.body["code"] == "NOT_FOUND" and missing.value.body["type"] == "invalid_request_error"
 
 
 def test_a_client_that_goes_away_cancels_its_job(live: str, tmp_path: Path) -> None:

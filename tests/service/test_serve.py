@@ -13,7 +13,7 @@ import pytest
 
 from scribefleet.store.models import TaskState
 from scribefleet.store.store import Store
-from service.harness import AUTH, DATA, WAIT_S, ServeProcess, serve_env
+from service.harness import AUTH, DATA, TOKEN, WAIT_S, ServeProcess, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,43 @@ def test_refuses_to_start_without_a_safe_auth_setup(tmp_path: Path) -> None:
     open_wide = ServeProcess(tmp_path / "b", {**no_tokens, "SCRIBEFLEET_AUTH_DISABLED": "true"}, ["--host", "0.0.0.0"])
     assert open_wide.start().wait_exit() == 2 and "loopback" in open_wide.output()
     assert not (tmp_path / "b" / "store.sqlite").exists(), "nothing started"
+    short = ServeProcess(tmp_path / "c", {**no_tokens, "SCRIBEFLEET_API_TOKENS": "guessable-15chr"}).start()
+    assert short.wait_exit() == 2 and "shorter than 16" in short.output() and "guessable" not in short.output()
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_files_are_private_and_slots_hold_no_secret(tmp_path: Path) -> None:
+    secrets = {"SCRIBEFLEET_TOKEN": "cli-secret-0123456789", "SCRIBEFLEET_LLM_API_KEY": "llm-secret-0123456789"}
+    state = tmp_path / "state"
+    server = ServeProcess(state, serve_env(tmp_path, **secrets)).start()
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as client:
+            with (DATA / "en02.wav").open("rb") as fh:
+                up = client.post("/api/uploads", files={"file": ("talk.wav", fh)}).json()
+            job = client.post("/api/jobs", json={"uploadId": up["uploadId"], "options": {"formats": ["srt"]}}).json()
+            done = _poll(client, f"/api/jobs/{job['id']}", lambda j: j["status"] in ("complete", "failed"))
+        assert done["status"] == "complete", done
+        pids = server.slot_pids()
+        assert pids
+        for pid in pids:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"SCRIBEFLEET_API_TOKENS" not in environ and b"SCRIBEFLEET_TOKEN=" not in environ
+            for secret in (TOKEN, *secrets.values()):
+                assert secret.encode() not in environ
+        upload_dir = state / "uploads" / up["uploadId"]
+        outputs = list((state / "jobs").rglob("*.srt"))
+        assert outputs
+        for folder in (state, state / "uploads", upload_dir, state / "jobs", outputs[0].parent, state / "logs"):
+            assert _mode(folder) == 0o700, (folder, oct(_mode(folder)))
+        for file in (upload_dir / "talk.wav", state / "uploads" / f"{up['uploadId']}.json", outputs[0],
+                     state / "store.sqlite", state / "logs" / "scribefleet.log"):  # fmt: skip
+            assert _mode(file) == 0o600, (file, oct(_mode(file)))
+    finally:
+        server.kill(signal.SIGTERM)
 
 
 def _long_recording(path: Path, times: int = 4) -> Path:

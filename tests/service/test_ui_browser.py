@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import wave
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,28 @@ def test_pages_need_a_session_and_a_wrong_token_is_refused(controller: RunningCo
     assert "not accepted" in page.inner_text("#flash")
     assert "/ui/login" in page.url
     assert not [c for c in browser.cookies() if c["name"] == "scribefleet_session"]
+
+
+#: `next` as it appears in the login link's query: tab, newline, backslash, encoded and protocol-relative forms
+FOREIGN_NEXT = (
+    "%2F%09%2Fevil.example%2F", "/%09/evil.example/", "%2F%0A%2Fevil.example%2F", "%2F%0D%0A%2Fevil.example",
+    "%2F%5Cevil.example%2F", "/%5C/evil.example", "%5C%5Cevil.example", "%2F%2Fevil.example%2F", "//evil.example",
+    "///evil.example", "%2F%2F%2Fevil.example", "http%3A%2F%2Fevil.example%2F", "https:evil.example",
+    "javascript:alert(1)", "%2F%E2%80%AE%2Fevil.example", "%20%2F%2Fevil.example", "/%00/evil.example",
+)  # fmt: skip
+
+
+def test_login_sends_the_browser_to_this_site_only(controller: RunningController, browser: Any) -> None:
+    page = browser.new_page()
+    site = urlsplit(controller.url).netloc
+    for raw in (*FOREIGN_NEXT, "%2Fui%2Fruntime"):
+        page.goto(f"{controller.url}/ui/login?next={raw}")
+        page.fill("#token", controller.token)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_url(lambda url: "/ui/login" not in url, wait_until="commit")
+        landed = urlsplit(page.url)
+        assert landed.scheme == "http" and landed.netloc == site, f"next={raw} sent the browser to {page.url}"
+        assert landed.path == ("/ui/runtime" if "runtime" in raw else "/ui/"), (raw, page.url)
 
 
 def test_upload_watch_download_and_read(controller: RunningController, browser: Any, tmp_path: Path) -> None:

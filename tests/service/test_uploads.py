@@ -33,6 +33,10 @@ def test_safe_filename() -> None:
         "ü" * 150 + ".wav": "ü" * 98 + ".wav",
         "archive.tar.gz": "archive.tar.gz",
         "noext": "noext",
+        # a right-to-left override shows "invoice_\u202Evaw.exe" as "invoice_exe.wav": every format character goes
+        "invoice_\u202evaw.exe": "invoice_vaw.exe",
+        "a\u2066b\u2069\u200bc\u200f\u061c\ufeffd\u2028e.wav": "abcde.wav",
+        "\u202e.wav": "wav",
     }
     for given, wanted in cases.items():
         assert safe_filename(given) == wanted, given

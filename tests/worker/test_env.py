@@ -24,6 +24,16 @@ def test_gpu_slot_is_pinned_to_its_gpu(settings: Settings) -> None:
     assert env["OMP_NUM_THREADS"] == "4"
 
 
+def test_no_secret_setting_reaches_a_slot(settings: Settings) -> None:
+    secrets = {
+        "SCRIBEFLEET_API_TOKENS": "a" * 20, "SCRIBEFLEET_TOKEN": "b" * 20, "SCRIBEFLEET_LLM_API_KEY": "c" * 20,
+        "WORKER_TOKEN": "d" * 20, "scribefleet_api_tokens": "e" * 20,
+    }  # fmt: skip
+    env = slot_environment(settings, gpu_index=None, cpu_threads=1, base={**secrets, "AWS_PROFILE": "media", "HOME": "/h"})
+    assert not set(env) & set(secrets) and not any(v in env.values() for v in secrets.values())
+    assert env["AWS_PROFILE"] == "media" and env["HOME"] == "/h"  # what tasks legitimately need stays
+
+
 def test_cpu_slot_sees_no_gpu(settings: Settings) -> None:
     env = slot_environment(settings, gpu_index=None, cpu_threads=0, base={"CUDA_VISIBLE_DEVICES": "0"})
     assert env["CUDA_VISIBLE_DEVICES"] == ""

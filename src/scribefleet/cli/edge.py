@@ -52,6 +52,18 @@ def _messages(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
+def with_engine(ctx: typer.Context, engine: str | None, ray_address: str | None) -> Settings:
+    """This invocation's Settings with `--engine` / `--ray-address` applied (they win over SCRIBEFLEET_ENGINE/_RAY_ADDRESS)."""
+    settings = settings_of(ctx)
+    if engine is not None and engine not in ("local", "ray"):  # the thread engine runs no transcriptions
+        raise UsageError(f"--engine {engine!r}: choose local or ray")
+    update = {k: v for k, v in (("engine", engine), ("ray_address", ray_address)) if v is not None}
+    if update:
+        settings = settings.model_copy(update=update)
+        ctx.find_root().obj = settings
+    return settings
+
+
 def pick_controller(controller: str | None, state: Path | None, settings: Settings) -> str | None:
     """The controller a status/logs/cancel talks to: --controller, else SCRIBEFLEET_CONTROLLER unless --state was given."""
     return controller or (None if state is not None else settings.controller)
@@ -114,6 +126,8 @@ Vad = Annotated[bool, typer.Option("--vad/--no-vad", help="Skip silence with Sil
 WordTimestamps = Annotated[bool, typer.Option("--word-timestamps", "--word_timestamps", help="Add per-word timings (JSON words, TSV stays per segment).")]
 BeamSize = Annotated[int, typer.Option("--beam-size", "--beam_size", min=1, help="Beam width.")]
 InitialPrompt = Annotated[Optional[str], typer.Option("--initial-prompt", "--initial_prompt", help="Text that primes the first window (names, jargon).")]
+EngineName = Annotated[Optional[str], typer.Option("--engine", help="Where slots run: local (processes on this machine) or ray (actors on a Ray cluster); default SCRIBEFLEET_ENGINE, local.")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster for --engine ray: an address, or local for a private one; default SCRIBEFLEET_RAY_ADDRESS.")]
 AllowMissing = Annotated[bool, typer.Option("--allow-missing", help="Run the inputs that exist even when others are missing (each missing one becomes a failed job) instead of refusing up front.")]
 
 #: boolean flags whisper / whisper-ctranslate2 spell `--flag True|False`: flag -> (what True means, what False means)

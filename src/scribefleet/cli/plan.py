@@ -109,6 +109,8 @@ def run_command(
     state: Annotated[Optional[Path], typer.Option("--state", help="State dir (default: .scribefleet beside the plan file).")] = None,
     slots: Annotated[Optional[int], typer.Option("--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot).")] = None,
     device: edge.Device = "auto",
+    engine: edge.EngineName = None,
+    ray_address: edge.RayAddress = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (dispatch decisions, heartbeats).")] = False,
 ) -> None:
@@ -123,7 +125,7 @@ def run_command(
         except PlanInvalid as err:
             print_invalid(err, Console(stderr=True))
             return 1
-        settings = edge.settings_of(ctx)
+        settings = edge.with_engine(ctx, engine, ray_address)
         state_dir = (state.expanduser() if state else plan.base_dir / ".scribefleet").absolute()
         state_dir.mkdir(parents=True, exist_ok=True)
         progress = BatchProgress(console, json_mode=json_out)

@@ -36,10 +36,12 @@ def serve(
     state: Optional[Path] = typer.Option(None, "--state", help="State folder (default SCRIBEFLEET_STATE_DIR, ./scribefleet-data)."),
     slots: Optional[int] = typer.Option(None, "--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. cuda never falls back to the CPU."),
+    engine: edge.EngineName = None,
+    ray_address: edge.RayAddress = None,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (dispatch decisions, heartbeats, requests)."),
 ) -> None:
     """Run the controller: HTTP API, web UI and the local slots, over one state folder."""
-    edge.run(lambda: run_serve(edge.settings_of(ctx), host=host, port=port, state=state, slots=slots, device=device, verbose=verbose),
+    edge.run(lambda: run_serve(edge.with_engine(ctx, engine, ray_address), host=host, port=port, state=state, slots=slots, device=device, verbose=verbose),
              resume_hint="the controller stopped; start it again and it resumes its jobs")
 
 
@@ -50,6 +52,9 @@ def run_serve(
     host = host or settings.host
     port = settings.port if port is None else port
     state_dir = (state or settings.state_dir).expanduser().resolve()
+    from scribefleet.service.guards import restrict_new_files
+
+    restrict_new_files(settings, state_dir)  # before anything is created: 0700 folders, 0600 files
     console = logging.StreamHandler(sys.stderr)
     setup_logging(
         state_dir / "logs" / "scribefleet.log", verbose=verbose, console=console,

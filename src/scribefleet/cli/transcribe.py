@@ -37,6 +37,8 @@ def transcribe(
     beam_size: edge.BeamSize = 5,
     initial_prompt: edge.InitialPrompt = None,
     allow_missing: edge.AllowMissing = False,
+    engine: edge.EngineName = None,
+    ray_address: edge.RayAddress = None,
     slots: Annotated[Optional[int], typer.Option("--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every job, ignoring finished work and checkpoints.")] = False,
     stages: Annotated[Optional[str], typer.Option("--stages", help="Run these stages again (comma-separated, e.g. render or transcribe,render) for every job, finished ones too, from the other stages' checkpoints.")] = None,
@@ -51,7 +53,7 @@ def transcribe(
             batch_size=batch_size, vad=vad, word_timestamps=word_timestamps, beam_size=beam_size,
             initial_prompt=initial_prompt,
         )  # fmt: skip
-        settings = edge.settings_of(ctx)
+        settings = edge.with_engine(ctx, engine, ray_address)
         state_dir = out.resolve() / ".scribefleet"
         state_dir.mkdir(parents=True, exist_ok=True)
         console = edge.stderr_console()

@@ -6,6 +6,8 @@ engine when called, so naming one never loads the others.
 
     local   one slot process per slot on this machine (the default)
     thread  slots as threads of this process; runs shell and noop tasks
+    ray     one Ray actor per slot on a Ray cluster (the `ray` extra); with no
+            slots given it uses every GPU of the cluster, else a CPU slot per node
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from scribefleet.config import Settings
 from scribefleet.engines.base import Engine, SlotSpec
-from scribefleet.errors import UsageError
+from scribefleet.errors import FeatureUnavailable, UsageError
 
 EngineFactory = Callable[[Settings, Path, list[SlotSpec]], Engine]
 
@@ -32,7 +34,19 @@ def _thread(settings: Settings, state_dir: Path, slots: list[SlotSpec]) -> Engin
     return ThreadEngine(settings, state_dir, slots)
 
 
-ENGINES: dict[str, EngineFactory] = {"local": _local, "thread": _thread}
+def _ray(settings: Settings, state_dir: Path, slots: list[SlotSpec]) -> Engine:
+    try:
+        from scribefleet.engines.ray import RayEngine
+    except ImportError as exc:
+        raise FeatureUnavailable(
+            f"the ray engine needs Ray, which is not installed ({exc}); "
+            "install it with: pip install 'scribefleet[ray]'",
+            engine="ray",
+        ) from exc
+    return RayEngine(settings, state_dir, slots)
+
+
+ENGINES: dict[str, EngineFactory] = {"local": _local, "thread": _thread, "ray": _ray}
 
 
 def make_engine(name: str, settings: Settings, state_dir: Path, slots: list[SlotSpec]) -> Engine:

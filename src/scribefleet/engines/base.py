@@ -10,8 +10,8 @@ An engine must:
 
 * **host slots** - `slots` lists a `SlotHandle` per slot, names unique within
   the engine (a remote engine may put the host in the name), each with its
-  `SlotStatus`, the task it runs, the models it holds and, when FAILED, the
-  error that says why;
+  `SlotStatus`, the task it runs, the models it holds, the node it runs on
+  when remote and, when FAILED, the error that says why;
 * **start and stop** - `start()` starts every slot (ready comes later, as a
   "ready" event); `stop()` stops them all; `restart(name)` starts a dead slot
   again and returns False (the slot FAILED) when it keeps dying before ready;
@@ -98,6 +98,11 @@ class SlotHandle:
     @property
     def pid(self) -> int | None:
         """The slot's process on this machine, when it has one of its own."""
+        return None
+
+    @property
+    def node(self) -> str | None:
+        """The machine the slot runs on, when that is not this one (a Ray node: "host (ip)")."""
         return None
 
     @property

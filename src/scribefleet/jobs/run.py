@@ -1,7 +1,9 @@
 """Running work: the engine and dispatcher of a state dir, a batch in burst mode, and queued jobs.
 
-`local_dispatcher` is the one place a LocalEngine and its Dispatcher are built
-(for `transcribe`, `plan run`, the `submit` runner and the controller).
+`engine_dispatcher` is the one place an engine (the one `settings.engine`
+names: local slot processes, or Ray actors) and its Dispatcher are built (for
+`transcribe`, `plan run`, the `submit` runner and the controller), and
+`slots_for` the one place their slots are planned.
 `run_batch` runs one batch's unfinished tasks until each has ended;
 `run_transcribe` and `run_plan` are whole runs (create or update the batch
 under the state dir's lock, then run it); `run_queued` runs every queued task
@@ -24,8 +26,8 @@ from scribefleet.config import Settings
 from scribefleet.dispatch.dispatcher import Dispatcher
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
-from scribefleet.engines.base import SlotSpec
-from scribefleet.engines.local import LocalEngine
+from scribefleet.engines import make_engine
+from scribefleet.engines.base import Engine, SlotSpec
 from scribefleet.errors import ScribefleetError, StateLocked
 from scribefleet.jobs.create import create_batch
 from scribefleet.jobs.inputs import check_inputs
@@ -49,18 +51,29 @@ def _no_watch(tasks: list[Task]) -> AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
-def slots_for(settings: Settings, device: str, slots: int | None, work: int) -> list[SlotSpec]:
-    """The slots to start for `work` tasks: `slots` of them, else one per GPU (or one CPU slot), no more than the work."""
+def slots_for(settings: Settings, device: str, slots: int | None, work: int | None = None) -> list[SlotSpec]:
+    """The slots to start for `work` tasks: `slots` of them, else one per GPU (or one CPU slot), no more than the work.
+
+    On a cluster engine (Ray) this machine's hardware says nothing: with no `slots` the engine
+    sizes itself from the cluster (an empty list), else `slots` slots of the device asked for.
+    """
+    if settings.engine != "local":
+        if slots is None:
+            return []
+        kind = "cuda" if device == "cuda" else "cpu"
+        label = "gpu" if kind == "cuda" else "cpu"
+        return [SlotSpec(f"{label}{i}", kind, cpu_threads=settings.cpu_threads or 1, labels=frozenset({label}))
+                for i in range(slots)]  # fmt: skip
     specs = plan_slots(detect_hardware(settings), device, slots, settings)
-    if slots is None:
+    if slots is None and work is not None:
         specs = specs[: max(1, work)]  # no point warming more slots than there is work
     return specs
 
 
-def local_dispatcher(store: Store, settings: Settings, slots: list[SlotSpec], *, lock: DispatcherLock | None = None,
-                     listeners: Iterable[Listener] = ()) -> tuple[LocalEngine, Dispatcher]:
-    """A LocalEngine with `slots` under the store's state dir, and the Dispatcher that drives it."""
-    engine = LocalEngine(settings, store.state_dir, slots)
+def engine_dispatcher(store: Store, settings: Settings, slots: list[SlotSpec], *, lock: DispatcherLock | None = None,
+                      listeners: Iterable[Listener] = ()) -> tuple[Engine, Dispatcher]:
+    """The engine `settings.engine` names, with `slots` for the store's state dir, and the Dispatcher that drives it."""
+    engine = make_engine(settings.engine, settings, store.state_dir, slots)
     return engine, Dispatcher(store, engine, settings, listeners=list(listeners), lock=lock)
 
 
@@ -70,7 +83,7 @@ def run_batch(store: Store, settings: Settings, slots: list[SlotSpec], batch_id:
 
     The caller holds `lock`.
     """
-    engine, dispatcher = local_dispatcher(store, settings, slots, lock=lock, listeners=listeners)
+    engine, dispatcher = engine_dispatcher(store, settings, slots, lock=lock, listeners=listeners)
     try:
         dispatcher.run(burst=True, batch_id=batch_id)
     finally:
@@ -114,7 +127,7 @@ def run_plan(plan: Plan, state_dir: Path, settings: Settings, *, device: str = "
     lock = DispatcherLock(state_dir)
     lock.acquire()  # before touching the batch: another run may be dispatching from this state dir
     try:
-        specs = plan_slots(detect_hardware(settings), device, slots, settings)
+        specs = slots_for(settings, device, slots)
         tasks = store_tasks(plan, settings, state_dir, gpu_slots=any(s.device == "cuda" for s in specs))
         batch_id = create_plan_batch(store, plan, tasks)
         rows = store.tasks(batch_id=batch_id)

@@ -50,6 +50,7 @@ class TaskView:
     options: dict[str, Any] = field(default_factory=dict)
     duration_s: float | None = None
     language: str | None = None
+    guards: dict[str, int] | None = None  # how often each hallucination guard fired (pipeline/guards.py)
     slot: str | None = None
     execution_mode: str = "local"
     created_at: float | None = None
@@ -70,7 +71,7 @@ class TaskView:
             "name": self.name, "input": self.input, "state": self.status, "status": self.status, "stage": self.stage,
             "percent": self.percent, "stage_percent": self.stage_percent, "attempts": self.attempts,
             "error_code": self.error_code, "error_message": self.error_message, "outputs": dict(self.outputs),
-            "duration_s": self.duration_s, "language": self.language, "slot": self.slot,
+            "duration_s": self.duration_s, "language": self.language, "guards": self.guards, "slot": self.slot,
             "warnings": list(self.warnings),
             **({"stages": list(self.stages)} if self.stages else {}), **where,
         }  # fmt: skip
@@ -98,6 +99,7 @@ class TaskView:
             "attempts": self.attempts,
             "audioDurationS": self.duration_s,
             "language": self.language,
+            "guards": self.guards,
             "warnings": list(self.warnings),
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
@@ -121,7 +123,8 @@ class TaskView:
             error_code=job.get("lastErrorCode"), error_message=job.get("lastErrorMessage"),
             outputs={f: base_url + u if str(u).startswith("/") else str(u) for f, u in outputs.items() if u},
             formats=tuple(outputs), options=dict(job.get("options") or {}), duration_s=job.get("audioDurationS"),
-            language=job.get("language"), slot=worker.get("slot") or worker.get("name"),
+            language=job.get("language"), guards=job.get("guards") if isinstance(job.get("guards"), dict) else None,
+            slot=worker.get("slot") or worker.get("name"),
             execution_mode=str(job.get("executionMode") or "local"), warnings=tuple(job.get("warnings") or ()),
         )  # fmt: skip
 
@@ -200,7 +203,7 @@ def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
         attempts=task.attempts, error_code=task.error_code, error_message=task.error_message,
         outputs=dict(result.get("outputs") or {}), formats=tuple((spec.get("outputs") or {}).keys()),
         options=dict(spec.get("options") or {}), duration_s=result.get("duration_s"), language=result.get("language"),
-        slot=task.slot, created_at=task.created_at, updated_at=task.updated_at, started_at=task.started_at,
-        finished_at=task.finished_at, stages=stage_history(task, events) if events is not None else (),
+        guards=result.get("guards"), slot=task.slot, created_at=task.created_at, updated_at=task.updated_at,
+        started_at=task.started_at, finished_at=task.finished_at, stages=stage_history(task, events) if events is not None else (),
         warnings=tuple(result.get("warnings") or ()),
     )  # fmt: skip

@@ -16,6 +16,11 @@ Two decoding modes, chosen by `options.batch_size`:
 * sequential (1, or VAD off): WhisperModel.transcribe on the window's speech
   (VAD on) or audio (VAD off), timestamps mapped back to the recording.
 
+Every window's segments then pass the guards of guards.py: words without
+speech evidence are dropped and a stretch whose text loops is decoded again,
+sequentially with the fallbacks; the transcript counts what each guard did
+under "guards" (docs/transcripts.md).
+
 The language is `options.language`, or detected from samples across the whole
 recording before the first window and then fixed, or with `auto-per-window`
 detected for each window of ~20 s (pipeline/language.py). Every segment carries
@@ -35,6 +40,16 @@ import numpy as np
 from scribefleet.errors import TranscriptionFailed
 from scribefleet.options import TranscribeOptions
 from scribefleet.pipeline.checkpoint import WindowLog
+from scribefleet.pipeline.guards import (
+    FALLBACK_TEMPERATURES,
+    add_counts,
+    collapse_repeats,
+    drop_non_speech,
+    keep_first_decoding,
+    loop_spans,
+    merge,
+    zero_counts,
+)
 from scribefleet.pipeline.language import PER_WINDOW_S, WindowLanguages, is_multilingual
 from scribefleet.pipeline.media import SAMPLE_RATE
 from scribefleet.pipeline.models import device_error
@@ -47,6 +62,7 @@ Ranges = list[tuple[float, float]]
 Progress = Callable[[float, dict[str, Any]], None]
 
 _FRAMES_PER_S = 100  # whisper's mel frames per second: the unit of a segment's "seek"
+_SNAP_S = 1.0  # a loop's re-decoding starts and ends at the edge of the speech range this near
 
 
 @dataclass(frozen=True)
@@ -176,10 +192,16 @@ class WindowedTranscriber:
         return [c for c in chunks if c["end"] > c["start"]]
 
     def _transcribe_sequential(
-        self, window: Window, language: str | None, on_segment: Callable[[dict[str, Any]], None]
+        self,
+        window: Window,
+        language: str | None,
+        on_segment: Callable[[dict[str, Any]], None],
+        *,
+        fallback: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """WhisperModel.transcribe on the window: with VAD, on its speech only, as faster-whisper's
-        vad_filter does, but from the VAD stage's ranges instead of running Silero a second time."""
+        vad_filter does, but from the VAD stage's ranges instead of running Silero a second time.
+        `fallback`: a loop's second decoding (guards.py), with the temperature ladder and no previous text."""
         from faster_whisper.transcribe import restore_speech_timestamps
         from faster_whisper.vad import collect_chunks
 
@@ -192,9 +214,10 @@ class WindowedTranscriber:
             piece = np.concatenate(collect_chunks(self.audio, chunks)[0])
         else:
             piece = self.audio[round(window.start_s * SAMPLE_RATE) : round(window.end_s * SAMPLE_RATE)]
-        result, info = _model_call(
-            lambda: self.model.transcribe(piece, vad_filter=False, **self._decode_kwargs(language))
-        )
+        kwargs = self._decode_kwargs(language)
+        if fallback:
+            kwargs |= {"temperature": FALLBACK_TEMPERATURES, "condition_on_previous_text": False}
+        result, info = _model_call(lambda: self.model.transcribe(piece, vad_filter=False, **kwargs))
         if opts.vad:  # times in the concatenated speech -> times in the recording
             result = restore_speech_timestamps(result, chunks, SAMPLE_RATE)
         offset_s = 0.0 if opts.vad else window.start_s
@@ -252,6 +275,41 @@ class WindowedTranscriber:
         _drain(result, keep)
         return segments, language or info.language
 
+    def guard(
+        self, window: Window, segments: list[dict[str, Any]], language: str | None
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """The window's segments through the guards (guards.py): words without speech dropped, each
+        looping stretch decoded again with the fallbacks; and how often each guard fired."""
+        segments, counts = drop_non_speech(segments, self.ranges)
+        for start, end in loop_spans(segments):
+            span = self._loop_window(window, start, end)
+            within = [span.start_s <= (s["start"] + s["end"]) / 2 <= span.end_s for s in segments]
+            inside = [s for s, w in zip(segments, within) if w]
+            segments = [s for s, w in zip(segments, within) if not w]
+            redone, _ = self._transcribe_sequential(span, language, lambda seg: None, fallback=True)
+            redone, dropped = drop_non_speech(redone, self.ranges)
+            counts["loops"] += 1
+            keep_first = keep_first_decoding(inside, redone)
+            log.info("window %d: text looped in %.1f-%.1f s; decoded again with fallbacks, kept the %s decoding",
+                     window.index, span.start_s, span.end_s, "first" if keep_first else "second")
+            if keep_first:
+                segments.append({**merge(inside), "flags": ["loop_kept"]})
+            else:
+                counts.update(dropped)
+                segments += [{**seg, "flags": ["redecoded"]} for seg in redone]
+        segments.sort(key=lambda seg: (seg["start"], seg["end"]))
+        return segments, add_counts(zero_counts(), counts)
+
+    def _loop_window(self, window: Window, start_s: float, end_s: float) -> Window:
+        """The stretch a loop's second decoding covers: the loop's segments, each edge moved out to the
+        edge of the speech range it falls in when that is near (segment times are approximate)."""
+        for a, b in self.ranges:
+            if a <= start_s <= b and start_s - a <= _SNAP_S:
+                start_s = a
+            if a <= end_s <= b and b - end_s <= _SNAP_S:
+                end_s = b
+        return Window(window.index, max(window.start_s, start_s), min(window.end_s, end_s))
+
     def _encode(self, text: str) -> list[int]:
         """Token ids of a cue's text (a clip's tokens are split with its words)."""
         return list(self.model.hf_tokenizer.encode(text, add_special_tokens=False).ids)
@@ -273,10 +331,12 @@ class WindowedTranscriber:
 
             guess = _model_call(lambda w=window: languages.for_window(w.index, w.start_s, w.end_s))
             segments, language = self.transcribe_window(window, guess.language if guess else None, report)
+            segments, guards = self.guard(window, segments, language)
             for seg in segments:
                 seg["language"] = language
             record = {"index": window.index, "start_s": window.start_s, "end_s": window.end_s}
             record |= WindowLanguages.record_fields(guess) | {"language": language, "segments": segments}
+            record["guards"] = guards
             log.append(record)
             done[window.index] = record
             if on_progress is not None:
@@ -284,7 +344,12 @@ class WindowedTranscriber:
         return self._assemble(done, windows, languages.summary())
 
     def _assemble(self, done: dict[int, dict[str, Any]], windows: list[Window], language: dict[str, Any]) -> dict:
-        segments = tidy([seg for w in windows for seg in done[w.index]["segments"]])
+        # windows are in order and guard() sorts each, so a run of repeats is found across windows too
+        segments, repeats = collapse_repeats([seg for w in windows for seg in done[w.index]["segments"]])
+        segments = tidy(segments)
+        guards = zero_counts() | {"repeats": repeats}
+        for w in windows:
+            guards = add_counts(guards, done[w.index].get("guards", {}))
         for i, seg in enumerate(segments):
             seg["id"] = i
         if language["language"] is None:  # no speech to detect from: the language Whisper decoded in, if any
@@ -294,6 +359,7 @@ class WindowedTranscriber:
             **language,
             "duration": round(self.duration_s, 3),
             "segments": segments,
+            "guards": guards,
         }
 
 

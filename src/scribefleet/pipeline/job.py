@@ -49,6 +49,7 @@ from scribefleet.pipeline.checkpoint import (
     read_json,
     save_audio,
 )
+from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.language import model_warnings
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
@@ -207,6 +208,7 @@ class _JobRun:
             "language_probability": transcript.get("language_probability"),
             "warnings": transcript.get("warnings", []),
             "segments": len(transcript["segments"]),
+            "guards": transcript.get("guards") or zero_counts(),  # how often each hallucination guard fired
             "resumed_from": self.resumed_from,
             "timings_s": self.timings_s,
             "stages_run": list(self.timings_s),
@@ -298,5 +300,5 @@ class _JobRun:
 
 def run_transcription(job: TranscriptionJob, models: ModelCache, progress: ProgressFn) -> dict[str, Any]:
     """Run (or resume) one job; returns {"outputs", "duration_s", "language", "language_probability",
-    "warnings", "segments", "resumed_from", "timings_s", "stages_run", "rerun_stages"?}."""
+    "warnings", "segments", "guards", "resumed_from", "timings_s", "stages_run", "rerun_stages"?}."""
     return _JobRun(job, models, progress).execute()

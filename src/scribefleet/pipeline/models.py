@@ -1,5 +1,11 @@
 """Speech models: resolve a --model value to files, and keep loaded models warm.
 
+`resolve_api_model` is the same for a name an HTTP client sent: only the
+models the server offers (`api_model_names`: the bundled one, the size names,
+SCRIBEFLEET_API_MODELS, and the folders under SCRIBEFLEET_API_MODEL_ROOT), and
+one answer for every other name, so a client can neither load a folder of the
+server nor learn which folders exist.
+
 `resolve_model` turns what a user typed (a folder, `tiny.en`, `large-v3`,
 `org/repo`) into a local CTranslate2 model folder plus a stable `model_id`
 (part of the key under which transcripts are reused). `ModelCache` is what a
@@ -14,6 +20,7 @@ libraries missing, anything else) here, where they enter scribefleet.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -106,6 +113,62 @@ def resolve_model(name: str, settings: Settings) -> ResolvedModel:
         f"({', '.join(available_models())}) or a Hugging Face repo id such as Systran/faster-whisper-small",
         model=name,
     )
+
+
+#: a model folder name under SCRIBEFLEET_API_MODEL_ROOT: one plain path component
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _root_models(settings: Settings) -> dict[str, Path]:
+    root = settings.api_model_root
+    if root is None or not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if _FOLDER_NAME.fullmatch(p.name) and (p / "model.bin").is_file()}
+
+
+def _cached(name: str, settings: Settings) -> bool:
+    from faster_whisper.utils import download_model
+
+    try:
+        download_model(name, cache_dir=str(settings.hf_home / "hub"), local_files_only=True)
+    except Exception:  # noqa: BLE001 - huggingface_hub raises many types; all mean "not in the cache"
+        return False
+    return True
+
+
+def api_model_names(settings: Settings) -> list[str]:
+    """The model names an HTTP client may use that this server can load now (GET /v1/models lists them)."""
+    from faster_whisper.utils import available_models
+
+    names: list[str] = []
+    if _bundled_model_path() is not None:
+        names.append(BUNDLED_MODEL)
+    names += [settings.api_default_model, *settings.api_models, *_root_models(settings)]
+    sizes = available_models()
+    names += [s for s in sizes if not settings.offline or _cached(s, settings)]
+    return list(dict.fromkeys(names))
+
+
+def resolve_api_model(name: str, settings: Settings) -> ResolvedModel:
+    """Resolve a model name an HTTP client sent: only models the server offers; no server path in any error."""
+    from faster_whisper.utils import available_models
+
+    root = _root_models(settings).get(name) if _FOLDER_NAME.fullmatch(name) else None
+    offered = name == BUNDLED_MODEL or name == settings.api_default_model or name in settings.api_models
+    if root is None and not offered and name not in available_models():
+        raise ModelNotFound(
+            f"this server offers no model called {name[:100]!r}; GET /v1/models lists the ones it has "
+            "(an operator adds more with SCRIBEFLEET_API_MODELS or SCRIBEFLEET_API_MODEL_ROOT)",
+            model=name[:100],
+        )
+    try:
+        return resolve_model(str(root) if root is not None else name, settings)
+    except ModelNotFound as exc:
+        hint = "downloads are off on this server" if settings.offline else "it could not be downloaded"
+        raise ModelNotFound(
+            f"model {name!r} is offered but cannot be loaded now ({hint}); GET /v1/models lists those that can",
+            model=name,
+        ) from exc
 
 
 def default_compute_type(device: str) -> str:

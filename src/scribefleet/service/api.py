@@ -15,12 +15,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from scribefleet.errors import FileTooLarge, InvalidRequest, UrlNotSupported, UsageError
 from scribefleet.options import TranscribeOptions
 from scribefleet.service import jobs as J
 from scribefleet.service import streams
 from scribefleet.service.controller import Controller
+from scribefleet.service.limits import list_item
 from scribefleet.service.metrics import Metrics
 from scribefleet.service.uploads import receive_multipart
 from scribefleet.store.models import TaskState
@@ -50,12 +52,14 @@ UPLOAD_BODY = {
 class JobRequest(BaseModel):
     """Body of POST /api/jobs."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # the schema says what a job needs; a body without uploadId is still read, so that one with a
+    # media `url` (not offered yet, so not in the schema) is told so (422 URL_NOT_SUPPORTED)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"required": ["uploadId"]})
 
-    upload_id: str | None = Field(default=None, alias="uploadId")
+    upload_id: Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(None, alias="uploadId")
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
-    batch_id: str | None = Field(default=None, alias="batchId")
-    url: str | None = None
+    batch_id: Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(None, alias="batchId")
+    url: SkipJsonSchema[Annotated[str, Field(max_length=8192)] | None] = None
 
 
 class BatchRequest(BaseModel):
@@ -139,11 +143,10 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        """Jobs, newest first, filtered by status (comma-separated) and batch."""
-        tasks = controller.store.tasks(batch_id, _states(status))[::-1]
-        page = _page(tasks, limit, offset)
-        page["items"] = [J.job_json(t, controller) for t in page["items"]]
-        return page
+        """Jobs, newest first, filtered by status (comma-separated) and batch; big options are left out."""
+        tasks, total = controller.store.task_page(batch_id, _states(status), limit=limit, offset=offset)
+        items = [list_item(J.job_json(t, controller)) for t in tasks]
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @router.get("/jobs/{job_id}", tags=["jobs"])
     def get_job(job_id: str) -> dict[str, Any]:
@@ -171,7 +174,7 @@ def _job_view_routes(router: APIRouter, controller: Controller) -> None:
     @router.get("/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse)
     async def job_events(job_id: str, last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
         """Server-sent events: job, progress, history, end."""
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        after = streams.parse_last_event_id(last_event_id)
         stream = await streams.job_stream(controller, job_id, after)
         return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 

@@ -10,8 +10,12 @@ Every error leaves as `{"error": {"code", "message", "details"}}` with the
 HTTP status of its code: a ScribefleetError as it is, a request that fails
 validation as INVALID_OPTIONS (400, each field in details.errors, never the
 values, which may be secrets), an unknown route as NOT_FOUND, a wrong method
-as METHOD_NOT_ALLOWED, any other HTTP error as INVALID_REQUEST, and a bug as
-INTERNAL_ERROR (500, its traceback in the log only).
+as METHOD_NOT_ALLOWED (with `Allow`), any other HTTP error as INVALID_REQUEST,
+and a bug as INTERNAL_ERROR (500, its traceback in the log only; the
+connection stays open). Under /v1 the same errors take OpenAI's shape
+(openai_api.py). Around the routes, outermost first: the /v1 error shape, the
+last-resort handler, authentication, the JSON body limit (service/guards.py).
+service/schema.py documents every error status in the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -27,23 +31,33 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from scribefleet import __version__
 from scribefleet.config import Settings
 from scribefleet.errors import InvalidRequest, MethodNotAllowed, NotFound, ScribefleetError, UsageError
 from scribefleet.service import ui
 from scribefleet.service.api import api_router
-from scribefleet.service.auth import AuthMiddleware, Authenticator, SessionStore, load_tokens
+from scribefleet.service.auth import AuthMiddleware, Authenticator, SessionStore, WrongTokenThrottle, error_headers, load_tokens
 from scribefleet.service.controller import Controller
 from scribefleet.service.metrics import Metrics
-from scribefleet.service.openai_api import openai_router
+from scribefleet.service.guards import BodyLimitMiddleware, CatchAllMiddleware
+from scribefleet.service.openai_api import OpenAIErrorMiddleware, openai_router
 from scribefleet.service.runtime import runtime_router
+from scribefleet.service.schema import document_errors
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+#: routes that stream their multipart bodies to disk under the file size limit instead of the JSON one
+UPLOAD_PATHS = frozenset({"/api/uploads", "/v1/audio/transcriptions", "/v1/audio/translations"})
 
 log = logging.getLogger("scribefleet.service")
 
 
-def error_response(err: ScribefleetError, status: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": err.to_dict()}, status_code=status or err.http_status)
+def error_response(
+    err: ScribefleetError, status: int | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    headers = {**error_headers(err), **(headers or {})}
+    return JSONResponse({"error": err.to_dict()}, status_code=status or err.http_status, headers=headers)
 
 
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -56,13 +70,25 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(UsageError(f"invalid request: {summary}", errors=errors))
 
 
-def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes (Starlette's 405 names only the first such route's)."""
+    return ", ".join(
+        method for method in HTTP_METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in request.app.router.routes)
+    )  # fmt: skip
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         return error_response(NotFound("no such route; docs/api.md (or /docs) lists them"))
     if exc.status_code == 405:
-        return error_response(MethodNotAllowed("this route does not take that HTTP method; see /docs"))
-    return error_response(InvalidRequest(str(exc.detail)), status=exc.status_code)
+        allow = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
+        return error_response(
+            MethodNotAllowed(f"this route takes {allow or 'other methods'}, not this one; see /docs", allow=allow),
+            headers={**(exc.headers or {}), "Allow": allow},
+        )
+    return error_response(InvalidRequest(str(exc.detail)), status=exc.status_code, headers=exc.headers)
 
 
 def _scribefleet_error(_: Request, exc: Exception) -> JSONResponse:
@@ -70,11 +96,6 @@ def _scribefleet_error(_: Request, exc: Exception) -> JSONResponse:
     if exc.http_status >= 500:
         log.error("request failed [%s]: %s", exc.code, exc.message)
     return error_response(exc)
-
-
-def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(ScribefleetError("internal error; the controller's log has the details"))
 
 
 def create_app(
@@ -89,6 +110,7 @@ def create_app(
         load_tokens(settings) if tokens is None else tokens,
         SessionStore(settings.session_ttl_s),
         disabled=settings.auth_disabled,
+        throttle=WrongTokenThrottle(settings.auth_fail_limit, settings.auth_fail_window_s),
     )
     metrics = Metrics(controller)
     controller.listeners.append(metrics.on_dispatch)
@@ -110,15 +132,18 @@ def create_app(
         RequestValidationError: _validation_error,
         StarletteHTTPException: _http_error,
         ScribefleetError: _scribefleet_error,
-        Exception: _unexpected,
     }
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_kb * 1024, upload_paths=UPLOAD_PATHS)
     app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(OpenAIErrorMiddleware)
     app.include_router(api_router(controller, metrics))
     app.include_router(runtime_router(controller, metrics, authenticator))
     app.include_router(openai_router(controller, metrics))
     include_ui(app)
+    document_errors(app)
     return app
 
 

@@ -26,6 +26,14 @@ how the request was authenticated. A browser that asks for an HTML page
 without credentials is redirected to the login page (`LOGIN_PATH?next=...`)
 instead of getting a JSON 401.
 
+Wrong tokens are throttled per client address (`WrongTokenThrottle`): after
+`SCRIBEFLEET_AUTH_FAIL_LIMIT` wrong bearer tokens or logins within
+`SCRIBEFLEET_AUTH_FAIL_WINDOW_S`, every token from that address is refused
+with 429 TOO_MANY_ATTEMPTS and `Retry-After` (right ones too, so the pause is
+no oracle), for a window that doubles with each further pause; each pause is
+logged with the address. Tokens shorter than `MIN_TOKEN_CHARS` are refused at
+start-up.
+
 Tokens and session ids are secrets: they are never logged, never put in an
 event or an error, and sessions are kept by the sha256 of their id.
 """
@@ -36,9 +44,12 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
+import math
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +60,9 @@ from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scribefleet.config import Settings
-from scribefleet.errors import CsrfFailed, ScribefleetError, Unauthorized, UsageError
+from scribefleet.errors import CsrfFailed, ScribefleetError, TooManyAttempts, Unauthorized, UsageError
+
+log = logging.getLogger("scribefleet.auth")
 
 SESSION_COOKIE = "scribefleet_session"
 CSRF_HEADER = "x-csrf-token"
@@ -64,6 +77,12 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: where a browser asking for a page without credentials still gets JSON, not a redirect
 _API_PREFIXES = ("/api/", "/v1/", "/metrics", "/openapi.json")
 _PRINCIPAL_KEY = "scribefleet.principal"
+#: the shortest API token the controller accepts (`openssl rand -hex 24` gives 48 characters)
+MIN_TOKEN_CHARS = 16
+#: the longest pause of an address that keeps sending wrong tokens, seconds
+MAX_PAUSE_S = 86400.0
+#: addresses whose failures are remembered at once (the oldest are forgotten first)
+MAX_TRACKED_ADDRESSES = 10000
 
 
 def load_tokens(settings: Settings) -> list[SecretStr]:
@@ -109,6 +128,53 @@ def check_auth_config(settings: Settings, host: str, tokens: list[SecretStr]) ->
             "SCRIBEFLEET_API_TOKEN_FILE (one per line), e.g. SCRIBEFLEET_API_TOKENS=$(openssl rand -hex 24); "
             "for development on 127.0.0.1 only, SCRIBEFLEET_AUTH_DISABLED=true"
         )
+    short = [i for i, t in enumerate(tokens, 1) if len(t.get_secret_value()) < MIN_TOKEN_CHARS]
+    if short:
+        raise UsageError(
+            f"API token(s) number {', '.join(map(str, short))} are shorter than {MIN_TOKEN_CHARS} characters, "
+            "which can be guessed; make new ones with 'openssl rand -hex 24'",
+            tokens=short,
+        )
+
+
+class WrongTokenThrottle:
+    """Wrong tokens per client address: `limit` within `window_s`, then a pause that doubles each time."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._failures: dict[str, deque[float]] = {}
+        self._paused_until: dict[str, float] = {}
+        self._pauses: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def retry_after_s(self, address: str) -> int:
+        """Seconds `address` must still wait (0: it may try)."""
+        with self._lock:
+            left = self._paused_until.get(address, 0.0) - time.monotonic()
+        return math.ceil(left) if left > 0 else 0
+
+    def failed(self, address: str) -> None:
+        """Count one wrong token from `address`; the limit-th within the window starts a pause."""
+        now = time.monotonic()
+        with self._lock:
+            failures = self._failures.setdefault(address, deque())
+            failures.append(now)
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            if len(failures) >= self.limit:
+                failures.clear()
+                pauses = self._pauses[address] = self._pauses.get(address, 0) + 1
+                pause_s = min(MAX_PAUSE_S, self.window_s * 2 ** (pauses - 1))
+                self._paused_until[address] = now + pause_s
+                log.warning(
+                    "throttling %s: %d wrong API tokens within %.0f s; its tokens are refused for %.0f s",
+                    address, self.limit, self.window_s, pause_s,
+                )  # fmt: skip
+            if len(self._failures) > MAX_TRACKED_ADDRESSES:  # many addresses: forget the oldest, and ended pauses
+                self._failures.pop(next(iter(self._failures)))
+                for ended in [a for a, until in self._paused_until.items() if until <= now]:
+                    self._paused_until.pop(ended)
+                    self._pauses.pop(ended, None)
 
 
 @dataclass(frozen=True)
@@ -166,10 +232,18 @@ class SessionStore:
 class Authenticator:
     """Decides whether one request may pass: tokens, sessions, CSRF, public routes."""
 
-    def __init__(self, tokens: list[SecretStr], sessions: SessionStore, *, disabled: bool = False) -> None:
+    def __init__(
+        self,
+        tokens: list[SecretStr],
+        sessions: SessionStore,
+        *,
+        disabled: bool = False,
+        throttle: WrongTokenThrottle | None = None,
+    ) -> None:
         self._tokens = [t.get_secret_value().encode() for t in tokens]
         self.sessions = sessions
         self.disabled = disabled
+        self.throttle = throttle or WrongTokenThrottle(10, 300.0)
 
     def token_ok(self, presented: str) -> bool:
         """Constant-time comparison against every configured token (no early exit)."""
@@ -178,6 +252,17 @@ class Authenticator:
         for token in self._tokens:
             found |= hmac.compare_digest(given, token)
         return found
+
+    def check_token(self, presented: str, address: str) -> None:
+        """Refuse a token from a paused address (TooManyAttempts) or a wrong one (Unauthorized, counted)."""
+        wait_s = self.throttle.retry_after_s(address)
+        if wait_s:
+            raise TooManyAttempts(
+                f"too many wrong API tokens from your address; try again in {wait_s} s", retry_after_s=wait_s
+            )
+        if not self.token_ok(presented):
+            self.throttle.failed(address)
+            raise Unauthorized("the bearer token is not one of the controller's API tokens")
 
     @staticmethod
     def is_public(method: str, path: str) -> bool:
@@ -190,10 +275,15 @@ class Authenticator:
         header = conn.headers.get("authorization")
         if header is not None:
             scheme, _, value = header.partition(" ")
-            if scheme.lower() == "bearer" and value.strip() and self.token_ok(value.strip()):
+            given = value.strip() if scheme.lower() == "bearer" else ""
+            if self.disabled:
+                if given and self.token_ok(given):
+                    return Principal("token")
+            elif given:
+                self.check_token(given, conn.client.host if conn.client else "")
                 return Principal("token")
-            if not self.disabled:
-                raise Unauthorized("the bearer token is not one of the controller's API tokens")
+            else:
+                raise Unauthorized("the Authorization header must be 'Bearer <token>' with an API token")
         session_id = conn.cookies.get(SESSION_COOKIE)
         session = self.sessions.get(session_id) if session_id else None
         if session is not None:
@@ -226,6 +316,16 @@ def csrf_token_of(request: Request) -> str | None:
 
 def error_body(err: ScribefleetError) -> bytes:
     return json.dumps({"error": err.to_dict()}).encode()
+
+
+def error_headers(err: ScribefleetError) -> dict[str, str]:
+    """Headers an error answer carries besides its body: Retry-After, WWW-Authenticate."""
+    headers = {}
+    if isinstance(err, TooManyAttempts):
+        headers["retry-after"] = str(err.details.get("retry_after_s", 1))
+    if isinstance(err, Unauthorized):
+        headers["www-authenticate"] = 'Bearer realm="scribefleet"'
+    return headers
 
 
 class AuthMiddleware:
@@ -263,8 +363,7 @@ class AuthMiddleware:
             return
         body = error_body(err)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if isinstance(err, Unauthorized):
-            headers.append((b"www-authenticate", b'Bearer realm="scribefleet"'))
+        headers += [(k.encode(), v.encode()) for k, v in error_headers(err).items()]
         await _send(send, err.http_status, headers, body)
 
 

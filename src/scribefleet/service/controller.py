@@ -27,9 +27,9 @@ from scribefleet.dispatch.dispatcher import Dispatcher, request_cancel
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
 from scribefleet.engines.base import SlotSpec
-from scribefleet.engines.local import LocalEngine, SlotStatus
+from scribefleet.engines.base import Engine, SlotStatus
 from scribefleet.errors import StateLocked
-from scribefleet.jobs.run import local_dispatcher
+from scribefleet.jobs.run import engine_dispatcher, slots_for
 from scribefleet.service.uploads import UploadStore
 from scribefleet.store.store import Store
 from scribefleet.worker.hardware import Hardware, detect_hardware, plan_slots
@@ -63,7 +63,7 @@ class Controller:
         self._lock = DispatcherLock(self.state_dir)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._engine: LocalEngine | None = None
+        self._engine: Engine | None = None
         self._dispatcher: Dispatcher | None = None
         self._guard = threading.Lock()
         self._stopped = False
@@ -74,7 +74,10 @@ class Controller:
         """Detect the hardware (cached) and plan the slots; done by start(), usable alone."""
         if self.hardware is None:
             self.hardware = detect_hardware(self.settings)
-            self.slot_specs = plan_slots(self.hardware, self.device, self.requested_slots, self.settings)
+            if self.settings.engine == "local":
+                self.slot_specs = plan_slots(self.hardware, self.device, self.requested_slots, self.settings)
+            else:  # a cluster's slots are the engine's to find (or --slots of them)
+                self.slot_specs = slots_for(self.settings, self.device, self.requested_slots)
         return self.slot_specs
 
     def start(self) -> None:
@@ -128,7 +131,7 @@ class Controller:
 
     def _run_once(self) -> None:
         store = Store.open(self.state_dir)  # the dispatcher's own connection
-        engine, dispatcher = local_dispatcher(store, self.settings, self.slot_specs, lock=self._lock, listeners=[self._emit])
+        engine, dispatcher = engine_dispatcher(store, self.settings, self.slot_specs, lock=self._lock, listeners=[self._emit])
         with self._guard:
             self._engine, self._dispatcher = engine, dispatcher
             if self._stop.is_set():
@@ -156,13 +159,16 @@ class Controller:
         engine = self._engine
         handles = {h.name: h for h in engine.slots} if engine is not None else {}
         out = []
-        for spec in self.slot_specs:
+        # planned slots, and those an engine that sizes itself from its cluster (Ray) added
+        specs = self.slot_specs + [h.spec for name, h in handles.items() if name not in {s.name for s in self.slot_specs}]
+        for spec in specs:
             h = handles.get(spec.name)
             status = h.status.value if h is not None and self.dispatching else "stopped"
             out.append({
                 "name": spec.name,
                 "device": spec.device,
                 "gpuIndex": spec.gpu_index,
+                "node": h.node if h is not None else None,
                 "status": status,
                 "busy": status == SlotStatus.BUSY.value,
                 "task": h.task_id if h is not None else None,

@@ -19,8 +19,10 @@ from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.jobs.create import add_transcribe_task
 from scribefleet.jobs.views import iso, task_view
 from scribefleet.options import Device, TranscribeOptions
-from scribefleet.pipeline.models import resolve_model
+from scribefleet.pipeline.models import resolve_api_model
 from scribefleet.service.controller import Controller
+from scribefleet.service.limits import list_item
+from scribefleet.service.redact import redact_paths
 from scribefleet.store.models import Batch, Task
 from scribefleet.store.store import new_id
 
@@ -29,9 +31,12 @@ __all__ = ["iso", "job_json"]
 
 
 def job_json(task: Task, controller: Controller, *, stages: bool = False) -> dict[str, Any]:
-    """A task as the API shows a job; `stages` adds each stage's history (one job's page, not lists)."""
+    """A task as the API shows a job (server paths cut from its error); `stages` adds each stage's history
+    (one job's page, not lists)."""
     events = controller.store.events(task_id=task.id) if stages else None
-    return task_view(task, events).as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot))
+    job = task_view(task, events).as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot))
+    job["lastErrorMessage"] = redact_paths(job["lastErrorMessage"], controller.settings, controller.state_dir)
+    return job
 
 
 def get_task(controller: Controller, job_id: str) -> Task:
@@ -63,7 +68,7 @@ def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> di
         "counts": {state.value: n for state, n in controller.store.counts(batch.id).items()},
     }
     if jobs:
-        out["jobs"] = [job_json(t, controller) for t in controller.store.tasks(batch.id)]
+        out["jobs"] = [list_item(job_json(t, controller)) for t in controller.store.tasks(batch.id)]
     return out
 
 
@@ -72,7 +77,7 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
     settings = controller.settings
     upload = controller.uploads.get(upload_id)
     batch = get_batch(controller, batch_id) if batch_id else None
-    resolved = resolve_model(options.model, settings)  # MODEL_NOT_FOUND now, not in a slot later
+    resolved = resolve_api_model(options.model, settings)  # MODEL_NOT_FOUND now, not in a slot later
     if options.device is Device.CUDA and not any(s.device == "cuda" for s in controller.plan()):
         raise UsageError(
             "this job asks for device cuda, but the controller has no GPU slot; "

@@ -1,4 +1,4 @@
-"""OpenAI-compatible transcription: POST /v1/audio/transcriptions and /v1/audio/translations.
+"""OpenAI-compatible transcription: POST /v1/audio/transcriptions and /v1/audio/translations, GET /v1/models.
 
 OpenAI's request (multipart: file, model, language, prompt, response_format,
 temperature, timestamp_granularities[]) becomes an ordinary job: the upload is
@@ -9,10 +9,13 @@ request waits until it ends. The official `openai` client works unchanged
 the token as a bearer header. A client that goes away cancels its job.
 
 Answers follow OpenAI's shapes: `json` {"text"}, `verbose_json` {"task",
-"language", "duration", "text", "segments", "words"?, "usage"}, and plain
-text for `text`, `srt` and `vtt`. `whisper-1` and OpenAI's other model names
-mean the server's default model (SCRIBEFLEET_API_DEFAULT_MODEL); any other
-value is a scribefleet model name.
+"language" (the full name, "english"), "duration", "text", "segments",
+"words"?, "usage"}, and plain text for `text`, `srt` and `vtt`. `whisper-1`
+and OpenAI's other model names mean the server's default model
+(SCRIBEFLEET_API_DEFAULT_MODEL); any other value is one of the models the
+server offers (`GET /v1/models`, pipeline/models.api_model_names). Every error
+under /v1 has OpenAI's shape {"error": {"message", "type", "param", "code"}}
+(`OpenAIErrorMiddleware`), `code` being scribefleet's stable code.
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scribefleet.errors import FileTooLarge, InvalidRequest, ScribefleetError, UsageError
+from scribefleet.errors import FileTooLarge, InvalidRequest, NotFound, ScribefleetError, UsageError
 from scribefleet.options import TranscribeOptions
+from scribefleet.pipeline.models import api_model_names
 from scribefleet.service import jobs as J
 from scribefleet.service.api import UPLOAD_BODY
 from scribefleet.service.controller import Controller
+from scribefleet.service.languages import language_name
 from scribefleet.service.metrics import Metrics
+from scribefleet.service.redact import redact_paths
 from scribefleet.service.uploads import receive_multipart
 from scribefleet.store.models import Task
 
@@ -51,12 +58,17 @@ def _options(fields: dict[str, list[str]], task: str, default_model: str) -> tup
     """TranscribeOptions and the response format of an OpenAI form."""
     response_format = _one(fields, "response_format") or "json"
     if response_format not in RESPONSE_FORMATS:
-        raise UsageError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}")
+        raise UsageError(
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}",
+            param="response_format",
+        )
     model = _one(fields, "model")
     granularities = fields.get("timestamp_granularities[]", []) + fields.get("timestamp_granularities", [])
     bad = sorted(set(granularities) - {"word", "segment"})
     if bad:
-        raise UsageError(f"timestamp_granularities takes word and segment, not {', '.join(bad)}")
+        raise UsageError(
+            f"timestamp_granularities takes word and segment, not {', '.join(bad)}", param="timestamp_granularities"
+        )
     temperature = _one(fields, "temperature")
     try:
         options = TranscribeOptions(
@@ -68,8 +80,13 @@ def _options(fields: dict[str, list[str]], task: str, default_model: str) -> tup
             temperature=float(temperature) if temperature is not None else None,
             word_timestamps="word" in granularities,
         )
-    except (ValidationError, ValueError) as exc:
-        raise UsageError(f"invalid transcription request: {exc}".splitlines()[0]) from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = {"initial_prompt": "prompt"}.get(str(first["loc"][0]) if first["loc"] else "", "")
+        param = param or (str(first["loc"][0]) if first["loc"] else "")
+        raise UsageError(f"invalid transcription request: {param or 'request'}: {first['msg']}", param=param) from exc
+    except ValueError as exc:
+        raise UsageError(f"invalid transcription request: {exc}".splitlines()[0], param="temperature") from exc
     return options, response_format
 
 
@@ -77,7 +94,7 @@ def _verbose(transcript: dict[str, Any], task: str, words: bool) -> dict[str, An
     segments = [{k: seg[k] for k in _SEGMENT_KEYS if k in seg} for seg in transcript.get("segments", [])]
     out = {
         "task": task,
-        "language": transcript.get("language"),
+        "language": language_name(transcript.get("language")),
         "duration": transcript.get("duration"),
         "text": transcript.get("text", ""),
         "segments": segments,
@@ -115,9 +132,28 @@ async def _wait(controller: Controller, task_id: str, request: Request) -> Task 
         await asyncio.sleep(WAIT_POLL_S)
 
 
+def model_list(controller: Controller) -> list[dict[str, Any]]:
+    """The models of GET /v1/models, OpenAI's shape: OpenAI's names (the default model) and the server's own."""
+    names = [*sorted(OPENAI_MODELS), *api_model_names(controller.settings)]
+    return [{"id": n, "object": "model", "created": 0, "owned_by": "scribefleet"} for n in dict.fromkeys(names)]
+
+
 def openai_router(controller: Controller, metrics: Metrics) -> APIRouter:
-    """The /v1/audio routes."""
-    router = APIRouter(prefix="/v1/audio", tags=["openai"])
+    """The /v1/audio and /v1/models routes."""
+    router = APIRouter(prefix="/v1", tags=["openai"])
+
+    @router.get("/models")
+    def list_models() -> dict[str, Any]:
+        """The models a request may name (OpenAI's list shape)."""
+        return {"object": "list", "data": model_list(controller)}
+
+    @router.get("/models/{model}")
+    def get_model(model: str) -> dict[str, Any]:
+        """One model of GET /v1/models."""
+        found = next((m for m in model_list(controller) if m["id"] == model), None)
+        if found is None:
+            raise NotFound(f"this server offers no model called {model[:100]!r}; GET /v1/models lists them", model=model[:100])
+        return found
 
     async def run(request: Request, task_kind: str) -> Response:
         try:
@@ -133,18 +169,81 @@ def openai_router(controller: Controller, metrics: Metrics) -> APIRouter:
             return Response(status_code=499)
         if not task.is_complete:
             raise ScribefleetError.from_code(
-                task.error_code or "TASK_FAILED", task.error_message or f"the job ended {task.state.value}", jobId=task.id
+                task.error_code or "TASK_FAILED",
+                redact_paths(task.error_message, controller.settings, controller.state_dir) or f"the job ended {task.state.value}",
+                jobId=task.id,
             )
         return _answer(task, response_format, options)
 
-    @router.post("/transcriptions", openapi_extra=UPLOAD_BODY)
+    @router.post("/audio/transcriptions", openapi_extra=UPLOAD_BODY)
     async def transcriptions(request: Request) -> Response:
         """Transcribe an audio file (OpenAI's request and answer shapes)."""
         return await run(request, "transcribe")
 
-    @router.post("/translations", openapi_extra=UPLOAD_BODY)
+    @router.post("/audio/translations", openapi_extra=UPLOAD_BODY)
     async def translations(request: Request) -> Response:
         """Translate an audio file into English text (OpenAI's request and answer shapes)."""
         return await run(request, "translate")
 
     return router
+
+
+def _openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def _param(error: dict[str, Any]) -> str | None:
+    details = error.get("details") or {}
+    if details.get("param"):
+        return str(details["param"])
+    if error.get("code") == "MODEL_NOT_FOUND":
+        return "model"
+    return None
+
+
+def openai_error_body(body: bytes, status: int) -> bytes:
+    """scribefleet's {"error": {"code", "message", "details"}} as OpenAI's {"error": {"message", "type", "param", "code"}}."""
+    try:
+        error = json.loads(body)["error"]
+        message, code = error["message"], error["code"]
+    except (ValueError, KeyError, TypeError):
+        message, code, error = body.decode("utf-8", errors="replace")[:500], None, {}
+    shaped = {"message": message, "type": _openai_type(status), "param": _param(error), "code": code}
+    return json.dumps({"error": shaped}).encode()
+
+
+class OpenAIErrorMiddleware:
+    """Every error answer under /v1 in OpenAI's shape (what OpenAI's clients parse)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def reshape(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start = message
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = openai_error_body(b"".join(chunks), start["status"])
+            headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, reshape)

@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from scribefleet import __version__
-from scribefleet.errors import Unauthorized
 from scribefleet.service.auth import SESSION_COOKIE, Authenticator, principal_of, session_cookie_kwargs
 from scribefleet.service.controller import Controller
 from scribefleet.service.jobs import iso
 from scribefleet.service.metrics import CONTENT_TYPE, Metrics
+from scribefleet.service.redact import redact_all
 from scribefleet.store.models import TaskState
 
 RECENT_ERRORS = 20
@@ -72,12 +72,15 @@ def runtime_router(controller: Controller, metrics: Metrics, auth: Authenticator
 
     @router.get("/api/runtime", tags=["runtime"])
     def runtime() -> dict[str, Any]:
-        return runtime_json(controller)
+        """Slots, devices, capacity, queue, recent errors; server paths cut to their last component."""
+        return redact_all(runtime_json(controller), controller.settings, controller.state_dir)
 
-    @router.get("/health", tags=["runtime"])
     def health() -> dict[str, Any]:
-        """Liveness; the only route without authentication."""
+        """Liveness; the only route without authentication (GET and HEAD)."""
         return {"status": "ok", "version": __version__}
+
+    router.get("/health", tags=["runtime"], operation_id="health")(health)
+    router.head("/health", tags=["runtime"], operation_id="health_head")(health)
 
     @router.get("/metrics", tags=["runtime"], response_class=Response)
     def prometheus() -> Response:
@@ -91,8 +94,8 @@ def _session_routes(router: APIRouter, auth: Authenticator) -> None:
     @router.post("/api/session", tags=["session"])
     def login(body: LoginRequest, request: Request) -> JSONResponse:
         """Log a browser in with an API token: sets the session cookie, answers the CSRF token."""
-        if not auth.disabled and not auth.token_ok(body.token):
-            raise Unauthorized("that is not one of the controller's API tokens")
+        if not auth.disabled:
+            auth.check_token(body.token, request.client.host if request.client else "")
         session_id, session = auth.sessions.create()
         response = JSONResponse({"csrfToken": session.csrf_token, "expiresAt": iso(session.expires_at)})
         response.set_cookie(value=session_id, **session_cookie_kwargs(request, auth.sessions.ttl_s))

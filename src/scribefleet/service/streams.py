@@ -25,13 +25,28 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from scribefleet.errors import InvalidRequest
 from scribefleet.service.controller import Controller
 from scribefleet.service.jobs import get_batch, get_task, job_json
 from scribefleet.store.models import Event, Task, iso_ms
 
 POLL_S = 0.25
+#: an event id is a SQLite rowid: at most 19 decimal digits
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 KEEPALIVE_S = 15.0
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ")
+
+
+def parse_last_event_id(value: str | None) -> int:
+    """The id of a Last-Event-ID header (0 without one); anything but a plain decimal id is INVALID_REQUEST."""
+    if value is None or not value.strip():
+        return 0
+    if not _EVENT_ID.fullmatch(value.strip()):
+        raise InvalidRequest(
+            "Last-Event-ID must be the decimal id of an event this stream sent (at most 18 digits)",
+            header="Last-Event-ID",
+        )
+    return int(value.strip())
 
 
 def sse(event: str, data: Any, event_id: int | None = None) -> str:

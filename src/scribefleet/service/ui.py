@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import unicodedata
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from fastapi import APIRouter, Request
@@ -127,6 +128,23 @@ def _error_page(request: Request, err: ApiError) -> HTMLResponse:
     return _render(request, "error.html", "error", status=err.status, error=err)
 
 
+def safe_next(target: str) -> str:
+    """`target` if it is a path of this site, else the UI's home page.
+
+    Browsers drop tabs and newlines inside a URL and read a backslash as a slash, so
+    "/<tab>/evil.example" or "/\\evil.example" would leave the site: a target must start with one
+    "/" and hold no control character, space or backslash, and parse with no scheme or host.
+    """
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or any(c == "\\" or c.isspace() or unicodedata.category(c)[0] == "C" for c in target)
+    ):
+        return PREFIX + "/"
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else PREFIX + "/"
+
+
 @router.get("/", response_class=RedirectResponse)
 async def root() -> RedirectResponse:
     return RedirectResponse(PREFIX + "/", status_code=303)
@@ -139,9 +157,7 @@ async def ui_root() -> RedirectResponse:
 
 @router.get(PREFIX + "/login", response_class=HTMLResponse)
 async def login_page(request: Request, next: str = "") -> HTMLResponse:  # noqa: A002  (the query name)
-    # only a path of this site may be the target, never another site ("//host", "/\\host")
-    target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else PREFIX + "/"
-    return _render(request, "login.html", "login", next_url=target)
+    return _render(request, "login.html", "login", next_url=safe_next(next))
 
 
 @router.get(PREFIX + "/", response_class=HTMLResponse)

@@ -10,7 +10,9 @@ file renamed to its final name and its record `STATE/uploads/<uploadId>.json`
 written, so an upload either exists whole or not at all.
 
 The stored name comes from `safe_filename`: the client's last path component
-only, without NUL, control characters or leading dots, at most 200 bytes,
+only, without NUL, control characters, format characters (the bidirectional
+overrides and isolates such as U+202E, zero-width characters, BOM: they make a
+name look like another), line separators or leading dots, at most 200 bytes,
 extension kept. The folder is named by the server's own random id, so no part
 of the client's name can reach outside it.
 """
@@ -39,12 +41,15 @@ MAX_FIELD_BYTES = 64 * 1024  # a form field that is not the file (model, languag
 MAX_FIELDS = 64
 _UPLOAD_ID = re.compile(r"[0-9a-f]{16}")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
+#: Unicode categories a stored name loses: controls, format characters (bidi controls, zero-width), separators
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 
 def safe_filename(name: str | None) -> str:
     """A file name that is only a name: last path component, no controls/NUL/leading dots, extension kept."""
     name = unicodedata.normalize("NFC", name or "")
     name = re.split(r"[/\\]", name)[-1]  # the client's folders never count
+    name = "".join(c for c in name if unicodedata.category(c) not in _INVISIBLE)
     name = _UNSAFE.sub("", name).strip().lstrip(".").strip()
     if name in ("", ".", ".."):
         name = "upload"

@@ -256,6 +256,29 @@ class Store:
             args.extend(values)
         return self._query_tasks("WHERE " + " AND ".join(clauses), tuple(args))
 
+    def task_page(
+        self, batch_id: str | None = None, states: Iterable[TaskState | str] | None = None, *, limit: int, offset: int = 0
+    ) -> tuple[list[Task], int]:
+        """One page of tasks, newest first, and how many match in all: only the page's rows are read whole."""
+        clauses, args = ["1 = 1"], []
+        if batch_id is not None:
+            clauses.append("batch_id = ?")
+            args.append(batch_id)
+        if states is not None:
+            values = [TaskState(s).value for s in states]
+            clauses.append(f"state IN ({','.join('?' * len(values))})")
+            args.extend(values)
+        where = " AND ".join(clauses)
+        with self._lock:
+            total = self._conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}", args).fetchone()[0]
+            ids = [r[0] for r in self._conn.execute(
+                f"SELECT id FROM tasks WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?", [*args, limit, offset]
+            )]  # fmt: skip
+        if not ids:
+            return [], total
+        found = {t.id: t for t in self._query_tasks(f"WHERE tasks.id IN ({','.join('?' * len(ids))})", tuple(ids))}
+        return [found[i] for i in ids if i in found], total
+
     def task(self, task_id: str) -> Task | None:
         found = self._query_tasks("WHERE tasks.id = ?", (task_id,))
         return found[0] if found else None

@@ -5,6 +5,13 @@ only work if they are set *before* the process that loads CUDA starts;
 setting them in Python after imports silently leaves the GPU idle. So the
 parent computes the whole environment here and passes it to the child's
 exec; the slot never edits its own environment for these.
+
+No secret of scribefleet's own (API tokens, the CLI's controller token, the
+LLM key: every SecretStr setting, under each of its variable names) is
+passed on: a slot, and the shell and llm tasks it runs, never see them in
+their environment. A slot gets the LLM key it needs in its init message; a
+plan that wants a shell command to have a secret passes it in that task's
+`env` on purpose.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from scribefleet.config import Settings
 
@@ -34,6 +43,19 @@ def nvidia_lib_dirs() -> list[Path]:
     return dirs
 
 
+def secret_variables() -> frozenset[str]:
+    """The environment variable names of every secret setting (SCRIBEFLEET_API_TOKENS, its aliases, ...)."""
+    names: set[str] = {"WORKER_TOKEN", "REMOTE_WORKER_TOKEN", "SCRIBEFLEET_API_TOKEN_FILE"}
+    prefix = Settings.model_config.get("env_prefix", "")
+    for name, field in Settings.model_fields.items():
+        if SecretStr not in getattr(field.annotation, "__args__", (field.annotation,)):
+            continue
+        names.add(f"{prefix}{name}".upper())
+        alias = field.validation_alias
+        names.update(str(c).upper() for c in getattr(alias, "choices", [alias] if isinstance(alias, str) else []))
+    return frozenset(names)
+
+
 def slot_environment(
     settings: Settings,
     *,
@@ -42,7 +64,8 @@ def slot_environment(
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Environment for a slot bound to GPU `gpu_index` (None = CPU slot)."""
-    env = dict(os.environ if base is None else base)
+    secrets = secret_variables()
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k.upper() not in secrets}
     if gpu_index is None:
         # a CPU slot must never grab a GPU behind our back
         env["CUDA_VISIBLE_DEVICES"] = ""

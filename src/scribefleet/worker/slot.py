@@ -107,7 +107,7 @@ class Slot:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.log.info("slot %s started on %s (pid %d, CUDA_VISIBLE_DEVICES=%r)", self.name, self.device, os.getpid(), visible)
         try:
-            if self.device == "cuda" and not self._preflight():
+            if self.device == "cuda" and self.settings.slot_preflight and not self._preflight():
                 return EXIT_PREFLIGHT_FAILED
             self.send({"ev": "ready", "slot": self.name, "device": self.device, "pid": os.getpid(), "models": []})
             threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()

@@ -9,6 +9,17 @@
  */
 "use strict";
 
+// the target after login, if it stays on this site (the server checked it too; this is the second lock)
+function sameSite(target) {
+  if (!target || !target.startsWith("/") || /[\\\s\x00-\x1f\x7f]/.test(target)) return null;
+  try {
+    const url = new URL(target, location.origin);
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : null;
+  } catch (_) {
+    return null;
+  }
+}
+
 function initLogin() {
   const form = document.getElementById("login-form");
   form.addEventListener("submit", async (e) => {
@@ -17,7 +28,7 @@ function initLogin() {
     try {
       const body = await api("POST", "/api/session", { token: form.token.value });
       if (body && body.csrfToken) sessionStorage.setItem(CSRF_KEY, body.csrfToken);
-      location.assign(form.dataset.next || "/ui/");
+      location.assign(sameSite(form.dataset.next) || "/ui/");
     } catch (err) {
       flash(err.status === 401 || err.status === 403 ? "That token was not accepted." : err.message);
     }

@@ -1,0 +1,149 @@
+"""RayEngine on a real two-node Ray cluster (tests/ray_cluster.py): actors as slots, deaths, kills, fake GPUs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import exits_within
+
+from scribefleet.config import Settings
+from scribefleet.engines import make_engine
+from scribefleet.engines.base import SlotEvent, SlotSpec, SlotStatus
+
+pytest.importorskip("ray")  # `make test` installs the extra; without it test_registry checks the refusal
+
+from scribefleet.engines.ray import RayEngine  # noqa: E402
+
+
+def wait_for(engine: RayEngine, type_: str, within_s: float = 60.0) -> tuple[SlotEvent, list[SlotEvent]]:
+    seen: list[SlotEvent] = []
+    give_up = time.monotonic() + within_s
+    while time.monotonic() < give_up:
+        for event in engine.poll(give_up - time.monotonic()):
+            seen.append(event)
+            if event.type == type_:
+                return event, seen
+    raise AssertionError(f"no {type_} event; saw {[e.type for e in seen]}")
+
+
+def shell(task_id: str, run: str, cwd: Path) -> dict:
+    return {"task_id": task_id, "kind": "shell", "spec": {"run": run, "cwd": str(cwd)}, "attempt": 1,
+            "log_path": str(cwd / f"{task_id}.log")}  # fmt: skip
+
+
+@pytest.fixture
+def engine(tmp_path: Path, settings: Settings, ray_cluster) -> Iterator[RayEngine]:  # noqa: ANN001
+    settings = settings.model_copy(update={"shell_allow_all": True})  # `kill` below
+    eng = make_engine("ray", settings, tmp_path / "state", [SlotSpec("cpu0", "cpu", cpu_threads=2)])
+    assert isinstance(eng, RayEngine)
+    eng.start()
+    yield eng
+    eng.stop()
+
+
+def test_a_slot_is_an_actor_with_its_environment_set_before_it_started(engine: RayEngine, tmp_path: Path) -> None:
+    ready, _ = wait_for(engine, "ready")
+    slot = engine.slot("cpu0")
+    assert slot.status is SlotStatus.IDLE and slot.pid == ready.message["pid"] != os.getpid()
+    assert slot.node and ready.message["node_id"]
+    engine.assign("cpu0", shell("t1", 'echo "[$CUDA_VISIBLE_DEVICES]$OMP_NUM_THREADS $HF_HOME" > env.txt', tmp_path))
+    assert slot.status is SlotStatus.BUSY
+    done, seen = wait_for(engine, "done")
+    assert done.task_id == "t1" and slot.status is SlotStatus.IDLE and slot.tasks_done == 1
+    assert "progress" in [e.type for e in seen]
+    assert (tmp_path / "env.txt").read_text().split() == ["[]2", str(engine.settings.hf_home)]
+
+
+def test_kill_ends_the_running_command_and_the_actor_and_restart_makes_a_new_one(engine: RayEngine, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "up.fifo")
+    wait_for(engine, "ready")
+    engine.assign("cpu0", shell("t1", "sleep 300 & echo $! > up.fifo; wait", tmp_path))
+    with open(tmp_path / "up.fifo") as fifo:
+        sleeper = int(fifo.read().strip())
+    actor_pid = engine.slot("cpu0").pid
+    death = engine.kill("cpu0")
+    assert death is not None and death.type == "died" and death.task_id == "t1" and death.was == "busy"
+    assert exits_within(sleeper, 0.5), "the task's command outlived the kill"
+    assert exits_within(actor_pid, 10.0)
+    assert engine.slot("cpu0").status is SlotStatus.DEAD and engine.kill("cpu0") is None
+    assert engine.restart("cpu0")
+    ready, seen = wait_for(engine, "ready")
+    assert engine.slot("cpu0").pid != actor_pid
+    assert not [e for e in seen if e.task_id == "t1"], "events of the killed attempt must be dropped"
+    engine.assign("cpu0", shell("t2", "echo again > again.txt", tmp_path))
+    wait_for(engine, "done")
+    assert (tmp_path / "again.txt").read_text() == "again\n"
+
+
+def test_an_actor_that_dies_mid_task_is_a_death_of_its_slot(engine: RayEngine, tmp_path: Path) -> None:
+    wait_for(engine, "ready")
+    engine.assign("cpu0", shell("t1", "sleep 1; kill -9 $PPID; sleep 60", tmp_path))
+    death, _ = wait_for(engine, "died")
+    assert death.task_id == "t1" and death.was == "busy" and "Ray actor died" in death.how
+    assert engine.slot("cpu0").status is SlotStatus.DEAD
+
+
+CONNECT = """
+import sys, time
+from pathlib import Path
+from scribefleet.config import Settings
+from scribefleet.engines import make_engine
+from scribefleet.engines.base import SlotSpec
+from scribefleet.errors import ScribefleetError
+settings = Settings(_env_file=None)
+engine = make_engine(settings.engine, settings, Path(sys.argv[1]), [SlotSpec("cpu0", "cpu")])
+try:
+    engine.start()
+except ScribefleetError as err:
+    print("refused", err.code, err.message)
+    sys.exit(0)
+try:
+    give_up = time.monotonic() + 60
+    while engine.slot("cpu0").status.value != "idle" and time.monotonic() < give_up:
+        engine.poll(1.0)
+    print("ready on", engine.slot("cpu0").node)
+    import ray
+    print("cluster", ray.get_runtime_context().gcs_address)
+finally:
+    engine.stop()
+print("connected after stop:", ray.is_initialized())
+"""
+
+
+def test_a_second_driver_connects_by_address_with_the_clusters_token(tmp_path: Path, ray_cluster) -> None:  # noqa: ANN001
+    env = {**os.environ, "SCRIBEFLEET_ENGINE": "ray", "SCRIBEFLEET_RAY_ADDRESS": ray_cluster.cluster.address}
+    run = subprocess.run([sys.executable, "-c", CONNECT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0 and "ready on" in run.stdout, run.stdout + run.stderr[-3000:]
+    assert f"cluster {ray_cluster.cluster.address}" in run.stdout
+    assert "connected after stop: False" in run.stdout  # it disconnects; the cluster runs on (the next tests use it)
+
+
+def test_a_driver_with_the_wrong_token_is_refused_with_a_stable_code(tmp_path: Path, ray_cluster) -> None:  # noqa: ANN001
+    env = {**os.environ, "SCRIBEFLEET_ENGINE": "ray", "SCRIBEFLEET_RAY_ADDRESS": ray_cluster.cluster.address,
+           "RAY_AUTH_TOKEN": "0" * 64}  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", CONNECT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0 and run.stdout.startswith("refused RAY_UNREACHABLE cannot connect to the Ray cluster at "), run.stdout + run.stderr[-3000:]
+
+
+def test_ray_address_local_starts_a_private_cluster_and_stops_it_with_the_engine(tmp_path: Path, ray_cluster) -> None:  # noqa: ANN001
+    env = {**os.environ, "SCRIBEFLEET_ENGINE": "ray", "SCRIBEFLEET_RAY_ADDRESS": "local", "HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", CONNECT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0 and "ready on" in run.stdout, run.stdout + run.stderr[-3000:]
+    assert f"cluster {ray_cluster.cluster.address}" not in run.stdout and "cluster " in run.stdout
+    assert "connected after stop: False" in run.stdout  # the engine started it, the engine shut it down
+
+
+def test_an_idle_actor_that_dies_is_noticed_by_its_ping(engine: RayEngine) -> None:
+    wait_for(engine, "ready")
+    os.kill(engine.slot("cpu0").pid, 9)  # the session cluster's nodes are processes of this machine
+    death, _ = wait_for(engine, "died")
+    assert death.task_id is None and death.was == "idle" and "Ray actor died" in death.how
+    assert engine.slot("cpu0").status is SlotStatus.DEAD and engine.restart("cpu0")
+    wait_for(engine, "ready")
