@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, SerializationInfo, field_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -181,6 +182,54 @@ class Settings(BaseSettings):
     #: file mode mask of everything `serve` creates (state folder, store, uploads, outputs), octal:
     #: 077 = folders 0700, files 0600
     umask: str = Field(default="077", pattern=r"^0?[0-7]{3}$")
+
+    # -- remote GPU workers (seed 001's names accepted as they are; docs/remote-workers.md) --
+    #: the worker service's bearer token (`scribefleet worker` refuses to start without one); a secret
+    worker_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SCRIBEFLEET_WORKER_TOKEN", "WORKER_TOKEN")
+    )
+    #: jobs a worker admits at once (queued or running there); one more is answered 429
+    worker_max_concurrent_jobs: int = Field(
+        default=1, ge=1,
+        validation_alias=AliasChoices("SCRIBEFLEET_WORKER_MAX_CONCURRENT_JOBS", "WORKER_MAX_CONCURRENT_JOBS"),
+    )
+    #: the model of worker jobs that name none
+    worker_model: str = Field(
+        default="large-v3", validation_alias=AliasChoices("SCRIBEFLEET_WORKER_MODEL", "WORKER_MODEL")
+    )
+    #: answer the worker's GET /v1/ping without a token
+    worker_ping_public: bool = Field(
+        default=False, validation_alias=AliasChoices("SCRIBEFLEET_WORKER_PING_PUBLIC", "WORKER_PING_PUBLIC")
+    )
+    #: a worker job nobody has asked about for this long (its controller is gone) is canceled
+    worker_abandon_s: float = Field(default=900.0, gt=0)
+    #: the remote worker(s) of the controller: one URL, or several comma-separated
+    remote_worker_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SCRIBEFLEET_REMOTE_WORKER_URL", "REMOTE_WORKER_URL")
+    )
+    #: the token the controller sends to its workers (their WORKER_TOKEN); a secret
+    remote_worker_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SCRIBEFLEET_REMOTE_WORKER_TOKEN", "REMOTE_WORKER_TOKEN")
+    )
+    #: off: never remote; optional: jobs that ask for it; required: every job
+    remote_worker_mode: Literal["off", "optional", "required"] = Field(
+        default="off", validation_alias=AliasChoices("SCRIBEFLEET_REMOTE_WORKER_MODE", "REMOTE_WORKER_MODE")
+    )
+    #: how long a remote job may wait for capacity, and then run, before it fails
+    remote_worker_timeout_s: float = Field(
+        default=3600.0, gt=0,
+        validation_alias=AliasChoices("SCRIBEFLEET_REMOTE_WORKER_TIMEOUT_S", "REMOTE_WORKER_TIMEOUT_SECONDS"),
+    )
+    #: first delay between two polls of a remote job (doubled with jitter while nothing changes)
+    remote_worker_poll_s: float = Field(
+        default=5.0, gt=0,
+        validation_alias=AliasChoices("SCRIBEFLEET_REMOTE_WORKER_POLL_S", "REMOTE_WORKER_POLL_SECONDS"),
+    )
+
+    @field_serializer("worker_token", "remote_worker_token", when_used="json")
+    def _masked_json(self, value: SecretStr | None) -> str | None:
+        # slots never need these: masked even in the init message that hands a slot its settings
+        return None if value is None else str(value)
 
     @field_serializer("llm_api_key", when_used="json")
     def _secret_json(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

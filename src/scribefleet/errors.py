@@ -42,6 +42,13 @@ with what to do about it, and a test keeps the two in step.
     +-- JobNotComplete                  JOB_NOT_COMPLETE
     +-- RequestTooLarge                 REQUEST_TOO_LARGE
     +-- TooManyAttempts                 TOO_MANY_ATTEMPTS
+    +-- RemoteWorkerError               (remote GPU workers, seed 001:)
+        +-- RemoteWorkerUnauthorized    REMOTE_WORKER_UNAUTHORIZED
+        +-- RemoteWorkerUnreachable     REMOTE_WORKER_UNREACHABLE
+        +-- RemoteWorkerTimeout         REMOTE_WORKER_TIMEOUT
+        +-- RemoteWorkerCapacity        REMOTE_WORKER_CAPACITY
+        +-- RemoteDispatchFailed        REMOTE_DISPATCH_FAILED
+        +-- RemoteFailed                REMOTE_FAILED
 """
 
 from __future__ import annotations
@@ -308,6 +315,50 @@ class TooManyAttempts(ScribefleetError):
     """Too many wrong tokens came from one client address; it must wait (Retry-After) before trying again."""
 
     code, http_status = "TOO_MANY_ATTEMPTS", 429
+
+
+class RemoteWorkerError(ScribefleetError):
+    """Something went wrong between the controller and a remote worker (seed 001's codes below)."""
+
+    code, http_status = "REMOTE_WORKER_ERROR", 502
+
+
+class RemoteWorkerUnauthorized(RemoteWorkerError):
+    """The worker refused the controller's token: REMOTE_WORKER_TOKEN must equal the worker's WORKER_TOKEN."""
+
+    code, http_status = "REMOTE_WORKER_UNAUTHORIZED", 401
+
+
+class RemoteWorkerUnreachable(RemoteWorkerError):
+    """The worker could not be reached (refused, timed out, 5xx); the job waits and is tried again."""
+
+    code, http_status = "REMOTE_WORKER_UNREACHABLE", 503
+    retryable = True
+
+
+class RemoteWorkerTimeout(RemoteWorkerError):
+    """A remote job ran longer than REMOTE_WORKER_TIMEOUT_SECONDS."""
+
+    code, http_status = "REMOTE_WORKER_TIMEOUT", 504
+
+
+class RemoteWorkerCapacity(RemoteWorkerError):
+    """The worker is full (it answers 429), or a job waited longer than the timeout for a free place."""
+
+    code, http_status = "REMOTE_WORKER_CAPACITY", 429
+    retryable = True
+
+
+class RemoteDispatchFailed(RemoteWorkerError):
+    """The worker would not create the job (it refused the media or the options)."""
+
+    code, http_status = "REMOTE_DISPATCH_FAILED", 502
+
+
+class RemoteFailed(RemoteWorkerError):
+    """The worker ran the job and it failed; the worker's own code and message are in details."""
+
+    code, http_status = "REMOTE_FAILED", 502
 
 
 def _all_subclasses(cls: type) -> list[type]:

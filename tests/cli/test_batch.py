@@ -231,7 +231,7 @@ def test_a_failed_file_fails_alone_and_is_submitted_again_from_its_upload(contro
     assert after["noise.wav"]["status"] == "failed"
 
 
-@pytest.mark.parametrize("flag", ["--remote", "--diarization"])
+@pytest.mark.parametrize("flag", ["--diarization"])
 def test_features_that_do_not_exist_yet_are_refused(flag: str, inbox: Path, tmp_path: Path) -> None:
     proc = run_batch("--input", str(inbox), "--controller", "http://127.0.0.1:9", flag, "--out", str(tmp_path / "o"), check=2)
     assert "FEATURE_UNAVAILABLE" in proc.stderr and flag in proc.stderr

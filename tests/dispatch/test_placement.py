@@ -69,3 +69,25 @@ def test_gpu_tasks_fail_with_the_preflight_error_when_no_gpu_slot_is_left(make) 
     assert Placement([slot("gpu0", "cuda", status=SlotStatus.STARTING)], []).impossible([gpu_task]) == []
     everything = Placement([failed_gpu], []).impossible([gpu_task, any_task])
     assert [t.key for t, _ in everything] == ["g", "a"]
+
+
+def test_remote_tasks_only_on_remote_places_least_loaded_worker_first(make, tmp_path: Path) -> None:
+    def remote(name: str, group: str, models: tuple[str, ...] = (), status: SlotStatus = SlotStatus.IDLE) -> SlotHandle:
+        return SlotHandle(SlotSpec(name, "remote"), status=status, models=list(models), group=group)  # type: ignore[arg-type]
+
+    slots = [slot("cpu0"), remote("r0-0", "r0", ("tiny.en",), SlotStatus.BUSY), remote("r0-1", "r0", ("tiny.en",)),
+             remote("r1-0", "r1"), remote("r1-1", "r1"), remote("r2-0", "r2"), remote("r2-1", "r2")]
+    local = make("local", "tiny.en")
+    jobs = [make(f"remote{i}", "tiny.en") for i in range(3)]
+    store = Store.open(tmp_path)
+    for t in jobs:  # what add_transcribe_task(remote=True) writes
+        store.revise_task(t.id, {**t.spec, "remote": True}, content_key=None)
+    jobs = [store.task(t.id) for t in jobs]
+    assignments, _ = Placement(slots, []).assign([local, *jobs])
+    where = {t.key: s for t, s in assignments}
+    assert where["local"] == "cpu0"
+    # r0 holds the model but is half busy: the idle workers r1 and r2 get one each first; then all three are
+    # half busy and the one holding the model wins
+    assert {where["remote0"][:2], where["remote1"][:2]} == {"r1", "r2"}
+    assert where["remote2"] == "r0-1"
+    store.close()

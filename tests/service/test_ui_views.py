@@ -71,3 +71,20 @@ def test_templates_escape_user_text() -> None:
         page="home", csrf_token=None, recent=[job], formats=["srt"], default_model="tiny.en", models=[HOSTILE]
     )
     assert "<img" not in rows and 'href="/ui/jobs/a1b2c3d4e5f6"' in rows
+
+
+def test_remote_workers_on_the_runtime_page_and_the_remote_toggle() -> None:
+    runtime = {"slots": [], "remoteWorker": {"mode": "optional", "connected": False, "workers": [
+        {"url": "http://gpu:8477", "connected": False, "models": ["large-v3"], "lastSeenAt": None,
+         "workerCapabilities": {"activeJobs": 1, "maxConcurrentJobs": 2, "gpu": True, "gpuName": HOSTILE},
+         "lastError": {"code": "REMOTE_WORKER_UNREACHABLE", "message": "no answer"}}]}}  # fmt: skip
+    rt = views.runtime_view(runtime)
+    assert rt.remote is not None and rt.remote.rows[0][:3] == ["http://gpu:8477", "no", "1 of 2"]
+    html = ui.TEMPLATES.get_template("_runtime.html").render(rt=rt)
+    assert "Remote workers" in html and "REMOTE_WORKER_UNREACHABLE no answer" in html and "<img" not in html
+    assert "Remote workers" not in ui.TEMPLATES.get_template("_runtime.html").render(rt=views.runtime_view({"slots": []}))
+    home = {mode: ui.TEMPLATES.get_template("home.html").render(page="home", csrf_token=None, recent=[], formats=["srt"],
+                                                                default_model="tiny.en", models=[], remote_mode=mode)
+            for mode in ("off", "optional", "required")}  # fmt: skip
+    assert 'name="remote"' in home["optional"] and 'name="remote"' not in home["off"] + home["required"]
+    assert "Every job runs on the remote GPU worker" in home["required"]

@@ -28,7 +28,7 @@ def batch(
     input_dir: Annotated[Path, typer.Option("--input", "-i", help="Folder of media files (walked recursively).")],
     controller: Annotated[Optional[str], typer.Option("--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER).")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
-    remote: Annotated[bool, typer.Option("--remote", help="Run on remote GPU workers: not available yet, refused.")] = False,
+    remote: Annotated[bool, typer.Option("--remote", help="Run each job on the controller's remote GPU worker (REMOTE_WORKER_MODE optional or required).")] = False,
     diarization: Annotated[bool, typer.Option("--diarization", help="Label speakers: not available yet, refused.")] = False,
     model: edge.Model = "tiny.en",
     language: edge.Language = None,
@@ -42,15 +42,14 @@ def batch(
     """Upload a folder of media to a controller, resumably; download the outputs."""
 
     def body() -> int:
-        if remote:
-            raise FeatureUnavailable("--remote (remote GPU workers) is not available yet: run without it; the controller uses its own slots")
         if diarization:
             raise FeatureUnavailable("--diarization (speaker labels) is not available yet: run without it")
         options = edge.transcribe_options(model=model, language=language, task=task, formats=formats)
         console = edge.stderr_console()
         try:
             bstate, files = run_remote_batch(input_dir, options, edge.settings_of(ctx), controller=controller, token=token,
-                                             state_path=state, parallel=parallel, out=out, say=console.print)  # fmt: skip
+                                             state_path=state, parallel=parallel, out=out, say=console.print,
+                                             remote=remote)  # fmt: skip
         except Stopped:
             raise KeyboardInterrupt from None
         return _summarize(bstate, files, json_out, console)

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from scribefleet import __version__
-from scribefleet.cli import batch, doctor, edge, jobs, plan, serve, status, submit, transcribe
+from scribefleet.cli import batch, doctor, edge, jobs, plan, serve, status, submit, transcribe, worker
 from scribefleet.errors import ScribefleetError
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ app.command()(jobs.logs)
 app.command()(batch.batch)
 app.command()(submit.submit)
 app.command()(submit.dispatch)
+app.command()(worker.worker)
 
 
 def main(argv: list[str] | None = None) -> None:

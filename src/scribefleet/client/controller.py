@@ -157,11 +157,14 @@ class ControllerClient:
 
         return self._call(send, f"upload of {path.name}", safe=True).json()
 
-    def create_job(self, upload_id: str, options: dict[str, Any], batch_id: str | None = None) -> dict[str, Any]:
-        """POST /api/jobs: a transcription job of an upload; returns the job."""
+    def create_job(self, upload_id: str, options: dict[str, Any], batch_id: str | None = None, *,
+                   remote: bool = False) -> dict[str, Any]:
+        """POST /api/jobs: a transcription job of an upload (on a remote worker when `remote`); returns the job."""
         body: dict[str, Any] = {"uploadId": upload_id, "options": options}
         if batch_id:
             body["batchId"] = batch_id
+        if remote:
+            body["remote"] = True
         return self._call(lambda: self._http.post("/api/jobs", json=body), "creating a job", safe=False).json()
 
     def job(self, job_id: str) -> dict[str, Any]:

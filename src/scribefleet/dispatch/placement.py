@@ -1,7 +1,8 @@
 """Placement: which free slot gets which ready task.
 
 The rules, in order:
-  * resources: a "gpu" task only on a cuda slot; a "cpu" task on a CPU slot
+  * resources: a remote task (spec "remote") only on a remote worker's place, and no other
+    task there; a "gpu" task only on a cuda slot; a "cpu" task on a CPU slot
     (on any slot when the engine has no CPU slot, so it can never starve);
     "any" anywhere;
   * never two tasks with the same content_key at once (the second would
@@ -9,6 +10,8 @@ The rules, in order:
   * model-affine: a task whose model (spec "model_id") a free slot already
     holds goes there first; the others take any free slot, preferring slots
     with the fewest models loaded, so warm slots stay free for their models;
+  * remote tasks go to the least loaded worker (busy places / places of the
+    slot's `group`), and among equals to one that holds their model;
   * no slot stays idle while a task it may run is ready.
 A task no usable slot can ever run (a gpu task when every cuda slot failed its
 preflight, anything when every slot is given up) is reported as impossible,
@@ -17,6 +20,7 @@ with the error it should fail with, instead of waiting forever.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -36,8 +40,12 @@ class Placement:
         self.has_cpu = any(h.device == "cpu" for h in self.usable)
         self.has_gpu = any(h.device == "cuda" for h in self.usable)
         self.content_busy = {r.task.content_key for r in running if r.task.content_key}
+        self.group_size: Counter[str] = Counter(h.group for h in self.usable if h.group)
+        self.group_busy: Counter[str] = Counter(h.group for h in slots if h.group and h.status is SlotStatus.BUSY)
 
     def eligible(self, task: Task, slot: SlotHandle) -> bool:
+        if bool(task.spec.get("remote")) != (slot.device == "remote"):
+            return False  # remote tasks only on remote workers' places, and nothing else there
         if task.resources == "gpu":
             return slot.device == "cuda"
         if task.resources == "cpu":
@@ -67,8 +75,13 @@ class Placement:
         }
         return [(t, error) for t in gpu_tasks]
 
-    def _prefers(self, task: Task, slot: SlotHandle) -> tuple[int, int]:
-        """Sort key among eligible free slots: fewest models loaded, then the right device."""
+    def _prefers(self, task: Task, slot: SlotHandle) -> tuple[float, int]:
+        """Sort key among eligible free slots: fewest models loaded, then the right device.
+
+        A remote worker's place: the least loaded worker, then one that holds the model.
+        """
+        if slot.group:
+            return self.group_busy[slot.group] / max(1, self.group_size[slot.group]), int(task.model_id not in slot.models)
         wants_gpu = task.resources == "gpu" or (task.resources == "any" and task.model_id is not None)
         return len(slot.models), int((slot.device == "cuda") != wants_gpu)
 
@@ -86,13 +99,15 @@ class Placement:
         def take(task: Task, slot: SlotHandle) -> None:
             assignments.append((task, slot.name))
             free.remove(slot)
+            if slot.group:
+                self.group_busy[slot.group] += 1
             if task.content_key:
                 busy.add(task.content_key)
 
         rest = []
         for task in pending:  # first pass: tasks whose model a free slot already holds
             warm = next((s for s in free if task.model_id in s.models and self.eligible(task, s)), None)
-            if task.model_id and warm is not None and task.content_key not in busy:
+            if task.model_id and warm is not None and task.content_key not in busy and not warm.group:
                 take(task, warm)
             else:
                 rest.append(task)

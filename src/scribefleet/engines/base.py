@@ -86,6 +86,8 @@ class SlotHandle:
     started_at: float = 0.0  # time.monotonic() of the last start
     last_heard_at: float = 0.0  # time.monotonic() of the last message (heartbeats included)
     tasks_done: int = 0
+    #: the host whose places this slot is one of (a remote worker), so placement spreads work by load
+    group: str = ""
 
     @property
     def name(self) -> str:

@@ -88,14 +88,24 @@ def transcribe_spec(input_path: Path, display: str, work_dir: Path, outputs: dic
 
 def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Path, display: str, digest: str | None,
                         outputs: dict[str, Path], options: TranscribeOptions, resolved: ResolvedModel,
-                        settings: Settings, extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """Add (or find) one transcribe task of a batch; returns (task id, its spec)."""
+                        settings: Settings, extra: dict[str, Any] | None = None,
+                        remote: bool = False) -> tuple[str, dict[str, Any]]:
+    """Add (or find) one transcribe task of a batch; returns (task id, its spec).
+
+    `remote`: it runs on a remote worker (spec "remote": true, dispatch/placement.py); its own
+    limit is the engine's (REMOTE_WORKER_TIMEOUT_SECONDS for the wait, again for the run), so
+    the dispatcher's is only a backstop above both.
+    """
     work = work_dir_for(store.state_dir, input_path, digest, options.result_key(resolved.model_id))
     spec = {**transcribe_spec(input_path, display, work, outputs, options, resolved, settings), **(extra or {})}
+    resources = "gpu" if options.device is Device.CUDA else "any"
+    timeout_s = settings.transcribe_timeout_s
+    if remote:
+        spec["remote"], resources = True, "any"
+        timeout_s = 2 * settings.remote_worker_timeout_s + 300
     task_id = store.add_task(
         batch_id, key, TaskKind.TRANSCRIBE.value, spec, max_attempts=settings.max_attempts,
-        timeout_s=settings.transcribe_timeout_s, resources="gpu" if options.device is Device.CUDA else "any",
-        content_key=work.name,
+        timeout_s=timeout_s, resources=resources, content_key=work.name,
     )  # fmt: skip
     return task_id, spec
 

@@ -5,7 +5,7 @@ controller batch, is polled with exponential backoff and jitter, and its
 outputs are downloaded where `transcribe` would put them
 (`OUT/<relative path>.<fmt>`). At most `parallel` jobs are in flight. Every
 change is written at once, atomically, to the state file
-(`batch_state.json` in the input folder), so the same run started again after
+(`batch_state.json` in the input folder, with each job's `executionMode`), so the same run started again after
 a crash, `kill -9` or Ctrl-C resumes: complete files are skipped, jobs in
 flight are re-attached (never submitted twice), failed ones are submitted
 again, from their upload when the controller still has it. A controller that
@@ -113,9 +113,10 @@ class BatchRunner:
     """Drives every file of one input folder through a controller, `parallel` at a time."""
 
     def __init__(self, client: ControllerClient, state: BatchState, files: list[InputFile], options: TranscribeOptions,
-                 settings: Settings, *, parallel: int, say: Callable[[str], None]) -> None:
+                 settings: Settings, *, parallel: int, say: Callable[[str], None], remote: bool = False) -> None:
         self.client, self.state, self.files, self.options = client, state, files, options
         self.settings, self.parallel, self.say = settings, parallel, say
+        self.remote = remote  # ask the controller to run each job on a remote worker (seed 001's --remote)
         self.stop = threading.Event()
 
     @staticmethod
@@ -220,7 +221,8 @@ class BatchRunner:
                 upload_id = upload["uploadId"]
                 self._record(key, uploadId=upload_id, status="uploaded", jobId=None)
             try:
-                job = self._patient(lambda: self.client.create_job(upload_id, opts, batch_id), f"submitting {key}")
+                job = self._patient(lambda: self.client.create_job(upload_id, opts, batch_id, remote=self.remote),
+                                    f"submitting {key}")  # fmt: skip
             except ScribefleetError as exc:
                 if exc.code != "NOT_FOUND":  # not MODEL_NOT_FOUND & co: those are real failures
                     raise
@@ -311,7 +313,7 @@ class BatchRunner:
 
 def run_remote_batch(input_dir: Path, options: TranscribeOptions, settings: Settings, *, controller: str | None,
                      token: str | None, state_path: Path | None, parallel: int, out: Path,
-                     say: Callable[[str], None]) -> tuple[BatchState, list[InputFile]]:
+                     say: Callable[[str], None], remote: bool = False) -> tuple[BatchState, list[InputFile]]:
     """Every media file of `input_dir` through the controller; the state file and the files (what each became)."""
     opts = options
     url = controller or settings.controller
@@ -328,7 +330,7 @@ def run_remote_batch(input_dir: Path, options: TranscribeOptions, settings: Sett
                                  input_dir=input_dir, options=opts.model_dump(mode="json"))
         say(f"batch of {len(files)} file(s) from {input_dir} via {client.url}; state in {bstate.path}")
         try:
-            BatchRunner(client, bstate, files, opts, settings, parallel=parallel, say=say).run()
+            BatchRunner(client, bstate, files, opts, settings, parallel=parallel, say=say, remote=remote).run()
         finally:
             bstate.unlock()
     return bstate, files

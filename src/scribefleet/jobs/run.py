@@ -3,7 +3,9 @@
 `engine_dispatcher` is the one place an engine (the one `settings.engine`
 names: local slot processes, or Ray actors) and its Dispatcher are built (for
 `transcribe`, `plan run`, the `submit` runner and the controller), and
-`slots_for` the one place their slots are planned.
+`slots_for` the one place their slots are planned; `controller_dispatcher`
+wraps that engine in a RemoteEngine when the controller has remote workers
+(REMOTE_WORKER_MODE optional or required).
 `run_batch` runs one batch's unfinished tasks until each has ended;
 `run_transcribe` and `run_plan` are whole runs (create or update the batch
 under the state dir's lock, then run it); `run_queued` runs every queued task
@@ -28,6 +30,7 @@ from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
 from scribefleet.engines import make_engine
 from scribefleet.engines.base import Engine, SlotSpec
+from scribefleet.engines.remote import RemoteEngine, worker_urls
 from scribefleet.errors import ScribefleetError, StateLocked
 from scribefleet.jobs.create import create_batch
 from scribefleet.jobs.inputs import check_inputs
@@ -74,6 +77,17 @@ def engine_dispatcher(store: Store, settings: Settings, slots: list[SlotSpec], *
                       listeners: Iterable[Listener] = ()) -> tuple[Engine, Dispatcher]:
     """The engine `settings.engine` names, with `slots` for the store's state dir, and the Dispatcher that drives it."""
     engine = make_engine(settings.engine, settings, store.state_dir, slots)
+    return engine, Dispatcher(store, engine, settings, listeners=list(listeners), lock=lock)
+
+
+def controller_dispatcher(store: Store, settings: Settings, slots: list[SlotSpec], *, lock: DispatcherLock | None = None,
+                          listeners: Iterable[Listener] = ()) -> tuple[Engine, Dispatcher]:
+    """The controller's engine and dispatcher: its own slots, plus remote workers' places when
+    REMOTE_WORKER_MODE is optional or required (a RemoteEngine around the engine of `settings.engine`)."""
+    urls = worker_urls(settings)
+    if settings.remote_worker_mode == "off" or not urls:
+        return engine_dispatcher(store, settings, slots, lock=lock, listeners=listeners)
+    engine = RemoteEngine(settings, make_engine(settings.engine, settings, store.state_dir, slots), urls)
     return engine, Dispatcher(store, engine, settings, listeners=list(listeners), lock=lock)
 
 

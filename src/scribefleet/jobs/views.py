@@ -6,6 +6,11 @@ fields: `as_json()`, the snake_case JSON of the CLI (`status --json`,
 `submit --json`, `transcribe --json`), and `as_api_json()`, the camelCase job
 of the HTTP API (docs/api.md, seed 001's names).
 
+A job sent to a remote worker (spec "remote") has `execution_mode` "remote"
+and, while it waits for a worker's place (queued, or stage `queued_remote`),
+the status `queued_remote` with the message "Waiting for worker capacity"
+(seed 001); `worker` then says which worker job it is.
+
 `percent` is the whole job's progress: each stage covers a share of it
 (`STAGE_SPAN_PERCENT`); `stage_percent` is the current stage's own. With the
 task's events at hand, `stages` tells each stage's state, time and attempts
@@ -53,6 +58,8 @@ class TaskView:
     guards: dict[str, int] | None = None  # how often each hallucination guard fired (pipeline/guards.py)
     slot: str | None = None
     execution_mode: str = "local"
+    message: str | None = None  # what it waits for, in words ("Waiting for worker capacity")
+    remote: dict[str, Any] | None = None  # {workerJobId, worker, lastSeenAt, gpu} of a remote job
     created_at: float | None = None
     updated_at: float | None = None
     started_at: float | None = None
@@ -76,12 +83,18 @@ class TaskView:
             **({"stages": list(self.stages)} if self.stages else {}), **where,
         }  # fmt: skip
 
-    def as_api_json(self, *, slot_is_gpu: bool = False) -> dict[str, Any]:
-        """The HTTP API's job (camelCase, docs/api.md); outputs are download URLs once complete."""
+    def as_api_json(self, *, slot_is_gpu: bool = False, remote: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The HTTP API's job (camelCase, docs/api.md); outputs are download URLs once complete.
+
+        `remote`: the remote engine's live view of a remote job (else the one its result kept).
+        """
         worker = None
         if self.slot is not None or self.status != TaskState.QUEUED.value and self.started_at is not None:
             seen = self.updated_at if self.status == TaskState.RUNNING.value else self.finished_at or self.updated_at
             worker = {"slot": self.slot, "gpu": slot_is_gpu, "lastSeenAt": iso(seen)}
+        remote = remote or self.remote
+        if self.execution_mode == "remote" and remote:
+            worker = {**(worker or {}), **remote}
         complete = self.status == TaskState.COMPLETE.value
         return {
             "id": self.id,
@@ -94,6 +107,7 @@ class TaskView:
             "worker": worker,
             "lastErrorCode": self.error_code,
             "lastErrorMessage": self.error_message,
+            "message": self.message,
             "outputs": {f: f"/api/jobs/{self.id}/outputs/{f}" for f in self.formats} if complete else {},
             "options": self.options,
             "attempts": self.attempts,
@@ -193,11 +207,24 @@ def _percent(task: Task) -> float:
     return round(start + (end - start) * task.progress, 1) if task.stage in STAGE_SPAN_PERCENT else 0.0
 
 
+WAITING_FOR_CAPACITY = "Waiting for worker capacity"
+QUEUED_REMOTE = "queued_remote"
+
+
+def _status(task: Task) -> tuple[str, str | None]:
+    """The status a client sees, and what it waits for: a remote job waiting for a worker is queued_remote."""
+    if task.spec.get("remote") and (task.is_queued or task.is_running and task.stage == QUEUED_REMOTE):
+        return QUEUED_REMOTE, WAITING_FOR_CAPACITY
+    return task.state.value, None
+
+
 def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
     """A store task as its public view; with its events (in order), each stage's history too."""
     spec, result = task.spec, task.result or {}
+    status, message = _status(task)
     return TaskView(
-        id=task.id, status=task.state.value, batch_id=task.batch_id, key=task.key, kind=task.kind,
+        id=task.id, status=status, message=message,
+        execution_mode="remote" if spec.get("remote") else "local", remote=result.get("remote"), batch_id=task.batch_id, key=task.key, kind=task.kind,
         name=str(spec.get("display") or task.key), input=spec.get("input_path", task.key), stage=task.stage,
         percent=_percent(task), stage_percent=100.0 if task.is_complete else round(100.0 * (task.progress or 0.0), 1),
         attempts=task.attempts, error_code=task.error_code, error_message=task.error_message,

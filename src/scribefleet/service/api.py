@@ -60,6 +60,8 @@ class JobRequest(BaseModel):
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
     batch_id: Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(None, alias="batchId")
     url: SkipJsonSchema[Annotated[str, Field(max_length=8192)] | None] = None
+    #: run on a remote worker (REMOTE_WORKER_MODE=optional); required mode sends every job there
+    remote: bool | None = None
 
 
 class BatchRequest(BaseModel):
@@ -133,7 +135,7 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
             )
         if not body.upload_id:
             raise UsageError("a job needs an uploadId (from POST /api/uploads)")
-        task = J.create_job(controller, body.upload_id, body.options, body.batch_id)
+        task = J.create_job(controller, body.upload_id, body.options, body.batch_id, remote=body.remote)
         return J.job_json(task, controller)
 
     @router.get("/jobs", tags=["jobs"])

@@ -26,10 +26,10 @@ from scribefleet.config import Settings
 from scribefleet.dispatch.dispatcher import Dispatcher, request_cancel
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
-from scribefleet.engines.base import SlotSpec
-from scribefleet.engines.base import Engine, SlotStatus
-from scribefleet.errors import StateLocked
-from scribefleet.jobs.run import engine_dispatcher, slots_for
+from scribefleet.engines.base import Engine, SlotSpec, SlotStatus
+from scribefleet.engines.remote import RemoteEngine
+from scribefleet.errors import StateLocked, UsageError
+from scribefleet.jobs.run import controller_dispatcher, slots_for
 from scribefleet.service.uploads import UploadStore
 from scribefleet.store.store import Store
 from scribefleet.worker.hardware import Hardware, detect_hardware, plan_slots
@@ -131,7 +131,8 @@ class Controller:
 
     def _run_once(self) -> None:
         store = Store.open(self.state_dir)  # the dispatcher's own connection
-        engine, dispatcher = engine_dispatcher(store, self.settings, self.slot_specs, lock=self._lock, listeners=[self._emit])
+        engine, dispatcher = controller_dispatcher(store, self.settings, self.slot_specs, lock=self._lock,
+                                                   listeners=[self._emit])  # fmt: skip
         with self._guard:
             self._engine, self._dispatcher = engine, dispatcher
             if self._stop.is_set():
@@ -159,8 +160,10 @@ class Controller:
         engine = self._engine
         handles = {h.name: h for h in engine.slots} if engine is not None else {}
         out = []
-        # planned slots, and those an engine that sizes itself from its cluster (Ray) added
-        specs = self.slot_specs + [h.spec for name, h in handles.items() if name not in {s.name for s in self.slot_specs}]
+        # planned slots, and those an engine that sizes itself from its cluster (Ray) added; remote
+        # workers' places are not slots of this controller (remote_runtime shows them)
+        planned = {s.name for s in self.slot_specs}
+        specs = self.slot_specs + [h.spec for name, h in handles.items() if name not in planned and h.device != "remote"]
         for spec in specs:
             h = handles.get(spec.name)
             status = h.status.value if h is not None and self.dispatching else "stopped"
@@ -177,6 +180,44 @@ class Controller:
                 "error": h.error if h is not None else None,
             })  # fmt: skip
         return out
+
+    # -- remote workers (engines/remote.py) -------------------------------------
+
+    @property
+    def remote_mode(self) -> str:
+        """off, optional or required; off when no REMOTE_WORKER_URL is set."""
+        return self.settings.remote_worker_mode if self.settings.remote_worker_url else "off"
+
+    def runs_remotely(self, asked: bool | None) -> bool:
+        """Whether a new job runs on a remote worker: required -> always; optional -> when it asks."""
+        mode = self.remote_mode
+        if asked and mode == "off":
+            raise UsageError(
+                "this job asks to run on a remote worker, but the controller has none: "
+                "set REMOTE_WORKER_URL and REMOTE_WORKER_MODE=optional (or required)",
+                remote=True,
+            )
+        return mode == "required" or (mode == "optional" and bool(asked))
+
+    def remote_view(self, task_id: str) -> dict[str, Any] | None:
+        """The remote engine's live view of a remote job ({workerJobId, worker, lastSeenAt, gpu})."""
+        engine = self._engine
+        return engine.task_view(task_id) if isinstance(engine, RemoteEngine) else None
+
+    def remote_wait_error(self) -> dict[str, Any] | None:
+        """Why queued remote jobs wait beyond capacity: the workers' error when none answers."""
+        engine = self._engine
+        return engine.wait_error() if isinstance(engine, RemoteEngine) else None
+
+    def remote_runtime(self) -> dict[str, Any] | None:
+        """GET /api/runtime's remoteWorker: the first worker's state, and every worker under `workers`."""
+        if self.remote_mode == "off":
+            return None
+        engine = self._engine
+        workers = engine.workers_view() if isinstance(engine, RemoteEngine) else []
+        first = workers[0] if workers else {"connected": False, "workerCapabilities": None}
+        return {"mode": self.remote_mode, "connected": first["connected"],
+                "workerCapabilities": first["workerCapabilities"], "workers": workers}  # fmt: skip
 
     def slot_is_gpu(self, name: str | None) -> bool:
         return any(s.name == name and s.device == "cuda" for s in self.slot_specs)

@@ -19,7 +19,7 @@ from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.jobs.create import add_transcribe_task
 from scribefleet.jobs.views import iso, task_view
 from scribefleet.options import Device, TranscribeOptions
-from scribefleet.pipeline.models import resolve_api_model
+from scribefleet.pipeline.models import ResolvedModel, resolve_api_model
 from scribefleet.service.controller import Controller
 from scribefleet.service.limits import list_item
 from scribefleet.service.redact import redact_paths
@@ -32,11 +32,17 @@ __all__ = ["iso", "job_json"]
 
 def job_json(task: Task, controller: Controller, *, stages: bool = False) -> dict[str, Any]:
     """A task as the API shows a job (server paths cut from its error); `stages` adds each stage's history
-    (one job's page, not lists)."""
-    events = controller.store.events(task_id=task.id) if stages else None
-    job = task_view(task, events).as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot))
-    job["lastErrorMessage"] = redact_paths(job["lastErrorMessage"], controller.settings, controller.state_dir)
-    return job
+    (one job's page, not lists); a remote job in flight shows the remote engine's live view of it."""
+    view = task_view(task, controller.store.events(task_id=task.id) if stages else None)
+    remote = controller.remote_view(task.id) if view.execution_mode == "remote" and not task.is_terminal else None
+    out = view.as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot), remote=remote)
+    out["lastErrorMessage"] = redact_paths(out["lastErrorMessage"], controller.settings, controller.state_dir)
+    if view.execution_mode == "remote" and not task.is_terminal:
+        # a job that waits on a worker that does not answer says so (REMOTE_WORKER_UNREACHABLE & co), though not failed
+        waiting = (remote or {}).get("lastError") or (controller.remote_wait_error() if view.status == "queued_remote" else None)
+        if waiting and not out["lastErrorCode"]:
+            out["lastErrorCode"], out["lastErrorMessage"] = waiting.get("code"), waiting.get("message")
+    return out
 
 
 def get_task(controller: Controller, job_id: str) -> Task:
@@ -72,13 +78,21 @@ def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> di
     return out
 
 
-def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None) -> Task:
-    """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s."""
+def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None,
+               *, remote: bool | None = None) -> Task:
+    """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s.
+
+    `remote`: the job asks to run on a remote worker (REMOTE_WORKER_MODE decides, Controller.runs_remotely).
+    """
     settings = controller.settings
     upload = controller.uploads.get(upload_id)
     batch = get_batch(controller, batch_id) if batch_id else None
-    resolved = resolve_api_model(options.model, settings)  # MODEL_NOT_FOUND now, not in a slot later
-    if options.device is Device.CUDA and not any(s.device == "cuda" for s in controller.plan()):
+    on_worker = controller.runs_remotely(remote)
+    if on_worker:  # the worker resolves the model (the controller may not have it)
+        resolved = ResolvedModel(path=Path(options.model), model_id=options.model)
+    else:
+        resolved = resolve_api_model(options.model, settings)  # MODEL_NOT_FOUND now, not in a slot later
+    if not on_worker and options.device is Device.CUDA and not any(s.device == "cuda" for s in controller.plan()):
         raise UsageError(
             "this job asks for device cuda, but the controller has no GPU slot; "
             "use device auto or cpu, or start the controller with --device cuda",
@@ -92,7 +106,7 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
     task_id, _ = add_transcribe_task(
         controller.store, batch.id, f"{key}/{upload.filename}", input_path=upload.path, display=upload.filename,
         digest=upload.sha256, outputs={fmt: out_dir / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
-        resolved=resolved, settings=settings, extra={"upload_id": upload.upload_id},
+        resolved=resolved, settings=settings, extra={"upload_id": upload.upload_id}, remote=on_worker,
     )  # fmt: skip
     return get_task(controller, task_id)
 

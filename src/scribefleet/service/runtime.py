@@ -62,7 +62,7 @@ def runtime_json(controller: Controller) -> dict[str, Any]:
         },
         "recentErrors": errors,
         "dispatcher": {"running": controller.dispatching},
-        "remoteWorker": None,
+        "remoteWorker": controller.remote_runtime(),
     }
 
 

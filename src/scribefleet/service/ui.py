@@ -179,6 +179,7 @@ async def home_page(request: Request) -> Response:
         formats=FORMATS,
         default_model=TranscribeOptions().model,
         models=views.known_models(runtime),
+        remote_mode=(runtime.get("remoteWorker") or {}).get("mode", "off") if isinstance(runtime, dict) else "off",
     )
 
 

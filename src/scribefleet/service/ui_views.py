@@ -233,6 +233,7 @@ class RuntimeView:
     capacity_line: str
     queue: list[tuple[str, str]]
     errors: list[ErrorView]
+    remote: Table | None = None  # the remote workers (seed 001), when the controller has any
 
 
 def _cell(value: Any) -> str:
@@ -308,7 +309,26 @@ def runtime_view(runtime: dict[str, Any]) -> RuntimeView:
         for e in runtime.get("recentErrors") or []
         if isinstance(e, dict)
     ]
-    return RuntimeView(slots, devices_view(runtime.get("devices")), line, _flat(queue) if queue else [], errors)
+    return RuntimeView(slots, devices_view(runtime.get("devices")), line, _flat(queue) if queue else [], errors,
+                       remote_workers_table(runtime.get("remoteWorker")))  # fmt: skip
+
+
+def remote_workers_table(remote: Any) -> Table | None:
+    """One row per remote worker: where, whether it answers, its places, GPU, models, last answer, last error."""
+    if not isinstance(remote, dict):
+        return None
+    rows = []
+    for w in remote.get("workers") or []:
+        if not isinstance(w, dict):
+            continue
+        caps = w.get("workerCapabilities") if isinstance(w.get("workerCapabilities"), dict) else {}
+        rows.append({
+            "worker": w.get("url"), "connected": w.get("connected"),
+            "jobs": f"{_cell(caps.get('activeJobs'))} of {_cell(caps.get('maxConcurrentJobs'))}",
+            "gpu": caps.get("gpuName") or caps.get("gpu"), "models": w.get("models"),
+            "last seen": w.get("lastSeenAt"), "last error": _slot_error(w.get("lastError")),
+        })  # fmt: skip
+    return table_of(rows)
 
 
 def known_models(runtime: Any) -> list[str]:

@@ -87,6 +87,7 @@ function initHome(tracker) {
     e.preventDefault();
     flash("");
     const options = formOptions(form);
+    const remote = Boolean(form.remote && form.remote.checked);
     if (!options.formats.length) return flash("Pick at least one output format.");
     const todo = files;
     files = [];
@@ -105,7 +106,7 @@ function initHome(tracker) {
       const tbody = panel.querySelector("tbody");
       const events = "/api/batches/" + encodeURIComponent(batchId) + "/events";
       for (const file of todo) {
-        await submitOne(file, options, batchId, tbody, tracker);
+        await submitOne(file, options, batchId, tbody, tracker, remote);
         drawBatch(tracker, panel);
         // (re)opened after each job: the stream ends whenever all jobs so far are done
         tracker.stream(events, inPanel(panel));
@@ -117,14 +118,16 @@ function initHome(tracker) {
   });
 }
 
-async function submitOne(file, options, batchId, tbody, tracker) {
+async function submitOne(file, options, batchId, tbody, tracker, remote) {
   const pending = newRow({ id: "", name: file.name, status: "uploading", stage: "upload", percent: 0 });
   pending.querySelector(".name a").removeAttribute("href");
   tbody.append(pending);
   try {
     const up = await uploadFile(file, (pct) => drawJob(pending, {
       status: "uploading", stage: "upload", percent: Math.round(pct), errorCode: "", errorMessage: "" }));
-    const job = jobOf(await api("POST", "/api/jobs", { uploadId: up.uploadId, options, batchId }));
+    const body = { uploadId: up.uploadId, options, batchId };
+    if (remote) body.remote = true;
+    const job = jobOf(await api("POST", "/api/jobs", body));
     if (!job.name || job.name === job.id) job.name = up.filename || file.name;
     pending.replaceWith(newRow(job));
     tracker.update(job);
