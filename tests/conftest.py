@@ -37,6 +37,14 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def whisper_base_path() -> Path:
+    """Whisper base, multilingual (CTranslate2): installed by `make test` (tests/install_whisper_base.py), else here."""
+    from install_whisper_base import default_folder, install
+
+    return install(default_folder())
+
+
+@pytest.fixture(scope="session")
 def real_speech() -> dict[str, tuple[Path, str]]:
     """name -> (recording, reference text) of the real recorded human speech corpus (tests/data/fetch_real.py)."""
     from data.fetch_real import fetch

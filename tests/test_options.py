@@ -1,4 +1,4 @@
-"""TranscribeOptions: every field takes its own type only, and text options are bounded."""
+"""TranscribeOptions: every field takes its own type only, text options are bounded, --language takes Whisper's languages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from scribefleet.options import MAX_MODEL_CHARS, MAX_PROMPT_CHARS, FORMATS, Device, TranscribeOptions
+from scribefleet.options import LANGUAGES, MAX_MODEL_CHARS, MAX_PROMPT_CHARS, PER_WINDOW, FORMATS, Device, TranscribeOptions
 
 #: for each field, values of a wrong type (what a JSON client can send)
 WRONG_TYPES: dict[str, list[Any]] = {
@@ -59,3 +59,35 @@ def test_text_options_are_bounded() -> None:
     for too_long in ({"initial_prompt": "p" * (MAX_PROMPT_CHARS + 1)}, {"model": "m" * (MAX_MODEL_CHARS + 1)}, {"model": ""}):
         with pytest.raises(ValidationError):
             TranscribeOptions.model_validate(too_long)
+
+
+def test_language_codes_are_whispers_own() -> None:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    assert sorted(LANGUAGES) == sorted(_LANGUAGE_CODES)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("de", "de"), ("DE", "de"), (" es ", "es"), ("German", "de"), ("haitian creole", "ht"), ("yue", "yue"),
+     (None, None), ("", None), ("auto", None), ("detect", None), ("Auto-Per-Window", PER_WINDOW)],
+)
+def test_codes_names_and_auto_are_accepted(given: str | None, kept: str | None) -> None:
+    assert TranscribeOptions(language=given).language == kept
+
+
+@pytest.mark.parametrize("given", ["xx", "english please", "en-US", "klingon"])
+def test_unknown_languages_are_refused_with_the_valid_codes(given: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TranscribeOptions(language=given)
+    message = str(caught.value)
+    assert f"unknown language {given!r}" in message
+    assert all(f" {code}," in message for code in ("de", "fr", "ja"))  # the list of codes to pick from
+    assert PER_WINDOW in message
+
+
+def test_fixed_language_and_per_window() -> None:
+    assert TranscribeOptions(language="de").fixed_language == "de"
+    per_window = TranscribeOptions(language=PER_WINDOW)
+    assert per_window.fixed_language is None and per_window.language_per_window
+    assert not TranscribeOptions().language_per_window

@@ -27,6 +27,31 @@ COMPUTE_TYPES = (
     "float32",
 )
 
+#: `--language` value that detects the language of each window on its own (pipeline/language.py)
+PER_WINDOW = "auto-per-window"
+
+#: Whisper's language codes (faster_whisper.tokenizer's list, which a test keeps in step) and their names
+LANGUAGES: dict[str, str] = {
+    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
+    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
+    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
+    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
+    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
+    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
+    "mi": "maori", "ml": "malayalam", "cy": "welsh", "sk": "slovak", "te": "telugu", "fa": "persian",
+    "lv": "latvian", "bn": "bengali", "sr": "serbian", "az": "azerbaijani", "sl": "slovenian", "kn": "kannada",
+    "et": "estonian", "mk": "macedonian", "br": "breton", "eu": "basque", "is": "icelandic", "hy": "armenian",
+    "ne": "nepali", "mn": "mongolian", "bs": "bosnian", "kk": "kazakh", "sq": "albanian", "sw": "swahili",
+    "gl": "galician", "mr": "marathi", "pa": "punjabi", "si": "sinhala", "km": "khmer", "sn": "shona",
+    "yo": "yoruba", "so": "somali", "af": "afrikaans", "oc": "occitan", "ka": "georgian", "be": "belarusian",
+    "tg": "tajik", "sd": "sindhi", "gu": "gujarati", "am": "amharic", "yi": "yiddish", "lo": "lao",
+    "uz": "uzbek", "fo": "faroese", "ht": "haitian creole", "ps": "pashto", "tk": "turkmen", "nn": "nynorsk",
+    "mt": "maltese", "sa": "sanskrit", "lb": "luxembourgish", "my": "myanmar", "bo": "tibetan",
+    "tl": "tagalog", "mg": "malagasy", "as": "assamese", "tt": "tatar", "haw": "hawaiian", "ln": "lingala",
+    "ha": "hausa", "ba": "bashkir", "jw": "javanese", "su": "sundanese", "yue": "cantonese",
+}
+_LANGUAGE_BY_NAME = {name: code for code, name in LANGUAGES.items()}
+
 
 #: fields whose validators accept loose input (a string is parsed), checked for their type first
 _TEXT_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -49,7 +74,7 @@ class TranscribeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(default="tiny.en", min_length=1, max_length=MAX_MODEL_CHARS, strict=True)
-    language: str | None = None  # None = detect
+    language: str | None = None  # a code from LANGUAGES; None = detect for the file; PER_WINDOW = per window
     task: Literal["transcribe", "translate"] = "transcribe"
     formats: tuple[str, ...] = FORMATS
     device: Device = Device.AUTO
@@ -107,9 +132,27 @@ class TranscribeOptions(BaseModel):
     @field_validator("language", mode="before")
     @classmethod
     def _parse_language(cls, value: object) -> str | None:
-        if value in (None, "", "auto", "detect"):
+        text = "" if value is None else str(value).strip().lower()
+        if text in ("", "auto", "detect"):
             return None
-        return str(value).lower()
+        if text == PER_WINDOW or text in LANGUAGES:
+            return text
+        if text in _LANGUAGE_BY_NAME:
+            return _LANGUAGE_BY_NAME[text]
+        raise ValueError(
+            f"unknown language {value!r}: give a Whisper language code or its English name "
+            f"({', '.join(LANGUAGES)}; e.g. de or german), auto to detect it once per file, "
+            f"or {PER_WINDOW} to detect it per stretch of about 20 s"
+        )
+
+    @property
+    def fixed_language(self) -> str | None:
+        """The language to decode in when the user named one; None when it is to be detected."""
+        return None if self.language == PER_WINDOW else self.language
+
+    @property
+    def language_per_window(self) -> bool:
+        return self.language == PER_WINDOW
 
     @model_validator(mode="after")
     def _speaker_counts(self) -> "TranscribeOptions":

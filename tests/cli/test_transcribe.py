@@ -83,6 +83,24 @@ def test_usage_error_exits_2(tmp_path: Path, speech: dict[str, Path]) -> None:
     run_cli("transcribe", "--no-such-flag", "x", check=2)
 
 
+def test_unknown_language_is_refused_before_any_work(tmp_path: Path, speech: dict[str, Path]) -> None:
+    out = tmp_path / "o"
+    proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(out), "--language", "xx", check=2)
+    assert "INVALID_OPTIONS" in proc.stderr and "unknown language 'xx'" in proc.stderr
+    assert not out.exists()
+
+
+def test_a_warning_about_the_model_reaches_the_summary(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # tiny.en cannot speak German: the job completes in English and the run summary says so
+    proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(tmp_path / "o"), "-l", "de", "-f", "json", "--json")
+    (job,) = json.loads(proc.stdout)["jobs"]
+    assert job["state"] == "complete" and job["language"] == "en"
+    (warning,) = job["warnings"]
+    assert "English-only" in warning and "--language de" in warning
+    assert f"warning: {job['name']}: {warning}" in " ".join(proc.stderr.split())
+    assert json.loads((tmp_path / "o" / "en01.json").read_text())["warnings"] == [warning]
+
+
 def test_unknown_model_is_refused_before_any_work(tmp_path: Path, speech: dict[str, Path]) -> None:
     proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(tmp_path / "o"), "--model", "no-such-model", check=1)
     assert "MODEL_NOT_FOUND" in proc.stderr
@@ -258,8 +276,8 @@ def test_stages_run_again_from_checkpoints_and_status_shows_each_stage(tmp_path:
     run_cli(*args, "--stages", "render")  # a finished job: only render and publish run again
     shown = json.loads(run_cli("status", job["id"], "--state", str(out), "--json").stdout)
     states = {s["stage"]: s["state"] for s in shown["stages"]}
-    assert states == {"fetch": "skipped", "decode": "skipped", "vad": "skipped", "transcribe": "skipped", "render": "done",
-                      "publish": "done"}
+    assert states == {"fetch": "unused", "decode": "skipped", "vad": "skipped", "transcribe": "skipped",
+                      "diarize": "unused", "render": "done", "publish": "done"}
     assert transcript.stat().st_mtime_ns == stamp and (out / "talk.srt").read_text() == srt_before
     text = run_cli("status", job["id"], "--state", str(out)).stdout
     assert "render" in text and "skipped" in text and "attempts 1" in text

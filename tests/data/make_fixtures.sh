@@ -27,3 +27,21 @@ rm -f "$here/_sil.wav"
 cp "$here/en01.wav" "$samples/fox.wav"
 sox "$here/en05.wav" -C 5 "$samples/weather report.flac"
 cp "$here/long_pauses.wav" "$samples/meeting.wav"
+# recordings that change language (multilingual.json: file -> [[voice, words per minute, text], ...]):
+# the parts joined with a second of silence between them, as Ogg Vorbis to keep them small
+python3 - "$here/multilingual.json" <<'PY'
+import json, subprocess, sys, tempfile
+from pathlib import Path
+spec = Path(sys.argv[1])
+with tempfile.TemporaryDirectory() as tmp:
+    silence = f"{tmp}/silence.wav"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", silence, "trim", "0", "1.0"], check=True)
+    for name, parts in json.loads(spec.read_text()).items():
+        pieces = []
+        for i, (voice, wpm, text) in enumerate(parts):
+            raw, part = f"{tmp}/raw{i}.wav", f"{tmp}/part{i}.wav"
+            subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", raw, text], check=True)
+            subprocess.run(["sox", raw, "-r", "16000", "-c", "1", "-b", "16", part], check=True)
+            pieces += [silence, part] if pieces else [part]
+        subprocess.run(["sox", *pieces, "-C", "1", str(spec.parent / name)], check=True)
+PY

@@ -37,8 +37,8 @@ def test_stage_history_from_the_store_events_of_two_attempts(tmp_path: Path) -> 
     for stage in ("decode", "vad", "transcribe"):  # checkpoints: decode and vad are reported done at once
         store.record_progress(task_id, stage, 1.0 if stage != "transcribe" else 0.0)
     running = {s["stage"]: (s["state"], s["attempts"]) for s in task_view(store.task(task_id), store.events(task_id=task_id)).stages}
-    assert running == {"fetch": ("pending", 0), "decode": ("done", 2), "vad": ("done", 2), "transcribe": ("running", 2),
-                       "render": ("pending", 0), "publish": ("pending", 0)}
+    assert running == {"fetch": ("unused", 0), "decode": ("done", 2), "vad": ("done", 2), "transcribe": ("running", 2),
+                       "diarize": ("unused", 0), "render": ("pending", 0), "publish": ("pending", 0)}
     store.record_progress(task_id, "render", 0.0)
     store.record_progress(task_id, "publish", 0.0)
     store.complete(task_id, {"stages_run": ["transcribe", "render", "publish"], "timings_s": {"transcribe": 2.5}})

@@ -110,7 +110,10 @@ def test_without_vad_the_whole_audio_is_decoded(model: Any, batch_size: int, tmp
 def test_no_speech_is_an_empty_transcript(model: Any, options: TranscribeOptions, tmp_path: Path) -> None:
     silence = np.zeros(20 * SAMPLE_RATE, dtype=np.float32)
     result = transcribe(model, silence, options, tmp_path)
-    assert result == {"text": "", "language": "en", "duration": 20.0, "segments": [], "guards": zero_counts()}
+    assert result == {
+        "text": "", "language": "en", "language_probability": 1.0, "language_samples": [], "duration": 20.0,
+        "segments": [], "guards": zero_counts(),
+    }
 
 
 def test_word_timestamps_lie_inside_their_segments(model: Any, tmp_path: Path) -> None:

@@ -29,6 +29,18 @@ def test_every_container_transcribes(ext, containers, make_job, models, progress
     assert list(srt.parse(Path(result["outputs"]["srt"]).read_text(encoding="utf-8")))
 
 
+def test_what_the_model_cannot_do_is_a_warning_in_the_result_even_when_resumed(make_job, models, progress) -> None:
+    job = make_job(DATA / "en01.wav", name="de", formats=("json",), options=TranscribeOptions(language="german"))
+    first = run_transcription(job, models, progress)
+    assert (first["language"], first["language_probability"]) == ("en", 1.0)
+    (warning,) = first["warnings"]
+    assert "tiny.en is English-only" in warning and "--language de" in warning
+    again = run_transcription(job, models, progress)  # from transcript.json: no model is loaded, the warning stays
+    assert "transcribe" not in again["timings_s"]
+    assert again["warnings"] == [warning]
+    assert json.loads(Path(first["outputs"]["json"]).read_text(encoding="utf-8"))["warnings"] == [warning]
+
+
 def test_a_job_reports_stages_progress_and_writes_every_format(make_job, models, progress, tmp_path) -> None:
     job = make_job(DATA / "long_pauses.wav", name="meeting", options=TranscribeOptions(word_timestamps=True))
     result = run_transcription(job, models, progress)

@@ -125,3 +125,12 @@ def test_field_problems_point_at_the_key_line(write, invalid, problem_at) -> Non
         modle: tiny.en
     """
     assert problem_at(invalid(write(text)), 6) == {"line": 6, "task": "t", "message": "unknown field 'modle' (did you mean 'model'?)"}
+
+
+def test_an_unknown_language_is_refused_when_the_plan_is_read(write, invalid) -> None:
+    err = invalid(write("tasks:\n  - {id: a, kind: transcribe, input: x, out: y, language: xx}\n"))
+    (problem,) = err.details["problems"]
+    assert problem["line"] == 2 and problem["message"].startswith("field 'language': unknown language 'xx': ")
+    assert "auto-per-window" in problem["message"]
+    plan = load_plan(write("tasks:\n  - {id: a, kind: transcribe, input: x, out: y, language: German}\n"))
+    assert plan.task("a").spec["options"]["language"] == "de"

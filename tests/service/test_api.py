@@ -83,6 +83,7 @@ async def test_job_requests_that_are_refused(running_client: httpx.AsyncClient) 
         ({"uploadId": up["uploadId"], "options": {"speakers": 2}}, 400, "INVALID_OPTIONS"),  # speakers without diarize
         # a folder of the server as enrollment clips: not an API client's to name
         ({"uploadId": up["uploadId"], "options": {"diarize": True, "speaker_names": "/etc"}}, 400, "INVALID_OPTIONS"),
+        ({"uploadId": up["uploadId"], "options": {"language": "xx"}}, 400, "INVALID_OPTIONS"),
         ({"uploadId": up["uploadId"], "options": {"model": "no-such-model"}}, 404, "MODEL_NOT_FOUND"),
         ({"uploadId": up["uploadId"], "options": {"device": "cuda"}}, 400, "INVALID_OPTIONS"),
         ({"uploadId": up["uploadId"], "extra": 1}, 400, "INVALID_OPTIONS"),

@@ -132,7 +132,7 @@ def publish_options(target: str | None, **fields: Any) -> PublishOptions | None:
 # -- the transcribe flags, declared once --------------------------------------------
 
 Model = Annotated[str, typer.Option("--model", "-m", help="A CTranslate2 model folder, a size name (small, large-v3), a Hugging Face repo id, or tiny.en (bundled, offline).")]
-Language = Annotated[Optional[str], typer.Option("--language", "-l", help="Spoken language code (en, de...); default: detect.")]
+Language = Annotated[Optional[str], typer.Option("--language", "-l", help="Spoken language: a code (en, de...) or name (german); auto (default) detects it across the file; auto-per-window per ~20 s.")]
 Task = Annotated[str, typer.Option("--task", help="transcribe, or translate (to English).")]
 Formats = Annotated[str, typer.Option("--format", "-f", "--output_format", help=f"Comma-separated from {','.join(FORMATS)}, or all.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda. cuda never falls back to the CPU.")]

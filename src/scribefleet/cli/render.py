@@ -26,6 +26,9 @@ def report_outcome(console: Console, tasks: list[Task], *, line: str, json_out: 
         write_json({**head, "total": len(tasks), "complete": done, "failed": len(failed),
                     "jobs": [task_view(t).as_json() for t in tasks]})  # fmt: skip
     console.print(line.format(done=done, total=len(tasks), failed=len(failed)), markup=False, highlight=False)
+    for view in (task_view(t) for t in tasks):
+        for warning in view.warnings:
+            console.print(f"warning: {view.name}: {warning}", style="yellow", markup=False, highlight=False)
     if failed:
         render_failures(console, [task_view(t) for t in failed])
     return 1 if failed else 0

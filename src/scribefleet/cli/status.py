@@ -85,7 +85,7 @@ def _print_job(view: TaskView, json_out: bool, **where: object) -> None:
         write_json(view.as_json(**where))
     else:
         stages = [f"\n  {s['stage']:<11}{s['state']:<12}{s['time_s']:>8.2f} s  attempts {s['attempts']}"
-                  for s in view.stages if s["state"] != "pending" or s["attempts"]]  # fmt: skip
+                  for s in view.stages if s["state"] not in ("pending", "unused") or s["attempts"]]  # fmt: skip
         print(job_line(view) + "".join(stages) + "".join(f"\n  {fmt}: {path}" for fmt, path in view.outputs.items()))
 
 

@@ -66,6 +66,7 @@ class TaskView:
     started_at: float | None = None
     finished_at: float | None = None
     stages: tuple[dict[str, Any], ...] = ()  # stage_history(): [{stage, state, time_s, attempts}]
+    warnings: tuple[str, ...] = ()  # what the model could not do of what was asked (pipeline.language)
 
     @property
     def is_terminal(self) -> bool:
@@ -79,7 +80,7 @@ class TaskView:
             "percent": self.percent, "stage_percent": self.stage_percent, "attempts": self.attempts,
             "error_code": self.error_code, "error_message": self.error_message, "outputs": dict(self.outputs),
             "duration_s": self.duration_s, "language": self.language, "guards": self.guards, "slot": self.slot,
-            "published": dict(self.published), **self._seed_fields(),
+            "published": dict(self.published), **self._seed_fields(), "warnings": list(self.warnings),
             **({"stages": list(self.stages)} if self.stages else {}), **where,
         }  # fmt: skip
 
@@ -120,6 +121,7 @@ class TaskView:
             "audioDurationS": self.duration_s,
             "language": self.language,
             "guards": self.guards,
+            "warnings": list(self.warnings),
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
             "startedAt": iso(self.started_at),
@@ -144,7 +146,7 @@ class TaskView:
             formats=tuple(outputs), options=dict(job.get("options") or {}), duration_s=job.get("audioDurationS"),
             language=job.get("language"), guards=job.get("guards") if isinstance(job.get("guards"), dict) else None,
             slot=worker.get("slot") or worker.get("name"),
-            execution_mode=str(job.get("executionMode") or "local"),
+            execution_mode=str(job.get("executionMode") or "local"), warnings=tuple(job.get("warnings") or ()),
         )  # fmt: skip
 
 
@@ -159,7 +161,7 @@ _ATTEMPT_ENDS = {"completed": "done", "failed": "failed", "canceled": "canceled"
 
 def stage_history(task: Task, events: list[Event]) -> tuple[dict[str, Any], ...]:
     """Each pipeline stage of a transcribe task: state (pending, running, done, skipped, failed, canceled,
-    interrupted), time spent in it over every attempt, and the attempts that reached it.
+    interrupted, unused), time spent in it over every attempt, and the attempts that reached it.
 
     Read from the task's events since it was last queued afresh (a rerun starts a new history); a stage
     a finished task took from its checkpoint is `skipped` (the result's `stages_run` lists those that ran).
@@ -186,11 +188,16 @@ def stage_history(task: Task, events: list[Event]) -> tuple[dict[str, Any], ...]
             rows[current]["state"] = _ATTEMPT_ENDS[event.type]
             rows[current]["time_s"] += event.at - entered
             current = None
+    unused = {"fetch"} if not task.spec.get("url") else set()
+    if not (task.spec.get("options") or {}).get("diarize"):
+        unused.add("diarize")
+    for name in unused:  # stages this job has no use for: a file needs no fetch, speakers only when asked
+        rows[name]["state"] = "unused"
     ran = (task.result or {}).get("stages_run")
     if task.is_complete and isinstance(ran, list):
         timings = (task.result or {}).get("timings_s") or {}
         for name, row in rows.items():
-            row["state"] = "done" if name in ran else "skipped"
+            row["state"] = "done" if name in ran else "unused" if name in unused else "skipped"
             row["time_s"] = timings.get(name, 0.0) if name in ran else 0.0
     for row in rows.values():
         row["time_s"] = round(row["time_s"], 3)
@@ -238,5 +245,5 @@ def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
         options=dict(spec.get("options") or {}), duration_s=result.get("duration_s"), language=result.get("language"),
         guards=result.get("guards"), slot=task.slot, created_at=task.created_at, updated_at=task.updated_at,
         started_at=task.started_at, finished_at=task.finished_at, published=dict(result.get("published") or {}),
-        stages=stage_history(task, events) if events is not None else (),
+        stages=stage_history(task, events) if events is not None else (), warnings=tuple(result.get("warnings") or ()),
     )  # fmt: skip

@@ -21,8 +21,10 @@ speech evidence are dropped and a stretch whose text loops is decoded again,
 sequentially with the fallbacks; the transcript counts what each guard did
 under "guards" (docs/transcripts.md).
 
-The language is `options.language`, or detected on the first window with
-speech and then fixed, so every window speaks the same language.
+The language is `options.language`, or detected from samples across the whole
+recording before the first window and then fixed, or with `auto-per-window`
+detected for each window of ~20 s (pipeline/language.py). Every segment carries
+the language it was decoded in.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from scribefleet.pipeline.guards import (
     merge,
     zero_counts,
 )
+from scribefleet.pipeline.language import PER_WINDOW_S, WindowLanguages, is_multilingual
 from scribefleet.pipeline.media import SAMPLE_RATE
 from scribefleet.pipeline.models import device_error
 from scribefleet.pipeline.segments import split_by_words, tidy
@@ -314,9 +317,9 @@ class WindowedTranscriber:
     def run(self, log: WindowLog, windows: list[Window], on_progress: Progress | None = None) -> dict[str, Any]:
         """Transcribe the windows not yet in `log`; returns the whole transcript (whisper's shape)."""
         done = _finished_windows(log, windows)
-        language = self.options.language
-        for record in done.values():
-            language = language or record.get("language")
+        languages = WindowLanguages(self.model, self.audio, self.ranges, self.options)
+        for index, record in done.items():
+            languages.restore(index, record)
         for window in windows:
             if window.index in done:
                 continue
@@ -326,17 +329,21 @@ class WindowedTranscriber:
                 if on_progress is not None:
                     on_progress(min(max(seg["end"], w.start_s), w.end_s) / max(self.duration_s, 1e-9), extra)
 
-            segments, language = self.transcribe_window(window, language, report)
+            guess = _model_call(lambda w=window: languages.for_window(w.index, w.start_s, w.end_s))
+            segments, language = self.transcribe_window(window, guess.language if guess else None, report)
             segments, guards = self.guard(window, segments, language)
+            for seg in segments:
+                seg["language"] = language
             record = {"index": window.index, "start_s": window.start_s, "end_s": window.end_s}
-            record |= {"language": language, "segments": segments, "guards": guards}
+            record |= WindowLanguages.record_fields(guess) | {"language": language, "segments": segments}
+            record["guards"] = guards
             log.append(record)
             done[window.index] = record
             if on_progress is not None:
                 on_progress(window.end_s / max(self.duration_s, 1e-9), where)
-        return self._assemble(done, windows, language)
+        return self._assemble(done, windows, languages.summary())
 
-    def _assemble(self, done: dict[int, dict[str, Any]], windows: list[Window], language: str | None) -> dict:
+    def _assemble(self, done: dict[int, dict[str, Any]], windows: list[Window], language: dict[str, Any]) -> dict:
         # windows are in order and guard() sorts each, so a run of repeats is found across windows too
         segments, repeats = collapse_repeats([seg for w in windows for seg in done[w.index]["segments"]])
         segments = tidy(segments)
@@ -345,11 +352,11 @@ class WindowedTranscriber:
             guards = add_counts(guards, done[w.index].get("guards", {}))
         for i, seg in enumerate(segments):
             seg["id"] = i
-        if language is None and not getattr(self.model.model, "is_multilingual", True):
-            language = "en"  # no speech to detect from; an English-only model can only mean English
+        if language["language"] is None:  # no speech to detect from: the language Whisper decoded in, if any
+            language["language"] = next((done[w.index]["language"] for w in windows if done[w.index]["language"]), None)
         return {
             "text": "".join(seg["text"] for seg in segments).strip(),
-            "language": language,
+            **language,
             "duration": round(self.duration_s, 3),
             "segments": segments,
             "guards": guards,
@@ -379,5 +386,7 @@ def transcribe_windows(
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Transcribe `audio` (float32, 16 kHz) in resumable windows; returns whisper's result shape."""
+    if options.language_per_window and is_multilingual(model):
+        window_s = min(window_s, PER_WINDOW_S)  # short enough to follow a change of language
     windows = plan_windows(audio.shape[0] / SAMPLE_RATE, ranges, window_s)
     return WindowedTranscriber(model, audio, ranges, options).run(log, windows, on_progress)

@@ -65,6 +65,7 @@ from scribefleet.pipeline.checkpoint import (
 )
 from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.diarize import DiarizerConfig, diarize
+from scribefleet.pipeline.language import model_warnings
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.fetch import downloaded, fetch_media
 from scribefleet.pipeline.media import SAMPLE_RATE, content_hash, decode_audio
@@ -305,6 +306,8 @@ class _JobRun:
             "outputs": published,
             "duration_s": transcript["duration"],
             "language": transcript["language"],
+            "language_probability": transcript.get("language_probability"),
+            "warnings": transcript.get("warnings", []),
             "segments": len(transcript["segments"]),
             "guards": transcript.get("guards") or zero_counts(),  # how often each hallucination guard fired
             "resumed_from": self.resumed_from,
@@ -333,7 +336,8 @@ class _JobRun:
         return audio
 
     def ranges(self, audio: np.ndarray) -> list[tuple[float, float]]:
-        batched = self.job.options.is_batched
+        # per-window languages cut windows of ~20 s at silences: they need the short ranges too
+        batched = self.job.options.is_batched or self.job.options.language_per_window
         stored = read_json(self.work.vad)
         if isinstance(stored, dict) and stored.get("batched") == batched:
             self.skip("vad")
@@ -365,6 +369,11 @@ class _JobRun:
                 log=WindowLog(self.work.windows),
                 on_progress=on_progress,
             )
+            # said in the transcript (and the task's result), not only in the slot's log
+            if warnings := model_warnings(model, job.options, job.model_id):
+                for warning in warnings:
+                    log.warning("%s: %s", job.input_path.name, warning)
+                transcript["warnings"] = warnings
             atomic_write_json(self.work.transcript, transcript)
             self.extra_result["compute_type"] = model.model.compute_type  # what CTranslate2 really runs
         return transcript
@@ -426,8 +435,9 @@ class _JobRun:
 
 def run_transcription(job: TranscriptionJob, models: ModelCache, progress: ProgressFn, *,
                       credentials: S3Credentials | None = None) -> dict[str, Any]:
-    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "segments", "resumed_from",
-    "timings_s", "stages_run", "speakers"? (with diarize), "published"?, "metadata"?, "rerun_stages"?}.
+    """Run (or resume) one job; returns {"outputs", "duration_s", "language", "language_probability", "warnings",
+    "segments", "guards", "resumed_from", "timings_s", "stages_run", "speakers"? (with diarize), "published"?,
+    "metadata"?, "rerun_stages"?}.
 
     `credentials` (the serverless handler's, from its input) are used for this job's uploads only.
     """
