@@ -231,10 +231,11 @@ def test_a_failed_file_fails_alone_and_is_submitted_again_from_its_upload(contro
     assert after["noise.wav"]["status"] == "failed"
 
 
-@pytest.mark.parametrize("flag", ["--diarization"])
-def test_features_that_do_not_exist_yet_are_refused(flag: str, inbox: Path, tmp_path: Path) -> None:
-    proc = run_batch("--input", str(inbox), "--controller", "http://127.0.0.1:9", flag, "--out", str(tmp_path / "o"), check=2)
-    assert "FEATURE_UNAVAILABLE" in proc.stderr and flag in proc.stderr
+def test_speaker_options_are_checked_before_anything_is_sent(inbox: Path, tmp_path: Path) -> None:
+    # --diarization (seed 001's flag) is an option of every job now; its companions need it
+    proc = run_batch("--input", str(inbox), "--controller", "http://127.0.0.1:9", "--speakers", "2",
+                     "--out", str(tmp_path / "o"), check=2)  # fmt: skip
+    assert "INVALID_OPTIONS" in proc.stderr and "diarize" in proc.stderr
     assert not (inbox / "batch_state.json").exists() and not (tmp_path / "o").exists()
 
 

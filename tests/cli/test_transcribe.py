@@ -289,4 +289,17 @@ def test_stages_run_again_from_checkpoints_and_status_shows_each_stage(tmp_path:
     assert transcript.stat().st_mtime_ns != stamp
 
     bad = run_cli(*args, "--stages", "asr", check=2)
-    assert "INVALID_OPTIONS" in bad.stderr and "choose from decode, vad, transcribe" in bad.stderr
+    assert "INVALID_OPTIONS" in bad.stderr and "choose from fetch, decode, vad, transcribe" in bad.stderr
+
+
+def test_diarize_flags_label_the_speakers_in_the_outputs(tmp_path: Path) -> None:
+    from helpers import DATA
+
+    out = tmp_path / "out"
+    run_cli("transcribe", str(DATA / "dialogue.flac"), "-o", str(out), "-f", "srt,json", "--diarize", "--speakers", "2")
+    cues = list(srt.parse((out / "dialogue.srt").read_text()))
+    labels = {c.content.split("]")[0] + "]" for c in cues}
+    assert labels == {"[SPEAKER_00]", "[SPEAKER_01]"}, labels
+    assert json.loads((out / "dialogue.json").read_text())["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
+    bad = run_cli("transcribe", str(DATA / "dialogue.flac"), "-o", str(out), "--speakers", "2", check=2)
+    assert "INVALID_OPTIONS" in bad.stderr

@@ -18,7 +18,6 @@ from rich.table import Table
 
 from scribefleet.cli import edge
 from scribefleet.cli.render import write_json
-from scribefleet.errors import FeatureUnavailable
 from scribefleet.jobs.inputs import InputFile
 from scribefleet.jobs.remote import BatchRunner, BatchState, Stopped, run_remote_batch
 
@@ -29,7 +28,10 @@ def batch(
     controller: Annotated[Optional[str], typer.Option("--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER).")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
     remote: Annotated[bool, typer.Option("--remote", help="Run each job on the controller's remote GPU worker (REMOTE_WORKER_MODE optional or required).")] = False,
-    diarization: Annotated[bool, typer.Option("--diarization", help="Label speakers: not available yet, refused.")] = False,
+    diarization: edge.Diarize = False,
+    speakers: edge.Speakers = None,
+    min_speakers: edge.MinSpeakers = None,
+    max_speakers: edge.MaxSpeakers = None,
     model: edge.Model = "tiny.en",
     language: edge.Language = None,
     task: edge.Task = "transcribe",
@@ -42,9 +44,9 @@ def batch(
     """Upload a folder of media to a controller, resumably; download the outputs."""
 
     def body() -> int:
-        if diarization:
-            raise FeatureUnavailable("--diarization (speaker labels) is not available yet: run without it")
-        options = edge.transcribe_options(model=model, language=language, task=task, formats=formats)
+        options = edge.transcribe_options(model=model, language=language, task=task, formats=formats,
+                                          diarize=diarization, speakers=speakers, min_speakers=min_speakers,
+                                          max_speakers=max_speakers)  # fmt: skip
         console = edge.stderr_console()
         try:
             bstate, files = run_remote_batch(input_dir, options, edge.settings_of(ctx), controller=controller, token=token,

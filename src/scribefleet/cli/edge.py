@@ -15,6 +15,7 @@ input file named True.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
@@ -142,6 +143,11 @@ Vad = Annotated[bool, typer.Option("--vad/--no-vad", help="Skip silence with Sil
 WordTimestamps = Annotated[bool, typer.Option("--word-timestamps", "--word_timestamps", help="Add per-word timings (JSON words, TSV stays per segment).")]
 BeamSize = Annotated[int, typer.Option("--beam-size", "--beam_size", min=1, help="Beam width.")]
 InitialPrompt = Annotated[Optional[str], typer.Option("--initial-prompt", "--initial_prompt", help="Text that primes the first window (names, jargon).")]
+Diarize = Annotated[bool, typer.Option("--diarize", "--diarization", help="Label who speaks (speaker diarization).")]
+Speakers = Annotated[Optional[int], typer.Option("--speakers", min=1, max=64, help="Exactly this many speakers (with --diarize).")]
+MinSpeakers = Annotated[Optional[int], typer.Option("--min-speakers", min=1, max=64, help="At least this many speakers (with --diarize).")]
+MaxSpeakers = Annotated[Optional[int], typer.Option("--max-speakers", min=1, max=64, help="At most this many speakers (with --diarize).")]
+SpeakerNames = Annotated[Optional[Path], typer.Option("--speaker-names", help="Folder of one clip per known person (file stem = name): matching voices get that name (with --diarize).")]
 EngineName = Annotated[Optional[str], typer.Option("--engine", help="Where slots run: local (processes on this machine) or ray (actors on a Ray cluster); default SCRIBEFLEET_ENGINE, local.")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster for --engine ray: an address, or local for a private one; default SCRIBEFLEET_RAY_ADDRESS.")]
 Cookies = Annotated[Optional[str], typer.Option("--cookies", help="Netscape cookies file for URL downloads, as yt-dlp's --cookies (YouTube's 'confirm you're not a bot').")]

@@ -48,6 +48,11 @@ def submit(
     word_timestamps: edge.WordTimestamps = False,
     beam_size: edge.BeamSize = 5,
     initial_prompt: edge.InitialPrompt = None,
+    diarize: edge.Diarize = False,
+    speakers: edge.Speakers = None,
+    min_speakers: edge.MinSpeakers = None,
+    max_speakers: edge.MaxSpeakers = None,
+    speaker_names: edge.SpeakerNames = None,
     cookies: edge.Cookies = None,
     proxy: edge.Proxy = None,
     socket_timeout: edge.SocketTimeout = None,
@@ -63,7 +68,8 @@ def submit(
         options = edge.transcribe_options(
             model=model, language=language, task=task, formats=formats, device=device, compute_type=compute_type,
             batch_size=batch_size, vad=vad, word_timestamps=word_timestamps, beam_size=beam_size,
-            initial_prompt=initial_prompt,
+            initial_prompt=initial_prompt, diarize=diarize, speakers=speakers, min_speakers=min_speakers,
+            max_speakers=max_speakers, speaker_names=speaker_names.resolve() if speaker_names else None,
         )  # fmt: skip
         settings = edge.settings_of(ctx)
         fetch = edge.fetch_options(cookies=cookies, proxy=proxy, socket_timeout_s=socket_timeout,

@@ -36,6 +36,11 @@ def transcribe(
     word_timestamps: edge.WordTimestamps = False,
     beam_size: edge.BeamSize = 5,
     initial_prompt: edge.InitialPrompt = None,
+    diarize: edge.Diarize = False,
+    speakers: edge.Speakers = None,
+    min_speakers: edge.MinSpeakers = None,
+    max_speakers: edge.MaxSpeakers = None,
+    speaker_names: edge.SpeakerNames = None,
     cookies: edge.Cookies = None,
     proxy: edge.Proxy = None,
     socket_timeout: edge.SocketTimeout = None,
@@ -58,7 +63,8 @@ def transcribe(
         options = edge.transcribe_options(
             model=model, language=language, task=task, formats=formats, device=device, compute_type=compute_type,
             batch_size=batch_size, vad=vad, word_timestamps=word_timestamps, beam_size=beam_size,
-            initial_prompt=initial_prompt,
+            initial_prompt=initial_prompt, diarize=diarize, speakers=speakers, min_speakers=min_speakers,
+            max_speakers=max_speakers, speaker_names=speaker_names.resolve() if speaker_names else None,
         )  # fmt: skip
         settings = edge.with_engine(ctx, engine, ray_address)
         fetch = edge.fetch_options(cookies=cookies, proxy=proxy, socket_timeout_s=socket_timeout,
