@@ -290,6 +290,8 @@ def test_stages_run_again_from_checkpoints_and_status_shows_each_stage(tmp_path:
 
     bad = run_cli(*args, "--stages", "asr", check=2)
     assert "INVALID_OPTIONS" in bad.stderr and "choose from fetch, decode, vad, transcribe" in bad.stderr
+    run_cli("transcribe", str(tmp_path / "in"), "-o", str(tmp_path / "never"), "--stages", "", check=2)
+    assert not (tmp_path / "never").exists()  # refused before anything is written
 
 
 def test_diarize_flags_label_the_speakers_in_the_outputs(tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ def transcribe(
         fetch = edge.fetch_options(cookies=cookies, proxy=proxy, socket_timeout_s=socket_timeout,
                                    max_duration_s=max_duration)  # fmt: skip
         target = edge.publish_options(publish, endpoint_url=s3_endpoint_url, region=s3_region)
+        rerun = edge.stage_list(stages)  # every flag is checked before anything is written
         state_dir = out.resolve() / ".scribefleet"
         state_dir.mkdir(parents=True, exist_ok=True)
         console = edge.stderr_console()
@@ -77,7 +78,7 @@ def transcribe(
         setup_logging(state_dir / "logs" / "scribefleet.log", verbose=verbose, console=progress.log_handler(verbose),
                       max_mb=settings.log_max_mb, backups=settings.log_backups)  # fmt: skip
         store, batch_id = run_transcribe(inputs, out, options, settings, slots=slots, force=force,
-                                         allow_missing=allow_missing, stages=edge.stage_list(stages),
+                                         allow_missing=allow_missing, stages=rerun,
                                          listeners=[progress.on_event], watch=progress.live, fetch=fetch,
                                          publish=target)  # fmt: skip
         line = f"{{done}}/{{total}} done, {{failed}} failed. Outputs and state: {state_dir.parent}"
