@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     #: private cluster on this machine, or unset for Ray's own choice (RAY_ADDRESS, else a
     #: cluster started on this machine with `ray start`, else a private one)
     ray_address: str | None = None
+    #: the Ray engine's node label: a custom resource a node must declare to host slots
+    #: (`ray start --resources '{"scribefleet": 8}'`); each slot takes one unit of it. None: any node
+    ray_slot_resource: str | None = None
 
     #: OpenAI-compatible chat endpoint of `llm` tasks (default: a local Ollama); a task's
     #: `endpoint` and a slot's entry in llm_slot_endpoints come first

@@ -216,3 +216,25 @@ def test_transcribe_command_on_the_ray_engine(ray_cluster, tmp_path: Path, speec
     bad = subprocess.run([*cli, "transcribe", str(speech["en01.wav"]), "-o", str(out), "--engine", "thread"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "choose local or ray" in bad.stderr
+
+
+def test_slots_go_only_to_nodes_with_the_slot_resource(
+    tmp_path: Path, settings: Settings, store: Store, ray_cluster  # noqa: ANN001
+) -> None:
+    """SCRIBEFLEET_RAY_SLOT_RESOURCE: a self-sized engine counts, and its actors land on, labelled nodes only."""
+    labelled = ray_cluster.add_node(num_cpus=1, resources={"scribefleet-slots": 2})
+    try:
+        settings = settings.model_copy(update={"ray_slot_resource": "scribefleet-slots"})
+        engine = make_engine("ray", settings, tmp_path / "state", [])
+        work = tmp_path / "work"
+        work.mkdir()
+        batch = store.ensure_batch("labelled", "plan", {}, str(work))
+        for i in range(3):
+            store.add_task(batch, f"t{i}", "shell", {"run": f"echo {i} > t{i}.txt", "cwd": str(work)})
+        run(store, engine, settings, batch)
+        # the session cluster's GPU node declares no label: no GPU slot, one CPU slot on the labelled node
+        assert [h.name for h in engine.slots] == ["cpu0"]
+        assert engine.slots[0].where and engine.slots[0].where["node_id"] == labelled.node_id
+        assert all(t.state is TaskState.COMPLETE for t in store.tasks(batch))
+    finally:
+        ray_cluster.remove_node(labelled)

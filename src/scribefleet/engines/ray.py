@@ -229,9 +229,12 @@ class RayEngine(Engine):
         log.info("connected to the Ray cluster: %s", ray.cluster_resources())
 
     def _resize(self) -> None:
-        """A self-sized engine: one GPU slot per cluster GPU, else one CPU slot per node; only ever grows."""
+        """A self-sized engine: one GPU slot per cluster GPU, else one CPU slot per node (of the nodes that
+        declare `ray_slot_resource`, when set); only ever grows."""
         self._next_resize_at = time.monotonic() + RESIZE_EVERY_S
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        label = self.settings.ray_slot_resource
+        hosts = [n for n in ray.nodes() if n.get("Alive") and (not label or n.get("Resources", {}).get(label, 0) >= 1)]
+        gpus = int(sum(n.get("Resources", {}).get("GPU", 0) for n in hosts))
         have = [h for h in self._slots.values() if h.device == "cuda"]
         added = []
         if gpus:
@@ -239,7 +242,7 @@ class RayEngine(Engine):
             for i in range(len(have), gpus):
                 added.append(SlotSpec(f"gpu{i}", "cuda", cpu_threads=threads, labels=frozenset({"gpu"})))
         elif not have:
-            nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
+            nodes = [n for n in hosts if n.get("Resources", {}).get("CPU", 0) >= 1]
             if nodes:
                 threads = self.settings.cpu_threads or int(min(n["Resources"]["CPU"] for n in nodes))
                 count = sum(h.device == "cpu" for h in self._slots.values())
@@ -259,6 +262,8 @@ class RayEngine(Engine):
             resources: dict[str, Any] = {"num_gpus": 1, "num_cpus": 0}
         else:
             resources = {"num_gpus": 0, "num_cpus": max(1, spec.cpu_threads)}
+        if self.settings.ray_slot_resource:  # only nodes that declare the label host slots
+            resources["resources"] = {self.settings.ray_slot_resource: 1}
         settings = self.settings.model_dump(mode="json", context={"reveal_secrets": True})
         verbose = logging.getLogger("scribefleet").isEnabledFor(logging.DEBUG)
         h.generation += 1
