@@ -213,6 +213,10 @@ def test_transcribe_command_on_the_ray_engine(ray_cluster, tmp_path: Path, speec
     assert job["state"] == "complete" and "fox" in (out / "en01.txt").read_text().lower()
     log = (out / ".scribefleet" / "logs" / "scribefleet.log").read_text()
     assert "connected to the Ray cluster" in log
+    shown = subprocess.run([*cli, "status", job["id"], "--state", str(out), "--json"], capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    node = json.loads(shown.stdout)["node"]  # the Ray node its slot ran on: "host (ip)"
+    assert node and node.endswith(")") and "(" in node, shown.stdout
     bad = subprocess.run([*cli, "transcribe", str(speech["en01.wav"]), "-o", str(out), "--engine", "thread"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "choose local or ray" in bad.stderr

@@ -86,7 +86,8 @@ def _print_job(view: TaskView, json_out: bool, **where: object) -> None:
     else:
         stages = [f"\n  {s['stage']:<11}{s['state']:<12}{s['time_s']:>8.2f} s  attempts {s['attempts']}"
                   for s in view.stages if s["state"] not in ("pending", "unused") or s["attempts"]]  # fmt: skip
-        print(job_line(view) + "".join(stages) + "".join(f"\n  {fmt}: {path}" for fmt, path in view.outputs.items()))
+        where = f"\n  node: {view.node}" if view.node else ""
+        print(job_line(view) + where + "".join(stages) + "".join(f"\n  {fmt}: {path}" for fmt, path in view.outputs.items()))
 
 
 def controller_status(ident: str, url: str, token: str | None, settings: Settings, *, json_out: bool) -> int:

@@ -34,10 +34,12 @@ def worker(
     state: Path = typer.Option(DEFAULT_STATE, "--state", help="The worker's own state folder: store, uploads, outputs, logs."),
     slots: Optional[int] = typer.Option(None, "--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. cuda never falls back to the CPU."),
+    engine: edge.EngineName = None,
+    ray_address: edge.RayAddress = None,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run a remote worker: jobs from a controller, on this machine's slots, kept in its own store."""
-    edge.run(lambda: run_worker(edge.settings_of(ctx), host=host, port=port, state=state, slots=slots, device=device,
+    edge.run(lambda: run_worker(edge.with_engine(ctx, engine, ray_address), host=host, port=port, state=state, slots=slots, device=device,
                                 verbose=verbose),
              resume_hint="the worker stopped; start it again and it finishes its jobs")  # fmt: skip
 

@@ -192,7 +192,8 @@ class Dispatcher:
 
     def _start(self, task: Task, slot: str) -> None:
         del self.book.queued[task.id]
-        task = self.book.set_state(self.store.mark_running(task.id, slot))  # committed before the slot hears of it
+        node = self.engine.slot(slot).node  # the machine, for engines whose slots live on others (Ray)
+        task = self.book.set_state(self.store.mark_running(task.id, slot, node=node))  # committed before the slot hears
         now = time.monotonic()
         self._running[task.id] = RunningTask(task, slot, now, now + task.timeout_s, now, last_write=now)
         command = f", command: {redact(str(task.spec.get('run')))}" if task.kind == "shell" else ""

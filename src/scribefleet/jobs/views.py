@@ -57,6 +57,7 @@ class TaskView:
     language: str | None = None
     guards: dict[str, int] | None = None  # how often each hallucination guard fired (pipeline/guards.py)
     slot: str | None = None
+    node: str | None = None  # the machine of the slot's last attempt, where an engine says (Ray); needs the events
     execution_mode: str = "local"
     message: str | None = None  # what it waits for, in words ("Waiting for worker capacity")
     remote: dict[str, Any] | None = None  # {workerJobId, worker, lastSeenAt, gpu} of a remote job
@@ -81,7 +82,8 @@ class TaskView:
             "error_code": self.error_code, "error_message": self.error_message, "outputs": dict(self.outputs),
             "duration_s": self.duration_s, "language": self.language, "guards": self.guards, "slot": self.slot,
             "published": dict(self.published), **self._seed_fields(), "warnings": list(self.warnings),
-            **({"stages": list(self.stages)} if self.stages else {}), **where,
+            **({"stages": list(self.stages)} if self.stages else {}), **({"node": self.node} if self.node else {}),
+            **where,
         }  # fmt: skip
 
     def _seed_fields(self) -> dict[str, Any]:
@@ -98,7 +100,7 @@ class TaskView:
         worker = None
         if self.slot is not None or self.status != TaskState.QUEUED.value and self.started_at is not None:
             seen = self.updated_at if self.status == TaskState.RUNNING.value else self.finished_at or self.updated_at
-            worker = {"slot": self.slot, "gpu": slot_is_gpu, "lastSeenAt": iso(seen)}
+            worker = {"slot": self.slot, "gpu": slot_is_gpu, "lastSeenAt": iso(seen), **({"node": self.node} if self.node else {})}
         remote = remote or self.remote
         if self.execution_mode == "remote" and remote:
             worker = {**(worker or {}), **remote}
@@ -245,5 +247,6 @@ def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
         options=dict(spec.get("options") or {}), duration_s=result.get("duration_s"), language=result.get("language"),
         guards=result.get("guards"), slot=task.slot, created_at=task.created_at, updated_at=task.updated_at,
         started_at=task.started_at, finished_at=task.finished_at, published=dict(result.get("published") or {}),
+        node=next((e.data.get("node") for e in reversed(events or []) if e.type == "dispatched"), None),
         stages=stage_history(task, events) if events is not None else (), warnings=tuple(result.get("warnings") or ()),
     )  # fmt: skip

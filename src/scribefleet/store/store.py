@@ -339,12 +339,14 @@ class Store:
         assert task is not None
         return task
 
-    def mark_running(self, task_id: str, slot: str) -> Task:
-        """queued -> running on `slot`: a new attempt starts (committed before the slot hears of it)."""
+    def mark_running(self, task_id: str, slot: str, *, node: str | None = None) -> Task:
+        """queued -> running on `slot` (on `node`, for slots of other machines): a new attempt starts
+        (committed before the slot hears of it)."""
         current = self.task(task_id)
         attempt = (current.attempts if current else 0) + 1
+        data = {"slot": slot, "attempt": attempt, **({"node": node} if node else {})}
         return self._transition(
-            task_id, R, (Q,), "dispatched", {"slot": slot, "attempt": attempt},
+            task_id, R, (Q,), "dispatched", data,
             slot=slot, attempts=attempt, started_at=time.time(), finished_at=None, stage=None, progress=0.0,
             error_code=None, error_message=None, error_details=None,
         )  # fmt: skip
