@@ -47,3 +47,20 @@ def test_stage_history_from_the_store_events_of_two_attempts(tmp_path: Path) -> 
     assert done["decode"] == ("skipped", 2, 0.0) and done["transcribe"] == ("done", 2, 2.5)
     assert view.as_json()["stages"] == list(view.stages) and view.as_api_json()["stages"][3]["timeS"] == 2.5
     assert "stages" not in task_view(store.task(task_id)).as_json()  # lists leave them out
+
+
+def test_a_url_jobs_percent_moves_while_it_downloads_and_never_goes_back(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    batch_id = store.ensure_batch("k", "api", {}, None)
+    url_task = store.add_task(batch_id, "u", "transcribe", {"display": "a", "url": "http://h/a.wav", "outputs": {}})
+    file_task = store.add_task(batch_id, "f", "transcribe", {"display": "b", "input_path": "/b.wav", "outputs": {}})
+    store.mark_running(url_task, "cpu0")
+    seen = []
+    for stage, fraction in (("fetch", 0.0), ("fetch", 0.5), ("fetch", 1.0), ("decode", 0.0), ("transcribe", 0.5),
+                            ("publish", 1.0)):
+        store.record_progress(url_task, stage, fraction)
+        seen.append(task_view(store.task(url_task)).percent)
+    assert seen[1] > seen[0] == 0.0 and seen == sorted(seen) and seen[-1] == 100.0
+    store.mark_running(file_task, "cpu1")
+    store.record_progress(file_task, "transcribe", 0.5)
+    assert task_view(store.task(file_task)).percent == 52.5  # a file's stages keep their spans

@@ -12,7 +12,8 @@ the status `queued_remote` with the message "Waiting for worker capacity"
 (seed 001); `worker` then says which worker job it is.
 
 `percent` is the whole job's progress: each stage covers a share of it
-(`STAGE_SPAN_PERCENT`); `stage_percent` is the current stage's own. With the
+(`STAGE_SPAN_PERCENT`; a URL job's download comes first, `FETCH_SPAN_PERCENT`, and
+the file's stages share the rest); `stage_percent` is the current stage's own. With the
 task's events at hand, `stages` tells each stage's state, time and attempts
 (`stage_history`).
 """
@@ -26,6 +27,8 @@ from scribefleet.store.models import TERMINAL_STATUSES, Event, Task, TaskState, 
 
 #: share of the whole job each stage covers, in percent: (start, end)
 STAGE_SPAN_PERCENT = {"decode": (0, 10), "vad": (10, 15), "transcribe": (15, 90), "render": (90, 95), "publish": (95, 100)}
+#: a URL job's download: the first part of the whole; the stages above share the rest
+FETCH_SPAN_PERCENT = 20.0
 
 
 def iso(at: float | None) -> str | None:
@@ -217,8 +220,13 @@ def _number(value: Any) -> float:
 def _percent(task: Task) -> float:
     if task.state is TaskState.COMPLETE:
         return 100.0
+    if task.stage == "fetch":
+        return round(FETCH_SPAN_PERCENT * task.progress, 1)
     start, end = STAGE_SPAN_PERCENT.get(task.stage or "", (0, 0))
-    return round(start + (end - start) * task.progress, 1) if task.stage in STAGE_SPAN_PERCENT else 0.0
+    percent = start + (end - start) * task.progress if task.stage in STAGE_SPAN_PERCENT else 0.0
+    if task.spec.get("url") and task.stage:
+        percent = FETCH_SPAN_PERCENT + (100 - FETCH_SPAN_PERCENT) * percent / 100
+    return round(percent, 1)
 
 
 WAITING_FOR_CAPACITY = "Waiting for worker capacity"
