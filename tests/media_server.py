@@ -4,7 +4,9 @@ Routes are registered as `server.add(path, body, content_type)`; GET honours
 `Range: bytes=N-` (206) the way a real media host does, HEAD answers the
 headers, anything unknown is a 404. Every request's method, path and Range
 header is recorded in `server.requests`. `chunk_delay_s` slows the body down
-so a test can interrupt a download part way.
+so a test can interrupt a download part way. `redirect(path, location)` answers
+302; `MediaServer(host="127.0.0.2")` listens on another loopback address (the
+network guard's tests tell two loopback servers apart by it).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class MediaServer:
-    """Serves registered bodies on 127.0.0.1 in a thread."""
+    """Serves registered bodies on 127.0.0.1 (or `host`) in a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, tuple[bytes, str]] = {}
+        self.redirects: dict[str, str] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.chunk_delay_s = 0.0
         server = self
@@ -32,6 +35,12 @@ class MediaServer:
                 path = self.path.split("?", 1)[0]
                 rng = self.headers.get("Range")
                 server.requests.append((self.command, path, rng))
+                if path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if path not in server.routes:
                     self.send_error(404, "Not Found")
                     return
@@ -64,13 +73,17 @@ class MediaServer:
             def do_HEAD(self) -> None:  # noqa: N802
                 self._serve(head=True)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def add(self, path: str, body: bytes, content_type: str) -> str:
         self.routes[path] = (body, content_type)
+        return self.url + path
+
+    def redirect(self, path: str, location: str) -> str:
+        self.redirects[path] = location
         return self.url + path
 
     def __enter__(self) -> "MediaServer":

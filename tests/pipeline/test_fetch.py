@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from scribefleet.errors import (  # noqa: E402
     UrlBotCheck,
     UrlNotAllowed,
     UrlUnsupported,
+    UsageError,
 )
 from scribefleet.options import FetchOptions  # noqa: E402
 from scribefleet.pipeline.fetch import _map_error, check_url_allowed, expand_url, fetch_media  # noqa: E402
@@ -188,3 +190,58 @@ def test_a_url_job_that_cannot_download_fails_with_its_code(server: MediaServer,
                                                              models) -> None:
     with pytest.raises(DownloadFailed):
         run_transcription(_url_job(server.url + "/nope.wav", tmp_path, model_path, "x"), models, ProgressLog())
+
+
+# -- the network guard: every connection is checked at the address it is made to -------------------
+
+
+def test_a_redirect_to_loopback_and_a_name_for_loopback_are_refused_under_the_controllers_allowlist(
+        server: MediaServer, tmp_path: Path) -> None:
+    """`server` (127.0.0.1) stands for the controller's own network; the allowlist permits only 127.0.0.2."""
+    inner = server.url.replace("127.0.0.1", "localhost") + "/media/talk.wav"
+    with MediaServer(host="127.0.0.2") as allowed:
+        allowed.add("/ok.wav", WAV, "audio/wav")
+        hop = allowed.redirect("/hop.wav", "/ok.wav")
+        sneaky = allowed.redirect("/sneaky.wav", inner)
+        got, _ = fetch(hop, tmp_path / "ok", allowlist=["127.0.0.2"])  # a redirect within the allowed host is fine
+        assert got.path.read_bytes() == WAV
+        server.requests.clear()
+        with pytest.raises(UrlNotAllowed) as info:
+            fetch(sneaky, tmp_path / "sneaky", allowlist=["127.0.0.2"])
+        assert info.value.details["address"] == "127.0.0.1" and server.requests == []
+        with pytest.raises(UrlNotAllowed):  # `localhost` is loopback whatever it is called
+            fetch(inner, tmp_path / "name", allowlist=["127.0.0.2"])
+        assert server.requests == []
+        # a playlist read (expand_url) is guarded too: the refused entry stays one job that fails with its code
+        assert [e.url for e in expand_url(sneaky, FetchOptions(), allowlist=["127.0.0.2"])] == [sneaky]
+        assert server.requests == []
+        with pytest.raises(UsageError):  # another proxy would make connections the guard never sees
+            fetch(hop, tmp_path / "p", allowlist=["127.0.0.2"], options=FetchOptions(proxy="http://127.0.0.2:9"))
+
+
+def test_the_guard_connects_to_the_address_it_checked_so_a_name_that_rebinds_is_refused(server: MediaServer) -> None:
+    """DNS rebinding: a name answers an allowed address to one lookup and loopback to the next. Each connection
+    is resolved once by the guard and made to that very address, so the second answer is refused, not used."""
+    import urllib.error
+    import urllib.request
+
+    from scribefleet.pipeline.netguard import GuardProxy
+
+    with MediaServer(host="127.0.0.2") as allowed:
+        allowed.add("/media/talk.wav", WAV, "audio/wav")
+        port = allowed.httpd.server_address[1]
+        assert server.url.endswith(f":{server.httpd.server_address[1]}")
+        answers = iter(["127.0.0.2", "127.0.0.1"])
+
+        def rebinding(host: str, port: int, **kw: object) -> list[tuple]:  # getaddrinfo's interface and result
+            assert host == "rebind.test"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+        with GuardProxy(["127.0.0.2"], resolve=rebinding) as guard:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": guard.url}))
+            url = f"http://rebind.test:{port}/media/talk.wav"
+            assert opener.open(url, timeout=10).read() == WAV
+            with pytest.raises(urllib.error.HTTPError) as info:
+                opener.open(url, timeout=10)
+            assert info.value.code == 403 and guard.refused[0].details["address"] == "127.0.0.1"
+        assert [p for _, p, _ in allowed.requests] == ["/media/talk.wav"]

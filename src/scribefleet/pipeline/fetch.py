@@ -10,8 +10,11 @@ resumed run continues (`continuedl`, an HTTP Range request) instead of
 starting over. Progress is the stage's fraction.
 
 `expand_url` turns a playlist into its entries (one job each) without
-downloading anything. `check_url_allowed` is the controller's guard against
-being used to reach its own network (URL_NOT_ALLOWED).
+downloading anything. With an `allowlist` (the controller) both keep to
+public addresses and the listed ones (URL_NOT_ALLOWED): `check_url_allowed`
+answers early, and yt-dlp reaches the network only through
+`pipeline.netguard.GuardProxy`, which checks the address of every
+connection it makes (redirects, DNS rebinding, media a page points to).
 
 yt-dlp's errors are mapped to our codes where they enter (`_map_error`):
 YouTube's "Sign in to confirm you're not a bot" -> URL_BOT_CHECK, no media
@@ -20,17 +23,17 @@ found -> URL_UNSUPPORTED, everything else -> DOWNLOAD_FAILED.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from scribefleet.errors import DownloadFailed, DownloadTooLarge, UrlBotCheck, UrlNotAllowed, UrlUnsupported
+from scribefleet.errors import DownloadFailed, DownloadTooLarge, UrlBotCheck, UrlNotAllowed, UrlUnsupported, UsageError
 from scribefleet.options import FetchOptions
+from scribefleet.pipeline.netguard import Allowlist, GuardProxy, resolve_allowed
 
 log = logging.getLogger("scribefleet.fetch")
 
@@ -124,17 +127,20 @@ def _map_error(url: str, exc: Exception) -> Exception:
     return DownloadFailed(f"downloading {url} failed: {reason}; check the URL opens, then run again", url=url)
 
 
-def expand_url(url: str, options: FetchOptions) -> list[UrlEntry]:
+def expand_url(url: str, options: FetchOptions, *, allowlist: list[str] | None = None) -> list[UrlEntry]:
     """The media URLs behind `url`: its entries for a playlist, else itself (nothing is downloaded).
 
     A URL whose metadata cannot be read stays one entry: its job then fails with its own code.
+    `allowlist`: reach only public addresses and these (the controller's guard, `pipeline.netguard`).
     """
     import yt_dlp
 
     params = _params(options, _Logger(), extract_flat="in_playlist", noplaylist=False, skip_download=True)
     try:
-        with yt_dlp.YoutubeDL(params) as ydl:
+        with _guarded(params, options, allowlist), yt_dlp.YoutubeDL(params) as ydl:
             info = ydl.extract_info(url, download=False)
+    except UsageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure is the job's to report, with its code
         log.info("could not read %s up front (%s); its job reports why", url, exc)
         return [UrlEntry(url)]
@@ -155,33 +161,31 @@ def expand_url(url: str, options: FetchOptions) -> list[UrlEntry]:
 def check_url_allowed(url: str, allowlist: list[str]) -> None:
     """URL_NOT_ALLOWED when `url`'s host resolves to a loopback, link-local or private address not on `allowlist`.
 
-    Allowlist entries are networks (`127.0.0.0/8`, `10.1.2.3`) or host names (`media.lan`).
+    The early refusal (before a job is made); the download itself is guarded connection by connection
+    (`pipeline.netguard`). Allowlist entries are networks (`127.0.0.0/8`, `10.1.2.3`) or host names (`media.lan`).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UrlUnsupported(f"{url} is not an http(s) URL", url=url)
-    host = parts.hostname
-    if host.lower() in {a.lower() for a in allowlist}:
+    resolve_allowed(url, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), Allowlist.of(allowlist))
+
+
+@contextmanager
+def _guarded(params: dict[str, Any], options: FetchOptions, allowlist: list[str] | None) -> Iterator[GuardProxy | None]:
+    """yt-dlp's params sent through the network guard when internal addresses are refused (`allowlist` given)."""
+    if allowlist is None:
+        yield None
         return
-    try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise DownloadFailed(f"{host} of {url} does not resolve ({exc}); check the URL", url=url) from exc
-    networks = []
-    for entry in allowlist:
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            continue  # a host name, compared above
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        internal = ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved or ip.is_unspecified \
-            or ip.is_multicast
-        if internal and not any(ip.version == n.version and ip in n for n in networks):
-            raise UrlNotAllowed(
-                f"{url} resolves to {ip}, an internal address this server does not fetch; an operator can permit "
-                "it with SCRIBEFLEET_URL_ALLOWLIST", url=url, address=str(ip),
-            )  # fmt: skip
+    if options.proxy:
+        raise UsageError("a proxy cannot be used where internal addresses are refused (the controller): the "
+                         "guard must make every connection itself; drop the proxy")  # fmt: skip
+    with GuardProxy(allowlist, timeout_s=options.socket_timeout_s or 300.0) as guard:
+        params["proxy"] = guard.url
+        yield guard
+
+
+def _refused(guard: GuardProxy | None) -> UrlNotAllowed | None:
+    return guard.refused[0] if guard is not None and guard.refused else None
 
 
 def _check_limits(url: str, info: dict[str, Any], max_bytes: int, max_duration_s: float | None) -> None:
@@ -213,7 +217,7 @@ def fetch_media(url: str, dest: Path, options: FetchOptions, *, max_file_mb: int
     import yt_dlp
 
     if allowlist is not None:
-        check_url_allowed(url, allowlist)
+        check_url_allowed(url, allowlist)  # the clear early answer; the guard below checks every connection
     dest.mkdir(parents=True, exist_ok=True)
     max_bytes = (options.max_download_mb or max_file_mb) * _MIB
     logger = _Logger()
@@ -233,8 +237,9 @@ def fetch_media(url: str, dest: Path, options: FetchOptions, *, max_file_mb: int
         max_filesize=max_bytes,
         progress_hooks=[hook],
     )  # fmt: skip
+    guard = None
     try:
-        with yt_dlp.YoutubeDL(params) as ydl:
+        with _guarded(params, options, allowlist) as guard, yt_dlp.YoutubeDL(params) as ydl:
             info = ydl.extract_info(url, download=False)
             if info.get("_type") in ("playlist", "multi_video"):
                 raise UrlUnsupported(f"{url} is a playlist; name its entries (the CLI expands playlists)", url=url)
@@ -245,7 +250,7 @@ def fetch_media(url: str, dest: Path, options: FetchOptions, *, max_file_mb: int
                         check_url_allowed(fmt["url"], allowlist)
             info = ydl.process_ie_result(info, download=True)
     except yt_dlp.utils.DownloadError as exc:
-        raise _map_error(url, exc) from exc
+        raise (_refused(guard) or _map_error(url, exc)) from exc
     if logger.too_large:
         raise DownloadTooLarge(f"{url}: {logger.too_large}; raise the download limit or pick a smaller file", url=url)
     path = downloaded(dest)
