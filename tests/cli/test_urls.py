@@ -128,3 +128,83 @@ def test_a_plan_transcribes_a_url_and_publishes(media: MediaServer, s3, tmp_path
     assert client.get_object(Bucket="subs", Key="plan/fox.srt")["Body"].read() == (tmp_path / "results" / "fox.srt").read_bytes()
     index = json.loads((tmp_path / "results" / "index.json").read_text())
     assert wer(TEXTS["en01.wav"], index["text"]) <= 0.3
+
+
+def test_a_plan_task_of_a_playlist_becomes_one_task_per_entry(media: MediaServer, tmp_path: Path) -> None:
+    import textwrap
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(textwrap.dedent(f"""
+        tasks:
+          - id: talks
+            kind: transcribe
+            input: {media.url}/two.html
+            out: results
+            formats: [json]
+            device: cpu
+          - id: index
+            kind: aggregate
+            needs: [talks]
+            output: results/index.json
+    """).lstrip())
+    shown = run_cli("plan", "check", str(plan))
+    assert shown.returncode == 0 and "talks:1" in shown.stdout and "talks:2" in shown.stdout, shown.stdout + shown.stderr
+    proc = run_cli("plan", "run", str(plan), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["total"], summary["complete"]) == (3, 3)
+    docs = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json") if p.name != "index.json"]
+    by_source = {d["metadata"]["source_url"]: d for d in docs}
+    assert set(by_source) == {media.url + "/m/fox.wav", media.url + "/m/two.wav"}
+    assert wer(TEXTS["en02.wav"], by_source[media.url + "/m/two.wav"]["text"]) <= 0.3
+    index = json.loads((tmp_path / "results" / "index.json").read_text())
+    assert wer(TEXTS["en01.wav"] + " " + TEXTS["en02.wav"], index["text"]) <= 0.3  # the aggregate waited for both
+
+
+# -- through a controller: submit URL and batch with URLs ---------------------------------------
+
+
+def test_submit_and_batch_send_urls_to_a_controller_that_fetches_them(media: MediaServer, tmp_path: Path) -> None:
+    from cli.test_batch import TOKEN, RunningController, client_env, free_port
+
+    port = free_port()
+    env = {**os.environ, "SCRIBEFLEET_HOST": "127.0.0.1", "SCRIBEFLEET_PORT": str(port),
+           "SCRIBEFLEET_STATE_DIR": str(tmp_path / "controller"), "SCRIBEFLEET_API_TOKENS": TOKEN,
+           "SCRIBEFLEET_URL_ALLOWLIST": '["127.0.0.1"]'}
+    ctl = RunningController(f"http://127.0.0.1:{port}", tmp_path / "controller", env, tmp_path / "serve.log")
+    ctl.start()
+    try:
+        cenv = client_env()
+        # submit: a playlist page is one job per entry, ids printed at once, the controller downloads
+        proc = run_cli("submit", media.url + "/two.html", "--controller", ctl.url, "-f", "srt", env=cenv)
+        assert proc.returncode == 0, proc.stderr
+        ids = proc.stdout.split()
+        assert len(ids) == 2 and "submitted 2 jobs" in proc.stderr
+        refused = run_cli("submit", media.url + "/two.html", "--controller", ctl.url, "--cookies", "c.txt", env=cenv)
+        assert refused.returncode == 2 and "INVALID_OPTIONS" in refused.stderr
+        # batch: a folder and URLs together; each URL is known by itself in the state file
+        inbox = tmp_path / "inbox"
+        inbox.mkdir()
+        (inbox / "a.wav").write_bytes((DATA / "en03.wav").read_bytes())
+        out = tmp_path / "out"
+        args = ["batch", "-i", str(inbox), "-i", media.url + "/fox.html", "-i", media.url + "/m/gone.wav",
+                "--controller", ctl.url, "-f", "txt", "-o", str(out), "--json"]
+        first = run_cli(*args, env=cenv)
+        assert first.returncode == 1, first.stderr  # gone.wav fails alone
+        state = json.loads(first.stdout)
+        files = state["files"]
+        assert set(files) == {"a.wav", media.url + "/fox.html", media.url + "/m/gone.wav"}
+        assert files[media.url + "/fox.html"]["status"] == "complete" and files[media.url + "/fox.html"]["url"]
+        assert files[media.url + "/m/gone.wav"]["lastErrorCode"] == "DOWNLOAD_FAILED"
+        fox_txt = next(p for p in out.glob("*.txt") if p.name != "a.txt")
+        assert fox_txt.name.startswith("Fox talk") and wer(TEXTS["en01.wav"], fox_txt.read_text()) <= 0.3
+        assert wer(TEXTS["en03.wav"], (out / "a.txt").read_text()) <= 0.35
+        assert (inbox / "batch_state.json").is_file()
+        fox_job = files[media.url + "/fox.html"]["jobId"]
+        again = json.loads(run_cli(*args, env=cenv).stdout)  # resumed: the finished URL is not sent again
+        assert again["files"][media.url + "/fox.html"]["jobId"] == fox_job
+        for job_id in ids:
+            view = json.loads(run_cli("status", job_id, "--controller", ctl.url, "--json", env=cenv).stdout)
+            assert view["status"] in {"queued", "running", "complete"}, view
+    finally:
+        ctl.stop()

@@ -47,6 +47,20 @@ async def test_a_url_job_on_an_allowlisted_loopback_server(tmp_path: Path) -> No
                 gone = await client.post("/api/jobs", headers=AUTH, json={"url": media.url + "/gone.wav"})
                 failed = await wait_job(client, gone.json()["id"])
                 assert failed["status"] == "failed" and failed["lastErrorCode"] == "DOWNLOAD_FAILED"
+                # a playlist (a page with two media) is one job per entry, in one batch
+                media.add("/talks/two.wav", (DATA / "en02.wav").read_bytes(), "audio/wav")
+                page = media.add("/talks.html", b'<html><head><title>Talks</title></head><body><audio src="/talks/fox.wav">'
+                                 b'</audio><audio src="/talks/two.wav"></audio></body></html>', "text/html")
+                both = await client.post("/api/jobs", headers=AUTH, json={"url": page, "options": {"formats": "txt"}})
+                assert both.status_code == 201, both.text
+                jobs = both.json()["jobs"]
+                assert len(jobs) == 2 and both.json()["id"] == jobs[0]["id"] and len({j["batchId"] for j in jobs}) == 1
+                texts = []
+                for job in jobs:
+                    done = await wait_job(client, job["id"])
+                    assert done["status"] == "complete", done
+                    texts.append((await client.get(done["outputs"]["txt"], headers=AUTH)).text)
+                assert wer(TEXTS["en01.wav"], texts[0]) <= 0.3 and wer(TEXTS["en02.wav"], texts[1]) <= 0.3
     finally:
         controller.stop()
 

@@ -1,4 +1,4 @@
-"""`scribefleet batch`: a folder of media through a controller, resumably (seed 001's run_batch.sh).
+"""`scribefleet batch`: folders of media and media URLs through a controller, resumably (seed 001's run_batch.sh).
 
 The work is `jobs.remote.run_remote_batch` (upload, poll, download, with the
 state file `batch_state.json` that makes a re-run resume); this module parses
@@ -24,7 +24,7 @@ from scribefleet.jobs.remote import BatchRunner, BatchState, Stopped, run_remote
 
 def batch(
     ctx: typer.Context,
-    input_dir: Annotated[Path, typer.Option("--input", "-i", help="Folder of media files (walked recursively).")],
+    inputs: Annotated[list[str], typer.Option("--input", "-i", help="Folder of media files (walked recursively), or a media URL (a playlist: each entry); repeatable.")],
     controller: Annotated[Optional[str], typer.Option("--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER).")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
     remote: Annotated[bool, typer.Option("--remote", help="Run each job on the controller's remote GPU worker (REMOTE_WORKER_MODE optional or required).")] = False,
@@ -36,12 +36,12 @@ def batch(
     language: edge.Language = None,
     task: edge.Task = "transcribe",
     formats: edge.Formats = "all",
-    state: Annotated[Optional[Path], typer.Option("--state", help="State file (default: INPUT/batch_state.json).")] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", help="State file (default: the first INPUT folder's batch_state.json, else OUT's).")] = None,
     parallel: Annotated[int, typer.Option("--parallel", "-p", min=1, help="Most jobs in flight at once.")] = 1,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder the outputs are downloaded to.")] = Path("out"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the final state as JSON on stdout.")] = False,
 ) -> None:
-    """Upload a folder of media to a controller, resumably; download the outputs."""
+    """Send folders of media and media URLs to a controller, resumably; download the outputs."""
 
     def body() -> int:
         options = edge.transcribe_options(model=model, language=language, task=task, formats=formats,
@@ -49,7 +49,7 @@ def batch(
                                           max_speakers=max_speakers)  # fmt: skip
         console = edge.stderr_console()
         try:
-            bstate, files = run_remote_batch(input_dir, options, edge.settings_of(ctx), controller=controller, token=token,
+            bstate, files = run_remote_batch(inputs, options, edge.settings_of(ctx), controller=controller, token=token,
                                              state_path=state, parallel=parallel, out=out, say=console.print,
                                              remote=remote)  # fmt: skip
         except Stopped:

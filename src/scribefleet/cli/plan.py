@@ -26,7 +26,7 @@ from scribefleet.cli import edge
 from scribefleet.cli.progress import BatchProgress
 from scribefleet.cli.render import report_outcome
 from scribefleet.errors import PlanInvalid, UsageError
-from scribefleet.jobs.plans import check_graph
+from scribefleet.jobs.plans import check_graph, expand_playlists
 from scribefleet.jobs.run import run_plan
 from scribefleet.logs import setup_logging
 from scribefleet.plans import Plan, load_plan
@@ -61,8 +61,8 @@ def print_invalid(err: PlanInvalid, console: Console) -> None:
 
 
 def load_checked(path: Path, overrides: dict[str, str]) -> Plan:
-    """load_plan plus the checks of the whole graph that `plan run` relies on."""
-    plan = load_plan(path, overrides=overrides)
+    """load_plan, playlists expanded, plus the checks of the whole graph that `plan run` relies on."""
+    plan = expand_playlists(load_plan(path, overrides=overrides))
     check_graph(plan)
     return plan
 

@@ -2,7 +2,8 @@
 `scribefleet dispatch`: the detached runner it starts.
 
 With a controller (`--controller` or SCRIBEFLEET_CONTROLLER) the file is
-uploaded and a job created there. Without one the job goes into the local
+uploaded and a job created there; a URL is sent as it is (`{"url"}`), the
+controller fetches it (one job per playlist entry). Without one the job goes into the local
 store of `--out` (`jobs.create.submit_file`, the same task spec as
 `scribefleet transcribe`) and a detached runner, `scribefleet dispatch`
 (`jobs.run.run_queued`), is started in its own session with its output in the
@@ -23,7 +24,8 @@ import typer
 from scribefleet import client
 from scribefleet.cli import edge
 from scribefleet.cli.render import write_json
-from scribefleet.errors import FeatureUnavailable, InputNotFound
+from scribefleet.errors import InputNotFound, UsageError
+from scribefleet.options import FetchOptions
 from scribefleet.jobs.create import submit_file
 from scribefleet.jobs.lookup import state_dir_of
 from scribefleet.jobs.run import run_queued, start_runner
@@ -77,29 +79,35 @@ def submit(
         target = edge.publish_options(publish, endpoint_url=s3_endpoint_url, region=s3_region)
         url = controller or settings.controller
         if url:
-            if file.startswith(("http://", "https://")):
-                raise FeatureUnavailable("a controller takes uploaded files so far; submit URLs without --controller "
-                                         "(the local store) or upload the media", input=file)  # fmt: skip
-            file_path = Path(file)
-            if not file_path.is_file():
-                raise InputNotFound(f"{file} is not a file: name one media file", input=str(file))
+            if fetch != FetchOptions():
+                raise UsageError("--cookies, --proxy, --socket-timeout and --max-duration are for URLs fetched here; "
+                                 "a controller fetches with its own settings: drop them, or submit without "
+                                 "--controller", controller=url)  # fmt: skip
+            sent = target.model_dump(mode="json", exclude_defaults=True) if target else None
             with client.connect(url, token, settings) as conn:
-                upload = conn.upload(file_path)
-                job = conn.create_job(upload["uploadId"], options.model_dump(mode="json"))
-                view, where = TaskView.from_api(job, conn.url).as_json(controller=conn.url, job=job), f"--controller {conn.url}"
+                if file.startswith(("http://", "https://")):  # the controller fetches it (its allowlist applies)
+                    jobs = conn.create_url_job(file, options.model_dump(mode="json"), publish=sent)
+                else:
+                    file_path = Path(file)
+                    if not file_path.is_file():
+                        raise InputNotFound(f"{file} is not a file: name one media file or URL", input=str(file))
+                    upload = conn.upload(file_path)
+                    jobs = [conn.create_job(upload["uploadId"], options.model_dump(mode="json"), publish=sent)]
+                views = [TaskView.from_api(job, conn.url).as_json(controller=conn.url, job=job) for job in jobs]
+                view, where = views[0], f"--controller {conn.url}"
         else:
             submitted = submit_file(file, out, options, settings, fetch=fetch, publish=target)
             start_runner(out.resolve())
             state_dir = state_dir_of(out)
             views = [task_view(t).as_json(state_dir=str(state_dir)) for t in submitted]
             view, where = views[0], f"--state {state_dir}"
-            if len(views) > 1:  # a playlist: one job per entry, one id per line
-                if json_out:
-                    write_json(views)
-                else:
-                    sys.stdout.write("".join(v["job_id"] + "\n" for v in views))
-                edge.stderr_console().print(f"submitted {len(views)} jobs; follow them with: scribefleet status JOB {where}")
-                return 0
+        if len(views) > 1:  # a playlist: one job per entry, one id per line
+            if json_out:
+                write_json(views)
+            else:
+                sys.stdout.write("".join(v["job_id"] + "\n" for v in views))
+            edge.stderr_console().print(f"submitted {len(views)} jobs; follow them with: scribefleet status JOB {where}")
+            return 0
         if json_out:
             write_json(view)
         else:

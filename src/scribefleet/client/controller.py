@@ -158,14 +158,28 @@ class ControllerClient:
         return self._call(send, f"upload of {path.name}", safe=True).json()
 
     def create_job(self, upload_id: str, options: dict[str, Any], batch_id: str | None = None, *,
-                   remote: bool = False) -> dict[str, Any]:
+                   remote: bool = False, publish: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST /api/jobs: a transcription job of an upload (on a remote worker when `remote`); returns the job."""
         body: dict[str, Any] = {"uploadId": upload_id, "options": options}
         if batch_id:
             body["batchId"] = batch_id
+        if publish:
+            body["publish"] = publish
         if remote:
             body["remote"] = True
         return self._call(lambda: self._http.post("/api/jobs", json=body), "creating a job", safe=False).json()
+
+    def create_url_job(self, url: str, options: dict[str, Any], batch_id: str | None = None, *,
+                       publish: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """POST /api/jobs {"url"}: the controller fetches the media; one job, or one per entry of a playlist
+        (`publish`: also upload the outputs to S3 with the controller's AWS settings)."""
+        body: dict[str, Any] = {"url": url, "options": options}
+        if batch_id:
+            body["batchId"] = batch_id
+        if publish:
+            body["publish"] = publish
+        job = self._call(lambda: self._http.post("/api/jobs", json=body), "creating a job", safe=False).json()
+        return job.get("jobs") or [job]
 
     def job(self, job_id: str) -> dict[str, Any]:
         """GET /api/jobs/{id}."""

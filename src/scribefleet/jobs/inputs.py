@@ -88,7 +88,8 @@ def _walk(root: Path, skip: set[Path]) -> list[Path]:
     return found
 
 
-def _is_url(text: str) -> bool:
+def is_url(text: str) -> bool:
+    """Whether an input names an http(s) URL rather than a path."""
     return text.startswith(("http://", "https://"))
 
 
@@ -99,13 +100,16 @@ def _url_name(title: str | None, url: str) -> str:
     return name[:120] or "media"
 
 
-def url_inputs(urls: list[str], fetch: FetchOptions) -> list[InputFile]:
-    """One InputFile per media URL (playlists expanded); output stems not yet assigned."""
+def url_inputs(urls: list[str], fetch: FetchOptions, *, allowlist: list[str] | None = None) -> list[InputFile]:
+    """One InputFile per media URL (playlists expanded); output stems not yet assigned.
+
+    `allowlist`: read the URLs as the controller does, reaching only public addresses and these.
+    """
     from scribefleet.pipeline.fetch import expand_url  # yt-dlp loads only when a URL is given
 
     found: dict[str, InputFile] = {}
     for url in urls:
-        for entry in expand_url(url, fetch):
+        for entry in expand_url(url, fetch, allowlist=allowlist):
             found.setdefault(entry.url, InputFile(path=Path(), rel=Path(_url_name(entry.title, entry.url)),
                                                   url=entry.url))  # fmt: skip
     return list(found.values())
@@ -115,8 +119,8 @@ def expand_inputs(inputs: list[str], *, out_dir: Path, fetch: FetchOptions | Non
     """Expand files, folders, globs and URLs, in a stable order, without duplicates."""
     skip = {out_dir.resolve()}
     files: dict[Path, InputFile] = {}
-    urls = [raw for raw in inputs if _is_url(raw)]
-    inputs = [raw for raw in inputs if not _is_url(raw)]
+    urls = [raw for raw in inputs if is_url(raw)]
+    inputs = [raw for raw in inputs if not is_url(raw)]
 
     def add(path: Path, root: Path, missing: bool = False) -> None:
         absolute = path.resolve()
@@ -169,7 +173,7 @@ def assign_outputs(files: list[InputFile], out_dir: Path) -> None:
 def check_inputs(inputs: list[str], *, out_dir: Path, allow_missing: bool = False,
                  single_file: bool = False, fetch: FetchOptions | None = None) -> list[InputFile]:
     """`expand_inputs`, refusing (INPUT_NOT_FOUND) missing inputs, an empty result, or (`single_file`) a non-file."""
-    if single_file and not _is_url(inputs[0]) and not Path(inputs[0]).expanduser().is_file():
+    if single_file and not is_url(inputs[0]) and not Path(inputs[0]).expanduser().is_file():
         raise InputNotFound(
             f"{inputs[0]} is not a file: name one media file or URL (folders go to 'scribefleet transcribe' or "
             "'batch')", input=inputs[0],

@@ -1,6 +1,7 @@
 """From a loaded Plan to store tasks: runtime specs, limits, and the plan's batch.
 
-Each PlanTask becomes one store task with key = its plan id:
+A transcribe task of a playlist URL is first replaced by one task per entry
+(`expand_playlists`). Each PlanTask becomes one store task with key = its plan id:
 
     transcribe  the runtime spec `scribefleet transcribe` builds (jobs/create.py):
                 input_path, work_dir under the state dir keyed by content hash +
@@ -34,7 +35,7 @@ from typing import Any
 
 from scribefleet.config import Settings
 from scribefleet.jobs.create import hash_inputs, job_extra, transcribe_spec, work_dir_for
-from scribefleet.jobs.inputs import InputFile
+from scribefleet.jobs.inputs import InputFile, assign_outputs, is_url, url_inputs
 from scribefleet.options import FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_model
 from scribefleet.plans import Plan, PlanTask
@@ -68,15 +69,47 @@ def default_timeout_s(kind: str, settings: Settings) -> float:
     }[kind]
 
 
-def _is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
+def expand_playlists(plan: Plan) -> Plan:
+    """The plan with each transcribe task of a playlist URL replaced by one task per entry.
+
+    An entry's task is `<id>:<n>` (n from 1, as a foreach item names its task), named after the entry's
+    title the way `transcribe URL` names it (`jobs.inputs.url_inputs`), and every task that needed the
+    playlist's task needs all of them. A URL of one media (or one whose metadata cannot be read: its
+    task fails with its own code) stays as it is. Nothing is downloaded.
+    """
+    tasks: list[PlanTask] = []
+    renamed: dict[str, list[str]] = {}
+    for task in plan.tasks:
+        source = task.spec.get("input") if task.kind == "transcribe" else None
+        entries = url_inputs([source], FetchOptions(**task.spec.get("fetch") or {})) if source and is_url(source) else []
+        if len(entries) < 2 and all(e.url == source for e in entries):
+            tasks.append(task)
+            continue
+        out = Path(task.spec["out"])
+        assign_outputs(entries, out)
+        renamed[task.id] = []
+        for n, entry in enumerate(entries, 1):
+            child = task.model_copy(update={"id": f"{task.id}:{n}", "item": entry.url,
+                                            "spec": {**task.spec, "input": entry.url, "stem": entry.out_stem.name}})
+            renamed[task.id].append(child.id)
+            tasks.append(child)
+        log.info("task %s: playlist %s has %d entries, one task each", task.id, source, len(entries))
+    if not renamed:
+        return plan
+    for i, task in enumerate(tasks):
+        if any(n in renamed for n in task.needs):
+            needs = [m for n in task.needs for m in renamed.get(n, [n])]
+            tasks[i] = task.model_copy(update={"needs": needs})
+    return plan.model_copy(update={"tasks": tasks})
 
 
 def transcribe_outputs(task: PlanTask) -> dict[str, Path]:
-    """format -> path of each file a plan transcribe task writes: `<out>/<input stem>.<format>`."""
+    """format -> path of each file a plan transcribe task writes: `<out>/<input stem>.<format>` (a playlist
+    entry: its title, `stem`)."""
     options = TranscribeOptions(**task.spec.get("options", {}))
     source = task.spec["input"]
-    stem = Path(source.split("?", 1)[0].rstrip("/")).stem if _is_url(source) else Path(source).stem
+    stem = Path(source.split("?", 1)[0].rstrip("/")).stem if is_url(source) else Path(source).stem
+    stem = task.spec.get("stem") or stem
     return {fmt: Path(task.spec["out"]) / f"{stem}.{fmt}" for fmt in options.formats}
 
 
@@ -97,7 +130,8 @@ def aggregate_items(task: PlanTask, by_id: dict[str, PlanTask]) -> list[dict[str
     for need in (by_id[n] for n in task.needs):
         if need.kind == "transcribe":
             files = {fmt: str(p) for fmt, p in transcribe_outputs(need).items()}
-            items.append({"name": Path(need.spec["input"]).name, "input": need.spec["input"], "files": files})
+            name = need.spec.get("stem") or Path(need.spec["input"]).name
+            items.append({"name": name, "input": need.spec["input"], "files": files})
         elif need.kind in ("llm", "aggregate"):
             out = need.spec["output"]
             items.append({"name": Path(out).name, "input": need.spec.get("input"), "files": {_fmt(out): out}})
@@ -139,7 +173,7 @@ class _Transcriptions:
         self.settings, self.state_dir = settings, state_dir
         self._models: dict[str, ResolvedModel] = {}
         paths = dict.fromkeys(Path(t.spec["input"]) for t in plan.tasks
-                              if t.kind == "transcribe" and not _is_url(t.spec["input"]))
+                              if t.kind == "transcribe" and not is_url(t.spec["input"]))
         files = [InputFile(path=p, rel=Path(p.name), missing=not p.is_file()) for p in paths]
         self.hashes = hash_inputs(files, state_dir) if files else {}
 
@@ -153,7 +187,7 @@ class _Transcriptions:
         options = TranscribeOptions(**task.spec.get("options", {}))
         resolved = self.model(options.model)
         source: Path | str = task.spec["input"]
-        if not _is_url(task.spec["input"]):
+        if not is_url(task.spec["input"]):
             source = Path(source)
         work = work_dir_for(self.state_dir, source, self.hashes.get(source), options.result_key(resolved.model_id))  # type: ignore[arg-type]
         spec = transcribe_spec(source, task.id, work, transcribe_outputs(task), options, resolved, self.settings)

@@ -1,14 +1,18 @@
-"""A folder of media through a controller, resumably (seed 001's run_batch.sh; `scribefleet batch`).
+"""Folders of media and media URLs through a controller, resumably (seed 001's run_batch.sh; `scribefleet batch`).
 
-Each media file of the input folder is uploaded, becomes a job in one
-controller batch, is polled with exponential backoff and jitter, and its
+Each media file of the input folders is uploaded, and each URL (a playlist:
+each entry, read here as `transcribe` reads it) is sent as it is (`{"url"}`,
+the controller fetches it); each becomes a job in one controller batch, is polled with exponential backoff and jitter, and its
 outputs are downloaded where `transcribe` would put them
 (`OUT/<relative path>.<fmt>`). At most `parallel` jobs are in flight. Every
 change is written at once, atomically, to the state file
-(`batch_state.json` in the input folder, with each job's `executionMode`), so the same run started again after
+(`batch_state.json` in the first input folder, else in OUT; with each job's `executionMode`), so the same run
+started again after
 a crash, `kill -9` or Ctrl-C resumes: complete files are skipped, jobs in
 flight are re-attached (never submitted twice), failed ones are submitted
-again, from their upload when the controller still has it. A controller that
+again, from their upload when the controller still has it. A file is known
+by its path relative to its folder and recorded with its size and mtime (a
+changed file is sent again); a URL is known by the URL itself. A controller that
 goes away mid-run is waited for (backoff, up to
 `SCRIBEFLEET_CONTROLLER_WAIT_S`); the state file is never lost.
 """
@@ -27,7 +31,7 @@ from scribefleet.config import Settings
 from scribefleet.dispatch.lock import PidLock
 from scribefleet.errors import ControllerUnreachable, InputNotFound, ScribefleetError, Unauthorized, UsageError
 from scribefleet.fsio import atomic_write_json, read_json
-from scribefleet.jobs.inputs import InputFile, expand_inputs
+from scribefleet.jobs.inputs import InputFile, expand_inputs, is_url
 from scribefleet.options import TranscribeOptions
 from scribefleet.jobs.views import TaskView
 from scribefleet.store.models import TERMINAL_STATUSES
@@ -121,7 +125,8 @@ class BatchRunner:
 
     @staticmethod
     def key(f: InputFile) -> str:
-        return f.rel.as_posix()
+        """A file's path relative to its folder; a URL's own text."""
+        return f.url or f.rel.as_posix()
 
     def run(self) -> None:
         """Process every file; returns when each is done, failed, or the controller stayed away."""
@@ -155,9 +160,10 @@ class BatchRunner:
 
     def _finished(self, f: InputFile) -> bool:
         e = self.state.entry(self.key(f))
-        st = f.path.stat() if f.path.is_file() else None
-        if st is None or e.get("sizeBytes") != st.st_size or e.get("mtimeNs") != st.st_mtime_ns:
-            return False
+        if f.url is None:
+            st = f.path.stat() if f.path.is_file() else None
+            if st is None or e.get("sizeBytes") != st.st_size or e.get("mtimeNs") != st.st_mtime_ns:
+                return False
         outputs = f.outputs(self.options.formats)
         return e.get("status") == "complete" and e.get("downloaded") is True and all(p.is_file() for p in outputs.values())
 
@@ -175,22 +181,26 @@ class BatchRunner:
             self.say(f"{key}: failed [{exc.code}] {exc.message}")
 
     def _drive(self, f: InputFile, key: str) -> None:
-        try:
-            st = f.path.stat()
-        except OSError as exc:
-            self._record(key, status="failed", lastErrorCode=InputNotFound.code, lastErrorMessage=f"cannot read {f.path}: {exc.strerror}")
-            return
         e = self.state.entry(key)
-        if e and (e.get("sizeBytes"), e.get("mtimeNs")) != (st.st_size, st.st_mtime_ns):
-            self.state.reset(key)  # the file changed since it was sent: its old job does not describe it
-            e = {}
-        if not e:
-            self.state.update(key, sizeBytes=st.st_size, mtimeNs=st.st_mtime_ns, status="pending")
+        if f.url is not None:
+            if not e:
+                self.state.update(key, url=f.url, status="pending")
+        else:
+            try:
+                st = f.path.stat()
+            except OSError as exc:
+                self._record(key, status="failed", lastErrorCode=InputNotFound.code, lastErrorMessage=f"cannot read {f.path}: {exc.strerror}")
+                return
+            if e and (e.get("sizeBytes"), e.get("mtimeNs")) != (st.st_size, st.st_mtime_ns):
+                self.state.reset(key)  # the file changed since it was sent: its old job does not describe it
+                e = {}
+            if not e:
+                self.state.update(key, sizeBytes=st.st_size, mtimeNs=st.st_mtime_ns, status="pending")
         job = None
         if e.get("jobId") and e.get("status") not in BAD_END:
             job = self._reattach(key, e["jobId"])
         if job is None:
-            job = self._submit(f, key)
+            job = self._submit_url(f.url, key) if f.url is not None else self._submit(f, key)
         job = self._wait(key, job)
         if job["status"] == "complete":
             self._download(f, key, job)
@@ -233,6 +243,17 @@ class BatchRunner:
             self.say(f"{key}: job {job['id']} {job.get('status')}")
             return job
         raise ScribefleetError(f"{key}: the controller lost the upload twice; check its upload folder and logs")
+
+    def _submit_url(self, url: str, key: str) -> dict[str, Any]:
+        """One job of a URL (the controller fetches it); an entry of a playlist was expanded here already."""
+        opts = self.options.model_dump(mode="json")
+        batch_id = self.state.data["batchId"]
+        jobs = self._patient(lambda: self.client.create_url_job(url, opts, batch_id), f"submitting {key}")
+        job = jobs[0]
+        self._record(key, jobId=job["id"], status=job.get("status"), executionMode=job.get("executionMode"),
+                     lastErrorCode=None, lastErrorMessage=None, downloaded=False)  # fmt: skip
+        self.say(f"{key}: job {job['id']} {job.get('status')}")
+        return job
 
     def _adopt(self, f: InputFile, key: str) -> dict[str, Any] | None:
         """The job a killed run created for this upload but had not recorded yet, if it can be told apart.
@@ -311,24 +332,29 @@ class BatchRunner:
                 self._sleep(delay)
 
 
-def run_remote_batch(input_dir: Path, options: TranscribeOptions, settings: Settings, *, controller: str | None,
+def run_remote_batch(inputs: list[str], options: TranscribeOptions, settings: Settings, *, controller: str | None,
                      token: str | None, state_path: Path | None, parallel: int, out: Path,
                      say: Callable[[str], None], remote: bool = False) -> tuple[BatchState, list[InputFile]]:
-    """Every media file of `input_dir` through the controller; the state file and the files (what each became)."""
+    """Every media file of the `inputs` folders, and every media URL of them (a playlist: each entry), through the
+    controller; the state file and the files (what each became)."""
     opts = options
     url = controller or settings.controller
     if not url:
         raise UsageError("no controller: pass --controller URL or set SCRIBEFLEET_CONTROLLER (start one with 'scribefleet serve')")
-    if not input_dir.is_dir():
-        raise UsageError(f"--input {input_dir} is not a folder: name the folder that holds the media")
-    input_dir, out = input_dir.resolve(), out.resolve()
-    files = expand_inputs([str(input_dir)], out_dir=out)
+    folders = [Path(i).expanduser().resolve() for i in inputs if not is_url(i)]
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"--input {folder} is not a folder or URL: name the folder that holds the media, or a "
+                             "media URL")  # fmt: skip
+    out = out.resolve()
+    files = expand_inputs([str(f) for f in folders] + [i for i in inputs if is_url(i)], out_dir=out)
     if not files:
-        raise InputNotFound(f"no media found in {input_dir}: put audio or video files there")
+        raise InputNotFound(f"no media found in {', '.join(inputs)}: put audio or video files there")
+    home = folders[0] if folders else out
     with connect(url, token, settings) as client:
-        bstate = BatchState.load((state_path or input_dir / "batch_state.json").resolve(), controller=client.url,
-                                 input_dir=input_dir, options=opts.model_dump(mode="json"))
-        say(f"batch of {len(files)} file(s) from {input_dir} via {client.url}; state in {bstate.path}")
+        bstate = BatchState.load((state_path or home / "batch_state.json").resolve(), controller=client.url,
+                                 input_dir=home, options=opts.model_dump(mode="json"))
+        say(f"batch of {len(files)} input(s) from {', '.join(inputs)} via {client.url}; state in {bstate.path}")
         try:
             BatchRunner(client, bstate, files, opts, settings, parallel=parallel, say=say, remote=remote).run()
         finally:

@@ -133,8 +133,11 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
         if body.url is not None and body.upload_id:
             raise UsageError("a job takes an uploadId or a url, not both")
         if body.url is not None:
-            task = J.create_url_job(controller, body.url, body.options, body.batch_id, publish=body.publish)
-            return J.job_json(task, controller)
+            tasks = J.create_url_jobs(controller, body.url, body.options, body.batch_id, publish=body.publish)
+            first = J.job_json(tasks[0], controller)
+            if len(tasks) > 1:  # a playlist: the first entry's job, and every entry's
+                first["jobs"] = [list_item(J.job_json(t, controller)) for t in tasks]
+            return first
         if not body.upload_id:
             raise UsageError("a job needs an uploadId (from POST /api/uploads) or a media url")
         task = J.create_job(controller, body.upload_id, body.options, body.batch_id, publish=body.publish,

@@ -2,8 +2,9 @@
 
 A URL is checked against the controller's network guard first (URL_NOT_ALLOWED
 for loopback, link-local and private addresses not in SCRIBEFLEET_URL_ALLOWLIST)
-and the task carries the allowlist, so its fetch stage checks again what the
-page points to. One URL is one job (a playlist fails with URL_UNSUPPORTED).
+and the task carries the allowlist, so its fetch stage checks again every
+connection it makes (pipeline/netguard.py). A playlist is one job per entry,
+all in the request's batch (read with the guard too, nothing downloaded).
 
 A job is a `transcribe` task in the controller's store, made by
 `jobs.create.add_transcribe_task` like every other one, so the same content
@@ -22,8 +23,9 @@ from typing import Any
 
 from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.jobs.create import add_transcribe_task, job_extra
+from scribefleet.jobs.inputs import url_inputs
 from scribefleet.jobs.views import iso, task_view
-from scribefleet.options import Device, PublishOptions, TranscribeOptions
+from scribefleet.options import Device, FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_api_model
 from scribefleet.service.controller import Controller
 from scribefleet.service.limits import list_item
@@ -106,9 +108,10 @@ def _checked(controller: Controller, options: TranscribeOptions, batch_id: str |
     return batch, resolved, on_worker
 
 
-def create_url_job(controller: Controller, url: str, options: TranscribeOptions, batch_id: str | None, *,
-                   publish: PublishOptions | None = None) -> Task:
-    """Queue a transcribe task of a media URL (fetched by the slot), refusing internal addresses."""
+def create_url_jobs(controller: Controller, url: str, options: TranscribeOptions, batch_id: str | None, *,
+                    publish: PublishOptions | None = None) -> list[Task]:
+    """Queue a transcribe task of a media URL (fetched by the slot), one per entry of a playlist, refusing
+    internal addresses (the URL's, each entry's, and every connection reading the playlist makes)."""
     from scribefleet.pipeline.fetch import check_url_allowed
 
     settings = controller.settings
@@ -117,16 +120,28 @@ def create_url_job(controller: Controller, url: str, options: TranscribeOptions,
     if on_worker:
         raise UsageError("media URLs are fetched by the controller's own slots, and REMOTE_WORKER_MODE=required "
                          "sends every job to a worker: upload the file instead (POST /api/uploads)", url=url)
+    entries = url_inputs([url], FetchOptions(), allowlist=settings.url_allowlist)
+    for entry in entries:
+        if entry.url != url:
+            check_url_allowed(str(entry.url), settings.url_allowlist)
     batch = batch or create_batch(controller, None, single=True)
-    key = new_id()
-    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "media"
-    stem = Path(name).stem or "media"
-    task_id, _ = add_transcribe_task(
-        controller.store, batch.id, f"{key}/{name}", input_path=url, display=name, digest=None,
-        outputs={fmt: controller.jobs_dir / key / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
-        resolved=resolved, settings=settings, extra=job_extra(publish=publish, url_allowlist=settings.url_allowlist),
-    )  # fmt: skip
-    return get_task(controller, task_id)
+    extra = job_extra(publish=publish, url_allowlist=settings.url_allowlist)
+    made = []
+    for entry in entries:
+        assert entry.url is not None
+        key = new_id()
+        if entry.url == url:  # one media: named after the URL's path, as an upload after its file
+            name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "media"
+            stem = Path(name).stem or "media"
+        else:  # a playlist entry: after its title
+            name = stem = entry.rel.name
+        task_id, _ = add_transcribe_task(
+            controller.store, batch.id, f"{key}/{name}", input_path=entry.url, display=name, digest=None,
+            outputs={fmt: controller.jobs_dir / key / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
+            resolved=resolved, settings=settings, extra=extra,
+        )  # fmt: skip
+        made.append(get_task(controller, task_id))
+    return made
 
 
 def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None, *,
