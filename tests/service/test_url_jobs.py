@@ -72,7 +72,7 @@ async def test_a_job_publishes_to_s3_when_asked(tmp_path: Path, monkeypatch: pyt
     # the controller's own AWS settings (its slots inherit them); requests never carry keys
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    settings = service_settings(tmp_path)
+    settings = service_settings(tmp_path, url_allowlist=["127.0.0.1"])  # moto listens on loopback
     controller = Controller(settings, tmp_path / "state", slots=1, device="cpu")
     controller.start()
     try:
@@ -90,5 +90,9 @@ async def test_a_job_publishes_to_s3_when_asked(tmp_path: Path, monkeypatch: pyt
                 assert wer(TEXTS["en03.wav"], " ".join(c.content for c in srt.parse(text))) <= 0.35
                 bad = await client.post("/api/jobs", headers=AUTH, json={**body, "publish": {"target": "https://x/"}})
                 assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_OPTIONS"
+                # an S3 endpoint on the controller's own network, not on the allowlist, is refused
+                inside = {**body, "publish": {**body["publish"], "endpoint_url": "http://169.254.169.254/"}}
+                refused = await client.post("/api/jobs", headers=AUTH, json=inside)
+                assert refused.status_code == 403 and refused.json()["error"]["code"] == "URL_NOT_ALLOWED"
     finally:
         controller.stop()

@@ -108,6 +108,7 @@ class TranscriptionJob(BaseModel, extra="forbid"):
     fetch: FetchOptions = FetchOptions()
     url_allowlist: list[str] | None = None  # None: any address (the CLI); else internal ones must be listed
     publish: PublishOptions | None = None  # also upload the outputs to S3
+    credentials_file: Path | None = None  # this job's own S3 keys, sealed (pipeline/sealed.py); deleted once published
     work_dir: Path
     outputs: dict[str, Path]  # format -> final path
     options: TranscribeOptions
@@ -439,6 +440,13 @@ def run_transcription(job: TranscriptionJob, models: ModelCache, progress: Progr
     "segments", "guards", "resumed_from", "timings_s", "stages_run", "speakers"? (with diarize), "published"?,
     "metadata"?, "rerun_stages"?}.
 
-    `credentials` (the serverless handler's, from its input) are used for this job's uploads only.
+    `credentials` (the serverless handler's, from its input) are used for this job's uploads only; a queued
+    job's own keys come sealed (`job.credentials_file`), and are deleted once its outputs are published.
     """
+    if credentials is None and job.credentials_file is not None and job.publish is not None:
+        from scribefleet.pipeline.sealed import forget, unseal
+
+        result = _JobRun(job, models, progress, unseal(job.credentials_file)).execute()
+        forget(job.credentials_file)
+        return result
     return _JobRun(job, models, progress, credentials).execute()

@@ -38,6 +38,7 @@ from scribefleet.config import Settings
 from scribefleet.errors import InvalidRequest, MethodNotAllowed, NotFound, ScribefleetError, UsageError
 from scribefleet.service import ui
 from scribefleet.service.api import api_router
+from scribefleet.service.handler_api import handler_router
 from scribefleet.service.auth import AuthMiddleware, Authenticator, SessionStore, WrongTokenThrottle, error_headers, load_tokens
 from scribefleet.service.controller import Controller
 from scribefleet.service.metrics import Metrics
@@ -140,6 +141,7 @@ def create_app(
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(OpenAIErrorMiddleware)
     app.include_router(api_router(controller, metrics))
+    app.include_router(handler_router(controller))
     app.include_router(runtime_router(controller, metrics, authenticator))
     app.include_router(openai_router(controller, metrics))
     include_ui(app)

@@ -24,6 +24,7 @@ from typing import Any
 from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.jobs.create import add_transcribe_task, job_extra
 from scribefleet.jobs.inputs import url_inputs
+from scribefleet.jobs.seed003 import done_output, error_output, parse_request
 from scribefleet.jobs.views import iso, task_view
 from scribefleet.options import Device, FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_api_model
@@ -108,6 +109,15 @@ def _checked(controller: Controller, options: TranscribeOptions, batch_id: str |
     return batch, resolved, on_worker
 
 
+def check_publish(controller: Controller, publish: PublishOptions | None) -> None:
+    """URL_NOT_ALLOWED for an S3 endpoint on the controller's own network (not on SCRIBEFLEET_URL_ALLOWLIST):
+    a request must not make the controller send its uploads there."""
+    from scribefleet.pipeline.fetch import check_url_allowed
+
+    if publish is not None and publish.endpoint_url:
+        check_url_allowed(publish.endpoint_url, controller.settings.url_allowlist)
+
+
 def create_url_jobs(controller: Controller, url: str, options: TranscribeOptions, batch_id: str | None, *,
                     publish: PublishOptions | None = None) -> list[Task]:
     """Queue a transcribe task of a media URL (fetched by the slot), one per entry of a playlist, refusing
@@ -116,6 +126,7 @@ def create_url_jobs(controller: Controller, url: str, options: TranscribeOptions
 
     settings = controller.settings
     check_url_allowed(url, settings.url_allowlist)
+    check_publish(controller, publish)
     batch, resolved, on_worker = _checked(controller, options, batch_id, None)
     if on_worker:
         raise UsageError("media URLs are fetched by the controller's own slots, and REMOTE_WORKER_MODE=required "
@@ -144,6 +155,58 @@ def create_url_jobs(controller: Controller, url: str, options: TranscribeOptions
     return made
 
 
+def create_seed_job(controller: Controller, payload: dict[str, Any]) -> Task:
+    """Queue seed 003's job (`{"input": {...}}`, read by `jobs.seed003`): its URL fetched under the network
+    guard, the SRT published as `<request_id>.srt` with the input's keys, which are sealed for the slot
+    (pipeline/sealed.py) and never enter the spec, the job JSON, events or logs."""
+    from scribefleet.pipeline.fetch import check_url_allowed
+    from scribefleet.pipeline.sealed import seal
+
+    settings = controller.settings
+    req = parse_request(payload, settings.api_default_model)
+    check_url_allowed(req.url, settings.url_allowlist)
+    check_publish(controller, req.publish)
+    batch, resolved, on_worker = _checked(controller, req.options, None, None)
+    if on_worker:
+        raise UsageError("seed 003 jobs fetch a URL on the controller's own slots, and REMOTE_WORKER_MODE=required "
+                         "sends every job to a worker; run the serverless worker there instead", url=req.url)
+    batch = create_batch(controller, None, single=True)
+    key = new_id()
+    extra = {"seed003": {"request_id": req.request_id},
+             **job_extra(publish=req.publish, url_allowlist=settings.url_allowlist)}
+    if req.credentials is not None:
+        extra["credentials_file"] = str(seal(controller.state_dir / "sealed", req.credentials))
+    task_id, _ = add_transcribe_task(
+        controller.store, batch.id, f"{key}/{req.srt_name}", input_path=req.url, display=req.srt_name, digest=None,
+        outputs={"srt": controller.jobs_dir / key / req.srt_name}, options=req.options, resolved=resolved,
+        settings=settings, extra=extra,
+    )  # fmt: skip
+    return get_task(controller, task_id)
+
+
+def seed_status(task: Task, controller: Controller) -> dict[str, Any]:
+    """A seed 003 job as the seed's output JSON (with our job `id`): starting, running, done or error.
+
+    A job that ended without publishing has no more use for its keys: their sealed file is deleted here.
+    """
+    from scribefleet.pipeline.sealed import forget
+
+    seed = task.spec.get("seed003")
+    if not isinstance(seed, dict):
+        raise NotFound(f"job {task.id} was not made by /api/handler/run; GET /api/jobs/{task.id} shows it",
+                       jobId=task.id)  # fmt: skip
+    request_id = seed.get("request_id")
+    if task.is_complete:
+        return {"id": task.id, **done_output(request_id, (task.result or {}).get("published") or {})}
+    if task.is_terminal:
+        forget(task.spec.get("credentials_file"))
+        view = job_json(task, controller)
+        code = view["lastErrorCode"] or ("USER_CANCELED" if task.state.value == "canceled" else "INTERNAL_ERROR")
+        return {"id": task.id, **error_output(request_id, code, view["lastErrorMessage"] or task.state.value)}
+    return {"id": task.id, "status": "running" if task.state.value == "running" else "starting",
+            "request_id": request_id}  # fmt: skip
+
+
 def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None, *,
                publish: PublishOptions | None = None, remote: bool | None = None) -> Task:
     """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s.
@@ -152,6 +215,7 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
     """
     settings = controller.settings
     upload = controller.uploads.get(upload_id)
+    check_publish(controller, publish)
     batch, resolved, on_worker = _checked(controller, options, batch_id, remote)
     if batch is None:
         batch = create_batch(controller, None, single=True)
