@@ -167,7 +167,11 @@ def check_url_allowed(url: str, allowlist: list[str]) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UrlUnsupported(f"{url} is not an http(s) URL", url=url)
-    resolve_allowed(url, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), Allowlist.of(allowlist))
+    try:
+        resolve_allowed(url, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+                        Allowlist.of(allowlist))  # fmt: skip
+    except DownloadFailed:
+        return  # a name that does not resolve reaches nothing; its job fails with DOWNLOAD_FAILED when it runs
 
 
 @contextmanager

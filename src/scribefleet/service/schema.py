@@ -44,6 +44,13 @@ OPENAI_ERROR_BODY = {
         }
     },
 }
+#: seed 003's error answer, which /api/handler/run and /runsync give for a request its contract refuses
+SEED_ERROR_BODY = {
+    "type": "object",
+    "required": ["status", "request_id", "error"],
+    "properties": {"status": {"const": "error"}, "request_id": {"type": ["string", "null"]}, "error": {"type": "string"}},
+}
+SEED_ERROR_STATUSES = {"400", "403", "404", "422"}
 DESCRIPTIONS = {
     400: "Invalid options or request (INVALID_OPTIONS, INVALID_REQUEST)",
     401: "No or wrong credentials (UNAUTHORIZED)",
@@ -60,6 +67,8 @@ EXTRA: dict[tuple[str, str], tuple[int | str, ...]] = {
     ("post", "/api/session"): (401, 429),
     ("post", "/api/jobs"): (404, 422),
     ("get", "/api/jobs/{job_id}/outputs/{fmt}"): (409,),
+    ("post", "/api/handler/run"): (404, 422),
+    ("post", "/api/handler/runsync"): (404, 422),
     ("post", "/v1/audio/transcriptions"): (404, "default"),
     ("post", "/v1/audio/translations"): (404, "default"),
 }
@@ -85,6 +94,7 @@ def openapi_with_errors(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     components["Error"], components["OpenAIError"] = ERROR_BODY, OPENAI_ERROR_BODY
+    components["SeedError"] = SEED_ERROR_BODY
     for path, operations in schema.get("paths", {}).items():
         body_ref = "#/components/schemas/" + ("OpenAIError" if path.startswith("/v1/") else "Error")
         for method, op in operations.items():
@@ -95,6 +105,9 @@ def openapi_with_errors(app: FastAPI) -> dict[str, Any]:
                     "description": DESCRIPTIONS[status],
                     "content": {"application/json": {"schema": {"$ref": body_ref}}},
                 }
+                if path.startswith("/api/handler/") and method == "post" and str(status) in SEED_ERROR_STATUSES:
+                    seed = {"anyOf": [{"$ref": body_ref}, {"$ref": "#/components/schemas/SeedError"}]}
+                    answer["content"] = {"application/json": {"schema": seed}}
                 if status == 429:
                     answer["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "required": True}}
                 responses[str(status)] = answer
