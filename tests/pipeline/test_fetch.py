@@ -245,3 +245,25 @@ def test_the_guard_connects_to_the_address_it_checked_so_a_name_that_rebinds_is_
                 opener.open(url, timeout=10)
             assert info.value.code == 403 and guard.refused[0].details["address"] == "127.0.0.1"
         assert [p for _, p, _ in allowed.requests] == ["/media/talk.wav"]
+
+
+def test_the_guard_tunnels_connect_to_an_allowed_address_and_refuses_loopback(server: MediaServer) -> None:
+    """https goes through the guard as a CONNECT tunnel (bytes relayed as they are, TLS end to end); the tunnel
+    is checked like a plain request. A plain HTTP exchange inside the tunnel shows the relay."""
+    import http.client
+
+    from scribefleet.pipeline.netguard import GuardProxy
+
+    with MediaServer(host="127.0.0.2") as allowed, GuardProxy(["127.0.0.2"]) as guard:
+        allowed.add("/media/talk.wav", WAV, "audio/wav")
+        proxy_port = int(guard.url.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=10)
+        conn.set_tunnel("127.0.0.2", allowed.httpd.server_address[1])
+        conn.request("GET", "/media/talk.wav")
+        assert conn.getresponse().read() == WAV
+        conn.close()
+        refused = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=10)
+        refused.set_tunnel("localhost", server.httpd.server_address[1])
+        with pytest.raises(OSError, match="403"):
+            refused.request("GET", "/media/talk.wav")
+        assert server.requests == [] and guard.refused[0].details["address"] == "127.0.0.1"
