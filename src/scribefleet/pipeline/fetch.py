@@ -246,7 +246,9 @@ def fetch_media(url: str, dest: Path, options: FetchOptions, *, max_file_mb: int
         with _guarded(params, options, allowlist) as guard, yt_dlp.YoutubeDL(params) as ydl:
             info = ydl.extract_info(url, download=False)
             if info.get("_type") in ("playlist", "multi_video"):
-                raise UrlUnsupported(f"{url} is a playlist; name its entries (the CLI expands playlists)", url=url)
+                raise UrlUnsupported(f"{url} is a playlist, and this job takes one media; give it as an input of "
+                                     "transcribe, submit, batch, a plan or POST /api/jobs, which make one job per "
+                                     "entry", url=url)  # fmt: skip
             _check_limits(url, info, max_bytes, options.max_duration_s)
             if allowlist is not None:  # the media may live elsewhere than the page naming it
                 for fmt in info.get("requested_formats") or [info]:

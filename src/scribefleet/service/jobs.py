@@ -196,8 +196,12 @@ def seed_status(task: Task, controller: Controller) -> dict[str, Any]:
         raise NotFound(f"job {task.id} was not made by /api/handler/run; GET /api/jobs/{task.id} shows it",
                        jobId=task.id)  # fmt: skip
     request_id = seed.get("request_id")
-    if task.is_complete:
-        return {"id": task.id, **done_output(request_id, (task.result or {}).get("published") or {})}
+    published = (task.result or {}).get("published") or {}
+    if task.is_complete and "srt" in published:
+        return {"id": task.id, **done_output(request_id, published)}
+    if task.is_complete:  # not expected: every seed job publishes; said rather than answered as done
+        return {"id": task.id, **error_output(request_id, "PUBLISH_FAILED", "the job completed without publishing "
+                                              "its SRT; submit the request again")}  # fmt: skip
     if task.is_terminal:
         forget(task.spec.get("credentials_file"))
         view = job_json(task, controller)
