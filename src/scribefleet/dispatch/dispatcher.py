@@ -197,6 +197,9 @@ class Dispatcher:
         if not free or not self.lending.offers:
             return
         for slot, run in self.lending.lend(free, {h.name: h.task_id for h in self.engine.slots}):
+            owner = self._running.get(self.lending.helpers[run["task_id"]].owner_id)
+            data = {"slot": slot, "pid": self.engine.slot(slot).pid, "helper": run["task_id"]}
+            self._emit("slot_lent", owner.task if owner else None, data)
             if not self.engine.assign(slot, run):
                 self.engine.kill(slot)  # it died under us; it is restarted like any dead slot
                 self._restart(slot)
@@ -273,6 +276,8 @@ class Dispatcher:
             owner = self._running.get(helper.owner_id)
             if owner is not None:
                 owner.last_moved, owner.stuck_warned = time.monotonic(), False
+                data = {k: event.message[k] for k in ("percent", "window") if k in event.message}
+                self._emit("window_progress", owner.task, {"slot": event.slot, **data})
             return
         self._dirty = True
         if event.type == "died":
