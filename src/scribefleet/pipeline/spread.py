@@ -143,19 +143,26 @@ class _Participant:
             if window.index in done:
                 continue
             with self.files.claim(window.index) as held:
-                if not held or window.index in self.files.finished():  # finished while we looked
+                done = self.files.finished()
+                if not held or window.index in done:  # finished while we looked
                     continue
-                self._decode(window, on_progress)
+                self._decode(window, self._audio_s(done), on_progress)
                 return window.index
         return None
 
-    def _decode(self, window: Window, on_progress: Progress | None) -> None:
+    def _audio_s(self, done: set[int]) -> float:
+        """Seconds of the recording in finished windows."""
+        return sum(w.end_s - w.start_s for w in self.windows if w.index in done)
+
+    def _decode(self, window: Window, done_s: float, on_progress: Progress | None) -> None:
+        """Decode a held window and log it; progress is the recording's share in finished windows and this one."""
         duration_s = max(self.transcriber.duration_s, 1e-9)
         where = {"window": window.index, "windows": len(self.windows)}
 
         def report(seg: dict[str, Any]) -> None:
             if on_progress is not None:
-                on_progress(min(max(seg["end"], window.start_s), window.end_s) / duration_s, where)
+                within_s = min(max(seg["end"], window.start_s), window.end_s) - window.start_s
+                on_progress((done_s + within_s) / duration_s, where)
 
         started = time.monotonic()
         record = self.transcriber.window_record(window, self.languages, report)
@@ -172,8 +179,7 @@ class _Participant:
             if all(w.index in done for w in self.windows):
                 return
             if on_progress is not None:
-                audio_s = sum(w.end_s - w.start_s for w in self.windows if w.index in done)
-                on_progress(audio_s / max(self.transcriber.duration_s, 1e-9), {"windows": len(self.windows)})
+                on_progress(self._audio_s(done) / max(self.transcriber.duration_s, 1e-9), {"windows": len(self.windows)})
             time.sleep(WAIT_POLL_S)
 
 
