@@ -27,7 +27,7 @@ from scribefleet.dispatch.lending import Lending
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
 from scribefleet.dispatch.placement import Placement
-from scribefleet.engines.base import Engine, SlotEvent, TaskRun
+from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, TaskRun
 from scribefleet.errors import SlotCrashed, StateLocked, TaskTimeout
 from scribefleet.logs import redact
 from scribefleet.store.models import Task
@@ -186,13 +186,13 @@ class Dispatcher:
         assignments, blocked = placement.assign(ready)
         taken = {slot for _, slot in assignments}
         for task, slot in assignments:
-            spread = self.lending.spread_slots(task, self.engine.slot(slot), self.engine.slots, taken, len(ready) - len(taken))
-            self._start(task, slot, spread_slots=spread)
+            handle, waiting_ready = self.engine.slot(slot), len(ready) - len(taken)
+            self._start(task, slot, spread_slots=self.lending.spread_slots(task, handle, self.engine.slots, taken, waiting_ready))
         self._lend([h for h in placement.free if h.name not in taken])
         if not assignments:
             self._explain_idle(waiting, blocked)
 
-    def _lend(self, free: list) -> None:
+    def _lend(self, free: list[SlotHandle]) -> None:
         """Free slots no ready task can use go to a running long transcription's windows (lending.py)."""
         if not free or not self.lending.offers:
             return
@@ -289,7 +289,8 @@ class Dispatcher:
             return
         now = time.monotonic()
         if "spread" in event.message:  # the owner's plan: free slots may help from now on
-            self.lending.offer(r.task, self.engine.slot(r.slot), event.message["spread"], str(self.store.task_log_path(r.task)))
+            log_path = str(self.store.task_log_path(r.task))
+            self.lending.offer(r.task, self.engine.slot(r.slot), event.message["spread"], log_path)
             self._dirty = True
         stage, percent = event.message.get("stage"), float(event.message.get("percent") or 0.0)
         if stage != r.stage or percent != r.percent:
