@@ -49,7 +49,7 @@ from scribefleet.pipeline.asr import (
     plan_windows,
     transcribe_windows,
 )
-from scribefleet.pipeline.checkpoint import WindowLog, atomic_write_json, load_audio, read_json
+from scribefleet.pipeline.checkpoint import WindowLog, atomic_write_json, dequantize_audio, read_json
 from scribefleet.pipeline.language import PER_WINDOW_S, LanguageGuess, WindowLanguages, is_multilingual
 from scribefleet.pipeline.media import SAMPLE_RATE
 
@@ -127,14 +127,16 @@ class SpreadDir:
 
 
 class _Participant:
-    """One slot's share of a spread job: takes free windows and decodes them."""
+    """One slot's share of a spread job: takes free windows and decodes them.
 
-    def __init__(self, files: SpreadDir, transcriber: WindowedTranscriber, windows: list[Window],
-                 language: LanguageGuess | None, slot_name: str) -> None:
-        self.files, self.transcriber, self.windows, self.slot_name = files, transcriber, windows, slot_name
-        self.languages = WindowLanguages(transcriber.model, transcriber.audio, transcriber.ranges, transcriber.options)
-        if self.languages.named is None and not self.languages.per_window:
-            self.languages.fix(language)  # the owner's detection: every window in one language
+    `transcriber_for(window)` gives the transcriber of a held window: the owner's one for the
+    whole audio, or a helper's with only that window's samples read.
+    """
+
+    def __init__(self, files: SpreadDir, windows: list[Window], language: LanguageGuess | None, slot_name: str,
+                 duration_s: float, transcriber_for: Callable[[Window], WindowedTranscriber]) -> None:
+        self.files, self.windows, self.language, self.slot_name = files, windows, language, slot_name
+        self.duration_s, self.transcriber_for = max(duration_s, 1e-9), transcriber_for
 
     def take_one(self, on_progress: Progress | None = None) -> int | None:
         """Decode the first window nobody holds or finished; its index, or None when there is none."""
@@ -156,7 +158,7 @@ class _Participant:
 
     def _decode(self, window: Window, done_s: float, on_progress: Progress | None) -> None:
         """Decode a held window and log it; progress is the recording's share in finished windows and this one."""
-        duration_s = max(self.transcriber.duration_s, 1e-9)
+        duration_s = self.duration_s
         where = {"window": window.index, "windows": len(self.windows)}
 
         def report(seg: dict[str, Any]) -> None:
@@ -165,7 +167,11 @@ class _Participant:
                 on_progress((done_s + within_s) / duration_s, where)
 
         started = time.monotonic()
-        record = self.transcriber.window_record(window, self.languages, report)
+        transcriber = self.transcriber_for(window)
+        languages = WindowLanguages(transcriber.model, transcriber.audio, transcriber.ranges, transcriber.options)
+        if languages.named is None and not languages.per_window:
+            languages.fix(self.language)  # the owner's detection: every window in one language
+        record = transcriber.window_record(window, languages, report)
         self.files.append(record | {"slot": self.slot_name})
         log.info("window %d/%d (%.0f-%.0f s) decoded on %s in %.1f s", window.index + 1, len(self.windows),
                  window.start_s, window.end_s, self.slot_name, time.monotonic() - started)
@@ -179,7 +185,7 @@ class _Participant:
             if all(w.index in done for w in self.windows):
                 return
             if on_progress is not None:
-                on_progress(self._audio_s(done) / max(self.transcriber.duration_s, 1e-9), {"windows": len(self.windows)})
+                on_progress(self._audio_s(done) / self.duration_s, {"windows": len(self.windows)})
             time.sleep(WAIT_POLL_S)
 
 
@@ -225,7 +231,7 @@ def transcribe_spread(
         windows, guess = plan
         files.claims.mkdir(parents=True, exist_ok=True)
     announce({"work_dir": str(work_dir), "windows": len(windows)})
-    _Participant(files, transcriber, windows, guess, slot_name).wait_for_all(on_progress)
+    _Participant(files, windows, guess, slot_name, duration_s, lambda _: transcriber).wait_for_all(on_progress)
     transcript = transcriber.run(files.log, windows, on_progress)  # every window is in the log: stitches only
     files.tidy()
     by_slot: dict[str, int] = {}
@@ -253,12 +259,30 @@ def help_spread(
     done = files.finished()
     if all(w.index in done for w in windows):
         return {"window": None, "windows": len(windows)}
+    vad = read_json(work_dir / "vad.json")
     try:
-        audio = load_audio(work_dir / "audio.npy")
+        samples = np.load(work_dir / "audio.npy", mmap_mode="r")
     except FileNotFoundError:
+        samples = None
+    if samples is None or not isinstance(vad, dict):  # the owner is done (or redoing its stages)
         return {"window": None, "windows": len(windows)}
-    vad = read_json(work_dir / "vad.json") or {"ranges": []}
     ranges = [(float(s), float(e)) for s, e in vad["ranges"]]
-    transcriber = WindowedTranscriber(model_for(), audio, ranges, options)
-    index = _Participant(files, transcriber, windows, guess, slot_name).take_one(on_progress)
-    return {"window": index, "windows": len(windows)}
+
+    def transcriber_for(window: Window) -> WindowedTranscriber:
+        return WindowedTranscriber(model_for(), window_audio(samples, window), ranges, options)
+
+    participant = _Participant(files, windows, guess, slot_name, samples.shape[0] / SAMPLE_RATE, transcriber_for)
+    return {"window": participant.take_one(on_progress), "windows": len(windows)}
+
+
+def window_audio(samples: np.ndarray, window: Window) -> np.ndarray:
+    """The recording as float32 with only `window`'s samples read from the int16 checkpoint (memory-mapped).
+
+    The rest stays zeros the kernel never backs with memory, so a helper of a
+    two-hour recording reads and holds minutes, not the whole file; a window is
+    decoded from its own samples only (its language, when detected, too).
+    """
+    audio = np.zeros(samples.shape[0], dtype=np.float32)
+    lo, hi = round(window.start_s * SAMPLE_RATE), round(window.end_s * SAMPLE_RATE)
+    audio[lo:hi] = dequantize_audio(np.asarray(samples[lo:hi]))
+    return audio
