@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import shutil
 import time
@@ -68,6 +69,17 @@ Announce = Callable[[dict[str, Any]], None]
 def spread_window_s(duration_s: float, slots: int, window_s: float) -> float:
     """The window length of a plan spread over `slots` slots."""
     return min(window_s, max(MIN_WINDOW_S, duration_s / (WINDOWS_PER_SLOT * slots)))
+
+
+def spread_windows(duration_s: float, ranges: Ranges, slots: int, window_s: float) -> list[Window]:
+    """The windows of a plan spread over `slots` slots: equal shares of the recording, cut at silences."""
+    count = math.ceil(duration_s / spread_window_s(duration_s, slots, window_s))
+    windows = plan_windows(duration_s, ranges, duration_s / max(1, count))
+    if len(windows) > 1 and windows[-1].end_s - windows[-1].start_s < MIN_WINDOW_S / 2:
+        # cutting at silences can leave a sliver at the end: a slot's start would cost more than it
+        last = windows.pop()
+        windows[-1] = Window(windows[-1].index, windows[-1].start_s, last.end_s)
+    return windows
 
 
 class SpreadDir:
@@ -215,7 +227,7 @@ def transcribe_spread(
     transcriber = WindowedTranscriber(model, audio, ranges, options)
     plan = files.read_plan()
     if plan is None:
-        windows = plan_windows(duration_s, ranges, spread_window_s(duration_s, max(1, slots), window_s))
+        windows = spread_windows(duration_s, ranges, max(1, slots), window_s)
         if slots <= 1 or len(windows) < 2 or files.log.read():
             transcript = transcribe_windows(model, audio, ranges, options, window_s=window_s, log=files.log,
                                             on_progress=on_progress)  # fmt: skip
