@@ -25,6 +25,7 @@ import sys
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,8 +62,8 @@ def model_load_s(threads: int) -> float:
     return time.perf_counter() - t0
 
 
-def run(wav: Path, out: Path, slots: int, threads: int) -> tuple[float, str, dict]:
-    """`scribefleet transcribe` on `slots` slots: (wall s, text, the task's spread result)."""
+def run(wav: Path, out: Path, slots: int, threads: int) -> tuple[float, str, dict[str, Any]]:
+    """`scribefleet transcribe` on `slots` slots: (wall s, text, facts: stage times, windows and busy s by slot)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "scribefleet.cli.main", "transcribe", str(wav), "--out", str(out),
            "--model", "tiny.en", "--device", "cpu", "--slots", str(slots), "--format", "txt,json"]
@@ -73,12 +74,18 @@ def run(wav: Path, out: Path, slots: int, threads: int) -> tuple[float, str, dic
     if proc.returncode != 0:
         sys.exit(f"scribefleet failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     text = (out / "long.txt").read_text()
-    by_slot: dict = {}
-    for log in out.glob(".scribefleet/**/windows.jsonl"):
-        for line in log.read_text().splitlines():
-            slot = json.loads(line).get("slot", "-")
-            by_slot[slot] = by_slot.get(slot, 0) + 1
-    return wall, text, by_slot
+    from scribefleet.store import Store
+
+    store = Store.open(out / ".scribefleet")
+    (task,) = store.tasks()
+    store.close()
+    facts: dict[str, Any] = {"timings_s": task.result["timings_s"], "windows": {}, "busy_s": {}}
+    for line in (Path(task.spec["work_dir"]) / "windows.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        slot = record.get("slot", "alone")
+        facts["windows"][slot] = facts["windows"].get(slot, 0) + 1
+        facts["busy_s"][slot] = round(facts["busy_s"].get(slot, 0.0) + record.get("decode_s", 0.0), 1)
+    return wall, text, facts
 
 
 def main() -> None:
@@ -94,7 +101,7 @@ def main() -> None:
     audio_s = len(_read_wav(wav)) / SR
     load_before = os.getloadavg()
     load_s = model_load_s(args.threads)
-    best: dict[int, tuple[float, str, dict]] = {}
+    best: dict[int, tuple[float, str, dict[str, Any]]] = {}
     for _ in range(args.repeat):
         for slots in (1, args.slots):  # interleaved, so drift hits both alike
             got = run(wav, args.work / f"out-{slots}", slots, args.threads)
@@ -105,12 +112,21 @@ def main() -> None:
     k = args.slots
     print(f"\none recording, {audio_s / 60:.1f} min of real speech, tiny.en int8, {args.threads} thread(s) per slot, "
           f"{os.cpu_count()} CPUs; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(f"{'slots':<7}{'wall s':>9}{'audio-s/s':>11}{'WER':>8}  windows by slot")
-    for slots, (wall, text, by_slot) in best.items():
-        print(f"{slots:<7}{wall:>9.1f}{audio_s / wall:>11.2f}{wer({'x': reference}, {'x': text}):>8.3f}  {by_slot}")
+    print(f"{'slots':<7}{'wall s':>9}{'audio-s/s':>11}{'WER':>8}  stages (s), windows and decoding seconds by slot")
+    for slots, (wall, text, facts) in best.items():
+        stages = " ".join(f"{k} {v:.1f}" for k, v in facts["timings_s"].items() if v >= 0.1)
+        print(f"{slots:<7}{wall:>9.1f}{audio_s / wall:>11.2f}{wer({'x': reference}, {'x': text}):>8.3f}  {stages}; "
+              f"windows {facts['windows']}; decoding s {facts['busy_s'] or '-'}")
     goal = 1.2 / k * one + load_s
     print(f"ratio {k} slots / 1 slot: {many / one:.3f} (goal <= {1.2 / k:.2f} plus one model load of {load_s:.1f} s: "
           f"{many:.1f} s against {goal:.1f} s: {'met' if many <= goal else 'NOT met'})")
+    spread = best[k][2]
+    if spread["busy_s"]:
+        stage_s = spread["timings_s"]["transcribe"]
+        per_slot = sum(spread["busy_s"].values()) / len(spread["busy_s"])
+        print(f"the {k} slots decoded windows {per_slot / stage_s:.0%} of the transcribe stage on average; "
+              f"decoding speed per slot {best[1][2]['timings_s']['transcribe'] / sum(spread['busy_s'].values()):.2f} x "
+              f"the lone slot's (below 1: the slots slowed each other down, a CPU shared with others)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ about duration / (3 x slots) (at least `MIN_WINDOW_S`, at most the job's
     spread.json       the plan: windows and the language they are decoded in; written once, so a
                       resumed job keeps its windows and the ones already finished
     windows.jsonl     the usual WindowLog, one record per finished window, appended under
-                      windows.lock by whoever decoded it (its "slot" field says who)
+                      windows.lock by whoever decoded it (its "slot" field says who, "decode_s" how long)
     claims/<i>.lock   held (flock) while window i is decoded; a holder that dies lets go of it
 
 Every participant takes the first window whose lock it gets without waiting
@@ -184,9 +184,10 @@ class _Participant:
         if languages.named is None and not languages.per_window:
             languages.fix(self.language)  # the owner's detection: every window in one language
         record = transcriber.window_record(window, languages, report)
-        self.files.append(record | {"slot": self.slot_name})
+        decode_s = round(time.monotonic() - started, 3)
+        self.files.append(record | {"slot": self.slot_name, "decode_s": decode_s})
         log.info("window %d/%d (%.0f-%.0f s) decoded on %s in %.1f s", window.index + 1, len(self.windows),
-                 window.start_s, window.end_s, self.slot_name, time.monotonic() - started)
+                 window.start_s, window.end_s, self.slot_name, decode_s)
 
     def wait_for_all(self, on_progress: Progress | None) -> None:
         """Take windows until none is free, then wait for those others hold (taking any whose holder died)."""
