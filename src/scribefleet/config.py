@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     slot_max_models: int = Field(default=2, ge=1)
     #: long files are transcribed in windows of about this many seconds, each checkpointed
     window_s: float = Field(default=600.0, ge=30)
+    #: lend free slots to a long transcription: its windows are decoded on every free slot at once
+    spread: bool = True
     #: CPU threads per CPU slot (0 = cores divided by slots)
     cpu_threads: int = Field(default=0, ge=0)
     log_max_mb: int = Field(default=20, ge=1)

@@ -23,10 +23,11 @@ from typing import Any
 
 from scribefleet.config import Settings
 from scribefleet.dispatch.book import TaskBook
+from scribefleet.dispatch.lending import Lending
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
 from scribefleet.dispatch.placement import Placement
-from scribefleet.engines.base import Engine, SlotEvent, TaskRun
+from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, TaskRun
 from scribefleet.errors import SlotCrashed, StateLocked, TaskTimeout
 from scribefleet.logs import redact
 from scribefleet.store.models import Task
@@ -59,6 +60,7 @@ class Dispatcher:
         self.book = TaskBook(store, emit=self._emit)
         self._running: dict[str, RunningTask] = {}
         self._dirty = True
+        self.lending = Lending(settings.spread)  # free slots lent to a long file's windows (lending.py)
 
     # -- the loop ------------------------------------------------------------
 
@@ -146,6 +148,9 @@ class Dispatcher:
 
     def _stop_for_cancel(self, task: Task) -> str | None:
         """Kill the slot running a task that is being canceled; returns the slot (None when it was not running)."""
+        for helper_slot in self.lending.withdraw(task.id):  # its lent slots stop too
+            self.engine.kill(helper_slot)
+            self._restart(helper_slot)
         r = self._running.pop(task.id, None)
         if r is None:
             return None
@@ -179,10 +184,25 @@ class Dispatcher:
             else:
                 waiting += 1
         assignments, blocked = placement.assign(ready)
+        taken = {slot for _, slot in assignments}
         for task, slot in assignments:
-            self._start(task, slot)
+            handle, waiting_ready = self.engine.slot(slot), len(ready) - len(taken)
+            self._start(task, slot, spread_slots=self.lending.spread_slots(task, handle, self.engine.slots, taken, waiting_ready))
+        self._lend([h for h in placement.free if h.name not in taken])
         if not assignments:
             self._explain_idle(waiting, blocked)
+
+    def _lend(self, free: list[SlotHandle]) -> None:
+        """Free slots no ready task can use go to a running long transcription's windows (lending.py)."""
+        if not free or not self.lending.offers:
+            return
+        for slot, run in self.lending.lend(free, {h.name: h.task_id for h in self.engine.slots}):
+            owner = self._running.get(self.lending.helpers[run["task_id"]].owner_id)
+            data = {"slot": slot, "pid": self.engine.slot(slot).pid, "helper": run["task_id"]}
+            self._emit("slot_lent", owner.task if owner else None, data)
+            if not self.engine.assign(slot, run):
+                self.engine.kill(slot)  # it died under us; it is restarted like any dead slot
+                self._restart(slot)
 
     def _explain_idle(self, waiting: int = 0, blocked: int = 0) -> None:
         """DEBUG: why queued work waits (seed 002: a brain that never says why is undebuggable)."""
@@ -190,7 +210,7 @@ class Dispatcher:
             running = list(self._running.values())
             self.monitor.idle_reason(list(self.book.queued.values()), waiting, blocked, self.engine.slots, running)
 
-    def _start(self, task: Task, slot: str) -> None:
+    def _start(self, task: Task, slot: str, *, spread_slots: int = 1) -> None:
         del self.book.queued[task.id]
         node = self.engine.slot(slot).node  # the machine, for engines whose slots live on others (Ray)
         task = self.book.set_state(self.store.mark_running(task.id, slot, node=node))  # committed before the slot hears
@@ -202,8 +222,9 @@ class Dispatcher:
             task.key, task.kind, slot, task.attempts, task.max_attempts, command,
         )  # fmt: skip
         self._emit("task_dispatched", task, {"slot": slot, "attempt": task.attempts})
+        spec = task.spec if spread_slots <= 1 else {**task.spec, "spread_slots": spread_slots}
         run = TaskRun(
-            task_id=task.id, kind=task.kind, spec=task.spec, attempt=task.attempts,
+            task_id=task.id, kind=task.kind, spec=spec, attempt=task.attempts,
             log_path=str(self.store.task_log_path(task)),
         )  # fmt: skip
         if not self.engine.assign(slot, run):
@@ -215,6 +236,9 @@ class Dispatcher:
     # -- what slots report -------------------------------------------------------
 
     def _handle(self, event: SlotEvent) -> None:
+        if event.type in ("progress", "done", "failed", "died") and event.task_id in self.lending.helpers:
+            self._on_helper(event)
+            return
         handler = {
             "progress": self._on_progress,
             "done": self._on_done,
@@ -243,11 +267,31 @@ class Dispatcher:
         self._emit(f"slot_{event.type}" if event.type in ("ready", "preflight_failed") else event.type, None,
                    {"slot": event.slot, **event.message})  # fmt: skip
 
+    def _on_helper(self, event: SlotEvent) -> None:
+        """A lent slot's news: its progress keeps the owner from looking stuck; its end frees the slot."""
+        helper = self.lending.helper_event(event)
+        if helper is None:
+            return
+        if event.type == "progress":
+            owner = self._running.get(helper.owner_id)
+            if owner is not None:
+                owner.last_moved, owner.stuck_warned = time.monotonic(), False
+                data = {k: event.message[k] for k in ("percent", "window") if k in event.message}
+                self._emit("window_progress", owner.task, {"slot": event.slot, **data})
+            return
+        self._dirty = True
+        if event.type == "died":
+            self._restart(event.slot)
+
     def _on_progress(self, event: SlotEvent) -> None:
         r = self._running.get(event.task_id or "")
         if r is None or r.slot != event.slot:
             return
         now = time.monotonic()
+        if "spread" in event.message:  # the owner's plan: free slots may help from now on
+            log_path = str(self.store.task_log_path(r.task))
+            self.lending.offer(r.task, self.engine.slot(r.slot), event.message["spread"], log_path)
+            self._dirty = True
         stage, percent = event.message.get("stage"), float(event.message.get("percent") or 0.0)
         if stage != r.stage or percent != r.percent:
             r.last_moved, r.stuck_warned = now, False
@@ -337,6 +381,7 @@ class Dispatcher:
 
     def _finish_badly(self, r: RunningTask, code: str, message: str, details: dict[str, Any], *, retryable: bool) -> None:
         task, elapsed_s = r.task, time.monotonic() - r.started
+        self.lending.withdraw(task.id)  # its helpers finish their window; a retry reuses it
         if retryable and task.attempts < task.max_attempts:
             task = self.store.requeue(task.id, code, message, details)
             self.book.queue_again(task)
@@ -358,6 +403,7 @@ class Dispatcher:
     def _ended(self, task_id: str) -> None:
         """A task reached a terminal state: its place is free, and the dependents of a bad end are skipped."""
         self._dirty = True
+        self.lending.withdraw(task_id)
         self.book.ended(task_id)
 
 

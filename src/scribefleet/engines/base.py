@@ -35,7 +35,9 @@ Event types (`SlotEvent.type`, the slot's own message in `SlotEvent.message`):
     preflight_failed  it cannot use its device: FAILED ({"code", "message", "details"})
     model_loaded / model_unloaded   {"model": id}
     heartbeat         it is alive ({"task_id": id or None})
-    progress          {"task_id", "stage", "percent", "audio_s"?, ...}
+    progress          {"task_id", "stage", "percent", "audio_s"?, "spread"?, ...}; "spread":
+                      {"work_dir", "windows"} says other slots may now decode the task's
+                      windows (dispatch/lending.py lends them runs of kind "window")
     done              {"task_id", "result": {...}}: the slot is IDLE again
     failed            {"task_id", "code", "message", "details", "retryable"}: IDLE again
     died              the slot is gone (exit_code/signal, stderr_tail, was): DEAD
@@ -142,7 +144,7 @@ class TaskRun(TypedDict):
     """What `assign` hands a slot: one attempt of one task (a dict, so it crosses any wire as JSON)."""
 
     task_id: str
-    kind: str  # a key of worker.kinds.KINDS
+    kind: str  # a key of worker.kinds.KINDS ("window": a lent slot's helper run, no stored task)
     spec: dict[str, Any]  # the task's spec as stored
     attempt: int
     log_path: str  # where the task writes its log

@@ -314,6 +314,20 @@ class WindowedTranscriber:
         """Token ids of a cue's text (a clip's tokens are split with its words)."""
         return list(self.model.hf_tokenizer.encode(text, add_special_tokens=False).ids)
 
+    def window_record(
+        self, window: Window, languages: WindowLanguages, on_segment: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        """Decode one window in its language and through the guards: its WindowLog record."""
+        guess = _model_call(lambda: languages.for_window(window.index, window.start_s, window.end_s))
+        segments, language = self.transcribe_window(window, guess.language if guess else None, on_segment)
+        segments, guards = self.guard(window, segments, language)
+        for seg in segments:
+            seg["language"] = language
+        record = {"index": window.index, "start_s": window.start_s, "end_s": window.end_s}
+        record |= WindowLanguages.record_fields(guess) | {"language": language, "segments": segments}
+        record["guards"] = guards
+        return record
+
     def run(self, log: WindowLog, windows: list[Window], on_progress: Progress | None = None) -> dict[str, Any]:
         """Transcribe the windows not yet in `log`; returns the whole transcript (whisper's shape)."""
         done = _finished_windows(log, windows)
@@ -329,14 +343,7 @@ class WindowedTranscriber:
                 if on_progress is not None:
                     on_progress(min(max(seg["end"], w.start_s), w.end_s) / max(self.duration_s, 1e-9), extra)
 
-            guess = _model_call(lambda w=window: languages.for_window(w.index, w.start_s, w.end_s))
-            segments, language = self.transcribe_window(window, guess.language if guess else None, report)
-            segments, guards = self.guard(window, segments, language)
-            for seg in segments:
-                seg["language"] = language
-            record = {"index": window.index, "start_s": window.start_s, "end_s": window.end_s}
-            record |= WindowLanguages.record_fields(guess) | {"language": language, "segments": segments}
-            record["guards"] = guards
+            record = self.window_record(window, languages, report)
             log.append(record)
             done[window.index] = record
             if on_progress is not None:

@@ -51,9 +51,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from scribefleet.errors import UsageError
 from scribefleet.options import FORMATS, FetchOptions, PublishOptions, TranscribeOptions
-from scribefleet.pipeline.asr import transcribe_windows
 from scribefleet.pipeline.checkpoint import (
-    WindowLog,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -73,6 +71,7 @@ from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.publish import S3Credentials, publish_outputs
 from scribefleet.pipeline.render import render
 from scribefleet.pipeline.speakers import assign_speakers
+from scribefleet.pipeline.spread import transcribe_spread
 from scribefleet.pipeline.vad import speech_ranges
 
 log = logging.getLogger("scribefleet.pipeline")
@@ -121,6 +120,8 @@ class TranscriptionJob(BaseModel, extra="forbid"):
     rerun_stages: tuple[str, ...] = ()  # stages to run again although their checkpoints exist
     rerun_id: str = ""  # names one rerun request: its checkpoints are discarded once, not per attempt
     diarizer: DiarizerConfig = DiarizerConfig()  # the slot's diarization settings (options.diarize)
+    spread_slots: int = Field(default=1, ge=1)  # slots the dispatcher may lend this job (pipeline/spread.py)
+    slot_name: str = ""  # the slot running it, named in the window log
 
     @field_validator("rerun_stages")
     @classmethod
@@ -170,7 +171,7 @@ class WorkDir:
             "fetch": [self.fetched, *self.root.glob("media.*")],
             "decode": [self.audio],
             "vad": [self.vad],
-            "transcribe": [self.windows, self.transcript],
+            "transcribe": [self.windows, self.transcript, self.root / "spread.json"],
             "diarize": [self.diarization],
             "render": list(self.render_dir.glob("transcript.*")) if self.render_dir.is_dir() else [],
             "publish": [],
@@ -361,15 +362,15 @@ class _JobRun:
             def on_progress(fraction: float, where: dict[str, Any]) -> None:
                 self.progress("transcribe", fraction, {**self.extra, **where})
 
-            transcript = transcribe_windows(
-                model,
-                audio,
-                ranges,
-                job.options,
-                window_s=job.window_s,
-                log=WindowLog(self.work.windows),
-                on_progress=on_progress,
-            )
+            def announce(spread: dict[str, Any]) -> None:  # other slots may help: the dispatcher lends them
+                self.progress("transcribe", 0.0, {**self.extra, "spread": spread})
+
+            transcript, spread = transcribe_spread(
+                model, audio, ranges, job.options, work_dir=self.work.root, window_s=job.window_s,
+                slots=job.spread_slots, slot_name=job.slot_name, announce=announce, on_progress=on_progress,
+            )  # fmt: skip
+            if spread is not None:
+                self.extra_result["spread"] = spread
             # said in the transcript (and the task's result), not only in the slot's log
             if warnings := model_warnings(model, job.options, job.model_id):
                 for warning in warnings:

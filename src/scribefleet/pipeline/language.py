@@ -207,6 +207,10 @@ class WindowLanguages:
         if not self.detected:
             self.recording, self.detected = guess, True
 
+    def fix(self, guess: LanguageGuess | None) -> None:
+        """Take the recording's language as detected elsewhere (a spread job's plan, pipeline/spread.py)."""
+        self.recording, self.detected = guess, True
+
     def for_window(self, index: int, start_s: float, end_s: float) -> LanguageGuess | None:
         """The language to decode window `index` in (None: no speech to tell it from; Whisper decides)."""
         if self.named is not None:

@@ -22,24 +22,32 @@ from scribefleet.worker.shell import run_shell
 
 log = logging.getLogger("scribefleet.kinds")
 
-__all__ = ["KINDS", "ProgressFn", "TaskContext", "run_transcribe"]
+__all__ = ["KINDS", "WINDOW_KIND", "ProgressFn", "TaskContext", "run_transcribe", "run_window"]
 
-def run_transcribe(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """Handler of the `transcribe` kind: one pipeline job on this slot's device."""
+def _transcription_job(spec: dict[str, Any], ctx: TaskContext) -> Any:
+    """The TranscriptionJob of a transcribe task's spec, on this slot."""
     # imported here: a slot that only runs shell tasks never pays for faster-whisper
     from pydantic import ValidationError
 
     from scribefleet.pipeline.diarize import DiarizerConfig
-    from scribefleet.pipeline.job import TranscriptionJob, run_transcription
+    from scribefleet.pipeline.job import TranscriptionJob
 
     fields = {k: v for k, v in spec.items() if k in TranscriptionJob.model_fields}
     fields["device"] = ctx.device  # the slot decides where it runs
     fields["diarizer"] = DiarizerConfig.from_settings(ctx.settings)  # the slot's settings, never the spec's
+    fields["slot_name"] = ctx.slot_name
     fields.setdefault("cpu_threads", ctx.cpu_threads)
     try:
-        job = TranscriptionJob(**fields)
+        return TranscriptionJob(**fields)
     except ValidationError as exc:
         raise UsageError(f"invalid transcribe task: {exc.errors()[0].get('msg')}", task_id=ctx.task_id) from exc
+
+
+def run_transcribe(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Handler of the `transcribe` kind: one pipeline job on this slot's device."""
+    from scribefleet.pipeline.job import run_transcription
+
+    job = _transcription_job(spec, ctx)
 
     def progress(stage: str, fraction: float, extra: dict[str, Any] | None = None) -> None:
         ctx.progress(stage, fraction, extra)
@@ -57,10 +65,36 @@ def run_transcribe(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         return {**result, "batch_size": smaller}
 
 
+def run_window(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Handler of the `window` kind: this slot, lent to a spread transcription, decodes one of its windows.
+
+    Not a stored task: the dispatcher (dispatch/lending.py) hands it out with the
+    owner's spec and work dir; pipeline/spread.py says what it does.
+    """
+    from scribefleet.pipeline.models import ResolvedModel
+    from scribefleet.pipeline.spread import help_spread
+
+    job = _transcription_job(spec, ctx)
+
+    def model() -> Any:
+        resolved = ResolvedModel(path=job.model_path, model_id=job.model_id)
+        return ctx.models.get(resolved, device=job.device, compute_type=job.options.compute_type,
+                              cpu_threads=job.cpu_threads)  # fmt: skip
+
+    def progress(fraction: float, where: dict[str, Any]) -> None:
+        ctx.progress("transcribe", fraction, where)
+
+    return help_spread(model, job.options, work_dir=job.work_dir, slot_name=ctx.slot_name, on_progress=progress)
+
+
+#: a lent slot's run (dispatch/lending.py), beside the stored kinds
+WINDOW_KIND = "window"
+
 KINDS: dict[str, Callable[[dict[str, Any], TaskContext], dict[str, Any]]] = {
     TaskKind.TRANSCRIBE.value: run_transcribe,
     TaskKind.SHELL.value: run_shell,
     TaskKind.AGGREGATE.value: run_aggregate,
     TaskKind.LLM.value: run_llm,
+    WINDOW_KIND: run_window,
 }
-assert set(KINDS) == set(TASK_KINDS), "every task kind of store/models.py needs a handler"
+assert set(KINDS) == {*TASK_KINDS, WINDOW_KIND}, "every task kind of store/models.py needs a handler"

@@ -153,7 +153,8 @@ class Slot:
     def _progress(self, task_id: str, stage: str, fraction: float, extra: dict[str, Any] | None = None) -> None:
         now = time.monotonic()
         last_at, last_stage = self._last_progress
-        if stage == last_stage and fraction < 1.0 and now - last_at < PROGRESS_EVERY_S:
+        # a plan other slots may help with (pipeline/spread.py) is news, never thinned out
+        if stage == last_stage and fraction < 1.0 and now - last_at < PROGRESS_EVERY_S and "spread" not in (extra or {}):
             return
         self._last_progress = (now, stage)
         message = {"ev": "progress", "task_id": task_id, "stage": stage, "percent": round(100.0 * fraction, 2)}
