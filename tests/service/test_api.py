@@ -137,6 +137,7 @@ async def test_runtime_and_metrics(running: Service, running_client: httpx.Async
     [slot] = runtime["slots"]
     assert slot["name"] == "cpu0" and slot["device"] == "cpu" and slot["gpuIndex"] is None
     assert isinstance(slot["busy"], bool) and "models" in slot and "task" in slot
+    assert "gpuMemoryMb" in slot and slot["gpuMemoryMb"] is None  # a CPU slot holds no GPU memory
     assert runtime["capacity"]["slots"] == 1 and runtime["capacity"]["busy"] + runtime["capacity"]["free"] == 1
     assert set(runtime["queue"]) == {"queued", "running", "byKind"}
     assert runtime["devices"]["cpu_cores"] >= 1

@@ -169,6 +169,7 @@ class SlotView:
     models: list[str]
     done: str = ""
     error: str = ""
+    gpu_memory: str = ""  # "1234 MiB" the slot's process holds on its GPU; "-" where NVML cannot tell
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,16 @@ def slot_view(slot: dict[str, Any]) -> SlotView:
         models=[str(m) for m in models],
         done=_cell(slot.get("tasksDone")),
         error=_slot_error(slot.get("error")),
+        gpu_memory=_gpu_memory(slot),
     )
+
+
+def _gpu_memory(slot: dict[str, Any]) -> str:
+    """A GPU slot's memory (GET /api/runtime's gpuMemoryMb); nothing for a CPU slot."""
+    if slot.get("device") != "cuda":
+        return ""
+    mb = slot.get("gpuMemoryMb")
+    return f"{mb} MiB" if isinstance(mb, int) else "-"
 
 
 def _slot_error(error: Any) -> str:
