@@ -129,7 +129,7 @@ def run_command(
         settings = edge.with_engine(ctx, engine, ray_address, slots_per_gpu)
         state_dir = (state.expanduser() if state else plan.base_dir / ".scribefleet").absolute()
         state_dir.mkdir(parents=True, exist_ok=True)
-        progress = BatchProgress(console, json_mode=json_out)
+        progress = BatchProgress(console, json_mode=json_out, log_every_s=settings.progress_log_s)
         setup_logging(state_dir / "logs" / "scribefleet.log", verbose=verbose, console=progress.log_handler(verbose),
                       max_mb=settings.log_max_mb, backups=settings.log_backups)  # fmt: skip
         store, batch_id = run_plan(plan, state_dir, settings, device=device, slots=slots,

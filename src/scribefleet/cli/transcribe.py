@@ -75,7 +75,7 @@ def transcribe(
         state_dir = out.resolve() / ".scribefleet"
         state_dir.mkdir(parents=True, exist_ok=True)
         console = edge.stderr_console()
-        progress = BatchProgress(console, json_mode=json_out)
+        progress = BatchProgress(console, json_mode=json_out, log_every_s=settings.progress_log_s)
         setup_logging(state_dir / "logs" / "scribefleet.log", verbose=verbose, console=progress.log_handler(verbose),
                       max_mb=settings.log_max_mb, backups=settings.log_backups)  # fmt: skip
         store, batch_id = run_transcribe(inputs, out, options, settings, slots=slots, force=force,
