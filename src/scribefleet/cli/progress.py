@@ -143,7 +143,7 @@ class BatchProgress:
         with self._lock:
             lines = [self._file_line(r) for r in self.running.values()]
             if lines:
-                lines.append(f"batch: {self._overall_info()}")
+                lines.append(f"batch: {self._overall_info(elapsed=True)}")
         for line in lines:
             log.info("%s", line)
 
@@ -152,14 +152,14 @@ class BatchProgress:
             for task_id, r in self.running.items():
                 bar = self._bars.get(task_id)
                 if bar is not None and self._progress is not None and r.stage:
-                    self._progress.update(bar, info=f"{r.stage} | {self._times(r)}")
+                    self._progress.update(bar, info=f"{r.stage} | {self._times(r, elapsed=False)}")
             self._refresh_overall()
 
-    def _times(self, r: _Running) -> str:
-        """"elapsed 1m02s, ETA 40s" of a running file."""
-        elapsed = time.monotonic() - r.started
-        left = eta.eta_s(elapsed, r.fraction(), self.audio_s.get(r.task_id))
-        return f"elapsed {eta.clock(elapsed)}, ETA {eta.clock(left)}"
+    def _times(self, r: _Running, *, elapsed: bool = True) -> str:
+        """"elapsed 1m02s, ETA 40s" of a running file (a bar has its own elapsed column)."""
+        spent = time.monotonic() - r.started
+        left = eta.clock(eta.eta_s(spent, r.fraction(), self.audio_s.get(r.task_id)))
+        return f"elapsed {eta.clock(spent)}, ETA {left}" if elapsed else f"ETA {left}"
 
     def _file_line(self, r: _Running) -> str:
         return f"{r.name}: {r.stage or 'starting'} {100 * r.stage_fraction:.0f}%, {self._times(r)}"
@@ -176,12 +176,13 @@ class BatchProgress:
         files += [eta.FileProgress("queued", 0.0, None)] * max(0, self.total - len(files))
         return eta.batch_progress(files, time.monotonic() - self.started)
 
-    def _overall_info(self) -> str:
-        elapsed = max(1e-6, time.monotonic() - self.started)
+    def _overall_info(self, *, elapsed: bool = False) -> str:
+        spent = max(1e-6, time.monotonic() - self.started)
         times = self._batch_times()
         audio_done = times.audio_done_s or 0.0
+        clock = f" | elapsed {eta.clock(spent)}" if elapsed else ""
         return (f"{self.done}/{self.total} done, {self.failed} failed | audio {audio_done:,.0f}s "
-                f"| {audio_done / elapsed:.2f} audio-s/s | elapsed {eta.clock(elapsed)} | ETA {eta.clock(times.eta_s)}")
+                f"| {audio_done / spent:.2f} audio-s/s{clock} | ETA {eta.clock(times.eta_s)}")
 
     def on_event(self, event: DispatchEvent) -> None:
         """Dispatcher listener: called in the dispatcher's thread for every event."""
@@ -201,7 +202,7 @@ class BatchProgress:
             r = self.running.get(task.id)
             if r is not None:
                 r.stage, r.stage_fraction = str(data.get("stage") or ""), self.fraction[task.id]
-                self._bar(task, f"{r.stage} | {self._times(r)}", self.fraction[task.id])
+                self._bar(task, f"{r.stage} | {self._times(r, elapsed=False)}", self.fraction[task.id])
             else:
                 self._bar(task, data.get("stage", ""), self.fraction[task.id])
         elif kind == "task_dispatched":
