@@ -34,7 +34,9 @@ async def test_a_job_from_upload_to_subtitles(running: Service, running_client: 
     assert job["filename"] == "talk one.wav" and job["options"]["formats"] == ["srt", "json"] and job["outputs"] == {}
     done = await wait_job(client, job["id"])
     assert done["status"] == "complete", done
-    assert done["progress"] == {"stage": "publish", "percent": 100.0, "stagePercent": 100.0}
+    progress = done["progress"]
+    assert (progress["stage"], progress["percent"], progress["stagePercent"], progress["etaS"]) == ("publish", 100.0, 100.0, 0)
+    assert isinstance(progress["elapsedS"], int) and progress["elapsedS"] >= 0
     assert done["worker"]["slot"] == "cpu0" and done["worker"]["gpu"] is False and ISO.match(done["worker"]["lastSeenAt"])
     assert all(ISO.match(done[k]) for k in ("createdAt", "updatedAt", "startedAt", "finishedAt"))
     assert done["lastErrorCode"] is None and done["attempts"] == 1 and done["language"] == "en"
