@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     spread: bool = True
     #: CPU threads per CPU slot (0 = cores divided by slots)
     cpu_threads: int = Field(default=0, ge=0)
+    #: slots sharing each GPU (`--slots-per-gpu`), each its own process with its own model instance
+    slots_per_gpu: int = Field(default=1, ge=1, le=26)
+    #: seconds between two plain progress lines of a running file when stderr is not a terminal
+    progress_log_s: float = Field(default=10.0, gt=0)
     log_max_mb: int = Field(default=20, ge=1)
     log_backups: int = Field(default=5, ge=0)
 

@@ -305,3 +305,34 @@ def test_diarize_flags_label_the_speakers_in_the_outputs(tmp_path: Path) -> None
     assert json.loads((out / "dialogue.json").read_text())["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
     bad = run_cli("transcribe", str(DATA / "dialogue.flac"), "-o", str(out), "--speakers", "2", check=2)
     assert "INVALID_OPTIONS" in bad.stderr
+
+
+def test_piped_output_has_a_progress_line_per_running_file_with_elapsed_and_eta(
+    tmp_path: Path, real_speech: dict[str, tuple[Path, str]]
+) -> None:
+    """Not a terminal: plain lines every SCRIBEFLEET_PROGRESS_LOG_S per running file and for the batch; the
+    percent moves during batched decoding (batch by batch), not only from 0 to 100."""
+    import wave
+
+    import numpy as np
+
+    from scribefleet.pipeline.media import decode_audio
+
+    sonnet, _ = real_speech["sonnet001"]
+    audio = np.concatenate([decode_audio(sonnet, max_file_mb=100)] * 3)  # ~160 s: several batches of 2 clips
+    longer = tmp_path / "sonnets.wav"
+    with wave.open(str(longer), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
+        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    env = {**os.environ, "SCRIBEFLEET_PROGRESS_LOG_S": "0.2"}
+    proc = subprocess.run([*CLI, "transcribe", str(longer), "-o", str(tmp_path / "out"), "--batch-size", "2",
+                           "--language", "en", "--format", "txt"], capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    import re
+
+    lines = re.findall(r"\[progress\] sonnets\.wav: (\w+) (\d+)%, elapsed (\S+), ETA (\S+)$", proc.stderr, re.M)
+    assert lines, proc.stderr
+    decoding = [(int(pct), left) for stage, pct, _, left in lines if stage == "transcribe"]
+    assert any(0 < pct < 100 and left != "?" for pct, left in decoding), proc.stderr  # moved, with an ETA
+    assert [pct for pct, _ in decoding] == sorted(pct for pct, _ in decoding)  # never backwards
+    assert re.search(r"\[progress\] batch: 0/1 done, .*\| elapsed \S+ \| ETA \S+$", proc.stderr, re.M), proc.stderr

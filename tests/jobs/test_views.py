@@ -19,7 +19,8 @@ def test_one_view_two_spellings(tmp_path: Path) -> None:
     assert (cli["name"], cli["input"], cli["state_dir"], cli["outputs"]) == ("talk.wav", "/in/talk.wav", str(tmp_path), {})
     api = view.as_api_json()
     assert (api["id"], api["batchId"], api["filename"], api["status"], api["worker"]) == (task.id, batch_id, "talk.wav", "queued", None)
-    assert api["progress"] == {"stage": None, "percent": 0.0, "stagePercent": 0.0} and api["options"] == {"model": "tiny.en"}
+    assert api["progress"] == {"stage": None, "percent": 0.0, "stagePercent": 0.0, "elapsedS": None, "etaS": None}
+    assert api["options"] == {"model": "tiny.en"}
     back = TaskView.from_api({**api, "status": "complete", "outputs": {"srt": f"/api/jobs/{task.id}/outputs/srt"}}, "http://c")
     assert (back.id, back.name, back.batch_id, back.is_terminal) == (task.id, "talk.wav", batch_id, True)
     assert back.outputs == {"srt": f"http://c/api/jobs/{task.id}/outputs/srt"}
@@ -64,3 +65,45 @@ def test_a_url_jobs_percent_moves_while_it_downloads_and_never_goes_back(tmp_pat
     store.mark_running(file_task, "cpu1")
     store.record_progress(file_task, "transcribe", 0.5)
     assert task_view(store.task(file_task)).percent == 52.5  # a file's stages keep their spans
+
+
+def test_elapsed_and_eta_of_a_file_and_its_batch_from_audio_done(tmp_path: Path) -> None:
+    """One computation: a running file's ETA is its audio left over its rate; the batch's sums its files'."""
+    from scribefleet.jobs.views import batch_progress
+
+    store = Store.open(tmp_path)
+    batch_id = store.ensure_batch("k", "transcribe", {}, None)
+    ids = [store.add_task(batch_id, f"f{i}.wav", "transcribe", {"display": f"f{i}.wav"}) for i in range(3)]
+    started = store.mark_running(ids[0], "cpu0").started_at
+    store.record_progress(ids[0], "decode", 0.0)
+    view = task_view(store.task(ids[0]), now=started + 5)
+    assert (view.elapsed_s, view.eta_s) == (5, None)  # nothing of the audio done yet: no ETA
+    store.record_progress(ids[0], "transcribe", 0.25, audio_s=600.0)
+    view = task_view(store.task(ids[0]), now=started + 30)
+    # 150 s of audio in 30 s: 5 audio-s/s; 450 s left -> 90 s
+    assert view.duration_s == 600.0 and view.eta_s == 90.0
+    assert view.as_json()["eta_s"] == 90 and view.as_api_json()["progress"]["elapsedS"] == 30
+    assert TaskView.from_api(view.as_api_json()).eta_s == 90.0
+    views = [task_view(store.task(i), now=started + 30) for i in ids]
+    batch = batch_progress(views, now=started + 30)
+    # the two files not decoded yet count as the mean known length (600 s): 150 of 1800 s done in 30 s
+    assert (batch.files, batch.files_done, batch.audio_s, batch.audio_done_s) == (3, 0, 1800.0, 150.0)
+    assert batch.elapsed_s == 30 and batch.eta_s == 330.0
+    store.fail(ids[2], "MEDIA_UNREADABLE", "not audio")  # out of the sums
+    store.record_progress(ids[0], "render", 0.0)
+    batch = batch_progress([task_view(store.task(i), now=started + 60) for i in ids], now=started + 60)
+    assert (batch.files, batch.audio_s, batch.audio_done_s, batch.eta_s) == (2, 1200.0, 600.0, 60.0)
+    assert batch.as_api_json()["etaS"] == 60
+    store.complete(ids[0], {"duration_s": 600.0})
+    done = task_view(store.task(ids[0]), now=started + 999)
+    assert done.eta_s == 0.0 and done.elapsed_s is not None and done.elapsed_s < 999  # stops at its end
+
+
+def test_eta_helpers() -> None:
+    from scribefleet.jobs.eta import audio_fraction, clock, eta_s
+
+    assert audio_fraction("transcribe", "vad", 1.0) == 0.0 and audio_fraction("transcribe", "transcribe", 0.4) == 0.4
+    assert audio_fraction("transcribe", "publish", 0.0) == 1.0 and audio_fraction("transcribe", "diarize", 0.5) is None
+    assert audio_fraction("shell", "run", 0.5) == 0.5
+    assert eta_s(10.0, 0.5) == 10.0 and eta_s(10.0, 0.0) is None and eta_s(10.0, 1.0) == 0.0
+    assert [clock(s) for s in (None, 42, 185, 3725)] == ["?", "42s", "3m05s", "1h02m"]

@@ -34,7 +34,9 @@ async def test_a_job_from_upload_to_subtitles(running: Service, running_client: 
     assert job["filename"] == "talk one.wav" and job["options"]["formats"] == ["srt", "json"] and job["outputs"] == {}
     done = await wait_job(client, job["id"])
     assert done["status"] == "complete", done
-    assert done["progress"] == {"stage": "publish", "percent": 100.0, "stagePercent": 100.0}
+    progress = done["progress"]
+    assert (progress["stage"], progress["percent"], progress["stagePercent"], progress["etaS"]) == ("publish", 100.0, 100.0, 0)
+    assert isinstance(progress["elapsedS"], int) and progress["elapsedS"] >= 0
     assert done["worker"]["slot"] == "cpu0" and done["worker"]["gpu"] is False and ISO.match(done["worker"]["lastSeenAt"])
     assert all(ISO.match(done[k]) for k in ("createdAt", "updatedAt", "startedAt", "finishedAt"))
     assert done["lastErrorCode"] is None and done["attempts"] == 1 and done["language"] == "en"
@@ -137,6 +139,7 @@ async def test_runtime_and_metrics(running: Service, running_client: httpx.Async
     [slot] = runtime["slots"]
     assert slot["name"] == "cpu0" and slot["device"] == "cpu" and slot["gpuIndex"] is None
     assert isinstance(slot["busy"], bool) and "models" in slot and "task" in slot
+    assert "gpuMemoryMb" in slot and slot["gpuMemoryMb"] is None  # a CPU slot holds no GPU memory
     assert runtime["capacity"]["slots"] == 1 and runtime["capacity"]["busy"] + runtime["capacity"]["free"] == 1
     assert set(runtime["queue"]) == {"queued", "running", "byKind"}
     assert runtime["devices"]["cpu_cores"] >= 1

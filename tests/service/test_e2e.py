@@ -55,6 +55,9 @@ def test_upload_job_events_download(live: str) -> None:
             replay = read_sse(again)
         assert [int(i) for n, _, i in replay if n == "history"] == ids[3:]
         done = events[-2][1]
+        assert done["progress"]["etaS"] == 0 and isinstance(done["progress"]["elapsedS"], int)
+        moving = [d for n, d, _ in events if n == "progress"]
+        assert moving and all("elapsedS" in d and "etaS" in d for d in moving)
         subtitles = client.get(done["outputs"]["srt"])
         assert subtitles.status_code == 200
         cues = list(srt.parse(subtitles.text))
@@ -71,7 +74,13 @@ def test_batch_events_end_when_every_job_is_done(live: str) -> None:
             client.post("/api/jobs", json={"uploadId": up["uploadId"], "batchId": batch["id"], "options": {"formats": "txt"}})
         with client.stream("GET", f"/api/batches/{batch['id']}/events", timeout=300) as resp:
             events = read_sse(resp)
+        again = client.get(f"/api/batches/{batch['id']}").json()["progress"]
     assert events[-1] == ("end", {"counts": {"complete": 2}}, None)
+    # the whole batch's files, audio, elapsed time and ETA (jobs/eta.py), whenever they change
+    sums = [d for n, d, _ in events if n == "batch"]
+    assert sums[0]["id"] == batch["id"] and sums[0]["files"] == 2 and sums[-1]["filesDone"] == 2
+    assert sums[-1]["etaS"] == 0 and sums[-1]["audioS"] == sums[-1]["audioDoneS"] > 0 and sums[-1]["elapsedS"] >= 0
+    assert again == {k: v for k, v in sums[-1].items() if k != "id"}
     finals = {d["id"]: d["status"] for n, d, _ in events if n == "job"}
     assert len(finals) == 2 and set(finals.values()) == {"complete"}
 

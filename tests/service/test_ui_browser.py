@@ -133,6 +133,9 @@ def test_upload_watch_download_and_read(controller: RunningController, browser: 
     page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=WAIT_MS)
     assert page.inner_text("#batch-panel .batch-counts") == "1 of 1 done"
     assert row.locator(".percent").inner_text() == "100%"
+    # elapsed time (and ETA while running) of the job and of the batch, from the job view (jobs/eta.py)
+    assert re.fullmatch(r"took \d+(s|m\d\ds)", row.locator(".times").inner_text()), row.inner_text()
+    assert re.fullmatch(r"took \d+(s|m\d\ds)", page.inner_text("#batch-panel .batch-times"))
     # the page followed the job without reloading: it saw it unfinished, then complete
     assert page.evaluate("window.__sameDocument") is True
     seen = page.evaluate("window.__seen")[job_id]
@@ -141,6 +144,7 @@ def test_upload_watch_download_and_read(controller: RunningController, browser: 
     row.locator(".name a").click()
     page.wait_for_url(re.compile(f"/ui/jobs/{job_id}$"))
     assert page.inner_text(".job-detail .status") == "complete"
+    assert page.inner_text(".job-detail .times").startswith("took ")
     formats = [a.get_attribute("data-format") for a in page.locator("#downloads a.download").all()]
     assert formats == ["srt", "vtt", "json", "txt"]
 
@@ -203,6 +207,7 @@ def test_cancel_from_the_ui_and_see_the_runtime(controller: RunningController, b
     slot = page.locator('table.slots tr.slot[data-slot="cpu0"]')
     slot.wait_for()
     assert slot.locator(".slot-device").inner_text() == "cpu"
+    assert slot.locator(".slot-gpu-memory").inner_text() == ""  # a CPU slot holds no GPU memory
     # the canceled job's slot is killed and restarted; the page refreshes itself until it is idle
     page.wait_for_selector('tr.slot[data-slot="cpu0"] .slot-state:text-is("idle")', timeout=WAIT_MS)
     assert "queued" in page.inner_text("dl.queue")

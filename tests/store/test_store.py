@@ -22,9 +22,29 @@ def test_schema_is_created_on_first_use_in_wal_mode(tmp_path: Path) -> None:
     Store.open(tmp_path / "state").close()
     conn = sqlite3.connect(tmp_path / "state" / "store.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"batches", "tasks", "task_needs", "events", "cancel_requests"} <= tables
+
+
+def test_a_version_1_store_is_brought_up_to_date(tmp_path: Path) -> None:
+    """A store written before the audio_s column (schema 1) opens, keeps its tasks and records audio lengths."""
+    from scribefleet.store.schema import SCHEMA_V1
+
+    (tmp_path / "state").mkdir()
+    old = sqlite3.connect(tmp_path / "state" / "store.sqlite")
+    old.executescript(SCHEMA_V1 + "PRAGMA user_version = 1;")
+    old.execute("INSERT INTO batches (id, key, kind, created_at) VALUES ('b', 'k', 'transcribe', 0)")
+    old.execute("INSERT INTO tasks (id, seq, batch_id, key, kind, state, created_at, updated_at)"
+                " VALUES ('t', 1, 'b', 'a.wav', 'transcribe', 'running', 0, 0)")  # fmt: skip
+    old.commit()
+    old.close()
+    with Store.open(tmp_path / "state") as store:
+        assert store.task("t").audio_s is None
+        store.record_progress("t", "transcribe", 0.5, audio_s=12.5)
+        assert store.task("t").audio_s == 12.5
+        store.record_progress("t", "render", 0.0)  # a later report without it keeps it
+        assert store.task("t").audio_s == 12.5
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

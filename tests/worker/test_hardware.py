@@ -186,3 +186,53 @@ def test_allowed_gpus_restrict_the_plan(tmp_path, monkeypatch, variable: str, sp
         assert sorted(s.gpu_index for s in plan) == indices and {s.device for s in plan} == {"cuda"}
     else:
         assert [s.device for s in plan] == ["cpu"]
+
+
+def test_slots_per_gpu_plans_that_many_slots_on_each_gpu(settings: Settings) -> None:
+    shared = settings.model_copy(update={"slots_per_gpu": 2})
+    plan = plan_slots(_hw(2, cores=16), "auto", None, shared)
+    assert [(s.name, s.gpu_index) for s in plan] == [("gpu0a", 0), ("gpu1a", 1), ("gpu0b", 0), ("gpu1b", 1)]
+    assert {s.cpu_threads for s in plan} == {4} and {s.device for s in plan} == {"cuda"}
+    # --slots still caps the total; the first slots go one to each GPU
+    assert [s.name for s in plan_slots(_hw(2), "cuda", 3, shared)] == ["gpu0a", "gpu1a", "gpu0b"]
+    # named after the physical GPU, which the allowed set may pick
+    assert [s.name for s in plan_slots(_hw(4), "auto", None, shared, visible_gpus=[3])] == ["gpu3a", "gpu3b"]
+    # a CPU plan is not multiplied
+    assert [s.name for s in plan_slots(_hw(0), "auto", None, shared)] == ["cpu0"]
+
+
+def test_slots_per_gpu_from_the_environment(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SCRIBEFLEET_SLOTS_PER_GPU", "3")
+    plan = plan_slots(_hw(1), "auto", None, Settings(cache_dir=tmp_path, _env_file=None))
+    assert [s.name for s in plan] == ["gpu0a", "gpu0b", "gpu0c"]
+    monkeypatch.setenv("SCRIBEFLEET_SLOTS_PER_GPU", "0")
+    with pytest.raises(ValueError):
+        Settings(cache_dir=tmp_path, _env_file=None)
+
+
+@pytest.mark.skipif(_nvml_driver_present(), reason="this machine has an NVIDIA driver")
+def test_gpu_memory_per_process_is_none_without_nvml() -> None:
+    from scribefleet.worker.hardware import gpu_memory_by_pid
+
+    assert gpu_memory_by_pid([0]) is None
+
+
+def test_runtime_slot_memory_without_nvml_is_null_and_shown_as_unknown() -> None:
+    """A GPU slot whose memory NVML cannot tell: null in GET /api/runtime, "-" on the runtime page."""
+    from scribefleet.engines.base import SlotHandle, SlotStatus
+    from scribefleet.service.controller import _gpu_memory
+    from scribefleet.service.ui_views import slot_view
+    from scribefleet.worker.slot_spec import SlotSpec
+
+    class _Running(SlotHandle):  # a slot handle with a process, as the local engine's
+        @property
+        def pid(self) -> int | None:
+            return os.getpid()
+
+    spec = SlotSpec("gpu0a", "cuda", gpu_index=0)
+    held = _gpu_memory([spec], {"gpu0a": _Running(spec, SlotStatus.IDLE)})
+    if not _nvml_driver_present():
+        assert held == {}
+    assert slot_view({"name": "gpu0a", "device": "cuda", "gpuMemoryMb": None}).gpu_memory == "-"
+    assert slot_view({"name": "gpu0a", "device": "cuda", "gpuMemoryMb": 1234}).gpu_memory == "1234 MiB"
+    assert slot_view({"name": "cpu0", "device": "cpu", "gpuMemoryMb": None}).gpu_memory == ""

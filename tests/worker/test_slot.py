@@ -60,3 +60,32 @@ def test_transcribe_tasks_share_one_warm_model_and_bad_tasks_fail_alone(
     assert odd.type == "failed" and odd.message["code"] == "TASK_FAILED" and "unknown task kind 'nope'" in odd.message["message"]
     log = (tmp_path / "state" / "logs" / "slot-cpu0.log").read_text()
     assert "slot cpu0 stopped: 2 tasks completed" in log
+
+
+def test_a_burst_of_progress_ends_with_its_last_report(tmp_path: Path, settings: Settings) -> None:
+    """Batched decoding reports a batch's segments at once: the slot sends the first at once and the last
+    when the interval ends, never leaving the batch's end unsaid until the next batch."""
+    from multiprocessing import Pipe
+
+    from scribefleet.worker.slot import PROGRESS_EVERY_S, Slot
+
+    parent, child = Pipe()
+    slot = Slot("cpu0", "cpu", 1, settings, tmp_path, child)
+    slot.current_task = "t1"
+    for i in range(1, 11):  # ten segments of one batch, well within one interval
+        slot._progress("t1", "transcribe", i / 20, {"audio_s": 60.0})
+    assert [m["percent"] for m in _drain(parent, PROGRESS_EVERY_S * 4)] == [5.0, 50.0]
+    slot._progress("t1", "transcribe", 1.0)  # the end of a stage always goes out at once
+    slot._progress("t1", "render", 0.0)
+    assert [(m["stage"], m["percent"]) for m in _drain(parent, 0.1)] == [("transcribe", 100.0), ("render", 0.0)]
+    slot._progress("t1", "render", 0.5)  # held back, then the task ends: a report of a finished task is dropped
+    slot.current_task = None
+    assert _drain(parent, PROGRESS_EVERY_S * 4) == []
+
+
+def _drain(conn, wait_s: float) -> list[dict]:
+    """What the slot sent within `wait_s` after the last message."""
+    got = []
+    while conn.poll(wait_s):
+        got.append(conn.recv())
+    return got

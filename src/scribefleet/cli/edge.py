@@ -53,12 +53,14 @@ def _messages(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
-def with_engine(ctx: typer.Context, engine: str | None, ray_address: str | None) -> Settings:
-    """This invocation's Settings with `--engine` / `--ray-address` applied (they win over SCRIBEFLEET_ENGINE/_RAY_ADDRESS)."""
+def with_engine(ctx: typer.Context, engine: str | None, ray_address: str | None, slots_per_gpu: int | None = None) -> Settings:
+    """This invocation's Settings with `--engine` / `--ray-address` / `--slots-per-gpu` applied (they win over
+    SCRIBEFLEET_ENGINE/_RAY_ADDRESS/_SLOTS_PER_GPU)."""
     settings = settings_of(ctx)
     if engine is not None and engine not in ("local", "ray"):  # the thread engine runs no transcriptions
         raise UsageError(f"--engine {engine!r}: choose local or ray")
-    update = {k: v for k, v in (("engine", engine), ("ray_address", ray_address)) if v is not None}
+    pairs = (("engine", engine), ("ray_address", ray_address), ("slots_per_gpu", slots_per_gpu))
+    update = {k: v for k, v in pairs if v is not None}
     if update:
         settings = settings.model_copy(update=update)
         ctx.find_root().obj = settings
@@ -149,6 +151,7 @@ MinSpeakers = Annotated[Optional[int], typer.Option("--min-speakers", min=1, max
 MaxSpeakers = Annotated[Optional[int], typer.Option("--max-speakers", min=1, max=64, help="At most this many speakers (with --diarize).")]
 SpeakerNames = Annotated[Optional[Path], typer.Option("--speaker-names", help="Folder of one clip per known person (file stem = name): matching voices get that name (with --diarize).")]
 EngineName = Annotated[Optional[str], typer.Option("--engine", help="Where slots run: local (processes on this machine) or ray (actors on a Ray cluster); default SCRIBEFLEET_ENGINE, local.")]
+SlotsPerGpu = Annotated[Optional[int], typer.Option("--slots-per-gpu", min=1, max=26, help="Slots sharing each GPU, each with its own model instance (default SCRIBEFLEET_SLOTS_PER_GPU, 1).")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster for --engine ray: an address, or local for a private one; default SCRIBEFLEET_RAY_ADDRESS.")]
 Cookies = Annotated[Optional[str], typer.Option("--cookies", help="Netscape cookies file for URL downloads, as yt-dlp's --cookies (YouTube's 'confirm you're not a bot').")]
 Proxy = Annotated[Optional[str], typer.Option("--proxy", help="Proxy for URL downloads: http://, https:// or socks5://host:port.")]

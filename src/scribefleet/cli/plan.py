@@ -111,6 +111,7 @@ def run_command(
     device: edge.Device = "auto",
     engine: edge.EngineName = None,
     ray_address: edge.RayAddress = None,
+    slots_per_gpu: edge.SlotsPerGpu = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (dispatch decisions, heartbeats).")] = False,
 ) -> None:
@@ -125,10 +126,10 @@ def run_command(
         except PlanInvalid as err:
             print_invalid(err, Console(stderr=True))
             return 1
-        settings = edge.with_engine(ctx, engine, ray_address)
+        settings = edge.with_engine(ctx, engine, ray_address, slots_per_gpu)
         state_dir = (state.expanduser() if state else plan.base_dir / ".scribefleet").absolute()
         state_dir.mkdir(parents=True, exist_ok=True)
-        progress = BatchProgress(console, json_mode=json_out)
+        progress = BatchProgress(console, json_mode=json_out, log_every_s=settings.progress_log_s)
         setup_logging(state_dir / "logs" / "scribefleet.log", verbose=verbose, console=progress.log_handler(verbose),
                       max_mb=settings.log_max_mb, backups=settings.log_backups)  # fmt: skip
         store, batch_id = run_plan(plan, state_dir, settings, device=device, slots=slots,

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from scribefleet.jobs.eta import clock
 from scribefleet.jobs.views import TaskView, task_view
 from scribefleet.store.models import Task
 
@@ -58,7 +59,9 @@ def jobs_table(title: str, views: list[TaskView]) -> Table:
 
 
 def job_line(view: TaskView) -> str:
-    """One job on one line: id, name, status, stage and percent while running, error."""
+    """One job on one line: id, name, status, stage, percent, elapsed time and ETA while running, error."""
     where = f", {view.stage} {view.percent:g}%" if view.stage and view.status == "running" else ""
+    if where and view.elapsed_s is not None:
+        where += f", elapsed {clock(view.elapsed_s)}, ETA {clock(view.eta_s)}"
     error = f" [{view.error_code}] {view.error_message}" if view.error_code else ""
     return f"{view.id}  {view.name}: {view.status}{where}{error} (attempts {view.attempts})"

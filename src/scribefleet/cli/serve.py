@@ -38,10 +38,11 @@ def serve(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. cuda never falls back to the CPU."),
     engine: edge.EngineName = None,
     ray_address: edge.RayAddress = None,
+    slots_per_gpu: edge.SlotsPerGpu = None,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (dispatch decisions, heartbeats, requests)."),
 ) -> None:
     """Run the controller: HTTP API, web UI and the local slots, over one state folder."""
-    edge.run(lambda: run_serve(edge.with_engine(ctx, engine, ray_address), host=host, port=port, state=state, slots=slots, device=device, verbose=verbose),
+    edge.run(lambda: run_serve(edge.with_engine(ctx, engine, ray_address, slots_per_gpu), host=host, port=port, state=state, slots=slots, device=device, verbose=verbose),
              resume_hint="the controller stopped; start it again and it resumes its jobs")
 
 

@@ -51,6 +51,7 @@ def transcribe(
     allow_missing: edge.AllowMissing = False,
     engine: edge.EngineName = None,
     ray_address: edge.RayAddress = None,
+    slots_per_gpu: edge.SlotsPerGpu = None,
     slots: Annotated[Optional[int], typer.Option("--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every job, ignoring finished work and checkpoints.")] = False,
     stages: Annotated[Optional[str], typer.Option("--stages", help="Run these stages again (comma-separated, e.g. render or transcribe,render) for every job, finished ones too, from the other stages' checkpoints.")] = None,
@@ -66,7 +67,7 @@ def transcribe(
             initial_prompt=initial_prompt, diarize=diarize, speakers=speakers, min_speakers=min_speakers,
             max_speakers=max_speakers, speaker_names=speaker_names.resolve() if speaker_names else None,
         )  # fmt: skip
-        settings = edge.with_engine(ctx, engine, ray_address)
+        settings = edge.with_engine(ctx, engine, ray_address, slots_per_gpu)
         fetch = edge.fetch_options(cookies=cookies, proxy=proxy, socket_timeout_s=socket_timeout,
                                    max_duration_s=max_duration)  # fmt: skip
         target = edge.publish_options(publish, endpoint_url=s3_endpoint_url, region=s3_region)
@@ -74,7 +75,7 @@ def transcribe(
         state_dir = out.resolve() / ".scribefleet"
         state_dir.mkdir(parents=True, exist_ok=True)
         console = edge.stderr_console()
-        progress = BatchProgress(console, json_mode=json_out)
+        progress = BatchProgress(console, json_mode=json_out, log_every_s=settings.progress_log_s)
         setup_logging(state_dir / "logs" / "scribefleet.log", verbose=verbose, console=progress.log_handler(verbose),
                       max_mb=settings.log_max_mb, backups=settings.log_backups)  # fmt: skip
         store, batch_id = run_transcribe(inputs, out, options, settings, slots=slots, force=force,

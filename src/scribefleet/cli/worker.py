@@ -36,10 +36,11 @@ def worker(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. cuda never falls back to the CPU."),
     engine: edge.EngineName = None,
     ray_address: edge.RayAddress = None,
+    slots_per_gpu: edge.SlotsPerGpu = None,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run a remote worker: jobs from a controller, on this machine's slots, kept in its own store."""
-    edge.run(lambda: run_worker(edge.with_engine(ctx, engine, ray_address), host=host, port=port, state=state, slots=slots, device=device,
+    edge.run(lambda: run_worker(edge.with_engine(ctx, engine, ray_address, slots_per_gpu), host=host, port=port, state=state, slots=slots, device=device,
                                 verbose=verbose),
              resume_hint="the worker stopped; start it again and it finishes its jobs")  # fmt: skip
 

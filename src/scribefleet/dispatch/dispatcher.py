@@ -301,7 +301,7 @@ class Dispatcher:
             r.extend_for_audio(float(event.message["audio_s"]), self.settings.timeout_per_audio_s)
         if new_stage or now - r.last_write >= self.settings.progress_write_s:
             r.last_write = now
-            self.store.record_progress(r.task.id, stage, percent / 100.0)
+            self.store.record_progress(r.task.id, stage, percent / 100.0, event.message.get("audio_s"))
         data = {k: event.message[k] for k in ("stage", "percent", "audio_s") if k in event.message}
         self._emit("task_progress", r.task, {"slot": r.slot, **data})
 

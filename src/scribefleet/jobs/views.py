@@ -13,16 +13,22 @@ the status `queued_remote` with the message "Waiting for worker capacity"
 
 `percent` is the whole job's progress: each stage covers a share of it
 (`STAGE_SPAN_PERCENT`; a URL job's download comes first, `FETCH_SPAN_PERCENT`, and
-the file's stages share the rest); `stage_percent` is the current stage's own. With the
+the file's stages share the rest); `stage_percent` is the current stage's own; `elapsed_s`
+and `eta_s` its time so far and left (jobs/eta.py; `batch_progress` sums a
+batch's). With the
 task's events at hand, `stages` tells each stage's state, time and attempts
 (`stage_history`).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scribefleet.jobs import eta
+from scribefleet.jobs.eta import whole
 from scribefleet.store.models import TERMINAL_STATUSES, Event, Task, TaskState, iso_ms
 
 #: share of the whole job each stage covers, in percent: (start, end)
@@ -71,6 +77,9 @@ class TaskView:
     finished_at: float | None = None
     stages: tuple[dict[str, Any], ...] = ()  # stage_history(): [{stage, state, time_s, attempts}]
     warnings: tuple[str, ...] = ()  # what the model could not do of what was asked (pipeline.language)
+    elapsed_s: float | None = None  # since its attempt started (to its end, once finished); jobs/eta.py
+    eta_s: float | None = None  # seconds left: its audio left over the rate so far; None when it cannot tell
+    fraction: float | None = None  # of its audio done (jobs/eta.audio_fraction); what a batch's ETA sums
 
     @property
     def is_terminal(self) -> bool:
@@ -81,7 +90,8 @@ class TaskView:
         return {
             "id": self.id, "job_id": self.id, "batch_id": self.batch_id, "key": self.key, "kind": self.kind,
             "name": self.name, "input": self.input, "state": self.status, "status": self.status, "stage": self.stage,
-            "percent": self.percent, "stage_percent": self.stage_percent, "attempts": self.attempts,
+            "percent": self.percent, "stage_percent": self.stage_percent, "elapsed_s": whole(self.elapsed_s),
+            "eta_s": whole(self.eta_s), "attempts": self.attempts,
             "error_code": self.error_code, "error_message": self.error_message, "outputs": dict(self.outputs),
             "duration_s": self.duration_s, "language": self.language, "guards": self.guards, "slot": self.slot,
             "published": dict(self.published), **self._seed_fields(), "warnings": list(self.warnings),
@@ -115,7 +125,8 @@ class TaskView:
             "executionMode": self.execution_mode,
             "kind": self.kind,
             "filename": self.name,
-            "progress": {"stage": self.stage, "percent": self.percent, "stagePercent": self.stage_percent},
+            "progress": {"stage": self.stage, "percent": self.percent, "stagePercent": self.stage_percent,
+                         "elapsedS": whole(self.elapsed_s), "etaS": whole(self.eta_s)},
             "worker": worker,
             "lastErrorCode": self.error_code,
             "lastErrorMessage": self.error_message,
@@ -146,6 +157,7 @@ class TaskView:
             kind=str(job.get("kind") or "transcribe"), name=str(job.get("filename") or job.get("name") or job_id),
             input=job.get("filename"), stage=progress.get("stage"), percent=_number(progress.get("percent")),
             stage_percent=_number(progress.get("stagePercent")), attempts=int(_number(job.get("attempts"))),
+            elapsed_s=_optional(progress.get("elapsedS")), eta_s=_optional(progress.get("etaS")),
             error_code=job.get("lastErrorCode"), error_message=job.get("lastErrorMessage"),
             outputs={f: base_url + u if str(u).startswith("/") else str(u) for f, u in outputs.items() if u},
             formats=tuple(outputs), options=dict(job.get("options") or {}), duration_s=job.get("audioDurationS"),
@@ -217,6 +229,37 @@ def _number(value: Any) -> float:
         return 0.0
 
 
+def _optional(value: Any) -> float | None:
+    return None if value is None else _number(value)
+
+
+def _times(task: Task, now: float) -> tuple[float | None, float | None, float | None]:
+    """(elapsed_s, eta_s, audio fraction done) of a task (jobs/eta.py)."""
+    fraction = eta.audio_fraction(task.kind, task.stage, task.progress or 0.0, complete=task.is_complete)
+    if task.started_at is None or task.is_queued:
+        return None, None, 0.0 if task.is_queued else fraction
+    elapsed = max(0.0, (task.finished_at if task.is_terminal and task.finished_at else now) - task.started_at)
+    if task.is_terminal:
+        return elapsed, 0.0 if task.is_complete else None, fraction
+    return elapsed, eta.eta_s(elapsed, fraction, task.audio_s), fraction
+
+
+def batch_progress(views: Iterable[TaskView], now: float | None = None) -> eta.BatchTimes:
+    """A batch's audio, audio done, elapsed time (since its first task started) and ETA, from its tasks' views."""
+    views = list(views)
+    now = time.time() if now is None else now
+    started = [v.started_at for v in views if v.started_at is not None]
+    if not started:
+        elapsed = None
+    elif all(v.is_terminal for v in views):
+        elapsed = max(v.finished_at or v.started_at or 0.0 for v in views) - min(started)
+    else:
+        elapsed = now - min(started)
+    status = {QUEUED_REMOTE: "queued"}
+    files = [eta.FileProgress(status.get(v.status, v.status), v.fraction, v.duration_s) for v in views]
+    return eta.batch_progress(files, elapsed)
+
+
 def _percent(task: Task) -> float:
     if task.state is TaskState.COMPLETE:
         return 100.0
@@ -240,10 +283,12 @@ def _status(task: Task) -> tuple[str, str | None]:
     return task.state.value, None
 
 
-def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
-    """A store task as its public view; with its events (in order), each stage's history too."""
+def task_view(task: Task, events: list[Event] | None = None, now: float | None = None) -> TaskView:
+    """A store task as its public view (times as of `now`, default now); with its events (in order), each
+    stage's history too."""
     spec, result = task.spec, task.result or {}
     status, message = _status(task)
+    elapsed_s, eta_s, fraction = _times(task, time.time() if now is None else now)
     return TaskView(
         id=task.id, status=status, message=message,
         execution_mode="remote" if spec.get("remote") else "local", remote=result.get("remote"), batch_id=task.batch_id, key=task.key, kind=task.kind,
@@ -252,7 +297,8 @@ def task_view(task: Task, events: list[Event] | None = None) -> TaskView:
         percent=_percent(task), stage_percent=100.0 if task.is_complete else round(100.0 * (task.progress or 0.0), 1),
         attempts=task.attempts, error_code=task.error_code, error_message=task.error_message,
         outputs=dict(result.get("outputs") or {}), formats=tuple((spec.get("outputs") or {}).keys()),
-        options=dict(spec.get("options") or {}), duration_s=result.get("duration_s"), language=result.get("language"),
+        options=dict(spec.get("options") or {}), duration_s=result.get("duration_s") or task.audio_s,
+        language=result.get("language"), elapsed_s=elapsed_s, eta_s=eta_s, fraction=fraction,
         guards=result.get("guards"), slot=task.slot, created_at=task.created_at, updated_at=task.updated_at,
         started_at=task.started_at, finished_at=task.finished_at, published=dict(result.get("published") or {}),
         node=next((e.data.get("node") for e in reversed(events or []) if e.type == "dispatched"), None),

@@ -26,13 +26,13 @@ from scribefleet.config import Settings
 from scribefleet.dispatch.dispatcher import Dispatcher, request_cancel
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
-from scribefleet.engines.base import Engine, SlotSpec, SlotStatus
+from scribefleet.engines.base import Engine, SlotHandle, SlotSpec, SlotStatus
 from scribefleet.engines.remote import RemoteEngine
 from scribefleet.errors import StateLocked, UsageError
 from scribefleet.jobs.run import controller_dispatcher, slots_for
 from scribefleet.service.uploads import UploadStore
 from scribefleet.store.store import Store
-from scribefleet.worker.hardware import Hardware, detect_hardware, plan_slots
+from scribefleet.worker.hardware import Hardware, detect_hardware, gpu_memory_by_pid, plan_slots
 
 log = logging.getLogger("scribefleet.controller")
 
@@ -164,6 +164,7 @@ class Controller:
         # workers' places are not slots of this controller (remote_runtime shows them)
         planned = {s.name for s in self.slot_specs}
         specs = self.slot_specs + [h.spec for name, h in handles.items() if name not in planned and h.device != "remote"]
+        gpu_mb = _gpu_memory(specs, handles)
         for spec in specs:
             h = handles.get(spec.name)
             status = h.status.value if h is not None and self.dispatching else "stopped"
@@ -178,6 +179,7 @@ class Controller:
                 "models": list(h.models) if h is not None else [],
                 "tasksDone": h.tasks_done if h is not None else 0,
                 "error": h.error if h is not None else None,
+                "gpuMemoryMb": gpu_mb.get(spec.name),
             })  # fmt: skip
         return out
 
@@ -221,3 +223,13 @@ class Controller:
 
     def slot_is_gpu(self, name: str | None) -> bool:
         return any(s.name == name and s.device == "cuda" for s in self.slot_specs)
+
+
+def _gpu_memory(specs: list[SlotSpec], handles: dict[str, SlotHandle]) -> dict[str, int]:
+    """MiB of GPU memory each running GPU slot's process holds (NVML); slots it cannot tell are left out."""
+    pids = {s.name: handles[s.name].pid for s in specs if s.device == "cuda" and s.name in handles}
+    pids = {name: pid for name, pid in pids.items() if pid is not None}
+    if not pids:
+        return {}
+    held = gpu_memory_by_pid(s.gpu_index for s in specs if s.device == "cuda" and s.gpu_index is not None)
+    return {name: held[pid] for name, pid in pids.items() if held and pid in held}

@@ -25,7 +25,7 @@ from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.jobs.create import add_transcribe_task, job_extra
 from scribefleet.jobs.inputs import url_inputs
 from scribefleet.jobs.seed003 import done_output, error_output, parse_request
-from scribefleet.jobs.views import iso, task_view
+from scribefleet.jobs.views import batch_progress, iso, task_view
 from scribefleet.options import Device, FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_api_model
 from scribefleet.service.controller import Controller
@@ -82,8 +82,15 @@ def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> di
         "counts": {state.value: n for state, n in controller.store.counts(batch.id).items()},
     }
     if jobs:
-        out["jobs"] = [list_item(job_json(t, controller)) for t in controller.store.tasks(batch.id)]
+        tasks = controller.store.tasks(batch.id)
+        out["progress"] = batch_progress_json(tasks)
+        out["jobs"] = [list_item(job_json(t, controller)) for t in tasks]
     return out
+
+
+def batch_progress_json(tasks: list[Task]) -> dict[str, Any]:
+    """A batch's files, audio, elapsed time and ETA (jobs/eta.py), as GET /api/batches/{id} and its stream say."""
+    return batch_progress([task_view(t) for t in tasks]).as_api_json()
 
 
 def _checked(controller: Controller, options: TranscribeOptions, batch_id: str | None,

@@ -7,7 +7,10 @@ across a controller restart. A job stream sends `job` (the whole job) first,
 after each status change and last; `progress` when stage or percent moves;
 `history` for each recorded event (with its id as the SSE id, so a reconnect
 with Last-Event-ID resumes after it); `end` when the job is terminal. A batch
-stream does the same for every job of a batch and ends once all are terminal.
+stream does the same for every job of a batch, sends `batch` (files, audio,
+elapsed time and ETA of the whole batch) whenever that changes, and ends once
+all are terminal. Elapsed time and ETA are whole seconds, so a running job's
+`progress` comes about once a second.
 
 `job_history` is a job's whole story for `GET /api/jobs/{id}/logs`: its
 store events, the lines of the controller and slot logs that name it (by id
@@ -27,7 +30,7 @@ from typing import Any
 
 from scribefleet.errors import InvalidRequest
 from scribefleet.service.controller import Controller
-from scribefleet.service.jobs import get_batch, get_task, job_json
+from scribefleet.service.jobs import batch_progress_json, get_batch, get_task, job_json
 from scribefleet.store.models import Event, Task, iso_ms
 
 POLL_S = 0.25
@@ -113,8 +116,12 @@ async def batch_stream(controller: Controller, batch_id: str) -> AsyncIterator[s
 async def _batch_events(controller: Controller, batch_id: str) -> AsyncIterator[str]:
     seen: dict[str, dict[str, Any]] = {}
     keepalive = _Keepalive()
+    summary: dict[str, Any] | None = None
     while True:
         tasks = controller.store.tasks(batch_id)
+        if (now := batch_progress_json(tasks)) != summary:
+            summary = now
+            yield sse("batch", {"id": batch_id, **now})
         for task in tasks:
             now, before = job_json(task, controller), seen.get(task.id)
             if before is None or now["status"] != before["status"]:

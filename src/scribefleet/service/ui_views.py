@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from scribefleet.jobs.eta import clock as clock_s
 from scribefleet.jobs.views import TaskView
 from scribefleet.options import FORMATS
 from scribefleet.store.models import TERMINAL_STATUSES
@@ -69,6 +70,7 @@ class JobView:
     batch_id: str | None = None
     execution_mode: str | None = None
     slot: str | None = None
+    times: str = ""  # "elapsed 1m05s · ETA 30s" (times_text)
 
     @property
     def is_terminal(self) -> bool:
@@ -92,7 +94,17 @@ def job_view(job: dict[str, Any]) -> JobView:
         batch_id=view.batch_id,
         execution_mode=job.get("executionMode"),
         slot=view.slot,
+        times=times_text(view.elapsed_s, view.eta_s, view.is_terminal),
     )
+
+
+def times_text(elapsed_s: float | None, eta_s: float | None, finished: bool) -> str:
+    """A job's or batch's times as the pages show them (app.js timesText writes the same)."""
+    if elapsed_s is None:
+        return ""
+    if finished:
+        return f"took {clock_s(elapsed_s)}"
+    return f"elapsed {clock_s(elapsed_s)} · ETA {clock_s(eta_s)}"
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ class BatchView:
     percent: int
     status: str
     name: str = ""
+    times: str = ""  # the whole batch's elapsed time and ETA (GET /api/batches/{id}'s progress)
 
 
 def batch_view(batch_id: str, batch: dict[str, Any], jobs: list[JobView], total: int) -> BatchView:
@@ -112,7 +125,9 @@ def batch_view(batch_id: str, batch: dict[str, Any], jobs: list[JobView], total:
     total = max(total, len(jobs))
     percent = int(sum(j.percent if not j.is_terminal else 100 for j in jobs) / total + 0.5) if total else 0
     status = str(batch.get("status") or ("done" if total and done == total else "running" if total else "empty"))
-    return BatchView(batch_id, total, done, percent, status, name=str(batch.get("name") or ""))
+    sums = batch.get("progress") if isinstance(batch.get("progress"), dict) else {}
+    times = times_text(sums.get("elapsedS"), sums.get("etaS"), bool(total) and done == total)
+    return BatchView(batch_id, total, done, percent, status, name=str(batch.get("name") or ""), times=times)
 
 
 def clock(seconds: Any) -> str:
@@ -169,6 +184,7 @@ class SlotView:
     models: list[str]
     done: str = ""
     error: str = ""
+    gpu_memory: str = ""  # "1234 MiB" the slot's process holds on its GPU; "-" where NVML cannot tell
 
 
 @dataclass(frozen=True)
@@ -281,7 +297,16 @@ def slot_view(slot: dict[str, Any]) -> SlotView:
         models=[str(m) for m in models],
         done=_cell(slot.get("tasksDone")),
         error=_slot_error(slot.get("error")),
+        gpu_memory=_gpu_memory(slot),
     )
+
+
+def _gpu_memory(slot: dict[str, Any]) -> str:
+    """A GPU slot's memory (GET /api/runtime's gpuMemoryMb); nothing for a CPU slot."""
+    if slot.get("device") != "cuda":
+        return ""
+    mb = slot.get("gpuMemoryMb")
+    return f"{mb} MiB" if isinstance(mb, int) else "-"
 
 
 def _slot_error(error: Any) -> str:

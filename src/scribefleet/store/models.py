@@ -108,6 +108,7 @@ class Task:
     updated_at: float
     needs: tuple[str, ...] = field(default=())
     seq: int = 0  # submission order (needs always come before the tasks that need them)
+    audio_s: float | None = None  # seconds of audio of its input, once a slot has decoded it
 
     @classmethod
     def from_row(cls, row: Any, needs: tuple[str, ...] = ()) -> Task:
@@ -136,6 +137,7 @@ class Task:
             updated_at=row["updated_at"],
             needs=needs,
             seq=row["seq"],
+            audio_s=row["audio_s"],
         )
 
     @property

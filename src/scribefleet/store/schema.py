@@ -12,7 +12,7 @@ from pathlib import Path
 
 from scribefleet.errors import StateIncompatible
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -81,8 +81,13 @@ CREATE TABLE IF NOT EXISTS cancel_requests (
 CREATE INDEX IF NOT EXISTS cancel_pending ON cancel_requests(handled);
 """
 
+#: 2: seconds of audio of a task's input, once its slot has decoded it (the ETA of a running file and batch)
+SCHEMA_V2 = """
+ALTER TABLE tasks ADD COLUMN audio_s REAL
+"""
+
 #: version -> the SQL that brings a database from version-1 to it
-MIGRATIONS: dict[int, str] = {1: SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2}
 
 
 def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:

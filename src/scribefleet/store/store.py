@@ -209,7 +209,7 @@ class Store:
             c.execute(
                 "UPDATE tasks SET spec = ?, content_key = ?, state = 'queued', stage = NULL, progress = 0,"
                 " attempts = 0, slot = NULL, error_code = NULL, error_message = NULL, error_details = NULL,"
-                " result = NULL, started_at = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
+                " result = NULL, started_at = NULL, finished_at = NULL, audio_s = NULL, updated_at = ? WHERE id = ?",
                 (_dumps(spec), content_key, now, task_id),
             )
             self._event(c, row["batch_id"], task_id, "revised", {"content_key": content_key}, now)
@@ -351,14 +351,15 @@ class Store:
             error_code=None, error_message=None, error_details=None,
         )  # fmt: skip
 
-    def record_progress(self, task_id: str, stage: str | None, progress: float) -> None:
-        """Write a running task's stage and progress; a new stage is also an event."""
+    def record_progress(self, task_id: str, stage: str | None, progress: float, audio_s: float | None = None) -> None:
+        """Write a running task's stage and progress (and its audio's length, once known); a new stage is also an event."""
         now = time.time()
         with self._tx() as c:
             row = c.execute("SELECT batch_id, stage FROM tasks WHERE id = ? AND state = 'running'", (task_id,)).fetchone()
             if row is None:
                 return
-            c.execute("UPDATE tasks SET stage = ?, progress = ?, updated_at = ? WHERE id = ?", (stage, progress, now, task_id))
+            c.execute("UPDATE tasks SET stage = ?, progress = ?, updated_at = ?, audio_s = COALESCE(?, audio_s) WHERE id = ?",
+                      (stage, progress, now, audio_s, task_id))  # fmt: skip
             if stage != row["stage"]:
                 self._event(c, row["batch_id"], task_id, "stage", {"stage": stage}, now)
 

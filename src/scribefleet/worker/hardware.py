@@ -20,6 +20,7 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -242,6 +243,30 @@ def gpu_process_memory_mb(gpu_index: int, pid: int) -> tuple[int | None, int, in
         pynvml.nvmlShutdown()
 
 
+def gpu_memory_by_pid(gpu_indices: Iterable[int]) -> dict[int, int] | None:
+    """MiB each process holds on the GPUs `gpu_indices` (physical), by pid, as NVML reports it; None
+    when NVML cannot tell (no driver, or a device that does not list processes). A pid that holds
+    nothing, or whose use NVML hides (some containers), is not in the dict."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    held: dict[int, int] = {}
+    try:
+        for index in sorted(set(gpu_indices)):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.usedGpuMemory is not None:
+                    held[proc.pid] = held.get(proc.pid, 0) + int(proc.usedGpuMemory // MIB)
+    except pynvml.NVMLError:  # an index NVML does not know, or MIG / vGPU devices
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+    return held
+
+
 def cpu_core_count() -> int:
     """CPU cores this process may use."""
     try:
@@ -297,9 +322,10 @@ def plan_slots(
 ) -> list[SlotSpec]:
     """The slots to start for `--device` and `--slots` on this hardware.
 
-    auto: one CUDA slot per usable GPU, else CPU slots. cuda: `slots` slots spread
-    round-robin over the GPUs (default one each); raises CudaUnavailable when there
-    is none. cpu: `slots` CPU slots (default 1). `visible_gpus` restricts the GPUs
+    auto: `settings.slots_per_gpu` CUDA slots per usable GPU (default 1), else CPU slots.
+    cuda: `slots` slots spread round-robin over the GPUs (default `slots_per_gpu` each);
+    raises CudaUnavailable when there is none. Slots on one GPU share its CUDA_VISIBLE_DEVICES,
+    each a process with its own model instance. cpu: `slots` CPU slots (default 1). `visible_gpus` restricts the GPUs
     used (e.g. the physical indices the user allowed).
     """
     try:
@@ -321,13 +347,22 @@ def plan_slots(
         raise CudaUnavailable(why, problems=hw.problems)
     if device is Device.CPU or not gpus:
         return _cpu_plan(hw, slots or 1, settings)
-    n = slots or len(gpus)
+    per_gpu = settings.slots_per_gpu
+    n = slots or len(gpus) * per_gpu
     threads = settings.cpu_threads or max(1, hw.cpu_cores // n)
     return [
-        SlotSpec(name=f"gpu{i}", device="cuda", gpu_index=gpus[i % len(gpus)], cpu_threads=threads,
-                 labels=frozenset({"gpu"}))
+        SlotSpec(name=_gpu_slot_name(i, gpus[i % len(gpus)], i // len(gpus), per_gpu), device="cuda",
+                 gpu_index=gpus[i % len(gpus)], cpu_threads=threads, labels=frozenset({"gpu"}))
         for i in range(n)
     ]
+
+
+def _gpu_slot_name(i: int, gpu_index: int, nth: int, per_gpu: int) -> str:
+    """gpu0, gpu1, ... (one slot per GPU, as always); with several per GPU, gpu0a, gpu0b, ... named after the
+    GPU's physical index, so a name says which GPU it shares (gpu0.26 past the alphabet)."""
+    if per_gpu == 1:
+        return f"gpu{i}"
+    return f"gpu{gpu_index}{chr(ord('a') + nth)}" if nth < 26 else f"gpu{gpu_index}.{nth}"
 
 
 def _cpu_plan(hw: Hardware, n: int, settings: Settings) -> list[SlotSpec]:

@@ -86,6 +86,8 @@ class Slot:
         self._models: Any = None
         self._stopping = threading.Event()
         self._last_progress: tuple[float, str | None] = (0.0, None)
+        self._held_progress: dict[str, Any] | None = None  # the latest report of a burst, sent when the interval ends
+        self._progress_lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
         with self._send_lock:  # the heartbeat thread sends too
@@ -151,15 +153,31 @@ class Slot:
                 return
 
     def _progress(self, task_id: str, stage: str, fraction: float, extra: dict[str, Any] | None = None) -> None:
-        now = time.monotonic()
-        last_at, last_stage = self._last_progress
-        # a plan other slots may help with (pipeline/spread.py) is news, never thinned out
-        if stage == last_stage and fraction < 1.0 and now - last_at < PROGRESS_EVERY_S and "spread" not in (extra or {}):
-            return
-        self._last_progress = (now, stage)
+        """Send progress at most every PROGRESS_EVERY_S per stage. Batched decoding reports a whole batch's
+        segments in one burst: the last of a burst is what counts, so a held-back report goes out when the
+        interval ends (a timer) unless a newer one went first."""
         message = {"ev": "progress", "task_id": task_id, "stage": stage, "percent": round(100.0 * fraction, 2)}
         message.update(_plain({k: v for k, v in (extra or {}).items() if k not in message}))
-        self.send(message)
+        with self._progress_lock:
+            now = time.monotonic()
+            last_at, last_stage = self._last_progress
+            # a plan other slots may help with (pipeline/spread.py) is news, never held back
+            if stage == last_stage and fraction < 1.0 and now - last_at < PROGRESS_EVERY_S and "spread" not in message:
+                if self._held_progress is None:
+                    timer = threading.Timer(PROGRESS_EVERY_S - (now - last_at), self._send_held)
+                    timer.daemon = True
+                    timer.start()
+                self._held_progress = message
+                return
+            self._last_progress, self._held_progress = (now, stage), None
+            self.send(message)
+
+    def _send_held(self) -> None:
+        with self._progress_lock:
+            message, self._held_progress = self._held_progress, None
+            if message is not None and message["task_id"] == self.current_task:
+                self._last_progress = (time.monotonic(), message["stage"])
+                self.send(message)
 
     def run_task(self, message: dict[str, Any]) -> None:
         task_id, kind = str(message["task_id"]), str(message.get("kind"))

@@ -113,7 +113,25 @@ function jobOf(raw) {
     percent: Math.max(0, Math.min(100, percent)),
     errorCode: raw.lastErrorCode || "",
     errorMessage: raw.lastErrorMessage || "",
+    elapsedS: progress.elapsedS ?? null,
+    etaS: progress.etaS ?? null,
   };
+}
+
+/* 1h02m, 3m05s, 42s (jobs/eta.py clock) */
+function clockText(s) {
+  if (s === null || s === undefined) return "?";
+  s = Math.round(Number(s));
+  const two = (n) => String(n).padStart(2, "0");
+  if (s >= 3600) return Math.floor(s / 3600) + "h" + two(Math.floor((s % 3600) / 60)) + "m";
+  return s >= 60 ? Math.floor(s / 60) + "m" + two(s % 60) + "s" : s + "s";
+}
+
+/* A job's or batch's elapsed time and ETA (ui_views.times_text writes the same). */
+function timesText(elapsedS, etaS, finished) {
+  if (elapsedS === null || elapsedS === undefined) return "";
+  if (finished) return "took " + clockText(elapsedS);
+  return "elapsed " + clockText(elapsedS) + " · ETA " + clockText(etaS);
 }
 
 /* Draws a job into every element that shows it (rows of tables, the job page's card). */
@@ -123,6 +141,7 @@ function drawJob(el, job) {
   set(".status", job.status);
   set(".stage", job.stage);
   set(".percent", job.percent + "%");
+  if (job.elapsedS !== undefined) set(".times", timesText(job.elapsedS, job.etaS, TERMINAL.has(job.status)));
   const bar = el.querySelector("progress");
   if (bar) bar.value = job.percent;
   const err = el.querySelector("td.error");
@@ -183,6 +202,7 @@ class Tracker {
     if (patch.percent !== undefined && patch.percent !== null) {
       job.percent = Math.max(0, Math.min(100, Math.round(Number(patch.percent) || 0)));
     }
+    if (patch.elapsedS !== undefined) { job.elapsedS = patch.elapsedS; job.etaS = patch.etaS; }
     if (job.status === "complete") job.percent = 100;
     this.update(job);
   }
@@ -200,7 +220,18 @@ class Tracker {
     });
     es.addEventListener("progress", (ev) => {
       const data = parse(ev);
-      if (data && data.id) this.merge(data.id, { status: data.status, stage: data.stage, percent: data.percent });
+      if (data && data.id) {
+        this.merge(data.id, { status: data.status, stage: data.stage, percent: data.percent,
+          elapsedS: data.elapsedS, etaS: data.etaS });
+      }
+    });
+    es.addEventListener("batch", (ev) => {
+      // the whole batch's elapsed time and ETA, into its summary line(s)
+      const data = parse(ev);
+      if (!data || !data.id) return;
+      const finished = data.files > 0 && data.filesDone === data.files;
+      document.querySelectorAll('.batch-summary[data-batch-id="' + CSS.escape(data.id) + '"] .batch-times')
+        .forEach((n) => { n.textContent = timesText(data.elapsedS, data.etaS, finished); });
     });
     es.addEventListener("end", () => {
       // the server closes the stream now; without close() the browser would reconnect

@@ -1,0 +1,123 @@
+"""Elapsed time and ETA of a running file and of a batch: audio seconds done over the rate so far.
+
+One computation for everyone who shows progress: the job view (jobs/views.py,
+so `status`, GET /api/jobs, the SSE streams and the UI) and the terminal
+progress of `transcribe` / `plan run` (cli/progress.py).
+
+A file's audio fraction done is 0 before its transcribe stage (fetch, decode,
+vad), the transcribe stage's progress while it runs (a slot reports the end of
+the last decoded segment over the audio's length: it moves once per decoded
+batch of clips), and 1 after it. Its rate is audio seconds done over the
+seconds elapsed since the file started (decode, VAD and the model load count,
+so the first ETA errs long), and its ETA is the audio left over that rate.
+A task of another kind (shell, llm) has only its own progress as the fraction.
+
+A batch adds it up: its audio is every live file's audio (a file not decoded
+yet counts as the mean of those that are; with none known, every file counts
+the same), its rate the audio done over the seconds since its first file
+started, and its ETA the audio left over that rate. Failed, canceled and
+skipped files are out of the sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+#: stages of a transcribe task before any audio is transcribed, and those after it that end quickly
+BEFORE_AUDIO = frozenset({None, "fetch", "decode", "vad", "queued_remote"})
+AFTER_AUDIO = frozenset({"render", "publish"})
+
+
+def audio_fraction(kind: str, stage: str | None, stage_progress: float, *, complete: bool = False) -> float | None:
+    """How much of a task's audio is done (0..1); None where no ETA can be told (diarization, after the audio)."""
+    if complete:
+        return 1.0
+    if kind != "transcribe":
+        return min(1.0, max(0.0, stage_progress))
+    if stage in BEFORE_AUDIO:
+        return 0.0
+    if stage == "transcribe":
+        return min(1.0, max(0.0, stage_progress))
+    return 1.0 if stage in AFTER_AUDIO else None
+
+
+def eta_s(elapsed_s: float, fraction: float | None, audio_s: float | None = None) -> float | None:
+    """Seconds left: the audio left over the rate so far (audio done / elapsed); None before any is done."""
+    if fraction is None or fraction <= 0.0 or elapsed_s <= 0.0:
+        return None
+    if fraction >= 1.0:
+        return 0.0
+    total = audio_s if audio_s and audio_s > 0 else 1.0  # without the length, a fraction of one
+    done = fraction * total
+    return (total - done) / (done / elapsed_s)
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    """What the batch sum needs of one file."""
+
+    status: str  # queued, running, complete, failed, canceled, skipped (a remote job's queued_remote: queued)
+    fraction: float | None  # audio_fraction(); None: unknown, counted as not done
+    audio_s: float | None  # its audio's length, once known
+
+
+@dataclass(frozen=True)
+class BatchTimes:
+    """A batch's audio, the part of it done, and its ETA (seconds; None until some audio is done)."""
+
+    files: int
+    files_done: int
+    audio_s: float | None
+    audio_done_s: float | None
+    elapsed_s: float | None
+    eta_s: float | None
+
+    def as_api_json(self) -> dict[str, object]:
+        return {
+            "files": self.files, "filesDone": self.files_done, "audioS": _round(self.audio_s),
+            "audioDoneS": _round(self.audio_done_s), "elapsedS": whole(self.elapsed_s), "etaS": whole(self.eta_s),
+        }  # fmt: skip
+
+
+_GONE = frozenset({"failed", "canceled", "skipped"})
+
+
+def batch_progress(files: Iterable[FileProgress], elapsed_s: float | None) -> BatchTimes:
+    """The batch sum of its files (see the module docstring)."""
+    live = [f for f in files if f.status not in _GONE]
+    known = [f.audio_s for f in live if f.audio_s]
+    by_time = bool(known)
+    mean = sum(known) / len(known) if known else 1.0
+    total = done = 0.0
+    for f in live:
+        length = (f.audio_s or mean) if by_time else 1.0
+        fraction = 1.0 if f.status == "complete" else (f.fraction or 0.0)
+        total += length
+        done += length * fraction
+    eta = None
+    if elapsed_s is not None and live:
+        eta = 0.0 if done >= total else eta_s(elapsed_s, done / total, total)
+    return BatchTimes(
+        files=len(live), files_done=sum(f.status == "complete" for f in live),
+        audio_s=total if by_time else None, audio_done_s=done if by_time else None, elapsed_s=elapsed_s, eta_s=eta,
+    )  # fmt: skip
+
+
+def whole(seconds: float | None) -> int | None:
+    """Seconds to the whole second (what is shown, and what a stream compares to send a change)."""
+    return None if seconds is None else int(round(seconds))
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
+def clock(seconds: float | None) -> str:
+    """1h02m, 3m05s, 42s; "?" for unknown."""
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
