@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from helpers import DATA
 from scribefleet.errors import DiarizationFailed, DiarizationModelMissing, UsageError
 from scribefleet.options import TranscribeOptions
-from scribefleet.pipeline.diarize import DiarizerConfig, cluster, diarize, load_pyannote
+from scribefleet.pipeline.diarize import DiarizerConfig, checkpoint_identity, cluster, diarize, load_pyannote
 from scribefleet.pipeline.media import decode_audio
 from scribefleet.pipeline.speakers import assign_speakers, speaker_name
 from scribefleet.pipeline.vad import speech_ranges
@@ -188,12 +188,19 @@ def test_options_validate_the_speaker_counts() -> None:
         TranscribeOptions(diarize=True, speakers=0)
 
 
-def test_the_result_key_changes_only_with_diarization() -> None:
+def test_the_result_key_leaves_the_speakers_to_the_diarize_checkpoint() -> None:
     keys = {
         TranscribeOptions(**options).result_key("tiny.en")
         for options in [{}, {"diarize": True}, {"diarize": True, "speakers": 2}, {"diarize": True, "speaker_names": "x"}]
     }
-    assert len(keys) == 4
+    assert len(keys) == 1
+    config = DiarizerConfig()
+    identities = [
+        checkpoint_identity(config, TranscribeOptions(diarize=True, **options))
+        for options in [{}, {"speakers": 2}, {"min_speakers": 2}, {"max_speakers": 2}, {"speaker_names": "x"}]
+    ]
+    assert len({json.dumps(i, sort_keys=True) for i in identities}) == 5
+    assert checkpoint_identity(DiarizerConfig(backend="pyannote"), TranscribeOptions(diarize=True)) != identities[0]
 
 
 def test_speakers_go_to_the_segment_and_word_they_overlap_most() -> None:
