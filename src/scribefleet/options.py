@@ -172,7 +172,11 @@ class TranscribeOptions(BaseModel):
         return self.batch_size > 1
 
     def result_key(self, model_id: str) -> str:
-        """Hash of what changes the transcript; `model_id` is the resolved model's identity."""
+        """Hash of what changes the transcript; `model_id` is the resolved model's identity.
+
+        `diarize` and the speaker options are not in it: they change only who is said to speak, which the
+        diarize stage's own checkpoint records (pipeline.diarize.checkpoint_identity), so adding them to a
+        finished file runs that stage alone."""
         payload = {
             "model": model_id,
             "language": self.language,
@@ -185,8 +189,6 @@ class TranscribeOptions(BaseModel):
             "temperature": self.temperature,
             "compute_type": self.compute_type,  # precision changes the words, so float32 after int8 is new work
         }
-        if self.diarize:  # undiarized keys stay as they were
-            payload["diarize"] = [self.speakers, self.min_speakers, self.max_speakers, str(self.speaker_names or "")]
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

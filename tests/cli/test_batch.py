@@ -231,6 +231,26 @@ def test_a_failed_file_fails_alone_and_is_submitted_again_from_its_upload(contro
     assert after["noise.wav"]["status"] == "failed"
 
 
+def test_batch_diarization_downloads_carry_the_speakers(controller: RunningController, tmp_path: Path) -> None:
+    pytest.importorskip("resemblyzer", reason="the diarization extra is not installed")
+    from helpers import DATA
+
+    inbox = tmp_path / "talks"
+    inbox.mkdir()
+    shutil.copy(DATA / "dialogue.flac", inbox / "dialogue.flac")
+    out = tmp_path / "out"
+    summary = json.loads(run_batch("--input", str(inbox), "--controller", controller.url, "--out", str(out),
+                                   "-f", "srt,json", "--diarization", "--speakers", "2", "--json", timeout=600).stdout)
+    assert summary["complete"] == 1 and summary["failed"] == 0, summary
+    doc = json.loads((out / "dialogue.json").read_text())
+    assert doc["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
+    assert {seg["speaker"] for seg in doc["segments"]} == {"SPEAKER_00", "SPEAKER_01"}
+    cues = list(srt.parse((out / "dialogue.srt").read_text()))
+    assert [c.content for c in cues] == [f"[{seg['speaker']}] {seg['text'].strip()}" for seg in doc["segments"]]
+    (job,) = controller.api(f"/api/batches/{summary['batchId']}")["jobs"]
+    assert job["options"]["diarize"] is True and job["options"]["speakers"] == 2
+
+
 def test_speaker_options_are_checked_before_anything_is_sent(inbox: Path, tmp_path: Path) -> None:
     # --diarization (seed 001's flag) is an option of every job now; its companions need it
     proc = run_batch("--input", str(inbox), "--controller", "http://127.0.0.1:9", "--speakers", "2",

@@ -384,3 +384,54 @@ def test_gpu_tasks_run_on_a_pinned_gpu_slot_under_device_cuda(tmp_path: Path, sp
     assert tasks["tr"].slot == tasks["where"].slot == "gpu0" and tasks["tr"].resources == "gpu"
     assert (tmp_path / "where.txt").read_text().strip() not in ("visible=", "")  # pinned before the slot started
     assert wer(TEXTS["en05.wav"], (tmp_path / "out" / "a.txt").read_text()) <= 0.3
+
+
+def test_an_aggregate_of_diarized_transcripts_keeps_who_spoke(tmp_path: Path, speech: dict[str, Path]) -> None:
+    pytest.importorskip("resemblyzer", reason="the diarization extra is not installed")
+    from helpers import DATA
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(DATA / "dialogue.flac", media / "dialogue.flac")
+    shutil.copy(speech["en01.wav"], media / "en01.wav")
+    plan = write_plan(tmp_path, """
+        tasks:
+          - id: tr
+            kind: transcribe
+            foreach: media/*
+            input: ${item}
+            out: results/transcripts
+            formats: [json, vtt]
+            diarize: true
+            max_speakers: 2
+            retries: 0
+          - {id: index, kind: aggregate, needs: [tr], output: results/index.json}
+          - {id: digest, kind: aggregate, needs: [tr], output: results/digest.txt, title: Who said what}
+          - {id: subtitles, kind: aggregate, inputs: [results/transcripts/dialogue.vtt], needs: [tr], output: results/vtt.json}
+    """)
+    summary = json.loads(run_cli("plan", "run", str(plan), "--json", timeout=900).stdout)
+    assert (summary["complete"], summary["failed"]) == (5, 0), summary
+    out = tmp_path / "results"
+    index = {i["name"]: i for i in json.loads((out / "index.json").read_text())["items"]}
+    dialogue = json.loads((out / "transcripts" / "dialogue.json").read_text())
+    assert dialogue["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
+    item = index["dialogue.flac"]
+    assert item["speakers"] == dialogue["speakers"]
+    lines = item["text"].splitlines()
+    assert len(lines) >= 2 and all(line.startswith(("[SPEAKER_00] ", "[SPEAKER_01] ")) for line in lines)
+    # each line is one turn: consecutive segments of a speaker, in the transcript's order
+    turns = []
+    for seg in dialogue["segments"]:
+        if turns and turns[-1][0] == seg["speaker"]:
+            turns[-1][1].append(seg["text"].strip())
+        else:
+            turns.append((seg["speaker"], [seg["text"].strip()]))
+    assert lines == [f"[{who}] " + " ".join(texts) for who, texts in turns]
+    assert index["en01.wav"]["speakers"] == ["SPEAKER_00"]
+    digest = (out / "digest.txt").read_text()
+    assert "== dialogue.flac ==\n\n" + item["text"] in digest and "[SPEAKER_01] " in digest
+    # the task's limit leaves room for the diarize stage's own limit
+    tasks = {t.key: t for t in store_of(tmp_path / ".scribefleet").tasks(batch_id=summary["batch_id"])}
+    assert tasks["tr:dialogue"].timeout_s == 1800 + 1800
+    (from_vtt,) = json.loads((out / "vtt.json").read_text())["items"]
+    assert from_vtt["text"] == item["text"] and from_vtt["speakers"] == item["speakers"]

@@ -336,3 +336,31 @@ def test_piped_output_has_a_progress_line_per_running_file_with_elapsed_and_eta(
     assert any(0 < pct < 100 and left != "?" for pct, left in decoding), proc.stderr  # moved, with an ETA
     assert [pct for pct, _ in decoding] == sorted(pct for pct, _ in decoding)  # never backwards
     assert re.search(r"\[progress\] batch: 0/1 done, .*\| elapsed \S+ \| ETA \S+$", proc.stderr, re.M), proc.stderr
+
+
+def test_adding_diarize_to_a_transcribed_file_only_diarizes(tmp_path: Path) -> None:
+    from helpers import DATA
+
+    out = tmp_path / "out"
+    args = ["transcribe", str(DATA / "dialogue.flac"), "-o", str(out), "-f", "srt"]
+    run_cli(*args)
+    (transcript,) = (out / ".scribefleet" / "work").glob("*/transcript.json")
+    stamp = transcript.stat().st_mtime_ns
+    assert "[SPEAKER" not in (out / "dialogue.srt").read_text()
+
+    def stages_of_last_run() -> dict[str, str]:
+        jobs = json.loads(run_cli("status", str(out), "--json").stdout)["jobs"]
+        newest = max(jobs, key=lambda j: j["created_at"] if "created_at" in j else j["id"])
+        shown = json.loads(run_cli("status", newest["id"], "--state", str(out), "--json").stdout)
+        return {s["stage"]: s["state"] for s in shown["stages"]}
+
+    run_cli(*args, "--diarize", "--speakers", "2")
+    states = stages_of_last_run()
+    assert states["transcribe"] == "skipped" and states["diarize"] == "done", states
+    assert {c.content.split("]")[0] for c in srt.parse((out / "dialogue.srt").read_text())} == {
+        "[SPEAKER_00", "[SPEAKER_01"}
+    run_cli(*args, "--diarize", "--speakers", "1")  # another count: diarized again, still not transcribed
+    states = stages_of_last_run()
+    assert states["transcribe"] == "skipped" and states["diarize"] == "done", states
+    assert {c.content.split("]")[0] for c in srt.parse((out / "dialogue.srt").read_text())} == {"[SPEAKER_00"}
+    assert transcript.stat().st_mtime_ns == stamp

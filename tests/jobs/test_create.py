@@ -45,3 +45,19 @@ def test_submit_file_adds_a_one_task_batch_each_time(tmp_path: Path, speech: dic
     assert first.batch_id != second.batch_id and first.state is TaskState.QUEUED
     assert first.spec["work_dir"] == second.spec["work_dir"]  # the same content is transcribed once
     assert first.spec["outputs"] == {"json": str((tmp_path / "out" / "en03.json").resolve())}
+
+
+def test_diarize_shares_the_work_dir_and_gets_its_stage_limit_on_top(
+    tmp_path: Path, speech: dict[str, Path], settings: Settings
+) -> None:
+    files = check_inputs([str(speech["en01.wav"])], out_dir=tmp_path / "out")
+    plain = TranscribeOptions(formats="txt", device="cpu")
+    diarized = TranscribeOptions(formats="txt", device="cpu", diarize=True, speakers=2)
+    resolved = resolve_model(plain.model, settings)
+    with Store.open(tmp_path / "out" / ".scribefleet") as store:
+        (a,) = store.tasks(batch_id=create_batch(store, files, plain, resolved, settings, tmp_path / "out"))
+        (b,) = store.tasks(batch_id=create_batch(store, files, diarized, resolved, settings, tmp_path / "out"))
+    # one transcript for both (speakers are the diarize stage's business), never run at once (same content key)
+    assert a.spec["work_dir"] == b.spec["work_dir"] and a.content_key == b.content_key
+    assert a.timeout_s == settings.transcribe_timeout_s
+    assert b.timeout_s == settings.transcribe_timeout_s + settings.diarize_timeout_s

@@ -63,7 +63,8 @@ def test_a_job_reports_stages_progress_and_writes_every_format(make_job, models,
     work = job.work_dir
     assert {p.name for p in work.iterdir()} == {"vad.json", "windows.jsonl", "transcript.json", "render"}
     assert not (work / "audio.npy").exists()  # large, and the transcript is what gets reused
-    assert sorted(p.name for p in (work / "render").iterdir()) == sorted(f"transcript.{f}" for f in job.outputs)
+    rendered = sorted(f"transcript.{f}" for f in job.outputs) + ["speakers.json"]  # which speakers (none) it shows
+    assert sorted(p.name for p in (work / "render").iterdir()) == sorted(rendered)
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
 

@@ -125,3 +125,38 @@ def test_a_checkpoint_of_another_backend_is_redone(diarized, models) -> None:
     progress = ProgressLog()
     run_transcription(job, models, progress)
     assert progress.started_stages == ["decode", "diarize", "render", "publish"]
+
+
+def test_diarize_added_or_changed_later_never_transcribes_again(dialogue_job, models) -> None:
+    """Speakers are not in the options key: a transcribed file is only diarized, and re-diarized on new counts."""
+    plain = dialogue_job.model_copy(update={"options": TranscribeOptions(word_timestamps=True)})
+    run_transcription(plain, models, ProgressLog())
+    srt_path = plain.outputs["srt"]
+    unlabelled = srt_path.read_text()
+    assert "[SPEAKER" not in unlabelled and "[Marcus]" not in unlabelled
+    transcript = plain.work_dir / "transcript.json"
+    before = transcript.read_bytes()
+
+    def run(**speaker_options) -> tuple[dict, ProgressLog]:
+        options = TranscribeOptions(word_timestamps=True, diarize=True, **speaker_options)
+        progress = ProgressLog()
+        return run_transcription(plain.model_copy(update={"options": options}), models, progress), progress
+
+    two, progress = run(speakers=2)
+    assert progress.started_stages == ["decode", "diarize", "render", "publish"]  # vad.json is kept
+    assert two["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
+    assert srt_path.read_text().count("[SPEAKER_0") == two["segments"]
+
+    _, progress = run(speakers=2)  # asked again: nothing but publish
+    assert progress.started_stages == ["publish"]
+
+    one, progress = run(speakers=1)  # another count: diarized again, not transcribed again
+    assert progress.started_stages == ["decode", "diarize", "render", "publish"]
+    assert one["speakers"] == ["SPEAKER_00"]
+    assert "[SPEAKER_01]" not in srt_path.read_text()
+    assert transcript.read_bytes() == before
+
+    progress = ProgressLog()  # without diarize again: the same work dir renders without speakers
+    run_transcription(plain, models, progress)
+    assert progress.started_stages == ["render", "publish"]
+    assert srt_path.read_text() == unlabelled

@@ -55,6 +55,53 @@ def test_verbose_json_with_word_timestamps(client: openai.OpenAI) -> None:
     assert wer(TEXTS[FIXTURE], " ".join(w.word.strip() for w in verbose.words)) < 0.35
 
 
+def test_verbose_json_carries_the_speakers_as_an_extension(client: openai.OpenAI) -> None:
+    pytest.importorskip("resemblyzer", reason="the diarization extra is not installed")
+    import json
+
+    truth = json.loads((DATA / "dialogue.json").read_text())["turns"]
+
+    def true_speaker(start: float, end: float) -> str:
+        overlap: dict[str, float] = {}
+        for s, e, name in truth:
+            overlap[name] = overlap.get(name, 0.0) + max(0.0, min(e, end) - max(s, start))
+        return max(overlap, key=lambda name: overlap[name])
+
+    with (DATA / "dialogue.flac").open("rb") as fh:
+        verbose = client.audio.transcriptions.create(
+            model="whisper-1", file=fh, response_format="verbose_json", timestamp_granularities=["word", "segment"],
+            extra_body={"diarize": "true", "speakers": "2"},
+        )  # fmt: skip
+    segments, words = verbose.segments, verbose.words
+    assert {seg.speaker for seg in segments} == {"SPEAKER_00", "SPEAKER_01"}
+    assert words and all(w.speaker in ("SPEAKER_00", "SPEAKER_01") for w in words)
+    # the labels are the recording's two voices: map each label to the voice it mostly is, then count agreement
+    votes: dict[str, dict[str, float]] = {}
+    for seg in segments:
+        who = true_speaker(seg.start, seg.end)
+        votes.setdefault(seg.speaker, {}).setdefault(who, 0.0)
+        votes[seg.speaker][who] += seg.end - seg.start
+    named = {label: max(v, key=lambda k: v[k]) for label, v in votes.items()}
+    assert len(set(named.values())) == 2
+    right = sum(named[seg.speaker] == true_speaker(seg.start, seg.end) for seg in segments)
+    assert right >= 0.8 * len(segments)
+    # OpenAI's diarizing model name asks for speakers too; srt carries them like the outputs
+    with (DATA / "dialogue.flac").open("rb") as fh:
+        subtitles = client.audio.transcriptions.create(
+            model="gpt-4o-transcribe-diarize", file=fh, response_format="srt", extra_body={"speakers": "2"})
+    assert {c.content.split("]")[0] for c in srt.parse(subtitles)} == {"[SPEAKER_00", "[SPEAKER_01"}
+    # without diarization there is no speaker field at all
+    with (DATA / FIXTURE).open("rb") as fh:
+        plain = client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="verbose_json")
+    assert all("speaker" not in (seg.model_extra or {}) for seg in plain.segments)
+    with (DATA / FIXTURE).open("rb") as fh, pytest.raises(openai.BadRequestError) as bad:
+        client.audio.transcriptions.create(model="whisper-1", file=fh, extra_body={"diarize": "maybe"})
+    assert bad.value.body["param"] == "diarize" and bad.value.body["code"] == "INVALID_OPTIONS"
+    with (DATA / FIXTURE).open("rb") as fh, pytest.raises(openai.BadRequestError) as bad:
+        client.audio.transcriptions.create(model="whisper-1", file=fh, extra_body={"speakers": "2"})
+    assert "only apply with diarize" in bad.value.body["message"]
+
+
 def test_translations(client: openai.OpenAI) -> None:
     with (DATA / "en09.wav").open("rb") as fh:
         translated = client.audio.translations.create(model="whisper-1", file=fh)

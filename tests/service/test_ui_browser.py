@@ -158,7 +158,7 @@ def test_upload_watch_download_and_read(controller: RunningController, browser: 
     assert subtitles and all(s.end > s.start for s in subtitles)
     assert wer(TEXTS["en01.wav"], " ".join(s.content for s in subtitles)) <= 0.25
 
-    lines = page.locator("#transcript tr.segment")
+    lines = page.locator("#transcript li.cue")
     assert lines.count() >= 1
     assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} → \d\d:\d\d:\d\d\.\d{3}", lines.first.locator(".time").inner_text())
     spoken = " ".join(lines.locator(".text").all_inner_texts())

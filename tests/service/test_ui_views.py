@@ -31,7 +31,32 @@ def test_clock_and_transcript_segments() -> None:
         {"text": " Hello there.", "language": "en", "segments": [{"start": 0.0, "end": 1.52, "text": " Hello there."}]}
     )
     assert transcript.language == "en" and transcript.text == "Hello there."
-    assert transcript.segments == [views.Segment("00:00:00.000", "00:00:01.520", "Hello there.")]
+    assert transcript.segments == [views.Segment("00:00:00.000", "00:00:01.520", "Hello there.", 0.0, 1.52)]
+    assert transcript.speakers == []
+
+
+def test_speakers_get_colours_in_order_of_appearance_and_cues_come_sorted() -> None:
+    data = {"segments": [
+        {"start": 4.0, "end": 5.0, "text": "c", "speaker": "Fiona"},
+        {"start": 0.0, "end": 1.0, "text": "a", "speaker": "Marcus"},
+        {"start": 2.0, "end": 3.0, "text": "b", "speaker": "Fiona"},
+        {"start": 6.0, "end": 7.0, "text": "d"},
+    ]}  # fmt: skip
+    transcript = views.transcript_from_json(data)
+    assert transcript.speakers == ["Marcus", "Fiona"]
+    assert [s.text for s in transcript.segments] == ["a", "b", "c", "d"]
+    assert [(s.speaker, s.colour) for s in transcript.segments] == [("Marcus", 0), ("Fiona", 1), ("Fiona", 1), (None, 0)]
+    many = views.transcript_from_json({"segments": [{"start": i, "end": i + 1, "text": "x", "speaker": f"S{i}"}
+                                                    for i in range(views.SPEAKER_COLOURS + 1)]})
+    assert [s.colour for s in many.segments][-2:] == [views.SPEAKER_COLOURS - 1, 0]
+
+
+def test_the_player_plays_what_the_media_route_serves() -> None:
+    job = {"id": "a/b", "filename": "talk.MP4"}
+    assert views.media_view(job, 206, "") == views.Media(url="/api/jobs/a%2Fb/media", element="video")
+    assert views.media_view({**job, "filename": "talk.flac"}, 200, "").element == "audio"
+    gone = views.media_view(job, 404, "job x was made from a URL")
+    assert gone.url is None and gone.note == "job x was made from a URL"
 
 
 def test_runtime_view_of_the_documented_answer() -> None:

@@ -104,3 +104,36 @@ def test_a_spec_with_nothing_to_combine_is_refused(tmp_path: Path, settings: Set
         run_aggregate({"output": str(tmp_path / "o.txt"), "format": "txt"}, _ctx(tmp_path, settings, []))
     with pytest.raises(UsageError):
         run_aggregate({"output": str(tmp_path / "o.doc"), "format": "doc", "inputs": ["x"]}, _ctx(tmp_path, settings, []))
+
+
+def test_who_spoke_is_kept_from_every_format(tmp_path: Path, settings: Settings) -> None:
+    """A diarized transcript in each format gives the same turns: `[speaker] text`, one line per turn."""
+    d = tmp_path / "d"
+    d.mkdir()
+    cues = [(0.0, 1.0, "Hello there.", "Ada"), (1.0, 2.0, "How are you?", "Ada"), (2.0, 3.5, "Fine, thanks.", "SPEAKER_01")]
+    segments = [{"id": i, "start": s, "end": e, "text": f" {t}", "speaker": who} for i, (s, e, t, who) in enumerate(cues)]
+    (d / "a.json").write_text(json.dumps({"text": " ".join(c[2] for c in cues), "language": "en", "duration": 3.5,
+                                          "segments": segments, "speakers": ["Ada", "SPEAKER_01"]}))
+    (d / "b.vtt").write_text("WEBVTT\n\n" + "".join(
+        f"00:00:0{int(s)}.000 --> 00:00:0{int(e)}.000\n<v {who}>{t}\n\n" for s, e, t, who in cues))
+    (d / "c.srt").write_text("".join(
+        f"{i + 1}\n00:00:0{int(s)},000 --> 00:00:0{int(e)},000\n[{who}] {t}\n\n" for i, (s, e, t, who) in enumerate(cues)))
+    (d / "d.tsv").write_text("start\tend\ttext\tspeaker\n" + "".join(
+        f"{int(s * 1000)}\t{int(e * 1000)}\t{t}\t{who}\n" for s, e, t, who in cues))
+    (d / "e.txt").write_text("".join(f"[{who}] {t}\n" for _, _, t, who in cues))
+    out = tmp_path / "all.json"
+    inputs = [str(d / n) for n in ("a.json", "b.vtt", "c.srt", "d.tsv")]
+    run_aggregate({"output": str(out), "format": "json", "inputs": inputs}, _ctx(tmp_path, settings, []))
+    turns = "[Ada] Hello there. How are you?\n[SPEAKER_01] Fine, thanks."
+    items = json.loads(out.read_text())["items"]
+    assert [i["text"] for i in items] == [turns] * 4
+    assert all(i["speakers"] == ["Ada", "SPEAKER_01"] for i in items)
+    txt = tmp_path / "all.txt"
+    run_aggregate({"output": str(txt), "format": "txt", "inputs": [str(d / "e.txt")]}, _ctx(tmp_path, settings, []))
+    assert "[Ada] Hello there.\n[Ada] How are you?\n[SPEAKER_01] Fine, thanks." in txt.read_text()
+    # undiarized transcripts read as before, with no speakers
+    plain = tmp_path / "plain.json"
+    _whisper(d / "p.json", " Just me.")
+    run_aggregate({"output": str(plain), "format": "json", "inputs": [str(d / "p.json")]}, _ctx(tmp_path, settings, []))
+    (item,) = json.loads(plain.read_text())["items"]
+    assert item["text"] == "Just me." and item["speakers"] == []

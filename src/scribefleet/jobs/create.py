@@ -125,7 +125,8 @@ def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Pa
     work = work_dir_for(store.state_dir, input_path, digest, options.result_key(resolved.model_id))
     spec = {**transcribe_spec(input_path, display, work, outputs, options, resolved, settings), **(extra or {})}
     resources = "gpu" if options.device is Device.CUDA else "any"
-    timeout_s = settings.transcribe_timeout_s
+    # the diarize stage has its own limit (DIARIZATION_FAILED past it): the task's limit leaves room for it
+    timeout_s = settings.transcribe_timeout_s + (settings.diarize_timeout_s if options.diarize else 0.0)
     if remote:
         spec["remote"], resources = True, "any"
         timeout_s = 2 * settings.remote_worker_timeout_s + 300

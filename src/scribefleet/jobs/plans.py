@@ -59,10 +59,10 @@ class StoreTask:
     content_key: str | None = None
 
 
-def default_timeout_s(kind: str, settings: Settings) -> float:
-    """The wall-clock limit of a task of `kind` that sets no timeout_s."""
+def default_timeout_s(kind: str, settings: Settings, *, diarize: bool = False) -> float:
+    """The wall-clock limit of a task of `kind` that sets no timeout_s (`diarize`: its diarization stage's limit on top)."""
     return {
-        "transcribe": settings.transcribe_timeout_s,
+        "transcribe": settings.transcribe_timeout_s + (settings.diarize_timeout_s if diarize else 0.0),
         "shell": settings.shell_timeout_s,
         "llm": settings.llm_task_timeout_s,
         "aggregate": settings.aggregate_timeout_s,
@@ -216,7 +216,8 @@ def store_tasks(plan: Plan, settings: Settings, state_dir: Path, *, gpu_slots: b
         out.append(StoreTask(
             key=task.id, kind=task.kind, spec=spec, needs=list(task.needs),
             max_attempts=task.max_attempts(settings.max_attempts),
-            timeout_s=task.timeout_s or default_timeout_s(task.kind, settings),
+            timeout_s=task.timeout_s or default_timeout_s(
+                task.kind, settings, diarize=bool((spec.get("options") or {}).get("diarize"))),
             resources=_resources(task, gpu_slots), content_key=content_key,
         ))  # fmt: skip
     demoted = [t.id for t in plan.tasks if t.resources == "gpu" and not gpu_slots]

@@ -95,6 +95,18 @@ class DiarizerConfig(BaseModel, extra="forbid", frozen=True):
         return {"backend": self.backend, "model": self.model if self.backend == "pyannote" else None}
 
 
+def checkpoint_identity(config: DiarizerConfig, options: TranscribeOptions) -> dict[str, Any]:
+    """What a diarize.json must match to be reused: the backend, and the speaker options it was asked for.
+
+    The speaker options are not in the transcript's options key (a file transcribed without `diarize`
+    is only diarized when asked later), so a checkpoint made for other counts or names is made again.
+    """
+    names = str(options.speaker_names) if options.speaker_names is not None else None
+    asked = [options.speakers, options.min_speakers, options.max_speakers, names,
+             config.match_threshold if names else None]
+    return {**config.identity, "asked": asked}
+
+
 class _Deadline:
     """The stage's own time limit, checked between steps of the backend."""
 
@@ -129,7 +141,7 @@ def diarize(
     threads: int = 0,
     on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
-    """The diarize.json checkpoint: {"turns": [[start, end, speaker]], "speakers", "names", **config.identity}."""
+    """The diarize.json checkpoint: {"turns": [[start, end, speaker]], "speakers", "names", **checkpoint_identity}."""
 
     deadline = _Deadline(config.timeout_s)
     progress = on_progress or (lambda fraction: None)
@@ -157,7 +169,7 @@ def diarize(
         "turns": [[round(s, 3), round(e, 3), spk] for s, e, spk in turns],
         "speakers": speakers,
         "names": names,
-        **config.identity,
+        **checkpoint_identity(config, options),
     }
 
 

@@ -62,7 +62,7 @@ from scribefleet.pipeline.checkpoint import (
     save_audio,
 )
 from scribefleet.pipeline.guards import zero_counts
-from scribefleet.pipeline.diarize import DiarizerConfig, diarize
+from scribefleet.pipeline.diarize import DiarizerConfig, checkpoint_identity, diarize
 from scribefleet.pipeline.language import model_warnings
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.fetch import downloaded, fetch_media
@@ -248,7 +248,7 @@ class _JobRun:
             self.work = WorkDir(url_work.content_twin(fetched["digest"]), render_dir=url_work.render_dir)
             content_rerun = self.discard_for_rerun(self.work, ("decode", "vad", "transcribe", "diarize"))
         media = downloaded(url_work.root)
-        if fetched and (self.work.transcript.exists() or (media and media.name == fetched["file"])):
+        if fetched and (self.transcribed() or (media and media.name == fetched["file"])):
             self.skip("fetch")
             self.input_path = media
         else:
@@ -301,7 +301,8 @@ class _JobRun:
                 self.skip("diarize")
             self.extra_result["speakers"] = diarization["speakers"]
         self.work.audio.unlink(missing_ok=True)
-        self.render(assign_speakers(transcript, diarization) if diarization else transcript)
+        made_from = {k: v for k, v in diarization.items() if k not in ("turns", "names")} if diarization else None
+        self.render(assign_speakers(transcript, diarization) if diarization else transcript, made_from)
         with self.stage("publish"):
             published = self.publish()
         return {
@@ -380,10 +381,16 @@ class _JobRun:
             self.extra_result["compute_type"] = model.model.compute_type  # what CTranslate2 really runs
         return transcript
 
+    def transcribed(self) -> bool:
+        """Whether the stages that read the media are all done (a URL's download is not needed again)."""
+        if not self.work.transcript.exists():
+            return False
+        return not self.job.options.diarize or self.work.audio.exists() or self.stored_diarization() is not None
+
     def stored_diarization(self) -> dict[str, Any] | None:
-        """diarize.json when it was made by the backend now configured, else None (to be made)."""
+        """diarize.json when it was made by the backend now configured for the speaker options asked, else None."""
         stored = read_json(self.work.diarization)
-        identity = self.job.diarizer.identity
+        identity = checkpoint_identity(self.job.diarizer, self.job.options)
         if isinstance(stored, dict) and all(stored.get(k) == v for k, v in identity.items()):
             return stored
         return None
@@ -406,9 +413,11 @@ class _JobRun:
             atomic_write_json(self.work.diarization, diarization)
         return diarization
 
-    def render(self, transcript: dict[str, Any]) -> None:
-        # a new transcript makes every earlier rendering stale
-        fresh = any(stage in self.timings_s for stage in DEPENDS["render"])
+    def render(self, transcript: dict[str, Any], made_from: dict[str, Any] | None) -> None:
+        # a new transcript makes every earlier rendering stale, and so do other speakers (or none): jobs with and
+        # without diarize share the work dir, its render_dir/speakers.json says which speakers were rendered
+        stamp = self.work.render_dir / "speakers.json"
+        fresh = any(stage in self.timings_s for stage in DEPENDS["render"]) or read_json(stamp) != {"from": made_from}
         missing = [fmt for fmt in self.job.outputs if fresh or not self.work.rendered(fmt).exists()]
         if not missing:
             self.skip("render")
@@ -417,6 +426,7 @@ class _JobRun:
             for fmt in missing:
                 shown = {**transcript, "metadata": self.metadata} if fmt == "json" and self.metadata else transcript
                 atomic_write_text(self.work.rendered(fmt), render(shown, fmt))
+            atomic_write_json(stamp, {"from": made_from})
 
     def publish(self) -> dict[str, str]:
         published = {}

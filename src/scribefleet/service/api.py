@@ -23,6 +23,7 @@ from scribefleet.service import jobs as J
 from scribefleet.service import streams
 from scribefleet.service.controller import Controller
 from scribefleet.service.limits import list_item
+from scribefleet.service.media import media_response
 from scribefleet.service.metrics import Metrics
 from scribefleet.service.uploads import receive_multipart
 from scribefleet.store.models import TaskState
@@ -178,6 +179,11 @@ def _job_view_routes(router: APIRouter, controller: Controller) -> None:
         path = J.output_file(task, fmt)
         name = f"{J.download_stem(task)}.{fmt}"
         return FileResponse(path, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"), filename=name)
+
+    @router.get("/jobs/{job_id}/media", tags=["jobs"], response_class=FileResponse)
+    def get_media(job_id: str) -> FileResponse:
+        """The uploaded media of a job, for playing (Range requests answer 206); a URL job keeps none (404)."""
+        return media_response(J.get_task(controller, job_id), controller.uploads)
 
     @router.get("/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse)
     async def job_events(job_id: str, last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:

@@ -10,7 +10,10 @@ the token as a bearer header. A client that goes away cancels its job.
 
 Answers follow OpenAI's shapes: `json` {"text"}, `verbose_json` {"task",
 "language" (the full name, "english"), "duration", "text", "segments",
-"words"?, "usage"}, and plain text for `text`, `srt` and `vtt`. `whisper-1`
+"words"?, "usage"}, and plain text for `text`, `srt` and `vtt`. Extension:
+the form field `diarize=true` (or the model `gpt-4o-transcribe-diarize`),
+with `speakers`, `min_speakers`, `max_speakers`, labels the speakers, and
+verbose_json then carries `speaker` on each segment and word. `whisper-1`
 and OpenAI's other model names mean the server's default model
 (SCRIBEFLEET_API_DEFAULT_MODEL); any other value is one of the models the
 server offers (`GET /v1/models`, pipeline/models.api_model_names). Every error
@@ -43,7 +46,8 @@ from scribefleet.service.redact import redact_paths
 from scribefleet.service.uploads import receive_multipart
 from scribefleet.store.models import Task
 
-OPENAI_MODELS = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize"})
+DIARIZE_MODEL = "gpt-4o-transcribe-diarize"  # OpenAI's diarizing model: asks for speakers like `diarize=true`
+OPENAI_MODELS = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", DIARIZE_MODEL})
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 WAIT_POLL_S = 0.2
 _SEGMENT_KEYS = ("id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob")
@@ -72,6 +76,7 @@ def _options(fields: dict[str, list[str]], task: str, default_model: str) -> tup
     temperature = _one(fields, "temperature")
     try:
         options = TranscribeOptions(
+            **_speaker_fields(fields, model),
             model=default_model if model is None or model in OPENAI_MODELS else model,
             language=None if task == "translate" else _one(fields, "language"),
             task=task,
@@ -90,8 +95,27 @@ def _options(fields: dict[str, list[str]], task: str, default_model: str) -> tup
     return options, response_format
 
 
+def _speaker_fields(fields: dict[str, list[str]], model: str | None) -> dict[str, Any]:
+    """The diarization extension of the form: `diarize` (or OpenAI's diarizing model name) and the speaker counts."""
+    flag = (_one(fields, "diarize") or "").lower()
+    if flag not in ("", "true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise UsageError(f"diarize takes true or false, not {flag[:20]!r}", param="diarize")
+    out: dict[str, Any] = {"diarize": flag in ("true", "1", "yes", "on") or model == DIARIZE_MODEL}
+    for name in ("speakers", "min_speakers", "max_speakers"):
+        value = _one(fields, name)
+        if value is not None:
+            if not value.isdigit():
+                raise UsageError(f"{name} takes a whole number of speakers, not {value[:20]!r}", param=name)
+            out[name] = int(value)
+    return out
+
+
 def _verbose(transcript: dict[str, Any], task: str, words: bool) -> dict[str, Any]:
-    segments = [{k: seg[k] for k in _SEGMENT_KEYS if k in seg} for seg in transcript.get("segments", [])]
+    """OpenAI's verbose_json; a diarized transcript adds the extension field `speaker` to each segment and word."""
+    segments = [
+        {**{k: seg[k] for k in _SEGMENT_KEYS if k in seg}, **({"speaker": seg["speaker"]} if "speaker" in seg else {})}
+        for seg in transcript.get("segments", [])
+    ]
     out = {
         "task": task,
         "language": language_name(transcript.get("language")),
@@ -102,7 +126,7 @@ def _verbose(transcript: dict[str, Any], task: str, words: bool) -> dict[str, An
     }
     if words:
         out["words"] = [
-            {"word": w["word"], "start": w["start"], "end": w["end"]}
+            {"word": w["word"], "start": w["start"], "end": w["end"], **({"speaker": w["speaker"]} if "speaker" in w else {})}
             for seg in transcript.get("segments", []) for w in seg.get("words", [])
         ]  # fmt: skip
     return out

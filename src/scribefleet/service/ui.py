@@ -13,7 +13,9 @@ session's CSRF token in `X-CSRF-Token`. Templates autoescape everything; the
 script only ever sets `textContent`, so a file name is text, never markup.
 
 Pages, under `/ui` (`/` and `/ui` redirect to `/ui/`): `login`, `/` (drop files,
-batch progress, recent jobs), `jobs/{id}`, `batches/{id}`, `runtime`; the
+batch progress, recent jobs), `jobs/{id}` (with a player of the job's media,
+`GET /api/jobs/{id}/media`, and a transcript that follows it: static/player.js),
+`batches/{id}`, `runtime`; the
 script and stylesheet at `static/{name}`. The login page and the static files
 are the only ones service/auth.py lets through without credentials.
 """
@@ -105,6 +107,13 @@ class Api:
             raise ApiError(resp.status_code, code, message)
         return resp.json()
 
+    async def probe(self, path: str) -> tuple[int, str]:
+        """(status, error message) of a one-byte Range GET of `path`: whether a media URL will play."""
+        resp = await self._http.get(path, headers={"Range": "bytes=0-0"})
+        if resp.status_code == 401:
+            raise NotLoggedIn()
+        return resp.status_code, views.error_of(resp)[1] if resp.status_code >= 400 else ""
+
     async def get_text(self, path: str) -> str | None:
         """GET `path` as text; None unless it answers 200."""
         resp = await self._http.get(path)
@@ -192,11 +201,14 @@ async def job_page(request: Request, job_id: str) -> Response:
                 raise ApiError(404, "NOT_FOUND", f"There is no job {job_id!r}.")
             view = views.job_view(job)
             transcript, note = await _transcript(api, view)
+            media = None
+            if transcript is not None and transcript.segments:  # a player needs timed lines to follow
+                media = views.media_view(job, *await api.probe(f"/api/jobs/{quote(view.id, safe='')}/media"))
         except NotLoggedIn:
             return _to_login(request)
         except ApiError as err:
             return _error_page(request, err)
-    return _render(request, "job.html", "job", job=view, transcript=transcript, transcript_note=note)
+    return _render(request, "job.html", "job", job=view, transcript=transcript, transcript_note=note, media=media)
 
 
 async def _transcript(api: Api, job: views.JobView) -> tuple[views.Transcript | None, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -142,13 +143,21 @@ def clock(seconds: Any) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
+#: how many speaker colours the stylesheet has (`.spk-0` ... `.spk-11`); more speakers reuse them in turn
+SPEAKER_COLOURS = 12
+
+
 @dataclass(frozen=True)
 class Segment:
-    """One timed line of a transcript."""
+    """One timed line of a transcript: clock times to read, seconds to seek to, who speaks."""
 
     start: str
     end: str
     text: str
+    start_s: float = 0.0
+    end_s: float = 0.0
+    speaker: str | None = None
+    colour: int = 0  # index of the speaker's colour (order of first appearance)
 
 
 @dataclass(frozen=True)
@@ -158,18 +167,57 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
     text: str = ""
     language: str | None = None
+    speakers: list[str] = field(default_factory=list)  # in order of first appearance
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return max(0.0, round(float(value), 3))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def transcript_from_json(data: Any) -> Transcript:
-    """The JSON output (openai-whisper's result shape: text, segments[start, end, text], language)."""
+    """The JSON output (openai-whisper's result shape: text, segments[start, end, text, speaker?], language)."""
     if not isinstance(data, dict):
         return Transcript(text=str(data))
-    segments = [
-        Segment(clock(seg.get("start")), clock(seg.get("end")), str(seg.get("text") or "").strip())
-        for seg in data.get("segments") or []
-        if isinstance(seg, dict)
-    ]
-    return Transcript(segments=segments, text=str(data.get("text") or "").strip(), language=data.get("language"))
+    # sorted by start: the page binary-searches the starts, and colours go in order of first appearance
+    rows = sorted((seg for seg in data.get("segments") or [] if isinstance(seg, dict)),
+                  key=lambda seg: _seconds(seg.get("start")))
+    speakers = list(dict.fromkeys(str(seg["speaker"]) for seg in rows if seg.get("speaker")))
+    colour = {name: i % SPEAKER_COLOURS for i, name in enumerate(speakers)}
+    segments = []
+    for seg in rows:
+        speaker = str(seg["speaker"]) if seg.get("speaker") else None
+        segments.append(Segment(
+            clock(seg.get("start")), clock(seg.get("end")), str(seg.get("text") or "").strip(),
+            start_s=_seconds(seg.get("start")), end_s=_seconds(seg.get("end")), speaker=speaker,
+            colour=colour.get(speaker or "", 0),
+        ))  # fmt: skip
+    return Transcript(segments=segments, text=str(data.get("text") or "").strip(), language=data.get("language"),
+                      speakers=speakers)
+
+
+@dataclass(frozen=True)
+class Media:
+    """What the job page plays: the media URL and element, or why there is nothing to play."""
+
+    url: str | None = None
+    element: str = "audio"  # audio or video
+    note: str = ""
+
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".webm", ".mkv", ".mov", ".ogv"})
+
+
+def media_view(job: dict[str, Any], status: int, error_message: str) -> Media:
+    """The player of a job page from its media route's answer to a one-byte probe (`status`)."""
+    job_id = str(job.get("id") or job.get("jobId") or "")
+    if status in (200, 206):
+        name = str(job.get("filename") or job.get("name") or "").lower()
+        element = "video" if any(name.endswith(ext) for ext in VIDEO_EXTENSIONS) else "audio"
+        return Media(url=f"/api/jobs/{quote(job_id, safe='')}/media", element=element)
+    return Media(note=error_message or "The controller keeps no media of this job.")
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,18 @@ turns either into `items` before the task is stored, one per source:
 
 For each item the text comes from the best file it has: a whisper JSON
 transcript (text, language, duration), else a .txt, else any other text file
-(subtitles and TSV lose their timings). An item none of whose files exists
+(subtitles and TSV lose their timings). Who spoke is kept: from a diarized
+transcript the text is one line per turn, `[SPEAKER_00] ...` (consecutive
+segments of one speaker joined), as the txt output writes it; a VTT voice tag
+`<v Name>` becomes `[Name] ` and a TSV's speaker column the same prefix; the
+item's `speakers` lists the labels in order of appearance. An item none of whose files exists
 fails the task with INPUT_NOT_FOUND, naming the files: the task that should
 have written them did not. The output is written atomically:
 
     txt   one section per item, headed by its name
     md    `# title`, then `## name` and the text of each item
     json  {"title", "items": [{"name", "input", "text", "language",
-           "duration_s", "outputs"}], "text": all texts, blank-line separated}
+           "duration_s", "speakers", "outputs"}], "text": all texts, blank-line separated}
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ if TYPE_CHECKING:
 #: which file of an item is read first: a whisper transcript, then plain text, then the rest
 PREFERENCE = ("json", "txt", "md", "srt", "vtt", "tsv")
 _CUE_TIMING = re.compile(r"^\s*(\d+:)?\d+:\d+[.,]\d+\s*-->")
+#: a line's speaker label as the outputs write it (`[SPEAKER_00] text`), and a VTT voice tag
+_LABEL = re.compile(r"^\[([^\]\n]{1,100})\] ", re.MULTILINE)
+_VOICE = re.compile(r"^<v(?:\.[^ >]*)? ([^>]{1,100})>")
 
 
 class AggregateItem(BaseModel):
@@ -86,23 +93,51 @@ def _whisper_json(path: Path) -> dict[str, Any] | None:
     return None
 
 
+def turns_text(lines: list[tuple[str | None, str]]) -> str:
+    """(speaker, text) lines as one line per turn, `[speaker] text`; without speakers, the texts joined by spaces."""
+    if not any(speaker for speaker, _ in lines):
+        return " ".join(text for _, text in lines if text)
+    turns: list[list[Any]] = []
+    for speaker, text in lines:
+        if not text:
+            continue
+        if turns and turns[-1][0] == speaker:
+            turns[-1][1].append(text)
+        else:
+            turns.append([speaker, [text]])
+    return "\n".join((f"[{speaker}] " if speaker else "") + " ".join(texts) for speaker, texts in turns)
+
+
+def speakers_in(text: str) -> list[str]:
+    """The `[speaker]` labels that open the lines of `text`, in order of appearance."""
+    return list(dict.fromkeys(m.group(1) for m in _LABEL.finditer(text)))
+
+
 def _plain_text(path: Path, fmt: str) -> str:
-    """A text file's words: subtitle numbers, timings and headers dropped, TSV reduced to its text column."""
+    """A text file's words: subtitle numbers, timings and headers dropped, TSV reduced to its text (and speaker)."""
     text = path.read_text(encoding="utf-8", errors="replace")
     if fmt == "tsv":
-        rows = [line.split("\t") for line in text.splitlines()[1:]]
-        return " ".join(row[-1].strip() for row in rows if row and row[-1].strip())
+        lines = text.splitlines()
+        header = lines[0].split("\t") if lines else []
+        at = header.index("text") if "text" in header else -1
+        who = header.index("speaker") if "speaker" in header else None
+        rows = [line.split("\t") for line in lines[1:]]
+        return turns_text([
+            (row[who].strip() or None if who is not None and len(row) > who else None, row[at].strip())
+            for row in rows if len(row) > max(at, 0)
+        ])  # fmt: skip
     if fmt in ("srt", "vtt"):
         keep = [
-            line.strip() for line in text.splitlines()
+            _VOICE.sub(r"[\1] ", line.strip()).replace("</v>", "") for line in text.splitlines()
             if line.strip() and not line.strip().isdigit() and not _CUE_TIMING.match(line) and line.strip() != "WEBVTT"
         ]  # fmt: skip
-        return " ".join(keep)
+        lines = [(m.group(1), line[m.end():].strip()) if (m := _LABEL.match(line)) else (None, line) for line in keep]
+        return turns_text(lines)
     return text.strip()
 
 
 def read_item(item: AggregateItem) -> dict[str, Any]:
-    """{"name", "input", "text", "language", "duration_s", "outputs", "source"} of one item."""
+    """{"name", "input", "text", "language", "duration_s", "outputs", "source", "speakers"} of one item."""
     present = {fmt: Path(p) for fmt, p in item.files.items() if Path(p).is_file()}
     if not present:
         listed = ", ".join(item.files.values())
@@ -122,13 +157,18 @@ def read_item(item: AggregateItem) -> dict[str, Any]:
             if doc is None:
                 continue  # some other JSON: text only when nothing else is there
             duration = doc.get("duration")
-            row.update(text=doc["text"].strip(), language=doc.get("language"), source=str(present[fmt]),
+            segments = [seg for seg in doc["segments"] if isinstance(seg, dict)]
+            if any(seg.get("speaker") for seg in segments):  # diarized: who spoke, turn by turn
+                text = turns_text([(seg.get("speaker"), str(seg.get("text") or "").strip()) for seg in segments])
+            else:
+                text = doc["text"].strip()
+            row.update(text=text, language=doc.get("language"), source=str(present[fmt]),
                        duration_s=float(duration) if isinstance(duration, (int, float)) else None)  # fmt: skip
-            return row
+            return {**row, "speakers": speakers_in(text)}
         row.update(text=_plain_text(present[fmt], fmt), source=str(present[fmt]))
-        return row
+        return {**row, "speakers": speakers_in(row["text"])}
     row.update(text=_plain_text(present["json"], "json"), source=str(present["json"]))
-    return row
+    return {**row, "speakers": []}
 
 
 def render_txt(title: str | None, rows: list[dict[str, Any]]) -> str:
@@ -146,7 +186,7 @@ def render_md(title: str | None, rows: list[dict[str, Any]]) -> str:
 
 
 def render_json(title: str | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("name", "input", "text", "language", "duration_s", "outputs")
+    keys = ("name", "input", "text", "language", "duration_s", "speakers", "outputs")
     items = [{k: row[k] for k in keys} for row in rows]
     return {"title": title, "items": items, "text": "\n\n".join(row["text"] for row in rows if row["text"])}
 

@@ -51,6 +51,7 @@ function formOptions(form) {
   if (language) options.language = language;
   options.formats = [...form.querySelectorAll('input[name="formats"]:checked')].map((i) => i.value);
   options.word_timestamps = form.word_timestamps.checked;
+  if (form.diarize && form.diarize.checked) options.diarize = true;
   return options;
 }
 
