@@ -94,6 +94,22 @@ def test_a_shell_task_writes_stdout_and_stderr_to_its_log(ctx: TaskContext, tmp_
     assert ctx.seen[0][0] == "run" and ctx.seen[0][2]["pid"] > 0  # type: ignore[attr-defined]
 
 
+def test_a_silent_command_leaves_no_log_file_and_a_failed_one_always_does(ctx: TaskContext, tmp_path: Path) -> None:
+    result = run_shell({"run": "true", "cwd": str(tmp_path)}, ctx)
+    assert result["log"] is None and not ctx.log_path.exists()
+    with pytest.raises(ShellFailed):
+        run_shell({"run": "exit 3", "cwd": str(tmp_path)}, ctx)
+    assert ctx.log_path.read_text() == "$ exit 3\n[exit status 3]\n"
+
+
+def test_output_without_a_final_newline_and_on_both_streams_is_all_logged(ctx: TaskContext, tmp_path: Path) -> None:
+    with pytest.raises(ShellFailed) as err:
+        run_shell({"run": "head -c 200000 /dev/zero | tr '\\0' x; printf 'last words' >&2; exit 1", "cwd": str(tmp_path)}, ctx)
+    assert err.value.details["stderr_tail"] == "last words"
+    log = ctx.log_path.read_text()
+    assert "x" * 200000 in log and "x" * 200001 not in log and log.endswith("last words\n[exit status 1]\n")
+
+
 def test_a_non_zero_exit_is_shell_failed_with_status_and_stderr_tail(ctx: TaskContext, tmp_path: Path) -> None:
     with pytest.raises(ShellFailed) as err:
         run_shell({"run": "for i in $(seq 1 30); do echo line$i >&2; done; exit 7", "cwd": str(tmp_path)}, ctx)
