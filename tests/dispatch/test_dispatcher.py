@@ -243,7 +243,7 @@ def test_progress_stuck_warning_monitor_and_idle_debug_lines(fleet: Fleet) -> No
 
 def test_progress_is_written_to_the_store_and_heard_by_listeners(fleet: Fleet) -> None:
     heard: list[tuple[str, str | None]] = []
-    fleet.add("one", "echo hello")
+    fleet.add("one", "echo hello; sleep 0.5")  # long enough to report its run stage on every engine
     fleet.run(slots=1, listeners=[lambda e: heard.append((e.type, e.task.key if e.task else None))])
     assert ("task_dispatched", "one") in heard and ("task_completed", "one") in heard
     assert ("task_progress", "one") in heard and ("slot_ready", None) in heard

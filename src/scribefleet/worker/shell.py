@@ -27,7 +27,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,9 @@ _KEYWORDS = {"if", "then", "else", "elif", "do", "while", "until", "!", "{", "}"
 _ARITHMETIC = re.compile(r"\$\(\([^()]*\)\)")
 _SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
 STDERR_TAIL_LINES = 20
+#: a command still running after this long reports its `run` stage (at once where the slot needs the
+#: pid to kill it): shorter ones report nothing, which spares the dispatcher a store write per task
+RUN_STAGE_AFTER_S = 0.1
 
 
 def _tokens(command: str) -> list[str]:
@@ -162,15 +165,23 @@ class _TaskLog:
             self._file.close()
 
 
-def _copy_output(proc: subprocess.Popen[bytes], log: _TaskLog, tail: collections.deque[str]) -> None:
-    """Copy the command's stdout and stderr to the log as they come, keeping stderr's last lines."""
+def _copy_output(
+    proc: subprocess.Popen[bytes], log: _TaskLog, tail: collections.deque[str], running: Callable[[], None], after_s: float
+) -> None:
+    """Copy the command's stdout and stderr to the log as they come, keeping stderr's last lines;
+    call `running()` once the command has run for `after_s`."""
     assert proc.stdout is not None and proc.stderr is not None
     err_fd, partial = proc.stderr.fileno(), b""
     poller, open_fds = select.poll(), {proc.stdout.fileno(), err_fd}
     for fd in open_fds:
         poller.register(fd, select.POLLIN)
+    tell_at: float | None = time.monotonic() + after_s
     while open_fds:
-        for fd, _ in poller.poll():
+        ready = poller.poll(None if tell_at is None else max(0.0, tell_at - time.monotonic()) * 1000)
+        if tell_at is not None and time.monotonic() >= tell_at:
+            running()
+            tell_at = None
+        for fd, _ in ready:
             data = os.read(fd, 65536)
             if not data:
                 poller.unregister(fd)
@@ -207,13 +218,13 @@ def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     try:
         # in a slot process the command stays in the slot's process group, which the dispatcher
         # kills as a whole on timeout or cancel; a slot that is a thread kills the command's own
-        # group instead, whose id is the pid in the first progress message
+        # group instead, whose id is the pid in the first progress message, sent at once there
         with subprocess.Popen(
             ["bash", "-c", command], executable=_bash((env or os.environ).get("PATH")), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=spec.get("cwd") or None, env=env, start_new_session=ctx.own_process_group,
         ) as proc:  # fmt: skip
-            ctx.progress("run", 0.0, {"pid": proc.pid})
-            _copy_output(proc, log, tail)
+            after_s = 0.0 if ctx.own_process_group else RUN_STAGE_AFTER_S  # a thread slot kills by this pid
+            _copy_output(proc, log, tail, lambda: ctx.progress("run", 0.0, {"pid": proc.pid}), after_s)
             status = proc.wait()
         if log.written or status != 0:
             log.end(status)
