@@ -74,7 +74,7 @@ class Store:
 
     def task_log_path(self, task: Task) -> Path:
         """Where a task's own output (a shell command's stdout/stderr) is written."""
-        return self.batch_dir(task.batch_id) / "tasks" / f"{task.id}.log"
+        return Path(f"{self.state_dir}/batches/{task.batch_id}/tasks/{task.id}.log")  # one Path, not three (per task)
 
     # -- transactions and events --------------------------------------------
 
