@@ -49,7 +49,8 @@ def test_two_slots_run_two_tasks_at_the_same_time(fleet: Fleet) -> None:
 @pytest.mark.local_only("SIGKILLs the slot process")
 def test_a_slot_killed_mid_task_is_restarted_and_the_task_requeued(fleet: Fleet) -> None:
     marker = fleet.work / "marker"
-    fleet.add("victim", "if [ -f marker ]; then echo second run; else sleep 30; fi", max_attempts=3)
+    # the second run outlasts RUN_STAGE_AFTER_S, so it reports its run stage as the first did
+    fleet.add("victim", "if [ -f marker ]; then echo second run; sleep 0.3; else sleep 30; fi", max_attempts=3)
     killed: list[int] = []
 
     def kill_slot_on_first_attempt(event: DispatchEvent) -> None:
