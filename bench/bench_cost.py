@@ -4,8 +4,9 @@ Prints each figure with its goal beside it:
 
   dispatch    bench_dispatch.py's measure (N no-op shell tasks through a Dispatcher on a LocalEngine
               with S CPU slots, slot start-up included, against `xargs -P<S>` running `bash -c true`
-              N times), best of --repeat rounds; then the same with the machine loaded: one process
-              per core spinning on the CPU meanwhile (both contenders run under that load).
+              N times), best of --repeat rounds, on the machine as it is ("as is", its load average
+              printed beside), then loaded: one more process per core spinning on the CPU meanwhile
+              (both contenders run under that load).
               Goal: at most 1 ms per task over xargs, loaded or not.
   slot        resident memory (VmRSS, and its peak VmHWM) of one CPU slot process holding tiny.en,
               after it transcribed the real recording tests/data/real/sonnet001.wav in the default
@@ -83,7 +84,7 @@ def dispatch_round(tasks: int, slots: int) -> tuple[float, float]:
 
 def bench_dispatch(tasks: int, slots: int, repeat: int) -> None:
     print(f"\ndispatch: {tasks} no-op shell tasks on {slots} slots, best of {repeat} (ms per task)")
-    for label, load in (("idle", 0), ("loaded", os.cpu_count() or 1)):
+    for label, load in (("as is", 0), ("loaded", os.cpu_count() or 1)):
         with cpu_load(load) if load else contextlib.nullcontext():
             rounds = [dispatch_round(tasks, slots) for _ in range(repeat)]
             load_avg = os.getloadavg()[0]
