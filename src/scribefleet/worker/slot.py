@@ -171,7 +171,7 @@ class Slot:
             progress=lambda stage, fraction, extra=None: self._progress(task_id, stage, fraction, extra),
             _models=self.models,
         )  # fmt: skip
-        self.log.debug("task %s (%s) started, attempt %s", task_id, kind, ctx.attempt)  # the dispatcher logs each task at INFO
+        self.log.info("task %s (%s) started, attempt %s", task_id, kind, ctx.attempt)
         try:
             handler = KINDS.get(kind)
             if handler is None:
@@ -189,7 +189,7 @@ class Slot:
             }  # fmt: skip
         else:
             self.tasks_done += 1
-            self.log.debug("task %s done in %.2f s", task_id, time.monotonic() - started)
+            self.log.info("task %s done in %.2f s", task_id, time.monotonic() - started)
             reply = {"ev": "done", "task_id": task_id, "result": _plain(result or {})}
         self.current_task = None
         self.send(reply)
