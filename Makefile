@@ -72,8 +72,24 @@ test: $(VENV)/.test-installed $(VENV)/.serverless-installed $(VENV)/.diarization
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every ratio of issue 14 in one run (docs/performance.md; about 25 minutes on a 2-core CPU):
+#  1. bench_transcribe.py: speed and WER against plain faster-whisper on every corpus it has, with
+#     every contender it has. Cross-file batching (a short-files corpus) and one-vs-two slots on a
+#     long file are added THERE: a new corpus goes into its --corpus choices and its default, a new
+#     contender into the `contenders` of its bench(); `make bench` then runs them with no change
+#     here. BENCH_ARGS go to it (e.g. BENCH_ARGS="--corpus real" for a quicker run).
+#  2. bench_spread.py, when there is one: one long file on 1 slot and on k slots (BENCH_SPREAD_ARGS).
+#     A contender kept in a bench file of its own gets a line like this one.
+#  3. bench_dispatch.py: dispatch overhead per task against xargs -P (and the ray engine's).
+#  4. bench_cost.py: cost per task: that overhead as is and loaded, slot and controller memory,
+#     each beside its goal. BENCH_COST_ARGS go to it.
+# On a machine with an NVIDIA GPU, bench/gpu.sh proves and measures the GPU path instead.
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/bench_transcribe.py $(BENCH_ARGS)
+	@if [ -f bench/bench_spread.py ]; then echo "$(BIN)/python bench/bench_spread.py $(BENCH_SPREAD_ARGS)"; \
+	  $(BIN)/python bench/bench_spread.py $(BENCH_SPREAD_ARGS); fi
+	$(BIN)/python bench/bench_dispatch.py
+	$(BIN)/python bench/bench_cost.py $(BENCH_COST_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

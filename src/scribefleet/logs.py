@@ -42,6 +42,17 @@ class IsoFormatter(logging.Formatter):
 FORMAT = "%(asctime)s %(levelname)-7s [%(short)s] %(message)s"
 
 
+class RotatingFile(logging.handlers.RotatingFileHandler):
+    """A rotating log file that formats each line once: it rotates when the file has reached
+    `maxBytes` (so a file ends at most one line past it), where the standard library formats
+    every line a second time to measure it (a tenth of the dispatcher's time per task)."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - the stdlib's name
+        if self.stream is None:
+            self.stream = self._open()
+        return self.maxBytes > 0 and self.stream.tell() >= self.maxBytes
+
+
 def setup_logging(
     log_file: Path | None,
     *,
@@ -60,7 +71,7 @@ def setup_logging(
     fmt = IsoFormatter(FORMAT)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(
+        fh = RotatingFile(
             log_file, maxBytes=max_mb * 1024 * 1024, backupCount=backups, encoding="utf-8"
         )
         fh.setFormatter(fmt)

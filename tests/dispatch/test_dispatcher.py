@@ -49,7 +49,8 @@ def test_two_slots_run_two_tasks_at_the_same_time(fleet: Fleet) -> None:
 @pytest.mark.local_only("SIGKILLs the slot process")
 def test_a_slot_killed_mid_task_is_restarted_and_the_task_requeued(fleet: Fleet) -> None:
     marker = fleet.work / "marker"
-    fleet.add("victim", "if [ -f marker ]; then echo second run; else sleep 30; fi", max_attempts=3)
+    # the second run outlasts RUN_STAGE_AFTER_S, so it reports its run stage as the first did
+    fleet.add("victim", "if [ -f marker ]; then echo second run; sleep 0.3; else sleep 30; fi", max_attempts=3)
     killed: list[int] = []
 
     def kill_slot_on_first_attempt(event: DispatchEvent) -> None:
@@ -243,7 +244,7 @@ def test_progress_stuck_warning_monitor_and_idle_debug_lines(fleet: Fleet) -> No
 
 def test_progress_is_written_to_the_store_and_heard_by_listeners(fleet: Fleet) -> None:
     heard: list[tuple[str, str | None]] = []
-    fleet.add("one", "echo hello")
+    fleet.add("one", "echo hello; sleep 0.5")  # long enough to report its run stage on every engine
     fleet.run(slots=1, listeners=[lambda e: heard.append((e.type, e.task.key if e.task else None))])
     assert ("task_dispatched", "one") in heard and ("task_completed", "one") in heard
     assert ("task_progress", "one") in heard and ("slot_ready", None) in heard

@@ -59,7 +59,8 @@ def test_a_second_dispatcher_in_the_same_state_dir_is_refused(fleet: Fleet) -> N
 
 def test_running_rows_of_a_killed_dispatcher_are_recovered_by_the_next(fleet: Fleet) -> None:
     os.mkfifo(fleet.work / "up.fifo")
-    fleet.add("long", "echo $$ > shell.pid; if [ -f marker ]; then exit 0; fi; touch marker; echo up > up.fifo; sleep 30")
+    # the resumed run outlasts RUN_STAGE_AFTER_S, so it reports its run stage
+    fleet.add("long", "echo $$ > shell.pid; if [ -f marker ]; then sleep 0.3; exit 0; fi; touch marker; echo up > up.fifo; sleep 30")
     fleet.add("later", "touch later.ran", needs=["long"])
     first = subprocess.Popen([sys.executable, "-c", DISPATCHER, str(fleet.state_dir)])
     try:

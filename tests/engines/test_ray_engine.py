@@ -53,7 +53,8 @@ def test_a_slot_is_an_actor_with_its_environment_set_before_it_started(engine: R
     slot = engine.slot("cpu0")
     assert slot.status is SlotStatus.IDLE and slot.pid == ready.message["pid"] != os.getpid()
     assert slot.node and ready.message["node_id"]
-    engine.assign("cpu0", shell("t1", 'echo "[$CUDA_VISIBLE_DEVICES]$OMP_NUM_THREADS $HF_HOME" > env.txt', tmp_path))
+    # long enough (over RUN_STAGE_AFTER_S) to report its run stage through the actor's stream
+    engine.assign("cpu0", shell("t1", 'echo "[$CUDA_VISIBLE_DEVICES]$OMP_NUM_THREADS $HF_HOME" > env.txt; sleep 0.5', tmp_path))
     assert slot.status is SlotStatus.BUSY
     done, seen = wait_for(engine, "done")
     assert done.task_id == "t1" and slot.status is SlotStatus.IDLE and slot.tasks_done == 1

@@ -9,7 +9,7 @@ import pytest
 from scribefleet.config import SHELL_ALLOW_DEFAULT, Settings
 from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
 from scribefleet.worker.kinds import KINDS, TaskContext
-from scribefleet.worker.shell import check_command, redact, run_shell, simple_commands
+from scribefleet.worker.shell import RUN_STAGE_AFTER_S, check_command, redact, run_shell, simple_commands
 
 SEED_000 = (
     'export LD_LIBRARY_PATH="$HOME/ml-env/lib/python3.13/site-packages/nvidia/cublas/lib:$LD_LIBRARY_PATH" && '
@@ -91,7 +91,35 @@ def test_a_shell_task_writes_stdout_and_stderr_to_its_log(ctx: TaskContext, tmp_
     log = ctx.log_path.read_text()
     assert log.startswith("$ echo out;") and "out\n" in log and "err\n" in log and "[exit status 0]" in log
     assert (tmp_path / "g.txt").read_text() == "hi\n"
+    assert ctx.seen == []  # type: ignore[attr-defined]  # over within RUN_STAGE_AFTER_S: no stage to tell
+
+
+def test_a_command_that_keeps_running_reports_its_run_stage_once(ctx: TaskContext, tmp_path: Path) -> None:
+    run_shell({"run": f"sleep {3 * RUN_STAGE_AFTER_S}; echo done", "cwd": str(tmp_path)}, ctx)
+    assert [(stage, fraction) for stage, fraction, _ in ctx.seen] == [("run", 0.0)]  # type: ignore[attr-defined]
+    assert ctx.seen[0][2]["pid"] > 0  # type: ignore[attr-defined]
+
+
+def test_a_thread_slot_is_told_the_pid_of_the_command_group_at_once(ctx: TaskContext, tmp_path: Path) -> None:
+    ctx.own_process_group = True  # a thread slot kills the command's own group, by this pid
+    run_shell({"run": "true", "cwd": str(tmp_path)}, ctx)
     assert ctx.seen[0][0] == "run" and ctx.seen[0][2]["pid"] > 0  # type: ignore[attr-defined]
+
+
+def test_a_silent_command_leaves_no_log_file_and_a_failed_one_always_does(ctx: TaskContext, tmp_path: Path) -> None:
+    result = run_shell({"run": "true", "cwd": str(tmp_path)}, ctx)
+    assert result["log"] is None and not ctx.log_path.exists()
+    with pytest.raises(ShellFailed):
+        run_shell({"run": "exit 3", "cwd": str(tmp_path)}, ctx)
+    assert ctx.log_path.read_text() == "$ exit 3\n[exit status 3]\n"
+
+
+def test_output_without_a_final_newline_and_on_both_streams_is_all_logged(ctx: TaskContext, tmp_path: Path) -> None:
+    with pytest.raises(ShellFailed) as err:
+        run_shell({"run": "head -c 200000 /dev/zero | tr '\\0' x; printf 'last words' >&2; exit 1", "cwd": str(tmp_path)}, ctx)
+    assert err.value.details["stderr_tail"] == "last words"
+    log = ctx.log_path.read_text()
+    assert "x" * 200000 in log and "x" * 200001 not in log and log.endswith("last words\n[exit status 1]\n")
 
 
 def test_a_non_zero_exit_is_shell_failed_with_status_and_stderr_tail(ctx: TaskContext, tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from scribefleet.cli import edge
 from scribefleet.cli.render import write_json
 from scribefleet.errors import InputNotFound, UsageError
 from scribefleet.logs import setup_logging
-from scribefleet.serverless.handler import Worker
 
 
 def handle(
@@ -29,6 +28,9 @@ def handle(
     """Run one serverless job (seed 003: a media URL in, an SRT in S3 out) and print its output JSON."""
 
     def body() -> int:
+        # imported here: the pipeline (numpy, PyAV) is not loaded by every other command, `serve` included
+        from scribefleet.serverless.handler import Worker
+
         settings = edge.settings_of(ctx)
         try:
             raw = sys.stdin.read() if job_file == "-" else Path(job_file).read_text(encoding="utf-8")

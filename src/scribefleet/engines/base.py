@@ -50,7 +50,10 @@ look at `slots` again. Engines register by name in `scribefleet.engines`.
 
 from __future__ import annotations
 
+import logging
+import math
 import signal
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,6 +63,8 @@ from typing import Any, TypedDict
 from scribefleet.worker.slot_spec import SlotSpec
 
 __all__ = ["Capacity", "Engine", "SlotEvent", "SlotHandle", "SlotSpec", "SlotStatus", "TaskRun"]
+
+log = logging.getLogger("scribefleet.engine")
 
 
 class SlotStatus(str, Enum):
@@ -90,6 +95,7 @@ class SlotHandle:
     tasks_done: int = 0
     #: the host whose places this slot is one of (a remote worker), so placement spreads work by load
     group: str = ""
+    deaths_before_ready: int = 0  # in a row; a "ready" resets it, and restart() gives up at the engine's limit
 
     @property
     def name(self) -> str:
@@ -112,6 +118,28 @@ class SlotHandle:
     @property
     def is_free(self) -> bool:
         return self.status is SlotStatus.IDLE
+
+    def starting(self) -> None:
+        """A new start of the slot: STARTING, with no task, models, error or finished tasks yet."""
+        self.status, self.task_id, self.models, self.error, self.tasks_done = SlotStatus.STARTING, None, [], None, 0
+        self.started_at = self.last_heard_at = time.monotonic()
+
+    def heard(self, ev: str, msg: dict[str, Any]) -> None:
+        """What a message of the slot (its "ev" and the message) changes, the same in every engine."""
+        self.last_heard_at = time.monotonic()
+        if ev == "ready":
+            self.status, self.deaths_before_ready = SlotStatus.IDLE, 0
+            self.models = list(msg.get("models") or [])
+        elif ev == "preflight_failed":
+            self.status = SlotStatus.FAILED
+            self.error = {k: msg.get(k) for k in ("code", "message", "details")}
+        elif ev == "model_loaded" and msg.get("model") not in self.models:
+            self.models.append(str(msg.get("model")))
+        elif ev == "model_unloaded" and msg.get("model") in self.models:
+            self.models.remove(str(msg.get("model")))
+        elif ev in ("done", "failed") and msg.get("task_id") == self.task_id:
+            self.status, self.task_id = SlotStatus.IDLE, None
+            self.tasks_done += ev == "done"
 
 
 @dataclass
@@ -195,9 +223,40 @@ class Engine(ABC):
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop every slot, waiting up to `timeout_s` before killing what is left."""
 
-    @abstractmethod
+    @property
+    def restart_limit(self) -> float:
+        """Deaths before ready in a row after which restart() gives up on a slot."""
+        return math.inf
+
     def restart(self, name: str) -> bool:
-        """Start a dead slot again; False (and the slot FAILED) when it keeps dying before ready."""
+        """Start a dead slot again; False (and the slot FAILED) when it keeps dying before ready.
+
+        The rule of every engine that starts its own slots (`_spawn`); an engine
+        whose slots live elsewhere (a remote worker) overrides it."""
+        h = self.slot(name)
+        if h.status.is_alive:
+            return True
+        if h.status is SlotStatus.FAILED:
+            return False
+        if h.deaths_before_ready >= self.restart_limit:
+            h.status = SlotStatus.FAILED
+            h.error = {
+                "code": "SLOT_CRASHED",
+                "message": f"slot {name} died {h.deaths_before_ready} times before it became ready{self._where_to_look(name)}",
+                "details": {"slot": name},
+            }
+            log.error("slot %s given up: %s", name, h.error["message"])
+            return False
+        self._spawn(h)
+        return True
+
+    def _spawn(self, h: Any) -> None:
+        """Start the slot `h` (STARTING); engines that start their own slots implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not start slots itself")
+
+    def _where_to_look(self, name: str) -> str:
+        """The end of a given-up slot's message: where its deaths are told ("; see FILE")."""
+        return ""
 
     @abstractmethod
     def assign(self, name: str, run: TaskRun) -> bool:

@@ -53,7 +53,6 @@ class LocalSlot(SlotHandle):
     conn: Connection | None = None
     pidfd: int | None = None
     stderr_offset: int = 0
-    deaths_before_ready: int = 0
 
     @property
     def pid(self) -> int | None:
@@ -118,32 +117,17 @@ class LocalEngine(Engine):
             h.pidfd = os.pidfd_open(h.proc.pid)
         except (AttributeError, OSError):
             h.pidfd = None  # old kernel: the socket's EOF tells us instead
-        h.status, h.task_id, h.models, h.error = SlotStatus.STARTING, None, [], None
-        h.started_at = h.last_heard_at = time.monotonic()
-        h.tasks_done = 0
+        h.starting()
         # secrets (llm_api_key) travel in full over the private socket; JSON elsewhere masks them
         h.conn.send({"op": "init", "settings": self.settings.model_dump(mode="json", context={"reveal_secrets": True})})
         log.info("slot %s starting on %s (pid %d, stderr %s)", h.name, h.device, h.proc.pid, stderr_path)
 
-    def restart(self, name: str) -> bool:
-        """Start a dead slot again; False (and the slot FAILED) when it keeps dying before ready."""
-        h = self._slots[name]
-        if h.status.is_alive:
-            return True
-        if h.status is SlotStatus.FAILED:
-            return False
-        if h.deaths_before_ready >= self.settings.slot_restart_limit:
-            h.status = SlotStatus.FAILED
-            h.error = {
-                "code": "SLOT_CRASHED",
-                "message": f"slot {name} died {h.deaths_before_ready} times before it became ready; "
-                f"see {self.stderr_path(name)}",
-                "details": {"slot": name},
-            }
-            log.error("slot %s given up: %s", name, h.error["message"])
-            return False
-        self._spawn(h)
-        return True
+    @property
+    def restart_limit(self) -> float:
+        return self.settings.slot_restart_limit
+
+    def _where_to_look(self, name: str) -> str:
+        return f"; see {self.stderr_path(name)}"
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Ask every slot to stop, wait up to `timeout_s`, then kill what is left."""
@@ -303,20 +287,7 @@ class LocalEngine(Engine):
 
     def _on_message(self, h: LocalSlot, msg: dict[str, Any]) -> SlotEvent:
         ev = str(msg.get("ev"))
-        h.last_heard_at = time.monotonic()
-        if ev == "ready":
-            h.status, h.deaths_before_ready = SlotStatus.IDLE, 0
-            h.models = list(msg.get("models") or [])
-        elif ev == "preflight_failed":
-            h.status = SlotStatus.FAILED
-            h.error = {k: msg.get(k) for k in ("code", "message", "details")}
-        elif ev == "model_loaded" and msg.get("model") not in h.models:
-            h.models.append(str(msg.get("model")))
-        elif ev == "model_unloaded" and msg.get("model") in h.models:
-            h.models.remove(str(msg.get("model")))
-        elif ev in ("done", "failed") and msg.get("task_id") == h.task_id:
-            h.status, h.task_id = SlotStatus.IDLE, None
-            h.tasks_done += ev == "done"
+        h.heard(ev, msg)
         return SlotEvent(h.name, ev, msg, task_id=msg.get("task_id") or h.task_id)
 
     def _ready_timeouts(self) -> list[SlotEvent]:

@@ -151,7 +151,6 @@ class RaySlot(SlotHandle):
     ping_ref: Any = None
     next_ping_at: float = 0.0
     generation: int = 0
-    deaths_before_ready: int = 0
     where: dict[str, Any] | None = None  # node_id, node_ip, hostname, pid, cuda_visible_devices
 
     @property
@@ -271,28 +270,15 @@ class RayEngine(Engine):
             **resources, runtime_env={"env_vars": env}, scheduling_strategy="SPREAD", name=None,
         ).remote(h.name, spec.device, max(1, spec.cpu_threads), settings, str(self.state_dir), verbose)  # fmt: skip
         h.ready_ref, h.stream, h.ping_ref, h.where = h.actor.hello.remote(), None, None, None
-        h.status, h.task_id, h.models, h.error, h.tasks_done = SlotStatus.STARTING, None, [], None, 0
-        h.started_at = h.last_heard_at = time.monotonic()
+        h.starting()
         log.info("slot %s starting on %s as a Ray actor (%s)", h.name, h.device, resources)
 
-    def restart(self, name: str) -> bool:
-        h = self._slots[name]
-        if h.status.is_alive:
-            return True
-        if h.status is SlotStatus.FAILED:
-            return False
-        if h.deaths_before_ready >= self.settings.slot_restart_limit:
-            h.status = SlotStatus.FAILED
-            h.error = {
-                "code": "SLOT_CRASHED",
-                "message": f"slot {name} died {h.deaths_before_ready} times before it became ready on the Ray cluster; "
-                f"see {self.state_dir / 'logs' / f'slot-{name}.log'} and the Ray dashboard",
-                "details": {"slot": name},
-            }
-            log.error("slot %s given up: %s", name, h.error["message"])
-            return False
-        self._spawn(h)
-        return True
+    @property
+    def restart_limit(self) -> float:
+        return self.settings.slot_restart_limit
+
+    def _where_to_look(self, name: str) -> str:
+        return f" on the Ray cluster; see {self.state_dir / 'logs' / f'slot-{name}.log'} and the Ray dashboard"
 
     def stop(self, timeout_s: float = 5.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -451,24 +437,15 @@ class RayEngine(Engine):
 
     def _on_message(self, h: RaySlot, msg: dict[str, Any]) -> SlotEvent:
         ev = str(msg.get("ev"))
-        h.last_heard_at = time.monotonic()
+        was_task = h.task_id
+        h.heard(ev, msg)
         if ev == "ready":
-            h.status, h.deaths_before_ready = SlotStatus.IDLE, 0
-            h.models = list(msg.get("models") or [])
             h.where = {k: msg.get(k) for k in ("node_id", "node_ip", "hostname", "pid", "cuda_visible_devices")}
             h.next_ping_at = h.last_heard_at + self.settings.heartbeat_s
             log.info("slot %s is on node %s (pid %s, CUDA_VISIBLE_DEVICES=%r)", h.name, h.node, h.pid, h.where["cuda_visible_devices"])
         elif ev == "preflight_failed":
-            h.status = SlotStatus.FAILED
-            h.error = {k: msg.get(k) for k in ("code", "message", "details")}
             self._end(h)
-        elif ev == "model_loaded" and msg.get("model") not in h.models:
-            h.models.append(str(msg.get("model")))
-        elif ev == "model_unloaded" and msg.get("model") in h.models:
-            h.models.remove(str(msg.get("model")))
-        elif ev in ("done", "failed") and msg.get("task_id") == h.task_id:
-            h.status, h.task_id = SlotStatus.IDLE, None
-            h.tasks_done += ev == "done"
+        elif ev in ("done", "failed") and msg.get("task_id") == was_task:
             h.next_ping_at = h.last_heard_at + self.settings.heartbeat_s
         return SlotEvent(h.name, ev, msg, task_id=msg.get("task_id") or h.task_id)
 

@@ -116,24 +116,15 @@ class ThreadEngine(Engine):
             return
         self._started = True
         for h in self._slots.values():
-            self._begin(h)
+            self._spawn(h)
 
-    def _begin(self, h: ThreadSlot) -> None:
+    def _spawn(self, h: ThreadSlot) -> None:
         h.generation += 1
-        h.status, h.task_id, h.models, h.error, h.attempt, h.tasks_done = SlotStatus.STARTING, None, [], None, None, 0
-        h.started_at = h.last_heard_at = time.monotonic()
+        h.starting()
+        h.attempt = None
         h.next_heartbeat_at = h.started_at + self.settings.heartbeat_s
         log.info("slot %s starting on %s (a thread of pid %d)", h.name, h.device, os.getpid())
         self._inbox.put((h.name, h.generation, {"ev": "ready", "slot": h.name, "device": h.device, "models": []}))
-
-    def restart(self, name: str) -> bool:
-        h = self._slots[name]
-        if h.status.is_alive:
-            return True
-        if h.status is SlotStatus.FAILED:
-            return False
-        self._begin(h)
-        return True
 
     def stop(self, timeout_s: float = 5.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -221,12 +212,9 @@ class ThreadEngine(Engine):
         if generation != h.generation:
             return None  # from an attempt killed meanwhile
         ev = str(msg.get("ev"))
-        h.last_heard_at = time.monotonic()
-        if ev == "ready":
-            h.status = SlotStatus.IDLE
-        elif ev in ("done", "failed") and msg.get("task_id") == h.task_id:
-            h.status, h.task_id, h.attempt = SlotStatus.IDLE, None, None
-            h.tasks_done += ev == "done"
+        h.heard(ev, msg)
+        if h.task_id is None:
+            h.attempt = None
         return SlotEvent(name, ev, msg, task_id=msg.get("task_id") or h.task_id)
 
     def _heartbeats(self) -> list[SlotEvent]:

@@ -25,6 +25,7 @@ from scribefleet.store.models import RESOURCES, Batch, Event, Task, TaskState
 from scribefleet.store.schema import connect
 
 Q, R = TaskState.QUEUED, TaskState.RUNNING
+JSONL_OPEN_MAX = 32  # events.jsonl files kept open at once (a controller sees many batches)
 
 
 def new_id() -> str:
@@ -44,6 +45,7 @@ class Store:
         self._conn = conn
         self._lock = threading.RLock()
         self._pending_events: list[Event] = []
+        self._jsonl_fds: dict[str, int] = {}  # batch id -> its open events.jsonl
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
@@ -55,6 +57,9 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            for fd in self._jsonl_fds.values():
+                os.close(fd)
+            self._jsonl_fds.clear()
 
     def __enter__(self) -> Store:
         return self
@@ -69,7 +74,7 @@ class Store:
 
     def task_log_path(self, task: Task) -> Path:
         """Where a task's own output (a shell command's stdout/stderr) is written."""
-        return self.batch_dir(task.batch_id) / "tasks" / f"{task.id}.log"
+        return Path(f"{self.state_dir}/batches/{task.batch_id}/tasks/{task.id}.log")  # one Path, not three (per task)
 
     # -- transactions and events --------------------------------------------
 
@@ -96,14 +101,27 @@ class Store:
         self._pending_events.append(Event(int(cur.lastrowid or 0), batch_id, task_id, at, type_, data))
 
     def _append_jsonl(self, event: Event) -> None:
-        path = self.batch_dir(event.batch_id) / "events.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(event.to_json(), ensure_ascii=False, default=str) + "\n").encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, line)  # one write of one line: concurrent appenders never interleave
-        finally:
+        with self._lock:
+            fd = self._jsonl_fd(event.batch_id)
+            os.write(fd, line)  # one write of one line (O_APPEND): concurrent appenders never interleave
+
+    def _jsonl_fd(self, batch_id: str) -> int:
+        """The batch's events.jsonl, kept open for appending (opening it per event cost a quarter of a
+        millisecond per task); reopened when the file was removed, the least recently used closed past
+        JSONL_OPEN_MAX. Called under the lock."""
+        fd = self._jsonl_fds.pop(batch_id, None)
+        if fd is not None and os.fstat(fd).st_nlink == 0:  # deleted or moved away: write where readers look
             os.close(fd)
+            fd = None
+        if fd is None:
+            path = self.batch_dir(batch_id) / "events.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            while len(self._jsonl_fds) >= JSONL_OPEN_MAX:
+                os.close(self._jsonl_fds.pop(next(iter(self._jsonl_fds))))
+        self._jsonl_fds[batch_id] = fd  # re-inserted: the dict's order is least recently used first
+        return fd
 
     # -- batches and tasks: anyone may add ----------------------------------
 
@@ -325,31 +343,49 @@ class Store:
     ) -> Task:
         now = time.time()
         with self._tx() as c:
-            row = c.execute("SELECT batch_id, state FROM tasks WHERE id = ?", (task_id,)).fetchone()
-            if row is None:
-                raise ScribefleetError(f"no task {task_id!r} in the store", task_id=task_id)
-            if TaskState(row["state"]) not in allowed:
-                raise ScribefleetError(f"task {task_id} is {row['state']}; it cannot become {to.value}", task_id=task_id)
-            if to.is_terminal:
-                fields.setdefault("finished_at", now)
-            sets = {"state": to.value, "updated_at": now, **fields}
-            c.execute(f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", (*sets.values(), task_id))
+            row = self._update(c, task_id, to, allowed, now, fields)
             self._event(c, row["batch_id"], task_id, event, data, now)
-        task = self.task(task_id)
-        assert task is not None
-        return task
+            return self._task_of(c, row)
+
+    def _update(
+        self, c: sqlite3.Connection, task_id: str, to: TaskState, allowed: tuple[TaskState, ...], now: float,
+        fields: dict[str, Any], extra_sql: str = "",
+    ) -> sqlite3.Row:
+        """Move one task to `to` if it is in an `allowed` state, in one statement; returns its new row."""
+        if to.is_terminal:
+            fields.setdefault("finished_at", now)
+        sets = {"state": to.value, "updated_at": now, **fields}
+        row = c.execute(
+            f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in sets)}{extra_sql} "
+            f"WHERE id = ? AND state IN ({','.join('?' * len(allowed))}) RETURNING *",
+            (*sets.values(), task_id, *(s.value for s in allowed)),
+        ).fetchone()
+        if row is None:
+            found = c.execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if found is None:
+                raise ScribefleetError(f"no task {task_id!r} in the store", task_id=task_id)
+            raise ScribefleetError(f"task {task_id} is {found['state']}; it cannot become {to.value}", task_id=task_id)
+        return row
+
+    @staticmethod
+    def _task_of(c: sqlite3.Connection, row: sqlite3.Row) -> Task:
+        """The Task of a row just written (its needs read in the same transaction)."""
+        needs = tuple(n[0] for n in c.execute("SELECT need_id FROM task_needs WHERE task_id = ?", (row["id"],)))
+        return Task.from_row(row, needs)
 
     def mark_running(self, task_id: str, slot: str, *, node: str | None = None) -> Task:
         """queued -> running on `slot` (on `node`, for slots of other machines): a new attempt starts
         (committed before the slot hears of it)."""
-        current = self.task(task_id)
-        attempt = (current.attempts if current else 0) + 1
-        data = {"slot": slot, "attempt": attempt, **({"node": node} if node else {})}
-        return self._transition(
-            task_id, R, (Q,), "dispatched", data,
-            slot=slot, attempts=attempt, started_at=time.time(), finished_at=None, stage=None, progress=0.0,
+        now = time.time()
+        fields = dict(
+            slot=slot, started_at=now, finished_at=None, stage=None, progress=0.0,
             error_code=None, error_message=None, error_details=None,
         )  # fmt: skip
+        with self._tx() as c:
+            row = self._update(c, task_id, R, (Q,), now, fields, extra_sql=", attempts = attempts + 1")
+            data = {"slot": slot, "attempt": row["attempts"], **({"node": node} if node else {})}
+            self._event(c, row["batch_id"], task_id, "dispatched", data, now)
+            return self._task_of(c, row)
 
     def record_progress(self, task_id: str, stage: str | None, progress: float, audio_s: float | None = None) -> None:
         """Write a running task's stage and progress (and its audio's length, once known); a new stage is also an event."""

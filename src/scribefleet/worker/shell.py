@@ -4,7 +4,9 @@ The command runs in the slot's environment (CUDA_VISIBLE_DEVICES and
 LD_LIBRARY_PATH already set by the engine before the slot started, so plans
 never name GPU ids) and in the slot's process group, so when the dispatcher
 kills that group for a timeout or a cancel, everything the command started
-goes with it. stdout and stderr go to the task's log file.
+goes with it. stdout and stderr go to the task's log file, which is created on the
+command's first output (or its failure): a command that prints nothing and
+succeeds leaves no file, and its result's `log` is null.
 
 The allowlist (Settings.shell_allow, regexes) is checked against every simple
 command of the line: the line is split at `;`, `&&`, `||`, `|`, `&`, newlines,
@@ -17,12 +19,16 @@ is not a sandbox (an allowed `python` can do anything).
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import re
+import select
 import shlex
+import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
@@ -37,6 +43,9 @@ _KEYWORDS = {"if", "then", "else", "elif", "do", "while", "until", "!", "{", "}"
 _ARITHMETIC = re.compile(r"\$\(\([^()]*\)\)")
 _SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
 STDERR_TAIL_LINES = 20
+#: a command still running after this long reports its `run` stage (at once where the slot needs the
+#: pid to kill it): shorter ones report nothing, which spares the dispatcher a store write per task
+RUN_STAGE_AFTER_S = 0.1
 
 
 def _tokens(command: str) -> list[str]:
@@ -127,33 +136,100 @@ def check_command(command: str, patterns: Iterable[str], *, allow_all: bool = Fa
             )
 
 
+class _TaskLog:
+    """The task's log file, created on its first write: most short commands print nothing, and
+    creating a file per task cost more than the rest of the slot's work for it."""
+
+    def __init__(self, path: Path, command: str) -> None:
+        self.path, self._header, self._file = path, f"$ {redact(command)}\n".encode(), None
+        self._ends_line = True
+
+    @property
+    def written(self) -> bool:
+        return self._file is not None
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
+            self._file.write(self._header)
+        self._file.write(data)
+        self._ends_line = data.endswith(b"\n")
+
+    def end(self, status: int) -> None:
+        """The exit status line, on a line of its own."""
+        self.write(f"{'' if self._ends_line else chr(10)}[exit status {status}]\n".encode())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _copy_output(
+    proc: subprocess.Popen[bytes], log: _TaskLog, tail: collections.deque[str], running: Callable[[], None], after_s: float
+) -> None:
+    """Copy the command's stdout and stderr to the log as they come, keeping stderr's last lines;
+    call `running()` once the command has run for `after_s`."""
+    assert proc.stdout is not None and proc.stderr is not None
+    err_fd, partial = proc.stderr.fileno(), b""
+    poller, open_fds = select.poll(), {proc.stdout.fileno(), err_fd}
+    for fd in open_fds:
+        poller.register(fd, select.POLLIN)
+    tell_at: float | None = time.monotonic() + after_s
+    while open_fds:
+        ready = poller.poll(None if tell_at is None else max(0.0, tell_at - time.monotonic()) * 1000)
+        if tell_at is not None and time.monotonic() >= tell_at:
+            running()
+            tell_at = None
+        for fd, _ in ready:
+            data = os.read(fd, 65536)
+            if not data:
+                poller.unregister(fd)
+                open_fds.discard(fd)
+                continue
+            log.write(data)
+            if fd == err_fd:
+                *lines, partial = (partial + data).split(b"\n")
+                tail.extend(line.decode(errors="replace") for line in lines)
+    if partial:
+        tail.append(partial.decode(errors="replace"))
+
+
+@functools.lru_cache(maxsize=8)
+def _bash(search_path: str | None) -> str:
+    """bash as found on PATH, looked up once per PATH rather than by every task's exec."""
+    return shutil.which("bash", path=search_path) or "bash"
+
+
 def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """Handler of the `shell` kind: spec {"run": str, "cwd"?: str, "env"?: {str: str}}."""
+    """Handler of the `shell` kind: spec {"run": str, "cwd"?: str, "env"?: {str: str}}.
+
+    The result names the task's log file when the command wrote anything (or failed)."""
     command = spec.get("run")
     if not isinstance(command, str) or not command.strip():
         raise UsageError("a shell task needs a non-empty 'run' command", task_id=ctx.task_id)
     check_command(command, ctx.settings.shell_allow, allow_all=ctx.settings.shell_allow_all)
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
-    ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
+    extra_env = spec.get("env") or {}
+    # None inherits the slot's environment as is: copying it costs more than the rest of a short task
+    env = {**os.environ, **{str(k): str(v) for k, v in extra_env.items()}} if extra_env else None
     started = time.monotonic()
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-    with open(ctx.log_path, "ab", buffering=0) as log:
-        log.write(f"$ {redact(command)}\n".encode())
+    log = _TaskLog(ctx.log_path, command)
+    try:
         # in a slot process the command stays in the slot's process group, which the dispatcher
         # kills as a whole on timeout or cancel; a slot that is a thread kills the command's own
-        # group instead, whose id is the pid in the first progress message
-        proc = subprocess.Popen(
-            ["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.PIPE,
+        # group instead, whose id is the pid in the first progress message, sent at once there
+        with subprocess.Popen(
+            ["bash", "-c", command], executable=_bash((env or os.environ).get("PATH")), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=spec.get("cwd") or None, env=env, start_new_session=ctx.own_process_group,
-        )  # fmt: skip
-        ctx.progress("run", 0.0, {"pid": proc.pid})
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            log.write(line)
-            tail.append(line.decode(errors="replace").rstrip("\n"))
-        status = proc.wait()
-        log.write(f"[exit status {status}]\n".encode())
+        ) as proc:  # fmt: skip
+            after_s = 0.0 if ctx.own_process_group else RUN_STAGE_AFTER_S  # a thread slot kills by this pid
+            _copy_output(proc, log, tail, lambda: ctx.progress("run", 0.0, {"pid": proc.pid}), after_s)
+            status = proc.wait()
+        if log.written or status != 0:
+            log.end(status)
+    finally:
+        log.close()
     elapsed_s = round(time.monotonic() - started, 3)
     if status != 0:
         how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
@@ -162,4 +238,4 @@ def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
             f"shell command {how}{last} (full output in {ctx.log_path})",
             exit_status=status, stderr_tail="\n".join(tail), log=str(ctx.log_path), elapsed_s=elapsed_s,
         )  # fmt: skip
-    return {"exit_status": 0, "log": str(ctx.log_path), "elapsed_s": elapsed_s}
+    return {"exit_status": 0, "log": str(ctx.log_path) if log.written else None, "elapsed_s": elapsed_s}
