@@ -272,6 +272,6 @@ def test_a_real_two_speaker_meeting_is_split_in_two() -> None:
         for start, end, who in result["turns"]:
             hypothesis[Segment(start, end)] = who
         parts = DiarizationErrorRate()(reference, hypothesis, uem=Timeline([Segment(0.0, 30.0)]), detailed=True)
-        # measured 47 % and 52 % (bench/bench_diarize.py): a bound that catches a real regression
-        assert parts["diarization error rate"] < 0.6, (uri, parts)
+        # measured 19 % and 54 % (bench/bench_diarize.py): bounds just above, to catch a real regression
+        assert parts["diarization error rate"] < {"dev00": 0.23, "dev01": 0.57}[uri], (uri, parts)
         assert parts["confusion"] < 0.35 * parts["total"], (uri, parts)

@@ -11,11 +11,15 @@ an enrollment folder (`speaker_names`, pipeline.speakers) matches the voice.
 Backends (`SCRIBEFLEET_DIARIZATION_BACKEND`):
 
 * `resemblyzer` (default, offline, CPU): the voice encoder whose weights the
-  PyPI package `resemblyzer` ships embeds 1.6 s windows of every speech range
-  every 0.4 s; the embeddings of the whole file are clustered (average-linkage
-  agglomerative on cosine distance, the count chosen by silhouette unless
-  given, refined by nearest-centroid passes), and
-  each 50 ms of speech takes the speaker its covering windows are closest to.
+  PyPI package `resemblyzer` ships embeds 1.6 s windows every 0.2 s over the
+  speech ranges (ranges under 0.5 s apart taken as one stretch); the
+  embeddings of the whole file are clustered (average-linkage agglomerative
+  on cosine distance, cut until the wanted count of clusters holds enough
+  windows to be voices rather than outliers; the count chosen by silhouette
+  unless given, clusters of under 10 % of the windows dissolved; refined by
+  nearest-centroid passes). Each 50 ms of sound takes the speaker its
+  covering windows are closest to, and a pause of under 1 s between two turns
+  of one speaker is part of the turn.
 * `pyannote`: pyannote.audio's pipeline, when the user provides it: a local
   pipeline folder (`SCRIBEFLEET_DIARIZATION_MODEL`) or a Hugging Face token
   (`SCRIBEFLEET_HF_TOKEN`) for the gated hub model. Voices are named with the
@@ -54,10 +58,15 @@ OnProgress = Callable[[float], None]
 #: what the pyannote backend loads from the hub when only a token is given
 PYANNOTE_DEFAULT_MODEL = "pyannote/speaker-diarization-3.1"
 _WINDOW_S = 1.6  # the voice encoder's window (resemblyzer's partials_n_frames)
-_STEP_S = 0.4
+_STEP_S = 0.2  # windows overlap by 1.4 s
 _GRID_S = 0.05
 _MIN_TURN_S = 0.4  # a shorter run of one speaker inside a speech range joins its neighbour
-_MIN_EMBED_S = 0.5  # a shorter stretch of sound is not embedded; it joins the nearest turn
+_MIN_EMBED_S = 0.5  # a shorter stretch of sound is not embedded; it takes the nearest window's speaker
+#: an estimated speaker holds at least this share of the windows, or _MIN_CLUSTER_S of speech in a long file
+_MIN_CLUSTER_FRAC = 0.1
+_MIN_CLUSTER_S = 30.0
+_JOIN_S = 0.5  # speech ranges this close are embedded as one stretch (windows run across short pauses)
+_BRIDGE_S = 1.0  # a pause shorter than this between two turns of one speaker is inside one turn
 _FRAME_S = 0.03
 #: a frame this far (dB) below the range's loud frames, or below the floor, is a pause
 _QUIET_DB = 35.0
@@ -219,14 +228,15 @@ def _resemblyzer_turns(
 ) -> tuple[list[Turn], dict[str, np.ndarray]]:
     encoder = voice_encoder(device, threads)
     spans = [span for start, end in ranges for span in voiced_spans(audio, start, end)]
+    regions = _joined(ranges, _JOIN_S)
     embeddings: list[np.ndarray] = []
-    windows: list[tuple[int, float, float]] = []  # (span index, start_s, end_s) of each embedding
-    total_s = sum(e - s for s, e in spans) or 1.0
+    windows: list[tuple[int, float, float]] = []  # (region index, start_s, end_s) of each embedding
+    total_s = sum(e - s for s, e in regions) or 1.0
     done_s = 0.0
-    for index, (start, end) in enumerate(spans):
+    for index, (start, end) in enumerate(regions):
         done_s += end - start
         if end - start < _MIN_EMBED_S:
-            continue  # too short to tell a voice by: it takes the speaker of the nearest turn
+            continue  # too short to tell a voice by: it takes the speaker of the nearest windows
         vectors, bounds_in = embed_windows(encoder, audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
         embeddings.append(vectors)
         windows += [(index, start + a / SAMPLE_RATE, start + b / SAMPLE_RATE) for a, b in bounds_in]
@@ -236,8 +246,7 @@ def _resemblyzer_turns(
         return [], {}
     vectors = np.concatenate(embeddings)
     _, centroids = cluster(vectors, bounds)
-    turns = _label_grid(spans, windows, vectors @ centroids.T)
-    turns = _join_short_spans(turns, [span for i, span in enumerate(spans) if span[1] - span[0] < _MIN_EMBED_S])
+    turns = _bridge(_label_grid(spans, windows, vectors @ centroids.T))
     progress(1.0)
     return turns, {f"S{k}": centroids[k] for k in range(centroids.shape[0])}
 
@@ -266,17 +275,6 @@ def voiced_spans(audio: np.ndarray, start: float, end: float) -> list[tuple[floa
     return spans
 
 
-def _join_short_spans(turns: list[Turn], short: list[tuple[float, float]]) -> list[Turn]:
-    """Spans too short to embed take the speaker of the nearest turn."""
-    if not turns:
-        return turns
-    joined = list(turns)
-    for start, end in short:
-        nearest = min(turns, key=lambda t: max(t[0] - end, start - t[1], 0.0))
-        joined.append((start, end, nearest[2]))
-    return sorted(joined)
-
-
 def _normed(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-9)
 
@@ -298,8 +296,16 @@ def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.nda
     if n > _MAX_LINKAGE:  # linkage is quadratic in memory: cluster an even sample, assign the rest
         sample = vectors[np.linspace(0, n - 1, _MAX_LINKAGE).astype(int)]
     tree = linkage(sample.astype(np.float64), method="average", metric="cosine")
-    if least == most:
-        return _refine(vectors, sample, fcluster(tree, t=least, criterion="maxclust"), least, drop_small=False)
+    if least == most:  # the tree cut deeper until it holds `least` clusters that are not outliers
+        groups = fcluster(tree, t=least, criterion="maxclust")
+        for m in range(least, min(sample.shape[0], 10 * least) + 1):
+            deeper = fcluster(tree, t=m, criterion="maxclust")
+            sizes = np.bincount(deeper)
+            large = [g for g in np.unique(deeper) if sizes[g] >= _least_windows(sample.shape[0])]
+            if len(large) >= least:
+                groups = np.where(np.isin(deeper, large), deeper, 0)
+                break
+        return _refine(vectors, sample, groups, least, drop_small=False)
     distances = np.clip(1.0 - sample @ sample.T, 0.0, 2.0)
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     for k in range(max(2, least), min(most, _MAX_ESTIMATE, sample.shape[0] - 1) + 1):
@@ -318,18 +324,24 @@ def _refine(
     vectors: np.ndarray, sample: np.ndarray, groups: np.ndarray, least: int, *, drop_small: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-centroid passes from the tree's clusters (windows put on the wrong branch move over);
-    with `drop_small`, a cluster of under 2 % of the windows (a blur at a change, a cough) is dissolved."""
+    with `drop_small`, a cluster of under 10 % of the windows (or of 30 s of speech, in a long file: a blur at
+    a change, a cough, one voice heard from two distances) is dissolved into its nearest."""
     n = vectors.shape[0]
-    centroids = _normed(np.stack([sample[groups == g].mean(axis=0) for g in np.unique(groups)]))
+    centroids = _normed(np.stack([sample[groups == g].mean(axis=0) for g in np.unique(groups) if g > 0]))
     for _ in range(3):
         labels = np.argmax(vectors @ centroids.T, axis=1)
         keep = [k for k in range(centroids.shape[0]) if np.any(labels == k)]
         if drop_small:
-            keep = [k for k in keep if np.sum(labels == k) >= max(2, 0.02 * n)] or keep[:1]
+            keep = [k for k in keep if np.sum(labels == k) >= _least_windows(n)] or keep[:1]
         centroids = centroids[keep if len(keep) >= least else range(centroids.shape[0])]
         labels = np.argmax(vectors @ centroids.T, axis=1)
         centroids = _normed(np.stack([vectors[labels == k].mean(axis=0) for k in range(centroids.shape[0])]))
     return np.argmax(vectors @ centroids.T, axis=1), centroids
+
+
+def _least_windows(n: int) -> float:
+    """How many of `n` windows a cluster needs to be a voice rather than an outlier."""
+    return max(2.0, min(_MIN_CLUSTER_FRAC * n, _MIN_CLUSTER_S / _STEP_S))
 
 
 def _silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
@@ -347,27 +359,48 @@ def _silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean((b - a) / np.maximum(np.maximum(a, b), 1e-9)))
 
 
-def _label_grid(
-    ranges: list[tuple[float, float]], windows: list[tuple[int, float, float]], scores: np.ndarray
-) -> list[Turn]:
-    """Turns: each 50 ms of each stretch of sound takes the cluster its covering windows score highest."""
-    by_range: dict[int, list[int]] = {}
-    for i, (index, _, _) in enumerate(windows):
-        by_range.setdefault(index, []).append(i)
+def _label_grid(speech: list[tuple[float, float]], windows: list[tuple[int, float, float]], scores: np.ndarray) -> list[Turn]:
+    """Turns: each 50 ms of speech takes the cluster its covering windows score highest (the nearest window
+    where none covers it: a pause inside a turn, a sound too short to embed)."""
+    starts = np.array([w[1] for w in windows])
+    ends = np.array([w[2] for w in windows])
+    centers = (starts + ends) / 2
     turns: list[Turn] = []
-    for index, members in by_range.items():
-        start, end = ranges[index]
-        starts = np.array([windows[i][1] for i in members])
-        ends = np.array([windows[i][2] for i in members])
+    for start, end in speech:
+        near = np.flatnonzero((starts < end + _WINDOW_S) & (ends > start - _WINDOW_S))
+        if near.size == 0:
+            near = np.array([int(np.argmin(np.abs(centers - (start + end) / 2)))])
         grid = np.arange(start, end, _GRID_S) + _GRID_S / 2
-        covering = (starts[None, :] <= grid[:, None]) & (grid[:, None] < ends[None, :])
-        centers = (starts + ends) / 2
-        nearest = np.argmin(np.abs(grid[:, None] - centers[None, :]), axis=1)
+        if grid.size == 0:
+            continue
+        covering = (starts[near][None, :] <= grid[:, None]) & (grid[:, None] < ends[near][None, :])
+        nearest = np.argmin(np.abs(grid[:, None] - centers[near][None, :]), axis=1)
         covering[np.arange(grid.size), nearest] = True  # every point has at least one window
-        points = np.argmax(covering.astype(np.float32) @ scores[members], axis=1)
-        runs = _runs(points, start, end)
-        turns += [(s, e, f"S{k}") for s, e, k in _absorb_short(runs)]
+        points = np.argmax(covering.astype(np.float32) @ scores[near], axis=1)
+        turns += [(s, e, f"S{k}") for s, e, k in _absorb_short(_runs(points, start, end))]
     return sorted(turns)
+
+
+def _joined(ranges: list[tuple[float, float]], gap_s: float) -> list[tuple[float, float]]:
+    """Speech ranges with pauses of at most `gap_s` between them joined into one."""
+    joined: list[tuple[float, float]] = []
+    for start, end in sorted(ranges):
+        if joined and start - joined[-1][1] <= gap_s:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+        else:
+            joined.append((start, end))
+    return joined
+
+
+def _bridge(turns: list[Turn]) -> list[Turn]:
+    """Turns of one speaker with a pause of under _BRIDGE_S between them are one turn (a pause inside a turn)."""
+    bridged: list[Turn] = []
+    for turn in sorted(turns):
+        if bridged and bridged[-1][2] == turn[2] and turn[0] - bridged[-1][1] < _BRIDGE_S:
+            bridged[-1] = (bridged[-1][0], max(bridged[-1][1], turn[1]), turn[2])
+        else:
+            bridged.append(turn)
+    return bridged
 
 
 def _runs(points: np.ndarray, start: float, end: float) -> list[tuple[float, float, int]]:
