@@ -275,3 +275,9 @@ def test_a_real_two_speaker_meeting_is_split_in_two() -> None:
         # measured 19 % and 54 % (bench/bench_diarize.py): bounds just above, to catch a real regression
         assert parts["diarization error rate"] < {"dev00": 0.23, "dev01": 0.57}[uri], (uri, parts)
         assert parts["confusion"] < 0.35 * parts["total"], (uri, parts)
+        # a pause inside a turn is part of it: most of the speech the reference marks is labelled
+        assert parts["missed detection"] < 0.2 * parts["total"], (uri, parts)
+        # with the count estimated, one far-field voice is not split into many (7 were once found on dev00)
+        estimated = diarize(audio, speech_ranges(audio, batched=True), TranscribeOptions(diarize=True),
+                            DiarizerConfig(), threads=1)
+        assert 2 <= len(estimated["speakers"]) <= 3, (uri, estimated["speakers"])

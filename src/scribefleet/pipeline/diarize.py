@@ -75,6 +75,7 @@ _GAP_FRAMES = 8  # pauses up to 0.24 s (a comma) do not split a stretch of sound
 #: an estimated count is at most this; a split whose silhouette stays under _MIN_SILHOUETTE is one voice
 _MAX_ESTIMATE = 10
 _MIN_SILHOUETTE = 0.1
+_SILHOUETTE_SLACK = 0.05  # a count whose silhouette is this close to the best one's is as good
 _MAX_LINKAGE = 2000  # more windows than this: cluster a sample, then assign all to its centroids
 
 
@@ -283,10 +284,11 @@ def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.nda
     """Global clustering of unit vectors: (label per vector, unit centroid per cluster).
 
     A given count cuts the average-linkage tree into that many clusters. Otherwise every count the bounds
-    allow (up to _MAX_ESTIMATE) is tried and the one whose clusters are best separated (silhouette on
-    cosine distance) wins; one speaker when no split separates the voices well enough.
+    allow (up to _MAX_ESTIMATE) is tried and the fewest clusters that are about as well separated as the best
+    (silhouette on cosine distance, within _SILHOUETTE_SLACK) win; one speaker when no split separates the
+    voices well enough. A cut skips past outliers (see `_cut`).
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.cluster.hierarchy import linkage
 
     n = vectors.shape[0]
     least, most = bounds or (1, 64)
@@ -296,28 +298,38 @@ def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.nda
     if n > _MAX_LINKAGE:  # linkage is quadratic in memory: cluster an even sample, assign the rest
         sample = vectors[np.linspace(0, n - 1, _MAX_LINKAGE).astype(int)]
     tree = linkage(sample.astype(np.float64), method="average", metric="cosine")
-    if least == most:  # the tree cut deeper until it holds `least` clusters that are not outliers
-        groups = fcluster(tree, t=least, criterion="maxclust")
-        for m in range(least, min(sample.shape[0], 10 * least) + 1):
-            deeper = fcluster(tree, t=m, criterion="maxclust")
-            sizes = np.bincount(deeper)
-            large = [g for g in np.unique(deeper) if sizes[g] >= _least_windows(sample.shape[0])]
-            if len(large) >= least:
-                groups = np.where(np.isin(deeper, large), deeper, 0)
-                break
-        return _refine(vectors, sample, groups, least, drop_small=False)
+    least_windows = _least_windows(n) * sample.shape[0] / n  # in the sample
+    if least == most:
+        return _refine(vectors, sample, _cut(tree, least, least_windows), least, drop_small=False)
     distances = np.clip(1.0 - sample @ sample.T, 0.0, 2.0)
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    tried: list[tuple[float, np.ndarray, np.ndarray]] = []
     for k in range(max(2, least), min(most, _MAX_ESTIMATE, sample.shape[0] - 1) + 1):
-        labels, centroids = _refine(vectors, sample, fcluster(tree, t=k, criterion="maxclust"), least, drop_small=True)
+        labels, centroids = _refine(vectors, sample, _cut(tree, k, least_windows), least, drop_small=True)
         if centroids.shape[0] < max(2, least):
             continue
         score = _silhouette(distances, np.argmax(sample @ centroids.T, axis=1))
-        if best is None or score > best[0] + 1e-6:
-            best = (score, labels, centroids)
-    if best is None or (least == 1 and best[0] < _MIN_SILHOUETTE):
+        log.debug("diarize: %d clusters (%d kept), silhouette %.3f", k, centroids.shape[0], score)
+        tried.append((score, labels, centroids))
+    if not tried or (least == 1 and max(t[0] for t in tried) < _MIN_SILHOUETTE):
         return np.zeros(n, dtype=int), _normed(vectors.mean(axis=0, keepdims=True))
-    return best[1], best[2]
+    # the fewest speakers whose split is about as good as the best one (more clusters always fit a little better)
+    top = max(t[0] for t in tried)
+    _, labels, centroids = min((t for t in tried if t[0] >= top - _SILHOUETTE_SLACK), key=lambda t: t[2].shape[0])
+    return labels, centroids
+
+
+def _cut(tree: np.ndarray, count: int, least_windows: float) -> np.ndarray:
+    """The tree's clusters (1, 2, ...), cut deeper until `count` of them hold `least_windows` (voices rather
+    than outliers: a cough, a blur at a change); the windows of the others are 0, left to the nearest."""
+    from scipy.cluster.hierarchy import fcluster
+
+    for m in range(count, min(tree.shape[0] + 1, 10 * count) + 1):
+        groups = fcluster(tree, t=m, criterion="maxclust")
+        sizes = np.bincount(groups)
+        large = [g for g in np.unique(groups) if sizes[g] >= max(2.0, least_windows)]
+        if len(large) >= count:
+            return np.where(np.isin(groups, large), groups, 0)
+    return fcluster(tree, t=count, criterion="maxclust")
 
 
 def _refine(
@@ -359,7 +371,9 @@ def _silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean((b - a) / np.maximum(np.maximum(a, b), 1e-9)))
 
 
-def _label_grid(speech: list[tuple[float, float]], windows: list[tuple[int, float, float]], scores: np.ndarray) -> list[Turn]:
+def _label_grid(
+    speech: list[tuple[float, float]], windows: list[tuple[int, float, float]], scores: np.ndarray
+) -> list[Turn]:
     """Turns: each 50 ms of speech takes the cluster its covering windows score highest (the nearest window
     where none covers it: a pause inside a turn, a sound too short to embed)."""
     starts = np.array([w[1] for w in windows])
