@@ -21,24 +21,27 @@ Measured on the 2-core test machine (1 torch thread, under load), DER without
 collar / with a 0.25 s collar:
 
   recording    count given          count estimated
-  dialogue     0.7 % / 0.0 %        0.7 % / 0.0 %   (2 found)
-  two-long     0.8 % / 0.1 %        0.8 % / 0.1 %   (2 found)
+  dialogue     3.3 % / 2.6 %        3.3 % / 2.6 %   (2 found)
+  two-long     0.8 % / 0.0 %        0.8 % / 0.0 %   (2 found)
   three-long   0.9 % / 0.1 %        31.7 % / 30.1 % (2 found: resemblyzer hears espeak's en+m3 and
                                                      en+m7 as one voice, centroid cosine similarity 0.86)
-  real-dev00   19.2 % / 12.6 %      19.2 % / 12.6 % (2 found)
-  real-dev01   53.5 % / 48.1 %      27.4 % / 21.2 % (3 found)
+  real-dev00   25.4 % / 17.9 %      25.4 % / 17.9 % (2 found)
+  real-dev01   30.4 % / 24.9 %      30.4 % / 24.9 % (2 found)
 
-On the real meeting excerpts the offline backend is far from the goal on
-dev01: resemblyzer's embeddings of its two far-field voices split the wrong
-way with the count given (5.7 s of 16.9 s confused; the minority voice is
-4 s; even the true split has a lower silhouette than the one found), and
-with the count estimated one voice is two clusters (27 %: the third cluster
-is one of the voices, so less is confused than with the count given). The
-reference marks whole turns, pauses and overlaps included; a pause of under
-1 s between two turns of one speaker is bridged, longer ones still count as
-missed (5.1 s of dev00's 28.5 s). Before bridging pauses, embedding across
-them every 0.2 s and cutting the tree past outliers, the numbers were 47 %
-and 52 % (given), 73 % (7 found) and 33 % (estimated), and dialogue 9.6 %.
+Before (embedding each stretch of sound every 0.4 s, the tree cut at the
+count, the best silhouette, turns ending at every pause): dialogue 9.6 %,
+two-long 0.9 %, three-long 1.8 % given / 29.3 % estimated; real-dev00 47 %
+given / 73 % estimated (7 found), real-dev01 52 % / 33 %.
+
+The real meeting excerpts are where the offline backend is weakest. Their
+reference marks whole turns, pauses and overlaps included: a pause of under
+1 s between two turns of one speaker is bridged, longer pauses and overlaps
+(one speaker per instant here) still count as missed (6.1 s of dev00's
+28.5 s, 3.2 s of dev01's 16.9 s). resemblyzer's embeddings of far-field
+voices separate them only just (on dev01 even the true split has a lower
+silhouette than the one found), so small changes move the numbers a lot:
+with the sequential mode's VAD ranges (`batch_size` 1) dev00 is 17.8 % with
+the count given but 44.7 % estimated (3 found), dev01 30.3 % both.
 """
 
 from __future__ import annotations

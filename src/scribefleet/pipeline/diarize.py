@@ -12,14 +12,15 @@ Backends (`SCRIBEFLEET_DIARIZATION_BACKEND`):
 
 * `resemblyzer` (default, offline, CPU): the voice encoder whose weights the
   PyPI package `resemblyzer` ships embeds 1.6 s windows every 0.2 s over the
-  speech ranges (ranges under 0.5 s apart taken as one stretch); the
-  embeddings of the whole file are clustered (average-linkage agglomerative
-  on cosine distance, cut until the wanted count of clusters holds enough
-  windows to be voices rather than outliers; the count chosen by silhouette
-  unless given, clusters of under 10 % of the windows dissolved; refined by
-  nearest-centroid passes). Each 50 ms of sound takes the speaker its
-  covering windows are closest to, and a pause of under 1 s between two turns
-  of one speaker is part of the turn.
+  stretches of sound in the speech ranges; the embeddings of the whole file
+  are clustered (average-linkage agglomerative on cosine distance, the tree
+  cut until the wanted count of clusters hold enough windows to be voices
+  rather than outliers; unless given, the count is the fewest whose
+  silhouette is about as good as the best, with clusters of under 10 % of the
+  windows, or 30 s of speech, dissolved; refined by nearest-centroid passes).
+  Each 50 ms of sound takes the speaker its covering windows are closest to,
+  and a pause of under 1 s between two turns of one speaker is part of the
+  turn.
 * `pyannote`: pyannote.audio's pipeline, when the user provides it: a local
   pipeline folder (`SCRIBEFLEET_DIARIZATION_MODEL`) or a Hugging Face token
   (`SCRIBEFLEET_HF_TOKEN`) for the gated hub model. Voices are named with the
@@ -65,7 +66,9 @@ _MIN_EMBED_S = 0.5  # a shorter stretch of sound is not embedded; it takes the n
 #: an estimated speaker holds at least this share of the windows, or _MIN_CLUSTER_S of speech in a long file
 _MIN_CLUSTER_FRAC = 0.1
 _MIN_CLUSTER_S = 30.0
-_JOIN_S = 0.5  # speech ranges this close are embedded as one stretch (windows run across short pauses)
+#: stretches of sound this close are embedded as one (a pause too short to split a stretch, or only the
+#: border of two VAD ranges, between them), so the windows of a turn are not cut short
+_JOIN_S = 0.25
 _BRIDGE_S = 1.0  # a pause shorter than this between two turns of one speaker is inside one turn
 _FRAME_S = 0.03
 #: a frame this far (dB) below the range's loud frames, or below the floor, is a pause
@@ -229,7 +232,7 @@ def _resemblyzer_turns(
 ) -> tuple[list[Turn], dict[str, np.ndarray]]:
     encoder = voice_encoder(device, threads)
     spans = [span for start, end in ranges for span in voiced_spans(audio, start, end)]
-    regions = _joined(ranges, _JOIN_S)
+    regions = _joined(spans, _JOIN_S)
     embeddings: list[np.ndarray] = []
     windows: list[tuple[int, float, float]] = []  # (region index, start_s, end_s) of each embedding
     total_s = sum(e - s for s, e in regions) or 1.0
@@ -396,7 +399,7 @@ def _label_grid(
 
 
 def _joined(ranges: list[tuple[float, float]], gap_s: float) -> list[tuple[float, float]]:
-    """Speech ranges with pauses of at most `gap_s` between them joined into one."""
+    """Ranges with pauses of at most `gap_s` between them joined into one."""
     joined: list[tuple[float, float]] = []
     for start, end in sorted(ranges):
         if joined and start - joined[-1][1] <= gap_s:
