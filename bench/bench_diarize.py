@@ -28,6 +28,8 @@ collar / with a 0.25 s collar:
   real-dev00   25.4 % / 17.9 %      25.4 % / 17.9 % (2 found)
   real-dev01   30.4 % / 24.9 %      30.4 % / 24.9 % (2 found)
 
+at 15-75 audio-seconds per wall-second.
+
 Before (embedding each stretch of sound every 0.4 s, the tree cut at the
 count, the best silhouette, turns ending at every pause): dialogue 9.6 %,
 two-long 0.9 %, three-long 1.8 % given / 29.3 % estimated; real-dev00 47 %

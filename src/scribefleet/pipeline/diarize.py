@@ -234,16 +234,16 @@ def _resemblyzer_turns(
     spans = [span for start, end in ranges for span in voiced_spans(audio, start, end)]
     regions = _joined(spans, _JOIN_S)
     embeddings: list[np.ndarray] = []
-    windows: list[tuple[int, float, float]] = []  # (region index, start_s, end_s) of each embedding
+    windows: list[tuple[float, float]] = []  # (start_s, end_s) of each embedding
     total_s = sum(e - s for s, e in regions) or 1.0
     done_s = 0.0
-    for index, (start, end) in enumerate(regions):
+    for start, end in regions:
         done_s += end - start
         if end - start < _MIN_EMBED_S:
             continue  # too short to tell a voice by: it takes the speaker of the nearest windows
         vectors, bounds_in = embed_windows(encoder, audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
         embeddings.append(vectors)
-        windows += [(index, start + a / SAMPLE_RATE, start + b / SAMPLE_RATE) for a, b in bounds_in]
+        windows += [(start + a / SAMPLE_RATE, start + b / SAMPLE_RATE) for a, b in bounds_in]
         progress(0.9 * done_s / total_s)
         deadline.check()
     if not windows:
@@ -375,12 +375,12 @@ def _silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _label_grid(
-    speech: list[tuple[float, float]], windows: list[tuple[int, float, float]], scores: np.ndarray
+    speech: list[tuple[float, float]], windows: list[tuple[float, float]], scores: np.ndarray
 ) -> list[Turn]:
     """Turns: each 50 ms of speech takes the cluster its covering windows score highest (the nearest window
     where none covers it: a pause inside a turn, a sound too short to embed)."""
-    starts = np.array([w[1] for w in windows])
-    ends = np.array([w[2] for w in windows])
+    starts = np.array([w[0] for w in windows])
+    ends = np.array([w[1] for w in windows])
     centers = (starts + ends) / 2
     turns: list[Turn] = []
     for start, end in speech:
