@@ -286,7 +286,7 @@ def _normed(matrix: np.ndarray) -> np.ndarray:
 def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Global clustering of unit vectors: (label per vector, unit centroid per cluster).
 
-    A given count cuts the average-linkage tree into that many clusters. Otherwise every count the bounds
+    A given count cuts the average-linkage tree into that many voices (past outliers). Otherwise every count the bounds
     allow (up to _MAX_ESTIMATE) is tried and the fewest clusters that are about as well separated as the best
     (silhouette on cosine distance, within _SILHOUETTE_SLACK) win; one speaker when no split separates the
     voices well enough. A cut skips past outliers (see `_cut`).
