@@ -17,19 +17,33 @@ the NIST evaluations use), the speakers found, and audio-seconds per
 wall-second. Needs the `diarization` extra and espeak-ng + sox for the built
 recordings.  Usage: python bench/bench_diarize.py [--rounds N] [--threads T]
 
-Measured on the 2-core test machine (1 torch thread, under load): dialogue
-9.6 % DER, two-long 0.9 %, three-long 1.8 % with the count given; with the
-count estimated three-long finds 2 speakers (29 %): resemblyzer hears espeak's
-en+m3 and en+m7 as one voice (centroid cosine similarity 0.86, against 0.65
-between the male and female voices). 7-33 audio-seconds per wall-second.
+Measured on the 2-core test machine (1 torch thread, under load), DER without
+collar / with a 0.25 s collar:
 
-On the real meeting excerpts the offline backend is far from the 20 % goal:
-real-dev00 47 % DER with the count given (9.1 s of its 28.5 s of speech
-missed: the reference marks whole turns, pauses and overlaps included, while
-the turns found stop at pauses; 3.9 s confused), 73 % with the count
-estimated (7 speakers found: silhouette over 30 s of far-field speech splits
-one voice); real-dev01 52 % given, 33 % estimated (4.0 s missed). With a
-0.25 s collar: 42 %/70 % and 48 %/27 %.
+  recording    count given          count estimated
+  dialogue     3.3 % / 2.6 %        3.3 % / 2.6 %   (2 found)
+  two-long     0.8 % / 0.0 %        0.8 % / 0.0 %   (2 found)
+  three-long   0.9 % / 0.1 %        31.7 % / 30.1 % (2 found: resemblyzer hears espeak's en+m3 and
+                                                     en+m7 as one voice, centroid cosine similarity 0.86)
+  real-dev00   25.4 % / 17.9 %      25.4 % / 17.9 % (2 found)
+  real-dev01   30.4 % / 24.9 %      30.4 % / 24.9 % (2 found)
+
+at 15-75 audio-seconds per wall-second.
+
+Before (embedding each stretch of sound every 0.4 s, the tree cut at the
+count, the best silhouette, turns ending at every pause): dialogue 9.6 %,
+two-long 0.9 %, three-long 1.8 % given / 29.3 % estimated; real-dev00 47 %
+given / 73 % estimated (7 found), real-dev01 52 % / 33 %.
+
+The real meeting excerpts are where the offline backend is weakest. Their
+reference marks whole turns, pauses and overlaps included: a pause of under
+1 s between two turns of one speaker is bridged, longer pauses and overlaps
+(one speaker per instant here) still count as missed (6.1 s of dev00's
+28.5 s, 3.2 s of dev01's 16.9 s). resemblyzer's embeddings of far-field
+voices separate them only just (on dev01 even the true split has a lower
+silhouette than the one found), so small changes move the numbers a lot:
+with the sequential mode's VAD ranges (`batch_size` 1) dev00 is 17.8 % with
+the count given but 44.7 % estimated (3 found), dev01 30.3 % both.
 """
 
 from __future__ import annotations

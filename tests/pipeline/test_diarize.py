@@ -272,6 +272,13 @@ def test_a_real_two_speaker_meeting_is_split_in_two() -> None:
         for start, end, who in result["turns"]:
             hypothesis[Segment(start, end)] = who
         parts = DiarizationErrorRate()(reference, hypothesis, uem=Timeline([Segment(0.0, 30.0)]), detailed=True)
-        # measured 47 % and 52 % (bench/bench_diarize.py): a bound that catches a real regression
-        assert parts["diarization error rate"] < 0.6, (uri, parts)
+        # measured 25 % and 30 % (bench/bench_diarize.py; 47 % and 52 % before pauses inside a turn were
+        # bridged): bounds just above, to catch a real regression
+        assert parts["diarization error rate"] < {"dev00": 0.28, "dev01": 0.33}[uri], (uri, parts)
         assert parts["confusion"] < 0.35 * parts["total"], (uri, parts)
+        # a pause inside a turn is part of it: most of the speech the reference marks is labelled
+        assert parts["missed detection"] < 0.25 * parts["total"], (uri, parts)
+        # with the count estimated, one far-field voice is not split into many (7 were once found on dev00)
+        estimated = diarize(audio, speech_ranges(audio, batched=True), TranscribeOptions(diarize=True),
+                            DiarizerConfig(), threads=1)
+        assert len(estimated["speakers"]) == 2, (uri, estimated["speakers"])

@@ -11,11 +11,16 @@ an enrollment folder (`speaker_names`, pipeline.speakers) matches the voice.
 Backends (`SCRIBEFLEET_DIARIZATION_BACKEND`):
 
 * `resemblyzer` (default, offline, CPU): the voice encoder whose weights the
-  PyPI package `resemblyzer` ships embeds 1.6 s windows of every speech range
-  every 0.4 s; the embeddings of the whole file are clustered (average-linkage
-  agglomerative on cosine distance, the count chosen by silhouette unless
-  given, refined by nearest-centroid passes), and
-  each 50 ms of speech takes the speaker its covering windows are closest to.
+  PyPI package `resemblyzer` ships embeds 1.6 s windows every 0.2 s over the
+  stretches of sound in the speech ranges; the embeddings of the whole file
+  are clustered (average-linkage agglomerative on cosine distance, the tree
+  cut until the wanted count of clusters hold enough windows to be voices
+  rather than outliers; unless given, the count is the fewest whose
+  silhouette is about as good as the best, with clusters of under 10 % of the
+  windows, or 30 s of speech, dissolved; refined by nearest-centroid passes).
+  Each 50 ms of sound takes the speaker its covering windows are closest to,
+  and a pause of under 1 s between two turns of one speaker is part of the
+  turn.
 * `pyannote`: pyannote.audio's pipeline, when the user provides it: a local
   pipeline folder (`SCRIBEFLEET_DIARIZATION_MODEL`) or a Hugging Face token
   (`SCRIBEFLEET_HF_TOKEN`) for the gated hub model. Voices are named with the
@@ -54,10 +59,17 @@ OnProgress = Callable[[float], None]
 #: what the pyannote backend loads from the hub when only a token is given
 PYANNOTE_DEFAULT_MODEL = "pyannote/speaker-diarization-3.1"
 _WINDOW_S = 1.6  # the voice encoder's window (resemblyzer's partials_n_frames)
-_STEP_S = 0.4
+_STEP_S = 0.2  # windows overlap by 1.4 s
 _GRID_S = 0.05
 _MIN_TURN_S = 0.4  # a shorter run of one speaker inside a speech range joins its neighbour
-_MIN_EMBED_S = 0.5  # a shorter stretch of sound is not embedded; it joins the nearest turn
+_MIN_EMBED_S = 0.5  # a shorter stretch of sound is not embedded; it takes the nearest window's speaker
+#: an estimated speaker holds at least this share of the windows, or _MIN_CLUSTER_S of speech in a long file
+_MIN_CLUSTER_FRAC = 0.1
+_MIN_CLUSTER_S = 30.0
+#: stretches of sound this close are embedded as one (a pause too short to split a stretch, or only the
+#: border of two VAD ranges, between them), so the windows of a turn are not cut short
+_JOIN_S = 0.25
+_BRIDGE_S = 1.0  # a pause shorter than this between two turns of one speaker is inside one turn
 _FRAME_S = 0.03
 #: a frame this far (dB) below the range's loud frames, or below the floor, is a pause
 _QUIET_DB = 35.0
@@ -66,6 +78,7 @@ _GAP_FRAMES = 8  # pauses up to 0.24 s (a comma) do not split a stretch of sound
 #: an estimated count is at most this; a split whose silhouette stays under _MIN_SILHOUETTE is one voice
 _MAX_ESTIMATE = 10
 _MIN_SILHOUETTE = 0.1
+_SILHOUETTE_SLACK = 0.05  # a count whose silhouette is this close to the best one's is as good
 _MAX_LINKAGE = 2000  # more windows than this: cluster a sample, then assign all to its centroids
 
 
@@ -219,25 +232,25 @@ def _resemblyzer_turns(
 ) -> tuple[list[Turn], dict[str, np.ndarray]]:
     encoder = voice_encoder(device, threads)
     spans = [span for start, end in ranges for span in voiced_spans(audio, start, end)]
+    regions = _joined(spans, _JOIN_S)
     embeddings: list[np.ndarray] = []
-    windows: list[tuple[int, float, float]] = []  # (span index, start_s, end_s) of each embedding
-    total_s = sum(e - s for s, e in spans) or 1.0
+    windows: list[tuple[float, float]] = []  # (start_s, end_s) of each embedding
+    total_s = sum(e - s for s, e in regions) or 1.0
     done_s = 0.0
-    for index, (start, end) in enumerate(spans):
+    for start, end in regions:
         done_s += end - start
         if end - start < _MIN_EMBED_S:
-            continue  # too short to tell a voice by: it takes the speaker of the nearest turn
+            continue  # too short to tell a voice by: it takes the speaker of the nearest windows
         vectors, bounds_in = embed_windows(encoder, audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
         embeddings.append(vectors)
-        windows += [(index, start + a / SAMPLE_RATE, start + b / SAMPLE_RATE) for a, b in bounds_in]
+        windows += [(start + a / SAMPLE_RATE, start + b / SAMPLE_RATE) for a, b in bounds_in]
         progress(0.9 * done_s / total_s)
         deadline.check()
     if not windows:
         return [], {}
     vectors = np.concatenate(embeddings)
     _, centroids = cluster(vectors, bounds)
-    turns = _label_grid(spans, windows, vectors @ centroids.T)
-    turns = _join_short_spans(turns, [span for i, span in enumerate(spans) if span[1] - span[0] < _MIN_EMBED_S])
+    turns = _bridge(_label_grid(spans, windows, vectors @ centroids.T))
     progress(1.0)
     return turns, {f"S{k}": centroids[k] for k in range(centroids.shape[0])}
 
@@ -266,17 +279,6 @@ def voiced_spans(audio: np.ndarray, start: float, end: float) -> list[tuple[floa
     return spans
 
 
-def _join_short_spans(turns: list[Turn], short: list[tuple[float, float]]) -> list[Turn]:
-    """Spans too short to embed take the speaker of the nearest turn."""
-    if not turns:
-        return turns
-    joined = list(turns)
-    for start, end in short:
-        nearest = min(turns, key=lambda t: max(t[0] - end, start - t[1], 0.0))
-        joined.append((start, end, nearest[2]))
-    return sorted(joined)
-
-
 def _normed(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-9)
 
@@ -284,11 +286,12 @@ def _normed(matrix: np.ndarray) -> np.ndarray:
 def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Global clustering of unit vectors: (label per vector, unit centroid per cluster).
 
-    A given count cuts the average-linkage tree into that many clusters. Otherwise every count the bounds
-    allow (up to _MAX_ESTIMATE) is tried and the one whose clusters are best separated (silhouette on
-    cosine distance) wins; one speaker when no split separates the voices well enough.
+    A given count cuts the average-linkage tree into that many voices (past outliers). Otherwise every count the bounds
+    allow (up to _MAX_ESTIMATE) is tried and the fewest clusters that are about as well separated as the best
+    (silhouette on cosine distance, within _SILHOUETTE_SLACK) win; one speaker when no split separates the
+    voices well enough. A cut skips past outliers (see `_cut`).
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.cluster.hierarchy import linkage
 
     n = vectors.shape[0]
     least, most = bounds or (1, 64)
@@ -298,38 +301,62 @@ def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.nda
     if n > _MAX_LINKAGE:  # linkage is quadratic in memory: cluster an even sample, assign the rest
         sample = vectors[np.linspace(0, n - 1, _MAX_LINKAGE).astype(int)]
     tree = linkage(sample.astype(np.float64), method="average", metric="cosine")
+    least_windows = _least_windows(n) * sample.shape[0] / n  # in the sample
     if least == most:
-        return _refine(vectors, sample, fcluster(tree, t=least, criterion="maxclust"), least, drop_small=False)
+        return _refine(vectors, sample, _cut(tree, least, least_windows), least, drop_small=False)
     distances = np.clip(1.0 - sample @ sample.T, 0.0, 2.0)
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    tried: list[tuple[float, np.ndarray, np.ndarray]] = []
     for k in range(max(2, least), min(most, _MAX_ESTIMATE, sample.shape[0] - 1) + 1):
-        labels, centroids = _refine(vectors, sample, fcluster(tree, t=k, criterion="maxclust"), least, drop_small=True)
+        labels, centroids = _refine(vectors, sample, _cut(tree, k, least_windows), least, drop_small=True)
         if centroids.shape[0] < max(2, least):
             continue
         score = _silhouette(distances, np.argmax(sample @ centroids.T, axis=1))
-        if best is None or score > best[0] + 1e-6:
-            best = (score, labels, centroids)
-    if best is None or (least == 1 and best[0] < _MIN_SILHOUETTE):
+        log.debug("diarize: %d clusters (%d kept), silhouette %.3f", k, centroids.shape[0], score)
+        tried.append((score, labels, centroids))
+    if not tried or (least == 1 and max(t[0] for t in tried) < _MIN_SILHOUETTE):
         return np.zeros(n, dtype=int), _normed(vectors.mean(axis=0, keepdims=True))
-    return best[1], best[2]
+    # the fewest speakers whose split is about as good as the best one (more clusters always fit a little better)
+    top = max(t[0] for t in tried)
+    _, labels, centroids = min((t for t in tried if t[0] >= top - _SILHOUETTE_SLACK), key=lambda t: t[2].shape[0])
+    return labels, centroids
+
+
+def _cut(tree: np.ndarray, count: int, least_windows: float) -> np.ndarray:
+    """The tree's clusters (1, 2, ...), cut deeper until `count` of them hold `least_windows` (voices rather
+    than outliers: a cough, a blur at a change); the windows of the others are 0, left to the nearest."""
+    from scipy.cluster.hierarchy import fcluster
+
+    for m in range(count, min(tree.shape[0] + 1, 10 * count) + 1):
+        groups = fcluster(tree, t=m, criterion="maxclust")
+        sizes = np.bincount(groups)
+        large = [g for g in np.unique(groups) if sizes[g] >= max(2.0, least_windows)]
+        if len(large) >= count:
+            return np.where(np.isin(groups, large), groups, 0)
+    return fcluster(tree, t=count, criterion="maxclust")
 
 
 def _refine(
     vectors: np.ndarray, sample: np.ndarray, groups: np.ndarray, least: int, *, drop_small: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-centroid passes from the tree's clusters (windows put on the wrong branch move over);
-    with `drop_small`, a cluster of under 2 % of the windows (a blur at a change, a cough) is dissolved."""
+    with `drop_small`, a cluster of under 10 % of the windows (or of 30 s of speech, in a long file: a blur at
+    a change, a cough, one voice heard from two distances) is dissolved into its nearest."""
     n = vectors.shape[0]
-    centroids = _normed(np.stack([sample[groups == g].mean(axis=0) for g in np.unique(groups)]))
+    centroids = _normed(np.stack([sample[groups == g].mean(axis=0) for g in np.unique(groups) if g > 0]))
     for _ in range(3):
         labels = np.argmax(vectors @ centroids.T, axis=1)
         keep = [k for k in range(centroids.shape[0]) if np.any(labels == k)]
         if drop_small:
-            keep = [k for k in keep if np.sum(labels == k) >= max(2, 0.02 * n)] or keep[:1]
+            keep = [k for k in keep if np.sum(labels == k) >= _least_windows(n)] or keep[:1]
         centroids = centroids[keep if len(keep) >= least else range(centroids.shape[0])]
         labels = np.argmax(vectors @ centroids.T, axis=1)
         centroids = _normed(np.stack([vectors[labels == k].mean(axis=0) for k in range(centroids.shape[0])]))
     return np.argmax(vectors @ centroids.T, axis=1), centroids
+
+
+def _least_windows(n: int) -> float:
+    """How many of `n` windows a cluster needs to be a voice rather than an outlier."""
+    return max(2.0, min(_MIN_CLUSTER_FRAC * n, _MIN_CLUSTER_S / _STEP_S))
 
 
 def _silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
@@ -348,26 +375,49 @@ def _silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _label_grid(
-    ranges: list[tuple[float, float]], windows: list[tuple[int, float, float]], scores: np.ndarray
+    speech: list[tuple[float, float]], windows: list[tuple[float, float]], scores: np.ndarray
 ) -> list[Turn]:
-    """Turns: each 50 ms of each stretch of sound takes the cluster its covering windows score highest."""
-    by_range: dict[int, list[int]] = {}
-    for i, (index, _, _) in enumerate(windows):
-        by_range.setdefault(index, []).append(i)
+    """Turns: each 50 ms of speech takes the cluster its covering windows score highest (the nearest window
+    where none covers it: a pause inside a turn, a sound too short to embed)."""
+    starts = np.array([w[0] for w in windows])
+    ends = np.array([w[1] for w in windows])
+    centers = (starts + ends) / 2
     turns: list[Turn] = []
-    for index, members in by_range.items():
-        start, end = ranges[index]
-        starts = np.array([windows[i][1] for i in members])
-        ends = np.array([windows[i][2] for i in members])
+    for start, end in speech:
+        near = np.flatnonzero((starts < end + _WINDOW_S) & (ends > start - _WINDOW_S))
+        if near.size == 0:
+            near = np.array([int(np.argmin(np.abs(centers - (start + end) / 2)))])
         grid = np.arange(start, end, _GRID_S) + _GRID_S / 2
-        covering = (starts[None, :] <= grid[:, None]) & (grid[:, None] < ends[None, :])
-        centers = (starts + ends) / 2
-        nearest = np.argmin(np.abs(grid[:, None] - centers[None, :]), axis=1)
+        if grid.size == 0:
+            continue
+        covering = (starts[near][None, :] <= grid[:, None]) & (grid[:, None] < ends[near][None, :])
+        nearest = np.argmin(np.abs(grid[:, None] - centers[near][None, :]), axis=1)
         covering[np.arange(grid.size), nearest] = True  # every point has at least one window
-        points = np.argmax(covering.astype(np.float32) @ scores[members], axis=1)
-        runs = _runs(points, start, end)
-        turns += [(s, e, f"S{k}") for s, e, k in _absorb_short(runs)]
+        points = np.argmax(covering.astype(np.float32) @ scores[near], axis=1)
+        turns += [(s, e, f"S{k}") for s, e, k in _absorb_short(_runs(points, start, end))]
     return sorted(turns)
+
+
+def _joined(ranges: list[tuple[float, float]], gap_s: float) -> list[tuple[float, float]]:
+    """Ranges with pauses of at most `gap_s` between them joined into one."""
+    joined: list[tuple[float, float]] = []
+    for start, end in sorted(ranges):
+        if joined and start - joined[-1][1] <= gap_s:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+        else:
+            joined.append((start, end))
+    return joined
+
+
+def _bridge(turns: list[Turn]) -> list[Turn]:
+    """Turns of one speaker with a pause of under _BRIDGE_S between them are one turn (a pause inside a turn)."""
+    bridged: list[Turn] = []
+    for turn in sorted(turns):
+        if bridged and bridged[-1][2] == turn[2] and turn[0] - bridged[-1][1] < _BRIDGE_S:
+            bridged[-1] = (bridged[-1][0], max(bridged[-1][1], turn[1]), turn[2])
+        else:
+            bridged.append(turn)
+    return bridged
 
 
 def _runs(points: np.ndarray, start: float, end: float) -> list[tuple[float, float, int]]:
