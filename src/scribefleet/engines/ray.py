@@ -181,6 +181,8 @@ class RayDeath(SlotEvent):
 class RayEngine(Engine):
     """Hosts slots as Ray actors on the cluster of `settings.ray_address`."""
 
+    runs_groups = True  # its actors run worker.slot.Slot, reading the paths every task names
+
     def __init__(self, settings: Settings, state_dir: Path, slots: list[SlotSpec]) -> None:
         if len({s.name for s in slots}) != len(slots):
             raise ValueError("slot names must be unique")

@@ -85,7 +85,7 @@ class Slot:
         self._send_lock = threading.Lock()
         self._models: Any = None
         self._stopping = threading.Event()
-        self._last_progress: tuple[float, str | None] = (0.0, None)
+        self._last_progress: dict[str, tuple[float, str | None]] = {}  # per task: a group runs several at once
 
     def send(self, message: dict[str, Any]) -> None:
         with self._send_lock:  # the heartbeat thread sends too
@@ -152,24 +152,38 @@ class Slot:
 
     def _progress(self, task_id: str, stage: str, fraction: float, extra: dict[str, Any] | None = None) -> None:
         now = time.monotonic()
-        last_at, last_stage = self._last_progress
+        last_at, last_stage = self._last_progress.get(task_id, (0.0, None))
         if stage == last_stage and fraction < 1.0 and now - last_at < PROGRESS_EVERY_S:
             return
-        self._last_progress = (now, stage)
+        self._last_progress[task_id] = (now, stage)
         message = {"ev": "progress", "task_id": task_id, "stage": stage, "percent": round(100.0 * fraction, 2)}
         message.update(_plain({k: v for k, v in (extra or {}).items() if k not in message}))
         self.send(message)
 
     def run_task(self, message: dict[str, Any]) -> None:
+        """Run a task (or a group of them, worker/group.py) and send its reply (the lead's last)."""
+        if message.get("members"):
+            from scribefleet.worker.group import run_group
+
+            replies = run_group(self, message)
+        else:
+            replies = [self.execute(message)]
+        self.current_task = None
+        for reply in replies:
+            self.send(reply)
+
+    def execute(self, message: dict[str, Any], models: Any = None) -> dict[str, Any]:
+        """Run one task; returns its reply (done or failed)."""
         task_id, kind = str(message["task_id"]), str(message.get("kind"))
         started = time.monotonic()
-        self.current_task, self._last_progress = task_id, (0.0, None)
+        self.current_task = self.current_task or task_id
+        self._last_progress.pop(task_id, None)
         log_path = Path(message.get("log_path") or self.state_dir / "logs" / "tasks" / f"{task_id}.log")
         ctx = TaskContext(
             task_id=task_id, slot_name=self.name, device=self.device, cpu_threads=self.cpu_threads,
             log_path=log_path, settings=self.settings, attempt=int(message.get("attempt", 1)),
             progress=lambda stage, fraction, extra=None: self._progress(task_id, stage, fraction, extra),
-            _models=self.models,
+            _models=models or self.models,
         )  # fmt: skip
         self.log.info("task %s (%s) started, attempt %s", task_id, kind, ctx.attempt)
         try:
@@ -191,8 +205,7 @@ class Slot:
             self.tasks_done += 1
             self.log.info("task %s done in %.2f s", task_id, time.monotonic() - started)
             reply = {"ev": "done", "task_id": task_id, "result": _plain(result or {})}
-        self.current_task = None
-        self.send(reply)
+        return reply
 
 
 def main(argv: list[str] | None = None) -> int:
