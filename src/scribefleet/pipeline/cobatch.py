@@ -6,9 +6,9 @@ stages and checkpoints exactly as alone. Where a job would call faster-whisper's
 BatchedInferencePipeline on one window's packed speech (asr.py), it hands the
 call to `SharedBatches` through its `Seat` instead and waits. Once every seated
 job is waiting (or has left: failed, finished, or never needed decoding), the
-last one to arrive runs one pipeline call per (model, batch size, decoding
-options) on the requests' speech concatenated in seat order, with each
-request's clips moved to their place in the concatenation, so one batch holds
+thread that `serve()`s (the slot's main thread, which loaded the model) makes
+one pipeline call per (model, batch size, decoding options) on the requests'
+speech concatenated in seat order, with each request's clips moved to their place in the concatenation, so one batch holds
 clips of as many files as it needs. The segments come back in the same order;
 each goes to the request whose speech it lies in, with its times moved back.
 Each job then goes on alone (guards, its window log, render, publish).
@@ -25,13 +25,17 @@ import bisect
 import contextlib
 import contextvars
 import dataclasses
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from scribefleet.pipeline.media import SAMPLE_RATE
+
+log = logging.getLogger("scribefleet.cobatch")
 
 _FRAMES_PER_S = 100  # whisper's mel frames per second: the unit of a segment's "seek"
 _seat: contextvars.ContextVar[Seat | None] = contextvars.ContextVar("scribefleet_cobatch_seat", default=None)
@@ -125,38 +129,48 @@ class SharedBatches:
     def leave(self, seat: Seat) -> None:
         with self._cond:
             self._seats.discard(seat)
-            round_ = self._take_round()
-        if round_:
-            self._run(round_)  # it was the job everyone else waited for
+            self._cond.notify_all()
 
     def transcribe(self, request: _Request) -> tuple[list[Any], Info]:
         with self._cond:
             self._seats.add(request.seat)  # a job that left comes back (a retry with a smaller batch)
             self._pending.append(request)
-            round_ = self._take_round()
-        if round_:
-            self._run(round_)
-        with self._cond:
+            self._cond.notify_all()
             self._cond.wait_for(lambda: request.done)
         if request.error is not None:
             raise request.error
         assert request.info is not None
         return request.segments, request.info
 
-    def _take_round(self) -> list[_Request]:
-        """Every pending request, once each seated job has one (call under the lock)."""
-        if not self._pending or {r.seat for r in self._pending} != self._seats:
-            return []
-        round_, self._pending = self._pending, []
-        return round_
+    def serve(self) -> None:
+        """Make the pipeline calls of the seated jobs, each once every one of them waits; return when all left.
+
+        Measured: a CTranslate2 model called from a thread other than the one that loaded it, once that thread
+        is gone, ran several times slower with the CPU spinning; so one long-lived thread loads and serves.
+        """
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._seats or self._ready)
+                if not self._ready:
+                    return
+                round_, self._pending = self._pending, []
+            self._run(round_)
+
+    @property
+    def _ready(self) -> bool:
+        """Whether each seated job waits for a pipeline call (call under the lock)."""
+        return bool(self._pending) and {r.seat for r in self._pending} == self._seats
 
     def _run(self, round_: list[_Request]) -> None:
         groups: dict[tuple[Any, ...], list[_Request]] = {}
         for request in sorted(round_, key=lambda r: r.seat.order):
             groups.setdefault(request.key, []).append(request)
         for requests in groups.values():
+            started = time.monotonic()
             try:
                 _decode_together(requests)
+                log.info("decoded %d clips of %d files together in %.2f s",
+                         sum(len(r.clips) for r in requests), len(requests), time.monotonic() - started)
             except BaseException as exc:  # noqa: BLE001 - each waiting job raises it as its own
                 for request in requests:
                     request.error = exc

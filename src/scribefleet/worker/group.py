@@ -14,6 +14,7 @@ thread leaves the shared batches and the others go on.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scribefleet.pipeline.cobatch import SharedBatches, seated
@@ -36,6 +37,22 @@ class _OneLoadAtATime:
         return getattr(self._cache, name)
 
 
+def _load_model(models: _OneLoadAtATime, run: dict[str, Any], slot: Slot) -> None:
+    """Load the group's model in this thread, which makes the shared calls (see cobatch.SharedBatches.serve)."""
+    from scribefleet.errors import ScribefleetError
+    from scribefleet.pipeline.models import ResolvedModel
+
+    spec = run.get("spec") or {}
+    try:
+        models.get(
+            ResolvedModel(path=Path(spec["model_path"]), model_id=str(spec["model_id"])), device=slot.device,
+            compute_type=str((spec.get("options") or {}).get("compute_type", "auto")),
+            cpu_threads=int(spec.get("cpu_threads") or slot.cpu_threads),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, ScribefleetError):
+        pass  # each job meets the same problem and fails with it on its own
+
+
 def run_group(slot: Slot, message: dict[str, Any]) -> list[dict[str, Any]]:
     """Run the lead task of `message` and its members together; send the members' replies, return the lead's."""
     lead = {k: v for k, v in message.items() if k != "members"}
@@ -45,6 +62,7 @@ def run_group(slot: Slot, message: dict[str, Any]) -> list[dict[str, Any]]:
     shared = SharedBatches()
     seats = [shared.seat() for _ in runs]  # all seated before any starts, so no batch leaves without one
     models = _OneLoadAtATime(slot.models())
+    _load_model(models, lead, slot)
     replies: list[dict[str, Any] | None] = [None] * len(runs)
 
     def work(i: int) -> None:
@@ -56,6 +74,7 @@ def run_group(slot: Slot, message: dict[str, Any]) -> list[dict[str, Any]]:
     threads = [threading.Thread(target=work, args=(i,), name=f"task-{r['task_id']}", daemon=True) for i, r in enumerate(runs)]
     for thread in threads:
         thread.start()
+    shared.serve()  # this thread makes the shared pipeline calls until every job has left
     for thread in threads:
         thread.join()
     slot.log.info("group done: %d requests decoded in %d shared pipeline calls", shared.requests, shared.calls)
