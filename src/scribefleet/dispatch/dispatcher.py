@@ -8,7 +8,10 @@ follows what the engine reports: progress, results, failures, slot deaths.
 It enforces deadlines, kills and restarts slots that stop sending heartbeats
 (hung, `slot_silent_after_s`), retries what may succeed again, cancels on
 request, and skips the dependents of whatever ends badly (its TaskBook, book.py,
-holds the queue and those rules). Everything it decides is logged (see
+holds the queue and those rules). On an engine that `runs_groups`, other
+ready transcribe tasks ride along with one it places (groups.py): each is
+marked running on that slot, and whatever ends the slot ends each of them.
+Everything it decides is logged (see
 monitor.py) and told to listeners as DispatchEvents. The engine is any
 `engines.base.Engine`; the dispatcher knows no other part of engines/.
 """

@@ -34,10 +34,12 @@ from typing import Any
 import numpy as np
 
 from scribefleet.pipeline.media import SAMPLE_RATE
+from scribefleet.pipeline.vad import CLIP_MAX_S
 
 log = logging.getLogger("scribefleet.cobatch")
 
 _FRAMES_PER_S = 100  # whisper's mel frames per second: the unit of a segment's "seek"
+GAP_S = 0.5  # silence between two files' clips sharing one Whisper input
 _seat: contextvars.ContextVar[Seat | None] = contextvars.ContextVar("scribefleet_cobatch_seat", default=None)
 
 
@@ -168,9 +170,9 @@ class SharedBatches:
         for requests in groups.values():
             started = time.monotonic()
             try:
-                _decode_together(requests)
-                log.info("decoded %d clips of %d files together in %.2f s",
-                         sum(len(r.clips) for r in requests), len(requests), time.monotonic() - started)
+                inputs = _decode_together(requests)
+                log.info("decoded %d clips of %d files as %d Whisper inputs in %.2f s",
+                         sum(len(r.clips) for r in requests), len(requests), inputs, time.monotonic() - started)
             except BaseException as exc:  # noqa: BLE001 - each waiting job raises it as its own
                 for request in requests:
                     request.error = exc
@@ -182,39 +184,120 @@ class SharedBatches:
                 self._cond.notify_all()
 
 
-def _decode_together(requests: list[_Request]) -> None:
-    """One pipeline call on the requests' speech, end to end; each request gets its own segments back."""
+@dataclasses.dataclass(frozen=True)
+class _Piece:
+    """One request's clip placed in the concatenation: where it lies there, and where in its own speech."""
+
+    request: int
+    at_s: float  # start in the concatenation
+    own_s: float  # start in the request's speech
+    length_s: float
+
+
+def _pack(requests: list[_Request]) -> tuple[np.ndarray, list[dict[str, float]], list[_Piece]]:
+    """The requests' clips packed into shared clips of up to CLIP_MAX_S: the audio, the shared clips, the pieces.
+
+    A short file's speech fills a fraction of Whisper's 30 s input, and the encoder costs the same for the
+    rest; so clips of several files share one input, `GAP_S` of silence between two, where alone each
+    would take its own. Best fit, longest clips first (a long file's clips of nearly 30 s stay alone);
+    the shared clips then follow the order of their first piece, and pieces within one the order of files.
+    """
+    gap_n, max_n = round(GAP_S * SAMPLE_RATE), round(CLIP_MAX_S * SAMPLE_RATE)
+    cuts = []  # (request, clip index, samples)
+    for i, request in enumerate(requests):
+        for k, clip in enumerate(request.clips):
+            piece = request.speech[round(clip["start"] * SAMPLE_RATE) : round(clip["end"] * SAMPLE_RATE)]
+            if piece.shape[0]:
+                cuts.append((i, k, piece))
+    bins: list[list[tuple[int, int, np.ndarray]]] = []
+    sizes: list[int] = []
+    for cut in sorted(cuts, key=lambda c: -c[2].shape[0]):
+        room = [b for b in range(len(bins)) if sizes[b] + gap_n + cut[2].shape[0] <= max_n]
+        if room:
+            best = max(room, key=lambda b: sizes[b])
+            bins[best].append(cut)
+            sizes[best] += gap_n + cut[2].shape[0]
+        else:
+            bins.append([cut])
+            sizes.append(cut[2].shape[0])
+    parts: list[np.ndarray] = []
+    shared: list[dict[str, float]] = []
+    pieces: list[_Piece] = []
+    gap = np.zeros(gap_n, dtype=requests[0].speech.dtype)
+    at = 0
+    for members in sorted((sorted(b, key=lambda c: c[:2]) for b in bins), key=lambda b: b[0][:2]):
+        start = at
+        for n, (i, k, piece) in enumerate(members):
+            if n:
+                parts.append(gap)
+                at += gap_n
+            pieces.append(_Piece(i, at / SAMPLE_RATE, float(requests[i].clips[k]["start"]), piece.shape[0] / SAMPLE_RATE))
+            parts.append(piece)
+            at += piece.shape[0]
+        shared.append({"start": start / SAMPLE_RATE, "end": at / SAMPLE_RATE})
+    return np.concatenate(parts), shared, pieces
+
+
+def _decode_together(requests: list[_Request]) -> int:
+    """One pipeline call on the requests' clips, packed together; each request gets its own segments back.
+
+    Returns how many Whisper inputs (shared clips) it took."""
     from faster_whisper import BatchedInferencePipeline
 
     first = requests[0]
-    starts_s, clips, offset = [], [], 0
-    for request in requests:
-        offset_s = offset / SAMPLE_RATE
-        starts_s.append(offset_s)
-        clips += [{"start": c["start"] + offset_s, "end": c["end"] + offset_s} for c in request.clips]
-        offset += request.speech.shape[0]
-    speech = np.concatenate([r.speech for r in requests]) if len(requests) > 1 else first.speech
+    if not any(r.clips for r in requests):
+        for request in requests:
+            request.info = Info(first.kwargs.get("language"))
+        return 0
+    speech, clips, pieces = _pack(requests)
     segments, info = BatchedInferencePipeline(first.model).transcribe(
         speech, clip_timestamps=clips, batch_size=first.batch_size, vad_filter=False, **first.kwargs
     )
+    starts = [p.at_s for p in pieces]
+
+    def piece_at(t: float) -> _Piece:
+        """The piece a time of the concatenation belongs to (in a gap: the nearer one)."""
+        i = max(0, bisect.bisect_right(starts, t) - 1)
+        here = pieces[i]
+        if t > here.at_s + here.length_s and i + 1 < len(pieces) and pieces[i + 1].at_s - t < t - (here.at_s + here.length_s):
+            return pieces[i + 1]
+        return here
+
+    encode = first.model.hf_tokenizer.encode
     for seg in segments:
-        i = max(0, bisect.bisect_right(starts_s, (seg.start + seg.end) / 2) - 1)
-        requests[i].segments.append(_shifted(seg, starts_s[i]))
+        if not seg.words:
+            piece = piece_at((seg.start + seg.end) / 2)
+            requests[piece.request].segments.append(_moved(seg, piece, None, None))
+            continue
+        runs: list[tuple[_Piece, list[Any]]] = []
+        for word in seg.words:
+            piece = piece_at((word.start + word.end) / 2)
+            if runs and runs[-1][0] is piece:
+                runs[-1][1].append(word)
+            else:
+                runs.append((piece, [word]))
+        for piece, words in runs:
+            text = "".join(w.word for w in words) if len(runs) > 1 else None
+            tokens = list(encode(text, add_special_tokens=False).ids) if text is not None else None
+            requests[piece.request].segments.append(_moved(seg, piece, words, text, tokens))
     for request in requests:
         request.info = Info(info.language)
+    return len(clips)
 
 
-def _shifted(seg: Any, offset_s: float) -> Any:
-    """A segment of the concatenation, with its times in its own request's speech."""
-    if offset_s == 0.0:
-        return seg
-    words = None
-    if seg.words is not None:
-        words = [dataclasses.replace(w, start=round(w.start - offset_s, 3), end=round(w.end - offset_s, 3)) for w in seg.words]
+def _moved(seg: Any, piece: _Piece, words: list[Any] | None, text: str | None, tokens: list[int] | None = None) -> Any:
+    """A segment (or the words of it in one piece) with its times in its own request's speech."""
+
+    def own(t: float) -> float:
+        return round(min(max(piece.own_s + t - piece.at_s, piece.own_s), piece.own_s + piece.length_s), 3)
+
+    moved = [dataclasses.replace(w, start=own(w.start), end=own(w.end)) for w in words] if words else None
     return dataclasses.replace(
         seg,
-        start=round(seg.start - offset_s, 3),
-        end=round(seg.end - offset_s, 3),
-        seek=max(0, int(seg.seek) - round(offset_s * _FRAMES_PER_S)),
-        words=words,
+        start=moved[0].start if moved else own(seg.start),
+        end=moved[-1].end if moved else own(seg.end),
+        seek=round(piece.own_s * _FRAMES_PER_S),
+        words=moved if moved is not None else seg.words,
+        text=text if text is not None else seg.text,
+        tokens=tokens if tokens is not None else seg.tokens,
     )
