@@ -46,12 +46,12 @@ def test_what_decodes_differently_or_cannot_share_stays_alone(make) -> None:
     lead = make("lead")
     others = [
         make("model", model="base"), make("sequential", batch_size=1), make("novad", vad=False),
-        make("beam", beam_size=1), make("url", kind="url"), make("shell", kind="shell"),
+        make("beam", beam_size=1), make("diarized", diarize=True), make("url", kind="url"), make("shell", kind="shell"),
         make("same-content", content="lead"), make("busy-content", content="running"), make("solo"),
     ]  # fmt: skip
     solo = {others[-1].id}
     assert attach([(lead, "cpu0")], [lead, *others], ["running"], group_max=8, solo=solo) == {}
-    assert group_key(others[4]) is None and group_key(others[5]) is None and group_key(others[1]) is None
+    assert all(group_key(others[i]) is None for i in (1, 2, 4, 5, 6))
     assert attach([(others[-1], "cpu0")], [others[-1], make("fine")], [], group_max=8, solo=solo) == {}  # nor leads
 
 

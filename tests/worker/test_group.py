@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import wer
+from helpers import assert_cues_in_order, read_cues, wer
 
 from data.fetch_real import fetch
-from data.real_clips import cut_clips
+from data.real_clips import cut_clips, read_wav
 from scribefleet.config import Settings
 from scribefleet.engines.base import SlotSpec, SlotStatus
 from scribefleet.engines.local import LocalEngine, SlotEvent
@@ -35,10 +35,10 @@ def test_a_group_decodes_each_file_as_well_as_alone_keeps_its_checkpoints_and_a_
     broken = tmp_path / "clips" / "broken.wav"
     broken.write_bytes(b"RIFF not really a wave file" * 100)
     resolved = resolve_model("tiny.en", settings)
-    options = TranscribeOptions(formats="txt")
+    options = TranscribeOptions(formats="txt,srt")
 
     def run(task_id: str, clip: Path, where: str) -> dict[str, Any]:
-        outputs = {"txt": tmp_path / where / "out" / f"{clip.stem}.txt"}
+        outputs = {fmt: tmp_path / where / "out" / f"{clip.stem}.{fmt}" for fmt in ("txt", "srt")}
         spec = transcribe_spec(clip, clip.name, tmp_path / where / "work" / clip.stem, outputs, options, resolved, settings)
         return {"task_id": task_id, "kind": "transcribe", "spec": spec, "attempt": 1, "log_path": str(tmp_path / "log")}
 
@@ -70,6 +70,10 @@ def test_a_group_decodes_each_file_as_well_as_alone_keeps_its_checkpoints_and_a_
         assert outcome[f"g{i}"].type == "done", outcome[f"g{i}"].message
         alone, grouped = wer(references[i], texts["alone"][i]), wer(references[i], texts["group"][i])
         assert grouped <= alone + 1.0 / len(references[i].split()) + 1e-9, (clip.name, alone, grouped)
+        # its cues on its own time line: in order, none overlapping, none past its end
+        cues = read_cues("srt", (tmp_path / "group" / "out" / f"{clip.stem}.srt").read_text())
+        assert_cues_in_order(cues)
+        assert cues and cues[-1][1] <= read_wav(clip).shape[0] / 16 + 1, (clip.name, cues[-1])
         work = tmp_path / "group" / "work" / clip.stem
         assert all((work / name).is_file() for name in ("vad.json", "windows.jsonl", "transcript.json")), clip.name
         assert {e.message["stage"] for e in events if e.type == "progress" and e.task_id == f"g{i}"} >= {"vad", "transcribe"}

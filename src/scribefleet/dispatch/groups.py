@@ -11,7 +11,8 @@ checkpoints, progress, result and error.
 
 Not grouped: URL tasks (two URLs of the same media share one work dir under a
 lock, which a group would wait on in a circle), remote tasks, unbatched
-decoding (`--batch-size 1`, `--no-vad`: nothing to share), tasks of the same
+decoding (`--batch-size 1`, `--no-vad`: nothing to share), diarized files
+(their speaker models would run side by side in one slot), tasks of the same
 content as one running or placed (placement's rule), and a task whose last
 attempt ended with its group's slot dying (`solo`): it runs alone, so a file
 that crashes slots fails alone instead of taking its group along each time.
@@ -34,8 +35,8 @@ def group_key(task: Task) -> str | None:
     if task.kind != "transcribe" or spec.get("remote") or spec.get("url") or not spec.get("input_path"):
         return None
     options = dict(spec.get("options") or {})
-    if int(options.get("batch_size", 8)) <= 1 or options.get("vad") is False:
-        return None
+    if int(options.get("batch_size", 8)) <= 1 or options.get("vad") is False or options.get("diarize"):
+        return None  # nothing to share; or (diarize) several speaker models at once in one slot
     options.pop("formats", None)
     same = {k: v for k, v in spec.items() if k not in _PER_FILE} | {"options": options, "resources": task.resources}
     return json.dumps(same, sort_keys=True, default=str)

@@ -7,11 +7,12 @@ BatchedInferencePipeline on one window's packed speech (asr.py), it hands the
 call to `SharedBatches` through its `Seat` instead and waits. Once every seated
 job is waiting (or has left: failed, finished, or never needed decoding), the
 thread that `serve()`s (the slot's main thread, which loaded the model) makes
-one pipeline call per (model, batch size, decoding options) on the requests'
-speech concatenated in seat order, with each request's clips moved to their place in the concatenation, so one batch holds
-clips of as many files as it needs. The segments come back in the same order;
-each goes to the request whose speech it lies in, with its times moved back.
-Each job then goes on alone (guards, its window log, render, publish).
+one pipeline call per (model, batch size, decoding options) for all of them:
+their clips packed best-fit into shared Whisper inputs of up to 30 s (`_pack`),
+so two short files share one encoder pass and one batch holds clips of as
+many files as it needs. Each segment's words go back to the file whose clip
+they lie in, with times in that file's own speech. Each job then goes on
+alone (guards, its window log, render, publish).
 
 Requests without a language (Whisper would detect one for the whole
 concatenation) are decoded alone. The seat of the current thread is a context
