@@ -242,19 +242,67 @@ def _pack(requests: list[_Request]) -> tuple[np.ndarray, list[dict[str, float]],
 def _decode_together(requests: list[_Request]) -> int:
     """One pipeline call on the requests' clips, packed together; each request gets its own segments back.
 
-    Returns how many Whisper inputs (shared clips) it took."""
-    from faster_whisper import BatchedInferencePipeline
-
+    Whisper sometimes stops before the end of a shared input (seen: the second file's last 4.7 s of speech
+    left out after the first's last sentence). A piece whose first or last `MISSED_S` of speech (pieces are
+    speech only) got no word is decoded again on its own, as it would have been alone.
+    Returns how many Whisper inputs it took.
+    """
     first = requests[0]
     if not any(r.clips for r in requests):
         for request in requests:
             request.info = Info(first.kwargs.get("language"))
         return 0
     speech, clips, pieces = _pack(requests)
+    found, language = _decode_pieces(first, speech, clips, pieces)
+    missed = [i for i, p in enumerate(pieces) if _skipped(found[i], p) and not _alone(p, clips)]
+    inputs = len(clips)
+    if missed:
+        parts, again, at = [], [], 0.0
+        for i in missed:
+            p = pieces[i]
+            lo = round(p.at_s * SAMPLE_RATE)
+            parts.append(speech[lo : lo + round(p.length_s * SAMPLE_RATE)])
+            again.append(_Piece(p.request, at, p.own_s, p.length_s))
+            at += parts[-1].shape[0] / SAMPLE_RATE
+        redo, _ = _decode_pieces(first, np.concatenate(parts), [{"start": q.at_s, "end": q.at_s + q.length_s} for q in again], again)
+        for j, i in enumerate(missed):
+            found[i] = redo[j]
+        inputs += len(missed)
+        log.info("%d of %d clips decoded again alone: words missing at their start or end", len(missed), len(pieces))
+    for i in sorted(range(len(pieces)), key=lambda i: (pieces[i].request, pieces[i].own_s)):
+        requests[pieces[i].request].segments.extend(found[i])
+    for request in requests:
+        request.info = Info(language)
+    return inputs
+
+
+MISSED_S = 2.0
+
+
+def _alone(piece: _Piece, clips: list[dict[str, float]]) -> bool:
+    """Whether the piece had a Whisper input to itself (nothing to gain by decoding it again)."""
+    return any(abs(c["start"] - piece.at_s) < 1e-6 and abs(c["end"] - piece.at_s - piece.length_s) < 1e-3 for c in clips)
+
+
+def _skipped(segments: list[Any], piece: _Piece) -> bool:
+    """Whether the decoder left out speech at the start or the end of a piece (times in the request's speech)."""
+    words = [w for seg in segments for w in (seg.words or [])]
+    if not words:
+        return True
+    return words[0].start - piece.own_s > MISSED_S or piece.own_s + piece.length_s - words[-1].end > MISSED_S
+
+
+def _decode_pieces(first: _Request, speech: np.ndarray, clips: list[dict[str, float]],
+                   pieces: list[_Piece]) -> tuple[dict[int, list[Any]], str | None]:
+    """One pipeline call; the segments of each piece (by index), in its request's time, and the language."""
+    from faster_whisper import BatchedInferencePipeline
+
     segments, info = BatchedInferencePipeline(first.model).transcribe(
         speech, clip_timestamps=clips, batch_size=first.batch_size, vad_filter=False, **first.kwargs
     )
     starts = [p.at_s for p in pieces]
+    index = {id(p): i for i, p in enumerate(pieces)}
+    found: dict[int, list[Any]] = {i: [] for i in range(len(pieces))}
 
     def piece_at(t: float) -> _Piece:
         """The piece a time of the concatenation belongs to (in a gap: the nearer one)."""
@@ -268,7 +316,7 @@ def _decode_together(requests: list[_Request]) -> int:
     for seg in segments:
         if not seg.words:
             piece = piece_at((seg.start + seg.end) / 2)
-            requests[piece.request].segments.append(_moved(seg, piece, None, None))
+            found[index[id(piece)]].append(_moved(seg, piece, None, None))
             continue
         runs: list[tuple[_Piece, list[Any]]] = []
         for word in seg.words:
@@ -280,10 +328,8 @@ def _decode_together(requests: list[_Request]) -> int:
         for piece, words in runs:
             text = "".join(w.word for w in words) if len(runs) > 1 else None
             tokens = list(encode(text, add_special_tokens=False).ids) if text is not None else None
-            requests[piece.request].segments.append(_moved(seg, piece, words, text, tokens))
-    for request in requests:
-        request.info = Info(info.language)
-    return len(clips)
+            found[index[id(piece)]].append(_moved(seg, piece, words, text, tokens))
+    return found, info.language
 
 
 def _moved(seg: Any, piece: _Piece, words: list[Any] | None, text: str | None, tokens: list[int] | None = None) -> Any:
