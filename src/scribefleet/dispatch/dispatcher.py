@@ -189,7 +189,9 @@ class Dispatcher:
         members: dict[str, list[Task]] = {}
         if self.engine.runs_groups:
             busy = [r.task.content_key for r in self._running.values() if r.task.content_key]
-            members = groups.attach(assignments, ready, busy, self.settings.group_max, self._solo)
+            # no bigger than a fair share of the ready work, so slots still starting or busy get theirs
+            share = -(-len(ready) // max(1, len(placement.usable)))
+            members = groups.attach(assignments, ready, busy, min(self.settings.group_max, share), self._solo)
         for task, slot in assignments:
             self._start(task, slot, members.get(task.id, ()))
         if not assignments:
