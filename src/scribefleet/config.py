@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     hardware_cache_ttl_s: float = Field(default=3600.0, ge=0)
     #: models a slot keeps loaded at once (least recently used is unloaded first)
     slot_max_models: int = Field(default=2, ge=1)
+    #: most transcribe tasks (same model and options) one slot runs together, their clips in shared batches; 1 = off
+    group_max: int = Field(default=8, ge=1, le=64)
     #: long files are transcribed in windows of about this many seconds, each checkpointed
     window_s: float = Field(default=600.0, ge=30)
     #: lend free slots to a long transcription: its windows are decoded on every free slot at once

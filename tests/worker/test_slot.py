@@ -79,7 +79,7 @@ def test_a_burst_of_progress_ends_with_its_last_report(tmp_path: Path, settings:
     slot._progress("t1", "render", 0.0)
     assert [(m["stage"], m["percent"]) for m in _drain(parent, 0.1)] == [("transcribe", 100.0), ("render", 0.0)]
     slot._progress("t1", "render", 0.5)  # held back, then the task ends: a report of a finished task is dropped
-    slot.current_task = None
+    slot._task_ended("t1")
     assert _drain(parent, PROGRESS_EVERY_S * 4) == []
 
 

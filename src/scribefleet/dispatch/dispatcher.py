@@ -8,7 +8,10 @@ follows what the engine reports: progress, results, failures, slot deaths.
 It enforces deadlines, kills and restarts slots that stop sending heartbeats
 (hung, `slot_silent_after_s`), retries what may succeed again, cancels on
 request, and skips the dependents of whatever ends badly (its TaskBook, book.py,
-holds the queue and those rules). Everything it decides is logged (see
+holds the queue and those rules). On an engine that `runs_groups`, other
+ready transcribe tasks ride along with one it places (groups.py): each is
+marked running on that slot, and whatever ends the slot ends each of them.
+Everything it decides is logged (see
 monitor.py) and told to listeners as DispatchEvents. The engine is any
 `engines.base.Engine`; the dispatcher knows no other part of engines/.
 """
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from scribefleet.config import Settings
+from scribefleet.dispatch import groups
 from scribefleet.dispatch.book import TaskBook
 from scribefleet.dispatch.lending import Lending
 from scribefleet.dispatch.lock import DispatcherLock
@@ -59,6 +63,7 @@ class Dispatcher:
         self._batch_id: str | None = None
         self.book = TaskBook(store, emit=self._emit)
         self._running: dict[str, RunningTask] = {}
+        self._solo: set[str] = set()  # tasks whose group's slot died under them: they run alone (groups.py)
         self._dirty = True
         self.lending = Lending(settings.spread)  # free slots lent to a long file's windows (lending.py)
 
@@ -111,7 +116,7 @@ class Dispatcher:
                 log.info(self._monitor_line())
                 self._emit("monitor", None, {"line": self._monitor_line()})
             timeout_s = min(self.settings.cancel_poll_s, max(0.0, next_poll - time.monotonic()))
-            wake_at = [r.deadline for r in self._running.values()]
+            wake_at = list(self._slot_deadlines().values())
             wake_at.append(self.engine.next_silence_at(self._silent_after_s) or float("inf"))
             timeout_s = min(timeout_s, max(0.0, min(wake_at) - time.monotonic()))
             for event in self.engine.poll(timeout_s):
@@ -155,6 +160,7 @@ class Dispatcher:
         if r is None:
             return None
         self.engine.kill(r.slot)
+        self._requeue_group(r.slot, f"its slot {r.slot} was killed to cancel task {r.task.key} of its group")
         return r.slot
 
     # -- dispatching -----------------------------------------------------------
@@ -173,8 +179,9 @@ class Dispatcher:
         if not placement.free:
             self._explain_idle()
             return
-        # enough ready tasks to fill the free slots with a choice of models; not the whole queue
-        enough = 4 * len(placement.free) + 8
+        # enough ready tasks to fill the free slots (and their groups) with a choice of models; not the whole queue
+        per_slot = max(4, self.settings.group_max) if self.engine.runs_groups else 4
+        enough = per_slot * len(placement.free) + 8
         ready, waiting = [], 0
         for task in self.book.queued.values():
             if self.book.is_ready(task):
@@ -184,10 +191,19 @@ class Dispatcher:
             else:
                 waiting += 1
         assignments, blocked = placement.assign(ready)
+        members: dict[str, list[Task]] = {}
+        if self.engine.runs_groups:
+            busy = [r.task.content_key for r in self._running.values() if r.task.content_key]
+            # no bigger than a fair share of the ready work, so slots still starting or busy get theirs
+            share = -(-len(ready) // max(1, len(placement.usable)))
+            members = groups.attach(assignments, ready, busy, min(self.settings.group_max, share), self._solo)
         taken = {slot for _, slot in assignments}
+        waiting_ready = len(ready) - len(taken) - sum(len(m) for m in members.values())
         for task, slot in assignments:
-            handle, waiting_ready = self.engine.slot(slot), len(ready) - len(taken)
-            self._start(task, slot, spread_slots=self.lending.spread_slots(task, handle, self.engine.slots, taken, waiting_ready))
+            # a group decodes together on its slot; a task alone may spread its windows over free slots
+            spread = 1 if task.id in members else self.lending.spread_slots(
+                task, self.engine.slot(slot), self.engine.slots, taken, waiting_ready)
+            self._start(task, slot, members.get(task.id, ()), spread_slots=spread)
         self._lend([h for h in placement.free if h.name not in taken])
         if not assignments:
             self._explain_idle(waiting, blocked)
@@ -210,7 +226,18 @@ class Dispatcher:
             running = list(self._running.values())
             self.monitor.idle_reason(list(self.book.queued.values()), waiting, blocked, self.engine.slots, running)
 
-    def _start(self, task: Task, slot: str, *, spread_slots: int = 1) -> None:
+    def _start(self, task: Task, slot: str, members: Iterable[Task] = (), *, spread_slots: int = 1) -> None:
+        run = self._begin(task, slot, spread_slots)
+        if members:  # decoded together on this slot, each its own attempt (dispatch/groups.py)
+            run["members"] = [self._begin(m, slot) for m in members]
+        if not self.engine.assign(slot, run):
+            event = self.engine.kill(slot)  # it died under us; handled like any crash
+            if event is not None:
+                event.task_id = task.id
+                self._handle(event)
+
+    def _begin(self, task: Task, slot: str, spread_slots: int = 1) -> TaskRun:
+        """Mark a task running on a slot (committed before the slot hears of it); returns its run."""
         del self.book.queued[task.id]
         node = self.engine.slot(slot).node  # the machine, for engines whose slots live on others (Ray)
         task = self.book.set_state(self.store.mark_running(task.id, slot, node=node))  # committed before the slot hears
@@ -223,15 +250,10 @@ class Dispatcher:
         )  # fmt: skip
         self._emit("task_dispatched", task, {"slot": slot, "attempt": task.attempts})
         spec = task.spec if spread_slots <= 1 else {**task.spec, "spread_slots": spread_slots}
-        run = TaskRun(
+        return TaskRun(
             task_id=task.id, kind=task.kind, spec=spec, attempt=task.attempts,
             log_path=str(self.store.task_log_path(task)),
         )  # fmt: skip
-        if not self.engine.assign(slot, run):
-            event = self.engine.kill(slot)  # it died under us; handled like any crash
-            if event is not None:
-                event.task_id = task.id
-                self._handle(event)
 
     # -- what slots report -------------------------------------------------------
 
@@ -323,15 +345,18 @@ class Dispatcher:
         self._finish_badly(r, code, message, dict(m.get("details") or {}), retryable=bool(m.get("retryable")))
 
     def _on_died(self, event: SlotEvent) -> None:
-        r = self._running.pop(event.task_id or "", None)
+        group = self._on_slot(event.slot)
+        r = next((r for r in group if r.task.id == event.task_id), group[0] if group else None)
         what = f"while running task {r.task.key}, attempt {r.task.attempts}" if r else f"while {event.was or 'idle'}"
+        if len(group) > 1:
+            what += f" (and {len(group) - 1} more of its group)"
         log.error(
             "slot %s crashed (%s) %s (pid %s, %d tasks completed by this process); stderr tail:\n%s",
             event.slot, event.how, what, event.pid, event.tasks_done, event.stderr_tail or "(empty)",
         )  # fmt: skip
         data = {"slot": event.slot, "how": event.how, "pid": event.pid, "stderr_tail": event.stderr_tail}
         self._emit("slot_died", r.task if r else None, data)
-        if r is not None:
+        for r in group:
             message = f"slot {event.slot} died ({event.how}) while running the task"
             details = {"slot": event.slot, "how": event.how, "stderr_tail": event.stderr_tail}
             self._finish_badly(r, SlotCrashed.code, message, details, retryable=True)
@@ -348,42 +373,65 @@ class Dispatcher:
         """A ready slot silent for `slot_silent_after_s` (stopped, frozen) is hung: kill, restart, re-queue."""
         after_s = self._silent_after_s
         for h in self.engine.silent_slots(after_s):
-            r = next((r for r in self._running.values() if r.slot == h.name), None)
+            group = self._on_slot(h.name)
+            r = group[0] if group else None
             pid, silent_s = h.pid, time.monotonic() - h.last_heard_at
             what = f"while running task {r.task.key}, attempt {r.task.attempts}" if r else "while idle"
             log.warning(
                 "slot %s (pid %s) is hung: no heartbeat for %.1f s (limit %g s) %s; killing its process group",
                 h.name, pid, silent_s, after_s, what,
             )  # fmt: skip
-            if r is not None:
-                del self._running[r.task.id]
             self.engine.kill(h.name)
             self._emit("slot_hung", r.task if r else None, {"slot": h.name, "pid": pid, "silent_s": round(silent_s, 1)})
-            if r is not None:
+            for r in group:
                 how = f"hung: no heartbeat for {silent_s:.1f} s"
                 message = f"slot {h.name} stopped answering ({how}) while running the task and was killed"
                 details = {"slot": h.name, "how": how, "pid": pid}
                 self._finish_badly(r, SlotCrashed.code, message, details, retryable=True)
             self._restart(h.name)
 
+    def _slot_deadlines(self) -> dict[str, float]:
+        """When each busy slot is killed: the last deadline of the tasks it runs (a group's lead ends last)."""
+        deadlines: dict[str, float] = {}
+        for r in self._running.values():
+            deadlines[r.slot] = max(deadlines.get(r.slot, 0.0), r.deadline)
+        return deadlines
+
     def _check_deadlines(self, now: float) -> None:
-        for r in [r for r in self._running.values() if now > r.deadline]:
+        for slot in [slot for slot, deadline in self._slot_deadlines().items() if now > deadline]:
+            death = self.engine.kill(slot)
+            for r in self._on_slot(slot):
+                limit_s = round(r.deadline - r.started, 1)
+                log.warning("task %s on %s ran past its %g s limit; its process group was killed", r.task.key, r.slot, limit_s)
+                message = f"the task ran longer than its {limit_s:g} s limit and was killed (slot {r.slot})"
+                details = {"slot": r.slot, "timeout_s": round(limit_s, 3), "how": death.how if death else None}
+                self._finish_badly(r, TaskTimeout.code, message, details, retryable=True)
+            self._restart(slot)
+
+    def _on_slot(self, slot: str) -> list[RunningTask]:
+        """Take every task a slot runs off the running list (a group is several); those of a group run alone next."""
+        group = [r for r in self._running.values() if r.slot == slot]
+        for r in group:
             del self._running[r.task.id]
-            death = self.engine.kill(r.slot)
-            limit_s = round(r.deadline - r.started, 1)
-            log.warning("task %s on %s ran past its %g s limit; its process group was killed", r.task.key, r.slot, limit_s)
-            message = f"the task ran longer than its {limit_s:g} s limit and was killed (slot {r.slot})"
-            details = {"slot": r.slot, "timeout_s": round(limit_s, 3), "how": death.how if death else None}
-            self._finish_badly(r, TaskTimeout.code, message, details, retryable=True)
-            self._restart(r.slot)
+            if len(group) > 1:
+                self._solo.add(r.task.id)
+        return group
+
+    def _requeue_group(self, slot: str, why: str) -> None:
+        """The other tasks of a slot killed for one of them go back to the queue; the attempt is not counted."""
+        for r in self._on_slot(slot):
+            self._solo.discard(r.task.id)  # not their fault
+            details = {"slot": slot}
+            self._finish_badly(r, SlotCrashed.code, f"re-queued: {why}", details, retryable=True, counted=False)
 
     # -- ends ------------------------------------------------------------------
 
-    def _finish_badly(self, r: RunningTask, code: str, message: str, details: dict[str, Any], *, retryable: bool) -> None:
+    def _finish_badly(self, r: RunningTask, code: str, message: str, details: dict[str, Any], *, retryable: bool,
+                      counted: bool = True) -> None:
         task, elapsed_s = r.task, time.monotonic() - r.started
         self.lending.withdraw(task.id)  # its helpers finish their window; a retry reuses it
-        if retryable and task.attempts < task.max_attempts:
-            task = self.store.requeue(task.id, code, message, details)
+        if retryable and (task.attempts < task.max_attempts or not counted):
+            task = self.store.requeue(task.id, code, message, details, counted=counted)
             self.book.queue_again(task)
             log.warning(
                 "task %s re-queued after [%s] on %s (attempt %d/%d, %.2f s): %s",

@@ -18,6 +18,13 @@ An engine must:
 * **run a task on a slot** - `assign(name, run)` hands a `TaskRun` to an IDLE
   slot, which becomes BUSY; False when the slot is gone (its death follows as
   an event);
+* **run a group** (only an engine whose `runs_groups` is True: its slots share
+  this machine's files and run `worker.slot.Slot`) - a `TaskRun` may carry
+  other transcribe tasks' runs as `members` (dispatch/groups.py); the slot runs
+  them all at once (worker/group.py) and reports each under its own task id:
+  progress, then done or failed per member, the lead's (`run["task_id"]`)
+  last. The slot is IDLE again only at the lead's done or failed; a death,
+  kill or hang ends every member's attempt;
 * **cancel** - `kill(name)` stops the slot and whatever its task started,
   returns only once all of it is gone (a retry must never overlap a leftover),
   and returns the death as a "died" `SlotEvent`;
@@ -58,7 +65,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypedDict
+from typing import Any, ClassVar, NotRequired, TypedDict
 
 from scribefleet.worker.slot_spec import SlotSpec
 
@@ -176,6 +183,7 @@ class TaskRun(TypedDict):
     spec: dict[str, Any]  # the task's spec as stored
     attempt: int
     log_path: str  # where the task writes its log
+    members: NotRequired[list[TaskRun]]  # other tasks run with this one on its slot (runs_groups engines)
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,9 @@ class Capacity:
 
 class Engine(ABC):
     """Hosts slots and runs tasks on them for the dispatcher (see the module docstring)."""
+
+    #: whether a TaskRun may carry `members` (a group of transcribe tasks decoded in shared batches)
+    runs_groups: ClassVar[bool] = False
 
     @property
     @abstractmethod

@@ -62,6 +62,8 @@ class LocalSlot(SlotHandle):
 class LocalEngine(Engine):
     """Hosts slots as child processes of this one."""
 
+    runs_groups = True  # its slots are worker.slot.Slot processes on this machine
+
     def __init__(self, settings: Settings, state_dir: Path, slots: list[SlotSpec]) -> None:
         if len({s.name for s in slots}) != len(slots):
             raise ValueError("slot names must be unique")

@@ -39,6 +39,7 @@ import numpy as np
 
 from scribefleet.errors import TranscriptionFailed
 from scribefleet.options import TranscribeOptions
+from scribefleet.pipeline import cobatch
 from scribefleet.pipeline.checkpoint import WindowLog
 from scribefleet.pipeline.guards import (
     FALLBACK_TEMPERATURES,
@@ -257,11 +258,17 @@ class WindowedTranscriber:
             offset += piece.shape[0]
         speech = np.concatenate(pieces)
         kwargs = self._decode_kwargs(language) | {"word_timestamps": True}  # words place the cues
-        result, info = _model_call(
-            lambda: BatchedInferencePipeline(self.model).transcribe(
-                speech, clip_timestamps=clips, batch_size=opts.batch_size, vad_filter=False, **kwargs
+        seat = cobatch.current()  # a job of a group: its clips share batches with the other files' (cobatch.py)
+        if seat is not None:
+            result, info = _model_call(
+                lambda: seat.transcribe(self.model, speech, clips, batch_size=opts.batch_size, **kwargs)
             )
-        )
+        else:
+            result, info = _model_call(
+                lambda: BatchedInferencePipeline(self.model).transcribe(
+                    speech, clip_timestamps=clips, batch_size=opts.batch_size, vad_filter=False, **kwargs
+                )
+            )
         result = restore_speech_timestamps(result, chunks, SAMPLE_RATE)
         encode = self._encode
 
@@ -396,4 +403,7 @@ def transcribe_windows(
     if options.language_per_window and is_multilingual(model):
         window_s = min(window_s, PER_WINDOW_S)  # short enough to follow a change of language
     windows = plan_windows(audio.shape[0] / SAMPLE_RATE, ranges, window_s)
-    return WindowedTranscriber(model, audio, ranges, options).run(log, windows, on_progress)
+    try:
+        return WindowedTranscriber(model, audio, ranges, options).run(log, windows, on_progress)
+    finally:
+        cobatch.leave()  # in a group, the other files' batches need not wait for this one any more

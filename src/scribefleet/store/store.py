@@ -410,11 +410,16 @@ class Store:
             error_code=code, error_message=message, error_details=_dumps(details or {}),
         )  # fmt: skip
 
-    def requeue(self, task_id: str, code: str, message: str, details: dict[str, Any] | None = None) -> Task:
-        """running -> queued for another attempt; the error that caused it stays visible until then."""
+    def requeue(self, task_id: str, code: str, message: str, details: dict[str, Any] | None = None, *,
+                counted: bool = True) -> Task:
+        """running -> queued for another attempt; the error that caused it stays visible until then.
+
+        `counted=False`: the attempt ended through no fault of its own (another task of its group) and is given back.
+        """
+        extra = {} if counted else {"attempts": max(0, (self.task(task_id).attempts or 1) - 1)}  # type: ignore[union-attr]
         return self._transition(
             task_id, Q, (R,), "retry", {"code": code, "message": message},
-            slot=None, error_code=code, error_message=message, error_details=_dumps(details or {}),
+            slot=None, error_code=code, error_message=message, error_details=_dumps(details or {}), **extra,
         )  # fmt: skip
 
     def cancel(self, task_id: str, code: str, message: str) -> Task:

@@ -85,8 +85,8 @@ class Slot:
         self._send_lock = threading.Lock()
         self._models: Any = None
         self._stopping = threading.Event()
-        self._last_progress: tuple[float, str | None] = (0.0, None)
-        self._held_progress: dict[str, Any] | None = None  # the latest report of a burst, sent when the interval ends
+        self._last_progress: dict[str, tuple[float, str | None]] = {}  # per task: a group runs several at once
+        self._held_progress: dict[str, dict[str, Any]] = {}  # per task, the latest report of a burst
         self._progress_lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
@@ -153,42 +153,57 @@ class Slot:
                 return
 
     def _progress(self, task_id: str, stage: str, fraction: float, extra: dict[str, Any] | None = None) -> None:
-        """Send progress at most every PROGRESS_EVERY_S per stage. Batched decoding reports a whole batch's
-        segments in one burst: the last of a burst is what counts, so a held-back report goes out when the
-        interval ends (a timer) unless a newer one went first."""
+        """Send progress at most every PROGRESS_EVERY_S per task and stage. Batched decoding reports a whole
+        batch's segments in one burst: the last of a burst is what counts, so a held-back report goes out when
+        the interval ends (a timer) unless a newer one went first."""
         message = {"ev": "progress", "task_id": task_id, "stage": stage, "percent": round(100.0 * fraction, 2)}
         message.update(_plain({k: v for k, v in (extra or {}).items() if k not in message}))
         with self._progress_lock:
             now = time.monotonic()
-            last_at, last_stage = self._last_progress
+            last_at, last_stage = self._last_progress.get(task_id, (0.0, None))
             # a plan other slots may help with (pipeline/spread.py) is news, never held back
             if stage == last_stage and fraction < 1.0 and now - last_at < PROGRESS_EVERY_S and "spread" not in message:
-                if self._held_progress is None:
-                    timer = threading.Timer(PROGRESS_EVERY_S - (now - last_at), self._send_held)
+                if task_id not in self._held_progress:
+                    timer = threading.Timer(PROGRESS_EVERY_S - (now - last_at), self._send_held, args=(task_id,))
                     timer.daemon = True
                     timer.start()
-                self._held_progress = message
+                self._held_progress[task_id] = message
                 return
-            self._last_progress, self._held_progress = (now, stage), None
+            self._last_progress[task_id] = (now, stage)
+            self._held_progress.pop(task_id, None)
             self.send(message)
 
-    def _send_held(self) -> None:
+    def _send_held(self, task_id: str) -> None:
         with self._progress_lock:
-            message, self._held_progress = self._held_progress, None
-            if message is not None and message["task_id"] == self.current_task:
-                self._last_progress = (time.monotonic(), message["stage"])
+            message = self._held_progress.pop(task_id, None)  # gone when the task ended meanwhile
+            if message is not None:
+                self._last_progress[task_id] = (time.monotonic(), message["stage"])
                 self.send(message)
 
     def run_task(self, message: dict[str, Any]) -> None:
+        """Run a task (or a group of them, worker/group.py) and send its reply (the lead's last)."""
+        if message.get("members"):
+            from scribefleet.worker.group import run_group
+
+            replies = run_group(self, message)
+        else:
+            replies = [self.execute(message)]
+        self.current_task = None
+        for reply in replies:
+            self.send(reply)
+
+    def execute(self, message: dict[str, Any], models: Any = None) -> dict[str, Any]:
+        """Run one task; returns its reply (done or failed)."""
         task_id, kind = str(message["task_id"]), str(message.get("kind"))
         started = time.monotonic()
-        self.current_task, self._last_progress = task_id, (0.0, None)
+        self.current_task = self.current_task or task_id
+        self._last_progress.pop(task_id, None)
         log_path = Path(message.get("log_path") or self.state_dir / "logs" / "tasks" / f"{task_id}.log")
         ctx = TaskContext(
             task_id=task_id, slot_name=self.name, device=self.device, cpu_threads=self.cpu_threads,
             log_path=log_path, settings=self.settings, attempt=int(message.get("attempt", 1)),
             progress=lambda stage, fraction, extra=None: self._progress(task_id, stage, fraction, extra),
-            _models=self.models,
+            _models=models or self.models,
         )  # fmt: skip
         self.log.info("task %s (%s) started, attempt %s", task_id, kind, ctx.attempt)
         try:
@@ -210,8 +225,14 @@ class Slot:
             self.tasks_done += 1
             self.log.info("task %s done in %.2f s", task_id, time.monotonic() - started)
             reply = {"ev": "done", "task_id": task_id, "result": _plain(result or {})}
-        self.current_task = None
-        self.send(reply)
+        self._task_ended(task_id)
+        return reply
+
+    def _task_ended(self, task_id: str) -> None:
+        """Forget a task's progress: a report still held back for it would come after its end."""
+        with self._progress_lock:
+            self._held_progress.pop(task_id, None)
+            self._last_progress.pop(task_id, None)
 
 
 def main(argv: list[str] | None = None) -> int:
