@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scribefleet.pipeline.cobatch import SharedBatches, seated
 
-if TYPE_CHECKING:
-    from scribefleet.worker.slot import Slot
+Slot = Any  # worker.slot.Slot, which imports this module: named, not imported, to keep the package acyclic
 
 
 class _OneLoadAtATime:
