@@ -264,29 +264,15 @@ class Store:
         self, batch_id: str | None = None, states: Iterable[TaskState | str] | None = None, *, after_seq: int = 0
     ) -> list[Task]:
         """Tasks in submission order, optionally of one batch, in some states, added after `after_seq`."""
-        clauses, args = ["tasks.seq > ?"], [after_seq]
-        if batch_id is not None:
-            clauses.append("tasks.batch_id = ?")
-            args.append(batch_id)
-        if states is not None:
-            values = [TaskState(s).value for s in states]
-            clauses.append(f"tasks.state IN ({','.join('?' * len(values))})")
-            args.extend(values)
-        return self._query_tasks("WHERE " + " AND ".join(clauses), tuple(args))
+        clauses, args = _task_filter(batch_id, states, "tasks.")
+        return self._query_tasks("WHERE " + " AND ".join(["tasks.seq > ?", *clauses]), (after_seq, *args))
 
     def task_page(
         self, batch_id: str | None = None, states: Iterable[TaskState | str] | None = None, *, limit: int, offset: int = 0
     ) -> tuple[list[Task], int]:
         """One page of tasks, newest first, and how many match in all: only the page's rows are read whole."""
-        clauses, args = ["1 = 1"], []
-        if batch_id is not None:
-            clauses.append("batch_id = ?")
-            args.append(batch_id)
-        if states is not None:
-            values = [TaskState(s).value for s in states]
-            clauses.append(f"state IN ({','.join('?' * len(values))})")
-            args.extend(values)
-        where = " AND ".join(clauses)
+        clauses, args = _task_filter(batch_id, states)
+        where = " AND ".join(["1 = 1", *clauses])
         with self._lock:
             total = self._conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}", args).fetchone()[0]
             ids = [r[0] for r in self._conn.execute(
@@ -451,3 +437,20 @@ class Store:
         if ids:
             with self._tx() as c:
                 c.executemany("UPDATE cancel_requests SET handled = 1 WHERE id = ?", [(i,) for i in ids])
+
+
+def _task_filter(
+    batch_id: str | None, states: Iterable[TaskState | str] | None, column: str = ""
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their arguments) for tasks of one batch and/or in some states; `column`
+    prefixes the column names ("tasks." where the query joins other tables)."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if batch_id is not None:
+        clauses.append(f"{column}batch_id = ?")
+        args.append(batch_id)
+    if states is not None:
+        values = [TaskState(s).value for s in states]
+        clauses.append(f"{column}state IN ({','.join('?' * len(values))})")
+        args.extend(values)
+    return clauses, args
