@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -283,8 +284,7 @@ class _JobRun:
         wants_speakers = self.job.options.diarize
         diarization = self.stored_diarization() if wants_speakers else None
         if transcript is None or (wants_speakers and diarization is None):
-            audio = self.audio()
-            ranges = self.ranges(audio)
+            audio, ranges = self.audio_and_ranges(load_model=transcript is None)
             if transcript is None:
                 transcript = self.transcribe(audio, ranges)
             else:
@@ -321,6 +321,46 @@ class _JobRun:
             **({"rerun_stages": rerun} if rerun else {}),
         }
 
+    def audio_and_ranges(self, *, load_model: bool) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """The decode and vad stages; with `load_model`, the model loads in this thread meanwhile.
+
+        Decoding the media and VAD take one core; loading the model (and importing
+        faster-whisper) takes seconds of the other. The model is loaded here, not in
+        the helper thread, because CTranslate2 runs slower from a thread other than
+        the one that loaded it once that one is gone (cobatch.SharedBatches.serve).
+        """
+        if not load_model:
+            audio = self.audio()
+            return audio, self.ranges(audio)
+        found: dict[str, Any] = {}
+
+        def media() -> None:
+            try:
+                found["audio"] = self.audio()
+                found["ranges"] = self.ranges(found["audio"])
+            except BaseException as exc:  # noqa: BLE001 - raised again in the job's own thread
+                found["error"] = exc
+
+        helper = threading.Thread(target=media, name=f"media-{self.job.name}", daemon=True)
+        helper.start()
+        try:
+            self.model()
+        finally:
+            helper.join()  # the media's error first: a broken file says so, whatever the model does
+            if "error" in found:
+                raise found["error"]
+        return found["audio"], found["ranges"]
+
+    def model(self) -> Any:
+        """The job's model, loaded (or found warm) in the slot's model cache."""
+        job = self.job
+        return self.models.get(
+            ResolvedModel(path=job.model_path, model_id=job.model_id),
+            device=job.device,
+            compute_type=job.options.compute_type,
+            cpu_threads=job.cpu_threads,
+        )
+
     def audio(self) -> np.ndarray:
         if self.work.audio.exists():
             audio = load_audio(self.work.audio)
@@ -353,12 +393,7 @@ class _JobRun:
     def transcribe(self, audio: np.ndarray, ranges: list[tuple[float, float]]) -> dict[str, Any]:
         job = self.job
         with self.stage("transcribe"):
-            model = self.models.get(
-                ResolvedModel(path=job.model_path, model_id=job.model_id),
-                device=job.device,
-                compute_type=job.options.compute_type,
-                cpu_threads=job.cpu_threads,
-            )
+            model = self.model()
 
             def on_progress(fraction: float, where: dict[str, Any]) -> None:
                 self.progress("transcribe", fraction, {**self.extra, **where})
