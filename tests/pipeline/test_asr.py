@@ -10,7 +10,7 @@ import pytest
 
 from helpers import DATA, TEXTS, wer
 from scribefleet.options import TranscribeOptions
-from scribefleet.pipeline.asr import Window, plan_windows, transcribe_windows
+from scribefleet.pipeline.asr import Window, plan_windows, transcribe_windows, window_batch
 from scribefleet.pipeline.checkpoint import WindowLog
 from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
@@ -145,6 +145,11 @@ def test_cuda_transcribes_like_cpu(model_path: Path, tmp_path: Path) -> None:
     audio = decode_audio(DATA / "long_pauses.wav", max_file_mb=10)
     result = transcribe(cuda, audio, TranscribeOptions(batch_size=16), tmp_path)
     assert wer(TEXTS["long_pauses.wav"], result["text"]) <= 0.25, result["text"]
+    assert window_batch(cuda, TranscribeOptions(batch_size=16)) == 16  # windows end on whole batches there
+
+
+def test_on_a_cpu_windows_are_cut_by_time_alone(model: Any) -> None:
+    assert window_batch(model, TranscribeOptions(batch_size=16)) == 0  # a clip costs the same in any batch
 
 
 # ---- real recorded human speech ----
@@ -218,3 +223,29 @@ def test_batched_cues_are_readable_ordered_and_never_overlap(
         assert len(seg["text"].strip()) <= MAX_CUE_CHARS, seg
         assert "words" not in seg  # asked for no word timestamps: none in the output
         assert seg["tokens"] and seg["text"].strip()
+
+
+def test_on_a_gpu_windows_hold_whole_batches_of_the_clips_one_pass_would_pack() -> None:
+    """With a batch size, windows end where whole batches of clips end, and each window packs exactly the clips
+    the whole recording would: no window ends on a partial batch (a GPU decodes 2 clips in the time of 8)."""
+    from scribefleet.pipeline.asr import clip_edges
+
+    rng = np.random.default_rng(5)
+    ranges, t = [], 0.3
+    while t < 7200:
+        length = float(rng.uniform(0.5, 29.0))
+        ranges.append((round(t, 3), round(t + length, 3)))
+        t += length + float(rng.uniform(0.2, 3.0))
+    duration = round(t, 3)
+    windows = plan_windows(duration, ranges, 600, batch=8)
+    assert windows[-1].end_s == duration and all(a.end_s == b.start_s for a, b in zip(windows, windows[1:]))
+    assert all(300 <= w.end_s - w.start_s <= 900 for w in windows[:-1])
+    whole = clip_edges(ranges)
+    for w in windows:
+        inside = [(s, e) for s, e in ranges if w.start_s <= s and e <= w.end_s]
+        assert sum(1 for s, e in ranges if s < w.end_s < e) == 0  # cut in silence
+        clips = clip_edges(inside)
+        assert [round(x, 3) for x in clips[1:]] == [x for x in whole if inside[0][0] < x < inside[-1][1]]
+        if w is not windows[-1]:
+            assert len(clips) % 8 == 0, (w, len(clips))
+    assert plan_windows(duration, ranges, 600) != windows  # without a batch: cut by time alone

@@ -49,6 +49,7 @@ from scribefleet.pipeline.asr import (
     _model_call,
     plan_windows,
     transcribe_windows,
+    window_batch,
 )
 from scribefleet.pipeline.checkpoint import WindowLog, atomic_write_json, dequantize_audio, read_json
 from scribefleet.pipeline.language import PER_WINDOW_S, LanguageGuess, WindowLanguages, is_multilingual
@@ -71,10 +72,11 @@ def spread_window_s(duration_s: float, slots: int, window_s: float) -> float:
     return min(window_s, max(MIN_WINDOW_S, duration_s / (WINDOWS_PER_SLOT * slots)))
 
 
-def spread_windows(duration_s: float, ranges: Ranges, slots: int, window_s: float) -> list[Window]:
-    """The windows of a plan spread over `slots` slots: equal shares of the recording, cut at silences."""
+def spread_windows(duration_s: float, ranges: Ranges, slots: int, window_s: float, batch: int = 0) -> list[Window]:
+    """The windows of a plan spread over `slots` slots: equal shares of the recording, cut at silences
+    (with `batch`, on a GPU: after whole batches of clips where one is near, as `plan_windows` does)."""
     count = math.ceil(duration_s / spread_window_s(duration_s, slots, window_s))
-    windows = plan_windows(duration_s, ranges, duration_s / max(1, count))
+    windows = plan_windows(duration_s, ranges, duration_s / max(1, count), batch)
     if len(windows) > 1 and windows[-1].end_s - windows[-1].start_s < MIN_WINDOW_S / 2:
         # cutting at silences can leave a sliver at the end: a slot's start would cost more than it
         last = windows.pop()
@@ -228,7 +230,7 @@ def transcribe_spread(
     transcriber = WindowedTranscriber(model, audio, ranges, options)
     plan = files.read_plan()
     if plan is None:
-        windows = spread_windows(duration_s, ranges, max(1, slots), window_s)
+        windows = spread_windows(duration_s, ranges, max(1, slots), window_s, window_batch(model, options))
         if slots <= 1 or len(windows) < 2 or files.log.read():
             transcript = transcribe_windows(model, audio, ranges, options, window_s=window_s, log=files.log,
                                             on_progress=on_progress)  # fmt: skip
