@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import wave
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
+from data.real_long import write_repeated
 from helpers import wer
 from scribefleet.config import Settings
 from scribefleet.dispatch.monitor import DispatchEvent
@@ -31,17 +30,9 @@ REPEATS = 3
 @pytest.fixture(scope="module")
 def long_speech(real_speech: dict[str, tuple[Path, str]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The sonnet read REPEATS times with 1.5 s pauses between: (recording, reference text)."""
-    wav, text = real_speech["sonnet001"]
-    with wave.open(str(wav)) as w:
-        rate, samples = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-    gap = np.zeros(int(1.5 * rate), dtype=np.int16)
+    wav, _ = real_speech["sonnet001"]
     path = tmp_path_factory.mktemp("long") / "sonnet-x3.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.concatenate([samples, gap] * REPEATS).tobytes())
-    return path, " ".join([text] * REPEATS)
+    return path, write_repeated(path, REPEATS, [wav])
 
 
 def _settings(root: Path) -> Settings:
