@@ -23,9 +23,9 @@ decodes, and a rate from it is noise (an 11-minute file once showed "transcribe
 progress log lines, `status`, the API's `etaS` (and its streams) and the UI all
 take their ETA from here.
 
-A batch adds it up: its audio is every live file's audio (a file not decoded
-yet counts as the mean of those that are; with none known, every file counts
-the same), its rate the audio done over the seconds since its first file
+A batch adds it up: its audio is every live file's audio (its header's length
+from when its task was made, then its decoded one; a file of unknown length
+counts as the mean of those known; with none known, every file counts the same), its rate the audio done over the seconds since its first file
 started, and its ETA the audio left over that rate. Failed, canceled and
 skipped files are out of the sums.
 """
