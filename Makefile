@@ -23,6 +23,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 # the RunPod SDK (extra `serverless`), for the serverless worker's tests in its local test mode
 $(VENV)/.serverless-installed: pyproject.toml | $(VENV)/.test-installed
 	$(BIN)/pip install -q -e '.[serverless]'
+	touch $@
 # resemblyzer + CPU torch for the diarization tests (extra `diarization`)
 $(VENV)/.diarization-installed: pyproject.toml | $(VENV)/.test-installed
 	$(BIN)/pip install -q -e '.[diarization]'

@@ -23,11 +23,8 @@ import shutil
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bench_transcribe import ROOT, SR, _read_wav, wer
 
@@ -35,21 +32,10 @@ from bench_transcribe import ROOT, SR, _read_wav, wer
 def build_long(folder: Path, minutes: float) -> tuple[Path, str]:
     """The sonnet read until the recording is `minutes` long, with 1.5 s pauses: (file, reference text)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from data.fetch_real import fetch
+    from data.real_long import repeats_for, write_repeated
 
-    wav = fetch() / "sonnet001.wav"
-    text = wav.with_suffix(".txt").read_text(encoding="utf-8")
-    samples = _read_wav(wav)
-    gap = np.zeros(int(1.5 * SR), dtype=np.int16)
-    repeats = max(1, round(minutes * 60 * SR / (len(samples) + len(gap))))
-    folder.mkdir(parents=True, exist_ok=True)
     out = folder / "long.wav"
-    with wave.open(str(out), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(np.concatenate([samples, gap] * repeats).tobytes())
-    return out, " ".join([text] * repeats)
+    return out, write_repeated(out, repeats_for(minutes))
 
 
 def model_load_s(threads: int) -> float:

@@ -4,7 +4,7 @@ Three corpora with known texts (`--corpus real|short|espeak|both|all`, default a
 
   real    real recorded human speech (tests/data/fetch_real.py: a LibriVox
           reading): the 53 s recording itself, and a long recording made of it
-          read 12 times over with pauses between (about 11 minutes)
+          read 12 times over with pauses between (about 11 minutes, tests/data/real_long.py)
   short   the same 11 minutes of real speech as short files: cut at the pauses
           between lines into 23 clips of 5 to 60 s (tests/data/real_clips.py),
           as voice notes and call recordings come
@@ -90,24 +90,15 @@ def build_real_corpus(folder: Path, repeats: int = 12) -> dict[str, str]:
     """The real-speech recordings: each one as it is, and all of them read `repeats` times in one long file."""
     sys.path.insert(0, str(DATA.parent))
     from data.fetch_real import fetch
+    from data.real_long import write_repeated
 
-    real = fetch()
+    real = sorted(fetch().glob("*.wav"))
     folder.mkdir(parents=True, exist_ok=True)
     refs: dict[str, str] = {}
-    parts, words = [], []
-    gap = np.zeros(int(1.5 * SR), dtype=np.int16)
-    for wav in sorted(real.glob("*.wav")):
-        text = wav.with_suffix(".txt").read_text(encoding="utf-8")
+    for wav in real:
         shutil.copy(wav, folder / wav.name)
-        refs[wav.name] = text
-        parts += [_read_wav(wav), gap]
-        words.append(text)
-    with wave.open(str(folder / "long.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(np.concatenate(parts * repeats).tobytes())
-    refs["long.wav"] = " ".join(words * repeats)
+        refs[wav.name] = wav.with_suffix(".txt").read_text(encoding="utf-8")
+    refs["long.wav"] = write_repeated(folder / "long.wav", repeats, real)
     return refs
 
 

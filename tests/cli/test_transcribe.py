@@ -315,18 +315,11 @@ def test_piped_output_has_a_progress_line_per_running_file_with_elapsed_and_eta(
 ) -> None:
     """Not a terminal: plain lines every SCRIBEFLEET_PROGRESS_LOG_S per running file and for the batch; the
     percent moves during batched decoding (batch by batch), not only from 0 to 100."""
-    import wave
-
-    import numpy as np
-
-    from scribefleet.pipeline.media import decode_audio
+    from data.real_long import write_repeated
 
     sonnet, _ = real_speech["sonnet001"]
-    audio = np.concatenate([decode_audio(sonnet, max_file_mb=100)] * 3)  # ~160 s: several batches of 2 clips
     longer = tmp_path / "sonnets.wav"
-    with wave.open(str(longer), "wb") as out:
-        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    write_repeated(longer, 3, [sonnet])  # ~164 s: several batches of 2 clips
     env = {**os.environ, "SCRIBEFLEET_PROGRESS_LOG_S": "0.2"}
     proc = subprocess.run([*CLI, "transcribe", str(longer), "-o", str(tmp_path / "out"), "--batch-size", "2",
                            "--language", "en", "--format", "txt"], capture_output=True, text=True, timeout=600, env=env)  # fmt: skip

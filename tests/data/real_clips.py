@@ -3,7 +3,7 @@
 Voice notes, calls and podcast clips are 5 to 60 s long; this makes such a
 corpus from the real-speech recording (fetch_real.py). The recording is read
 `repeats` times with 1.5 s pauses between readings (the bench's 11-minute
-recording, bench/bench_transcribe.py), then cut at the silences between its
+recording, tests/data/real_long.py), then cut at the silences between its
 lines into clips of `min_s` to `max_s` seconds (lengths drawn with a seeded
 random generator), each clip's reference being the lines it holds.
 

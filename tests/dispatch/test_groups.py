@@ -17,7 +17,8 @@ def make(tmp_path: Path):
     store = Store.open(tmp_path)
     batch = store.ensure_batch("b", "plan", {}, None)
 
-    def task(key: str, kind: str = "transcribe", content: str | None = None, **options: Any) -> Task:
+    def task(key: str, kind: str = "transcribe", content: str | None = None, audio_s: float | None = None,
+             **options: Any) -> Task:
         spec: dict[str, Any] = {
             "input_path": f"/in/{key}.wav", "display": key, "work_dir": f"/w/{key}", "outputs": {"txt": f"/o/{key}.txt"},
             "options": TranscribeOptions(**options).model_dump(mode="json"), "model_path": "/m/tiny.en",
@@ -28,7 +29,9 @@ def make(tmp_path: Path):
             spec["url"], kind = "https://example.org/a.mp3", "transcribe"
         if kind == "shell":
             spec = {"run": "true"}
-        return store.task(store.add_task(batch, key, kind, spec, content_key=content or key))
+        task_id = store.add_task(batch, key, kind, spec, content_key=content or key)
+        store.note_audio_s(task_id, audio_s)  # its header's length, as jobs/create.py records it
+        return store.task(task_id)
 
     yield task
     store.close()
@@ -53,6 +56,19 @@ def test_what_decodes_differently_or_cannot_share_stays_alone(make) -> None:
     assert attach([(lead, "cpu0")], [lead, *others], ["running"], group_max=8, solo=solo) == {}
     assert all(group_key(others[i]) is None for i in (1, 2, 4, 5, 6))
     assert attach([(others[-1], "cpu0")], [others[-1], make("fine")], [], group_max=8, solo=solo) == {}  # nor leads
+
+
+def test_a_long_file_stays_out_of_groups_so_it_can_be_spread(make) -> None:
+    """Long: long enough for a plan over two slots of WINDOWS_PER_SLOT windows of MIN_WINDOW_S each (6 min)."""
+    from scribefleet.pipeline.spread_plan import MIN_WINDOW_S, SPREAD_MIN_AUDIO_S, WINDOWS_PER_SLOT
+
+    assert SPREAD_MIN_AUDIO_S == 2 * WINDOWS_PER_SLOT * MIN_WINDOW_S == 360.0
+    short, unknown, just_short = make("short", audio_s=20.0), make("unknown"), make("just", audio_s=359.0)
+    long = make("long", audio_s=SPREAD_MIN_AUDIO_S)
+    assert group_key(long) is None and group_key(short) == group_key(unknown) == group_key(just_short) is not None
+    members = attach([(short, "cpu0")], [short, long, unknown, just_short], [], group_max=8)
+    assert [t.key for t in members[short.id]] == ["unknown", "just"]  # never a member
+    assert attach([(long, "cpu0")], [long, short, unknown], [], group_max=8) == {}  # nor a lead
 
 
 @pytest.mark.local_only("SIGKILLs the slot process; loads the model in a slot")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scribefleet.dispatch.lending import Lending
+from scribefleet.dispatch.lending import Lending, Load
 from scribefleet.engines.base import SlotEvent, SlotHandle, SlotSpec, SlotStatus
 from scribefleet.store import Store, Task
 
@@ -16,9 +16,11 @@ def make(tmp_path: Path):
     store = Store.open(tmp_path)
     batch = store.ensure_batch("b", "plan", {}, None)
 
-    def task(key: str, kind: str = "transcribe") -> Task:
+    def task(key: str, kind: str = "transcribe", audio_s: float | None = None) -> Task:
         spec = {"run": "true"} if kind == "shell" else {"input_path": f"/in/{key}.wav", "work_dir": f"/w/{key}"}
-        return store.task(store.add_task(batch, key, kind, spec))
+        task_id = store.add_task(batch, key, kind, spec)
+        store.note_audio_s(task_id, audio_s)  # its header's length, as jobs/create.py records it
+        return store.task(task_id)
 
     yield task
     store.close()
@@ -38,6 +40,28 @@ def test_a_transcription_counts_the_idle_and_starting_slots_of_its_device_less_w
     assert lending.spread_slots(make("sh", "shell"), slots[0], slots, {"cpu0"}, waiting=0) == 1
     assert lending.spread_slots(long, slots[4], slots, {"r0"}, waiting=0) == 1, "a remote place shares no files"
     assert Lending(enabled=False).spread_slots(long, slots[0], slots, {"cpu0"}, waiting=0) == 1
+
+
+def test_a_long_file_counts_the_slots_whose_work_ends_before_it(make) -> None:
+    """One two-hour file and thirty short ones on four slots: the short ones hold the other three slots (or
+    are still waiting) for minutes, so the plan is cut for all four; a slot with work as long as the file, or
+    of unknown length, or the thirty files' audio counted as a whole, does not come."""
+    lending, long = Lending(), make("long", audio_s=7200.0)
+    slots = [slot("cpu0", status=SlotStatus.BUSY), slot("cpu1", status=SlotStatus.BUSY),
+             slot("cpu2", status=SlotStatus.STARTING), slot("cpu3", status=SlotStatus.BUSY), slot("gpu0", "cuda"),
+             slot("cpu4", status=SlotStatus.FAILED)]  # fmt: skip
+    taken = {"cpu0", "cpu1", "cpu3"}  # this round: the long file on cpu0, groups of short files on cpu1 and cpu3
+    load = Load({"cpu0": 7200.0, "cpu1": 8 * 20.0, "cpu3": 8 * 20.0}, waiting_s=[20.0] * 14)
+    assert lending.spread_slots(long, slots[0], slots, taken, waiting=14) == 1  # without the load: no idle slot
+    assert lending.spread_slots(long, slots[0], slots, taken, waiting=14, load=load) == 4
+    assert lending.spread_slots(long, slots[0], slots, taken, 14, Load({**load.busy_s, "cpu1": 7200.0}, [])) == 3
+    assert lending.spread_slots(long, slots[0], slots, taken, 14, Load({**load.busy_s, "cpu1": None}, [])) == 3
+    assert lending.spread_slots(long, slots[0], slots, taken, 14, Load(load.busy_s, [20.0] * 14 + [7200.0])) == 3
+    assert lending.spread_slots(long, slots[0], slots, taken, 14, Load(load.busy_s, [None, None])) == 2
+    assert lending.spread_slots(long, slots[0], slots, taken, 14, Load(load.busy_s, [], long_placed=2)) == 2
+    # a file under the long threshold keeps the rule of the idle slots
+    short = make("short", audio_s=300.0)
+    assert lending.spread_slots(short, slots[1], slots, taken, waiting=14, load=load) == 1
 
 
 def test_free_slots_of_the_owners_device_are_lent_until_a_helper_finds_nothing_left(make) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import wave
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
+from data.real_long import write_repeated
 from helpers import wer
 from scribefleet.config import Settings
 from scribefleet.dispatch.monitor import DispatchEvent
@@ -31,17 +30,9 @@ REPEATS = 3
 @pytest.fixture(scope="module")
 def long_speech(real_speech: dict[str, tuple[Path, str]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The sonnet read REPEATS times with 1.5 s pauses between: (recording, reference text)."""
-    wav, text = real_speech["sonnet001"]
-    with wave.open(str(wav)) as w:
-        rate, samples = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-    gap = np.zeros(int(1.5 * rate), dtype=np.int16)
+    wav, _ = real_speech["sonnet001"]
     path = tmp_path_factory.mktemp("long") / "sonnet-x3.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.concatenate([samples, gap] * REPEATS).tobytes())
-    return path, " ".join([text] * REPEATS)
+    return path, write_repeated(path, REPEATS, [wav])
 
 
 def _settings(root: Path) -> Settings:
@@ -173,3 +164,46 @@ def test_a_killed_owner_resumes_with_the_same_plan_and_finished_windows(
     for record in before["records"]:  # finished before the kill: reused as they were
         assert after[record["index"]] == record
     assert wer(reference, text) <= 0.2
+
+
+def test_a_long_file_among_short_ones_is_spread_not_grouped(real_speech: dict[str, tuple[Path, str]], tmp_path: Path) -> None:
+    """Issue 14's demanding user, scaled to a 2-core test: one long recording (6.4 minutes: long, by
+    pipeline/spread_plan.py) and six short clips in one `transcribe` run on three slots, before any slot has
+    decoded anything (the long file's length comes from its header when the task is made). The long file
+    is first in the queue, so it used to lead a group of short clips and decode on its one slot while
+    the others idled. Now it runs alone with a plan for all three slots, the clips decode in groups on
+    the other two, and then those slots are lent to its windows."""
+    from data.fetch_real import fetch
+    from data.real_clips import cut_clips
+
+    sonnet, _ = real_speech["sonnet001"]
+    inbox = tmp_path / "in"
+    reference = write_repeated(inbox / "a-long.wav", 7, [sonnet])  # sorted first: placed first
+    refs = cut_clips(fetch(), inbox, repeats=1, min_s=5.0, max_s=12.0, limit=6)
+    out = tmp_path / "out"
+    on_slot: dict[str, set[str]] = {}
+    shared: list[set[str]] = []
+
+    def listener(event: DispatchEvent) -> None:  # who runs together on one slot (a group)
+        if event.task is None or event.task.kind != "transcribe":
+            return
+        name = Path(event.task.key).name
+        if event.type == "task_dispatched":
+            running = on_slot.setdefault(event.data["slot"], set())
+            if running:
+                shared.append(running | {name})
+            running.add(name)
+        elif event.type in ("task_completed", "task_failed", "task_requeued"):
+            for running in on_slot.values():
+                running.discard(name)
+
+    opts = TranscribeOptions(formats="txt", device="cpu")
+    store, batch_id = run_transcribe([str(inbox)], out, opts, _settings(tmp_path), slots=3, listeners=[listener])
+    tasks = {Path(t.key).name: t for t in store.tasks(batch_id=batch_id)}
+    assert all(t.state is TaskState.COMPLETE for t in tasks.values()), [(t.key, t.error_message) for t in tasks.values()]
+    assert shared and not any("a-long.wav" in group for group in shared), shared  # the clips grouped, not the long file
+    long = tasks["a-long.wav"]
+    assert long.audio_s == pytest.approx(383.4, abs=0.5)
+    assert len(long.result["spread"]["by_slot"]) >= 2, long.result  # its windows decoded on more than its slot
+    assert wer(reference, (out / "a-long.txt").read_text()) <= 0.2
+    assert all(wer(refs[name], (out / f"{Path(name).stem}.txt").read_text()) <= 0.35 for name in refs)

@@ -107,3 +107,35 @@ def test_eta_helpers() -> None:
     assert audio_fraction("shell", "run", 0.5) == 0.5
     assert eta_s(10.0, 0.5) == 10.0 and eta_s(10.0, 0.0) is None and eta_s(10.0, 1.0) == 0.0
     assert [clock(s) for s in (None, 42, 185, 3725)] == ["?", "42s", "3m05s", "1h02m"]
+
+
+def test_no_eta_until_there_is_evidence_of_a_rate(tmp_path: Path) -> None:
+    """An 11-minute file 10 s in, its first batch of clips still decoding, once showed "ETA 1h55m": an
+    extrapolation from ~0 is noise, so no ETA (None, shown "?") until 30 s of audio or a file is done."""
+    from scribefleet.jobs.eta import MIN_EVIDENCE_AUDIO_S, eta_s, has_evidence
+    from scribefleet.jobs.views import batch_progress
+
+    store = Store.open(tmp_path)
+    batch_id = store.ensure_batch("k", "transcribe", {}, None)
+    long_id = store.add_task(batch_id, "long.wav", "transcribe", {"display": "long.wav"})
+    started = store.mark_running(long_id, "cpu0").started_at
+    store.record_progress(long_id, "transcribe", 1.0 / 660, audio_s=660.0)  # 1 s of 11 minutes
+    view = task_view(store.task(long_id), now=started + 10)
+    assert view.elapsed_s == 10 and view.eta_s is None
+    assert view.as_api_json()["progress"]["etaS"] is None and view.as_json()["eta_s"] is None
+    batch = batch_progress([view], now=started + 10)
+    assert batch.audio_done_s == 1.0 and batch.eta_s is None and batch.as_api_json()["etaS"] is None
+    store.record_progress(long_id, "transcribe", MIN_EVIDENCE_AUDIO_S / 660, audio_s=660.0)  # one Whisper input
+    view = task_view(store.task(long_id), now=started + 60)
+    assert view.eta_s == 1260.0  # 30 s of audio in 60 s: 630 s left at 0.5 audio-s/s
+    assert batch_progress([view], now=started + 60).eta_s == 1260.0
+    # a batch: a finished file is evidence even with less audio than that done
+    short_id = store.add_task(batch_id, "short.wav", "transcribe", {"display": "short.wav"})
+    store.mark_running(short_id, "cpu1")
+    store.complete(short_id, {"duration_s": 5.0})
+    store.record_progress(long_id, "transcribe", 0.0, audio_s=660.0)  # (a retried attempt back at 0)
+    views = [task_view(store.task(i), now=started + 20) for i in (long_id, short_id)]
+    assert views[0].eta_s is None and batch_progress(views, now=started + 20).eta_s is not None
+    # where the length is unknown (another kind, files counted): 5 % of the work
+    assert not has_evidence(0.04) and has_evidence(0.05) and eta_s(10.0, 0.04) is None and eta_s(10.0, 0.05) == 190.0
+    assert not has_evidence(0.01, 600.0) and has_evidence(0.05, 600.0) and has_evidence(0.01, files_done=1)

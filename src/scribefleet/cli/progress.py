@@ -99,7 +99,7 @@ class BatchProgress:
                 self.failed += t.state.value != "complete"
                 if t.state.value != "complete":
                     self.gone.add(t.id)
-            audio = (t.result or {}).get("duration_s") if t.result else None
+            audio = (t.result or {}).get("duration_s") or t.audio_s  # decoded, else from the header
             if audio:
                 self.audio_s[t.id] = float(audio)
         if not self.fancy:

@@ -27,19 +27,25 @@ from typing import Any
 from scribefleet.config import Settings
 from scribefleet.dispatch import groups
 from scribefleet.dispatch.book import TaskBook
-from scribefleet.dispatch.lending import Lending
+from scribefleet.dispatch.lending import Lending, Load
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
 from scribefleet.dispatch.placement import Placement
 from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, TaskRun
 from scribefleet.errors import SlotCrashed, StateLocked, TaskTimeout
 from scribefleet.logs import redact
+from scribefleet.pipeline.spread_plan import is_long
 from scribefleet.store.models import Task
 from scribefleet.store.store import Store
 
 log = logging.getLogger("scribefleet.dispatch")
 
 Listener = Callable[[DispatchEvent], None]
+
+
+def _audio_s(task: Task, measured_s: float | None = None) -> float | None:
+    """The audio seconds of a transcription's work (the decoded length, else the header's); None: unknown."""
+    return (measured_s or task.audio_s) if task.kind == "transcribe" else None
 
 
 class Dispatcher:
@@ -199,14 +205,34 @@ class Dispatcher:
             members = groups.attach(assignments, ready, busy, min(self.settings.group_max, share), self._solo)
         taken = {slot for _, slot in assignments}
         waiting_ready = len(ready) - len(taken) - sum(len(m) for m in members.values())
+        load = self._load(assignments, members, ready) if any(is_long(t.audio_s) for t, _ in assignments) else None
         for task, slot in assignments:
             # a group decodes together on its slot; a task alone may spread its windows over free slots
             spread = 1 if task.id in members else self.lending.spread_slots(
-                task, self.engine.slot(slot), self.engine.slots, taken, waiting_ready)
+                task, self.engine.slot(slot), self.engine.slots, taken, waiting_ready, load)
             self._start(task, slot, members.get(task.id, ()), spread_slots=spread)
         self._lend([h for h in placement.free if h.name not in taken])
         if not assignments:
             self._explain_idle(waiting, blocked)
+
+    def _load(self, assignments: list[tuple[Task, str]], members: dict[str, list[Task]], ready: list[Task]) -> Load:
+        """The audio each slot holds after this round and that of the ready tasks left waiting (lending.Load)."""
+        busy_s: dict[str, float | None] = {}
+
+        def hold(slot: str, audio_s: float | None) -> None:
+            held = busy_s.get(slot, 0.0)
+            busy_s[slot] = None if held is None or audio_s is None else held + audio_s
+
+        for r in self._running.values():
+            hold(r.slot, _audio_s(r.task, r.audio_s))
+        placed = set()
+        for task, slot in assignments:
+            for t in (task, *members.get(task.id, ())):
+                hold(slot, _audio_s(t))
+                placed.add(t.id)
+        waiting_s = [_audio_s(t) for t in ready if t.id not in placed]
+        long_placed = sum(is_long(t.audio_s) for t, _ in assignments)
+        return Load(busy_s, waiting_s, long_placed)
 
     def _lend(self, free: list[SlotHandle]) -> None:
         """Free slots no ready task can use go to a running long transcription's windows (lending.py)."""

@@ -9,8 +9,12 @@ groups placed in the same round. The slot decodes their speech in shared
 batches (worker/group.py, pipeline/cobatch.py), each file keeping its own
 checkpoints, progress, result and error.
 
-Not grouped: URL tasks (two URLs of the same media share one work dir under a
-lock, which a group would wait on in a circle), remote tasks, unbatched
+Not grouped: long files (`pipeline.spread_plan.is_long`: 6 minutes or more,
+by the store's `audio_s`, which creation reads from the header and the decode
+stage measures), so that their windows can be spread over free slots
+(lending.py) instead of riding on one slot while others idle (they fill the
+model's batches alone anyway); URL tasks (two URLs of the same media share one
+work dir under a lock, which a group would wait on in a circle), remote tasks, unbatched
 decoding (`--batch-size 1`, `--no-vad`: nothing to share), diarized files
 (their speaker models would run side by side in one slot), tasks of the same
 content as one running or placed (placement's rule), and a task whose last
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+from scribefleet.pipeline.spread_plan import is_long
 from scribefleet.store.models import Task
 
 #: spec fields that differ between files of one group (everything else must be equal)
@@ -34,6 +39,8 @@ def group_key(task: Task) -> str | None:
     spec = task.spec
     if task.kind != "transcribe" or spec.get("remote") or spec.get("url") or not spec.get("input_path"):
         return None
+    if is_long(task.audio_s):
+        return None  # spread over free slots instead (lending.py)
     options = dict(spec.get("options") or {})
     if int(options.get("batch_size", 8)) <= 1 or options.get("vad") is False or options.get("diarize"):
         return None  # nothing to share; or (diarize) several speaker models at once in one slot

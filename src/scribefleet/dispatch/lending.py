@@ -10,6 +10,18 @@ task state, and its end (done, failed or died) only frees the slot again. A
 helper that took no window (none left) or failed ends the lending to that job;
 the owner decodes whatever a failed or dead helper held.
 
+How many slots a plan is cut for (`spread_slots`, when the task is placed): a
+file's slot plus the slots of its device kind left idle this round, less the
+ready tasks left waiting. A *long* file (`pipeline.spread_plan.is_long`, by its
+length from the header or the decode; such a file is never grouped) counts
+further ahead, since short work ends long before it: each other slot of its
+device kind for the part of the file's length that the work it holds leaves
+(work of unknown length: none), less the audio of the ready tasks left waiting
+(unknown: a whole file's worth), in units of the file's length (`Load`). So one
+two-hour file among thirty short ones on four slots is planned for four: the
+short files decode in groups on three slots first, then those slots are lent
+to its windows.
+
 Slots are lent only on the owner's device kind (a CPU helper would make a GPU
 job wait for its window) and never on a remote worker's places, which do not
 share the filesystem (a Ray cluster needs a shared one anyway). When the owner
@@ -26,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scribefleet.engines.base import SlotEvent, SlotHandle, SlotStatus, TaskRun
+from scribefleet.pipeline.spread_plan import is_long
 from scribefleet.store.models import Task
 from scribefleet.worker.kinds import WINDOW_KIND
 
@@ -54,6 +67,15 @@ class Helper:
     slot: str
 
 
+@dataclass(frozen=True)
+class Load:
+    """The work around one placement round, in audio seconds (None: of unknown length), for a long file's plan."""
+
+    busy_s: dict[str, float | None]  # slot name -> the audio of the tasks it runs or was just given
+    waiting_s: list[float | None]  # each ready task left waiting
+    long_placed: int = 1  # long transcriptions placed this round: they share the slots to come
+
+
 def lendable(slot: SlotHandle) -> bool:
     """A slot that may ever be lent: on this filesystem (not a remote worker's place)."""
     return slot.device != "remote"
@@ -68,21 +90,39 @@ class Lending:
         self.helpers: dict[str, Helper] = {}
         self._ids = itertools.count(1)
 
-    def spread_slots(self, task: Task, slot: SlotHandle, slots: Sequence[SlotHandle], taken: set[str], waiting: int) -> int:
+    def spread_slots(self, task: Task, slot: SlotHandle, slots: Sequence[SlotHandle], taken: set[str], waiting: int,
+                     load: Load | None = None) -> int:
         """How many slots a transcription just placed on `slot` may count on (its window plan's size).
 
         Itself, plus the slots of its device kind that stay idle after this round's placement
         (`taken`: the slots it filled) or are still starting, less the ready tasks left `waiting`
-        (they come first), shared among the tasks placed this round.
+        (they come first), shared among the tasks placed this round. A long file with the round's
+        `load`: itself plus the slots to come (`_to_come`).
         """
         if not self.enabled or task.kind != "transcribe" or not lendable(slot):
             return 1
+        if load is not None and task.audio_s is not None and is_long(task.audio_s):
+            return 1 + self._to_come(task.audio_s, slot, slots, load)
         spare = sum(
             1 for h in slots
             if h.name not in taken and lendable(h) and h.device == slot.device
             and h.status in (SlotStatus.IDLE, SlotStatus.STARTING)
         )  # fmt: skip
         return 1 + max(0, spare - waiting) // max(1, len(taken))
+
+    @staticmethod
+    def _to_come(length_s: float, slot: SlotHandle, slots: Sequence[SlotHandle], load: Load) -> int:
+        """Other slots of `slot`'s device kind that will be free to help a file of `length_s` before it ends:
+        the time each has left over once its work is done, less the waiting work, in units of `length_s`."""
+        free_s = 0.0
+        for h in slots:
+            if h.name == slot.name or not lendable(h) or h.device != slot.device or h.status is SlotStatus.FAILED:
+                continue
+            busy_s = load.busy_s.get(h.name, 0.0)
+            if busy_s is not None:
+                free_s += max(0.0, length_s - busy_s)
+        free_s -= sum(length_s if s is None else s for s in load.waiting_s)
+        return max(0, round(free_s / length_s / max(1, load.long_placed)))
 
     def offer(self, task: Task, slot: SlotHandle, spread: dict[str, Any], log_path: str) -> None:
         """The owner announced its plan: lend it slots from now on."""

@@ -1,7 +1,7 @@
 """Jobs: where work is created and run. Inputs and options become batches and tasks in a store.
 
     inputs.py   files, folders and globs -> InputFile (checked before anything starts)
-    create.py   hashing, work dirs, the transcribe spec; a transcribe batch, a submitted file
+    create.py   hashing and header lengths, work dirs, the transcribe spec; a transcribe batch, a submitted file
     plans.py    a loaded Plan -> store tasks and its batch
     run.py      the LocalEngine + Dispatcher of a state dir; a whole run; queued jobs; the submit runner
     lookup.py   ids, task keys and names -> a batch or task of a store; cancel; log lines of a task

@@ -2,8 +2,9 @@
 
 Every transcribe task, however it comes in (`scribefleet transcribe`, `submit`,
 a plan, an upload to the controller's API), is made by `add_transcribe_task`
-from the same pieces: the input's content hash (cached by path, size and
-mtime), a work folder keyed by that hash and the options' result key (so the
+from the same pieces: the input's content hash and its header's audio length
+(both cached by path, size and mtime; the length lets the dispatcher spread a
+long file instead of grouping it before any slot has decoded it), a work folder keyed by that hash and the options' result key (so the
 same content with the same options is transcribed once, under any name), and
 the runtime spec a slot's handler reads (`transcribe_spec`).
 
@@ -23,7 +24,7 @@ import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from scribefleet.config import Settings
 from scribefleet.fsio import atomic_write_json, read_json
@@ -38,38 +39,50 @@ def _hash_cache_path(state_dir: Path) -> Path:
     return state_dir / "content-hashes.json"
 
 
-def hash_inputs(files: list[InputFile], state_dir: Path) -> dict[Path, str]:
-    """sha256 of every readable input, reusing earlier results for unchanged files."""
-    from scribefleet.pipeline.media import content_hash  # PyAV and numpy: only when hashing
+class InputFacts(NamedTuple):
+    """What making a task needs to know of a local input: its content hash and its header's audio length."""
+
+    digest: str
+    audio_s: float | None  # None: the header does not say (the decode stage measures it anyway)
+
+
+def inspect_inputs(files: list[InputFile], state_dir: Path) -> dict[Path, InputFacts]:
+    """The sha256 and audio length (from the header: `pipeline.media.audio_seconds`) of every readable input,
+    reusing earlier results for unchanged files."""
+    from scribefleet.pipeline.media import audio_seconds, content_hash  # PyAV and numpy: only when hashing
 
     cache: dict[str, list] = read_json(_hash_cache_path(state_dir)) or {}
     todo: list[Path] = []
-    hashes: dict[Path, str] = {}
+    facts: dict[Path, InputFacts] = {}
+    changed = False
     for f in files:
         if f.url or f.missing or not f.path.is_file():
             continue
         st = f.path.stat()
         hit = cache.get(str(f.path))
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            hashes[f.path] = hit[2]
+            if len(hit) < 4:  # written before lengths were recorded: its length is read now
+                hit = cache[str(f.path)] = [*hit[:3], audio_seconds(f.path)]
+                changed = True
+            facts[f.path] = InputFacts(hit[2], hit[3])
         else:
             todo.append(f.path)
 
-    def one(path: Path) -> tuple[Path, str | None]:
+    def one(path: Path) -> tuple[Path, InputFacts | None]:
         try:
-            return path, content_hash(path)
+            return path, InputFacts(content_hash(path), audio_seconds(path))
         except OSError:
             return path, None  # unreadable: the job itself reports why
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # hashlib releases the GIL
-        for path, digest in pool.map(one, todo):
-            if digest:
+        for path, got in pool.map(one, todo):
+            if got:
                 st = path.stat()
-                hashes[path] = digest
-                cache[str(path)] = [st.st_size, st.st_mtime_ns, digest]
-    if todo:
+                facts[path] = got
+                cache[str(path)] = [st.st_size, st.st_mtime_ns, got.digest, got.audio_s]
+    if todo or changed:
         atomic_write_json(_hash_cache_path(state_dir), cache)
-    return hashes
+    return facts
 
 
 def work_dir_for(state_dir: Path, path: Path | str, digest: str | None, result_key: str) -> Path:
@@ -115,8 +128,11 @@ def transcribe_spec(source: Path | str, display: str, work_dir: Path, outputs: d
 def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Path | str, display: str,
                         digest: str | None, outputs: dict[str, Path], options: TranscribeOptions,
                         resolved: ResolvedModel, settings: Settings, extra: dict[str, Any] | None = None,
-                        remote: bool = False) -> tuple[str, dict[str, Any]]:
+                        remote: bool = False, audio_s: float | None = None) -> tuple[str, dict[str, Any]]:
     """Add (or find) one transcribe task of a batch; returns (task id, its spec). `input_path`: a path or URL.
+
+    `audio_s`: the input's length from its header (`inspect_inputs`); read here for a local file when not
+    given. The store keeps it until a slot measures the decoded length (dispatch/groups.py plans with it).
 
     `remote`: it runs on a remote worker (spec "remote": true, dispatch/placement.py); its own
     limit is the engine's (REMOTE_WORKER_TIMEOUT_SECONDS for the wait, again for the run), so
@@ -134,6 +150,11 @@ def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Pa
         batch_id, key, TaskKind.TRANSCRIBE.value, spec, max_attempts=settings.max_attempts,
         timeout_s=timeout_s, resources=resources, content_key=work.name,
     )  # fmt: skip
+    if audio_s is None and "input_path" in spec:
+        from scribefleet.pipeline.media import audio_seconds  # PyAV: only for a local file
+
+        audio_s = audio_seconds(spec["input_path"])
+    store.note_audio_s(task_id, audio_s)
     return task_id, spec
 
 
@@ -157,7 +178,7 @@ def create_batch(store: Store, files: list[InputFile], options: TranscribeOption
     stages (and what depends on them) of every task again, finished ones included,
     from the other stages' checkpoints (seed 004's `--stages`).
     """
-    hashes = hash_inputs(files, store.state_dir)
+    facts = inspect_inputs(files, store.state_dir)
     batch_id = store.ensure_batch(
         _batch_key(files, options, resolved.model_id), "transcribe",
         {"inputs": [f.source for f in files], "options": options.model_dump(mode="json")}, str(out),
@@ -165,12 +186,15 @@ def create_batch(store: Store, files: list[InputFile], options: TranscribeOption
     before = {t.key: t for t in store.tasks(batch_id=batch_id)} if stages else {}
     for f in files:
         rerun = _rerun_of(before.get(f.source), stages) if stages else None
+        known = facts.get(f.path)
         task_id, spec = add_transcribe_task(
-            store, batch_id, f.source, input_path=f.url or f.path, display=str(f.rel), digest=hashes.get(f.path),
-            outputs=f.outputs(options.formats), options=options, resolved=resolved, settings=settings,
-            extra={**(extra or {}), **(rerun or {})},
+            store, batch_id, f.source, input_path=f.url or f.path, display=str(f.rel),
+            digest=known.digest if known else None, outputs=f.outputs(options.formats), options=options,
+            resolved=resolved, settings=settings, extra={**(extra or {}), **(rerun or {})},
+            audio_s=known.audio_s if known else None,
         )  # fmt: skip
-        store.revise_task(task_id, spec, content_key=Path(spec["work_dir"]).name)
+        if store.revise_task(task_id, spec, content_key=Path(spec["work_dir"]).name) and known:
+            store.note_audio_s(task_id, known.audio_s)  # the input changed: the length it had is forgotten
     if force:
         for t in store.tasks(batch_id=batch_id):
             shutil.rmtree(t.spec["work_dir"], ignore_errors=True)
@@ -206,17 +230,19 @@ def submit_file(file: Path | str, out: Path, options: TranscribeOptions, setting
     resolved = resolve_model(options.model, settings)
     state_dir = out / ".scribefleet"
     state_dir.mkdir(parents=True, exist_ok=True)
-    hashes = hash_inputs(files, state_dir)
+    facts = inspect_inputs(files, state_dir)
     extra = job_extra(fetch, publish)
     tasks = []
     with Store.open(state_dir) as store:
         batch_id = store.ensure_batch(f"submit-{new_id()}", "submit",
                                       {"inputs": [str(file)], "options": options.model_dump(mode="json")}, str(out))
         for f in files:
+            known = facts.get(f.path)
             task_id, _ = add_transcribe_task(store, batch_id, f.source, input_path=f.url or f.path,
-                                             display=str(f.rel), digest=hashes.get(f.path),
+                                             display=str(f.rel), digest=known.digest if known else None,
                                              outputs=f.outputs(options.formats), options=options, resolved=resolved,
-                                             settings=settings, extra=extra)  # fmt: skip
+                                             settings=settings, extra=extra,
+                                             audio_s=known.audio_s if known else None)  # fmt: skip
             task = store.task(task_id)
             assert task is not None
             tasks.append(task)

@@ -12,9 +12,20 @@ seconds elapsed since the file started (decode, VAD and the model load count,
 so the first ETA errs long), and its ETA is the audio left over that rate.
 A task of another kind (shell, llm) has only its own progress as the fraction.
 
-A batch adds it up: its audio is every live file's audio (a file not decoded
-yet counts as the mean of those that are; with none known, every file counts
-the same), its rate the audio done over the seconds since its first file
+An ETA is an extrapolation, so none is told (None, shown "?") until there is
+something to extrapolate from (`has_evidence`): at least `MIN_EVIDENCE_AUDIO_S`
+of audio transcribed, one Whisper input's worth, or a finished file (in a
+batch's sum); where the audio's length is unknown (other kinds, files counted
+instead of seconds), `MIN_EVIDENCE_FRACTION` of the work. Before that the
+fraction done is a first segment's end while the first batch of clips still
+decodes, and a rate from it is noise (an 11-minute file once showed "transcribe
+0%, ETA 1h55m" ten seconds in). This is the one rule: the terminal, the
+progress log lines, `status`, the API's `etaS` (and its streams) and the UI all
+take their ETA from here.
+
+A batch adds it up: its audio is every live file's audio (its header's length
+from when its task was made, then its decoded one; a file of unknown length
+counts as the mean of those known; with none known, every file counts the same), its rate the audio done over the seconds since its first file
 started, and its ETA the audio left over that rate. Failed, canceled and
 skipped files are out of the sums.
 """
@@ -27,6 +38,11 @@ from dataclasses import dataclass
 #: stages of a transcribe task before any audio is transcribed, and those after it that end quickly
 BEFORE_AUDIO = frozenset({None, "fetch", "decode", "vad", "queued_remote"})
 AFTER_AUDIO = frozenset({"render", "publish"})
+
+#: the least audio transcribed that an ETA is extrapolated from: one Whisper input (30 s of speech)
+MIN_EVIDENCE_AUDIO_S = 30.0
+#: the least part of the work done that an ETA is extrapolated from where the audio's length is unknown
+MIN_EVIDENCE_FRACTION = 0.05
 
 
 def audio_fraction(kind: str, stage: str | None, stage_progress: float, *, complete: bool = False) -> float | None:
@@ -42,12 +58,26 @@ def audio_fraction(kind: str, stage: str | None, stage_progress: float, *, compl
     return 1.0 if stage in AFTER_AUDIO else None
 
 
-def eta_s(elapsed_s: float, fraction: float | None, audio_s: float | None = None) -> float | None:
-    """Seconds left: the audio left over the rate so far (audio done / elapsed); None before any is done."""
+def has_evidence(fraction: float, audio_s: float | None = None, *, files_done: int = 0) -> bool:
+    """Whether `fraction` of the work (of `audio_s` seconds, where known) is enough to tell an ETA from."""
+    if files_done > 0 or fraction >= 1.0:
+        return True
+    if audio_s and audio_s > 0:
+        return fraction * audio_s >= MIN_EVIDENCE_AUDIO_S
+    return fraction >= MIN_EVIDENCE_FRACTION
+
+
+def eta_s(elapsed_s: float, fraction: float | None, audio_s: float | None = None, *, files_done: int = 0) -> float | None:
+    """Seconds left: the audio left over the rate so far (audio done / elapsed); None without evidence yet.
+
+    `files_done`: files of a batch already finished (evidence of the rate whatever the audio done).
+    """
     if fraction is None or fraction <= 0.0 or elapsed_s <= 0.0:
         return None
     if fraction >= 1.0:
         return 0.0
+    if not has_evidence(fraction, audio_s, files_done=files_done):
+        return None
     total = audio_s if audio_s and audio_s > 0 else 1.0  # without the length, a fraction of one
     done = fraction * total
     return (total - done) / (done / elapsed_s)
@@ -64,7 +94,7 @@ class FileProgress:
 
 @dataclass(frozen=True)
 class BatchTimes:
-    """A batch's audio, the part of it done, and its ETA (seconds; None until some audio is done)."""
+    """A batch's audio, the part of it done, and its ETA (seconds; None until there is evidence: `has_evidence`)."""
 
     files: int
     files_done: int
@@ -95,11 +125,12 @@ def batch_progress(files: Iterable[FileProgress], elapsed_s: float | None) -> Ba
         fraction = 1.0 if f.status == "complete" else (f.fraction or 0.0)
         total += length
         done += length * fraction
+    files_done = sum(f.status == "complete" for f in live)
     eta = None
     if elapsed_s is not None and live:
-        eta = 0.0 if done >= total else eta_s(elapsed_s, done / total, total)
+        eta = 0.0 if done >= total else eta_s(elapsed_s, done / total, total if by_time else None, files_done=files_done)
     return BatchTimes(
-        files=len(live), files_done=sum(f.status == "complete" for f in live),
+        files=len(live), files_done=files_done,
         audio_s=total if by_time else None, audio_done_s=done if by_time else None, elapsed_s=elapsed_s, eta_s=eta,
     )  # fmt: skip
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scribefleet.config import Settings
-from scribefleet.jobs.create import hash_inputs, job_extra, transcribe_spec, work_dir_for
+from scribefleet.jobs.create import inspect_inputs, job_extra, transcribe_spec, work_dir_for
 from scribefleet.jobs.inputs import InputFile, assign_outputs, is_url, url_inputs
 from scribefleet.options import FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_model
@@ -57,6 +57,7 @@ class StoreTask:
     timeout_s: float
     resources: str
     content_key: str | None = None
+    audio_s: float | None = None  # a transcribe task's input length from its header (jobs/create.py inspect_inputs)
 
 
 def default_timeout_s(kind: str, settings: Settings, *, diarize: bool = False) -> float:
@@ -175,25 +176,26 @@ class _Transcriptions:
         paths = dict.fromkeys(Path(t.spec["input"]) for t in plan.tasks
                               if t.kind == "transcribe" and not is_url(t.spec["input"]))
         files = [InputFile(path=p, rel=Path(p.name), missing=not p.is_file()) for p in paths]
-        self.hashes = hash_inputs(files, state_dir) if files else {}
+        self.facts = inspect_inputs(files, state_dir) if files else {}
 
     def model(self, name: str) -> ResolvedModel:
         if name not in self._models:
             self._models[name] = resolve_model(name, self.settings)
         return self._models[name]
 
-    def spec(self, task: PlanTask) -> tuple[dict[str, Any], str]:
-        """(runtime spec, content key) of one transcribe task."""
+    def spec(self, task: PlanTask) -> tuple[dict[str, Any], str, float | None]:
+        """(runtime spec, content key, audio length from the input's header) of one transcribe task."""
         options = TranscribeOptions(**task.spec.get("options", {}))
         resolved = self.model(options.model)
         source: Path | str = task.spec["input"]
         if not is_url(task.spec["input"]):
             source = Path(source)
-        work = work_dir_for(self.state_dir, source, self.hashes.get(source), options.result_key(resolved.model_id))  # type: ignore[arg-type]
+        known = self.facts.get(source) if isinstance(source, Path) else None
+        work = work_dir_for(self.state_dir, source, known.digest if known else None, options.result_key(resolved.model_id))
         spec = transcribe_spec(source, task.id, work, transcribe_outputs(task), options, resolved, self.settings)
         extra = job_extra(FetchOptions(**task.spec.get("fetch", {})),
                           PublishOptions(**task.spec["publish"]) if task.spec.get("publish") else None)
-        return {**spec, **extra}, work.name
+        return {**spec, **extra}, work.name, known.audio_s if known else None
 
 
 def _resources(task: PlanTask, gpu_slots: bool) -> str:
@@ -208,9 +210,9 @@ def store_tasks(plan: Plan, settings: Settings, state_dir: Path, *, gpu_slots: b
     by_id = {t.id: t for t in plan.tasks}
     out: list[StoreTask] = []
     for task in plan.tasks:
-        spec, content_key = dict(task.spec), None
+        spec, content_key, audio_s = dict(task.spec), None, None
         if task.kind == "transcribe":
-            spec, content_key = transcriptions.spec(task)
+            spec, content_key, audio_s = transcriptions.spec(task)
         elif task.kind == "aggregate":
             spec["items"] = aggregate_items(task, by_id)
         out.append(StoreTask(
@@ -218,7 +220,7 @@ def store_tasks(plan: Plan, settings: Settings, state_dir: Path, *, gpu_slots: b
             max_attempts=task.max_attempts(settings.max_attempts),
             timeout_s=task.timeout_s or default_timeout_s(
                 task.kind, settings, diarize=bool((spec.get("options") or {}).get("diarize"))),
-            resources=_resources(task, gpu_slots), content_key=content_key,
+            resources=_resources(task, gpu_slots), content_key=content_key, audio_s=audio_s,
         ))  # fmt: skip
     demoted = [t.id for t in plan.tasks if t.resources == "gpu" and not gpu_slots]
     if demoted:
@@ -263,6 +265,7 @@ def create_plan_batch(store: Store, plan: Plan, tasks: list[StoreTask]) -> str:
         )  # fmt: skip
         if store.revise_task(task_id, t.spec, content_key=t.content_key):
             revised.add(task_id)
+        store.note_audio_s(task_id, t.audio_s)
     rows = store.tasks(batch_id=batch_id)
     stale = _downstream(revised, rows)
     again = [

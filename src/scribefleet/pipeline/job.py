@@ -62,11 +62,10 @@ from scribefleet.pipeline.checkpoint import (
     read_json,
     save_audio,
 )
-from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.diarize import DiarizerConfig, checkpoint_identity, diarize
-from scribefleet.pipeline.language import model_warnings
-from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.fetch import downloaded, fetch_media
+from scribefleet.pipeline.guards import zero_counts
+from scribefleet.pipeline.language import model_warnings
 from scribefleet.pipeline.media import SAMPLE_RATE, content_hash, decode_audio
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.publish import S3Credentials, publish_outputs

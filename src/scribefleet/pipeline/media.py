@@ -16,8 +16,10 @@ transcript of what is there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +98,24 @@ def probe(path: Path | str) -> MediaInfo:
         )
     finally:
         container.close()
+
+
+def audio_seconds(path: Path | str) -> float | None:
+    """The length a file's header gives, without decoding anything; None when it cannot tell. Never raises.
+
+    For planning only (dispatch/groups.py keeps long files out of groups): the decode stage measures the
+    real length. A plain PCM WAV is read by the `wave` module (tens of microseconds, where opening it
+    with PyAV takes milliseconds); anything else by `probe`.
+    """
+    path = Path(path)
+    with contextlib.suppress(wave.Error, EOFError, OSError, ValueError):
+        with wave.open(str(path)) as w:
+            return w.getnframes() / w.getframerate() if w.getframerate() > 0 else None
+    try:
+        info = probe(path)
+    except (InputNotFound, MediaUnreadable):
+        return None
+    return info.duration_s if info.has_audio and info.duration_s > 0 else None
 
 
 def looks_like_media(path: Path | str) -> bool:

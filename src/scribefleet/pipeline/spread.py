@@ -4,9 +4,9 @@ The task's own slot (the *owner*) decodes, finds the speech and detects the
 language as for any job, then, when the dispatcher said other slots may help
 (`spread_slots` > 1) and the recording is long enough, cuts it into windows of
 about duration / (3 x slots) (at least `MIN_WINDOW_S`, at most the job's
-`window_s`), writes that plan and announces it (a progress message with a
-"spread" field: docs/architecture.md). Lent slots (*helpers*, task kind
-"window") then take windows too. Files in the job's work dir:
+`window_s`; the sizes: pipeline/spread_plan.py), writes that plan and announces
+it (a progress message with a "spread" field: docs/architecture.md). Lent slots
+(*helpers*, task kind "window") then take windows too. Files in the job's work dir:
 
     spread.json       the plan: windows and the language they are decoded in; written once, so a
                       resumed job keeps its windows and the ones already finished
@@ -54,13 +54,10 @@ from scribefleet.pipeline.asr import (
 from scribefleet.pipeline.checkpoint import WindowLog, atomic_write_json, dequantize_audio, read_json
 from scribefleet.pipeline.language import PER_WINDOW_S, LanguageGuess, WindowLanguages, is_multilingual
 from scribefleet.pipeline.media import SAMPLE_RATE
+from scribefleet.pipeline.spread_plan import MIN_WINDOW_S, WINDOWS_PER_SLOT
 
 log = logging.getLogger("scribefleet.spread")
 
-#: the shortest window a spread plan cuts: below it a helper's start costs more than its window
-MIN_WINDOW_S = 60.0
-#: windows per slot: with several each, a late or slow slot leaves the others less to wait for
-WINDOWS_PER_SLOT = 3
 #: how often the owner looks whether windows held by others are finished
 WAIT_POLL_S = 1.0
 

@@ -108,7 +108,7 @@ class Task:
     updated_at: float
     needs: tuple[str, ...] = field(default=())
     seq: int = 0  # submission order (needs always come before the tasks that need them)
-    audio_s: float | None = None  # seconds of audio of its input, once a slot has decoded it
+    audio_s: float | None = None  # seconds of audio of its input: its header's, then what a slot decoded
 
     @classmethod
     def from_row(cls, row: Any, needs: tuple[str, ...] = ()) -> Task:

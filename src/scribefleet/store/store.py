@@ -385,6 +385,17 @@ class Store:
             if stage != row["stage"]:
                 self._event(c, row["batch_id"], task_id, "stage", {"stage": stage}, now)
 
+    def note_audio_s(self, task_id: str, audio_s: float | None) -> None:
+        """A task's audio length as its input's header gives it (jobs/create.py), where none is known yet.
+
+        The dispatcher plans with it before any slot decoded the file (a long one is spread, not grouped);
+        the length a slot measures (`record_progress`) replaces it.
+        """
+        if audio_s is None or audio_s <= 0:
+            return
+        with self._tx() as c:
+            c.execute("UPDATE tasks SET audio_s = ? WHERE id = ? AND audio_s IS NULL", (float(audio_s), task_id))
+
     def complete(self, task_id: str, result: dict[str, Any] | None) -> Task:
         return self._transition(task_id, TaskState.COMPLETE, (R,), "completed", {}, result=_dumps(result or {}), progress=1.0)
 
