@@ -141,20 +141,21 @@ def test_the_model_input_is_the_librarys_whatever_the_cut(long_pauses: np.ndarra
     """Pieces build each frame's context from the frame before it, as SileroVADModel does over the whole audio."""
 
     class RecordingSession:  # stands in for onnxruntime's session: keeps what the library feeds it
-        fed: list[np.ndarray] = []
+        def __init__(self) -> None:
+            self.fed: list[np.ndarray] = []
 
         def run(self, _names: None, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
             self.fed.append(feeds["input"].copy())
             return np.zeros(feeds["input"].shape[0], dtype=np.float32), feeds["h"], feeds["c"]
 
     audio = _padded(long_pauses[: 40 * FRAME_SAMPLES + 100])
-    library = SileroVADModel.__new__(SileroVADModel)
-    library.session = RecordingSession()
+    library = SileroVADModel.__new__(SileroVADModel)  # its own __call__, without loading onnxruntime's session
+    library.session = session = RecordingSession()
     library(audio.copy())
     frames = audio.reshape(-1, FRAME_SAMPLES)
     cuts = [0, 1, 17, 30, frames.shape[0]]
     ours = np.concatenate([model_input(frames, lo, hi) for lo, hi in zip(cuts, cuts[1:])])
-    assert np.array_equal(ours, np.concatenate(RecordingSession.fed))
+    assert ours.shape == (41, 576) and np.array_equal(ours, np.concatenate(session.fed))
 
 
 def test_the_layout_depends_on_the_length_only_and_every_piece_is_the_same_work() -> None:
