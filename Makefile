@@ -81,14 +81,16 @@ test: $(VENV)/.test-installed $(VENV)/.serverless-installed $(VENV)/.diarization
 #     here. BENCH_ARGS go to it (e.g. BENCH_ARGS="--corpus real" for a quicker run).
 #  2. bench_spread.py, when there is one: one long file on 1 slot and on k slots (BENCH_SPREAD_ARGS).
 #     A contender kept in a bench file of its own gets a line like this one.
-#  3. bench_dispatch.py: dispatch overhead per task against xargs -P (and the ray engine's).
-#  4. bench_cost.py: cost per task: that overhead as is and loaded, slot and controller memory,
+#  3. bench_vad.py: the VAD stage on 1 and 2 threads against faster-whisper's one pass.
+#  4. bench_dispatch.py: dispatch overhead per task against xargs -P (and the ray engine's).
+#  5. bench_cost.py: cost per task: that overhead as is and loaded, slot and controller memory,
 #     each beside its goal. BENCH_COST_ARGS go to it.
 # On a machine with an NVIDIA GPU, bench/gpu.sh proves and measures the GPU path instead.
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/bench_transcribe.py $(BENCH_ARGS)
 	@if [ -f bench/bench_spread.py ]; then echo "$(BIN)/python bench/bench_spread.py $(BENCH_SPREAD_ARGS)"; \
 	  $(BIN)/python bench/bench_spread.py $(BENCH_SPREAD_ARGS); fi
+	$(BIN)/python bench/bench_vad.py
 	$(BIN)/python bench/bench_dispatch.py
 	$(BIN)/python bench/bench_cost.py $(BENCH_COST_ARGS)
 

@@ -72,7 +72,7 @@ from scribefleet.pipeline.publish import S3Credentials, publish_outputs
 from scribefleet.pipeline.render import render
 from scribefleet.pipeline.speakers import assign_speakers
 from scribefleet.pipeline.spread import transcribe_spread
-from scribefleet.pipeline.vad import speech_ranges
+from scribefleet.pipeline.vad import speech_ranges, vad_threads
 
 log = logging.getLogger("scribefleet.pipeline")
 
@@ -385,7 +385,10 @@ class _JobRun:
             self.skip("vad")
             return [(float(s), float(e)) for s, e in stored["ranges"]]
         with self.stage("vad"):
-            ranges = speech_ranges(audio, batched=batched)
+            # the slots the dispatcher may lend this job are idle until the window plan is announced
+            threads = vad_threads(self.job.cpu_threads, self.job.spread_slots)
+            log.debug("%s: VAD on %d threads", self.job.name, threads)
+            ranges = speech_ranges(audio, batched=batched, threads=threads)
             atomic_write_json(self.work.vad, {"batched": batched, "ranges": ranges})
         return ranges
 

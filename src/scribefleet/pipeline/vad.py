@@ -9,22 +9,74 @@ transcripts match what BatchedInferencePipeline / WhisperModel give:
 * batched: short ranges (<= 30 s, split at silences of 160 ms), one per clip;
 * sequential: faster-whisper's default VadOptions (ranges merge across pauses
   shorter than 2 s).
+
+Several cores, one answer. Silero is a recurrent network run one 32 ms frame
+after another (faster-whisper's SileroVADModel: 512 samples plus the last 64
+of the frame before as context, LSTM state carried from frame to frame), on
+one thread: about 1.3 s per 11 minutes of audio, 14 s for two hours, before
+anything can be decoded. Here the speech probabilities are computed in pieces
+of about `PIECE_S` (10 minutes), each on a thread of its own over one shared
+onnxruntime session (`run` releases the GIL; `threads` of them, the job's
+`vad_threads`). A piece does not take over the state of the piece before it:
+it starts `WARMUP_S` (160 s) early from zero state and throws that warm-up's
+probabilities away, by when the state has forgotten where it started (on real
+and synthetic speech, noisy or not, the probabilities then differ from one
+pass by 0.001 to 0.005; after 64 s still by up to 0.03, enough to move a range
+edge by 0.14 s). The first piece needs no warm-up and is that much longer, so
+every piece is the same work; a recording under 1.5 pieces and a warm-up
+(17.7 minutes) is one piece. The layout depends on the length only, never on
+the thread count, so a resumed job, a job given more threads, or another
+machine finds the same ranges. The context samples are those of the whole
+recording, built as the library builds them, so a recording of one piece gets
+the library's probabilities bit for bit. Each piece after the first costs a
+warm-up more: on one thread a 2-hour recording takes about a quarter longer
+than the library's single pass, on 12 free cores (by that count; not
+measured here) about a tenth of its time.
+
+The probabilities then go through faster-whisper's own post-processing
+(`get_speech_timestamps`: thresholds, padding, splitting long ranges), which
+asks the module-level `get_vad_model()` for its model. Instead of replacing
+that function in the library's module (every thread would see it), each call
+runs a copy of `get_speech_timestamps` whose globals name that call's own model
+(`_timestamps_with`): nothing shared is changed, so concurrent calls and other
+users of faster-whisper's VAD are not affected. (A faster-whisper whose
+get_speech_timestamps stops asking `get_vad_model()` would run its own single
+pass, with a warning in the log.)
 """
 
 from __future__ import annotations
+
+import logging
+import os
+import types
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
 from scribefleet.pipeline.media import SAMPLE_RATE
 
+log = logging.getLogger("scribefleet.vad")
+
 #: whisper decodes 30 s at a time; batched clips never exceed it
 CLIP_MAX_S = 30.0
 _BATCHED_MIN_SILENCE_MS = 160
 
+#: Silero's frame and the context it sees of the frame before (faster-whisper's SileroVADModel)
+FRAME_SAMPLES = 512
+CONTEXT_SAMPLES = 64
+#: frames per session run, as the library runs them (a one-piece recording matches it exactly)
+_BLOCK_FRAMES = 10000
+#: the length of a piece whose probabilities one thread computes
+PIECE_S = 600.0
+#: how early before its piece a thread starts from zero state (these probabilities are discarded)
+WARMUP_S = 160.0
 
-def speech_ranges(audio: np.ndarray, *, batched: bool) -> list[tuple[float, float]]:
-    """(start_s, end_s) of each stretch of speech in 16 kHz mono `audio`, in order."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+def speech_ranges(audio: np.ndarray, *, batched: bool, threads: int = 1) -> list[tuple[float, float]]:
+    """(start_s, end_s) of each stretch of speech in 16 kHz mono `audio`, in order; the same for any `threads`."""
+    from faster_whisper.vad import VadOptions
 
     if audio.size == 0:
         return []
@@ -32,5 +84,98 @@ def speech_ranges(audio: np.ndarray, *, batched: bool) -> list[tuple[float, floa
         options = VadOptions(max_speech_duration_s=CLIP_MAX_S, min_silence_duration_ms=_BATCHED_MIN_SILENCE_MS)
     else:
         options = VadOptions()
-    stamps = get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
+    model = PiecewiseSilero(threads=threads)
+    stamps = _timestamps_with(model)(audio, options, sampling_rate=SAMPLE_RATE)
     return [(round(s["start"] / SAMPLE_RATE, 3), round(s["end"] / SAMPLE_RATE, 3)) for s in stamps]
+
+
+def vad_threads(cpu_threads: int, slots: int = 1) -> int:
+    """Threads for the VAD of a job on `slots` slots of `cpu_threads` each (0: every core), at most the cores
+    this process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # honours taskset / cgroup cpusets
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, (cpu_threads or cores) * max(1, slots)))
+
+
+def _timestamps_with(model: Callable[[np.ndarray], np.ndarray]) -> Callable[..., list[dict[str, int]]]:
+    """faster-whisper's get_speech_timestamps with `model` as what its `get_vad_model()` gives (a copy of it: the
+    library is untouched)."""
+    from faster_whisper import vad
+
+    original = vad.get_speech_timestamps
+    if "get_vad_model" not in original.__code__.co_names:  # a faster-whisper that finds its model otherwise
+        log.warning("faster_whisper.vad.get_speech_timestamps no longer asks get_vad_model() for its model: "
+                    "the VAD runs on one thread (scribefleet.pipeline.vad needs updating)")  # fmt: skip
+        return original
+    scope = dict(original.__globals__, get_vad_model=lambda: model)
+    copy = types.FunctionType(original.__code__, scope, original.__name__, original.__defaults__, original.__closure__)
+    copy.__kwdefaults__ = original.__kwdefaults__
+    return copy
+
+
+def piece_bounds(frames: int, piece_frames: int, warmup_frames: int) -> list[tuple[int, int]]:
+    """[lo, hi) frames of each piece: about `piece_frames` each, the first `warmup_frames` longer than the
+    others, which start that much early, so every piece is the same work (one piece under 1.5 pieces and
+    a warm-up)."""
+    rest = frames - warmup_frames
+    count = max(1, (2 * rest + piece_frames) // (2 * piece_frames))  # rest / piece_frames, rounded
+    if count == 1:
+        return [(0, frames)]
+    edges = [0, *(warmup_frames + rest * i // count for i in range(1, count)), frames]
+    return list(zip(edges, edges[1:]))
+
+
+class PiecewiseSilero:
+    """Silero's speech probabilities, computed piecewise on `threads` threads: a stand-in for SileroVADModel."""
+
+    def __init__(self, threads: int = 1, piece_s: float = PIECE_S, warmup_s: float = WARMUP_S) -> None:
+        self.threads = max(1, threads)
+        self.piece_frames = max(1, round(piece_s * SAMPLE_RATE / FRAME_SAMPLES))
+        self.warmup_frames = max(0, round(warmup_s * SAMPLE_RATE / FRAME_SAMPLES))
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """The probability of speech in each frame of `audio` (a multiple of 512 samples), as the library's."""
+        from faster_whisper.vad import get_vad_model
+
+        assert audio.ndim == 1 and audio.shape[0] % FRAME_SAMPLES == 0, "whole frames of mono audio"
+        frames = audio.reshape(-1, FRAME_SAMPLES)
+        session = get_vad_model().session  # one per process; run() may be called from several threads at once
+        pieces = piece_bounds(frames.shape[0], self.piece_frames, self.warmup_frames)
+
+        def run(piece: tuple[int, int]) -> np.ndarray:
+            return self._piece(session, frames, *piece)
+
+        if self.threads == 1 or len(pieces) == 1:
+            return np.concatenate([run(piece) for piece in pieces])
+        with ThreadPoolExecutor(min(self.threads, len(pieces)), thread_name_prefix="vad") as pool:
+            return np.concatenate(list(pool.map(run, pieces)))
+
+    def _piece(self, session: Any, frames: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Probabilities of frames [lo, hi): from zero state `warmup_frames` early, in blocks as the library's."""
+        start = max(0, lo - self.warmup_frames)
+        h = np.zeros((1, 1, 128), dtype=np.float32)
+        c = np.zeros((1, 1, 128), dtype=np.float32)
+        outputs = []
+        for block in range(start, hi, _BLOCK_FRAMES):
+            rows = model_input(frames, block, min(hi, block + _BLOCK_FRAMES))
+            output, h, c = session.run(None, {"input": rows, "h": h, "c": c})
+            outputs.append(output)
+        return np.concatenate(outputs)[lo - start :]
+
+
+def model_input(frames: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Rows [lo, hi) of the matrix SileroVADModel feeds the session for the whole recording: each frame after the
+    last 64 samples of the frame before (zeros before the first), the last frame's own last 64 samples zeroed (the
+    library's context view writes through to its audio)."""
+    rows = np.empty((hi - lo, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
+    rows[:, CONTEXT_SAMPLES:] = frames[lo:hi]
+    if lo == 0:
+        rows[0, :CONTEXT_SAMPLES] = 0.0
+        rows[1:, :CONTEXT_SAMPLES] = frames[: hi - 1, -CONTEXT_SAMPLES:]
+    else:
+        rows[:, :CONTEXT_SAMPLES] = frames[lo - 1 : hi - 1, -CONTEXT_SAMPLES:]
+    if hi == frames.shape[0]:
+        rows[-1, -CONTEXT_SAMPLES:] = 0.0
+    return rows
