@@ -27,4 +27,21 @@ def test_the_cli_and_the_controller_start_without_the_pipeline_cloud_sdks_or_ray
 
 
 def test_the_pipeline_does_load_them_so_the_check_can_fail() -> None:
-    assert {"numpy", "av"} <= loaded_after("scribefleet.pipeline.job")
+    assert {"numpy"} <= loaded_after("scribefleet.pipeline.job")
+
+
+def test_transcribe_walks_a_folder_and_plans_its_slots_without_the_pipeline(tmp_path) -> None:
+    """The command's own process finds the media and resolves the bundled model without numpy, PyAV or
+    faster-whisper (about half a second of a short file's run on 2 cores); only its slots load them."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "clip.wav").write_bytes(b"RIFF")  # found by its extension, never opened here
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom scribefleet.config import Settings\n"
+        "from scribefleet.jobs.inputs import check_inputs\nfrom scribefleet.pipeline.models import resolve_model\n"
+        f"found = check_inputs([{str(tmp_path / 'in')!r}], out_dir=Path({str(tmp_path / 'out')!r}))\n"
+        "assert [f.path.name for f in found] == ['clip.wav']\n"
+        "resolve_model('tiny.en', Settings())\n"
+        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert set(out.split()) == set()

@@ -107,7 +107,7 @@ def transcribe_options(**fields: Any) -> TranscribeOptions:
 
 def stage_list(value: str | None) -> tuple[str, ...]:
     """`--stages decode,render` as stage names; INVALID_OPTIONS naming the stages there are."""
-    from scribefleet.pipeline.job import STAGES
+    from scribefleet.pipeline.stages import STAGES
 
     names = tuple(dict.fromkeys(s for s in (value or "").replace(" ", "").split(",") if s))
     bad = [s for s in names if s not in STAGES]

@@ -183,7 +183,7 @@ def stage_history(task: Task, events: list[Event]) -> tuple[dict[str, Any], ...]
     Read from the task's events since it was last queued afresh (a rerun starts a new history); a stage
     a finished task took from its checkpoint is `skipped` (the result's `stages_run` lists those that ran).
     """
-    from scribefleet.pipeline.job import STAGES  # the stage names are the pipeline's
+    from scribefleet.pipeline.stages import STAGES  # the stage names are the pipeline's
 
     if task.kind != "transcribe":
         return ()

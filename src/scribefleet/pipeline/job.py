@@ -71,31 +71,12 @@ from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.publish import S3Credentials, publish_outputs
 from scribefleet.pipeline.render import render
 from scribefleet.pipeline.speakers import assign_speakers
+from scribefleet.pipeline.stages import DEPENDS, STAGES, stages_to_redo
 from scribefleet.pipeline.spread import transcribe_spread
 from scribefleet.pipeline.vad import speech_ranges, vad_threads
 
 log = logging.getLogger("scribefleet.pipeline")
 
-STAGES = ("fetch", "decode", "vad", "transcribe", "diarize", "render", "publish")
-#: stage -> the stages whose checkpoints it reads
-DEPENDS: dict[str, tuple[str, ...]] = {
-    "fetch": (),
-    "decode": ("fetch",),
-    "vad": ("decode",),
-    "transcribe": ("decode", "vad"),
-    "diarize": ("decode", "vad"),
-    "render": ("transcribe", "diarize"),
-    "publish": ("render",),
-}
-
-
-def stages_to_redo(chosen: tuple[str, ...] | list[str]) -> list[str]:
-    """The chosen stages and every stage downstream of one of them, in pipeline order."""
-    redo = set(chosen)
-    for stage in STAGES:  # STAGES is in dependency order, so one pass closes the set
-        if any(dep in redo for dep in DEPENDS[stage]):
-            redo.add(stage)
-    return [stage for stage in STAGES if stage in redo]
 ProgressFn = Callable[[str, float, dict[str, Any]], None]
 
 

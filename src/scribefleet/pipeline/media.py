@@ -22,11 +22,13 @@ import logging
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-
-import av
-import numpy as np
+from typing import TYPE_CHECKING
 
 from scribefleet.errors import FileTooLarge, InputNotFound, MediaEmpty, MediaUnreadable
+
+if TYPE_CHECKING:  # PyAV and numpy load where media is opened: the CLI walks folders without them
+    import av
+    import numpy as np
 
 log = logging.getLogger("scribefleet.media")
 
@@ -63,6 +65,8 @@ def _check_exists(path: Path) -> None:
 
 def _open(path: Path) -> av.container.InputContainer:
     """av.open with its errors translated; the caller closes the container."""
+    import av
+
     try:
         return av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
@@ -75,6 +79,8 @@ def _open(path: Path) -> av.container.InputContainer:
 
 
 def _container_duration_s(container: av.container.InputContainer) -> float:
+    import av
+
     if container.duration is not None:
         return max(0.0, container.duration / av.time_base)
     best = 0.0
@@ -126,6 +132,8 @@ def looks_like_media(path: Path | str) -> bool:
             return False
         if path.suffix.lower() in MEDIA_EXTENSIONS:
             return True
+        import av
+
         with av.open(str(path), mode="r") as container:
             return bool(container.streams.audio)
     except Exception:  # noqa: BLE001 - a yes/no question about arbitrary files: any failure means "no"
@@ -160,6 +168,8 @@ def _check_size(path: Path, max_file_mb: int) -> None:
 
 def decode_audio(path: Path | str, *, max_file_mb: int) -> np.ndarray:
     """Decode the first audio stream to float32 mono 16 kHz samples."""
+    import numpy as np
+
     path = Path(path)
     _check_exists(path)
     _check_size(path, max_file_mb)
@@ -205,6 +215,8 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
     Damaged packets are skipped (as ffmpeg does) and a demuxing error ends the
     stream; the last error seen is returned with the samples decoded so far.
     """
+    import av
+
     stream = container.streams.audio[0]
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     chunks: list[np.ndarray] = []

@@ -91,8 +91,6 @@ def _download(name: str, settings: Settings) -> ResolvedModel:
 
 def resolve_model(name: str, settings: Settings) -> ResolvedModel:
     """Turn a --model value into local files: a folder, the bundled tiny.en, or a download."""
-    from faster_whisper.utils import available_models
-
     folder = Path(name).expanduser()
     if (folder / "model.bin").is_file():
         return ResolvedModel(path=folder.resolve(), model_id=f"path:{folder.resolve()}")
@@ -105,6 +103,8 @@ def resolve_model(name: str, settings: Settings) -> ResolvedModel:
             "(convert one with ct2-transformers-converter) or a model name",
             model=name,
         )
+    from faster_whisper.utils import available_models  # imports faster-whisper: not for a folder or tiny.en
+
     is_repo_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and not folder.exists()
     if name in available_models() or is_repo_id:
         return _download(name, settings)
