@@ -162,22 +162,28 @@ def test_unknown_or_unsupported_compute_types_are_refused(model_path) -> None:
     assert err.value.code == "INVALID_OPTIONS" and "int8" in err.value.details["supported"]
 
 
-def test_on_a_cpu_clips_are_encoded_and_aligned_one_by_one_with_the_same_words(model_path: Path, real_speech) -> None:
-    """CpuClips (the cache's CPU models) gives the words the batched calls give, clip by clip."""
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
+def test_on_a_cpu_clips_are_encoded_aligned_and_generated_in_parts_with_the_same_words(model_path: Path,
+                                                                                       real_speech) -> None:
+    """CpuClips (the cache's CPU models) gives the words the whole-batch calls give, in parts of the batch."""
+    import numpy as np
+    from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 
-    from scribefleet.pipeline.models import CpuClips
+    from scribefleet.pipeline.models import GENERATE_CLIPS, CpuClips
 
-    path, _ = real_speech["sonnet001"]  # 53 s of real speech: two clips in one batch
-    cached = ModelCache(max_models=1).get(ResolvedModel(path=model_path, model_id="tiny.en"), device="cpu", compute_type="int8",
-                              cpu_threads=2)  # fmt: skip
+    path, _ = real_speech["sonnet001"]
+    once = decode_audio(str(path))
+    audio = np.concatenate([once, np.zeros(16000, dtype=np.float32)] * 3)  # 7 clips of real speech: one batch
+    cached = ModelCache(max_models=1).get(ResolvedModel(path=model_path, model_id="tiny.en"), device="cpu",
+                                          compute_type="int8", cpu_threads=2)  # fmt: skip
     assert isinstance(cached.model, CpuClips)
     plain = WhisperModel(str(model_path), device="cpu", compute_type="int8", cpu_threads=2)
 
     def words(model: WhisperModel) -> list[tuple[str, float, float]]:
-        segments, _ = BatchedInferencePipeline(model).transcribe(str(path), batch_size=8, word_timestamps=True)
+        segments, _ = BatchedInferencePipeline(model).transcribe(audio, batch_size=8, word_timestamps=True)
+        segments = list(segments)
+        assert len(segments) > GENERATE_CLIPS  # one clip a segment: the batch was split
         return [(w.word, w.start, w.end) for s in segments for w in s.words]
 
     ours, theirs = words(cached), words(plain)
-    assert len(ours) > 100 and [w for w, _, _ in ours] == [w for w, _, _ in theirs]
+    assert len(ours) > 300 and [w for w, _, _ in ours] == [w for w, _, _ in theirs]
     assert max(abs(a[1] - b[1]) + abs(a[2] - b[2]) for a, b in zip(ours, theirs)) <= 0.04
