@@ -313,8 +313,9 @@ class CpuClips:
     Xeon: encoding 2.1 s clip by clip against 2.7 s together, aligning 0.43 s
     against 0.75 s (2 threads); the whole 11-minute recording with word
     timestamps 21 s generating 4 clips at a time against 26 to 29 s for 8 and 26 s
-    for 2 (1 thread; with 2 threads 2 % faster); the slot's peak memory 730 MB
-    against 925 MB. The batch size the user chose still decides how many clips one
+    for 2 (1 thread; with 2 threads 2 % faster); peak memory on that recording
+    610 MB for the whole `transcribe` against 915 MB for the library's pipeline
+    alone. The batch size the user chose still decides how many clips one
     pipeline call takes (its features, its progress report). The results are the
     same up to rounding. Everything else goes to the model as it is.
     """
