@@ -171,6 +171,12 @@ class TranscribeOptions(BaseModel):
     def is_batched(self) -> bool:
         return self.batch_size > 1
 
+    @property
+    def decodes_clips(self) -> bool:
+        """Batched decoding of VAD clips: without VAD there is nowhere safe to cut a clip, so `vad: false`
+        decodes sequentially whatever the batch size (no word split across two clips)."""
+        return self.is_batched and self.vad
+
     def result_key(self, model_id: str) -> str:
         """Hash of what changes the transcript; `model_id` is the resolved model's identity.
 

@@ -162,9 +162,11 @@ def test_unknown_or_unsupported_compute_types_are_refused(model_path) -> None:
     assert err.value.code == "INVALID_OPTIONS" and "int8" in err.value.details["supported"]
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["sequential-caller", "batched-caller-on-2-workers"])
 def test_on_a_cpu_clips_are_encoded_aligned_and_generated_in_parts_with_the_same_words(model_path: Path,
-                                                                                       real_speech) -> None:
-    """CpuClips (the cache's CPU models) gives the words the whole-batch calls give, in parts of the batch."""
+                                                                                       real_speech, batched) -> None:
+    """CpuClips (the cache's CPU models) gives the words the whole-batch calls give, in parts of the batch, on one
+    worker or (a batched caller with 2 threads) on two at once."""
     import numpy as np
     from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 
@@ -174,8 +176,8 @@ def test_on_a_cpu_clips_are_encoded_aligned_and_generated_in_parts_with_the_same
     once = decode_audio(str(path))
     audio = np.concatenate([once, np.zeros(16000, dtype=np.float32)] * 3)  # 7 clips of real speech: one batch
     cached = ModelCache(max_models=1).get(ResolvedModel(path=model_path, model_id="tiny.en"), device="cpu",
-                                          compute_type="int8", cpu_threads=2)  # fmt: skip
-    assert isinstance(cached.model, CpuClips)
+                                          compute_type="int8", cpu_threads=2, batched=batched)  # fmt: skip
+    assert isinstance(cached.model, CpuClips) and cached.model.num_workers == (2 if batched else 1)
     plain = WhisperModel(str(model_path), device="cpu", compute_type="int8", cpu_threads=2)
 
     def words(model: WhisperModel) -> list[tuple[str, float, float]]:
@@ -187,3 +189,25 @@ def test_on_a_cpu_clips_are_encoded_aligned_and_generated_in_parts_with_the_same
     ours, theirs = words(cached), words(plain)
     assert len(ours) > 300 and [w for w, _, _ in ours] == [w for w, _, _ in theirs]
     assert max(abs(a[1] - b[1]) + abs(a[2] - b[2]) for a, b in zip(ours, theirs)) <= 0.04
+
+
+def test_clip_workers_only_for_a_batched_caller_on_a_cpu_with_threads_to_share(model_path: Path) -> None:
+    """One CTranslate2 worker per thread (at most MAX_CLIP_WORKERS) for batched decoding on a CPU; one elsewhere.
+    The two layouts are two loads in the cache, so a sequential job never decodes on one worker's threads."""
+    from scribefleet.pipeline.models import MAX_CLIP_WORKERS, clip_workers
+
+    assert clip_workers("cpu", 2, batched=True) == 2
+    assert clip_workers("cpu", 64, batched=True) == MAX_CLIP_WORKERS
+    assert clip_workers("cpu", 1, batched=True) == 1
+    assert clip_workers("cpu", 8, batched=False) == 1
+    assert clip_workers("cuda", 8, batched=True) == 1
+    events: list[tuple[str, str]] = []
+    cache = ModelCache(max_models=2, on_change=lambda event, model_id: events.append((event, model_id)))
+    resolved = ResolvedModel(path=model_path, model_id="tiny.en")
+    batched = cache.get(resolved, device="cpu", compute_type="int8", cpu_threads=2, batched=True)
+    sequential = cache.get(resolved, device="cpu", compute_type="int8", cpu_threads=2)
+    assert batched is not sequential and batched.model.num_workers == 2 and sequential.model.num_workers == 1
+    assert cache.get(resolved, device="cpu", compute_type="int8", cpu_threads=2, batched=True) is batched
+    assert events == [("loaded", "tiny.en"), ("loaded", "tiny.en")]
+    cache.clear()
+    assert events[2:] == [("unloaded", "tiny.en"), ("unloaded", "tiny.en")]

@@ -213,9 +213,8 @@ class WindowedTranscriber:
 
     @property
     def batched(self) -> bool:
-        """Batched decoding packs VAD speech into clips; without VAD there is nowhere safe to cut a clip,
-        so `--no-vad` decodes sequentially whatever the batch size (no word split across two clips)."""
-        return self.options.is_batched and self.options.vad
+        """Batched decoding packs VAD speech into clips (`TranscribeOptions.decodes_clips`)."""
+        return self.options.decodes_clips
 
     def _speech_chunks(self, window: Window) -> list[dict[str, int]]:
         """The VAD speech inside the window, in samples."""
@@ -448,4 +447,4 @@ def window_batch(model: Any, options: TranscribeOptions) -> int:
     """The batch size windows end on (`plan_windows`): batched decoding on a GPU, where a partial batch costs
     as much as a full one; 0 elsewhere (on a CPU a clip costs the same in any batch, see models.CpuClips)."""
     on_gpu = getattr(getattr(model, "model", None), "device", "cpu") == "cuda"
-    return options.batch_size if on_gpu and options.is_batched and options.vad else 0
+    return options.batch_size if on_gpu and options.decodes_clips else 0

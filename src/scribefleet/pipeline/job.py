@@ -339,6 +339,7 @@ class _JobRun:
             device=job.device,
             compute_type=job.options.compute_type,
             cpu_threads=job.cpu_threads,
+            batched=job.options.decodes_clips,
         )
 
     def audio(self) -> np.ndarray:

@@ -47,7 +47,6 @@ pass, with a warning in the log.)
 from __future__ import annotations
 
 import logging
-import os
 import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from scribefleet.pipeline.media import SAMPLE_RATE
+from scribefleet.pipeline.models import cpu_core_count
 
 log = logging.getLogger("scribefleet.vad")
 
@@ -92,10 +92,7 @@ def speech_ranges(audio: np.ndarray, *, batched: bool, threads: int = 1) -> list
 def vad_threads(cpu_threads: int, slots: int = 1) -> int:
     """Threads for the VAD of a job on `slots` slots of `cpu_threads` each (0: every core), at most the cores
     this process may use."""
-    try:
-        cores = len(os.sched_getaffinity(0))  # honours taskset / cgroup cpusets
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
+    cores = cpu_core_count()
     return max(1, min(cores, (cpu_threads or cores) * max(1, slots)))
 
 

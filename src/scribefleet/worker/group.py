@@ -39,16 +39,18 @@ class _OneLoadAtATime:
 def _load_model(models: _OneLoadAtATime, run: dict[str, Any], slot: Slot) -> None:
     """Load the group's model in this thread, which makes the shared calls (see cobatch.SharedBatches.serve)."""
     from scribefleet.errors import ScribefleetError
+    from scribefleet.options import TranscribeOptions
     from scribefleet.pipeline.models import ResolvedModel
 
     spec = run.get("spec") or {}
     try:
+        options = TranscribeOptions(**(spec.get("options") or {}))
         models.get(
             ResolvedModel(path=Path(spec["model_path"]), model_id=str(spec["model_id"])), device=slot.device,
-            compute_type=str((spec.get("options") or {}).get("compute_type", "auto")),
-            cpu_threads=int(spec.get("cpu_threads") or slot.cpu_threads),
+            compute_type=options.compute_type, cpu_threads=int(spec.get("cpu_threads") or slot.cpu_threads),
+            batched=options.decodes_clips,
         )  # fmt: skip
-    except (KeyError, TypeError, ValueError, ScribefleetError):
+    except (KeyError, TypeError, ValueError, ScribefleetError):  # pydantic's ValidationError is a ValueError
         pass  # each job meets the same problem and fails with it on its own
 
 

@@ -29,6 +29,7 @@ from scribefleet.config import Settings
 from scribefleet.worker.slot_spec import SlotSpec
 from scribefleet.errors import CudaUnavailable, UsageError
 from scribefleet.options import Device
+from scribefleet.pipeline.models import cpu_core_count
 
 log = logging.getLogger("scribefleet.hardware")
 
@@ -265,14 +266,6 @@ def gpu_memory_by_pid(gpu_indices: Iterable[int]) -> dict[int, int] | None:
     finally:
         pynvml.nvmlShutdown()
     return held
-
-
-def cpu_core_count() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))  # honours taskset / cgroup cpusets
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _cpu_model() -> str:

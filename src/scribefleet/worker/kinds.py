@@ -79,7 +79,7 @@ def run_window(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     def model() -> Any:
         resolved = ResolvedModel(path=job.model_path, model_id=job.model_id)
         return ctx.models.get(resolved, device=job.device, compute_type=job.options.compute_type,
-                              cpu_threads=job.cpu_threads)  # fmt: skip
+                              cpu_threads=job.cpu_threads, batched=job.options.decodes_clips)  # fmt: skip
 
     def progress(fraction: float, where: dict[str, Any]) -> None:
         ctx.progress("transcribe", fraction, where)
