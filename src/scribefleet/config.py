@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     spread: bool = True
     #: CPU threads per CPU slot (0 = cores divided by slots)
     cpu_threads: int = Field(default=0, ge=0)
+    #: model workers sharing a CPU slot's threads in batched decoding (0 = one per thread, at most 4; 1 = one call
+    #: on all the threads, which a lone short file decodes faster on and batches slower)
+    cpu_workers: int = Field(default=0, ge=0, le=64)
     #: slots sharing each GPU (`--slots-per-gpu`), each its own process with its own model instance
     slots_per_gpu: int = Field(default=1, ge=1, le=26)
     #: seconds between two plain progress lines of a running file when stderr is not a terminal

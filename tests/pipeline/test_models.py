@@ -201,6 +201,11 @@ def test_clip_workers_only_for_a_batched_caller_on_a_cpu_with_threads_to_share(m
     assert clip_workers("cpu", 1, batched=True) == 1
     assert clip_workers("cpu", 8, batched=False) == 1
     assert clip_workers("cuda", 8, batched=True) == 1
+    assert clip_workers("cpu", 8, batched=True, asked=1) == 1  # SCRIBEFLEET_CPU_WORKERS=1: one call on 8 threads
+    assert clip_workers("cpu", 8, batched=True, asked=8) == 8 and clip_workers("cpu", 2, batched=True, asked=8) == 2
+    one = ModelCache(max_models=1, cpu_workers=1).get(ResolvedModel(path=model_path, model_id="tiny.en"),
+                                                      device="cpu", compute_type="int8", cpu_threads=2, batched=True)
+    assert one.model.num_workers == 1
     events: list[tuple[str, str]] = []
     cache = ModelCache(max_models=2, on_change=lambda event, model_id: events.append((event, model_id)))
     resolved = ResolvedModel(path=model_path, model_id="tiny.en")

@@ -89,3 +89,15 @@ def _drain(conn, wait_s: float) -> list[dict]:
     while conn.poll(wait_s):
         got.append(conn.recv())
     return got
+
+
+def test_the_slot_s_model_cache_takes_its_cpu_workers_from_the_settings(tmp_path: Path, settings: Settings) -> None:
+    """SCRIBEFLEET_CPU_WORKERS reaches the cache a slot keeps its models in (pipeline/models.py clip_workers)."""
+    from multiprocessing import Pipe
+
+    from scribefleet.worker.slot import Slot
+
+    _, child = Pipe()
+    assert Slot("cpu0", "cpu", 2, settings, tmp_path, child).models().cpu_workers == 0  # the default: one per thread
+    one = settings.model_copy(update={"cpu_workers": 1})
+    assert Slot("cpu1", "cpu", 2, one, tmp_path, child).models().cpu_workers == 1

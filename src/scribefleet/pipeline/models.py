@@ -225,11 +225,14 @@ class ModelCache:
         self,
         max_models: int,
         on_change: Callable[[ModelEvent, str], None] | None = None,
+        *,
+        cpu_workers: int = 0,
     ) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self.max_models = max_models
         self.on_change = on_change
+        self.cpu_workers = cpu_workers  # SCRIBEFLEET_CPU_WORKERS: 0 = clip_workers' own rule
         self._models: OrderedDict[tuple[str, str, str], WhisperModel] = OrderedDict()
 
     @property
@@ -249,7 +252,7 @@ class ModelCache:
             compute_type = default_compute_type(device)
         else:
             check_compute_type(compute_type, device)
-        workers = clip_workers(device, cpu_threads, batched)
+        workers = clip_workers(device, cpu_threads, batched, self.cpu_workers)
         key = (resolved.model_id, device, compute_type, workers)
         model = self._models.get(key)
         if model is not None:
@@ -398,13 +401,15 @@ GENERATE_CLIPS = 4
 MAX_CLIP_WORKERS = 4
 
 
-def clip_workers(device: str, cpu_threads: int, batched: bool) -> int:
-    """How many CTranslate2 workers a model gets (CpuClips): on a CPU, for a batched caller, one per thread up to
-    MAX_CLIP_WORKERS (the threads are shared out among them); 1 elsewhere. A sequential caller decodes one clip
-    at a time, which only one call on all the threads makes fast; a GPU is one device."""
+def clip_workers(device: str, cpu_threads: int, batched: bool, asked: int = 0) -> int:
+    """How many CTranslate2 workers a model gets (CpuClips): on a CPU, for a batched caller, `asked`
+    (SCRIBEFLEET_CPU_WORKERS) or else one per thread up to MAX_CLIP_WORKERS, never more than the threads (which
+    are shared out among them); 1 elsewhere. A sequential caller decodes one clip at a time, which only one call
+    on all the threads makes fast; a GPU is one device."""
     if device != "cpu" or not batched:
         return 1
-    return max(1, min(cpu_threads or cpu_core_count(), MAX_CLIP_WORKERS))
+    threads = cpu_threads or cpu_core_count()
+    return max(1, min(threads, asked or MAX_CLIP_WORKERS))
 
 
 def cpu_core_count() -> int:

@@ -39,7 +39,7 @@ class Worker:
 
     def __init__(self, settings: Settings, *, device: str | None = None) -> None:
         self.settings = settings
-        self.models = ModelCache(max_models=settings.slot_max_models)
+        self.models = ModelCache(max_models=settings.slot_max_models, cpu_workers=settings.cpu_workers)
         self.device = device or _device()
         self.root = settings.state_dir / "serverless"
 

@@ -97,7 +97,8 @@ class Slot:
         if self._models is None:
             from scribefleet.pipeline.models import ModelCache
 
-            self._models = ModelCache(self.settings.slot_max_models, on_change=self._model_changed)
+            self._models = ModelCache(self.settings.slot_max_models, on_change=self._model_changed,
+                                      cpu_workers=self.settings.cpu_workers)
         return self._models
 
     def _model_changed(self, event: str, model_id: str) -> None:
