@@ -213,6 +213,6 @@ def test_clip_workers_only_for_a_batched_caller_on_a_cpu_with_threads_to_share(m
     sequential = cache.get(resolved, device="cpu", compute_type="int8", cpu_threads=2)
     assert batched is not sequential and batched.model.num_workers == 2 and sequential.model.num_workers == 1
     assert cache.get(resolved, device="cpu", compute_type="int8", cpu_threads=2, batched=True) is batched
-    assert events == [("loaded", "tiny.en"), ("loaded", "tiny.en")]
+    assert events == [("loaded", "tiny.en")]  # the slot's model list names each model once (engines/base.py)
     cache.clear()
-    assert events[2:] == [("unloaded", "tiny.en"), ("unloaded", "tiny.en")]
+    assert events[1:] == [("unloaded", "tiny.en")]  # when its last load goes

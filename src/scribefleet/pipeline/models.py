@@ -55,6 +55,7 @@ _CUDA_MARKERS = ("cuda", "cublas", "cudnn", "libcudnn", "libcublas", "nvidia dri
 _OOM_MARKERS = ("out of memory", "bad_alloc", "cannot allocate memory")
 
 ModelEvent = Literal["loaded", "unloaded"]
+_Key = tuple[str, str, str, int]  # a loaded model: model id, device, compute type, CPU workers (clip_workers)
 
 
 @dataclass
@@ -233,7 +234,7 @@ class ModelCache:
         self.max_models = max_models
         self.on_change = on_change
         self.cpu_workers = cpu_workers  # SCRIBEFLEET_CPU_WORKERS: 0 = clip_workers' own rule
-        self._models: OrderedDict[tuple[str, str, str], WhisperModel] = OrderedDict()
+        self._models: OrderedDict[_Key, WhisperModel] = OrderedDict()
 
     @property
     def loaded(self) -> list[str]:
@@ -301,10 +302,11 @@ class ModelCache:
             "model %s loaded on %s (%s%s) in %.2f s", resolved.model_id, device, compute_type,
             f", {workers} workers" if workers > 1 else "", time.monotonic() - started,
         )
-        self._notify("loaded", resolved.model_id)
+        if resolved.model_id not in self.loaded:  # a second load of the same model (other workers) is no news
+            self._notify("loaded", resolved.model_id)
         return model
 
-    def _unload(self, key: tuple[str, str, str]) -> None:
+    def _unload(self, key: _Key) -> None:
         started = time.monotonic()
         model = self._models.pop(key)
         inner = getattr(model, "model", None)
@@ -314,7 +316,8 @@ class ModelCache:
             inner.unload_model()  # frees GPU memory now rather than whenever the GC runs
         del model
         log.info("model %s unloaded from %s (%s) in %.2f s", key[0], key[1], key[2], time.monotonic() - started)
-        self._notify("unloaded", key[0])
+        if key[0] not in self.loaded:
+            self._notify("unloaded", key[0])
 
     def _notify(self, event: ModelEvent, model_id: str) -> None:
         if self.on_change is not None:
