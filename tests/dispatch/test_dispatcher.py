@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 def test_many_tasks_on_two_slots_each_complete_exactly_once(fleet: Fleet) -> None:
     keys = [f"t{i:03d}" for i in range(100)]
     for key in keys:
-        fleet.add(key, f"echo {key} >> runs.txt")
+        # 20 ms each: 2 s of work, so a slot that comes up a second after the other (a Ray actor on a busy
+        # machine) still gets some, as a real batch's second slot would
+        fleet.add(key, f"echo {key} >> runs.txt; sleep 0.02")
     fleet.run(slots=2)
     tasks = fleet.store.tasks(fleet.batch_id)
     assert {t.state for t in tasks} == {TaskState.COMPLETE}
