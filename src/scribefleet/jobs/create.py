@@ -24,7 +24,7 @@ import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from scribefleet.config import Settings
 from scribefleet.fsio import atomic_write_json, read_json
@@ -128,11 +128,13 @@ def transcribe_spec(source: Path | str, display: str, work_dir: Path, outputs: d
 def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Path | str, display: str,
                         digest: str | None, outputs: dict[str, Path], options: TranscribeOptions,
                         resolved: ResolvedModel, settings: Settings, extra: dict[str, Any] | None = None,
-                        remote: bool = False, audio_s: float | None = None) -> tuple[str, dict[str, Any]]:
+                        remote: bool = False,
+                        audio_s: float | None | Literal["unread"] = "unread") -> tuple[str, dict[str, Any]]:
     """Add (or find) one transcribe task of a batch; returns (task id, its spec). `input_path`: a path or URL.
 
-    `audio_s`: the input's length from its header (`inspect_inputs`); read here for a local file when not
-    given. The store keeps it until a slot measures the decoded length (dispatch/groups.py plans with it).
+    `audio_s`: the input's length from its header as `inspect_inputs` read it (None: the header does not
+    say); "unread" (a caller that did not inspect the input): read here for a local file. The store keeps it
+    until a slot measures the decoded length (dispatch/groups.py plans with it).
 
     `remote`: it runs on a remote worker (spec "remote": true, dispatch/placement.py); its own
     limit is the engine's (REMOTE_WORKER_TIMEOUT_SECONDS for the wait, again for the run), so
@@ -150,10 +152,10 @@ def add_transcribe_task(store: Store, batch_id: str, key: str, *, input_path: Pa
         batch_id, key, TaskKind.TRANSCRIBE.value, spec, max_attempts=settings.max_attempts,
         timeout_s=timeout_s, resources=resources, content_key=work.name,
     )  # fmt: skip
-    if audio_s is None and "input_path" in spec:
+    if audio_s == "unread":
         from scribefleet.pipeline.media import audio_seconds  # PyAV: only for a local file
 
-        audio_s = audio_seconds(spec["input_path"])
+        audio_s = audio_seconds(spec["input_path"]) if "input_path" in spec else None
     store.note_audio_s(task_id, audio_s)
     return task_id, spec
 
