@@ -158,6 +158,27 @@ def test_truncated_body_keeps_the_decoded_part_and_warns(
     assert any("cut off.flac" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
+def test_joined_mp3s_of_other_rates_decode_whole(tmp_path: Path, containers: dict[str, Path], en01_audio: np.ndarray) -> None:
+    """MP3 files joined end to end (as recordings in parts are) change rate and layout midway: every part is
+    resampled, none dropped."""
+    import av
+
+    from pipeline.conftest import _write_audio
+
+    second = tmp_path / "part2.mp3"
+    with av.open(str(second), "w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=44100)
+        stream.layout = "stereo"
+        _write_audio(container, stream, en01_audio)
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(containers["mp3"].read_bytes() + second.read_bytes())
+    audio = media.decode_audio(joined, max_file_mb=10)
+    duration_s = audio.shape[0] / media.SAMPLE_RATE
+    assert 2 * EN01_S - 0.1 <= duration_s <= 2 * EN01_S + 0.3, duration_s
+    half = audio.shape[0] // 2
+    assert float(np.abs(audio[:half]).max()) > 0.3 and float(np.abs(audio[half:]).max()) > 0.3  # both parts heard
+
+
 def test_unicode_and_spaces_in_names(tmp_path: Path) -> None:
     odd = tmp_path / "réunion d'équipe 会议 #1 (final).wav"
     odd.write_bytes((DATA / "en01.wav").read_bytes())

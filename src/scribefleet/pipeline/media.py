@@ -213,14 +213,16 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
     """Decode and resample the first audio stream.
 
     Damaged packets are skipped (as ffmpeg does) and a demuxing error ends the
-    stream; the last error seen is returned with the samples decoded so far.
+    stream; the last error seen is returned with the samples decoded so far. A
+    stream whose sample rate or layout changes midway (MP3 files joined end to
+    end, broadcast recordings) is resampled part by part, as ffmpeg does.
     """
     import av
 
     stream = container.streams.audio[0]
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     chunks: list[np.ndarray] = []
     error: Exception | None = None
+    part: _Part | None = None
     try:
         for packet in container.demux(stream):
             try:
@@ -230,11 +232,52 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
                 continue
             for frame in frames:
                 frame.pts = None  # damaged timestamps must not make the resampler drop or pad audio
-                chunks.extend(out.to_ndarray().reshape(-1).copy() for out in resampler.resample(frame))
+                if part is None or not part.takes(frame):
+                    if part is not None:
+                        part.finish(chunks)
+                    part = _Part(frame)
+                part.add(frame, chunks)
     except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
         error = exc
     try:
-        chunks.extend(out.to_ndarray().reshape(-1).copy() for out in resampler.resample(None))
+        if part is not None:
+            part.finish(chunks)
     except (av.FFmpegError, ValueError) as exc:
         error = error or exc
     return chunks, error
+
+
+class _Part:
+    """A run of frames of one format, resampled to 16 kHz mono float32 in groups (one resampler call per frame
+    costs twice the decoding)."""
+
+    def __init__(self, frame: av.AudioFrame) -> None:
+        import av
+
+        self.kind = _frame_kind(frame)
+        self.fifo = av.AudioFifo()
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+    def takes(self, frame: av.AudioFrame) -> bool:
+        return _frame_kind(frame) == self.kind
+
+    def add(self, frame: av.AudioFrame, chunks: list[np.ndarray]) -> None:
+        self.fifo.write(frame)
+        if self.fifo.samples >= _RESAMPLE_GROUP:
+            self._resample(self.fifo.read(), chunks)
+
+    def finish(self, chunks: list[np.ndarray]) -> None:
+        if self.fifo.samples:
+            self._resample(self.fifo.read(), chunks)
+        self._resample(None, chunks)  # what the resampler still holds
+
+    def _resample(self, frame: av.AudioFrame | None, chunks: list[np.ndarray]) -> None:
+        chunks.extend(out.to_ndarray().reshape(-1).copy() for out in self.resampler.resample(frame))
+
+
+def _frame_kind(frame: av.AudioFrame) -> tuple[str, str, int]:
+    return frame.format.name, frame.layout.name, frame.sample_rate
+
+
+#: samples of the source resampled in one call (faster-whisper's decode_audio groups 500000 too)
+_RESAMPLE_GROUP = 500_000
