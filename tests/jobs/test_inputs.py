@@ -36,3 +36,26 @@ def test_a_folder_without_media_and_a_non_file_are_refused(tmp_path: Path) -> No
         check_inputs([str(empty)], out_dir=tmp_path / "out")
     with pytest.raises(InputNotFound, match="is not a file"):
         check_inputs([str(empty)], out_dir=tmp_path / "out", single_file=True)
+
+
+def test_links_in_a_folder_to_elsewhere_keep_their_names_and_a_loop_is_walked_once(
+    tmp_path: Path, speech: dict[str, Path]
+) -> None:
+    """A folder of links (to recordings kept elsewhere, to a folder elsewhere, back up the tree) is walked as
+    the user sees it: each file once, its outputs named by the link."""
+    elsewhere = tmp_path / "archive"
+    (elsewhere / "day1").mkdir(parents=True)
+    shutil.copy(speech["en01.wav"], elsewhere / "talk.wav")
+    shutil.copy(speech["en01.wav"], elsewhere / "day1" / "call.wav")
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    shutil.copy(speech["en01.wav"], inbox / "own.wav")
+    (inbox / "linked talk.wav").symlink_to(elsewhere / "talk.wav")
+    (inbox / "days").symlink_to(elsewhere / "day1", target_is_directory=True)
+    (inbox / "sub" / "up").symlink_to(inbox, target_is_directory=True)  # a loop
+
+    files = check_inputs([str(inbox)], out_dir=tmp_path / "out")
+    assert sorted(str(f.rel) for f in files) == ["days/call.wav", "linked talk.wav", "own.wav"]
+    assert {f.path for f in files} == {inbox / "own.wav", elsewhere / "talk.wav", elsewhere / "day1" / "call.wav"}
+    assert {f.out_stem for f in files} == {tmp_path / "out" / "days" / "call", tmp_path / "out" / "linked talk",
+                                           tmp_path / "out" / "own"}  # fmt: skip

@@ -26,6 +26,7 @@ a job of its own that fails with INPUT_NOT_FOUND while the others run.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -73,8 +74,14 @@ def _walk(root: Path, skip: set[Path]) -> list[Path]:
     from scribefleet.pipeline.media import looks_like_media
 
     found: list[Path] = []
+    seen: set[Path] = set()  # real folders walked: a link back up the tree is walked once, not forever
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
+        real = here.resolve()
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         # hidden folders (.git, .scribefleet state) and the output folder are never inputs
         dirnames[:] = sorted(
             d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip
@@ -126,7 +133,7 @@ def expand_inputs(inputs: list[str], *, out_dir: Path, fetch: FetchOptions | Non
         absolute = path.resolve()
         if absolute in files:
             return
-        rel = Path(path.name) if missing else absolute.relative_to(root.resolve())
+        rel = Path(path.name) if missing else _relative(path, root)
         files[absolute] = InputFile(path=absolute, rel=rel, missing=missing)
 
     for raw in inputs:
@@ -153,6 +160,15 @@ def expand_inputs(inputs: list[str], *, out_dir: Path, fetch: FetchOptions | Non
     result = list(files.values()) + (url_inputs(urls, fetch or FetchOptions()) if urls else [])
     assign_outputs(result, out_dir)
     return result
+
+
+def _relative(path: Path, root: Path) -> Path:
+    """Where `path` lies under the folder or glob root it was found in (its outputs mirror that), as it was
+    walked: a link in the folder to a file or folder elsewhere keeps the name it has there."""
+    for inner, outer in ((path, root), (path.absolute(), root.absolute()), (path.resolve(), root.resolve())):
+        with contextlib.suppress(ValueError):
+            return inner.relative_to(outer)
+    return Path(path.name)
 
 
 def assign_outputs(files: list[InputFile], out_dir: Path) -> None:
