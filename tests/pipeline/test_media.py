@@ -41,6 +41,18 @@ def test_every_container_decodes_to_about_the_right_duration(containers: dict[st
     assert audio.dtype == np.float32 and float(np.abs(audio).max()) > 0.3
 
 
+@pytest.mark.parametrize("ext", ["ogg", "mkv", "opus", "mp3"])
+def test_samples_are_faster_whispers_own(containers: dict[str, Path], ext: str) -> None:
+    """The model hears what the library's decode_audio would give it, to the bit (stereo 44.1 kHz, 22.05 kHz and
+    48 kHz sources resampled alike), and the 16-bit checkpoint holds exactly those samples."""
+    from faster_whisper import decode_audio as library_decode
+
+    ours = media.decode_audio(containers[ext], max_file_mb=10)
+    assert np.array_equal(ours, library_decode(str(containers[ext])))
+    pcm = media.decode_pcm16(containers[ext], max_file_mb=10)
+    assert pcm.dtype == np.int16 and np.array_equal(media.pcm16_to_float(pcm), ours)
+
+
 def test_probe_reports_streams_and_duration(containers: dict[str, Path], video_only_mp4: Path) -> None:
     info = media.probe(containers["mp4"])
     assert info.has_audio and info.has_video and "mp4" in info.format_name

@@ -21,23 +21,21 @@ import numpy as np
 
 from scribefleet.fsio import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from scribefleet.fsio import write_failed as _write_failed
+from scribefleet.pipeline.media import PCM16_SCALE, pcm16_to_float
 
 __all__ = [
     "WindowLog", "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "dequantize_audio",
     "load_audio", "quantize_audio", "read_json", "save_audio",
 ]
 
-_INT16_SCALE = 32767.0
-
-
 def quantize_audio(audio: np.ndarray) -> np.ndarray:
     """float32 samples -> int16, the checkpoint format (half the size, loss far below what ASR hears)."""
-    return np.round(np.clip(audio, -1.0, 1.0) * _INT16_SCALE).astype(np.int16)
+    return np.clip(np.rint(audio * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1).astype(np.int16)
 
 
 def dequantize_audio(samples: np.ndarray) -> np.ndarray:
-    """int16 samples -> float32 in [-1, 1]."""
-    return samples.astype(np.float32) / _INT16_SCALE
+    """int16 samples -> float32 in [-1, 1) (media.decode_audio's samples, for those media.decode_pcm16 gave)."""
+    return pcm16_to_float(samples)
 
 
 def save_audio(path: Path | str, audio: np.ndarray) -> None:

@@ -58,7 +58,6 @@ from scribefleet.pipeline.checkpoint import (
     atomic_write_text,
     dequantize_audio,
     load_audio,
-    quantize_audio,
     read_json,
     save_audio,
 )
@@ -66,7 +65,7 @@ from scribefleet.pipeline.diarize import DiarizerConfig, checkpoint_identity, di
 from scribefleet.pipeline.fetch import downloaded, fetch_media
 from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.language import model_warnings
-from scribefleet.pipeline.media import SAMPLE_RATE, content_hash, decode_audio
+from scribefleet.pipeline.media import SAMPLE_RATE, content_hash, decode_pcm16
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.publish import S3Credentials, publish_outputs
 from scribefleet.pipeline.render import render
@@ -351,7 +350,7 @@ class _JobRun:
         with self.stage("decode"):
             if self.input_path is None:
                 raise UsageError(f"{self.job.name}: the download is gone; run again with --stages fetch")
-            samples = quantize_audio(decode_audio(self.input_path, max_file_mb=self.job.max_file_mb))
+            samples = decode_pcm16(self.input_path, max_file_mb=self.job.max_file_mb)
             save_audio(self.work.audio, samples)
             # continue from exactly what the checkpoint holds, so a resumed run sees the same samples
             audio = dequantize_audio(samples)

@@ -8,10 +8,13 @@ is translated here into one of the input errors of `scribefleet.errors`:
     cannot be opened or parsed           -> MediaUnreadable  MEDIA_UNREADABLE
     0 bytes, no audio stream, no samples -> MediaEmpty       MEDIA_EMPTY
 
-Decoding yields float32 mono 16 kHz samples, what Whisper models expect. A
-file whose body is cut off after some decodable audio keeps what decoded (as
-ffmpeg does) and logs a warning, so a truncated recording still gets a
-transcript of what is there.
+Decoding yields mono 16 kHz samples: 16-bit (`decode_pcm16`, the audio
+checkpoint's format, half the memory of a two-hour recording in floats) or
+float32 (`decode_audio`, what Whisper models take: those samples / 32768,
+exactly what faster-whisper's own decode_audio gives). A file whose body is
+cut off after some decodable audio keeps what decoded (as ffmpeg does) and
+logs a warning, so a truncated recording still gets a transcript of what is
+there.
 """
 
 from __future__ import annotations
@@ -167,7 +170,25 @@ def _check_size(path: Path, max_file_mb: int) -> None:
 
 
 def decode_audio(path: Path | str, *, max_file_mb: int) -> np.ndarray:
-    """Decode the first audio stream to float32 mono 16 kHz samples."""
+    """Decode the first audio stream to float32 mono 16 kHz samples in [-1, 1)."""
+    return pcm16_to_float(decode_pcm16(path, max_file_mb=max_file_mb))
+
+
+def pcm16_to_float(samples: np.ndarray) -> np.ndarray:
+    """16-bit samples -> float32 in [-1, 1) (one new array, no temporary)."""
+    import numpy as np
+
+    audio = samples.astype(np.float32)
+    audio *= 1.0 / PCM16_SCALE  # a power of two: exactly a division
+    return audio
+
+
+#: full scale of a 16-bit sample (FFmpeg's and faster-whisper's)
+PCM16_SCALE = 32768.0
+
+
+def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
+    """Decode the first audio stream to 16-bit mono 16 kHz samples."""
     import numpy as np
 
     path = Path(path)
@@ -187,7 +208,8 @@ def decode_audio(path: Path | str, *, max_file_mb: int) -> np.ndarray:
         chunks, error = _decode_stream(container)
     finally:
         container.close()
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+    del chunks
     if samples.size == 0 and (error is not None or not parsed):
         reason = str(error) if error is not None else "no audio parameters could be read"
         raise MediaUnreadable(
@@ -248,7 +270,7 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
 
 
 class _Part:
-    """A run of frames of one format, resampled to 16 kHz mono float32 in groups (one resampler call per frame
+    """A run of frames of one format, resampled to 16 kHz mono 16-bit in groups (one resampler call per frame
     costs twice the decoding)."""
 
     def __init__(self, frame: av.AudioFrame) -> None:
@@ -256,7 +278,7 @@ class _Part:
 
         self.kind = _frame_kind(frame)
         self.fifo = av.AudioFifo()
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
 
     def takes(self, frame: av.AudioFrame) -> bool:
         return _frame_kind(frame) == self.kind
