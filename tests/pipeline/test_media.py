@@ -191,6 +191,41 @@ def test_joined_mp3s_of_other_rates_decode_whole(tmp_path: Path, containers: dic
     assert float(np.abs(audio[:half]).max()) > 0.3 and float(np.abs(audio[half:]).max()) > 0.3  # both parts heard
 
 
+def test_audio_that_starts_late_in_a_video_keeps_in_step_with_it(tmp_path: Path, en01_audio: np.ndarray) -> None:
+    """A video whose sound begins 3 s in (a recording cut without re-encoding): the samples start with those 3 s
+    of silence, so every cue lands where the words are heard, not 3 s early."""
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "late sound.mp4"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for i in range(25 * 7):
+            image = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i % 255, dtype=np.uint8), format="rgb24")
+            image.pts, image.time_base = i, Fraction(1, 25)
+            for packet in video.encode(image):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        pcm = np.round(en01_audio * 32767).astype(np.int16)
+        for i in range(0, pcm.shape[0], 1024):
+            sound = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[None, i : i + 1024]), format="s16", layout="mono")
+            sound.sample_rate, sound.pts, sound.time_base = 16000, 3 * 16000 + i, Fraction(1, 16000)
+            for packet in audio.encode(sound):
+                container.mux(packet)
+        for packet in audio.encode(None):
+            container.mux(packet)
+
+    samples = media.decode_audio(path, max_file_mb=10)
+    loud = np.flatnonzero(np.abs(samples) > 0.05)
+    assert 2.9 <= loud[0] / media.SAMPLE_RATE <= 3.3, loud[0] / media.SAMPLE_RATE  # en01's first word, 3 s in
+    assert 3 + EN01_S - 0.1 <= samples.shape[0] / media.SAMPLE_RATE <= 3 + EN01_S + 0.2
+
+
 def test_unicode_and_spaces_in_names(tmp_path: Path) -> None:
     odd = tmp_path / "réunion d'équipe 会议 #1 (final).wav"
     odd.write_bytes((DATA / "en01.wav").read_bytes())

@@ -205,9 +205,14 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
         # FFmpeg falls back to guessing the format from the extension; a guess that found
         # no sample rate means the stream was never really parsed
         parsed = container.streams.audio[0].codec_context.sample_rate > 0
-        chunks, error = _decode_stream(container)
+        chunks, error, first_s = _decode_stream(container)
+        lead_s = _audio_lead_s(container, first_s) if chunks else 0.0
     finally:
         container.close()
+    if lead_s:
+        log.info("%s: its audio starts %.2f s into the media; the transcript keeps in step with the media (silence "
+                 "before)", path.name, lead_s)  # fmt: skip
+        chunks.insert(0, np.zeros(round(lead_s * SAMPLE_RATE), dtype=np.int16))
     samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
     del chunks
     if samples.size == 0 and (error is not None or not parsed):
@@ -231,8 +236,24 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
     return samples
 
 
-def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndarray], Exception | None]:
-    """Decode and resample the first audio stream.
+def _audio_lead_s(container: av.container.InputContainer, first_s: float | None) -> float:
+    """How long after the media's start (what a player shows as 0:00, and subtitles count from) its audio starts:
+    a video whose sound begins later (a recording cut without re-encoding, a broadcast capture) would otherwise
+    get subtitles that many seconds early. 0 when the timestamps say nothing sensible (missing, or beyond the
+    media's length), and under `_LEAD_MIN_S`."""
+    if first_s is None or container.start_time is None or not container.duration:
+        return 0.0
+    lead_s = first_s - container.start_time / 1_000_000  # the container's times are in microseconds
+    return lead_s if _LEAD_MIN_S <= lead_s < container.duration / 1_000_000 else 0.0
+
+
+#: a smaller lead is left alone: codecs' own start-up delays show as first frames up to about 0.13 s late (AAC at
+#: 8 kHz; Vorbis and MP3 a few tens of ms), and a cue that much early is not seen as out of step
+_LEAD_MIN_S = 0.25
+
+
+def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndarray], Exception | None, float | None]:
+    """Decode and resample the first audio stream: (chunks, error, the first decoded frame's time in s).
 
     Damaged packets are skipped (as ffmpeg does) and a demuxing error ends the
     stream; the last error seen is returned with the samples decoded so far. A
@@ -245,6 +266,7 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
     chunks: list[np.ndarray] = []
     error: Exception | None = None
     part: _Part | None = None
+    first_s: float | None = None
     try:
         for packet in container.demux(stream):
             try:
@@ -253,6 +275,8 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
                 error = exc
                 continue
             for frame in frames:
+                if part is None and frame.pts is not None and frame.time_base is not None:
+                    first_s = float(frame.pts * frame.time_base)
                 frame.pts = None  # damaged timestamps must not make the resampler drop or pad audio
                 if part is None or not part.takes(frame):
                     if part is not None:
@@ -266,7 +290,7 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
             part.finish(chunks)
     except (av.FFmpegError, ValueError) as exc:
         error = error or exc
-    return chunks, error
+    return chunks, error, first_s
 
 
 class _Part:
