@@ -28,6 +28,7 @@ __all__ = [
     "load_audio", "quantize_audio", "read_json", "save_audio",
 ]
 
+
 def quantize_audio(audio: np.ndarray) -> np.ndarray:
     """float32 samples -> int16, the checkpoint format (half the size, loss far below what ASR hears)."""
     return np.clip(np.rint(audio * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1).astype(np.int16)
