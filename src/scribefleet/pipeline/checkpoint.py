@@ -24,19 +24,14 @@ from scribefleet.fsio import write_failed as _write_failed
 from scribefleet.pipeline.media import PCM16_SCALE, pcm16_to_float
 
 __all__ = [
-    "WindowLog", "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "dequantize_audio",
-    "load_audio", "quantize_audio", "read_json", "save_audio",
+    "WindowLog", "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_audio",
+    "quantize_audio", "read_json", "save_audio",
 ]
 
 
 def quantize_audio(audio: np.ndarray) -> np.ndarray:
     """float32 samples -> int16, the checkpoint format (half the size, loss far below what ASR hears)."""
     return np.clip(np.rint(audio * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1).astype(np.int16)
-
-
-def dequantize_audio(samples: np.ndarray) -> np.ndarray:
-    """int16 samples -> float32 in [-1, 1) (media.decode_audio's samples, for those media.decode_pcm16 gave)."""
-    return pcm16_to_float(samples)
 
 
 def save_audio(path: Path | str, audio: np.ndarray) -> None:
@@ -48,7 +43,7 @@ def save_audio(path: Path | str, audio: np.ndarray) -> None:
 
 def load_audio(path: Path | str) -> np.ndarray:
     """Read an audio checkpoint back as float32."""
-    return dequantize_audio(np.load(Path(path), allow_pickle=False))
+    return pcm16_to_float(np.load(Path(path), allow_pickle=False))
 
 
 class WindowLog:

@@ -56,7 +56,6 @@ from scribefleet.pipeline.checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    dequantize_audio,
     load_audio,
     read_json,
     save_audio,
@@ -65,7 +64,7 @@ from scribefleet.pipeline.diarize import DiarizerConfig, checkpoint_identity, di
 from scribefleet.pipeline.fetch import downloaded, fetch_media
 from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.language import model_warnings
-from scribefleet.pipeline.media import SAMPLE_RATE, content_hash, decode_pcm16
+from scribefleet.pipeline.media import SAMPLE_RATE, content_hash, decode_pcm16, pcm16_to_float
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.publish import S3Credentials, publish_outputs
 from scribefleet.pipeline.render import render
@@ -353,7 +352,7 @@ class _JobRun:
             samples = decode_pcm16(self.input_path, max_file_mb=self.job.max_file_mb)
             save_audio(self.work.audio, samples)
             # continue from exactly what the checkpoint holds, so a resumed run sees the same samples
-            audio = dequantize_audio(samples)
+            audio = pcm16_to_float(samples)
             del samples
             self.extra["audio_s"] = round(audio.shape[0] / SAMPLE_RATE, 3)
         return audio

@@ -51,9 +51,9 @@ from scribefleet.pipeline.asr import (
     transcribe_windows,
     window_batch,
 )
-from scribefleet.pipeline.checkpoint import WindowLog, atomic_write_json, dequantize_audio, read_json
+from scribefleet.pipeline.checkpoint import WindowLog, atomic_write_json, read_json
 from scribefleet.pipeline.language import PER_WINDOW_S, LanguageGuess, WindowLanguages, is_multilingual
-from scribefleet.pipeline.media import SAMPLE_RATE
+from scribefleet.pipeline.media import SAMPLE_RATE, pcm16_to_float
 from scribefleet.pipeline.spread_plan import MIN_WINDOW_S, WINDOWS_PER_SLOT
 
 log = logging.getLogger("scribefleet.spread")
@@ -296,5 +296,5 @@ def window_audio(samples: np.ndarray, window: Window) -> np.ndarray:
     """
     audio = np.zeros(samples.shape[0], dtype=np.float32)
     lo, hi = round(window.start_s * SAMPLE_RATE), round(window.end_s * SAMPLE_RATE)
-    audio[lo:hi] = dequantize_audio(np.asarray(samples[lo:hi]))
+    audio[lo:hi] = pcm16_to_float(np.asarray(samples[lo:hi]))
     return audio
