@@ -121,6 +121,16 @@ class TranscriptionJob(BaseModel, extra="forbid"):
         """How logs name the job."""
         return self.input_path.name if self.input_path is not None else str(self.url)
 
+    def model(self, models: ModelCache) -> Any:
+        """The job's model, loaded (or found warm) in `models`, the slot's model cache."""
+        return models.get(
+            ResolvedModel(path=self.model_path, model_id=self.model_id),
+            device=self.device,
+            compute_type=self.options.compute_type,
+            cpu_threads=self.cpu_threads,
+            batched=self.options.decodes_clips,
+        )
+
     @field_validator("outputs")
     @classmethod
     def _known_formats(cls, value: dict[str, Path]) -> dict[str, Path]:
@@ -322,23 +332,12 @@ class _JobRun:
         helper = threading.Thread(target=media, name=f"media-{self.job.name}", daemon=True)
         helper.start()
         try:
-            self.model()
+            self.job.model(self.models)
         finally:
             helper.join()  # the media's error first: a broken file says so, whatever the model does
             if "error" in found:
                 raise found["error"]
         return found["audio"], found["ranges"]
-
-    def model(self) -> Any:
-        """The job's model, loaded (or found warm) in the slot's model cache."""
-        job = self.job
-        return self.models.get(
-            ResolvedModel(path=job.model_path, model_id=job.model_id),
-            device=job.device,
-            compute_type=job.options.compute_type,
-            cpu_threads=job.cpu_threads,
-            batched=job.options.decodes_clips,
-        )
 
     def audio(self) -> np.ndarray:
         if self.work.audio.exists():
@@ -375,7 +374,7 @@ class _JobRun:
     def transcribe(self, audio: np.ndarray, ranges: list[tuple[float, float]]) -> dict[str, Any]:
         job = self.job
         with self.stage("transcribe"):
-            model = self.model()
+            model = self.job.model(self.models)
 
             def on_progress(fraction: float, where: dict[str, Any]) -> None:
                 self.progress("transcribe", fraction, {**self.extra, **where})

@@ -71,15 +71,12 @@ def run_window(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     Not a stored task: the dispatcher (dispatch/lending.py) hands it out with the
     owner's spec and work dir; pipeline/spread.py says what it does.
     """
-    from scribefleet.pipeline.models import ResolvedModel
     from scribefleet.pipeline.spread import help_spread
 
     job = _transcription_job(spec, ctx)
 
     def model() -> Any:
-        resolved = ResolvedModel(path=job.model_path, model_id=job.model_id)
-        return ctx.models.get(resolved, device=job.device, compute_type=job.options.compute_type,
-                              cpu_threads=job.cpu_threads, batched=job.options.decodes_clips)  # fmt: skip
+        return job.model(ctx.models)
 
     def progress(fraction: float, where: dict[str, Any]) -> None:
         ctx.progress("transcribe", fraction, where)
