@@ -59,3 +59,13 @@ def test_links_in_a_folder_to_elsewhere_keep_their_names_and_a_loop_is_walked_on
     assert {f.path for f in files} == {inbox / "own.wav", elsewhere / "talk.wav", elsewhere / "day1" / "call.wav"}
     assert {f.out_stem for f in files} == {tmp_path / "out" / "days" / "call", tmp_path / "out" / "linked talk",
                                            tmp_path / "out" / "own"}  # fmt: skip
+
+
+def test_a_glob_from_home_mirrors_its_folders(tmp_path: Path, speech: dict[str, Path], monkeypatch) -> None:
+    """'~/media/**/*.wav' (quoted, so the shell left the ~ alone): outputs keep the folders under ~/media."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "media" / "sub").mkdir(parents=True)
+    shutil.copy(speech["en01.wav"], tmp_path / "media" / "a.wav")
+    shutil.copy(speech["en02.wav"], tmp_path / "media" / "sub" / "b.wav")
+    files = check_inputs(["~/media/**/*.wav"], out_dir=tmp_path / "out")
+    assert sorted(str(f.rel) for f in files) == ["a.wav", "sub/b.wav"]

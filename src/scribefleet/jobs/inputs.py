@@ -144,7 +144,7 @@ def expand_inputs(inputs: list[str], *, out_dir: Path, fetch: FetchOptions | Non
         elif path.is_file():
             add(path, path.parent)
         elif GLOB_CHARS & set(raw):
-            root = _glob_root(raw)
+            root = _glob_root(str(path))  # ~ expanded, as the matches are
             matches = sorted(glob.glob(str(path), recursive=True))
             for m in matches:
                 mp = Path(m)
@@ -165,7 +165,7 @@ def expand_inputs(inputs: list[str], *, out_dir: Path, fetch: FetchOptions | Non
 def _relative(path: Path, root: Path) -> Path:
     """Where `path` lies under the folder or glob root it was found in (its outputs mirror that), as it was
     walked: a link in the folder to a file or folder elsewhere keeps the name it has there."""
-    for inner, outer in ((path, root), (path.absolute(), root.absolute()), (path.resolve(), root.resolve())):
+    for inner, outer in ((path, root), (path.resolve(), root.resolve())):
         with contextlib.suppress(ValueError):
             return inner.relative_to(outer)
     return Path(path.name)
