@@ -16,6 +16,9 @@ from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 from scribefleet.pipeline.vad import (
     CLIP_MAX_S,
     FRAME_SAMPLES,
+    PIECE_S,
+    WARMUP_S,
+    Padded,
     PiecewiseSilero,
     _timestamps_with,
     model_input,
@@ -148,14 +151,30 @@ def test_the_model_input_is_the_librarys_whatever_the_cut(long_pauses: np.ndarra
             self.fed.append(feeds["input"].copy())
             return np.zeros(feeds["input"].shape[0], dtype=np.float32), feeds["h"], feeds["c"]
 
-    audio = _padded(long_pauses[: 40 * FRAME_SAMPLES + 100])
+    audio = long_pauses[: 40 * FRAME_SAMPLES + 100]
     library = SileroVADModel.__new__(SileroVADModel)  # its own __call__, without loading onnxruntime's session
     library.session = session = RecordingSession()
-    library(audio.copy())
-    frames = audio.reshape(-1, FRAME_SAMPLES)
-    cuts = [0, 1, 17, 30, frames.shape[0]]
-    ours = np.concatenate([model_input(frames, lo, hi) for lo, hi in zip(cuts, cuts[1:])])
-    assert ours.shape == (41, 576) and np.array_equal(ours, np.concatenate(session.fed))
+    library(_padded(audio))
+    cuts = [0, 1, 17, 30, 41]
+    for padded in (Padded(audio, 41 * FRAME_SAMPLES), Padded(_padded(audio), 41 * FRAME_SAMPLES)):
+        ours = np.concatenate([model_input(padded, lo, hi) for lo, hi in zip(cuts, cuts[1:])])
+        assert ours.shape == (41, 576) and np.array_equal(ours, np.concatenate(session.fed))
+
+
+def test_the_model_is_given_the_recording_itself_not_a_padded_copy(long_pauses: np.ndarray) -> None:
+    """get_speech_timestamps pads the recording for its model: ours notes the padding instead of copying it (a
+    two-hour recording's copy is 460 MB), and gets the library's probabilities and ranges from it."""
+    given: list[object] = []
+
+    def model(audio: Padded) -> np.ndarray:
+        given.append(audio)
+        return PiecewiseSilero()(audio)
+
+    ours = _timestamps_with(model)(long_pauses, _options(True))
+    assert len(given) == 1 and isinstance(given[0], Padded)
+    assert given[0].audio is long_pauses and given[0].length == _padded(long_pauses).shape[0]
+    assert ours == get_speech_timestamps(long_pauses, _options(True), sampling_rate=SAMPLE_RATE)
+    assert np.array_equal(PiecewiseSilero()(given[0]), get_vad_model()(_padded(long_pauses)))
 
 
 def test_the_layout_depends_on_the_length_only_and_every_piece_is_the_same_work() -> None:
@@ -175,6 +194,19 @@ def test_silence_over_several_pieces_has_no_speech() -> None:
     model = PiecewiseSilero(threads=3, piece_s=20.0, warmup_s=5.0)
     assert len(piece_bounds(silence.shape[0] // FRAME_SAMPLES, model.piece_frames, model.warmup_frames)) == 3
     assert _timestamps_with(model)(silence, _options(True)) == []
+
+
+def test_progress_moves_block_by_block_and_leaves_the_end_to_the_stage() -> None:
+    seventy_s = np.zeros(70 * SAMPLE_RATE, dtype=np.float32)  # 2188 frames: 3 runs of at most 1000
+    for threads, piece_s, warmup_s in ((1, PIECE_S, WARMUP_S), (3, 20.0, 5.0)):
+        fractions: list[float] = []
+        model = PiecewiseSilero(threads=threads, piece_s=piece_s, warmup_s=warmup_s, on_progress=fractions.append)
+        assert _timestamps_with(model)(seventy_s, _options(True)) == []
+        assert len(fractions) == 3 and fractions == sorted(fractions) and fractions[0] > 0
+        assert fractions[-1] == pytest.approx(0.99)
+    fractions = []
+    speech_ranges(seventy_s, batched=True, on_progress=fractions.append)
+    assert len(fractions) == 3 and fractions[-1] == pytest.approx(0.99)
 
 
 def test_calls_on_other_threads_and_the_library_itself_keep_their_own_model(long_pauses: np.ndarray) -> None:

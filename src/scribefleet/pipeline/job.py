@@ -367,7 +367,8 @@ class _JobRun:
             # the slots the dispatcher may lend this job are idle until the window plan is announced
             threads = vad_threads(self.job.cpu_threads, self.job.spread_slots)
             log.debug("%s: VAD on %d threads", self.job.name, threads)
-            ranges = speech_ranges(audio, batched=batched, threads=threads)
+            ranges = speech_ranges(audio, batched=batched, threads=threads,
+                                   on_progress=lambda fraction: self.progress("vad", fraction, dict(self.extra)))
             atomic_write_json(self.work.vad, {"batched": batched, "ranges": ranges})
         return ranges
 

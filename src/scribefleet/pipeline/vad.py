@@ -42,15 +42,26 @@ runs a copy of `get_speech_timestamps` whose globals name that call's own model
 users of faster-whisper's VAD are not affected. (A faster-whisper whose
 get_speech_timestamps stops asking `get_vad_model()` would run its own single
 pass, with a warning in the log.)
+
+Memory. The library's pass holds, beside the recording, a zero-padded copy of
+it (`np.pad`) and the model's input for 10000 frames at a time, whose working
+set inside onnxruntime is about 180 MB: a two-hour recording's VAD peaked at
+1.6 GB. Here the copy's `np.pad` only notes the padding (`Padded`: the
+recording and its padded length; each block's input is built from the
+recording, zeros past its end), and a session run takes `_BLOCK_FRAMES`
+(1000) frames: about 33 MB, at the same speed, with the same probabilities
+(the LSTM state goes from block to block; measured bit-identical for 500 to
+10000 frames a run).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,16 +77,18 @@ _BATCHED_MIN_SILENCE_MS = 160
 #: Silero's frame and the context it sees of the frame before (faster-whisper's SileroVADModel)
 FRAME_SAMPLES = 512
 CONTEXT_SAMPLES = 64
-#: frames per session run, as the library runs them (a one-piece recording matches it exactly)
-_BLOCK_FRAMES = 10000
+#: frames per session run (the library's 10000 take about 180 MB inside onnxruntime; the probabilities are the same)
+_BLOCK_FRAMES = 1000
 #: the length of a piece whose probabilities one thread computes
 PIECE_S = 600.0
 #: how early before its piece a thread starts from zero state (these probabilities are discarded)
 WARMUP_S = 160.0
 
 
-def speech_ranges(audio: np.ndarray, *, batched: bool, threads: int = 1) -> list[tuple[float, float]]:
-    """(start_s, end_s) of each stretch of speech in 16 kHz mono `audio`, in order; the same for any `threads`."""
+def speech_ranges(audio: np.ndarray, *, batched: bool, threads: int = 1,
+                  on_progress: Callable[[float], None] | None = None) -> list[tuple[float, float]]:
+    """(start_s, end_s) of each stretch of speech in 16 kHz mono `audio`, in order; the same for any `threads`.
+    `on_progress(fraction)` as the probabilities are computed (from the threads of the pieces, one at a time)."""
     from faster_whisper.vad import VadOptions
 
     if audio.size == 0:
@@ -84,7 +97,7 @@ def speech_ranges(audio: np.ndarray, *, batched: bool, threads: int = 1) -> list
         options = VadOptions(max_speech_duration_s=CLIP_MAX_S, min_silence_duration_ms=_BATCHED_MIN_SILENCE_MS)
     else:
         options = VadOptions()
-    model = PiecewiseSilero(threads=threads)
+    model = PiecewiseSilero(threads=threads, on_progress=on_progress)
     stamps = _timestamps_with(model)(audio, options, sampling_rate=SAMPLE_RATE)
     return [(round(s["start"] / SAMPLE_RATE, 3), round(s["end"] / SAMPLE_RATE, 3)) for s in stamps]
 
@@ -96,9 +109,31 @@ def vad_threads(cpu_threads: int, slots: int = 1) -> int:
     return max(1, min(cores, (cpu_threads or cores) * max(1, slots)))
 
 
-def _timestamps_with(model: Callable[[np.ndarray], np.ndarray]) -> Callable[..., list[dict[str, int]]]:
-    """faster-whisper's get_speech_timestamps with `model` as what its `get_vad_model()` gives (a copy of it: the
-    library is untouched)."""
+class Padded(NamedTuple):
+    """`audio` followed by zeros up to `length` samples: what get_speech_timestamps pads for its model, uncopied."""
+
+    audio: np.ndarray
+    length: int
+
+
+class _PaddingLazily:
+    """numpy as our copy of get_speech_timestamps sees it: zeros put at the end by `pad` make a Padded, no copy."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    @staticmethod
+    def pad(array: Any, pad_width: Any, *args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs and isinstance(array, np.ndarray) and array.ndim == 1:
+            before, after = pad_width
+            if before == 0 and after >= 0:
+                return Padded(array, array.shape[0] + int(after))
+        return np.pad(array, pad_width, *args, **kwargs)
+
+
+def _timestamps_with(model: Callable[[Any], np.ndarray]) -> Callable[..., list[dict[str, int]]]:
+    """faster-whisper's get_speech_timestamps with `model` as what its `get_vad_model()` gives, and `np.pad` making
+    a Padded (a copy of it: the library is untouched)."""
     from faster_whisper import vad
 
     original = vad.get_speech_timestamps
@@ -106,7 +141,7 @@ def _timestamps_with(model: Callable[[np.ndarray], np.ndarray]) -> Callable[...,
         log.warning("faster_whisper.vad.get_speech_timestamps no longer asks get_vad_model() for its model: "
                     "the VAD runs on one thread (scribefleet.pipeline.vad needs updating)")  # fmt: skip
         return original
-    scope = dict(original.__globals__, get_vad_model=lambda: model)
+    scope = dict(original.__globals__, get_vad_model=lambda: model, np=_PaddingLazily())
     copy = types.FunctionType(original.__code__, scope, original.__name__, original.__defaults__, original.__closure__)
     copy.__kwdefaults__ = original.__kwdefaults__
     return copy
@@ -127,52 +162,70 @@ def piece_bounds(frames: int, piece_frames: int, warmup_frames: int) -> list[tup
 class PiecewiseSilero:
     """Silero's speech probabilities, computed piecewise on `threads` threads: a stand-in for SileroVADModel."""
 
-    def __init__(self, threads: int = 1, piece_s: float = PIECE_S, warmup_s: float = WARMUP_S) -> None:
+    def __init__(self, threads: int = 1, piece_s: float = PIECE_S, warmup_s: float = WARMUP_S,
+                 on_progress: Callable[[float], None] | None = None) -> None:
         self.threads = max(1, threads)
+        self.on_progress = on_progress
         self.piece_frames = max(1, round(piece_s * SAMPLE_RATE / FRAME_SAMPLES))
         self.warmup_frames = max(0, round(warmup_s * SAMPLE_RATE / FRAME_SAMPLES))
 
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """The probability of speech in each frame of `audio` (a multiple of 512 samples), as the library's."""
+    def __call__(self, audio: np.ndarray | Padded) -> np.ndarray:
+        """The probability of speech in each frame of `audio` (mono, whole frames of 512 samples once padded), as
+        the library's."""
         from faster_whisper.vad import get_vad_model
 
-        assert audio.ndim == 1 and audio.shape[0] % FRAME_SAMPLES == 0, "whole frames of mono audio"
-        frames = audio.reshape(-1, FRAME_SAMPLES)
+        padded = audio if isinstance(audio, Padded) else Padded(audio, audio.shape[0])
+        assert padded.audio.ndim == 1 and padded.length % FRAME_SAMPLES == 0, "whole frames of mono audio"
+        assert padded.audio.shape[0] <= padded.length
         session = get_vad_model().session  # one per process; run() may be called from several threads at once
-        pieces = piece_bounds(frames.shape[0], self.piece_frames, self.warmup_frames)
+        pieces = piece_bounds(padded.length // FRAME_SAMPLES, self.piece_frames, self.warmup_frames)
+        work, done, lock = sum(hi - max(0, lo - self.warmup_frames) for lo, hi in pieces), [0], threading.Lock()
+
+        def ran(frames: int) -> None:  # the post-processing is left: 1.0 is the stage's end, not this
+            with lock:
+                done[0] += frames
+                if self.on_progress is not None:
+                    self.on_progress(0.99 * done[0] / work)
 
         def run(piece: tuple[int, int]) -> np.ndarray:
-            return self._piece(session, frames, *piece)
+            return self._piece(session, padded, *piece, ran)
 
         if self.threads == 1 or len(pieces) == 1:
             return np.concatenate([run(piece) for piece in pieces])
         with ThreadPoolExecutor(min(self.threads, len(pieces)), thread_name_prefix="vad") as pool:
             return np.concatenate(list(pool.map(run, pieces)))
 
-    def _piece(self, session: Any, frames: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """Probabilities of frames [lo, hi): from zero state `warmup_frames` early, in blocks as the library's."""
+    def _piece(self, session: Any, padded: Padded, lo: int, hi: int, ran: Callable[[int], None]) -> np.ndarray:
+        """Probabilities of frames [lo, hi): from zero state `warmup_frames` early, in blocks of `_BLOCK_FRAMES`."""
         start = max(0, lo - self.warmup_frames)
         h = np.zeros((1, 1, 128), dtype=np.float32)
         c = np.zeros((1, 1, 128), dtype=np.float32)
         outputs = []
         for block in range(start, hi, _BLOCK_FRAMES):
-            rows = model_input(frames, block, min(hi, block + _BLOCK_FRAMES))
+            rows = model_input(padded, block, min(hi, block + _BLOCK_FRAMES))
             output, h, c = session.run(None, {"input": rows, "h": h, "c": c})
             outputs.append(output)
+            ran(rows.shape[0])
         return np.concatenate(outputs)[lo - start :]
 
 
-def model_input(frames: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Rows [lo, hi) of the matrix SileroVADModel feeds the session for the whole recording: each frame after the
-    last 64 samples of the frame before (zeros before the first), the last frame's own last 64 samples zeroed (the
-    library's context view writes through to its audio)."""
+def model_input(padded: Padded, lo: int, hi: int) -> np.ndarray:
+    """Rows [lo, hi) of the matrix SileroVADModel feeds the session for the whole padded recording: each frame after
+    the last 64 samples of the frame before (zeros before the first), the last frame's own last 64 samples zeroed
+    (the library's context view writes through to its audio)."""
     rows = np.empty((hi - lo, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
-    rows[:, CONTEXT_SAMPLES:] = frames[lo:hi]
-    if lo == 0:
-        rows[0, :CONTEXT_SAMPLES] = 0.0
-        rows[1:, :CONTEXT_SAMPLES] = frames[: hi - 1, -CONTEXT_SAMPLES:]
-    else:
-        rows[:, :CONTEXT_SAMPLES] = frames[lo - 1 : hi - 1, -CONTEXT_SAMPLES:]
-    if hi == frames.shape[0]:
+    rows[:, CONTEXT_SAMPLES:] = _samples(padded.audio, lo * FRAME_SAMPLES, hi * FRAME_SAMPLES).reshape(hi - lo, -1)
+    rows[1:, :CONTEXT_SAMPLES] = rows[:-1, -CONTEXT_SAMPLES:]
+    rows[0, :CONTEXT_SAMPLES] = 0.0 if lo == 0 else _samples(padded.audio, lo * FRAME_SAMPLES - CONTEXT_SAMPLES,
+                                                                    lo * FRAME_SAMPLES)  # fmt: skip
+    if hi * FRAME_SAMPLES == padded.length:
         rows[-1, -CONTEXT_SAMPLES:] = 0.0
     return rows
+
+
+def _samples(audio: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """audio[start:stop], zeros past its end."""
+    part = audio[start:stop]
+    if part.shape[0] == stop - start:
+        return part
+    return np.concatenate([part, np.zeros(stop - start - part.shape[0], dtype=np.float32)])
