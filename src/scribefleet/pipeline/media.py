@@ -20,9 +20,12 @@ there.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import logging
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -215,6 +218,7 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
         chunks.insert(0, np.zeros(round(lead_s * SAMPLE_RATE), dtype=np.int16))
     samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
     del chunks
+    give_back_freed_memory()
     if samples.size == 0 and (error is not None or not parsed):
         reason = str(error) if error is not None else "no audio parameters could be read"
         raise MediaUnreadable(
@@ -234,6 +238,26 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
             samples.size / SAMPLE_RATE,
         )
     return samples
+
+
+def give_back_freed_memory() -> None:
+    """Return the free pages of the C heap to the system (glibc's `malloc_trim`; nothing where there is none).
+
+    glibc keeps freed blocks below its mmap threshold for reuse, and that threshold
+    grows to 32 MB as large blocks come and go: the decoded chunks (1 MB each),
+    freed once joined, stayed with the process through the whole job. A two-hour
+    recording's transcription held 1.31 GB resident; 1.12 GB with a trim after
+    decoding. A slot trims again after each task (what the task freed)."""
+    if (trim := _malloc_trim()) is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the C library this process runs on
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return None
 
 
 def _audio_lead_s(container: av.container.InputContainer, first_s: float | None) -> float:

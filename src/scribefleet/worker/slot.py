@@ -32,6 +32,7 @@ from typing import Any
 from scribefleet.config import Settings
 from scribefleet.errors import ScribefleetError, TaskError
 from scribefleet.logs import setup_logging
+from scribefleet.pipeline.media import give_back_freed_memory
 from scribefleet.worker.kinds import KINDS, TaskContext
 
 PR_SET_PDEATHSIG = 1
@@ -190,6 +191,7 @@ class Slot:
         else:
             replies = [self.execute(message)]
         self.current_task = None
+        give_back_freed_memory()  # what the task freed, rather than holding it until the next one
         for reply in replies:
             self.send(reply)
 
