@@ -4,7 +4,8 @@ A file written here is either absent or complete, never half-written (DESIGN
 invariant 3): every write goes to a temporary file in the same folder, is
 fsynced, then `os.replace`d over the final name, and the folder itself is
 fsynced so the rename survives a power cut. Any OSError (disk full,
-permissions) becomes OutputWriteFailed.
+permissions) becomes OutputWriteFailed, and so does a folder that cannot be
+made (`make_dir`: a file in its place, a read-only disk).
 """
 
 from __future__ import annotations
@@ -44,6 +45,21 @@ def write_failed(path: Path, exc: OSError) -> OutputWriteFailed:
         path=str(path),
         os_error=str(exc),
     )
+
+
+def make_dir(folder: Path | str) -> Path:
+    """`folder` and its parents, created where missing; OutputWriteFailed when it cannot be a folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteFailed(
+            f"could not create the folder {folder} ({exc.strerror or exc}) - choose an output folder that is "
+            "not a file, on a disk that is writable and has free space",
+            path=str(folder),
+            os_error=str(exc),
+        ) from exc
+    return folder
 
 
 @contextlib.contextmanager

@@ -83,6 +83,33 @@ def test_usage_error_exits_2(tmp_path: Path, speech: dict[str, Path]) -> None:
     run_cli("transcribe", "--no-such-flag", "x", check=2)
 
 
+def _full_disk() -> None:
+    """In the child: every file it or its slots write stops growing at 64 KB, as on a full disk (EFBIG, no
+    root or mount needed)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_an_out_folder_that_cannot_be_written_is_an_error_with_a_code_not_a_traceback(
+    tmp_path: Path, speech: dict[str, Path]
+) -> None:
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("a file where the output folder should go")
+    proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(a_file), check=1)
+    assert "error [OUTPUT_WRITE_FAILED]" in proc.stderr and "Not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # the state store cannot grow (disk full): the run stops with the code, and runs on once there is room
+    out = tmp_path / "out"
+    full = subprocess.run([*CLI, "transcribe", str(speech["en01.wav"]), "-o", str(out), "-f", "txt"],
+                          capture_output=True, text=True, timeout=300, preexec_fn=_full_disk)  # fmt: skip
+    assert full.returncode == 1 and "error [OUTPUT_WRITE_FAILED]" in full.stderr, full.stderr
+    assert "Traceback" not in full.stderr and "store.sqlite" in full.stderr
+    run_cli("transcribe", str(speech["en01.wav"]), "-o", str(out), "-f", "txt")
+    assert wer(TEXTS["en01.wav"], (out / "en01.txt").read_text()) <= 0.3
+
+
 def test_unknown_language_is_refused_before_any_work(tmp_path: Path, speech: dict[str, Path]) -> None:
     out = tmp_path / "o"
     proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(out), "--language", "xx", check=2)
