@@ -231,3 +231,49 @@ def test_unicode_and_spaces_in_names(tmp_path: Path) -> None:
     odd.write_bytes((DATA / "en01.wav").read_bytes())
     assert media.decode_audio(odd, max_file_mb=10).shape[0] == 55015
     assert media.looks_like_media(odd)
+
+
+def _tracks(path: Path, tracks: list[tuple[np.ndarray, int, int]]) -> Path:
+    """An mkv holding one lossless (FLAC) audio stream per (samples, channels, disposition flags)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        streams = []
+        for _, channels, flags in tracks:
+            stream = container.add_stream("flac", rate=16000)
+            stream.layout = "mono" if channels == 1 else "stereo"
+            stream.disposition = av.stream.Disposition(flags)
+            streams.append(stream)
+        for stream, (samples, channels, _) in zip(streams, tracks):
+            pcm = np.repeat(np.round(samples * 32767).astype(np.int16)[None, :], channels, axis=0)
+            for i in range(0, pcm.shape[1], 1024):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i : i + 1024].T.reshape(1, -1)),
+                                                   format="s16", layout=stream.layout.name)  # fmt: skip
+                frame.sample_rate, frame.pts, frame.time_base = 16000, i, Fraction(1, 16000)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    return path
+
+
+def test_of_several_audio_streams_the_one_a_player_plays_is_transcribed(
+    tmp_path: Path, en01_audio: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A film with a commentary track first and its main track flagged default, and a recording whose first
+    track is a mono mic and second the stereo mix: `ffmpeg -i` and players take the default, then the most
+    channels. Decoding the first stream transcribed the commentary (or the wrong mic) without a word said."""
+    import av
+
+    other = media.decode_audio(DATA / "en02.wav", max_file_mb=10)
+    default, comment = int(av.stream.Disposition.default), int(av.stream.Disposition.comment)
+    film = _tracks(tmp_path / "film.mkv", [(other, 2, comment), (other, 2, 0), (en01_audio, 1, default)])
+    mix = _tracks(tmp_path / "tracks.mkv", [(other, 1, 0), (en01_audio, 2, 0)])
+    for path in (film, mix):
+        with caplog.at_level(logging.INFO, logger="scribefleet.media"):
+            samples = media.decode_audio(path, max_file_mb=10)
+        assert samples.shape == en01_audio.shape, path.name
+        assert np.abs(samples - en01_audio).max() < 2e-3, path.name
+    assert "3 audio streams; transcribing stream #2 (1 channel, default)" in caplog.text

@@ -8,6 +8,11 @@ is translated here into one of the input errors of `scribefleet.errors`:
     cannot be opened or parsed           -> MediaUnreadable  MEDIA_UNREADABLE
     0 bytes, no audio stream, no samples -> MediaEmpty       MEDIA_EMPTY
 
+Of several audio streams (a film's dubs and commentary, a recording's tracks)
+the one a player or `ffmpeg -i` takes is decoded (`main_audio_stream`): the
+one marked default, then the one with most channels, then the first; a
+commentary or description track only when there is nothing else.
+
 Decoding yields mono 16 kHz samples: 16-bit (`decode_pcm16`, the audio
 checkpoint's format, half the memory of a two-hour recording in floats) or
 float32 (`decode_audio`, what Whisper models take: those samples / 32768,
@@ -170,7 +175,7 @@ def _check_size(path: Path, max_file_mb: int) -> None:
 
 
 def decode_audio(path: Path | str, *, max_file_mb: int) -> np.ndarray:
-    """Decode the first audio stream to float32 mono 16 kHz samples in [-1, 1)."""
+    """Decode the main audio stream to float32 mono 16 kHz samples in [-1, 1)."""
     return pcm16_to_float(decode_pcm16(path, max_file_mb=max_file_mb))
 
 
@@ -188,7 +193,7 @@ PCM16_SCALE = 32768.0
 
 
 def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
-    """Decode the first audio stream to 16-bit mono 16 kHz samples."""
+    """Decode the main audio stream (`main_audio_stream`) to 16-bit mono 16 kHz samples."""
     import numpy as np
 
     path = Path(path)
@@ -202,10 +207,14 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
                 f"{path.name} has no audio stream (it holds {', '.join(kinds)}) - pass a file with sound",
                 path=str(path),
             )
+        stream = main_audio_stream(container)
+        if len(container.streams.audio) > 1:
+            log.info("%s: %d audio streams; transcribing stream #%d (%s)", path.name, len(container.streams.audio),
+                     stream.index, _describe(stream))  # fmt: skip
         # FFmpeg falls back to guessing the format from the extension; a guess that found
         # no sample rate means the stream was never really parsed
-        parsed = container.streams.audio[0].codec_context.sample_rate > 0
-        chunks, error, first_s = _decode_stream(container)
+        parsed = stream.codec_context.sample_rate > 0
+        chunks, error, first_s = _decode_stream(container, stream)
         lead_s = _audio_lead_s(container, first_s) if chunks else 0.0
     finally:
         container.close()
@@ -236,6 +245,31 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
     return samples
 
 
+def main_audio_stream(container: av.container.InputContainer) -> av.AudioStream:
+    """The audio stream a player plays and `ffmpeg -i` takes (its rule: the default-flagged stream, then most
+    channels, then the first), passing over commentary and audio-description tracks while there is another.
+    The caller has checked that there is an audio stream."""
+    import av
+
+    aside = av.stream.Disposition.comment | av.stream.Disposition.visual_impaired | av.stream.Disposition.descriptions
+
+    def rank(stream: av.AudioStream) -> tuple[bool, bool, int, int]:
+        disposition = int(stream.disposition)
+        default = bool(disposition & int(av.stream.Disposition.default))
+        return not disposition & int(aside), default, stream.codec_context.channels, -stream.index
+
+    return max(container.streams.audio, key=rank)
+
+
+def _describe(stream: av.AudioStream) -> str:
+    """`eng, "Main", 2 channels, default`: what a player's track menu says of a stream."""
+    parts = [stream.metadata.get(key) for key in ("language", "title")]
+    parts = [f'"{p}"' if i else p for i, p in enumerate(parts) if p]  # type: ignore[misc]
+    channels = stream.codec_context.channels
+    parts.append(f"{channels} channel{'' if channels == 1 else 's'}")
+    return ", ".join(parts + [d.name for d in stream.disposition if d.name])  # type: ignore[union-attr]
+
+
 def _audio_lead_s(container: av.container.InputContainer, first_s: float | None) -> float:
     """How long after the media's start (what a player shows as 0:00, and subtitles count from) its audio starts:
     a video whose sound begins later (a recording cut without re-encoding, a broadcast capture) would otherwise
@@ -252,8 +286,10 @@ def _audio_lead_s(container: av.container.InputContainer, first_s: float | None)
 _LEAD_MIN_S = 0.25
 
 
-def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndarray], Exception | None, float | None]:
-    """Decode and resample the first audio stream: (chunks, error, the first decoded frame's time in s).
+def _decode_stream(
+    container: av.container.InputContainer, stream: av.AudioStream
+) -> tuple[list[np.ndarray], Exception | None, float | None]:
+    """Decode and resample one audio stream: (chunks, error, the first decoded frame's time in s).
 
     Damaged packets are skipped (as ffmpeg does) and a demuxing error ends the
     stream; the last error seen is returned with the samples decoded so far. A
@@ -262,7 +298,6 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
     """
     import av
 
-    stream = container.streams.audio[0]
     chunks: list[np.ndarray] = []
     error: Exception | None = None
     part: _Part | None = None
