@@ -30,6 +30,15 @@ def _read_umask() -> int:
 # mkstemp creates 0600 files; outputs should get the permissions any new file would
 _FILE_MODE = 0o666 & ~_read_umask()
 
+#: bytes of the final name kept in a temporary file's name: with the dot, mkstemp's 8 random characters and
+#: ".tmp" it stays under NAME_MAX (255 bytes), however long the final name is
+_TMP_NAME_BYTES = 200
+
+
+def _tmp_prefix(name: str) -> str:
+    short = name.encode("utf-8", "surrogateescape")[:_TMP_NAME_BYTES].decode("utf-8", "ignore")
+    return f".{short}."
+
 
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
@@ -69,7 +78,7 @@ def atomic_open(path: Path | str) -> Iterator[IO[bytes]]:
     tmp_name: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             yield fh

@@ -110,6 +110,18 @@ def test_an_out_folder_that_cannot_be_written_is_an_error_with_a_code_not_a_trac
     assert wer(TEXTS["en01.wav"], (out / "en01.txt").read_text()) <= 0.3
 
 
+def test_a_long_unicode_name_gets_its_outputs(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # 80 Chinese characters: 244 bytes, a name the disk takes; the outputs' temporary files ('.<name>.XXXX.tmp')
+    # were over the 255-byte limit, so every output failed with OUTPUT_WRITE_FAILED (File name too long)
+    name = "会" * 80
+    shutil.copy(speech["en01.wav"], tmp_path / f"{name}.wav")
+    out = tmp_path / "out"
+    run_cli("transcribe", str(tmp_path / f"{name}.wav"), "-o", str(out), "-f", "srt,json")
+    doc = json.loads((out / f"{name}.json").read_text())
+    assert wer(TEXTS["en01.wav"], doc["text"]) <= 0.3
+    assert list(srt.parse((out / f"{name}.srt").read_text()))
+
+
 def test_unknown_language_is_refused_before_any_work(tmp_path: Path, speech: dict[str, Path]) -> None:
     out = tmp_path / "o"
     proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(out), "--language", "xx", check=2)
