@@ -42,6 +42,30 @@ def test_what_the_model_cannot_do_is_a_warning_in_the_result_even_when_resumed(m
     assert json.loads(Path(first["outputs"]["json"]).read_text(encoding="utf-8"))["warnings"] == [warning]
 
 
+def test_a_cut_off_file_is_transcribed_in_part_and_says_so_in_the_result(real_speech, make_job, models, progress,
+                                                                         tmp_path) -> None:
+    """Half a FLAC of real speech: its first half is transcribed, and the job's result (what the run summary
+    shows), not only the slot's log, says the file was damaged, also when resumed from the decode checkpoint."""
+    from pipeline.conftest import encode
+    from scribefleet.pipeline.job import _JobRun
+    from scribefleet.pipeline.media import decode_audio
+
+    path, _ = real_speech["sonnet001"]
+    whole = encode(decode_audio(path, max_file_mb=50), tmp_path / "whole.flac", "flac").read_bytes()
+    cut = tmp_path / "sonnet cut off.flac"
+    cut.write_bytes(whole[: len(whole) // 2])
+    first = run_transcription(make_job(cut, name="cut", formats=("txt",)), models, progress)
+    (warning,) = first["warnings"]
+    assert "could not be decoded" in warning and "damaged or cut off" in warning
+    assert 20 < first["duration_s"] < 35  # about half of the 53 s
+    assert "From fairest creatures" in Path(first["outputs"]["txt"]).read_text(encoding="utf-8")
+    # a run killed after its decode stage: the next one starts from audio.npy, and the warning with it
+    job = make_job(cut, name="resumed", formats=("txt",))
+    _JobRun(job, models, progress).audio()
+    again = run_transcription(job, models, progress)
+    assert "decode" not in again["timings_s"] and again["warnings"] == [warning]
+
+
 def test_a_job_reports_stages_progress_and_writes_every_format(make_job, models, progress, tmp_path) -> None:
     job = make_job(DATA / "long_pauses.wav", name="meeting", options=TranscribeOptions(word_timestamps=True))
     result = run_transcription(job, models, progress)

@@ -18,8 +18,9 @@ checkpoint's format, half the memory of a two-hour recording in floats) or
 float32 (`decode_audio`, what Whisper models take: those samples / 32768,
 exactly what faster-whisper's own decode_audio gives). A file whose body is
 cut off after some decodable audio keeps what decoded (as ffmpeg does) and
-logs a warning, so a truncated recording still gets a transcript of what is
-there.
+logs a warning (and adds it to the caller's `warnings` list, for the job's
+result), so a truncated recording still gets a transcript of what is there and
+says that it is not the whole file.
 """
 
 from __future__ import annotations
@@ -192,8 +193,9 @@ def pcm16_to_float(samples: np.ndarray) -> np.ndarray:
 PCM16_SCALE = 32768.0
 
 
-def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
-    """Decode the main audio stream (`main_audio_stream`) to 16-bit mono 16 kHz samples."""
+def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | None = None) -> np.ndarray:
+    """Decode the main audio stream (`main_audio_stream`) to 16-bit mono 16 kHz samples; what a person should
+    know of the result (a damaged or cut-off file decoded in part) is logged and appended to `warnings`."""
     import numpy as np
 
     path = Path(path)
@@ -236,12 +238,11 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
         raise MediaEmpty(f"{path.name} contains no audio samples - nothing to transcribe", path=str(path))
     if error is not None:
         # what ffmpeg does with a cut-off file: keep the audio before the damage
-        log.warning(
-            "%s: part of the audio could not be decoded (%s); keeping the %.1f s that did",
-            path.name,
-            error,
-            samples.size / SAMPLE_RATE,
-        )
+        warning = (f"part of the audio could not be decoded ({error}); the transcript covers the "
+                   f"{samples.size / SAMPLE_RATE:.1f} s that did - the file is damaged or cut off")  # fmt: skip
+        log.warning("%s: %s", path.name, warning)
+        if warnings is not None:
+            warnings.append(warning)
     return samples
 
 
