@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import srt
 import webvtt
@@ -200,3 +201,24 @@ def test_the_model_loads_while_the_media_decodes_and_a_broken_file_still_says_so
         run_transcription(job, ModelCache(max_models=1), progress)
     assert info.value.code == "MODEL_NOT_FOUND"
     assert (job.work_dir / "vad.json").exists()  # the media's stages finished meanwhile and are kept
+
+
+def test_real_speech_on_one_track_of_a_ten_track_recorder_is_transcribed(real_speech, make_job, models, progress,
+                                                                        tmp_path) -> None:
+    """Ten microphones in a WAV without a channel mask, one of them speaking (the others silent): the mean of
+    the tracks is a tenth of the level, and it transcribes as well as the recording alone."""
+    import wave
+
+    path, reference = real_speech["sonnet001"]
+    with wave.open(str(path)) as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    tracks = np.zeros((pcm.shape[0], 10), dtype=np.int16)
+    tracks[:, 3] = pcm
+    poly = tmp_path / "recorder.wav"
+    with wave.open(str(poly), "wb") as wav:
+        wav.setnchannels(10)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(tracks.tobytes())
+    result = run_transcription(make_job(poly, name="poly", formats=("txt",)), models, progress)
+    assert wer(reference, Path(result["outputs"]["txt"]).read_text(encoding="utf-8")) <= 0.2

@@ -277,3 +277,24 @@ def test_of_several_audio_streams_the_one_a_player_plays_is_transcribed(
         assert samples.shape == en01_audio.shape, path.name
         assert np.abs(samples - en01_audio).max() < 2e-3, path.name
     assert "3 audio streams; transcribing stream #2 (1 channel, default)" in caplog.text
+
+
+@pytest.mark.parametrize(("channels", "speaking"), [(7, 3), (9, 4), (24, 12)])
+def test_a_multitrack_wav_without_channel_places_mixes_every_track(
+    tmp_path: Path, en01_audio: np.ndarray, channels: int, speaking: int
+) -> None:
+    """A field recorder's polyphonic WAV (one microphone per channel, no channel mask): FFmpeg guessed a
+    surround layout for 7 channels and left the one it took for LFE, the microphone that spoke, out of the mix
+    (silence), and refused 9 channels or more (MEDIA_UNREADABLE). Every track now counts the same."""
+    pcm = np.round(en01_audio * 32768).astype(np.int16)
+    tracks = np.zeros((pcm.shape[0], channels), dtype=np.int16)
+    tracks[:, speaking] = pcm
+    path = tmp_path / f"{channels} mics.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(tracks.tobytes())
+    samples = media.decode_audio(path, max_file_mb=10)
+    assert samples.shape == en01_audio.shape
+    assert np.abs(samples - en01_audio / channels).max() < 2 / 32768  # the mean of the tracks, to a sample's step

@@ -13,6 +13,10 @@ the one a player or `ffmpeg -i` takes is decoded (`main_audio_stream`): the
 one marked default, then the one with most channels, then the first; a
 commentary or description track only when there is nothing else.
 
+Channels are mixed to mono by FFmpeg's rules (a 5.1 film: the centre counts
+most), except channels that have no places (a field recorder's multitrack WAV,
+one microphone each): each of those counts the same (`_channel_mean`).
+
 Decoding yields mono 16 kHz samples: 16-bit (`decode_pcm16`, the audio
 checkpoint's format, half the memory of a two-hour recording in floats) or
 float32 (`decode_audio`, what Whisper models take: those samples / 32768,
@@ -314,6 +318,8 @@ def _decode_stream(
                 if part is None and frame.pts is not None and frame.time_base is not None:
                     first_s = float(frame.pts * frame.time_base)
                 frame.pts = None  # damaged timestamps must not make the resampler drop or pad audio
+                if _unplaced(frame):
+                    frame = _channel_mean(frame)
                 if part is None or not part.takes(frame):
                     if part is not None:
                         part.finish(chunks)
@@ -327,6 +333,34 @@ def _decode_stream(
     except (av.FFmpegError, ValueError) as exc:
         error = error or exc
     return chunks, error, first_s
+
+
+def _unplaced(frame: av.AudioFrame) -> bool:
+    """Whether the frame's channels have no places (a multitrack WAV without a channel mask: a field
+    recorder's 8 microphones, ambisonics): FFmpeg's downmix either guesses a surround layout for them (and
+    drops the channel it takes for LFE, a microphone, from the mix) or, past 8 channels, refuses."""
+    channels = frame.layout.channels
+    return len(channels) > 1 and any(channel.name == "NONE" for channel in channels)
+
+
+def _channel_mean(frame: av.AudioFrame) -> av.AudioFrame:
+    """The frame as one float channel, the mean of all of its channels (each track counts the same)."""
+    import av
+    import numpy as np
+
+    data = frame.to_ndarray()
+    count = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        data = data.reshape(-1, count).T
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        half = (int(info.max) - int(info.min) + 1) / 2  # u8's silence is 128; s16's full scale 32768
+        mono = (data.mean(axis=0, dtype=np.float64) - (int(info.min) + half)) / half
+    else:
+        mono = data.mean(axis=0, dtype=np.float64)
+    out = av.AudioFrame.from_ndarray(mono.astype(np.float32)[None, :], format="flt", layout="mono")
+    out.sample_rate = frame.sample_rate
+    return out
 
 
 class _Part:
