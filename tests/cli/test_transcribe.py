@@ -77,6 +77,20 @@ def test_bad_inputs_fail_alone_with_codes(tmp_path: Path, speech: dict[str, Path
     assert "MEDIA_UNREADABLE" in proc.stderr  # the summary table names the codes
 
 
+def test_a_pipe_named_as_an_input_fails_alone_and_is_not_called_missing(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # a FIFO (or /dev/null) is there, so 'not found, nothing was started' for the whole command was wrong
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(speech["en01.wav"], root / "good.wav")
+    os.mkfifo(root / "a pipe in a folder is passed over.wav")
+    os.mkfifo(tmp_path / "pipe.wav")
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", str(root), str(tmp_path / "pipe.wav"), "-o", str(out), "--json", "-f", "txt", check=1)
+    jobs = {Path(j["input"]).name: j for j in json.loads(proc.stdout)["jobs"]}
+    assert set(jobs) == {"good.wav", "pipe.wav"} and jobs["good.wav"]["state"] == "complete"
+    assert jobs["pipe.wav"]["error_code"] == "MEDIA_UNREADABLE" and "not a regular file" in jobs["pipe.wav"]["error_message"]
+
+
 def test_usage_error_exits_2(tmp_path: Path, speech: dict[str, Path]) -> None:
     proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(tmp_path / "o"), "--format", "docx", check=2)
     assert "INVALID_OPTIONS" in proc.stderr and "docx" in proc.stderr

@@ -23,7 +23,9 @@ goes on.
 anything: a path that does not exist and a glob that matches nothing are
 refused up front (INPUT_NOT_FOUND naming every one of them), unless the
 caller explicitly allows them (`--allow-missing`), in which case each becomes
-a job of its own that fails with INPUT_NOT_FOUND while the others run.
+a job of its own that fails with INPUT_NOT_FOUND while the others run. A
+named pipe or device named on the command line is there, so it is not
+missing: its job fails with MEDIA_UNREADABLE.
 """
 
 from __future__ import annotations
@@ -157,8 +159,8 @@ def expand_inputs(inputs: list[str], *, out_dir: Path, fetch: FetchOptions | Non
                     add(mp, root)
             if not matches:
                 add(path, path.parent, missing=True)
-        else:
-            add(path, path.parent, missing=True)
+        else:  # a pipe or device is there but is no media file: its job says so (MEDIA_UNREADABLE)
+            add(path, path.parent, missing=not path.exists())
     result = list(files.values()) + (url_inputs(urls, fetch or FetchOptions()) if urls else [])
     assign_outputs(result, out_dir)
     return result
