@@ -6,6 +6,10 @@ named after what speaks: `scribefleet.dispatch`, `scribefleet.slot.gpu0`...
 Lines look like:
 
     2026-11-23T13:37:29.123Z INFO  [dispatch] task a1b2 dispatched to cpu0 ...
+
+A record that holds line breaks (a traceback, a slot's stderr, a file named
+with a newline) goes on in lines indented by four spaces, so every line at the
+left margin starts a record: a name cannot forge a log line.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = "scribefleet"
+_BREAK = re.compile(r"\r\n|\r|\n")
 _SECRET = re.compile(r"\b([A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Za-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)", re.I)
 
 
@@ -36,7 +41,8 @@ class IsoFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.short = record.name.removeprefix(ROOT + ".") or ROOT
-        return super().format(record)
+        text = super().format(record)
+        return _BREAK.sub("\n    ", text) if "\n" in text or "\r" in text else text
 
 
 FORMAT = "%(asctime)s %(levelname)-7s [%(short)s] %(message)s"
