@@ -20,6 +20,8 @@ import re
 import time
 from pathlib import Path
 
+from scribefleet.errors import OutputWriteFailed
+
 ROOT = "scribefleet"
 _BREAK = re.compile(r"\r\n|\r|\n")
 _SECRET = re.compile(r"\b([A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Za-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)", re.I)
@@ -76,10 +78,16 @@ def setup_logging(
     root.propagate = False
     fmt = IsoFormatter(FORMAT)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = RotatingFile(
-            log_file, maxBytes=max_mb * 1024 * 1024, backupCount=backups, encoding="utf-8"
-        )
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            fh = RotatingFile(log_file, maxBytes=max_mb * 1024 * 1024, backupCount=backups, encoding="utf-8")
+        except OSError as exc:  # a state dir on a read-only disk, a file where the logs folder should be
+            raise OutputWriteFailed(
+                f"could not open the log file {log_file} ({exc.strerror or exc}) - fix write permission on "
+                f"{log_file.parent} or free disk space, or pass another output folder",
+                path=str(log_file),
+                os_error=str(exc),
+            ) from exc
         fh.setFormatter(fmt)
         root.addHandler(fh)
     if console is not None:

@@ -114,6 +114,12 @@ def test_an_out_folder_that_cannot_be_written_is_an_error_with_a_code_not_a_trac
     proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(a_file), check=1)
     assert "error [OUTPUT_WRITE_FAILED]" in proc.stderr and "Not a directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # an out folder whose logs cannot be opened (read-only disk; here a file where the logs folder goes)
+    blocked = tmp_path / "blocked" / ".scribefleet"
+    blocked.mkdir(parents=True)
+    (blocked / "logs").write_text("a file where the logs folder should go")
+    proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(blocked.parent), check=1)
+    assert "error [OUTPUT_WRITE_FAILED]: could not open the log file" in proc.stderr and "Traceback" not in proc.stderr
     # the state store cannot grow (disk full): the run stops with the code, and runs on once there is room
     out = tmp_path / "out"
     full = subprocess.run([*CLI, "transcribe", str(speech["en01.wav"]), "-o", str(out), "-f", "txt"],
