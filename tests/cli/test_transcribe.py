@@ -205,6 +205,20 @@ def test_status_reads_the_batch(tmp_path: Path, speech: dict[str, Path]) -> None
     assert run_cli("status", str(tmp_path / "nothing-here"), check=1).returncode == 1
 
 
+def test_status_and_logs_read_an_out_folder_that_cannot_be_written(tmp_path: Path, speech: dict[str, Path]) -> None:
+    """An OUT folder archived on a read-only disk: status and logs only read it, so they show its jobs (they
+    failed with OUTPUT_WRITE_FAILED: SQLite cannot make its WAL's shared-memory file there). A folder where
+    that file goes stands in for the read-only disk here, as permissions do not stop root; cancel, which
+    writes, still says it cannot."""
+    out = tmp_path / "out"
+    run_cli("transcribe", str(speech["en07.wav"]), "-o", str(out), "-f", "txt")
+    (out / ".scribefleet" / "store.sqlite-shm").mkdir()
+    (job,) = json.loads(run_cli("status", str(out), "--json").stdout)["jobs"]
+    assert job["state"] == "complete" and job["name"] == "en07.wav"
+    assert "completed on cpu0" in run_cli("logs", "en07.wav", "--state", str(out)).stdout
+    assert "error [OUTPUT_WRITE_FAILED]" in run_cli("cancel", "en07.wav", "--state", str(out), check=1).stderr
+
+
 def test_two_cpu_slots_share_the_batch(tmp_path: Path, speech: dict[str, Path]) -> None:
     root = tmp_path / "four"
     root.mkdir()

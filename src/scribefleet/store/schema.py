@@ -127,6 +127,29 @@ def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
     return conn
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open an existing store file that cannot be written (a read-only disk, an archived OUT folder) for reading:
+    as immutable, since SQLite cannot make the WAL's shared-memory file there. OutputWriteFailed's cause is
+    kept when even that fails; StateIncompatible for a file of another schema version (none is migrated)."""
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise (write_failed(exc, path) or exc) from exc
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise StateIncompatible(
+            f"{path} is read-only and of schema {version} (this scribefleet reads {SCHEMA_VERSION}); copy the OUT "
+            "folder somewhere writable, or use the scribefleet that wrote it",
+            path=str(path),
+            schema_version=version,
+        )
+    return conn
+
+
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Create or upgrade the schema; refuse a database newer than this code."""
     conn.execute("BEGIN IMMEDIATE")

@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scribefleet.errors import ScribefleetError, UsageError
+from scribefleet.errors import OutputWriteFailed, ScribefleetError, UsageError
 from scribefleet.store.models import RESOURCES, Batch, Event, Task, TaskState
 from scribefleet.fsio import make_dir
 from scribefleet.fsio import write_failed as fsio_write_failed
-from scribefleet.store.schema import connect, write_failed
+from scribefleet.store.schema import connect, connect_read_only, write_failed
 
 Q, R = TaskState.QUEUED, TaskState.RUNNING
 JSONL_OPEN_MAX = 32  # events.jsonl files kept open at once (a controller sees many batches)
@@ -54,6 +54,15 @@ class Store:
         """Open the store of `state_dir`, creating the directory and schema on first use."""
         state_dir = make_dir(Path(state_dir))
         return cls(state_dir, connect(state_dir / "store.sqlite"))
+
+    @classmethod
+    def open_to_read(cls, state_dir: Path) -> Store:
+        """Open the existing store of `state_dir` to read it (status, logs), also where it cannot be written."""
+        state_dir = Path(state_dir)
+        try:
+            return cls.open(state_dir)
+        except OutputWriteFailed:
+            return cls(state_dir, connect_read_only(state_dir / "store.sqlite"))
 
     def close(self) -> None:
         with self._lock:
