@@ -298,3 +298,20 @@ def test_a_multitrack_wav_without_channel_places_mixes_every_track(
     samples = media.decode_audio(path, max_file_mb=10)
     assert samples.shape == en01_audio.shape
     assert np.abs(samples - en01_audio / channels).max() < 2 / 32768  # the mean of the tracks, to a sample's step
+
+
+@pytest.mark.parametrize("data_size", [0, 0xFFFFFFFF])
+def test_a_wav_header_that_does_not_tell_the_length_is_measured(tmp_path: Path, data_size: int) -> None:
+    """A recorder that crashed leaves 0 in its WAV header's data size, a streamed one 4 GiB: both decode whole,
+    and the length planning reads (long files are spread, not grouped; ETAs) was 0 s or 37 hours."""
+    import struct
+
+    with wave.open(str(DATA / "en01.wav")) as w:
+        pcm = w.readframes(w.getnframes())
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, 16000, 32000, 2, 16)
+    header = b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + data_size)) + b"WAVE" + fmt
+    path = tmp_path / "unfinished.wav"
+    path.write_bytes(header + b"data" + struct.pack("<I", data_size) + pcm)
+    assert media.decode_audio(path, max_file_mb=10).shape[0] == 55015
+    assert media.audio_seconds(path) == pytest.approx(EN01_S, abs=0.01)
+    assert media.audio_seconds(DATA / "en01.wav") == 55015 / 16000  # a sound header is read as it is

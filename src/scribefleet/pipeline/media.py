@@ -124,12 +124,16 @@ def audio_seconds(path: Path | str) -> float | None:
 
     For planning only (dispatch/groups.py keeps long files out of groups): the decode stage measures the
     real length. A plain PCM WAV is read by the `wave` module (tens of microseconds, where opening it
-    with PyAV takes milliseconds); anything else by `probe`.
+    with PyAV takes milliseconds) when its header's length fits the file; anything else by `probe`, which
+    measures a WAV whose header was never finished (0 frames: a recorder that crashed) or says 4 GiB
+    (a streamed one) as FFmpeg decodes it, to its end.
     """
     path = Path(path)
     with contextlib.suppress(wave.Error, EOFError, OSError, ValueError):
         with wave.open(str(path)) as w:
-            return w.getnframes() / w.getframerate() if w.getframerate() > 0 else None
+            frames, rate = w.getnframes(), w.getframerate()
+            if rate > 0 and 0 < frames * w.getnchannels() * w.getsampwidth() <= path.stat().st_size:
+                return frames / rate
     try:
         info = probe(path)
     except (InputNotFound, MediaUnreadable):
