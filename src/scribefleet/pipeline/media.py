@@ -272,11 +272,11 @@ def main_audio_stream(container: av.container.InputContainer) -> av.AudioStream:
 
 def _describe(stream: av.AudioStream) -> str:
     """`eng, "Main", 2 channels, default`: what a player's track menu says of a stream."""
-    parts = [stream.metadata.get(key) for key in ("language", "title")]
-    parts = [f'"{p}"' if i else p for i, p in enumerate(parts) if p]  # type: ignore[misc]
+    language, title = stream.metadata.get("language"), stream.metadata.get("title")
     channels = stream.codec_context.channels
-    parts.append(f"{channels} channel{'' if channels == 1 else 's'}")
-    return ", ".join(parts + [d.name for d in stream.disposition if d.name])  # type: ignore[union-attr]
+    parts = [language or "", f'"{title}"' if title else "", f"{channels} channel{'' if channels == 1 else 's'}"]
+    parts += [flag.name or "" for flag in stream.disposition]  # default, comment, ...
+    return ", ".join(part for part in parts if part)
 
 
 def _audio_lead_s(container: av.container.InputContainer, first_s: float | None) -> float:
