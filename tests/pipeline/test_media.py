@@ -315,3 +315,18 @@ def test_a_wav_header_that_does_not_tell_the_length_is_measured(tmp_path: Path, 
     assert media.decode_audio(path, max_file_mb=10).shape[0] == 55015
     assert media.audio_seconds(path) == pytest.approx(EN01_S, abs=0.01)
     assert media.audio_seconds(DATA / "en01.wav") == 55015 / 16000  # a sound header is read as it is
+
+
+def test_audio_in_a_codec_without_a_decoder_is_unreadable_not_an_internal_error(tmp_path: Path) -> None:
+    """A WAV whose format tag FFmpeg does not know (a proprietary ADPCM, a damaged header) has an audio stream
+    with no decoder: decoding it raised AttributeError, and the job failed with INTERNAL_ERROR ('a bug')."""
+    import struct
+
+    with wave.open(str(DATA / "en01.wav")) as w:
+        pcm = w.readframes(w.getnframes())
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 0x1234, 1, 16000, 32000, 2, 16)  # format tag 0x1234: no codec
+    path = tmp_path / "odd codec.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVE" + fmt + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    with pytest.raises(MediaUnreadable, match="no decoder") as info:
+        media.decode_audio(path, max_file_mb=10)
+    assert info.value.code == "MEDIA_UNREADABLE" and "odd codec.wav" in info.value.message

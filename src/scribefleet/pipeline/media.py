@@ -218,6 +218,12 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | No
                 path=str(path),
             )
         stream = main_audio_stream(container)
+        if stream is None:
+            raise MediaUnreadable(
+                f"{path.name} holds audio in a codec this FFmpeg has no decoder for - convert it to WAV or FLAC "
+                "with a full ffmpeg (ffmpeg -i IN OUT.flac)",
+                path=str(path),
+            )
         if len(container.streams.audio) > 1:
             log.info("%s: %d audio streams; transcribing stream #%d (%s)", path.name, len(container.streams.audio),
                      stream.index, _describe(stream))  # fmt: skip
@@ -254,10 +260,10 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | No
     return samples
 
 
-def main_audio_stream(container: av.container.InputContainer) -> av.AudioStream:
+def main_audio_stream(container: av.container.InputContainer) -> av.AudioStream | None:
     """The audio stream a player plays and `ffmpeg -i` takes (its rule: the default-flagged stream, then most
-    channels, then the first), passing over commentary and audio-description tracks while there is another.
-    The caller has checked that there is an audio stream."""
+    channels, then the first), passing over commentary and audio-description tracks while there is another;
+    None when no audio stream has a decoder (a codec tag FFmpeg does not know)."""
     import av
 
     aside = av.stream.Disposition.comment | av.stream.Disposition.visual_impaired | av.stream.Disposition.descriptions
@@ -267,7 +273,8 @@ def main_audio_stream(container: av.container.InputContainer) -> av.AudioStream:
         default = bool(disposition & int(av.stream.Disposition.default))
         return not disposition & int(aside), default, stream.codec_context.channels, -stream.index
 
-    return max(container.streams.audio, key=rank)
+    decodable = [stream for stream in container.streams.audio if stream.codec_context is not None]
+    return max(decodable, key=rank) if decodable else None
 
 
 def _describe(stream: av.AudioStream) -> str:
