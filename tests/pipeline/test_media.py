@@ -330,3 +330,19 @@ def test_audio_in_a_codec_without_a_decoder_is_unreadable_not_an_internal_error(
     with pytest.raises(MediaUnreadable, match="no decoder") as info:
         media.decode_audio(path, max_file_mb=10)
     assert info.value.code == "MEDIA_UNREADABLE" and "odd codec.wav" in info.value.message
+
+
+def test_a_silent_main_track_beside_other_tracks_says_so(tmp_path: Path, en01_audio: np.ndarray) -> None:
+    """Two mono tracks, no flags, the first empty (a recorder's unused input): the first is the one ffmpeg and
+    players take, so it is decoded, but the empty transcript came with no word of the other track."""
+    path = _tracks(tmp_path / "two mics.mkv", [(np.zeros_like(en01_audio), 1, 0), (en01_audio, 1, 0)])
+    warnings: list[str] = []
+    samples = media.decode_pcm16(path, max_file_mb=10, warnings=warnings)
+    assert not samples.any()
+    (warning,) = warnings
+    assert "audio stream #0" in warning and "silent" in warning and "1 other audio stream" in warning
+    assert "-map 0:a:1" in warning
+    alone: list[str] = []
+    media.decode_pcm16(_tracks(tmp_path / "one.mkv", [(np.zeros_like(en01_audio), 1, 0)]), max_file_mb=10,
+                       warnings=alone)  # fmt: skip
+    assert alone == []  # a silent file with nothing else in it is just silent

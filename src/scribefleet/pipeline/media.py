@@ -224,9 +224,10 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | No
                 "with a full ffmpeg (ffmpeg -i IN OUT.flac)",
                 path=str(path),
             )
-        if len(container.streams.audio) > 1:
-            log.info("%s: %d audio streams; transcribing stream #%d (%s)", path.name, len(container.streams.audio),
-                     stream.index, _describe(stream))  # fmt: skip
+        others, index = len(container.streams.audio) - 1, stream.index  # the stream is gone once closed
+        if others:
+            log.info("%s: %d audio streams; transcribing stream #%d (%s)", path.name, others + 1, stream.index,
+                     _describe(stream))  # fmt: skip
         # FFmpeg falls back to guessing the format from the extension; a guess that found
         # no sample rate means the stream was never really parsed
         parsed = stream.codec_context.sample_rate > 0
@@ -252,12 +253,19 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | No
         raise MediaEmpty(f"{path.name} contains no audio samples - nothing to transcribe", path=str(path))
     if error is not None:
         # what ffmpeg does with a cut-off file: keep the audio before the damage
-        warning = (f"part of the audio could not be decoded ({error}); the transcript covers the "
-                   f"{samples.size / SAMPLE_RATE:.1f} s that did - the file is damaged or cut off")  # fmt: skip
-        log.warning("%s: %s", path.name, warning)
-        if warnings is not None:
-            warnings.append(warning)
+        _warn(path, warnings, f"part of the audio could not be decoded ({error}); the transcript covers the "
+                              f"{samples.size / SAMPLE_RATE:.1f} s that did - the file is damaged or cut off")  # fmt: skip
+    if others and not samples.any():  # an empty transcript with no word of why: say which track was heard
+        _warn(path, warnings, f"audio stream #{index}, the one a player plays, is silent from start to end; "
+                              f"the file has {others} other audio stream(s) - to transcribe one, extract it first "
+                              "(ffmpeg -i IN -map 0:a:1 -c copy OUT.mka)")  # fmt: skip
     return samples
+
+
+def _warn(path: Path, warnings: list[str] | None, warning: str) -> None:
+    log.warning("%s: %s", path.name, warning)
+    if warnings is not None:
+        warnings.append(warning)
 
 
 def main_audio_stream(container: av.container.InputContainer) -> av.AudioStream | None:
