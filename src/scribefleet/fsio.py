@@ -4,7 +4,8 @@ A file written here is either absent or complete, never half-written (DESIGN
 invariant 3): every write goes to a temporary file in the same folder, is
 fsynced, then `os.replace`d over the final name, and the folder itself is
 fsynced so the rename survives a power cut. Any OSError (disk full,
-permissions) becomes OutputWriteFailed.
+permissions) becomes OutputWriteFailed, and so does a folder that cannot be
+made (`make_dir`: a file in its place, a read-only disk).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ def _read_umask() -> int:
 # mkstemp creates 0600 files; outputs should get the permissions any new file would
 _FILE_MODE = 0o666 & ~_read_umask()
 
+#: bytes of the final name kept in a temporary file's name: with the dot, mkstemp's 8 random characters and
+#: ".tmp" it stays under NAME_MAX (255 bytes), however long the final name is
+_TMP_NAME_BYTES = 200
+
+
+def _tmp_prefix(name: str) -> str:
+    short = name.encode("utf-8", "surrogateescape")[:_TMP_NAME_BYTES].decode("utf-8", "ignore")
+    return f".{short}."
+
 
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
@@ -46,6 +56,21 @@ def write_failed(path: Path, exc: OSError) -> OutputWriteFailed:
     )
 
 
+def make_dir(folder: Path | str) -> Path:
+    """`folder` and its parents, created where missing; OutputWriteFailed when it cannot be a folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteFailed(
+            f"could not create the folder {folder} ({exc.strerror or exc}) - choose an output folder that is "
+            "not a file, on a disk that is writable and has free space",
+            path=str(folder),
+            os_error=str(exc),
+        ) from exc
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path | str) -> Iterator[IO[bytes]]:
     """A binary file that appears at `path` complete, or not at all, when the block ends."""
@@ -53,7 +78,7 @@ def atomic_open(path: Path | str) -> Iterator[IO[bytes]]:
     tmp_name: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             yield fh

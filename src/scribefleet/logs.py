@@ -6,6 +6,10 @@ named after what speaks: `scribefleet.dispatch`, `scribefleet.slot.gpu0`...
 Lines look like:
 
     2026-11-23T13:37:29.123Z INFO  [dispatch] task a1b2 dispatched to cpu0 ...
+
+A record that holds line breaks (a traceback, a slot's stderr, a file named
+with a newline) goes on in lines indented by four spaces, so every line at the
+left margin starts a record: a name cannot forge a log line.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import re
 import time
 from pathlib import Path
 
+from scribefleet.errors import OutputWriteFailed
+
 ROOT = "scribefleet"
+_BREAK = re.compile(r"\r\n|\r|\n")
 _SECRET = re.compile(r"\b([A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Za-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)", re.I)
 
 
@@ -36,7 +43,8 @@ class IsoFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.short = record.name.removeprefix(ROOT + ".") or ROOT
-        return super().format(record)
+        text = super().format(record)
+        return _BREAK.sub("\n    ", text) if "\n" in text or "\r" in text else text
 
 
 FORMAT = "%(asctime)s %(levelname)-7s [%(short)s] %(message)s"
@@ -70,10 +78,16 @@ def setup_logging(
     root.propagate = False
     fmt = IsoFormatter(FORMAT)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = RotatingFile(
-            log_file, maxBytes=max_mb * 1024 * 1024, backupCount=backups, encoding="utf-8"
-        )
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            fh = RotatingFile(log_file, maxBytes=max_mb * 1024 * 1024, backupCount=backups, encoding="utf-8")
+        except OSError as exc:  # a state dir on a read-only disk, a file where the logs folder should be
+            raise OutputWriteFailed(
+                f"could not open the log file {log_file} ({exc.strerror or exc}) - fix write permission on "
+                f"{log_file.parent} or free disk space, or pass another output folder",
+                path=str(log_file),
+                os_error=str(exc),
+            ) from exc
         fh.setFormatter(fmt)
         root.addHandler(fh)
     if console is not None:

@@ -45,3 +45,13 @@ def test_transcribe_walks_a_folder_and_plans_its_slots_without_the_pipeline(tmp_
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert set(out.split()) == set()
+
+
+def test_python_dash_m_scribefleet_is_the_cli() -> None:
+    # `python -m scribefleet transcribe ...` said "'scribefleet' is a package and cannot be directly executed"
+    proc = subprocess.run([sys.executable, "-m", "scribefleet", "transcribe", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--format" in proc.stdout and "--language" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "scribefleet", "transcribe", "x.wav", "--format", "docx"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "error [INVALID_OPTIONS]" in bad.stderr

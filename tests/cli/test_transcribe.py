@@ -77,10 +77,69 @@ def test_bad_inputs_fail_alone_with_codes(tmp_path: Path, speech: dict[str, Path
     assert "MEDIA_UNREADABLE" in proc.stderr  # the summary table names the codes
 
 
+def test_a_pipe_named_as_an_input_fails_alone_and_is_not_called_missing(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # a FIFO (or /dev/null) is there, so 'not found, nothing was started' for the whole command was wrong
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(speech["en01.wav"], root / "good.wav")
+    os.mkfifo(root / "a pipe in a folder is passed over.wav")
+    os.mkfifo(tmp_path / "pipe.wav")
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", str(root), str(tmp_path / "pipe.wav"), "-o", str(out), "--json", "-f", "txt", check=1)
+    jobs = {Path(j["input"]).name: j for j in json.loads(proc.stdout)["jobs"]}
+    assert set(jobs) == {"good.wav", "pipe.wav"} and jobs["good.wav"]["state"] == "complete"
+    assert jobs["pipe.wav"]["error_code"] == "MEDIA_UNREADABLE" and "not a regular file" in jobs["pipe.wav"]["error_message"]
+
+
 def test_usage_error_exits_2(tmp_path: Path, speech: dict[str, Path]) -> None:
     proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(tmp_path / "o"), "--format", "docx", check=2)
     assert "INVALID_OPTIONS" in proc.stderr and "docx" in proc.stderr
     run_cli("transcribe", "--no-such-flag", "x", check=2)
+
+
+def _full_disk() -> None:
+    """In the child: every file it or its slots write stops growing at 64 KB, as on a full disk (EFBIG, no
+    root or mount needed)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_an_out_folder_that_cannot_be_written_is_an_error_with_a_code_not_a_traceback(
+    tmp_path: Path, speech: dict[str, Path]
+) -> None:
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("a file where the output folder should go")
+    proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(a_file), check=1)
+    assert "error [OUTPUT_WRITE_FAILED]" in proc.stderr and "Not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # an out folder whose logs cannot be opened (read-only disk; here a file where the logs folder goes)
+    blocked = tmp_path / "blocked" / ".scribefleet"
+    blocked.mkdir(parents=True)
+    (blocked / "logs").write_text("a file where the logs folder should go")
+    proc = run_cli("transcribe", str(speech["en01.wav"]), "-o", str(blocked.parent), check=1)
+    assert "error [OUTPUT_WRITE_FAILED]: could not open the log file" in proc.stderr and "Traceback" not in proc.stderr
+    # the state store cannot grow (disk full): the run stops with the code, and runs on once there is room
+    out = tmp_path / "out"
+    full = subprocess.run([*CLI, "transcribe", str(speech["en01.wav"]), "-o", str(out), "-f", "txt"],
+                          capture_output=True, text=True, timeout=300, preexec_fn=_full_disk)  # fmt: skip
+    assert full.returncode == 1 and "error [OUTPUT_WRITE_FAILED]" in full.stderr, full.stderr
+    assert "Traceback" not in full.stderr and "store.sqlite" in full.stderr
+    run_cli("transcribe", str(speech["en01.wav"]), "-o", str(out), "-f", "txt")
+    assert wer(TEXTS["en01.wav"], (out / "en01.txt").read_text()) <= 0.3
+
+
+def test_a_long_unicode_name_gets_its_outputs(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # 80 Chinese characters: 244 bytes, a name the disk takes; the outputs' temporary files ('.<name>.XXXX.tmp')
+    # were over the 255-byte limit, so every output failed with OUTPUT_WRITE_FAILED (File name too long)
+    name = "会" * 80
+    shutil.copy(speech["en01.wav"], tmp_path / f"{name}.wav")
+    out = tmp_path / "out"
+    run_cli("transcribe", str(tmp_path / f"{name}.wav"), "-o", str(out), "-f", "srt,json")
+    doc = json.loads((out / f"{name}.json").read_text())
+    assert wer(TEXTS["en01.wav"], doc["text"]) <= 0.3
+    assert list(srt.parse((out / f"{name}.srt").read_text()))
 
 
 def test_unknown_language_is_refused_before_any_work(tmp_path: Path, speech: dict[str, Path]) -> None:
@@ -144,6 +203,20 @@ def test_status_reads_the_batch(tmp_path: Path, speech: dict[str, Path]) -> None
     table = run_cli("status", str(out)).stdout
     assert "x.wav" in table and "complete" in table
     assert run_cli("status", str(tmp_path / "nothing-here"), check=1).returncode == 1
+
+
+def test_status_and_logs_read_an_out_folder_that_cannot_be_written(tmp_path: Path, speech: dict[str, Path]) -> None:
+    """An OUT folder archived on a read-only disk: status and logs only read it, so they show its jobs (they
+    failed with OUTPUT_WRITE_FAILED: SQLite cannot make its WAL's shared-memory file there). A folder where
+    that file goes stands in for the read-only disk here, as permissions do not stop root; cancel, which
+    writes, still says it cannot."""
+    out = tmp_path / "out"
+    run_cli("transcribe", str(speech["en07.wav"]), "-o", str(out), "-f", "txt")
+    (out / ".scribefleet" / "store.sqlite-shm").mkdir()
+    (job,) = json.loads(run_cli("status", str(out), "--json").stdout)["jobs"]
+    assert job["state"] == "complete" and job["name"] == "en07.wav"
+    assert "completed on cpu0" in run_cli("logs", "en07.wav", "--state", str(out)).stdout
+    assert "error [OUTPUT_WRITE_FAILED]" in run_cli("cancel", "en07.wav", "--state", str(out), check=1).stderr
 
 
 def test_two_cpu_slots_share_the_batch(tmp_path: Path, speech: dict[str, Path]) -> None:

@@ -69,3 +69,24 @@ def test_a_glob_from_home_mirrors_its_folders(tmp_path: Path, speech: dict[str, 
     shutil.copy(speech["en02.wav"], tmp_path / "media" / "sub" / "b.wav")
     files = check_inputs(["~/media/**/*.wav"], out_dir=tmp_path / "out")
     assert sorted(str(f.rel) for f in files) == ["a.wav", "sub/b.wav"]
+
+
+def test_names_at_the_file_systems_limit_get_outputs_that_fit(tmp_path: Path, speech: dict[str, Path]) -> None:
+    """A file named at the 255-byte limit gave `x.json` (256 bytes) and two stems at the limit differing only in
+    their extension were cut to one name: each input keeps outputs of its own, every name at most 255 bytes."""
+    from scribefleet.jobs.inputs import InputFile, assign_outputs
+
+    root = tmp_path / "in"
+    root.mkdir()
+    names = ["x" * 251 + ".m4a", "y" * 251 + ".wav", "y" * 251 + ".mp3"]
+    for name in names:
+        shutil.copy(speech["en01.wav"], root / name)
+    files = check_inputs([str(root)], out_dir=tmp_path / "out")
+    outputs = [p for f in files for p in f.outputs(("srt", "json")).values()]
+    assert len(set(outputs)) == 6 and all(len(p.name.encode()) <= 255 for p in outputs)
+    assert (tmp_path / "out" / ("x" * 250 + ".json")) in outputs
+    # a title of 120 Chinese characters (360 bytes), twice from two URLs
+    urls = [InputFile(path=Path(), rel=Path("会" * 120), url=f"https://example.com/{i}") for i in (1, 2)]
+    assign_outputs(urls, tmp_path / "out")
+    stems = [f.out_stem.name for f in urls]
+    assert len(set(stems)) == 2 and all(len(f"{s}.json".encode()) <= 255 and s.startswith("会" * 70) for s in stems)

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import srt
 import webvtt
@@ -40,6 +41,30 @@ def test_what_the_model_cannot_do_is_a_warning_in_the_result_even_when_resumed(m
     assert "transcribe" not in again["timings_s"]
     assert again["warnings"] == [warning]
     assert json.loads(Path(first["outputs"]["json"]).read_text(encoding="utf-8"))["warnings"] == [warning]
+
+
+def test_a_cut_off_file_is_transcribed_in_part_and_says_so_in_the_result(real_speech, make_job, models, progress,
+                                                                         tmp_path) -> None:
+    """Half a FLAC of real speech: its first half is transcribed, and the job's result (what the run summary
+    shows), not only the slot's log, says the file was damaged, also when resumed from the decode checkpoint."""
+    from pipeline.conftest import encode
+    from scribefleet.pipeline.job import _JobRun
+    from scribefleet.pipeline.media import decode_audio
+
+    path, _ = real_speech["sonnet001"]
+    whole = encode(decode_audio(path, max_file_mb=50), tmp_path / "whole.flac", "flac").read_bytes()
+    cut = tmp_path / "sonnet cut off.flac"
+    cut.write_bytes(whole[: len(whole) // 2])
+    first = run_transcription(make_job(cut, name="cut", formats=("txt",)), models, progress)
+    (warning,) = first["warnings"]
+    assert "could not be decoded" in warning and "damaged or cut off" in warning
+    assert 20 < first["duration_s"] < 35  # about half of the 53 s
+    assert "From fairest creatures" in Path(first["outputs"]["txt"]).read_text(encoding="utf-8")
+    # a run killed after its decode stage: the next one starts from audio.npy, and the warning with it
+    job = make_job(cut, name="resumed", formats=("txt",))
+    _JobRun(job, models, progress).audio()
+    again = run_transcription(job, models, progress)
+    assert "decode" not in again["timings_s"] and again["warnings"] == [warning]
 
 
 def test_a_job_reports_stages_progress_and_writes_every_format(make_job, models, progress, tmp_path) -> None:
@@ -176,3 +201,24 @@ def test_the_model_loads_while_the_media_decodes_and_a_broken_file_still_says_so
         run_transcription(job, ModelCache(max_models=1), progress)
     assert info.value.code == "MODEL_NOT_FOUND"
     assert (job.work_dir / "vad.json").exists()  # the media's stages finished meanwhile and are kept
+
+
+def test_real_speech_on_one_track_of_a_ten_track_recorder_is_transcribed(real_speech, make_job, models, progress,
+                                                                        tmp_path) -> None:
+    """Ten microphones in a WAV without a channel mask, one of them speaking (the others silent): the mean of
+    the tracks is a tenth of the level, and it transcribes as well as the recording alone."""
+    import wave
+
+    path, reference = real_speech["sonnet001"]
+    with wave.open(str(path)) as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    tracks = np.zeros((pcm.shape[0], 10), dtype=np.int16)
+    tracks[:, 3] = pcm
+    poly = tmp_path / "recorder.wav"
+    with wave.open(str(poly), "wb") as wav:
+        wav.setnchannels(10)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(tracks.tobytes())
+    result = run_transcription(make_job(poly, name="poly", formats=("txt",)), models, progress)
+    assert wer(reference, Path(result["outputs"]["txt"]).read_text(encoding="utf-8")) <= 0.2

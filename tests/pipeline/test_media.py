@@ -235,6 +235,121 @@ def test_unicode_and_spaces_in_names(tmp_path: Path) -> None:
     assert media.looks_like_media(odd)
 
 
+def _tracks(path: Path, tracks: list[tuple[np.ndarray, int, int]]) -> Path:
+    """An mkv holding one lossless (FLAC) audio stream per (samples, channels, disposition flags)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        streams = []
+        for _, channels, flags in tracks:
+            stream = container.add_stream("flac", rate=16000)
+            stream.layout = "mono" if channels == 1 else "stereo"
+            stream.disposition = av.stream.Disposition(flags)
+            streams.append(stream)
+        for stream, (samples, channels, _) in zip(streams, tracks):
+            pcm = np.repeat(np.round(samples * 32767).astype(np.int16)[None, :], channels, axis=0)
+            for i in range(0, pcm.shape[1], 1024):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i : i + 1024].T.reshape(1, -1)),
+                                                   format="s16", layout=stream.layout.name)  # fmt: skip
+                frame.sample_rate, frame.pts, frame.time_base = 16000, i, Fraction(1, 16000)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    return path
+
+
+def test_of_several_audio_streams_the_one_a_player_plays_is_transcribed(
+    tmp_path: Path, en01_audio: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A film with a commentary track first and its main track flagged default, and a recording whose first
+    track is a mono mic and second the stereo mix: `ffmpeg -i` and players take the default, then the most
+    channels. Decoding the first stream transcribed the commentary (or the wrong mic) without a word said."""
+    import av
+
+    other = media.decode_audio(DATA / "en02.wav", max_file_mb=10)
+    default, comment = int(av.stream.Disposition.default), int(av.stream.Disposition.comment)
+    film = _tracks(tmp_path / "film.mkv", [(other, 2, comment), (other, 2, 0), (en01_audio, 1, default)])
+    mix = _tracks(tmp_path / "tracks.mkv", [(other, 1, 0), (en01_audio, 2, 0)])
+    for path in (film, mix):
+        with caplog.at_level(logging.INFO, logger="scribefleet.media"):
+            samples = media.decode_audio(path, max_file_mb=10)
+        assert samples.shape == en01_audio.shape, path.name
+        assert np.abs(samples - en01_audio).max() < 2e-3, path.name
+    assert "3 audio streams; transcribing stream #2 (1 channel, default)" in caplog.text
+
+
+@pytest.mark.parametrize(("channels", "speaking"), [(7, 3), (9, 4), (24, 12)])
+def test_a_multitrack_wav_without_channel_places_mixes_every_track(
+    tmp_path: Path, en01_audio: np.ndarray, channels: int, speaking: int
+) -> None:
+    """A field recorder's polyphonic WAV (one microphone per channel, no channel mask): FFmpeg guessed a
+    surround layout for 7 channels and left the one it took for LFE, the microphone that spoke, out of the mix
+    (silence), and refused 9 channels or more (MEDIA_UNREADABLE). Every track now counts the same."""
+    pcm = np.round(en01_audio * 32768).astype(np.int16)
+    tracks = np.zeros((pcm.shape[0], channels), dtype=np.int16)
+    tracks[:, speaking] = pcm
+    path = tmp_path / f"{channels} mics.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(tracks.tobytes())
+    samples = media.decode_audio(path, max_file_mb=10)
+    assert samples.shape == en01_audio.shape
+    assert np.abs(samples - en01_audio / channels).max() < 2 / 32768  # the mean of the tracks, to a sample's step
+
+
+@pytest.mark.parametrize("data_size", [0, 0xFFFFFFFF])
+def test_a_wav_header_that_does_not_tell_the_length_is_measured(tmp_path: Path, data_size: int) -> None:
+    """A recorder that crashed leaves 0 in its WAV header's data size, a streamed one 4 GiB: both decode whole,
+    and the length planning reads (long files are spread, not grouped; ETAs) was 0 s or 37 hours."""
+    import struct
+
+    with wave.open(str(DATA / "en01.wav")) as w:
+        pcm = w.readframes(w.getnframes())
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, 16000, 32000, 2, 16)
+    header = b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + data_size)) + b"WAVE" + fmt
+    path = tmp_path / "unfinished.wav"
+    path.write_bytes(header + b"data" + struct.pack("<I", data_size) + pcm)
+    assert media.decode_audio(path, max_file_mb=10).shape[0] == 55015
+    assert media.audio_seconds(path) == pytest.approx(EN01_S, abs=0.01)
+    assert media.audio_seconds(DATA / "en01.wav") == 55015 / 16000  # a sound header is read as it is
+
+
+def test_audio_in_a_codec_without_a_decoder_is_unreadable_not_an_internal_error(tmp_path: Path) -> None:
+    """A WAV whose format tag FFmpeg does not know (a proprietary ADPCM, a damaged header) has an audio stream
+    with no decoder: decoding it raised AttributeError, and the job failed with INTERNAL_ERROR ('a bug')."""
+    import struct
+
+    with wave.open(str(DATA / "en01.wav")) as w:
+        pcm = w.readframes(w.getnframes())
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 0x1234, 1, 16000, 32000, 2, 16)  # format tag 0x1234: no codec
+    path = tmp_path / "odd codec.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVE" + fmt + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    with pytest.raises(MediaUnreadable, match="no decoder") as info:
+        media.decode_audio(path, max_file_mb=10)
+    assert info.value.code == "MEDIA_UNREADABLE" and "odd codec.wav" in info.value.message
+
+
+def test_a_silent_main_track_beside_other_tracks_says_so(tmp_path: Path, en01_audio: np.ndarray) -> None:
+    """Two mono tracks, no flags, the first empty (a recorder's unused input): the first is the one ffmpeg and
+    players take, so it is decoded, but the empty transcript came with no word of the other track."""
+    path = _tracks(tmp_path / "two mics.mkv", [(np.zeros_like(en01_audio), 1, 0), (en01_audio, 1, 0)])
+    warnings: list[str] = []
+    samples = media.decode_pcm16(path, max_file_mb=10, warnings=warnings)
+    assert not samples.any()
+    (warning,) = warnings
+    assert "audio stream #0" in warning and "silent" in warning and "1 other audio stream" in warning
+    assert "-map 0:a:1" in warning
+    alone: list[str] = []
+    media.decode_pcm16(_tracks(tmp_path / "one.mkv", [(np.zeros_like(en01_audio), 1, 0)]), max_file_mb=10,
+                       warnings=alone)  # fmt: skip
+    assert alone == []  # a silent file with nothing else in it is just silent
+
+
 _FRAGMENTED_HEAP = """
 import numpy as np
 from pathlib import Path

@@ -58,3 +58,18 @@ def test_tidy_orders_and_removes_overlaps() -> None:
     assert [s["text"] for s in out] == ["a", "b", "c"]
     assert [(s["start"], s["end"]) for s in out] == [(0.0, 5.0), (5.0, 9.0), (9.0, 9.0)]
     assert out[1]["words"][0]["end"] == 9.0  # a word never outlasts its cue
+
+
+def test_segments_that_start_together_become_cues_with_a_length() -> None:
+    # seen on a 5.1 recording: a clip and a second decoding of its first words both started at 0.05 s, and
+    # the shorter was cut to 0.05 --> 0.05, a cue no player shows
+    thump = {"start": 0.05, "end": 0.44, "text": "-thump", "tokens": [12, 400]}
+    one = {"start": 0.05, "end": 0.84, "text": " 1.", "tokens": [352, 13]}
+    twice = {"start": 2.0, "end": 3.0, "text": " From", "tokens": [3574]}
+    again = {"start": 2.0, "end": 3.0, "text": " fairest", "tokens": [3574]}
+    out = tidy([one, thump, twice, again])
+    assert [(s["start"], s["end"], s["text"]) for s in out] == [
+        (0.05, 0.44, "-thump"), (0.44, 0.84, " 1."), (2.0, 3.0, " From fairest")
+    ]
+    assert out[2]["tokens"] == [3574, 3574]
+    assert all(s["end"] > s["start"] for s in out)

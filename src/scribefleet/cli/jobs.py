@@ -93,7 +93,7 @@ def logs(
         url = edge.pick_controller(controller, state, settings)
         if url:
             return controller_logs(ident, url, token, settings, follow=follow)
-        with lookup.open_store(state or Path("out")) as store:
+        with lookup.open_store(state or Path("out"), to_read=True) as store:
             return show_logs(store, ident, follow=follow)
 
     edge.run(body)

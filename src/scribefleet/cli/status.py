@@ -52,7 +52,7 @@ def status(
 
 def show_status(where: Path, *, batch_id: str | None, json_out: bool) -> int:
     """Each job of a batch (the latest by default) of the store of `where`."""
-    with open_store(where) as store:
+    with open_store(where, to_read=True) as store:
         batches = store.batches()
         if batch_id is None and batches:
             batch_id = max(batches, key=lambda b: b.created_at).id
@@ -70,7 +70,7 @@ def show_status(where: Path, *, batch_id: str | None, json_out: bool) -> int:
 
 def show_job(state: Path, ident: str, *, json_out: bool) -> int:
     """A job (task) of the store of `state`; a batch id shows that batch."""
-    with open_store(state) as store:
+    with open_store(state, to_read=True) as store:
         target = find_target(store, ident)
         if target.task is None:
             return show_status(state, batch_id=target.batch.id, json_out=json_out)

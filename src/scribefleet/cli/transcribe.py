@@ -17,6 +17,7 @@ import typer
 from scribefleet.cli import edge
 from scribefleet.cli.progress import BatchProgress
 from scribefleet.cli.render import report_outcome
+from scribefleet.fsio import make_dir
 from scribefleet.jobs.run import run_transcribe
 from scribefleet.logs import setup_logging
 
@@ -72,8 +73,7 @@ def transcribe(
                                    max_duration_s=max_duration)  # fmt: skip
         target = edge.publish_options(publish, endpoint_url=s3_endpoint_url, region=s3_region)
         rerun = edge.stage_list(stages)  # every flag is checked before anything is written
-        state_dir = out.resolve() / ".scribefleet"
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir = make_dir(out.resolve() / ".scribefleet")  # OUTPUT_WRITE_FAILED for a file or read-only disk
         console = edge.stderr_console()
         progress = BatchProgress(console, json_mode=json_out, log_every_s=settings.progress_log_s)
         setup_logging(state_dir / "logs" / "scribefleet.log", verbose=verbose, console=progress.log_handler(verbose),

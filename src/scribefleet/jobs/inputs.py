@@ -8,7 +8,9 @@ command line is always taken, so a broken one fails with its own error code.
 Outputs go to `OUT/<path relative to the input root>` with the media suffix
 replaced by the format's (`talks/day1/a.mp3` -> `OUT/day1/a.srt` for input
 `talks`). Two inputs that would land on the same name (`a.mp3`, `a.wav`)
-keep their full names instead (`a.mp3.srt`, `a.wav.srt`).
+keep their full names instead (`a.mp3.srt`, `a.wav.srt`). A name longer than
+a file system takes (255 bytes with its `.json`: a title in Chinese or a
+file named at the limit) is cut at a character to fit.
 
 An http(s) URL is one job, or one per entry of a playlist (read with yt-dlp,
 nothing downloaded); its outputs are named after the media's title
@@ -21,7 +23,9 @@ goes on.
 anything: a path that does not exist and a glob that matches nothing are
 refused up front (INPUT_NOT_FOUND naming every one of them), unless the
 caller explicitly allows them (`--allow-missing`), in which case each becomes
-a job of its own that fails with INPUT_NOT_FOUND while the others run.
+a job of its own that fails with INPUT_NOT_FOUND while the others run. A
+named pipe or device named on the command line is there, so it is not
+missing: its job fails with MEDIA_UNREADABLE.
 """
 
 from __future__ import annotations
@@ -155,8 +159,8 @@ def expand_inputs(inputs: list[str], *, out_dir: Path, fetch: FetchOptions | Non
                     add(mp, root)
             if not matches:
                 add(path, path.parent, missing=True)
-        else:
-            add(path, path.parent, missing=True)
+        else:  # a pipe or device is there but is no media file: its job says so (MEDIA_UNREADABLE)
+            add(path, path.parent, missing=not path.exists())
     result = list(files.values()) + (url_inputs(urls, fetch or FetchOptions()) if urls else [])
     assign_outputs(result, out_dir)
     return result
@@ -171,19 +175,37 @@ def _relative(path: Path, root: Path) -> Path:
     return Path(path.name)
 
 
+#: bytes an output's stem may have: NAME_MAX (255) less the longest format suffix, ".json"
+STEM_MAX_BYTES = 250
+
+
+def _fit(stem: Path, tail: str = "") -> Path:
+    """`stem` with `tail` added to its name, the name cut at a character so that it has at most STEM_MAX_BYTES."""
+    budget = STEM_MAX_BYTES - len(tail.encode())
+    raw = stem.name.encode("utf-8", "surrogateescape")
+    name = stem.name if len(raw) <= budget else raw[:budget].decode("utf-8", "ignore").rstrip()
+    return stem.with_name(name + tail)
+
+
 def assign_outputs(files: list[InputFile], out_dir: Path) -> None:
     """Give each input its output stem, keeping full names (a URL: its hash) where stems would collide."""
     by_stem: dict[Path, list[InputFile]] = {}
     for f in files:
-        by_stem.setdefault(f.rel if f.url else f.rel.with_suffix(""), []).append(f)
+        by_stem.setdefault(_fit(f.rel if f.url else f.rel.with_suffix("")), []).append(f)
     for stem, group in by_stem.items():
         for f in group:
             if len(group) == 1:
                 f.out_stem = out_dir / stem
             elif f.url:
-                f.out_stem = out_dir / f"{f.rel} [{hashlib.sha256(f.url.encode()).hexdigest()[:8]}]"
-            else:
+                f.out_stem = out_dir / _fit(f.rel, f" [{_short_hash(f.url)}]")
+            elif _fit(f.rel) == f.rel:
                 f.out_stem = out_dir / f.rel
+            else:  # the full name is cut as well: the path's hash keeps the two apart
+                f.out_stem = out_dir / _fit(stem, f" [{_short_hash(str(f.path))}]")
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
 def check_inputs(inputs: list[str], *, out_dir: Path, allow_missing: bool = False,

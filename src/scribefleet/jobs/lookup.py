@@ -56,8 +56,9 @@ def state_dir_of(target: Path) -> Path:
     return target / ".scribefleet"
 
 
-def open_store(state: Path) -> Store:
-    """The store of an OUT folder or state dir; INPUT_NOT_FOUND when there is none."""
+def open_store(state: Path, *, to_read: bool = False) -> Store:
+    """The store of an OUT folder or state dir; INPUT_NOT_FOUND when there is none. `to_read`: only to read it,
+    so an OUT folder on a read-only disk still shows its jobs."""
     state_dir = state_dir_of(Path(state))
     if not (state_dir / "store.sqlite").is_file():
         raise InputNotFound(
@@ -65,7 +66,7 @@ def open_store(state: Path) -> Store:
             "a transcribe run or the state dir of a plan run (.scribefleet beside the plan) with --state",
             state=str(state),
         )  # fmt: skip
-    return Store.open(state_dir)
+    return Store.open_to_read(state_dir) if to_read else Store.open(state_dir)
 
 
 def find_target(store: Store, ident: str) -> Target:

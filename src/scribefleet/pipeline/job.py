@@ -3,7 +3,7 @@
 Every stage leaves a checkpoint in the job's work dir (docs/architecture.md):
 
     fetch.json, media.<ext>   fetch       a URL's download, its content hash and metadata
-    audio.npy                 decode      int16 16 kHz mono samples
+    audio.npy, decode.json    decode      int16 16 kHz mono samples; what decoding warned of (a cut-off file)
     vad.json                  vad         speech ranges in seconds
     windows.jsonl             transcribe  one line per finished window
     transcript.json           transcribe  openai-whisper's result shape
@@ -147,6 +147,7 @@ class WorkDir:
         self.root = root
         self.fetched = root / "fetch.json"
         self.audio = root / "audio.npy"
+        self.decoded = root / "decode.json"
         self.vad = root / "vad.json"
         self.windows = root / "windows.jsonl"
         self.transcript = root / "transcript.json"
@@ -158,7 +159,7 @@ class WorkDir:
         """The files a stage leaves behind (publish leaves the outputs, which are rewritten in place)."""
         return {
             "fetch": [self.fetched, *self.root.glob("media.*")],
-            "decode": [self.audio],
+            "decode": [self.audio, self.decoded],
             "vad": [self.vad],
             "transcribe": [self.windows, self.transcript, self.root / "spread.json"],
             "diarize": [self.diarization],
@@ -191,6 +192,7 @@ class _JobRun:
         self.skipped: list[str] = []
         self.resumed_from: str | None = None
         self.extra_result: dict[str, Any] = {}
+        self.decode_warnings: list[str] = []  # said in the result, not only in the slot's log
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -289,6 +291,7 @@ class _JobRun:
                 self.skip("diarize")
             self.extra_result["speakers"] = diarization["speakers"]
         self.work.audio.unlink(missing_ok=True)
+        self.work.decoded.unlink(missing_ok=True)  # its warnings are in the transcript now
         made_from = {k: v for k, v in diarization.items() if k not in ("turns", "names")} if diarization else None
         self.render(assign_speakers(transcript, diarization) if diarization else transcript, made_from)
         with self.stage("publish"):
@@ -343,12 +346,14 @@ class _JobRun:
         if self.work.audio.exists():
             audio = load_audio(self.work.audio)
             self.extra["audio_s"] = round(audio.shape[0] / SAMPLE_RATE, 3)
+            self.decode_warnings = list((read_json(self.work.decoded) or {}).get("warnings") or [])
             self.skip("decode")
             return audio
         with self.stage("decode"):
             if self.input_path is None:
                 raise UsageError(f"{self.job.name}: the download is gone; run again with --stages fetch")
-            samples = decode_pcm16(self.input_path, max_file_mb=self.job.max_file_mb)
+            samples = decode_pcm16(self.input_path, max_file_mb=self.job.max_file_mb, warnings=self.decode_warnings)
+            atomic_write_json(self.work.decoded, {"warnings": self.decode_warnings})  # before the audio it speaks of
             save_audio(self.work.audio, samples)
             # continue from exactly what the checkpoint holds, so a resumed run sees the same samples
             audio = pcm16_to_float(samples)
@@ -393,6 +398,7 @@ class _JobRun:
             if warnings := model_warnings(model, job.options, job.model_id):
                 for warning in warnings:
                     log.warning("%s: %s", job.input_path.name, warning)
+            if warnings := self.decode_warnings + warnings:
                 transcript["warnings"] = warnings
             atomic_write_json(self.work.transcript, transcript)
             self.extra_result["compute_type"] = model.model.compute_type  # what CTranslate2 really runs

@@ -8,13 +8,23 @@ is translated here into one of the input errors of `scribefleet.errors`:
     cannot be opened or parsed           -> MediaUnreadable  MEDIA_UNREADABLE
     0 bytes, no audio stream, no samples -> MediaEmpty       MEDIA_EMPTY
 
+Of several audio streams (a film's dubs and commentary, a recording's tracks)
+the one a player or `ffmpeg -i` takes is decoded (`main_audio_stream`): the
+one marked default, then the one with most channels, then the first; a
+commentary or description track only when there is nothing else.
+
+Channels are mixed to mono by FFmpeg's rules (a 5.1 film: the centre counts
+most), except channels that have no places (a field recorder's multitrack WAV,
+one microphone each): each of those counts the same (`_channel_mean`).
+
 Decoding yields mono 16 kHz samples: 16-bit (`decode_pcm16`, the audio
 checkpoint's format, half the memory of a two-hour recording in floats) or
 float32 (`decode_audio`, what Whisper models take: those samples / 32768,
 exactly what faster-whisper's own decode_audio gives). A file whose body is
 cut off after some decodable audio keeps what decoded (as ffmpeg does) and
-logs a warning, so a truncated recording still gets a transcript of what is
-there.
+logs a warning (and adds it to the caller's `warnings` list, for the job's
+result), so a truncated recording still gets a transcript of what is there and
+says that it is not the whole file.
 """
 
 from __future__ import annotations
@@ -117,12 +127,16 @@ def audio_seconds(path: Path | str) -> float | None:
 
     For planning only (dispatch/groups.py keeps long files out of groups): the decode stage measures the
     real length. A plain PCM WAV is read by the `wave` module (tens of microseconds, where opening it
-    with PyAV takes milliseconds); anything else by `probe`.
+    with PyAV takes milliseconds) when its header's length fits the file; anything else by `probe`, which
+    measures a WAV whose header was never finished (0 frames: a recorder that crashed) or says 4 GiB
+    (a streamed one) as FFmpeg decodes it, to its end.
     """
     path = Path(path)
     with contextlib.suppress(wave.Error, EOFError, OSError, ValueError):
         with wave.open(str(path)) as w:
-            return w.getnframes() / w.getframerate() if w.getframerate() > 0 else None
+            frames, rate = w.getnframes(), w.getframerate()
+            if rate > 0 and 0 < frames * w.getnchannels() * w.getsampwidth() <= path.stat().st_size:
+                return frames / rate
     try:
         info = probe(path)
     except (InputNotFound, MediaUnreadable):
@@ -173,7 +187,7 @@ def _check_size(path: Path, max_file_mb: int) -> None:
 
 
 def decode_audio(path: Path | str, *, max_file_mb: int) -> np.ndarray:
-    """Decode the first audio stream to float32 mono 16 kHz samples in [-1, 1)."""
+    """Decode the main audio stream to float32 mono 16 kHz samples in [-1, 1)."""
     return pcm16_to_float(decode_pcm16(path, max_file_mb=max_file_mb))
 
 
@@ -190,8 +204,9 @@ def pcm16_to_float(samples: np.ndarray) -> np.ndarray:
 PCM16_SCALE = 32768.0
 
 
-def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
-    """Decode the first audio stream to 16-bit mono 16 kHz samples."""
+def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | None = None) -> np.ndarray:
+    """Decode the main audio stream (`main_audio_stream`) to 16-bit mono 16 kHz samples; what a person should
+    know of the result (a damaged or cut-off file decoded in part) is logged and appended to `warnings`."""
     import numpy as np
 
     path = Path(path)
@@ -205,10 +220,21 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
                 f"{path.name} has no audio stream (it holds {', '.join(kinds)}) - pass a file with sound",
                 path=str(path),
             )
+        stream = main_audio_stream(container)
+        if stream is None:
+            raise MediaUnreadable(
+                f"{path.name} holds audio in a codec this FFmpeg has no decoder for - convert it to WAV or FLAC "
+                "with a full ffmpeg (ffmpeg -i IN OUT.flac)",
+                path=str(path),
+            )
+        others, index = len(container.streams.audio) - 1, stream.index  # the stream is gone once closed
+        if others:
+            log.info("%s: %d audio streams; transcribing stream #%d (%s)", path.name, others + 1, stream.index,
+                     _describe(stream))  # fmt: skip
         # FFmpeg falls back to guessing the format from the extension; a guess that found
         # no sample rate means the stream was never really parsed
-        parsed = container.streams.audio[0].codec_context.sample_rate > 0
-        chunks, error, first_s = _decode_stream(container)
+        parsed = stream.codec_context.sample_rate > 0
+        chunks, error, first_s = _decode_stream(container, stream)
         lead_s = _audio_lead_s(container, first_s) if chunks else 0.0
     finally:
         container.close()
@@ -231,12 +257,12 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int) -> np.ndarray:
         raise MediaEmpty(f"{path.name} contains no audio samples - nothing to transcribe", path=str(path))
     if error is not None:
         # what ffmpeg does with a cut-off file: keep the audio before the damage
-        log.warning(
-            "%s: part of the audio could not be decoded (%s); keeping the %.1f s that did",
-            path.name,
-            error,
-            samples.size / SAMPLE_RATE,
-        )
+        _warn(path, warnings, f"part of the audio could not be decoded ({error}); the transcript covers the "
+                              f"{samples.size / SAMPLE_RATE:.1f} s that did - the file is damaged or cut off")  # fmt: skip
+    if others and not samples.any():  # an empty transcript with no word of why: say which track was heard
+        _warn(path, warnings, f"audio stream #{index}, the one a player plays, is silent from start to end; "
+                              f"the file has {others} other audio stream(s) - to transcribe one, extract it first "
+                              "(ffmpeg -i IN -map 0:a:1 -c copy OUT.mka)")  # fmt: skip
     return samples
 
 
@@ -260,6 +286,38 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
+def _warn(path: Path, warnings: list[str] | None, warning: str) -> None:
+    log.warning("%s: %s", path.name, warning)
+    if warnings is not None:
+        warnings.append(warning)
+
+
+def main_audio_stream(container: av.container.InputContainer) -> av.AudioStream | None:
+    """The audio stream a player plays and `ffmpeg -i` takes (its rule: the default-flagged stream, then most
+    channels, then the first), passing over commentary and audio-description tracks while there is another;
+    None when no audio stream has a decoder (a codec tag FFmpeg does not know)."""
+    import av
+
+    aside = av.stream.Disposition.comment | av.stream.Disposition.visual_impaired | av.stream.Disposition.descriptions
+
+    def rank(stream: av.AudioStream) -> tuple[bool, bool, int, int]:
+        disposition = int(stream.disposition)
+        default = bool(disposition & int(av.stream.Disposition.default))
+        return not disposition & int(aside), default, stream.codec_context.channels, -stream.index
+
+    decodable = [stream for stream in container.streams.audio if stream.codec_context is not None]
+    return max(decodable, key=rank) if decodable else None
+
+
+def _describe(stream: av.AudioStream) -> str:
+    """`eng, "Main", 2 channels, default`: what a player's track menu says of a stream."""
+    language, title = stream.metadata.get("language"), stream.metadata.get("title")
+    channels = stream.codec_context.channels
+    parts = [language or "", f'"{title}"' if title else "", f"{channels} channel{'' if channels == 1 else 's'}"]
+    parts += [flag.name or "" for flag in stream.disposition]  # default, comment, ...
+    return ", ".join(part for part in parts if part)
+
+
 def _audio_lead_s(container: av.container.InputContainer, first_s: float | None) -> float:
     """How long after the media's start (what a player shows as 0:00, and subtitles count from) its audio starts:
     a video whose sound begins later (a recording cut without re-encoding, a broadcast capture) would otherwise
@@ -276,8 +334,10 @@ def _audio_lead_s(container: av.container.InputContainer, first_s: float | None)
 _LEAD_MIN_S = 0.25
 
 
-def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndarray], Exception | None, float | None]:
-    """Decode and resample the first audio stream: (chunks, error, the first decoded frame's time in s).
+def _decode_stream(
+    container: av.container.InputContainer, stream: av.AudioStream
+) -> tuple[list[np.ndarray], Exception | None, float | None]:
+    """Decode and resample one audio stream: (chunks, error, the first decoded frame's time in s).
 
     Damaged packets are skipped (as ffmpeg does) and a demuxing error ends the
     stream; the last error seen is returned with the samples decoded so far. A
@@ -286,7 +346,6 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
     """
     import av
 
-    stream = container.streams.audio[0]
     chunks: list[np.ndarray] = []
     error: Exception | None = None
     part: _Part | None = None
@@ -302,6 +361,8 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
                 if part is None and frame.pts is not None and frame.time_base is not None:
                     first_s = float(frame.pts * frame.time_base)
                 frame.pts = None  # damaged timestamps must not make the resampler drop or pad audio
+                if _unplaced(frame):
+                    frame = _channel_mean(frame)
                 if part is None or not part.takes(frame):
                     if part is not None:
                         part.finish(chunks)
@@ -315,6 +376,34 @@ def _decode_stream(container: av.container.InputContainer) -> tuple[list[np.ndar
     except (av.FFmpegError, ValueError) as exc:
         error = error or exc
     return chunks, error, first_s
+
+
+def _unplaced(frame: av.AudioFrame) -> bool:
+    """Whether the frame's channels have no places (a multitrack WAV without a channel mask: a field
+    recorder's 8 microphones, ambisonics): FFmpeg's downmix either guesses a surround layout for them (and
+    drops the channel it takes for LFE, a microphone, from the mix) or, past 8 channels, refuses."""
+    channels = frame.layout.channels
+    return len(channels) > 1 and any(channel.name == "NONE" for channel in channels)
+
+
+def _channel_mean(frame: av.AudioFrame) -> av.AudioFrame:
+    """The frame as one float channel, the mean of all of its channels (each track counts the same)."""
+    import av
+    import numpy as np
+
+    data = frame.to_ndarray()
+    count = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        data = data.reshape(-1, count).T
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        half = (int(info.max) - int(info.min) + 1) / 2  # u8's silence is 128; s16's full scale 32768
+        mono = (data.mean(axis=0, dtype=np.float64) - (int(info.min) + half)) / half
+    else:
+        mono = data.mean(axis=0, dtype=np.float64)
+    out = av.AudioFrame.from_ndarray(mono.astype(np.float32)[None, :], format="flt", layout="mono")
+    out.sample_rate = frame.sample_rate
+    return out
 
 
 class _Part:

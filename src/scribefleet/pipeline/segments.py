@@ -76,10 +76,23 @@ def split_by_words(segment: dict[str, Any], encode: Encode) -> list[dict[str, An
 
 
 def tidy(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Segments in order of start, each ending no later than the next starts and no earlier than it starts."""
-    ordered = sorted(segments, key=lambda seg: (seg["start"], seg["end"]))
-    for seg, nxt in zip(ordered, ordered[1:]):
-        seg["end"] = min(seg["end"], nxt["start"])
+    """Segments in order of start, each ending no later than the next starts and no earlier than it starts.
+
+    Two segments that start together (a clip's words and a second decoding of the same speech) are not
+    made into a cue of no length, which a player never shows: the shorter keeps its time and the other
+    follows it; the same span twice becomes one cue."""
+    ordered: list[dict[str, Any]] = []
+    for seg in sorted(segments, key=lambda seg: (seg["start"], seg["end"])):
+        prev = ordered[-1] if ordered else None
+        if prev is not None and seg["start"] < prev["end"]:
+            if seg["start"] > prev["start"]:
+                prev["end"] = seg["start"]
+            elif seg["end"] > prev["end"]:
+                seg["start"] = prev["end"]
+            else:
+                _join(prev, seg)
+                continue
+        ordered.append(seg)
     for seg in ordered:
         seg["end"] = max(seg["end"], seg["start"])
         words = seg.get("words")
@@ -88,3 +101,11 @@ def tidy(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 w["start"] = min(max(w["start"], seg["start"]), seg["end"])
                 w["end"] = min(max(w["end"], w["start"]), seg["end"])
     return ordered
+
+
+def _join(seg: dict[str, Any], other: dict[str, Any]) -> None:
+    """`other`'s text, tokens and words appended to `seg`."""
+    seg["text"] = seg.get("text", "") + other.get("text", "")
+    for key in ("tokens", "words"):
+        if key in seg or key in other:
+            seg[key] = list(seg.get(key) or []) + list(other.get(key) or [])

@@ -2,7 +2,9 @@
 
 Plain SQL so the same tables can later live in PostgreSQL for a shared
 controller. The schema version is SQLite's `user_version`; a file written by a
-newer scribefleet is refused rather than misread.
+newer scribefleet is refused rather than misread. A file that cannot be
+written (disk full, read-only, no such folder) is OutputWriteFailed
+(`write_failed`), here and in every transaction of the Store.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from scribefleet.errors import StateIncompatible
+from scribefleet.errors import OutputWriteFailed, StateIncompatible
+from scribefleet.fsio import make_dir
 
 SCHEMA_VERSION = 2
 
@@ -90,18 +93,60 @@ ALTER TABLE tasks ADD COLUMN audio_s REAL
 MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2}
 
 
+#: SQLite's result codes (and their extended forms) that mean the file cannot be written
+_WRITE_ERRORS = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PERM")
+
+
+def write_failed(exc: sqlite3.Error, path: Path) -> OutputWriteFailed | None:
+    """OutputWriteFailed for an error that says the store file cannot be written; None for any other."""
+    if not (getattr(exc, "sqlite_errorname", None) or "").startswith(_WRITE_ERRORS):
+        return None
+    return OutputWriteFailed(
+        f"could not write the state store {path} ({exc}) - free disk space or fix write permission on "
+        f"{path.parent}, then run the same command again: finished work is kept",
+        path=str(path),
+        sqlite_error=str(exc),
+    )
+
+
 def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
     """Open (creating if needed) the store file in WAL mode and migrate it to SCHEMA_VERSION."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so each change is
-    # exactly one transaction and a writer never deadlocks upgrading a read lock
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crash loses no committed transaction
-    conn.execute("PRAGMA foreign_keys = ON")
-    migrate(conn, path)
+    make_dir(path.parent)
+    try:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so each change is
+        # exactly one transaction and a writer never deadlocks upgrading a read lock
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crash loses no committed transaction
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(conn, path)
+    except sqlite3.Error as exc:
+        raise (write_failed(exc, path) or exc) from exc
+    return conn
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open an existing store file that cannot be written (a read-only disk, an archived OUT folder) for reading:
+    as immutable, since SQLite cannot make the WAL's shared-memory file there. OutputWriteFailed's cause is
+    kept when even that fails; StateIncompatible for a file of another schema version (none is migrated)."""
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise (write_failed(exc, path) or exc) from exc
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise StateIncompatible(
+            f"{path} is read-only and of schema {version} (this scribefleet reads {SCHEMA_VERSION}); copy the OUT "
+            "folder somewhere writable, or use the scribefleet that wrote it",
+            path=str(path),
+            schema_version=version,
+        )
     return conn
 
 
@@ -124,5 +169,6 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # a COMMIT that failed on a full disk has rolled back already
+            conn.execute("ROLLBACK")
         raise

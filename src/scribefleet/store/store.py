@@ -20,9 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scribefleet.errors import ScribefleetError, UsageError
+from scribefleet.errors import OutputWriteFailed, ScribefleetError, UsageError
 from scribefleet.store.models import RESOURCES, Batch, Event, Task, TaskState
-from scribefleet.store.schema import connect
+from scribefleet.fsio import make_dir
+from scribefleet.fsio import write_failed as fsio_write_failed
+from scribefleet.store.schema import connect, connect_read_only, write_failed
 
 Q, R = TaskState.QUEUED, TaskState.RUNNING
 JSONL_OPEN_MAX = 32  # events.jsonl files kept open at once (a controller sees many batches)
@@ -50,9 +52,17 @@ class Store:
     @classmethod
     def open(cls, state_dir: Path) -> Store:
         """Open the store of `state_dir`, creating the directory and schema on first use."""
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir = make_dir(Path(state_dir))
         return cls(state_dir, connect(state_dir / "store.sqlite"))
+
+    @classmethod
+    def open_to_read(cls, state_dir: Path) -> Store:
+        """Open the existing store of `state_dir` to read it (status, logs), also where it cannot be written."""
+        state_dir = Path(state_dir)
+        try:
+            return cls.open(state_dir)
+        except OutputWriteFailed:
+            return cls(state_dir, connect_read_only(state_dir / "store.sqlite"))
 
     def close(self) -> None:
         with self._lock:
@@ -85,9 +95,13 @@ class Store:
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if self._conn.in_transaction:  # a COMMIT that failed on a full disk has rolled back already
+                    self._conn.execute("ROLLBACK")
                 self._pending_events.clear()
+                failed = write_failed(exc, self.state_dir / "store.sqlite") if isinstance(exc, sqlite3.Error) else None
+                if failed is not None:
+                    raise failed from exc
                 raise
             events, self._pending_events = self._pending_events, []
         for event in events:
@@ -103,8 +117,11 @@ class Store:
     def _append_jsonl(self, event: Event) -> None:
         line = (json.dumps(event.to_json(), ensure_ascii=False, default=str) + "\n").encode()
         with self._lock:
-            fd = self._jsonl_fd(event.batch_id)
-            os.write(fd, line)  # one write of one line (O_APPEND): concurrent appenders never interleave
+            try:
+                fd = self._jsonl_fd(event.batch_id)
+                os.write(fd, line)  # one write of one line (O_APPEND): concurrent appenders never interleave
+            except OSError as exc:  # the event is committed in the store; only its copy in the file is lost
+                raise fsio_write_failed(self.batch_dir(event.batch_id) / "events.jsonl", exc) from exc
 
     def _jsonl_fd(self, batch_id: str) -> int:
         """The batch's events.jsonl, kept open for appending (opening it per event cost a quarter of a
