@@ -13,7 +13,7 @@ import srt
 import webvtt
 
 from helpers import TEXTS, wer
-from service.harness import AUTH, DATA, TOKEN
+from service.harness import AUTH, DATA, TOKEN, Service
 
 FIXTURE = "en08.wav"
 
@@ -133,6 +133,20 @@ def test_errors_reach_the_client_as_openai_errors(client: openai.OpenAI, live: s
     assert unauthorized.value.body["type"] == "authentication_error" and set(unauthorized.value.body) == {
         "message", "type", "param", "code"
     }
+
+
+def test_a_refused_request_keeps_no_upload(client: openai.OpenAI, running: Service) -> None:
+    root = running.controller.uploads.root
+    before = set(root.glob("*"))
+    audio = (FIXTURE, (DATA / FIXTURE).read_bytes())
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="docx")  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):
+        client.audio.transcriptions.create(model="no-such-model", file=audio)
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=audio, temperature=7)
+    # the file arrived whole each time, but no job reads it and the client never learned its id
+    assert set(root.glob("*")) == before
 
 
 def test_models_lists_what_the_server_can_load(client: openai.OpenAI) -> None:

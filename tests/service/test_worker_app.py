@@ -149,9 +149,12 @@ async def test_bad_options_and_unknown_jobs(idle_worker: WorkerService) -> None:
     async with _client(idle_worker) as client:
         bad = await _post(client, options='{"formats": ["doc"]}')
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_OPTIONS"
+        unknown_model = await _post(client, options='{"model": "no-such-model"}')
+        assert unknown_model.status_code == 404 and unknown_model.json()["error"]["code"] == "MODEL_NOT_FOUND"
         missing = await client.get("/v1/jobs/nope", headers=WAUTH)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
     assert idle_worker.store.tasks() == []
+    assert list(idle_worker.controller.uploads.root.iterdir()) == [], "a refused job's media is not kept"
 
 
 async def test_abandoned_jobs_are_canceled(idle_worker: WorkerService) -> None:

@@ -4,7 +4,8 @@ OpenAI's request (multipart: file, model, language, prompt, response_format,
 temperature, timestamp_granularities[]) becomes an ordinary job: the upload is
 streamed to disk under the size limit like any other, the job goes through
 the same queue and slots (so it shows in /api/jobs and /api/runtime), and the
-request waits until it ends. The official `openai` client works unchanged
+request waits until it ends. A request refused before its job exists (a bad
+field, an unknown model) deletes its upload. The official `openai` client works unchanged
 (`OpenAI(base_url="http://host:8476/v1", api_key=<API token>)`): it sends
 the token as a bearer header. A client that goes away cancels its job.
 
@@ -186,8 +187,12 @@ def openai_router(controller: Controller, metrics: Metrics) -> APIRouter:
             metrics.upload("too_large" if isinstance(err, FileTooLarge) else "invalid")
             raise
         metrics.upload("stored", upload.size_bytes)
-        options, response_format = _options(fields, task_kind, controller.settings.api_default_model)
-        created = await run_in_threadpool(J.create_job, controller, upload.upload_id, options, None)
+        try:
+            options, response_format = _options(fields, task_kind, controller.settings.api_default_model)
+            created = await run_in_threadpool(J.create_job, controller, upload.upload_id, options, None)
+        except ScribefleetError:
+            controller.uploads.discard(upload)  # refused: no job reads it, and the client never learns its id
+            raise
         task = await _wait(controller, created.id, request)
         if task is None:
             return Response(status_code=499)

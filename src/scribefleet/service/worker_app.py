@@ -39,7 +39,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -187,13 +186,13 @@ class WorkerService:
         with self._admission:
             earlier = self.find(idempotency_key)
             if earlier is not None:
-                _discard(upload)
+                self.controller.uploads.discard(upload)
                 log.info("job %s found again by its idempotency key; nothing new created", earlier.id)
                 return earlier, False
             try:
                 self.check_capacity()
             except RemoteWorkerCapacity:
-                _discard(upload)
+                self.controller.uploads.discard(upload)
                 raise
             key = new_id()
             out_dir = self.controller.jobs_dir / key
@@ -265,12 +264,6 @@ class WorkerService:
 
 def _idem_key(idempotency_key: str) -> str:
     return f"idem/{idempotency_key}"
-
-
-def _discard(upload: Upload) -> None:
-    """Delete an upload no job will use (a repeat of a known key, or one refused as over capacity)."""
-    shutil.rmtree(upload.path.parent, ignore_errors=True)
-    upload.path.parent.with_suffix(".json").unlink(missing_ok=True)
 
 
 def worker_job_json(task: Task) -> dict[str, Any]:
@@ -390,10 +383,10 @@ def create_worker_app(service: WorkerService) -> FastAPI:
             raise
         try:
             options = service.options_of(fields)
-        except UsageError:
-            _discard(upload)
+            task, created = await run_in_threadpool(service.admit, upload, options, idempotency_key)
+        except ScribefleetError:  # refused (bad options, unknown model, full): no job will read the file
+            service.controller.uploads.discard(upload)
             raise
-        task, created = await run_in_threadpool(service.admit, upload, options, idempotency_key)
         return JSONResponse(worker_job_json(task), status_code=201 if created else 200)
 
     @app.get("/v1/jobs", tags=["worker"])
