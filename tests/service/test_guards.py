@@ -226,3 +226,14 @@ def test_errors_keep_the_connection_on_a_real_server(live: str) -> None:
             resp = client.request(**request)
             assert 400 <= resp.status_code < 500, resp.text
             assert client.get("/api/runtime").status_code == 200
+
+
+def test_a_list_offset_past_sqlites_integers_is_a_400(live: str) -> None:
+    with httpx.Client(base_url=live, headers=AUTH, timeout=60) as client:
+        for path in ("/api/jobs", "/api/batches"):
+            for offset in (2**63, 10**20):
+                resp = client.get(path, params={"offset": offset})  # was 500 INTERNAL_ERROR (SQLite OverflowError)
+                assert resp.status_code == 400 and _code(resp) == "INVALID_OPTIONS", (path, offset, resp.text)
+                assert resp.json()["error"]["details"]["errors"][0]["loc"] == "query.offset"
+            last = client.get(path, params={"offset": 2**63 - 1})
+            assert last.status_code == 200 and last.json()["items"] == []

@@ -22,7 +22,7 @@ from scribefleet.options import PublishOptions, TranscribeOptions
 from scribefleet.service import jobs as J
 from scribefleet.service import streams
 from scribefleet.service.controller import Controller
-from scribefleet.service.limits import list_item
+from scribefleet.service.limits import MAX_OFFSET, list_item
 from scribefleet.service.media import media_response
 from scribefleet.service.metrics import Metrics
 from scribefleet.service.uploads import receive_multipart
@@ -150,7 +150,7 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
         status: str | None = None,
         batch_id: Annotated[str | None, Query(alias="batchId")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """Jobs, newest first, filtered by status (comma-separated) and batch; big options are left out."""
         tasks, total = controller.store.task_page(batch_id, _states(status), limit=limit, offset=offset)
@@ -213,7 +213,7 @@ def _batch_routes(router: APIRouter, controller: Controller) -> None:
 
     @router.get("/batches", tags=["batches"])
     def list_batches(
-        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0
     ) -> dict[str, Any]:
         """Batches made with POST /api/batches, newest first."""
         batches = [b for b in controller.store.batches() if b.kind == J.BATCH_KIND and not b.spec.get("single")][::-1]
