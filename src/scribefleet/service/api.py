@@ -23,7 +23,7 @@ from scribefleet.service import jobs as J
 from scribefleet.service import streams
 from scribefleet.service.controller import Controller
 from scribefleet.service.limits import MAX_OFFSET, list_item
-from scribefleet.service.media import media_response
+from scribefleet.service.media import RangeFileResponse, media_response
 from scribefleet.service.metrics import Metrics
 from scribefleet.service.uploads import receive_multipart
 from scribefleet.store.models import TaskState
@@ -178,7 +178,7 @@ def _job_view_routes(router: APIRouter, controller: Controller) -> None:
         task = J.get_task(controller, job_id)
         path = J.output_file(task, fmt)
         name = f"{J.download_stem(task)}.{fmt}"
-        return FileResponse(path, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"), filename=name)
+        return RangeFileResponse(path, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"), filename=name)
 
     @router.get("/jobs/{job_id}/media", tags=["jobs"], response_class=FileResponse)
     def get_media(job_id: str) -> FileResponse:
