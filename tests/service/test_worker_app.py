@@ -76,6 +76,11 @@ async def test_every_route_but_health_needs_the_token(idle_worker: WorkerService
                     continue
                 assert resp.json()["error"]["code"] == "UNAUTHORIZED" and resp.headers["www-authenticate"] == "Bearer"
         assert set(answered) == {("GET", "/health")}
+        # a load balancer's HEAD probe: the controller answered it, the worker said 405
+        head = await client.head("/health")
+        assert head.status_code == 200 and head.content == b""
+        assert (await client.head("/v1/ping", headers=WAUTH)).status_code == 200
+        assert (await client.head("/v1/ping")).status_code == 401
         ping = await client.get("/v1/ping", headers=WAUTH)
         assert ping.status_code == 200
         body = ping.json()
@@ -88,6 +93,7 @@ async def test_ping_public_when_configured(tmp_path: Path) -> None:
     try:
         async with _client(service) as client:
             assert (await client.get("/v1/ping")).status_code == 200
+            assert (await client.head("/v1/ping")).status_code == 200
             assert (await client.get("/v1/jobs/x")).status_code == 401
     finally:
         service.stop()

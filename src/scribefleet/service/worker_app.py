@@ -8,8 +8,8 @@ dispatcher at the next start and resumes from its checkpoints.
 
 Routes (docs/remote-workers.md):
 
-    GET  /health                          public; liveness only
-    GET  /v1/ping                         capacity and device facts (public with WORKER_PING_PUBLIC)
+    GET  /health                          public; liveness only (HEAD too)
+    GET  /v1/ping                         capacity and device facts (public with WORKER_PING_PUBLIC; HEAD too)
     POST /v1/jobs                         multipart: `file` (streamed, WORKER_MAX_FILE_MB enforced
                                           chunk by chunk), `options` (JSON of TranscribeOptions);
                                           header Idempotency-Key
@@ -358,12 +358,16 @@ def create_worker_app(service: WorkerService) -> FastAPI:
 
     @app.get("/health", tags=["worker"])
     def health() -> dict[str, Any]:
-        """Liveness only."""
+        """Liveness only (GET and HEAD, as the controller's: load balancers probe with either)."""
         return {"status": "ok", "version": __version__}
+
+    app.head("/health", tags=["worker"], operation_id="health_head")(health)
 
     @app.get("/v1/ping", tags=["worker"])
     def ping() -> dict[str, Any]:
         return service.ping()
+
+    app.head("/v1/ping", tags=["worker"], operation_id="ping_head")(ping)
 
     @app.post("/v1/jobs", status_code=201, tags=["worker"])
     async def create_job(
