@@ -184,6 +184,9 @@ async def test_a_job_runs_and_a_restarted_worker_still_knows_it(tmp_path: Path) 
             assert job["model"] == "tiny.en", "WORKER_MODEL is the model of a job that names none"
             text = (await client.get(job["outputs"]["txt"], headers=WAUTH)).text
             assert wer(TEXTS["en02.wav"], text) < 0.3
+            for bad in ("bytes=abc", "bytes=5-2"):  # ignored (the whole file), not a plain-text 400
+                ranged = await client.get(job["outputs"]["txt"], headers={**WAUTH, "Range": bad})
+                assert ranged.status_code == 200 and ranged.text == text, ranged.text
     finally:
         service.stop()
     again = _service(tmp_path)

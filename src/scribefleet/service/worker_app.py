@@ -70,6 +70,7 @@ from scribefleet.options import TranscribeOptions
 from scribefleet.pipeline.models import resolve_model
 from scribefleet.service.controller import Controller
 from scribefleet.service.jobs import output_file
+from scribefleet.service.media import RangeFileResponse
 from scribefleet.service.uploads import Upload, receive_multipart
 from scribefleet.store.models import Task, TaskState
 from scribefleet.store.store import Store, new_id
@@ -406,7 +407,7 @@ def create_worker_app(service: WorkerService) -> FastAPI:
     @app.get("/v1/jobs/{job_id}/outputs/{fmt}", tags=["worker"], response_class=FileResponse)
     def get_output(job_id: str, fmt: str) -> FileResponse:
         path = output_file(service.job(job_id), fmt)
-        return FileResponse(path, media_type="application/octet-stream", filename=path.name)
+        return RangeFileResponse(path, media_type="application/octet-stream", filename=path.name)
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["worker"])
     def cancel_job(job_id: str) -> dict[str, Any]:
