@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from scribefleet.errors import FileTooLarge, InvalidRequest, NotFound
 
@@ -237,6 +237,10 @@ async def receive_multipart(
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()
+        if parser.state != MultipartState.END:  # the body stopped before its closing boundary: cut off
+            raise InvalidRequest(
+                "the multipart body ended before its closing boundary: the upload was cut off; send it again"
+            )
     except BaseException as exc:
         if form.upload is not None:  # the file arrived whole, but the rest of the body is refused: nothing stays
             uploads.discard(form.upload)
