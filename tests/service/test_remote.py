@@ -275,3 +275,35 @@ def test_several_workers_the_least_loaded_gets_the_job(tmp_path: Path, procs: li
     assert [d["status"] for d in done] == ["complete", "complete"]
     assert sorted(d["worker"]["worker"] for d in done) == sorted([a.url, b.url]), "both went to one worker"
     assert len(_worker_jobs(a)) == len(_worker_jobs(b)) == 1
+
+
+def test_a_worker_that_stays_away_its_job_goes_to_another(tmp_path: Path, procs: list) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _worker(tmp_path / "a", procs)
+    b = _worker(tmp_path / "b", procs)
+    c = _controller(tmp_path, procs, f"{a.url},{b.url}", SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S="3")
+    with _client(c) as client:
+        deadline = time.monotonic() + 60
+        while not all(wk["connected"] for wk in client.get("/api/runtime").json()["remoteWorker"]["workers"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        job = post_job(client, "long_pauses.wav")
+        running = wait_until(client, job["id"], lambda j: j["status"] == "running" and j["worker"].get("workerJobId"))
+        lost, other = (a, b) if running["worker"]["worker"] == a.url else (b, a)
+        lost.kill(signal.SIGKILL)  # and it does not come back for a while
+        done = wait_until(client, job["id"])
+        assert done["status"] == "complete" and done["worker"]["worker"] == other.url, done
+        assert done["attempts"] == 2, "the failover is counted as an attempt"
+        assert wer(TEXTS["long_pauses.wav"], client.get(done["outputs"]["txt"]).text) < 0.3
+        log = _remote_log(c)
+        assert f"remote_failover: task {job['id']}, worker {lost.url} has not answered" in log
+        events = client.get(f"/api/jobs/{job['id']}/logs").text
+        assert '"retry"' in events and "REMOTE_WORKER_UNREACHABLE" in events
+        # the lost worker comes back: its copy of the job, which nobody waits for, is canceled
+        lost.start().wait_ready()
+        deadline = time.monotonic() + 60
+        while not [t for t in _worker_jobs(lost) if t.state is TaskState.CANCELED]:
+            assert time.monotonic() < deadline, _worker_jobs(lost)
+            time.sleep(0.5)
+    assert f"remote_canceled: job {running['worker']['workerJobId']} on {lost.url}" in _remote_log(c)
