@@ -160,6 +160,19 @@ def test_wrong_token_fails_fast_without_a_retry_loop(tmp_path: Path, procs: list
         assert runtime["connected"] is False and runtime["workers"][0]["lastError"]["code"] == "REMOTE_WORKER_UNAUTHORIZED"
     assert _worker_jobs(w) == []
     assert "not-the-worker-token" not in c.output() + (c.state / "logs" / "scribefleet.log").read_text()
+    # the worker throttles an address that keeps sending wrong tokens (it listens on 0.0.0.0 of a rented
+    # server), as the controller does: every token from here now waits, the right one too; /health stays open
+    for _ in range(10):  # the controller's wrong pings count too: at most 10 from this address in all
+        if httpx.get(w.url + "/v1/ping", headers={"Authorization": "Bearer guess"}, timeout=10).status_code == 429:
+            break
+    paused = httpx.get(w.url + "/v1/ping", headers=WAUTH, timeout=10)
+    assert paused.status_code == 429 and paused.json()["error"]["code"] == "TOO_MANY_ATTEMPTS", paused.text
+    assert int(paused.headers["retry-after"]) > 0
+    assert httpx.get(w.url + "/health", timeout=10).status_code == 200
+    assert "throttling 127.0.0.1" in w.output()
+    with _client(c) as client:  # a throttled controller's job still fails at once, not waiting for "capacity"
+        late = wait_until(client, post_job(client, "en09.wav")["id"], timeout_s=60)
+    assert (late["status"], late["lastErrorCode"], late["attempts"]) == ("failed", "REMOTE_WORKER_UNAUTHORIZED", 1)
 
 
 def test_twenty_jobs_never_more_than_the_workers_places(tmp_path: Path, procs: list) -> None:

@@ -39,7 +39,7 @@ def _client(service: WorkerService) -> httpx.AsyncClient:
 @pytest.fixture
 def idle_worker(tmp_path: Path) -> Iterator[WorkerService]:
     """A worker whose dispatcher never starts: admitted jobs stay queued."""
-    service = _service(tmp_path, worker_max_concurrent_jobs=2, max_file_mb=1)
+    service = _service(tmp_path, worker_max_concurrent_jobs=2, max_file_mb=1, auth_fail_limit=1000)
     yield service
     service.stop()
 
@@ -103,6 +103,9 @@ def test_no_token_no_worker(tmp_path: Path) -> None:
     settings = service_settings(tmp_path)
     with pytest.raises(UsageError, match="WORKER_TOKEN"):
         create_worker_app(WorkerService(settings, tmp_path / "w"))
+    short = service_settings(tmp_path, worker_token="hunter2")  # a worker listens on 0.0.0.0: a guessable token is refused
+    with pytest.raises(UsageError, match="shorter than 16 characters"):
+        create_worker_app(WorkerService(short, tmp_path / "w2"))
 
 
 async def test_admission_is_bounded_and_idempotent(idle_worker: WorkerService) -> None:

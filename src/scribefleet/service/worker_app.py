@@ -30,8 +30,9 @@ has asked about for `worker_abandon_s` (its controller is gone) is canceled,
 so the GPU does not work for nobody; a restart gives every open job a fresh
 window.
 
-Every request but the public ones needs `Authorization: Bearer WORKER_TOKEN`,
-compared in constant time; the token is never logged.
+Every request but the public ones needs `Authorization: Bearer WORKER_TOKEN`
+(at least 16 characters), compared in constant time, wrong ones throttled per
+client address as on the controller; the token is never logged.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from scribefleet.errors import (
     NotFound,
     RemoteWorkerCapacity,
     ScribefleetError,
+    TooManyAttempts,
     Unauthorized,
     UsageError,
 )
@@ -68,6 +70,7 @@ from scribefleet.jobs.create import add_transcribe_task
 from scribefleet.jobs.views import iso, task_view
 from scribefleet.options import TranscribeOptions
 from scribefleet.pipeline.models import resolve_model
+from scribefleet.service.auth import MIN_TOKEN_CHARS, WrongTokenThrottle
 from scribefleet.service.controller import Controller
 from scribefleet.service.jobs import output_file
 from scribefleet.service.media import RangeFileResponse
@@ -293,18 +296,32 @@ def worker_job_json(task: Task) -> dict[str, Any]:
 
 
 class WorkerAuth:
-    """ASGI middleware: every request but the public ones carries `Authorization: Bearer WORKER_TOKEN`."""
+    """ASGI middleware: every request but the public ones carries `Authorization: Bearer WORKER_TOKEN`.
 
-    def __init__(self, app: ASGIApp, token: SecretStr, ping_public: bool) -> None:
+    Wrong tokens are throttled per client address as on the controller (a worker listens on 0.0.0.0 of
+    a rented server): after SCRIBEFLEET_AUTH_FAIL_LIMIT within SCRIBEFLEET_AUTH_FAIL_WINDOW_S, every
+    token from that address is answered 429 TOO_MANY_ATTEMPTS with Retry-After until the pause ends.
+    """
+
+    def __init__(self, app: ASGIApp, token: SecretStr, ping_public: bool, throttle: WrongTokenThrottle) -> None:
         self.app = app
         self.token = token.get_secret_value().encode()
         self.public = PUBLIC_ROUTES | (PING_ROUTES if ping_public else frozenset())
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (scope["method"], scope["path"]) not in self.public:
+            address = str((scope.get("client") or ("unknown",))[0])
+            wait_s = self.throttle.retry_after_s(address)
+            if wait_s:
+                paused = TooManyAttempts(f"too many wrong worker tokens from {address}; try again in {wait_s} s",
+                                         retry_after_s=wait_s)  # fmt: skip
+                await _error(paused, headers={"Retry-After": str(wait_s)})(scope, receive, send)
+                return
             header = dict(scope.get("headers") or []).get(b"authorization", b"")
             scheme, _, value = header.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
+                self.throttle.failed(address)
                 err = Unauthorized("missing or wrong worker token: send Authorization: Bearer WORKER_TOKEN")
                 response = JSONResponse({"error": err.to_dict()}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
@@ -312,8 +329,9 @@ class WorkerAuth:
         await self.app(scope, receive, send)
 
 
-def _error(err: ScribefleetError, status: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(err.details.get("retryAfterS", RETRY_AFTER_S))} if isinstance(err, RemoteWorkerCapacity) else None
+def _error(err: ScribefleetError, status: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    if isinstance(err, RemoteWorkerCapacity):
+        headers = {"Retry-After": str(err.details.get("retryAfterS", RETRY_AFTER_S))}
     return JSONResponse({"error": err.to_dict()}, status_code=status or err.http_status, headers=headers)
 
 
@@ -350,12 +368,16 @@ def create_worker_app(service: WorkerService) -> FastAPI:
     settings = service.settings
     if settings.worker_token is None or not settings.worker_token.get_secret_value().strip():
         raise UsageError("a worker needs a token: set WORKER_TOKEN (the controller sends it as REMOTE_WORKER_TOKEN)")
+    if len(settings.worker_token.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+        raise UsageError(f"WORKER_TOKEN is shorter than {MIN_TOKEN_CHARS} characters, which can be guessed; "
+                         "make one with 'openssl rand -hex 32'")  # fmt: skip
     app = FastAPI(title="scribefleet worker", version=__version__, redoc_url=None,
                   description="A remote GPU worker (seed 001 protocol): docs/remote-workers.md.")  # fmt: skip
     app.state.worker = service
     for exc_class, handler in _handlers().items():
         app.add_exception_handler(exc_class, handler)
-    app.add_middleware(WorkerAuth, token=settings.worker_token, ping_public=settings.worker_ping_public)
+    throttle = WrongTokenThrottle(settings.auth_fail_limit, settings.auth_fail_window_s)
+    app.add_middleware(WorkerAuth, token=settings.worker_token, ping_public=settings.worker_ping_public, throttle=throttle)
 
     @app.get("/health", tags=["worker"])
     def health() -> dict[str, Any]:
