@@ -187,8 +187,10 @@ async def test_a_queued_job_says_why_it_is_not_running(live: str) -> None:
         await wait_job(client, hog["id"], until=lambda j: j["status"] == "running")
         up = await upload(client, DATA / "en01.wav")
         waiting = (await client.post("/api/jobs", headers=AUTH, json={"uploadId": up["uploadId"]})).json()
-        job = (await client.get(f"/api/jobs/{waiting['id']}", headers=AUTH)).json()
-        # the one slot is busy with the hog: the job says so, and `scribefleet status --controller` shows it
+        # the one slot is busy with the hog: the job says so (the reason is worked out at most twice a second),
+        # and `scribefleet status --controller` shows it
+        busy = lambda j: (j["message"] or "").startswith("Waiting for a free")  # noqa: E731
+        job = await wait_job(client, waiting["id"], until=busy, timeout_s=10)
         assert job["status"] == "queued" and job["message"] == "Waiting for a free slot: 1 of 1 busy, 1 job(s) queued"
         assert "queued - Waiting for a free slot: 1 of 1 busy" in job_line(TaskView.from_api(job))
         await client.post(f"/api/jobs/{hog['id']}/cancel", headers=AUTH)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from scribefleet.worker.hardware import Hardware, detect_hardware, gpu_memory_by
 log = logging.getLogger("scribefleet.controller")
 
 RESTART_PAUSE_MAX_S = 30.0
+#: how long the reason queued jobs wait (`queue_reason`) is reused before it is worked out again
+QUEUE_REASON_TTL_S = 0.5
 
 
 class Controller:
@@ -68,6 +71,7 @@ class Controller:
         self._dispatcher: Dispatcher | None = None
         self._guard = threading.Lock()
         self._stopped = False
+        self._queue_reason: tuple[float, str] = (-QUEUE_REASON_TTL_S, "")  # (time.monotonic(), reason)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -185,7 +189,19 @@ class Controller:
         return out
 
     def queue_reason(self) -> str:
-        """Why a queued local job is not running yet, in words (the job's `message`; seed 002: say why it waits)."""
+        """Why a queued local job is not running yet, in words (the job's `message`; seed 002: say why it waits).
+
+        The same for every queued job, so a list, a batch page or a batch's event stream of a thousand
+        queued jobs asks the store once per QUEUE_REASON_TTL_S, not once per job.
+        """
+        at, reason = self._queue_reason
+        if time.monotonic() - at < QUEUE_REASON_TTL_S:
+            return reason
+        reason = self._queue_reason_now()
+        self._queue_reason = (time.monotonic(), reason)
+        return reason
+
+    def _queue_reason_now(self) -> str:
         engine = self._engine
         if engine is None or not self.dispatching:
             return "Waiting for the dispatcher to start (the controller is starting, restarting or stopping)"
