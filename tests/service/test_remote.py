@@ -74,13 +74,16 @@ def test_remote_and_local_jobs_side_by_side(tmp_path: Path, procs: list) -> None
     w = _worker(tmp_path, procs, WORKER_MAX_CONCURRENT_JOBS="2")
     c = _controller(tmp_path, procs, w.url)
     with _client(c) as client:
-        remote = post_job(client, "en03.wav", formats=("txt", "srt"))
+        remote = post_job(client, "en03.wav", formats=("txt", "srt"), language="de")
         assert (remote["status"], remote["executionMode"]) == ("queued_remote", "remote")
         assert remote["message"] == "Waiting for worker capacity"
         local = post_job(client, "en04.wav", remote=None)
         assert local["executionMode"] == "local"
         done = wait_until(client, remote["id"])
         assert done["status"] == "complete", done
+        # what the worker's pipeline said of it reaches the controller's job, as a local job's would
+        assert set(done["guards"]) >= {"no_speech", "loops"}, done["guards"]
+        assert done["warnings"] and "English-only" in done["warnings"][0], done["warnings"]
         assert done["worker"]["workerJobId"] and done["worker"]["gpu"] is False and done["worker"]["lastSeenAt"]
         assert wer(TEXTS["en03.wav"], client.get(done["outputs"]["txt"]).text) < 0.3
         assert "-->" in client.get(done["outputs"]["srt"]).text

@@ -607,5 +607,8 @@ class RemoteEngine(Engine):
             "outputs": outputs,
             "duration_s": job.get("audioDurationS"),
             "language": job.get("language"),
+            # what the worker's pipeline says of the transcript: as a local job's, in the job JSON
+            "guards": job.get("guards") if isinstance(job.get("guards"), dict) else None,
+            "warnings": [str(w) for w in job.get("warnings") or []],
             "remote": attempt.view(),
         }

@@ -290,6 +290,8 @@ def worker_job_json(task: Task) -> dict[str, Any]:
         "attempts": task.attempts,
         "audioDurationS": result.get("duration_s"),
         "language": result.get("language"),
+        "guards": result.get("guards"),
+        "warnings": list(result.get("warnings") or []),
         "createdAt": iso(task.created_at),
         "updatedAt": iso(task.updated_at),
     }
