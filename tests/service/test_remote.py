@@ -141,6 +141,15 @@ def test_worker_away_jobs_wait_and_local_jobs_do_not(tmp_path: Path, procs: list
         assert wait_until(client, local["id"])["status"] == "complete"
         waiting = wait_until(client, remote["id"], lambda j: j["lastErrorCode"] == "REMOTE_WORKER_UNREACHABLE", 60)
         assert waiting["status"] == "queued_remote" and w.url in waiting["lastErrorMessage"]
+        # a client filters by the status it sees: queued_remote, not queued or running (its store state)
+        def listed(status: str) -> list[str]:
+            resp = client.get("/api/jobs", params={"status": status})
+            assert resp.status_code == 200, resp.text
+            return [j["id"] for j in resp.json()["items"]]
+
+        assert listed("queued_remote") == [remote["id"]]
+        assert remote["id"] not in listed("queued,running") and listed("complete") == [local["id"]]
+        assert set(listed("queued_remote,complete")) == set(listed(",,")) == {remote["id"], local["id"]}
         assert client.get("/api/runtime").json()["remoteWorker"]["connected"] is False
         procs.append(w.start())
         w.wait_ready()
