@@ -332,3 +332,16 @@ def test_a_worker_that_stays_away_its_job_goes_to_another(tmp_path: Path, procs:
             assert time.monotonic() < deadline, _worker_jobs(lost)
             time.sleep(0.5)
     assert f"remote_canceled: job {running['worker']['workerJobId']} on {lost.url}" in _remote_log(c)
+
+
+def test_a_worker_named_twice_is_one_worker(tmp_path: Path, procs: list) -> None:
+    w = _worker(tmp_path, procs, WORKER_MAX_CONCURRENT_JOBS="2")
+    c = _controller(tmp_path, procs, f"{w.url}, {w.url}/")  # a copy-paste slip in REMOTE_WORKER_URL
+    with _client(c) as client:
+        deadline = time.monotonic() + 60
+        while not (remote := client.get("/api/runtime").json()["remoteWorker"])["connected"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert [wk["url"] for wk in remote["workers"]] == [w.url], "its 2 places would count as 4"
+        done = wait_until(client, post_job(client, "en05.wav")["id"])
+    assert done["status"] == "complete" and done["worker"]["worker"] == w.url

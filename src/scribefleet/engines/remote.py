@@ -71,8 +71,10 @@ KILL_WAIT_S = 10.0
 
 
 def worker_urls(settings: Settings) -> list[str]:
-    """REMOTE_WORKER_URL split on commas."""
-    return [u.strip() for u in (settings.remote_worker_url or "").split(",") if u.strip()]
+    """REMOTE_WORKER_URL split on commas; a worker named twice (`http://a:8477,http://a:8477/`) counts once,
+    else its places would count twice and the jobs beyond its real places would spin on its 429."""
+    urls = (u.strip().rstrip("/") for u in (settings.remote_worker_url or "").split(","))
+    return list(dict.fromkeys(u for u in urls if u))
 
 
 @dataclass
