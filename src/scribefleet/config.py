@@ -247,6 +247,8 @@ class Settings(BaseSettings):
         default=3600.0, gt=0,
         validation_alias=AliasChoices("SCRIBEFLEET_REMOTE_WORKER_TIMEOUT_S", "REMOTE_WORKER_TIMEOUT_SECONDS"),
     )
+    #: a job on a worker that has not answered for this long goes to another worker that does (a new attempt)
+    remote_worker_failover_s: float = Field(default=300.0, gt=0)
     #: first delay between two polls of a remote job (doubled with jitter while nothing changes)
     remote_worker_poll_s: float = Field(
         default=5.0, gt=0,

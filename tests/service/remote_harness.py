@@ -81,12 +81,14 @@ def controller_env(base: Path, worker_url: str, **extra: str) -> dict[str, str]:
     return serve_env(base, **values)
 
 
-def post_job(client: httpx.Client, name: str, *, remote: bool | None = True, formats: tuple[str, ...] = ("txt",)) -> dict[str, Any]:
-    """Upload a test file and create a job of it on the controller."""
+def post_job(client: httpx.Client, name: str, *, remote: bool | None = True, formats: tuple[str, ...] = ("txt",),
+             **options: Any) -> dict[str, Any]:
+    """Upload a test file and create a job of it on the controller (`options`: more job options)."""
     with (DATA / name).open("rb") as fh:
         up = client.post("/api/uploads", files={"file": (name, fh, "audio/wav")})
     assert up.status_code == 201, up.text
-    body: dict[str, Any] = {"uploadId": up.json()["uploadId"], "options": {"formats": list(formats), "device": "cpu"}}
+    body: dict[str, Any] = {"uploadId": up.json()["uploadId"],
+                            "options": {"formats": list(formats), "device": "cpu", **options}}  # fmt: skip
     if remote is not None:
         body["remote"] = remote
     resp = client.post("/api/jobs", json=body)

@@ -11,6 +11,8 @@ import pytest
 import srt
 
 from helpers import TEXTS, wer
+from scribefleet.cli.render import job_line
+from scribefleet.jobs.views import TaskView
 from scribefleet.service.app import create_app
 from scribefleet.service.controller import Controller
 from service.harness import AUTH, DATA, Service, service_settings, upload, wait_job
@@ -175,6 +177,26 @@ async def test_cancel_a_running_job(running_client: httpx.AsyncClient) -> None:
     queued = (await client.post("/api/jobs", headers=AUTH, json={**body, "batchId": batch["id"]})).json()
     after = (await client.post(f"/api/batches/{batch['id']}/cancel", headers=AUTH)).json()
     assert after["counts"]["canceled"] == 1 and after["jobs"][0]["id"] == queued["id"]
+
+
+async def test_a_queued_job_says_why_it_is_not_running(live: str) -> None:
+    async with httpx.AsyncClient(base_url=live, timeout=60) as client:
+        long = await upload(client, DATA / "long_pauses.wav", name="hog.wav")
+        body = {"uploadId": long["uploadId"], "options": {"batch_size": 1, "beam_size": 4, "formats": ["txt"]}}
+        hog = (await client.post("/api/jobs", headers=AUTH, json=body)).json()
+        await wait_job(client, hog["id"], until=lambda j: j["status"] == "running")
+        up = await upload(client, DATA / "en01.wav")
+        waiting = (await client.post("/api/jobs", headers=AUTH, json={"uploadId": up["uploadId"]})).json()
+        # the one slot is busy with the hog: the job says so (the reason is worked out at most twice a second),
+        # and `scribefleet status --controller` shows it
+        busy = lambda j: (j["message"] or "").startswith("Waiting for a free")  # noqa: E731
+        job = await wait_job(client, waiting["id"], until=busy, timeout_s=10)
+        assert job["status"] == "queued" and job["message"] == "Waiting for a free slot: 1 of 1 busy, 1 job(s) queued"
+        assert "queued - Waiting for a free slot: 1 of 1 busy" in job_line(TaskView.from_api(job))
+        await client.post(f"/api/jobs/{hog['id']}/cancel", headers=AUTH)
+        done = await wait_job(client, waiting["id"])
+    assert done["status"] == "complete" and done["message"] is None
+    assert "Waiting" not in job_line(TaskView.from_api(done))
 
 
 @pytest.mark.gpu

@@ -176,7 +176,7 @@ async def test_405_says_allow_and_head_health_answers(idle: Service) -> None:
     async with idle.client(headers=AUTH) as client:
         resp = await client.delete("/api/jobs")
         assert resp.status_code == 405 and _code(resp) == "METHOD_NOT_ALLOWED"
-        assert set(resp.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
+        assert set(resp.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
         assert (await client.head("/health")).status_code == 200
 
 
@@ -226,3 +226,36 @@ def test_errors_keep_the_connection_on_a_real_server(live: str) -> None:
             resp = client.request(**request)
             assert 400 <= resp.status_code < 500, resp.text
             assert client.get("/api/runtime").status_code == 200
+
+
+def test_a_list_offset_past_sqlites_integers_is_a_400(live: str) -> None:
+    with httpx.Client(base_url=live, headers=AUTH, timeout=60) as client:
+        for path in ("/api/jobs", "/api/batches"):
+            for offset in (2**63, 10**20):
+                resp = client.get(path, params={"offset": offset})  # was 500 INTERNAL_ERROR (SQLite OverflowError)
+                assert resp.status_code == 400 and _code(resp) == "INVALID_OPTIONS", (path, offset, resp.text)
+                assert resp.json()["error"]["details"]["errors"][0]["loc"] == "query.offset"
+            last = client.get(path, params={"offset": 2**63 - 1})
+            assert last.status_code == 200 and last.json()["items"] == []
+
+
+def test_head_is_answered_wherever_get_is(live: str) -> None:
+    with httpx.Client(base_url=live, headers=AUTH, timeout=60) as client:
+        listing = client.head("/api/jobs")  # was 405: `curl -I`, link checkers and monitors probe with HEAD
+        assert listing.status_code == 200 and listing.content == b""
+        assert listing.headers["content-type"] == "application/json" and int(listing.headers["content-length"]) > 0
+        assert client.head("/api/runtime").status_code == 200 and client.head("/metrics").status_code == 200
+        missing = client.head("/api/jobs/no-such-job")
+        assert missing.status_code == 404 and missing.content == b""
+        assert client.head("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        stream = client.head("/api/jobs/no-such-job/events")  # an event stream never ends: no HEAD there
+        assert stream.status_code == 405 and stream.headers["allow"] == "GET"
+        options = client.options("/api/jobs")
+        assert options.status_code == 405 and options.headers["allow"] == "GET, HEAD, POST"
+        assert client.get("/api/jobs").status_code == 200, "the connection is still usable after HEADs"
+        up = client.post("/api/uploads", files={"file": ("big.wav", b"RIFF" + b"\0" * (3 * 1024 * 1024))}).json()
+        job = client.post("/api/jobs", json={"uploadId": up["uploadId"], "options": {"formats": ["txt"]}}).json()
+        media = client.head(f"/api/jobs/{job['id']}/media")  # a file streamed in chunks: headers only
+        assert media.status_code == 200 and media.content == b"" and media.headers["content-length"] == str(3 * 1024 * 1024 + 4)
+        client.post(f"/api/jobs/{job['id']}/cancel")
+        assert client.get("/api/runtime").status_code == 200

@@ -11,7 +11,7 @@ import pytest
 
 from scribefleet.service.app import create_app
 from scribefleet.service.controller import Controller
-from service.harness import AUTH, DATA, Service, service_settings, upload
+from service.harness import AUTH, DATA, Service, service_settings, upload, wait_job
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +104,19 @@ async def test_a_url_job_keeps_no_media_and_says_so(queued: Service) -> None:
     err = media.json()["error"]
     assert err["code"] == "NOT_FOUND" and "download is deleted" in err["message"]
     assert err["details"]["reason"] == "url_job"
+
+
+async def test_a_malformed_range_is_ignored_not_a_plain_text_400(live: str) -> None:
+    data = (DATA / "en01.wav").read_bytes()
+    async with httpx.AsyncClient(base_url=live, timeout=60) as client:
+        job_id, _ = await _job(client, DATA / "en01.wav", "ranges.wav")
+        job = await wait_job(client, job_id)
+        srt_bytes = (await client.get(job["outputs"]["srt"], headers=AUTH)).content
+        for bad in ("bytes=abc", "bytes=5-2", "items=0-5", "bytes", "bytes=-"):
+            # RFC 9110 14.2: a Range the server cannot use is ignored; Starlette answered 400 in plain text
+            media = await client.get(f"/api/jobs/{job_id}/media", headers={**AUTH, "Range": bad})
+            assert media.status_code == 200 and media.content == data, (bad, media.status_code, media.text[:100])
+            output = await client.get(job["outputs"]["srt"], headers={**AUTH, "Range": bad})
+            assert output.status_code == 200 and output.content == srt_bytes, (bad, output.text[:100])
+        part = await client.get(f"/api/jobs/{job_id}/media", headers={**AUTH, "Range": "bytes=0-3"})
+        assert part.status_code == 206 and part.content == b"RIFF"

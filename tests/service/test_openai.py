@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import wave
 from pathlib import Path
@@ -13,7 +14,7 @@ import srt
 import webvtt
 
 from helpers import TEXTS, wer
-from service.harness import AUTH, DATA, TOKEN
+from service.harness import AUTH, DATA, TOKEN, Service
 
 FIXTURE = "en08.wav"
 
@@ -135,6 +136,20 @@ def test_errors_reach_the_client_as_openai_errors(client: openai.OpenAI, live: s
     }
 
 
+def test_a_refused_request_keeps_no_upload(client: openai.OpenAI, running: Service) -> None:
+    root = running.controller.uploads.root
+    before = set(root.glob("*"))
+    audio = (FIXTURE, (DATA / FIXTURE).read_bytes())
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="docx")  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):
+        client.audio.transcriptions.create(model="no-such-model", file=audio)
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=audio, temperature=7)
+    # the file arrived whole each time, but no job reads it and the client never learned its id
+    assert set(root.glob("*")) == before
+
+
 def test_models_lists_what_the_server_can_load(client: openai.OpenAI) -> None:
     listed = {m.id: m for m in client.models.list()}
     assert {"whisper-1", "tiny.en"} <= set(listed) and all(m.object == "model" for m in listed.values())
@@ -163,3 +178,39 @@ def test_a_client_that_goes_away_cancels_its_job(live: str, tmp_path: Path) -> N
         assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
         time.sleep(0.1)
     assert job["lastErrorCode"] == "USER_CANCELED"
+
+
+def test_a_job_canceled_by_an_operator_is_not_sent_again_by_the_client(live: str, tmp_path: Path) -> None:
+    with wave.open(str(DATA / "long_pauses.wav"), "rb") as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    long_wav = tmp_path / "operator-cancels.wav"
+    with wave.open(str(long_wav), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames * 3)
+    patient = openai.OpenAI(base_url=f"{live}/v1", api_key=TOKEN, timeout=300)  # the default: 2 retries
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            with long_wav.open("rb") as fh:
+                patient.audio.transcriptions.create(model="whisper-1", file=fh)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            raised.append(exc)
+
+    client_thread = threading.Thread(target=call)
+    client_thread.start()
+
+    def mine() -> list[dict]:
+        return [j for j in httpx.get(f"{live}/api/jobs", headers=AUTH).json()["items"] if j["filename"] == long_wav.name]
+
+    deadline = time.monotonic() + 120
+    while not [j for j in mine() if j["status"] == "running"]:
+        assert time.monotonic() < deadline and client_thread.is_alive(), (mine(), raised)
+        time.sleep(0.1)
+    [job] = mine()
+    httpx.post(f"{live}/api/jobs/{job['id']}/cancel", headers=AUTH)
+    client_thread.join(120)
+    assert len(raised) == 1 and isinstance(raised[0], openai.ConflictError), raised
+    assert raised[0].body["code"] == "USER_CANCELED"
+    # the client has returned: had it retried, it would have waited for (and got) a second transcription
+    assert [j["status"] for j in mine()] == ["canceled"], "the client sent the canceled job again"

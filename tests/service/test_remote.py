@@ -74,13 +74,16 @@ def test_remote_and_local_jobs_side_by_side(tmp_path: Path, procs: list) -> None
     w = _worker(tmp_path, procs, WORKER_MAX_CONCURRENT_JOBS="2")
     c = _controller(tmp_path, procs, w.url)
     with _client(c) as client:
-        remote = post_job(client, "en03.wav", formats=("txt", "srt"))
+        remote = post_job(client, "en03.wav", formats=("txt", "srt"), language="de")
         assert (remote["status"], remote["executionMode"]) == ("queued_remote", "remote")
         assert remote["message"] == "Waiting for worker capacity"
         local = post_job(client, "en04.wav", remote=None)
         assert local["executionMode"] == "local"
         done = wait_until(client, remote["id"])
         assert done["status"] == "complete", done
+        # what the worker's pipeline said of it reaches the controller's job, as a local job's would
+        assert set(done["guards"]) >= {"no_speech", "loops"}, done["guards"]
+        assert done["warnings"] and "English-only" in done["warnings"][0], done["warnings"]
         assert done["worker"]["workerJobId"] and done["worker"]["gpu"] is False and done["worker"]["lastSeenAt"]
         assert wer(TEXTS["en03.wav"], client.get(done["outputs"]["txt"]).text) < 0.3
         assert "-->" in client.get(done["outputs"]["srt"]).text
@@ -138,6 +141,15 @@ def test_worker_away_jobs_wait_and_local_jobs_do_not(tmp_path: Path, procs: list
         assert wait_until(client, local["id"])["status"] == "complete"
         waiting = wait_until(client, remote["id"], lambda j: j["lastErrorCode"] == "REMOTE_WORKER_UNREACHABLE", 60)
         assert waiting["status"] == "queued_remote" and w.url in waiting["lastErrorMessage"]
+        # a client filters by the status it sees: queued_remote, not queued or running (its store state)
+        def listed(status: str) -> list[str]:
+            resp = client.get("/api/jobs", params={"status": status})
+            assert resp.status_code == 200, resp.text
+            return [j["id"] for j in resp.json()["items"]]
+
+        assert listed("queued_remote") == [remote["id"]]
+        assert remote["id"] not in listed("queued,running") and listed("complete") == [local["id"]]
+        assert set(listed("queued_remote,complete")) == set(listed(",,")) == {remote["id"], local["id"]}
         assert client.get("/api/runtime").json()["remoteWorker"]["connected"] is False
         procs.append(w.start())
         w.wait_ready()
@@ -160,6 +172,19 @@ def test_wrong_token_fails_fast_without_a_retry_loop(tmp_path: Path, procs: list
         assert runtime["connected"] is False and runtime["workers"][0]["lastError"]["code"] == "REMOTE_WORKER_UNAUTHORIZED"
     assert _worker_jobs(w) == []
     assert "not-the-worker-token" not in c.output() + (c.state / "logs" / "scribefleet.log").read_text()
+    # the worker throttles an address that keeps sending wrong tokens (it listens on 0.0.0.0 of a rented
+    # server), as the controller does: every token from here now waits, the right one too; /health stays open
+    for _ in range(10):  # the controller's wrong pings count too: at most 10 from this address in all
+        if httpx.get(w.url + "/v1/ping", headers={"Authorization": "Bearer guess"}, timeout=10).status_code == 429:
+            break
+    paused = httpx.get(w.url + "/v1/ping", headers=WAUTH, timeout=10)
+    assert paused.status_code == 429 and paused.json()["error"]["code"] == "TOO_MANY_ATTEMPTS", paused.text
+    assert int(paused.headers["retry-after"]) > 0
+    assert httpx.get(w.url + "/health", timeout=10).status_code == 200
+    assert "throttling 127.0.0.1" in w.output()
+    with _client(c) as client:  # a throttled controller's job still fails at once, not waiting for "capacity"
+        late = wait_until(client, post_job(client, "en09.wav")["id"], timeout_s=60)
+    assert (late["status"], late["lastErrorCode"], late["attempts"]) == ("failed", "REMOTE_WORKER_UNAUTHORIZED", 1)
 
 
 def test_twenty_jobs_never_more_than_the_workers_places(tmp_path: Path, procs: list) -> None:
@@ -275,3 +300,48 @@ def test_several_workers_the_least_loaded_gets_the_job(tmp_path: Path, procs: li
     assert [d["status"] for d in done] == ["complete", "complete"]
     assert sorted(d["worker"]["worker"] for d in done) == sorted([a.url, b.url]), "both went to one worker"
     assert len(_worker_jobs(a)) == len(_worker_jobs(b)) == 1
+
+
+def test_a_worker_that_stays_away_its_job_goes_to_another(tmp_path: Path, procs: list) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _worker(tmp_path / "a", procs)
+    b = _worker(tmp_path / "b", procs)
+    c = _controller(tmp_path, procs, f"{a.url},{b.url}", SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S="3")
+    with _client(c) as client:
+        deadline = time.monotonic() + 60
+        while not all(wk["connected"] for wk in client.get("/api/runtime").json()["remoteWorker"]["workers"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        job = post_job(client, "long_pauses.wav")
+        running = wait_until(client, job["id"], lambda j: j["status"] == "running" and j["worker"].get("workerJobId"))
+        lost, other = (a, b) if running["worker"]["worker"] == a.url else (b, a)
+        lost.kill(signal.SIGKILL)  # and it does not come back for a while
+        done = wait_until(client, job["id"])
+        assert done["status"] == "complete" and done["worker"]["worker"] == other.url, done
+        assert done["attempts"] == 2, "the failover is counted as an attempt"
+        assert wer(TEXTS["long_pauses.wav"], client.get(done["outputs"]["txt"]).text) < 0.3
+        log = _remote_log(c)
+        assert f"remote_failover: task {job['id']}, worker {lost.url} has not answered" in log
+        events = client.get(f"/api/jobs/{job['id']}/logs").text
+        assert '"retry"' in events and "REMOTE_WORKER_UNREACHABLE" in events
+        # the lost worker comes back: its copy of the job, which nobody waits for, is canceled
+        lost.start().wait_ready()
+        deadline = time.monotonic() + 60
+        while not [t for t in _worker_jobs(lost) if t.state is TaskState.CANCELED]:
+            assert time.monotonic() < deadline, _worker_jobs(lost)
+            time.sleep(0.5)
+    assert f"remote_canceled: job {running['worker']['workerJobId']} on {lost.url}" in _remote_log(c)
+
+
+def test_a_worker_named_twice_is_one_worker(tmp_path: Path, procs: list) -> None:
+    w = _worker(tmp_path, procs, WORKER_MAX_CONCURRENT_JOBS="2")
+    c = _controller(tmp_path, procs, f"{w.url}, {w.url}/")  # a copy-paste slip in REMOTE_WORKER_URL
+    with _client(c) as client:
+        deadline = time.monotonic() + 60
+        while not (remote := client.get("/api/runtime").json()["remoteWorker"])["connected"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert [wk["url"] for wk in remote["workers"]] == [w.url], "its 2 places would count as 4"
+        done = wait_until(client, post_job(client, "en05.wav")["id"])
+    assert done["status"] == "complete" and done["worker"]["worker"] == w.url

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -138,8 +140,9 @@ async def test_broken_and_wrong_bodies(idle: Service) -> None:
     for resp in (as_json, no_file, field_only, truncated, two):
         assert resp.status_code == 400, resp.text
         assert resp.json()["error"]["code"] == "INVALID_REQUEST"
-    leftovers = [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".json")]
-    assert [p.name for p in leftovers] == ["a.wav"], "only the complete first file of the double upload stays"
+    # the double upload's first file arrived whole, but the request was refused: no id reached the client, so
+    # nobody could ever use or delete it, and nothing stays
+    assert list(root.iterdir()) == []
 
 
 async def test_upload_metrics(idle: Service) -> None:
@@ -150,3 +153,44 @@ async def test_upload_metrics(idle: Service) -> None:
     assert "scribefleet_upload_bytes_total 1000.0" in text
     assert 'scribefleet_uploads_total{result="stored"} 1.0' in text
     assert 'scribefleet_uploads_total{result="invalid"} 1.0' in text
+
+
+def test_a_body_cut_off_is_refused_as_such_and_keeps_nothing(live: str, running: Service) -> None:
+    """Real sockets: a client that stops after the file part, and one that goes away mid-file."""
+    root = running.controller.uploads.root
+    before = set(root.glob("*"))
+    host, port = live.removeprefix("http://").split(":")
+    audio = (DATA / "en01.wav").read_bytes()
+    part = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="cut.wav"\r\n\r\n').encode() + audio
+    head = (f"POST {{}} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {{}}\r\n\r\n")  # fmt: skip
+    for path in ("/api/uploads", "/v1/audio/transcriptions"):
+        cut = part + f"\r\n--{BOUNDARY}".encode()  # the file part ended, the closing "--" never came
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(head.format(path, len(cut)).encode() + cut)
+            answer = _http_answer(sock)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"INVALID_REQUEST" in answer and b"cut off" in answer, answer[-300:]
+        with socket.create_connection((host, int(port)), timeout=30) as sock:  # gone mid-file
+            sock.sendall(head.format(path, len(part) + 10_000).encode() + part[: len(part) // 2])
+    deadline = time.monotonic() + 30
+    while set(root.glob("*")) != before:  # the server notices the closed socket on its own time
+        assert time.monotonic() < deadline, sorted(set(root.glob("*")) - before)
+        time.sleep(0.1)
+
+
+def _http_answer(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0

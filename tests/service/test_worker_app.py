@@ -39,7 +39,7 @@ def _client(service: WorkerService) -> httpx.AsyncClient:
 @pytest.fixture
 def idle_worker(tmp_path: Path) -> Iterator[WorkerService]:
     """A worker whose dispatcher never starts: admitted jobs stay queued."""
-    service = _service(tmp_path, worker_max_concurrent_jobs=2, max_file_mb=1)
+    service = _service(tmp_path, worker_max_concurrent_jobs=2, max_file_mb=1, auth_fail_limit=1000)
     yield service
     service.stop()
 
@@ -76,6 +76,11 @@ async def test_every_route_but_health_needs_the_token(idle_worker: WorkerService
                     continue
                 assert resp.json()["error"]["code"] == "UNAUTHORIZED" and resp.headers["www-authenticate"] == "Bearer"
         assert set(answered) == {("GET", "/health")}
+        # a load balancer's HEAD probe: the controller answered it, the worker said 405
+        head = await client.head("/health")
+        assert head.status_code == 200 and head.content == b""
+        assert (await client.head("/v1/ping", headers=WAUTH)).status_code == 200
+        assert (await client.head("/v1/ping")).status_code == 401
         ping = await client.get("/v1/ping", headers=WAUTH)
         assert ping.status_code == 200
         body = ping.json()
@@ -88,6 +93,7 @@ async def test_ping_public_when_configured(tmp_path: Path) -> None:
     try:
         async with _client(service) as client:
             assert (await client.get("/v1/ping")).status_code == 200
+            assert (await client.head("/v1/ping")).status_code == 200
             assert (await client.get("/v1/jobs/x")).status_code == 401
     finally:
         service.stop()
@@ -97,6 +103,9 @@ def test_no_token_no_worker(tmp_path: Path) -> None:
     settings = service_settings(tmp_path)
     with pytest.raises(UsageError, match="WORKER_TOKEN"):
         create_worker_app(WorkerService(settings, tmp_path / "w"))
+    short = service_settings(tmp_path, worker_token="hunter2")  # a worker listens on 0.0.0.0: a guessable token is refused
+    with pytest.raises(UsageError, match="shorter than 16 characters"):
+        create_worker_app(WorkerService(short, tmp_path / "w2"))
 
 
 async def test_admission_is_bounded_and_idempotent(idle_worker: WorkerService) -> None:
@@ -149,9 +158,12 @@ async def test_bad_options_and_unknown_jobs(idle_worker: WorkerService) -> None:
     async with _client(idle_worker) as client:
         bad = await _post(client, options='{"formats": ["doc"]}')
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_OPTIONS"
+        unknown_model = await _post(client, options='{"model": "no-such-model"}')
+        assert unknown_model.status_code == 404 and unknown_model.json()["error"]["code"] == "MODEL_NOT_FOUND"
         missing = await client.get("/v1/jobs/nope", headers=WAUTH)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
     assert idle_worker.store.tasks() == []
+    assert list(idle_worker.controller.uploads.root.iterdir()) == [], "a refused job's media is not kept"
 
 
 async def test_abandoned_jobs_are_canceled(idle_worker: WorkerService) -> None:
@@ -175,6 +187,9 @@ async def test_a_job_runs_and_a_restarted_worker_still_knows_it(tmp_path: Path) 
             assert job["model"] == "tiny.en", "WORKER_MODEL is the model of a job that names none"
             text = (await client.get(job["outputs"]["txt"], headers=WAUTH)).text
             assert wer(TEXTS["en02.wav"], text) < 0.3
+            for bad in ("bytes=abc", "bytes=5-2"):  # ignored (the whole file), not a plain-text 400
+                ranged = await client.get(job["outputs"]["txt"], headers={**WAUTH, "Range": bad})
+                assert ranged.status_code == 200 and ranged.text == text, ranged.text
     finally:
         service.stop()
     again = _service(tmp_path)

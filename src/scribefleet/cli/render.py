@@ -64,4 +64,5 @@ def job_line(view: TaskView) -> str:
     if where and view.elapsed_s is not None:
         where += f", elapsed {clock(view.elapsed_s)}, ETA {clock(view.eta_s)}"
     error = f" [{view.error_code}] {view.error_message}" if view.error_code else ""
-    return f"{view.id}  {view.name}: {view.status}{where}{error} (attempts {view.attempts})"
+    waiting = f" - {view.message}" if view.message and not view.is_terminal else ""  # why it is not running yet
+    return f"{view.id}  {view.name}: {view.status}{waiting}{where}{error} (attempts {view.attempts})"

@@ -19,7 +19,12 @@ Running a task on a remote slot is a thread of its own (`_work`):
    with backoff and jitter, until REMOTE_WORKER_TIMEOUT_SECONDS;
 3. poll GET /v1/jobs/{id} with backoff and jitter (back to the first delay
    whenever progress moves); a poll that fails is logged and repeated, so a
-   worker that goes away for a while only delays the job;
+   worker that goes away for a while only delays the job. One that stays
+   away (marked unreachable, no answer for SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S)
+   while another worker answers fails the attempt as retryable
+   (`remote_failover`): the dispatcher counts it and sends the job again, to
+   a worker that answers. Its job on the lost worker is canceled if that
+   worker comes back (it would else run for nobody until its abandon timer);
 4. download each output to the task's output path atomically; done.
 
 Cancel (`kill`) tells the worker (POST cancel). `stop()` only detaches: the
@@ -66,8 +71,10 @@ KILL_WAIT_S = 10.0
 
 
 def worker_urls(settings: Settings) -> list[str]:
-    """REMOTE_WORKER_URL split on commas."""
-    return [u.strip() for u in (settings.remote_worker_url or "").split(",") if u.strip()]
+    """REMOTE_WORKER_URL split on commas; a worker named twice (`http://a:8477,http://a:8477/`) counts once,
+    else its places would count twice and the jobs beyond its real places would spin on its 429."""
+    urls = (u.strip().rstrip("/") for u in (settings.remote_worker_url or "").split(","))
+    return list(dict.fromkeys(u for u in urls if u))
 
 
 @dataclass
@@ -166,6 +173,7 @@ class RemoteEngine(Engine):
         self._watcher: threading.Thread | None = None
         self.poll_s = settings.remote_worker_poll_s
         self.poll_max_s = max(self.poll_s, min(60.0, 8 * self.poll_s))
+        self._orphans: dict[int, list[str]] = {}  # worker index -> its jobs failed over while it was away
 
     # -- views ---------------------------------------------------------------
 
@@ -376,6 +384,7 @@ class RemoteEngine(Engine):
             return False
         changed = not was or caps.get("maxConcurrentJobs") != w.capabilities.get("maxConcurrentJobs")
         w.connected, w.unauthorized, w.failures, w.last_error, w.capabilities, w.last_seen_at = True, False, 0, None, caps, time.time()
+        self._cancel_orphans(w)
         if changed:
             log.info(
                 "remote_worker_connected: %s, capacity %s jobs (%s active), gpu %s, models %s",
@@ -384,6 +393,33 @@ class RemoteEngine(Engine):
             )  # fmt: skip
             self._inbox.put(("worker", w.index, True, caps))
         return True
+
+    def _cancel_orphans(self, w: RemoteWorker) -> None:
+        """A worker is back: cancel its jobs whose tasks went to another worker meanwhile."""
+        for job_id in self._orphans.pop(w.index, []):
+            try:
+                w.client.cancel(job_id)
+                log.info("remote_canceled: job %s on %s (its task went to another worker while this one was away)",
+                         job_id, w.client.url)  # fmt: skip
+            except ScribefleetError as err:
+                log.warning("remote_cancel_failed: job %s on %s [%s]: %s", job_id, w.client.url, err.code, err.message)
+
+    def _fail_over(self, attempt: _Attempt, w: RemoteWorker, away_since: float) -> None:
+        """Give the attempt up (retryable) when its worker stays away and another one answers."""
+        away_s = time.monotonic() - away_since
+        if w.connected or away_s < self.settings.remote_worker_failover_s:
+            return
+        others = [o.client.url for o in self.workers if o is not w and o.connected and not o.unauthorized]
+        if not others:
+            return  # nowhere else to go: wait for it (it resumes the job when it returns)
+        if attempt.worker_job_id is not None:
+            self._orphans.setdefault(w.index, []).append(attempt.worker_job_id)
+        log.warning("remote_failover: task %s, worker %s has not answered for %.0f s "
+                    "(SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S); the job is sent again to a worker that answers (%s)",
+                    attempt.task_id, w.client.url, away_s, ", ".join(others))  # fmt: skip
+        raise _Fail(RemoteWorkerUnreachable(
+            f"worker {w.client.url} has not answered for {away_s:.0f} s; the job is sent again to another worker",
+            worker=w.client.url, workerJobId=attempt.worker_job_id), retryable=True)
 
     # -- one task on a worker ------------------------------------------------------
 
@@ -442,10 +478,12 @@ class RemoteEngine(Engine):
         deadline = time.monotonic() + self.settings.remote_worker_timeout_s
         delay_s = 0.0
         last: ScribefleetError | None = None
+        away_since: float | None = None  # when this stretch of failed calls began
         media = Path(str(spec.get("input_path")))
         while True:
             try:
                 job = w.client.create(media, str(spec.get("display") or media.name), dict(spec.get("options") or {}), key)
+                away_since = None
                 log.info("remote_dispatched: task %s to %s as job %s (idempotency key %s)", attempt.task_id,
                          w.client.url, job.get("id"), key)  # fmt: skip
                 return job
@@ -456,6 +494,8 @@ class RemoteEngine(Engine):
                          w.client.url, delay_s)  # fmt: skip
             except RemoteWorkerUnreachable as err:
                 last, attempt.last_error = err, err.to_dict()
+                away_since = away_since if away_since is not None else time.monotonic()
+                self._fail_over(attempt, w, away_since)
                 delay_s = next_delay(delay_s, self.poll_s, self.poll_max_s)
                 log.warning("remote_dispatch_retry: task %s, worker %s unreachable; next try in %.1f s",
                             attempt.task_id, w.client.url, delay_s)  # fmt: skip
@@ -482,6 +522,7 @@ class RemoteEngine(Engine):
         assert w is not None
         deadline = time.monotonic() + self.settings.remote_worker_timeout_s
         delay_s, last, failures = self.poll_s, None, 0
+        away_since: float | None = None  # when this stretch of failed polls began
         while True:
             status = job.get("status")
             if status == "complete":
@@ -515,10 +556,12 @@ class RemoteEngine(Engine):
                 return None
             try:
                 job = w.client.job(job_id)
-                attempt.last_seen_at, attempt.last_error, failures = time.time(), None, 0
+                attempt.last_seen_at, attempt.last_error, failures, away_since = time.time(), None, 0, None
             except RemoteWorkerUnreachable as err:
                 failures += 1
                 attempt.last_error = err.to_dict() if failures >= UNREACHABLE_AFTER else attempt.last_error
+                away_since = away_since if away_since is not None else time.monotonic()
+                self._fail_over(attempt, w, away_since)
                 delay_s = next_delay(delay_s, self.poll_s, self.poll_max_s)
                 log.warning("remote_poll_failed: task %s, job %s on %s (%d in a row): %s", attempt.task_id, job_id,
                             w.client.url, failures, err.message)  # fmt: skip
@@ -566,5 +609,8 @@ class RemoteEngine(Engine):
             "outputs": outputs,
             "duration_s": job.get("audioDurationS"),
             "language": job.get("language"),
+            # what the worker's pipeline says of the transcript: as a local job's, in the job JSON
+            "guards": job.get("guards") if isinstance(job.get("guards"), dict) else None,
+            "warnings": [str(w) for w in job.get("warnings") or []],
             "remote": attempt.view(),
         }

@@ -2,7 +2,8 @@
 
 One call, one try: the RemoteEngine decides when to try again (backoff with
 jitter, `next_delay`). Every failure is translated where it enters into the
-seed's codes: 401/403 REMOTE_WORKER_UNAUTHORIZED (never worth repeating),
+seed's codes: 401/403 REMOTE_WORKER_UNAUTHORIZED (never worth repeating; so
+is a 429 TOO_MANY_ATTEMPTS, the worker throttling our wrong token),
 429 REMOTE_WORKER_CAPACITY (with the worker's Retry-After), connection
 errors, timeouts and 5xx REMOTE_WORKER_UNREACHABLE, any other refusal of a
 new job REMOTE_DISPATCH_FAILED with the worker's own code and message in the
@@ -64,6 +65,11 @@ class WorkerClient:
             raise RemoteWorkerUnauthorized(
                 f"worker {self.url} refused the controller's token: set REMOTE_WORKER_TOKEN to the worker's WORKER_TOKEN",
                 worker=self.url, status=resp.status_code,
+            )  # fmt: skip
+        if resp.status_code == 429 and _worker_error(resp)["workerCode"] == "TOO_MANY_ATTEMPTS":
+            raise RemoteWorkerUnauthorized(
+                f"worker {self.url} refuses the controller's tokens for a while after too many wrong ones: "
+                "set REMOTE_WORKER_TOKEN to the worker's WORKER_TOKEN", worker=self.url, status=429,
             )  # fmt: skip
         if resp.status_code == 429:
             retry_after = _float(resp.headers.get("retry-after"), 5.0)

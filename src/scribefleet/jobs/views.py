@@ -164,6 +164,7 @@ class TaskView:
             language=job.get("language"), guards=job.get("guards") if isinstance(job.get("guards"), dict) else None,
             slot=worker.get("slot") or worker.get("name"),
             execution_mode=str(job.get("executionMode") or "local"), warnings=tuple(job.get("warnings") or ()),
+            message=job.get("message") if isinstance(job.get("message"), str) else None,
         )  # fmt: skip
 
 

@@ -22,10 +22,11 @@ from scribefleet.options import PublishOptions, TranscribeOptions
 from scribefleet.service import jobs as J
 from scribefleet.service import streams
 from scribefleet.service.controller import Controller
-from scribefleet.service.limits import list_item
-from scribefleet.service.media import media_response
+from scribefleet.service.limits import MAX_OFFSET, list_item
+from scribefleet.service.media import RangeFileResponse, media_response
 from scribefleet.service.metrics import Metrics
 from scribefleet.service.uploads import receive_multipart
+from scribefleet.jobs.views import QUEUED_REMOTE
 from scribefleet.store.models import TaskState
 
 CANCEL_WAIT_S = 3.0
@@ -75,16 +76,27 @@ class BatchRequest(BaseModel):
     name: str | None = Field(default=None, max_length=200)
 
 
-def _states(status: str | None) -> list[TaskState] | None:
-    if not status:
+#: a job's status as the API shows it, as SQL on the tasks table: a remote job waiting for a worker's place
+#: (queued, or running in its `queued_remote` stage) is `queued_remote` (jobs/views.py), not queued or running
+_REMOTE = "COALESCE(json_extract(spec, '$.remote'), 0) != 0"
+_WAITING = f"{_REMOTE} AND (state = 'queued' OR (state = 'running' AND stage = '{QUEUED_REMOTE}'))"
+_STATUS_SQL = {
+    QUEUED_REMOTE: _WAITING,
+    TaskState.QUEUED.value: f"state = 'queued' AND NOT ({_REMOTE})",
+    TaskState.RUNNING.value: f"state = 'running' AND NOT ({_WAITING})",
+}
+
+
+def _status_where(status: str | None) -> tuple[str, list[Any]] | None:
+    """The `status` filter of GET /api/jobs (comma-separated statuses as jobs show them) as SQL."""
+    wanted = [s.strip() for s in (status or "").split(",") if s.strip()]
+    if not wanted:
         return None
-    try:
-        return [TaskState(s.strip()) for s in status.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(
-            f"unknown status in {status!r}; use {', '.join(s.value for s in TaskState)} (comma-separated)",
-            status=status,
-        ) from None
+    known = [s.value for s in TaskState] + [QUEUED_REMOTE]
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        raise UsageError(f"unknown status in {status!r}; use {', '.join(known)} (comma-separated)", status=status)
+    return " OR ".join(f"({_STATUS_SQL.get(s, 'state = ?')})" for s in wanted), [s for s in wanted if s not in _STATUS_SQL]
 
 
 def _page(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
@@ -150,10 +162,10 @@ def _job_routes(router: APIRouter, controller: Controller) -> None:
         status: str | None = None,
         batch_id: Annotated[str | None, Query(alias="batchId")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """Jobs, newest first, filtered by status (comma-separated) and batch; big options are left out."""
-        tasks, total = controller.store.task_page(batch_id, _states(status), limit=limit, offset=offset)
+        tasks, total = controller.store.task_page(batch_id, None, limit=limit, offset=offset, where=_status_where(status))
         items = [list_item(J.job_json(t, controller)) for t in tasks]
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
@@ -178,7 +190,7 @@ def _job_view_routes(router: APIRouter, controller: Controller) -> None:
         task = J.get_task(controller, job_id)
         path = J.output_file(task, fmt)
         name = f"{J.download_stem(task)}.{fmt}"
-        return FileResponse(path, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"), filename=name)
+        return RangeFileResponse(path, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"), filename=name)
 
     @router.get("/jobs/{job_id}/media", tags=["jobs"], response_class=FileResponse)
     def get_media(job_id: str) -> FileResponse:
@@ -213,7 +225,7 @@ def _batch_routes(router: APIRouter, controller: Controller) -> None:
 
     @router.get("/batches", tags=["batches"])
     def list_batches(
-        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0
     ) -> dict[str, Any]:
         """Batches made with POST /api/batches, newest first."""
         batches = [b for b in controller.store.batches() if b.kind == J.BATCH_KIND and not b.spec.get("single")][::-1]

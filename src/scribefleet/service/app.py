@@ -14,7 +14,8 @@ as METHOD_NOT_ALLOWED (with `Allow`), any other HTTP error as INVALID_REQUEST,
 and a bug as INTERNAL_ERROR (500, its traceback in the log only; the
 connection stays open). Under /v1 the same errors take OpenAI's shape
 (openai_api.py). Around the routes, outermost first: the /v1 error shape, the
-last-resort handler, authentication, the JSON body limit (service/guards.py).
+last-resort handler, authentication, the JSON body limit, HEAD as GET
+(service/guards.py).
 service/schema.py documents every error status in the OpenAPI schema.
 """
 
@@ -42,7 +43,7 @@ from scribefleet.service.handler_api import handler_router
 from scribefleet.service.auth import AuthMiddleware, Authenticator, SessionStore, WrongTokenThrottle, error_headers, load_tokens
 from scribefleet.service.controller import Controller
 from scribefleet.service.metrics import Metrics
-from scribefleet.service.guards import BodyLimitMiddleware, CatchAllMiddleware
+from scribefleet.service.guards import BodyLimitMiddleware, CatchAllMiddleware, HeadMiddleware
 from scribefleet.service.openai_api import OpenAIErrorMiddleware, openai_router
 from scribefleet.service.runtime import runtime_router
 from scribefleet.service.schema import document_errors
@@ -72,11 +73,13 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route of this path takes (Starlette's 405 names only the first such route's)."""
-    return ", ".join(
-        method for method in HTTP_METHODS
-        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in request.app.router.routes)
-    )  # fmt: skip
+    """Every method some route of this path takes (Starlette's 405 names only the first such route's);
+    HEAD wherever GET is, but on event streams (HeadMiddleware)."""
+    routes = request.app.router.routes
+    allowed = [m for m in HTTP_METHODS if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
+    if "GET" in allowed and "HEAD" not in allowed and not request.url.path.endswith("/events"):
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
+    return ", ".join(allowed)
 
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -136,6 +139,7 @@ def create_app(
     }
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)
+    app.add_middleware(HeadMiddleware, router=app.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_kb * 1024, upload_paths=UPLOAD_PATHS)
     app.add_middleware(AuthMiddleware, authenticator=authenticator)
     app.add_middleware(CatchAllMiddleware)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,15 @@ from scribefleet.engines.remote import RemoteEngine
 from scribefleet.errors import StateLocked, UsageError
 from scribefleet.jobs.run import controller_dispatcher, slots_for
 from scribefleet.service.uploads import UploadStore
+from scribefleet.store.models import TaskState
 from scribefleet.store.store import Store
 from scribefleet.worker.hardware import Hardware, detect_hardware, gpu_memory_by_pid, plan_slots
 
 log = logging.getLogger("scribefleet.controller")
 
 RESTART_PAUSE_MAX_S = 30.0
+#: how long the reason queued jobs wait (`queue_reason`) is reused before it is worked out again
+QUEUE_REASON_TTL_S = 0.5
 
 
 class Controller:
@@ -67,6 +71,7 @@ class Controller:
         self._dispatcher: Dispatcher | None = None
         self._guard = threading.Lock()
         self._stopped = False
+        self._queue_reason: tuple[float, str] = (-QUEUE_REASON_TTL_S, "")  # (time.monotonic(), reason)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -182,6 +187,37 @@ class Controller:
                 "gpuMemoryMb": gpu_mb.get(spec.name),
             })  # fmt: skip
         return out
+
+    def queue_reason(self) -> str:
+        """Why a queued local job is not running yet, in words (the job's `message`; seed 002: say why it waits).
+
+        The same for every queued job, so a list, a batch page or a batch's event stream of a thousand
+        queued jobs asks the store once per QUEUE_REASON_TTL_S, not once per job.
+        """
+        at, reason = self._queue_reason
+        if time.monotonic() - at < QUEUE_REASON_TTL_S:
+            return reason
+        reason = self._queue_reason_now()
+        self._queue_reason = (time.monotonic(), reason)
+        return reason
+
+    def _queue_reason_now(self) -> str:
+        engine = self._engine
+        if engine is None or not self.dispatching:
+            return "Waiting for the dispatcher to start (the controller is starting, restarting or stopping)"
+        local = [h for h in engine.slots if h.device != "remote"]
+        alive = [h for h in local if h.status.is_alive]
+        busy = [h for h in alive if h.status is SlotStatus.BUSY]
+        queued = self.store.counts()[TaskState.QUEUED]
+        if not alive:
+            return (f"Waiting for a slot: none of the {len(local)} local slot(s) is running "
+                    "(GET /api/runtime has each slot's error; the controller log says why)")  # fmt: skip
+        if len(busy) == len(alive):
+            return f"Waiting for a free slot: {len(busy)} of {len(alive)} busy, {queued} job(s) queued"
+        starting = [h.name for h in alive if h.status is SlotStatus.STARTING]
+        if starting and not any(h.status is SlotStatus.IDLE for h in alive):
+            return f"Waiting for a slot to start ({', '.join(starting)}: loading)"
+        return f"Waiting to be dispatched: {len(alive) - len(busy)} of {len(alive)} slot(s) free"
 
     # -- remote workers (engines/remote.py) -------------------------------------
 

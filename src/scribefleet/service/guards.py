@@ -12,6 +12,10 @@ setting (default 077) to its process before it creates anything, so the state
 folder, store, logs, uploads and outputs are 0700/0600, and so are those of
 the slots, which inherit the umask.
 
+`HeadMiddleware` answers HEAD wherever GET is answered (RFC 9110: a server
+that takes GET takes HEAD): the request runs as a GET and only its status and
+headers leave. Event streams (`.../events`) never end, so HEAD there stays 405.
+
 `CatchAllMiddleware` turns an exception no handler took into the standard 500
 INTERNAL_ERROR body, traceback in the log only. Starlette's own last-resort
 handler re-raises after answering, and uvicorn then closes the keep-alive
@@ -27,6 +31,7 @@ import os
 import stat
 from pathlib import Path
 
+from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scribefleet.config import Settings
@@ -103,6 +108,43 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class HeadMiddleware:
+    """HEAD on a route that takes GET (and not HEAD itself) runs as that GET, its body left out."""
+
+    def __init__(self, app: ASGIApp, router: Router) -> None:
+        self.app, self.router = app, router
+
+    def _as_get(self, scope: Scope) -> bool:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or scope["path"].endswith("/events"):
+            return False
+        routes = self.router.routes
+        if any(r.matches(scope)[0] is Match.FULL for r in routes):
+            return False  # the route takes HEAD itself (/health)
+        return any(r.matches({**scope, "method": "GET"})[0] is Match.FULL for r in routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._as_get(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await send(message)
+            elif message["type"] == "http.response.body":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if message.get("more_body", False):
+                    raise _HeadDone  # a file of 2 GB is not read to be thrown away
+
+        try:
+            await self.app({**scope, "method": "GET"}, receive, headers_only)
+        except _HeadDone:
+            pass
+
+
+class _HeadDone(Exception):
+    """The answer to a HEAD has left: the GET's body is not wanted."""
 
 
 class CatchAllMiddleware:

@@ -45,6 +45,8 @@ def job_json(task: Task, controller: Controller, *, stages: bool = False) -> dic
     remote = controller.remote_view(task.id) if view.execution_mode == "remote" and not task.is_terminal else None
     out = view.as_api_json(slot_is_gpu=controller.slot_is_gpu(task.slot), remote=remote)
     out["lastErrorMessage"] = redact_paths(out["lastErrorMessage"], controller.settings, controller.state_dir)
+    if view.status == "queued" and view.execution_mode == "local":
+        out["message"] = controller.queue_reason()
     if view.execution_mode == "remote" and not task.is_terminal:
         # a job that waits on a worker that does not answer says so (REMOTE_WORKER_UNREACHABLE & co), though not failed
         waiting = (remote or {}).get("lastError") or (controller.remote_wait_error() if view.status == "queued_remote" else None)

@@ -4,7 +4,7 @@
 whose prompt or error message is long would make every page that lists it
 slow. A list item has the same keys as the job itself, but any text option
 and the error message longer than `LIST_TEXT_CHARS` end in "…"; `GET
-/api/jobs/{id}` answers them whole.
+/api/jobs/{id}` answers them whole. A list's `offset` is at most `MAX_OFFSET`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 LIST_TEXT_CHARS = 200
+#: the largest `offset` of a list: SQLite's integers are 64-bit, and a larger one is a 400, not a crash
+MAX_OFFSET = 2**63 - 1
 
 
 def _cut(value: Any) -> Any:

@@ -16,6 +16,12 @@ transcribed, and so is the decoded audio (pipeline/job.py), so its media
 answers `404 NOT_FOUND` saying so (the page shows the message and a link to
 the URL itself). An upload deleted from the folder answers the same way.
 
+A `Range` header that is not a byte range this server can read (another
+unit, `bytes=abc`, `bytes=5-2`) is ignored and the whole file answered with
+200, as RFC 9110 (14.2) allows, instead of Starlette's plain-text 400 that no
+client of this API could parse (`RangeFileResponse`, also for outputs); a
+range past the end is `416` with `Content-Range: bytes */SIZE`.
+
 The answer is typed audio/* or video/* by the file's extension, else
 `application/octet-stream`, with `X-Content-Type-Options: nosniff` and a
 sandboxing Content-Security-Policy, so an uploaded HTML or SVG file is never
@@ -28,6 +34,7 @@ import mimetypes
 from pathlib import Path
 
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader
 
 from scribefleet.errors import NotFound
 from scribefleet.service.uploads import UploadStore
@@ -44,6 +51,17 @@ HEADERS = {
     "Content-Security-Policy": "default-src 'none'; sandbox",
     "Cache-Control": "private, max-age=3600",
 }
+
+
+class RangeFileResponse(FileResponse):
+    """A FileResponse that ignores a malformed Range header (the whole file, 200) instead of a plain-text 400."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # Starlette answers no ranges with the whole file
 
 
 def media_type(name: str) -> str:
@@ -76,4 +94,4 @@ def media_file(task: Task, uploads: UploadStore) -> Path:
 def media_response(task: Task, uploads: UploadStore) -> FileResponse:
     """The job's media, Range requests answered with 206."""
     path = media_file(task, uploads)
-    return FileResponse(path, media_type=media_type(task.spec.get("display") or path.name), headers=HEADERS)
+    return RangeFileResponse(path, media_type=media_type(task.spec.get("display") or path.name), headers=HEADERS)

@@ -4,7 +4,8 @@ OpenAI's request (multipart: file, model, language, prompt, response_format,
 temperature, timestamp_granularities[]) becomes an ordinary job: the upload is
 streamed to disk under the size limit like any other, the job goes through
 the same queue and slots (so it shows in /api/jobs and /api/runtime), and the
-request waits until it ends. The official `openai` client works unchanged
+request waits until it ends. A request refused before its job exists (a bad
+field, an unknown model) deletes its upload. The official `openai` client works unchanged
 (`OpenAI(base_url="http://host:8476/v1", api_key=<API token>)`): it sends
 the token as a bearer header. A client that goes away cancels its job.
 
@@ -18,7 +19,9 @@ and OpenAI's other model names mean the server's default model
 (SCRIBEFLEET_API_DEFAULT_MODEL); any other value is one of the models the
 server offers (`GET /v1/models`, pipeline/models.api_model_names). Every error
 under /v1 has OpenAI's shape {"error": {"message", "type", "param", "code"}}
-(`OpenAIErrorMiddleware`), `code` being scribefleet's stable code.
+(`OpenAIErrorMiddleware`), `code` being scribefleet's stable code; the error
+of a job that ended (canceled, or failed after its attempts) carries
+`x-should-retry: false`, so OpenAI's clients do not send it again.
 """
 
 from __future__ import annotations
@@ -186,8 +189,12 @@ def openai_router(controller: Controller, metrics: Metrics) -> APIRouter:
             metrics.upload("too_large" if isinstance(err, FileTooLarge) else "invalid")
             raise
         metrics.upload("stored", upload.size_bytes)
-        options, response_format = _options(fields, task_kind, controller.settings.api_default_model)
-        created = await run_in_threadpool(J.create_job, controller, upload.upload_id, options, None)
+        try:
+            options, response_format = _options(fields, task_kind, controller.settings.api_default_model)
+            created = await run_in_threadpool(J.create_job, controller, upload.upload_id, options, None)
+        except ScribefleetError:
+            controller.uploads.discard(upload)  # refused: no job reads it, and the client never learns its id
+            raise
         task = await _wait(controller, created.id, request)
         if task is None:
             return Response(status_code=499)
@@ -229,6 +236,19 @@ def _param(error: dict[str, Any]) -> str | None:
     return None
 
 
+def _job_ended(body: bytes) -> bool:
+    """Whether an error answer is that of a job that ran and ended badly (its details name the job).
+
+    OpenAI's clients repeat a request answered 409, 429 or 5xx (twice by default) unless the answer
+    says `x-should-retry: false`. A job that ended canceled (USER_CANCELED, 409) or failed after the
+    dispatcher's own attempts would be sent, and transcribed, again: an operator's cancel undone.
+    """
+    try:
+        return bool(json.loads(body)["error"]["details"].get("jobId"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def openai_error_body(body: bytes, status: int) -> bytes:
     """scribefleet's {"error": {"code", "message", "details"}} as OpenAI's {"error": {"message", "type", "param", "code"}}."""
     try:
@@ -264,9 +284,12 @@ class OpenAIErrorMiddleware:
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            body = openai_error_body(b"".join(chunks), start["status"])
+            raw = b"".join(chunks)
+            body = openai_error_body(raw, start["status"])
             headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
             headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            if _job_ended(raw):
+                headers.append((b"x-should-retry", b"false"))
             await send({**start, "headers": headers})
             await send({"type": "http.response.body", "body": body})
 

@@ -7,7 +7,10 @@ computed; the moment it passes the limit the partial file is deleted and
 FILE_TOO_LARGE (413) is raised, without reading the rest. Nothing holds more
 than one chunk of the file in memory. Only when the part is complete is the
 file renamed to its final name and its record `STATE/uploads/<uploadId>.json`
-written, so an upload either exists whole or not at all.
+written, so an upload either exists whole or not at all. A request refused
+after its file arrived (the rest of the body broken, a second file; for the
+routes that make a job at once, a bad option or model) deletes the upload
+with `UploadStore.discard`: no job will ever read it, and nobody knows its id.
 
 The stored name comes from `safe_filename`: the client's last path component
 only, without NUL, control characters, format characters (the bidirectional
@@ -32,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from scribefleet.errors import FileTooLarge, InvalidRequest, NotFound
 
@@ -100,6 +103,11 @@ class UploadStore:
 
     def new_writer(self, filename: str | None) -> UploadWriter:
         return UploadWriter(self, secrets.token_hex(8), safe_filename(filename))
+
+    def discard(self, upload: Upload) -> None:
+        """Delete an upload no job will use (its request was refused after the file arrived)."""
+        shutil.rmtree(self.root / upload.upload_id, ignore_errors=True)
+        self._record(upload.upload_id).unlink(missing_ok=True)
 
 
 class UploadWriter:
@@ -229,9 +237,15 @@ async def receive_multipart(
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()
-    except (FileTooLarge, InvalidRequest):
-        raise
-    except Exception as exc:  # noqa: BLE001 - the parser's and the client's errors all mean a broken body
+        if parser.state != MultipartState.END:  # the body stopped before its closing boundary: cut off
+            raise InvalidRequest(
+                "the multipart body ended before its closing boundary: the upload was cut off; send it again"
+            )
+    except BaseException as exc:
+        if form.upload is not None:  # the file arrived whole, but the rest of the body is refused: nothing stays
+            uploads.discard(form.upload)
+        if isinstance(exc, (FileTooLarge, InvalidRequest)) or not isinstance(exc, Exception):
+            raise
         raise InvalidRequest(f"the multipart body is broken or incomplete ({exc})") from exc
     finally:
         if form.writer is not None:  # stopped mid-file (limit, broken body, client gone): nothing stays

@@ -8,8 +8,8 @@ dispatcher at the next start and resumes from its checkpoints.
 
 Routes (docs/remote-workers.md):
 
-    GET  /health                          public; liveness only
-    GET  /v1/ping                         capacity and device facts (public with WORKER_PING_PUBLIC)
+    GET  /health                          public; liveness only (HEAD too)
+    GET  /v1/ping                         capacity and device facts (public with WORKER_PING_PUBLIC; HEAD too)
     POST /v1/jobs                         multipart: `file` (streamed, WORKER_MAX_FILE_MB enforced
                                           chunk by chunk), `options` (JSON of TranscribeOptions);
                                           header Idempotency-Key
@@ -30,8 +30,9 @@ has asked about for `worker_abandon_s` (its controller is gone) is canceled,
 so the GPU does not work for nobody; a restart gives every open job a fresh
 window.
 
-Every request but the public ones needs `Authorization: Bearer WORKER_TOKEN`,
-compared in constant time; the token is never logged.
+Every request but the public ones needs `Authorization: Bearer WORKER_TOKEN`
+(at least 16 characters), compared in constant time, wrong ones throttled per
+client address as on the controller; the token is never logged.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -62,6 +62,7 @@ from scribefleet.errors import (
     NotFound,
     RemoteWorkerCapacity,
     ScribefleetError,
+    TooManyAttempts,
     Unauthorized,
     UsageError,
 )
@@ -69,8 +70,10 @@ from scribefleet.jobs.create import add_transcribe_task
 from scribefleet.jobs.views import iso, task_view
 from scribefleet.options import TranscribeOptions
 from scribefleet.pipeline.models import resolve_model
+from scribefleet.service.auth import MIN_TOKEN_CHARS, WrongTokenThrottle
 from scribefleet.service.controller import Controller
 from scribefleet.service.jobs import output_file
+from scribefleet.service.media import RangeFileResponse
 from scribefleet.service.uploads import Upload, receive_multipart
 from scribefleet.store.models import Task, TaskState
 from scribefleet.store.store import Store, new_id
@@ -187,13 +190,13 @@ class WorkerService:
         with self._admission:
             earlier = self.find(idempotency_key)
             if earlier is not None:
-                _discard(upload)
+                self.controller.uploads.discard(upload)
                 log.info("job %s found again by its idempotency key; nothing new created", earlier.id)
                 return earlier, False
             try:
                 self.check_capacity()
             except RemoteWorkerCapacity:
-                _discard(upload)
+                self.controller.uploads.discard(upload)
                 raise
             key = new_id()
             out_dir = self.controller.jobs_dir / key
@@ -267,12 +270,6 @@ def _idem_key(idempotency_key: str) -> str:
     return f"idem/{idempotency_key}"
 
 
-def _discard(upload: Upload) -> None:
-    """Delete an upload no job will use (a repeat of a known key, or one refused as over capacity)."""
-    shutil.rmtree(upload.path.parent, ignore_errors=True)
-    upload.path.parent.with_suffix(".json").unlink(missing_ok=True)
-
-
 def worker_job_json(task: Task) -> dict[str, Any]:
     """A worker job as GET /v1/jobs/{id} answers it (seed 001's fields)."""
     view = task_view(task)
@@ -293,24 +290,40 @@ def worker_job_json(task: Task) -> dict[str, Any]:
         "attempts": task.attempts,
         "audioDurationS": result.get("duration_s"),
         "language": result.get("language"),
+        "guards": result.get("guards"),
+        "warnings": list(result.get("warnings") or []),
         "createdAt": iso(task.created_at),
         "updatedAt": iso(task.updated_at),
     }
 
 
 class WorkerAuth:
-    """ASGI middleware: every request but the public ones carries `Authorization: Bearer WORKER_TOKEN`."""
+    """ASGI middleware: every request but the public ones carries `Authorization: Bearer WORKER_TOKEN`.
 
-    def __init__(self, app: ASGIApp, token: SecretStr, ping_public: bool) -> None:
+    Wrong tokens are throttled per client address as on the controller (a worker listens on 0.0.0.0 of
+    a rented server): after SCRIBEFLEET_AUTH_FAIL_LIMIT within SCRIBEFLEET_AUTH_FAIL_WINDOW_S, every
+    token from that address is answered 429 TOO_MANY_ATTEMPTS with Retry-After until the pause ends.
+    """
+
+    def __init__(self, app: ASGIApp, token: SecretStr, ping_public: bool, throttle: WrongTokenThrottle) -> None:
         self.app = app
         self.token = token.get_secret_value().encode()
         self.public = PUBLIC_ROUTES | (PING_ROUTES if ping_public else frozenset())
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (scope["method"], scope["path"]) not in self.public:
+            address = str((scope.get("client") or ("unknown",))[0])
+            wait_s = self.throttle.retry_after_s(address)
+            if wait_s:
+                paused = TooManyAttempts(f"too many wrong worker tokens from {address}; try again in {wait_s} s",
+                                         retry_after_s=wait_s)  # fmt: skip
+                await _error(paused, headers={"Retry-After": str(wait_s)})(scope, receive, send)
+                return
             header = dict(scope.get("headers") or []).get(b"authorization", b"")
             scheme, _, value = header.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
+                self.throttle.failed(address)
                 err = Unauthorized("missing or wrong worker token: send Authorization: Bearer WORKER_TOKEN")
                 response = JSONResponse({"error": err.to_dict()}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
@@ -318,8 +331,9 @@ class WorkerAuth:
         await self.app(scope, receive, send)
 
 
-def _error(err: ScribefleetError, status: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(err.details.get("retryAfterS", RETRY_AFTER_S))} if isinstance(err, RemoteWorkerCapacity) else None
+def _error(err: ScribefleetError, status: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    if isinstance(err, RemoteWorkerCapacity):
+        headers = {"Retry-After": str(err.details.get("retryAfterS", RETRY_AFTER_S))}
     return JSONResponse({"error": err.to_dict()}, status_code=status or err.http_status, headers=headers)
 
 
@@ -356,21 +370,29 @@ def create_worker_app(service: WorkerService) -> FastAPI:
     settings = service.settings
     if settings.worker_token is None or not settings.worker_token.get_secret_value().strip():
         raise UsageError("a worker needs a token: set WORKER_TOKEN (the controller sends it as REMOTE_WORKER_TOKEN)")
+    if len(settings.worker_token.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+        raise UsageError(f"WORKER_TOKEN is shorter than {MIN_TOKEN_CHARS} characters, which can be guessed; "
+                         "make one with 'openssl rand -hex 32'")  # fmt: skip
     app = FastAPI(title="scribefleet worker", version=__version__, redoc_url=None,
                   description="A remote GPU worker (seed 001 protocol): docs/remote-workers.md.")  # fmt: skip
     app.state.worker = service
     for exc_class, handler in _handlers().items():
         app.add_exception_handler(exc_class, handler)
-    app.add_middleware(WorkerAuth, token=settings.worker_token, ping_public=settings.worker_ping_public)
+    throttle = WrongTokenThrottle(settings.auth_fail_limit, settings.auth_fail_window_s)
+    app.add_middleware(WorkerAuth, token=settings.worker_token, ping_public=settings.worker_ping_public, throttle=throttle)
 
     @app.get("/health", tags=["worker"])
     def health() -> dict[str, Any]:
-        """Liveness only."""
+        """Liveness only (GET and HEAD, as the controller's: load balancers probe with either)."""
         return {"status": "ok", "version": __version__}
+
+    app.head("/health", tags=["worker"], operation_id="health_head")(health)
 
     @app.get("/v1/ping", tags=["worker"])
     def ping() -> dict[str, Any]:
         return service.ping()
+
+    app.head("/v1/ping", tags=["worker"], operation_id="ping_head")(ping)
 
     @app.post("/v1/jobs", status_code=201, tags=["worker"])
     async def create_job(
@@ -390,10 +412,10 @@ def create_worker_app(service: WorkerService) -> FastAPI:
             raise
         try:
             options = service.options_of(fields)
-        except UsageError:
-            _discard(upload)
+            task, created = await run_in_threadpool(service.admit, upload, options, idempotency_key)
+        except ScribefleetError:  # refused (bad options, unknown model, full): no job will read the file
+            service.controller.uploads.discard(upload)
             raise
-        task, created = await run_in_threadpool(service.admit, upload, options, idempotency_key)
         return JSONResponse(worker_job_json(task), status_code=201 if created else 200)
 
     @app.get("/v1/jobs", tags=["worker"])
@@ -409,7 +431,7 @@ def create_worker_app(service: WorkerService) -> FastAPI:
     @app.get("/v1/jobs/{job_id}/outputs/{fmt}", tags=["worker"], response_class=FileResponse)
     def get_output(job_id: str, fmt: str) -> FileResponse:
         path = output_file(service.job(job_id), fmt)
-        return FileResponse(path, media_type="application/octet-stream", filename=path.name)
+        return RangeFileResponse(path, media_type="application/octet-stream", filename=path.name)
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["worker"])
     def cancel_job(job_id: str) -> dict[str, Any]:

@@ -285,10 +285,14 @@ class Store:
         return self._query_tasks("WHERE " + " AND ".join(["tasks.seq > ?", *clauses]), (after_seq, *args))
 
     def task_page(
-        self, batch_id: str | None = None, states: Iterable[TaskState | str] | None = None, *, limit: int, offset: int = 0
+        self, batch_id: str | None = None, states: Iterable[TaskState | str] | None = None, *, limit: int,
+        offset: int = 0, where: tuple[str, list[Any]] | None = None,
     ) -> tuple[list[Task], int]:
-        """One page of tasks, newest first, and how many match in all: only the page's rows are read whole."""
+        """One page of tasks, newest first, and how many match in all: only the page's rows are read whole.
+        `where`: one more SQL condition on the tasks' columns, with its arguments (a caller's own filter)."""
         clauses, args = _task_filter(batch_id, states)
+        if where is not None:
+            clauses, args = [*clauses, f"({where[0]})"], [*args, *where[1]]
         where = " AND ".join(["1 = 1", *clauses])
         with self._lock:
             total = self._conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}", args).fetchone()[0]
