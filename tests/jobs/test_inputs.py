@@ -69,3 +69,19 @@ def test_a_glob_from_home_mirrors_its_folders(tmp_path: Path, speech: dict[str, 
     shutil.copy(speech["en02.wav"], tmp_path / "media" / "sub" / "b.wav")
     files = check_inputs(["~/media/**/*.wav"], out_dir=tmp_path / "out")
     assert sorted(str(f.rel) for f in files) == ["a.wav", "sub/b.wav"]
+
+
+def test_two_folders_holding_the_same_relative_name_get_outputs_of_their_own(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # 'transcribe x y' with x/a.wav and y/a.wav gave both OUT/a.wav.srt: one transcript silently overwrote the other
+    for folder, fixture in (("x", "en01.wav"), ("y", "en02.wav")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(speech[fixture], tmp_path / folder / "a.wav")
+    shutil.copy(speech["en03.wav"], tmp_path / "y" / "a.flac")
+    out = tmp_path / "out"
+    files = check_inputs([str(tmp_path / "x"), str(tmp_path / "y")], out_dir=out)
+    stems = {f.path.relative_to(tmp_path).as_posix(): f.out_stem for f in files}
+    assert len(set(stems.values())) == 3, stems
+    assert stems["y/a.flac"] == out / "a.flac"
+    assert {s.name[:len("a.wav [")] for s in (stems["x/a.wav"], stems["y/a.wav"])} == {"a.wav ["}
+    again = check_inputs([str(tmp_path / "x"), str(tmp_path / "y")], out_dir=out)
+    assert {f.path.relative_to(tmp_path).as_posix(): f.out_stem for f in again} == stems, "names must be stable"

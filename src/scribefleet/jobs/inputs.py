@@ -8,7 +8,9 @@ command line is always taken, so a broken one fails with its own error code.
 Outputs go to `OUT/<path relative to the input root>` with the media suffix
 replaced by the format's (`talks/day1/a.mp3` -> `OUT/day1/a.srt` for input
 `talks`). Two inputs that would land on the same name (`a.mp3`, `a.wav`)
-keep their full names instead (`a.mp3.srt`, `a.wav.srt`).
+keep their full names instead (`a.mp3.srt`, `a.wav.srt`), and two whose full
+names are the same too (`x/a.wav` and `y/a.wav`, given as inputs `x` and `y`)
+add a short hash of their path (`a.wav [1f2e3d4c].srt`).
 
 An http(s) URL is one job, or one per entry of a playlist (read with yt-dlp,
 nothing downloaded); its outputs are named after the media's title
@@ -31,6 +33,7 @@ import glob
 import hashlib
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,13 +180,21 @@ def assign_outputs(files: list[InputFile], out_dir: Path) -> None:
     for f in files:
         by_stem.setdefault(f.rel if f.url else f.rel.with_suffix(""), []).append(f)
     for stem, group in by_stem.items():
+        # files of two input folders can share even their full relative name (x/a.wav, y/a.wav given as x and y)
+        full_names = Counter(f.rel for f in group if not f.url)
         for f in group:
             if len(group) == 1:
                 f.out_stem = out_dir / stem
             elif f.url:
-                f.out_stem = out_dir / f"{f.rel} [{hashlib.sha256(f.url.encode()).hexdigest()[:8]}]"
+                f.out_stem = out_dir / f"{f.rel} [{_short_hash(f.url)}]"
+            elif full_names[f.rel] > 1:
+                f.out_stem = out_dir / f"{f.rel} [{_short_hash(str(f.path))}]"
             else:
                 f.out_stem = out_dir / f.rel
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def check_inputs(inputs: list[str], *, out_dir: Path, allow_missing: bool = False,

@@ -11,7 +11,8 @@ started again after
 a crash, `kill -9` or Ctrl-C resumes: complete files are skipped, jobs in
 flight are re-attached (never submitted twice), failed ones are submitted
 again, from their upload when the controller still has it. A file is known
-by its path relative to its folder and recorded with its size and mtime (a
+by its path relative to its folder (its absolute path where two input folders
+hold the same relative path) and recorded with its size and mtime (a
 changed file is sent again); a URL is known by the URL itself. A controller that
 goes away mid-run is waited for (backoff, up to
 `SCRIBEFLEET_CONTROLLER_WAIT_S`); the state file is never lost.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -113,6 +115,13 @@ class BatchState:
         self._file_lock.release()
 
 
+def input_keys(files: list[InputFile]) -> list[str]:
+    """Each file's key in the state file: its path relative to its folder, or its absolute path where files of two
+    input folders share that relative path (x/a.wav and y/a.wav given as x and y); a URL's own text."""
+    rels = Counter(f.rel.as_posix() for f in files if f.url is None)
+    return [f.url or (str(f.path) if rels[f.rel.as_posix()] > 1 else f.rel.as_posix()) for f in files]
+
+
 class BatchRunner:
     """Drives every file of one input folder through a controller, `parallel` at a time."""
 
@@ -122,11 +131,11 @@ class BatchRunner:
         self.settings, self.parallel, self.say = settings, parallel, say
         self.remote = remote  # ask the controller to run each job on a remote worker (seed 001's --remote)
         self.stop = threading.Event()
+        self._keys = {id(f): k for f, k in zip(files, input_keys(files))}
 
-    @staticmethod
-    def key(f: InputFile) -> str:
-        """A file's path relative to its folder; a URL's own text."""
-        return f.url or f.rel.as_posix()
+    def key(self, f: InputFile) -> str:
+        """The file's key in the state file (`input_keys`)."""
+        return self._keys[id(f)]
 
     def run(self) -> None:
         """Process every file; returns when each is done, failed, or the controller stayed away."""
