@@ -190,3 +190,12 @@ def test_graph_lines_and_to_dict(write, media: Path) -> None:
         "spec": {"run": "mkdir -p out", "cwd": str(plan.base_dir), "env": {}},
         "group": "prepare", "item": None, "line": 3,
     }
+
+
+def test_a_url_input_is_shown_as_it_is(write) -> None:
+    # the graph showed 'http:/127.0.0.1:8765/a.wav -> out/': the URL was read as a path and its '//' folded
+    plan = load_plan(write("""
+        tasks:
+          - {id: talk, kind: transcribe, input: "http://127.0.0.1:8765/a.wav", out: out, formats: txt}
+        """))
+    assert any(line.startswith("talk ") and "http://127.0.0.1:8765/a.wav -> out/ (txt)" in line for line in plan.graph_lines())
