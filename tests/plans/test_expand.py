@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from scribefleet.plans import Plan, load_plan
 from scribefleet.plans.expand import find_cycles, item_keys
 
@@ -192,8 +194,10 @@ def test_graph_lines_and_to_dict(write, media: Path) -> None:
     }
 
 
-def test_a_url_input_is_shown_as_it_is(write) -> None:
-    # the graph showed 'http:/127.0.0.1:8765/a.wav -> out/': the URL was read as a path and its '//' folded
+def test_a_url_input_is_shown_as_it_is(write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # run from the plan's folder, the graph showed 'http:/127.0.0.1:8765/a.wav -> out/': the URL was read as a
+    # path relative to the current folder and its '//' folded
+    monkeypatch.chdir(tmp_path)
     plan = load_plan(write("""
         tasks:
           - {id: talk, kind: transcribe, input: "http://127.0.0.1:8765/a.wav", out: out, formats: txt}
