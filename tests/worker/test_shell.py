@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from scribefleet.config import SHELL_ALLOW_DEFAULT, Settings
 from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
 from scribefleet.worker.kinds import KINDS, TaskContext
-from scribefleet.worker.shell import RUN_STAGE_AFTER_S, check_command, redact, run_shell, simple_commands
+from scribefleet.worker.shell import (RUN_STAGE_AFTER_S, STDERR_LINE_CHARS, STDERR_TAIL_LINES, check_command, redact,
+                                      run_shell, simple_commands)
 
 SEED_000 = (
     'export LD_LIBRARY_PATH="$HOME/ml-env/lib/python3.13/site-packages/nvidia/cublas/lib:$LD_LIBRARY_PATH" && '
@@ -136,3 +138,22 @@ def test_a_refused_or_empty_command_never_starts(ctx: TaskContext, tmp_path: Pat
     assert not (tmp_path / "x").exists() and not ctx.log_path.exists()
     with pytest.raises(UsageError):
         run_shell({"run": "  "}, ctx)
+
+
+def test_a_huge_stderr_line_progress_bars_and_colours_make_a_short_readable_message(ctx: TaskContext, tmp_path: Path) -> None:
+    # one 5 MB stderr line went whole into the message (5 MB in the store, events.jsonl and every log line);
+    # an unfinished line was re-copied on every read (quadratic), and colour codes and control bytes came along
+    run = ("for i in $(seq 1 500); do printf '\\r%3d%% downloading' $i >&2; done; echo >&2; "
+           "head -c 3000000 /dev/zero | tr '\\0' x >&2; "
+           "printf '\\n\\033[31mfatal:\\033[0m disk \\001full\\n\\n' >&2; exit 4")  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(ShellFailed) as err:
+        run_shell({"run": run, "cwd": str(tmp_path)}, ctx)
+    assert time.monotonic() - started < 20
+    details = err.value.details
+    tail = details["stderr_tail"].splitlines()
+    assert tail[-1] == "fatal: disk ?full" and tail[-2] == "..." + "x" * (STDERR_LINE_CHARS - 3)
+    assert tail[-3] == "500% downloading" and tail[0] == "483% downloading"
+    assert len(tail) == STDERR_TAIL_LINES and all(len(line) <= STDERR_LINE_CHARS for line in tail)
+    assert err.value.message.startswith("shell command exited with status 4: fatal: disk ?full (full output in ")
+    assert ctx.log_path.stat().st_size > 3_000_000, "the log keeps everything"

@@ -43,6 +43,14 @@ _KEYWORDS = {"if", "then", "else", "elif", "do", "while", "until", "!", "{", "}"
 _ARITHMETIC = re.compile(r"\$\(\([^()]*\)\)")
 _SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
 STDERR_TAIL_LINES = 20
+#: a kept stderr line is cut to its last this many characters, and an unfinished line is held to a few times
+#: that: one 5 MB line (or a progress bar redrawn with '\r' for an hour) went whole into the error message,
+#: the store and events.jsonl, and was copied again on every read
+STDERR_LINE_CHARS = 300
+_PARTIAL_MAX_BYTES = 4 * STDERR_LINE_CHARS * 4  # utf-8: up to 4 bytes a character
+_LINE_BREAK = re.compile(rb"[\r\n]")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")  # colours and cursor moves
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 #: a command still running after this long reports its `run` stage (at once where the slot needs the
 #: pid to kill it): shorter ones report nothing, which spares the dispatcher a store write per task
 RUN_STAGE_AFTER_S = 0.1
@@ -168,7 +176,7 @@ class _TaskLog:
 def _copy_output(
     proc: subprocess.Popen[bytes], log: _TaskLog, tail: collections.deque[str], running: Callable[[], None], after_s: float
 ) -> None:
-    """Copy the command's stdout and stderr to the log as they come, keeping stderr's last lines;
+    """Copy the command's stdout and stderr to the log as they come, keeping stderr's last lines (`\r` ends one too);
     call `running()` once the command has run for `after_s`."""
     assert proc.stdout is not None and proc.stderr is not None
     err_fd, partial = proc.stderr.fileno(), b""
@@ -189,10 +197,18 @@ def _copy_output(
                 continue
             log.write(data)
             if fd == err_fd:
-                *lines, partial = (partial + data).split(b"\n")
-                tail.extend(line.decode(errors="replace") for line in lines)
-    if partial:
-        tail.append(partial.decode(errors="replace"))
+                *lines, partial = _LINE_BREAK.split(partial + data)
+                tail.extend(text for text in map(_tail_line, lines) if text)
+                partial = partial[-_PARTIAL_MAX_BYTES:]
+    if partial and (text := _tail_line(partial)):
+        tail.append(text)
+
+
+def _tail_line(raw: bytes) -> str:
+    """A stderr line as the error message shows it: readable text (no colour codes or control bytes), its end
+    kept when it is long; '' for a blank line."""
+    text = _CONTROL.sub("?", _ANSI.sub("", raw.decode(errors="replace"))).strip()
+    return text if len(text) <= STDERR_LINE_CHARS else "..." + text[-(STDERR_LINE_CHARS - 3):]
 
 
 @functools.lru_cache(maxsize=8)
