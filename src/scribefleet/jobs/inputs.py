@@ -41,6 +41,7 @@ from scribefleet.errors import InputNotFound
 from scribefleet.options import FetchOptions
 
 GLOB_CHARS = set("*?[")
+_NAME_MAX_BYTES = 200  # of a URL's output name, in UTF-8
 
 
 @dataclass
@@ -106,8 +107,11 @@ def is_url(text: str) -> bool:
 def _url_name(title: str | None, url: str) -> str:
     """A file name for a URL's outputs: its title, else the last part of its path, made safe."""
     raw = title or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "media"
-    name = re.sub(r"[\\/\x00-\x1f]+", "_", raw).strip().lstrip(".")
-    return name[:120] or "media"
+    name = re.sub(r"[\\/\x00-\x1f]+", "_", raw).strip().lstrip(".")[:120]
+    # a file name is at most 255 bytes, and 120 characters of CJK or emoji are 360-480: keep room for the
+    # ' [1f2e3d4c]' a collision adds and the '.json' of each output
+    name = name.encode()[:_NAME_MAX_BYTES].decode(errors="ignore").strip()
+    return name or "media"
 
 
 def url_inputs(urls: list[str], fetch: FetchOptions, *, allowlist: list[str] | None = None) -> list[InputFile]:
