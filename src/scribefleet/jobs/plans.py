@@ -131,7 +131,9 @@ def aggregate_items(task: PlanTask, by_id: dict[str, PlanTask]) -> list[dict[str
     for need in (by_id[n] for n in task.needs):
         if need.kind == "transcribe":
             files = {fmt: str(p) for fmt, p in transcribe_outputs(need).items()}
-            name = need.spec.get("stem") or Path(need.spec["input"]).name
+            source = need.spec["input"]
+            # a URL's query is no part of its name (and a signed URL's is a secret)
+            name = need.spec.get("stem") or Path(source.split("?", 1)[0] if is_url(source) else source).name
             items.append({"name": name, "input": need.spec["input"], "files": files})
         elif need.kind in ("llm", "aggregate"):
             out = need.spec["output"]
