@@ -358,6 +358,41 @@ def test_a_rerun_redoes_what_changed_failed_or_lost_its_output_and_nothing_else(
     assert (tmp_path / "after.txt").read_text() == "after\nafter\n"
 
 
+def test_a_file_added_to_a_foreach_folder_runs_its_own_tasks_and_what_combines_them_only(tmp_path: Path) -> None:
+    # a new file changes the graph, so the plan gets a new batch: every shell task of the old files ran again
+    # (the docs promise a resumed plan finds its finished tasks; llm tasks and appending commands paid twice)
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a", "b"):
+        (media / f"{name}.txt").write_text(name)
+    plan = write_plan(tmp_path, """
+        tasks:
+          - id: upper
+            kind: shell
+            foreach: media/*.txt
+            run: tr a-z A-Z < ${item} > ${item.stem}.up; echo ${item.stem} >> runs.log
+          - id: slow
+            kind: shell
+            timeout_s: 60
+            run: echo slow >> runs.log
+          - id: index
+            kind: shell
+            needs: [upper]
+            run: cat *.up > index.txt; echo index >> runs.log
+    """)
+    first = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    (media / "c.txt").write_text("c")
+    second = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    assert second["batch_id"] != first["batch_id"] and second["complete"] == 5
+    assert sorted((tmp_path / "runs.log").read_text().split()) == ["a", "b", "c", "index", "index", "slow"]
+    assert (tmp_path / "index.txt").read_text() == "ABC"
+    carried = {j["name"]: j["attempts"] for j in second["jobs"]}
+    assert carried == {"upper:a": 0, "upper:b": 0, "upper:c": 1, "slow": 0, "index": 1}
+    third = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    assert third["batch_id"] == second["batch_id"]
+    assert len((tmp_path / "runs.log").read_text().split()) == 6, "a rerun with nothing changed ran something"
+
+
 @pytest.mark.gpu
 def test_gpu_tasks_run_on_a_pinned_gpu_slot_under_device_cuda(tmp_path: Path, speech: dict[str, Path]) -> None:
     ctranslate2 = pytest.importorskip("ctranslate2")

@@ -259,6 +259,8 @@ def create_plan_batch(store: Store, plan: Plan, tasks: list[StoreTask]) -> str:
         batch_key(plan, tasks), "plan", {"plan": str(plan.source), "name": plan.name, "vars": plan.vars},
         str(plan.base_dir),
     )  # fmt: skip
+    if not store.tasks(batch_id=batch_id):
+        _carry_over(store, plan, tasks, batch_id)
     revised: set[str] = set()
     for t in tasks:
         task_id = store.add_task(
@@ -279,6 +281,38 @@ def create_plan_batch(store: Store, plan: Plan, tasks: list[StoreTask]) -> str:
     if revised or again:
         log.info("batch %s: %d task(s) revised, %d queued again", batch_id, len(revised), len(again))
     return batch_id
+
+
+def _carry_over(store: Store, plan: Plan, tasks: list[StoreTask], batch_id: str) -> None:
+    """Fill a new batch of a plan with the tasks its latest earlier batch finished unchanged.
+
+    The graph changed (a file added to a foreach folder, a limit changed), so this is a new batch; a task
+    keeps its earlier result when its kind, spec, limits and needs are the same, its outputs are still there
+    and everything it needs was carried over too: a new item runs, and whatever needs it (an aggregate) runs
+    again, but the shell and llm tasks of the other items are not done twice.
+    """
+    earlier = [b for b in store.batches() if b.kind == "plan" and b.id != batch_id
+               and b.spec.get("plan") == str(plan.source)]  # fmt: skip
+    if not earlier:
+        return
+    before = {t.key: t for t in store.tasks(batch_id=earlier[-1].id)}
+    key_of = {t.id: t.key for t in before.values()}
+    carried: set[str] = set()
+    for t in tasks:
+        task_id = store.add_task(
+            batch_id, t.key, t.kind, t.spec, needs=t.needs, max_attempts=t.max_attempts,
+            timeout_s=t.timeout_s, resources=t.resources, content_key=t.content_key,
+        )  # fmt: skip
+        done = before.get(t.key)
+        if (done is None or not done.is_complete or (done.kind, done.spec, done.content_key) != (t.kind, t.spec, t.content_key)
+                or (done.timeout_s, done.max_attempts, done.resources) != (t.timeout_s, t.max_attempts, t.resources)
+                or sorted(key_of.get(n, n) for n in done.needs) != sorted(t.needs) or not carried.issuperset(t.needs)
+                or not all(Path(p).is_file() for p in task_outputs(t.kind, t.spec))):  # fmt: skip
+            continue
+        store.carry_over(task_id, done)
+        carried.add(t.key)
+    if carried:
+        log.info("batch %s: %d finished task(s) carried over from batch %s", batch_id, len(carried), earlier[-1].id)
 
 
 def _downstream(roots: set[str], rows: list[Any]) -> set[str]:
