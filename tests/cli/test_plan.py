@@ -358,6 +358,22 @@ def test_a_rerun_redoes_what_changed_failed_or_lost_its_output_and_nothing_else(
     assert (tmp_path / "after.txt").read_text() == "after\nafter\n"
 
 
+def test_the_summary_line_tells_failed_from_skipped(tmp_path: Path) -> None:
+    # "2/5 tasks done, 3 failed" when one command failed and two tasks were only skipped after it
+    plan = write_plan(tmp_path, """
+        tasks:
+          - {id: bad, kind: shell, run: exit 3}
+          - {id: next, kind: shell, needs: bad, run: echo next}
+          - {id: last, kind: shell, needs: next, run: echo last}
+          - {id: fine, kind: shell, run: echo fine}
+          - {id: also, kind: shell, run: echo also}
+    """)
+    proc = run_cli("plan", "run", str(plan), "--json", check=1)
+    assert f"plan plan: 2/5 tasks done, 1 failed, 2 skipped. State: {tmp_path / '.scribefleet'}" in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["complete"], summary["failed"]) == (2, 3), "the JSON's 'failed' still counts every task not done"
+
+
 def test_a_file_added_to_a_foreach_folder_runs_its_own_tasks_and_what_combines_them_only(tmp_path: Path) -> None:
     # a new file changes the graph, so the plan gets a new batch: every shell task of the old files ran again
     # (the docs promise a resumed plan finds its finished tasks; llm tasks and appending commands paid twice)
