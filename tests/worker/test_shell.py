@@ -10,7 +10,7 @@ import pytest
 from scribefleet.config import SHELL_ALLOW_DEFAULT, Settings
 from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
 from scribefleet.worker.kinds import KINDS, TaskContext
-from scribefleet.worker.shell import (RUN_STAGE_AFTER_S, STDERR_LINE_CHARS, STDERR_TAIL_LINES, check_command, redact,
+from scribefleet.worker.shell import (LOG_TAIL_BYTES, RUN_STAGE_AFTER_S, STDERR_LINE_CHARS, STDERR_TAIL_LINES, check_command, redact,
                                       run_shell, simple_commands)
 
 SEED_000 = (
@@ -157,3 +157,15 @@ def test_a_huge_stderr_line_progress_bars_and_colours_make_a_short_readable_mess
     assert len(tail) == STDERR_TAIL_LINES and all(len(line) <= STDERR_LINE_CHARS for line in tail)
     assert err.value.message.startswith("shell command exited with status 4: fatal: disk ?full (full output in ")
     assert ctx.log_path.stat().st_size > 3_000_000, "the log keeps everything"
+
+
+def test_a_command_that_prints_without_end_cannot_fill_the_disk(ctx: TaskContext, tmp_path: Path) -> None:
+    # the task log had no bound: a command printing in a loop wrote until its timeout or a full disk
+    ctx.settings = ctx.settings.model_copy(update={"task_log_max_mb": 1})
+    result = run_shell({"run": "seq 1 700000; echo; echo the end", "cwd": str(tmp_path)}, ctx)
+    assert result["exit_status"] == 0
+    log = ctx.log_path.read_bytes()
+    assert 2**20 + LOG_TAIL_BYTES <= len(log) < 2**20 + LOG_TAIL_BYTES + 1000
+    head, _, rest = log.partition(b"[... ")
+    assert head.startswith(b"$ seq 1 700000") and b"\n1\n2\n3\n" in head and b"bytes of output not kept" in rest
+    assert log.endswith(b"699999\n700000\n\nthe end\n[exit status 0]\n")

@@ -51,6 +51,8 @@ _PARTIAL_MAX_BYTES = 4 * STDERR_LINE_CHARS * 4  # utf-8: up to 4 bytes a charact
 _LINE_BREAK = re.compile(rb"[\r\n]")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")  # colours and cursor moves
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: a log past SCRIBEFLEET_TASK_LOG_MAX_MB ends with this much of the output's end
+LOG_TAIL_BYTES = 64 * 1024
 #: a command still running after this long reports its `run` stage (at once where the slot needs the
 #: pid to kill it): shorter ones report nothing, which spares the dispatcher a store write per task
 RUN_STAGE_AFTER_S = 0.1
@@ -146,11 +148,15 @@ def check_command(command: str, patterns: Iterable[str], *, allow_all: bool = Fa
 
 class _TaskLog:
     """The task's log file, created on its first write: most short commands print nothing, and
-    creating a file per task cost more than the rest of the slot's work for it."""
+    creating a file per task cost more than the rest of the slot's work for it.
 
-    def __init__(self, path: Path, command: str) -> None:
+    It keeps at most `max_bytes` of output: then the rest is dropped but for its last LOG_TAIL_BYTES,
+    written with a note at the end, so a command that prints without end cannot fill the disk."""
+
+    def __init__(self, path: Path, command: str, max_bytes: int) -> None:
         self.path, self._header, self._file = path, f"$ {redact(command)}\n".encode(), None
         self._ends_line = True
+        self._room, self._dropped, self._tail = max_bytes, 0, bytearray()
 
     @property
     def written(self) -> bool:
@@ -161,15 +167,35 @@ class _TaskLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
             self._file.write(self._header)
-        self._file.write(data)
-        self._ends_line = data.endswith(b"\n")
+        kept = data[: max(0, self._room)]
+        if kept:
+            self._file.write(kept)
+            self._room -= len(kept)
+            self._ends_line = kept.endswith(b"\n")
+        if len(kept) < len(data):
+            self._dropped += len(data) - len(kept)
+            self._tail += data[len(kept):]
+            del self._tail[:-LOG_TAIL_BYTES]
+
+    def _flush_tail(self) -> None:
+        if not self._dropped or self._file is None:
+            return
+        skipped = self._dropped - len(self._tail)
+        note = (f"{'' if self._ends_line else chr(10)}[... {skipped:,} bytes of output not kept: the log keeps "
+                f"SCRIBEFLEET_TASK_LOG_MAX_MB; the last {len(self._tail):,} bytes follow ...]\n")  # fmt: skip
+        self._file.write(note.encode() + bytes(self._tail))
+        self._ends_line = self._tail.endswith(b"\n")
+        self._dropped, self._tail = 0, bytearray()
 
     def end(self, status: int) -> None:
         """The exit status line, on a line of its own."""
+        self._flush_tail()
+        self._room = max(self._room, 0) + 64  # the status line always goes in
         self.write(f"{'' if self._ends_line else chr(10)}[exit status {status}]\n".encode())
 
     def close(self) -> None:
         if self._file is not None:
+            self._flush_tail()
             self._file.close()
 
 
@@ -230,7 +256,7 @@ def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     env = {**os.environ, **{str(k): str(v) for k, v in extra_env.items()}} if extra_env else None
     started = time.monotonic()
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-    log = _TaskLog(ctx.log_path, command)
+    log = _TaskLog(ctx.log_path, command, ctx.settings.task_log_max_mb * 2**20)
     try:
         # in a slot process the command stays in the slot's process group, which the dispatcher
         # kills as a whole on timeout or cancel; a slot that is a thread kills the command's own
