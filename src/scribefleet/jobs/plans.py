@@ -146,7 +146,8 @@ def _fmt(path: str) -> str:
 
 
 def check_graph(plan: Plan) -> None:
-    """PlanInvalid for what only the whole graph shows: two tasks writing one file, an empty aggregate."""
+    """PlanInvalid for what only the whole graph shows: two tasks writing one file, an empty aggregate; and a
+    transcribe task whose input is a folder or a glob."""
     problems = Problems(plan.source)
     writers: dict[Path, PlanTask] = {}
     by_id = {t.id: t for t in plan.tasks}
@@ -160,6 +161,12 @@ def check_graph(plan: Plan) -> None:
             more = f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""
             problems.add(f"writes {paths[0]}{more}, which task '{other}' writes too; give them different outputs",
                          line=task.line, task=task.id)  # fmt: skip
+        source = task.spec.get("input") if task.kind == "transcribe" else None
+        if source and not is_url(source) and (Path(source).is_dir() or ({"*", "?"} & set(source) and not Path(source).exists())):
+            # it failed at run time as MEDIA_UNREADABLE ("not a regular file") or INPUT_NOT_FOUND
+            problems.add(f"'input' {source} is a {'folder' if Path(source).is_dir() else 'glob'}: a transcribe task "
+                         f"takes one file; write 'foreach: {source.rstrip('/')}{'/*' if Path(source).is_dir() else ''}' "
+                         "and 'input: ${item}' for a task per file", line=task.line, task=task.id)  # fmt: skip
         if task.kind == "aggregate" and not aggregate_items(task, by_id):
             problems.add(
                 "has nothing to combine: it lists no 'inputs' and none of its needs is a transcribe, llm or "
