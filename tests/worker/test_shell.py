@@ -169,3 +169,18 @@ def test_a_command_that_prints_without_end_cannot_fill_the_disk(ctx: TaskContext
     head, _, rest = log.partition(b"[... ")
     assert head.startswith(b"$ seq 1 700000") and b"\n1\n2\n3\n" in head and b"bytes of output not kept" in rest
     assert log.endswith(b"699999\n700000\n\nthe end\n[exit status 0]\n")
+
+
+def test_a_command_that_leaves_a_background_child_ends_when_bash_does(ctx: TaskContext, tmp_path: Path) -> None:
+    # `server & echo started` held the task until the child exited (or the task's timeout): the child kept the
+    # output pipes open, and the task waited for them to close instead of for bash
+    started = time.monotonic()
+    result = run_shell({"run": "sleep 30 & echo started; echo bye >&2", "cwd": str(tmp_path)}, ctx)
+    assert time.monotonic() - started < 10
+    assert result["exit_status"] == 0
+    log = ctx.log_path.read_text()
+    assert "started\n" in log and "bye\n" in log and log.endswith("[exit status 0]\n")
+    with pytest.raises(ShellFailed) as err:
+        run_shell({"run": "sleep 30 & echo last words >&2; exit 5", "cwd": str(tmp_path)}, ctx)
+    assert err.value.details["exit_status"] == 5 and err.value.details["stderr_tail"] == "last words"
+    assert time.monotonic() - started < 20

@@ -51,6 +51,10 @@ _PARTIAL_MAX_BYTES = 4 * STDERR_LINE_CHARS * 4  # utf-8: up to 4 bytes a charact
 _LINE_BREAK = re.compile(rb"[\r\n]")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")  # colours and cursor moves
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: how often a command's pipes are left to see whether bash has exited, and how long its output is still
+#: read after that when a background child keeps the pipes open
+EXIT_CHECK_S = 0.25
+EXIT_DRAIN_S = 0.5
 #: a log past SCRIBEFLEET_TASK_LOG_MAX_MB ends with this much of the output's end
 LOG_TAIL_BYTES = 64 * 1024
 #: a command still running after this long reports its `run` stage (at once where the slot needs the
@@ -210,11 +214,23 @@ def _copy_output(
     for fd in open_fds:
         poller.register(fd, select.POLLIN)
     tell_at: float | None = time.monotonic() + after_s
+    give_up_at: float | None = None  # set once bash has exited
+    check_at = time.monotonic() + EXIT_CHECK_S
     while open_fds:
-        ready = poller.poll(None if tell_at is None else max(0.0, tell_at - time.monotonic()) * 1000)
-        if tell_at is not None and time.monotonic() >= tell_at:
+        wake = [t for t in (tell_at, give_up_at, check_at) if t is not None]
+        ready = poller.poll(max(0.0, min(wake) - time.monotonic()) * 1000)
+        now = time.monotonic()
+        if tell_at is not None and now >= tell_at:
             running()
             tell_at = None
+        if give_up_at is not None and now >= give_up_at:
+            break
+        if give_up_at is None and now >= check_at:
+            check_at = now + EXIT_CHECK_S
+            if proc.poll() is not None:
+                # bash is done, but something it started in the background (`server &`) still holds the
+                # pipes: the task ends with bash, as in a terminal, once what is already written is read
+                give_up_at, check_at = now + EXIT_DRAIN_S, None
         for fd, _ in ready:
             data = os.read(fd, 65536)
             if not data:
