@@ -358,6 +358,23 @@ def test_a_rerun_redoes_what_changed_failed_or_lost_its_output_and_nothing_else(
     assert (tmp_path / "after.txt").read_text() == "after\nafter\n"
 
 
+def test_a_model_nobody_has_fails_its_tasks_and_the_rest_of_the_plan_runs(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # one task's unknown model stopped `plan run` before anything ran (MODEL_NOT_FOUND, exit 1, nothing done)
+    shutil.copy(speech["en01.wav"], tmp_path / "talk.wav")
+    plan = write_plan(tmp_path, """
+        tasks:
+          - {id: odd, kind: transcribe, input: talk.wav, out: out, formats: txt, model: no-such-model}
+          - {id: index, kind: aggregate, needs: odd, output: out/index.txt}
+          - {id: other, kind: shell, run: echo other > other.txt}
+    """)
+    proc = run_cli("plan", "run", str(plan), "--json", check=1, env={"HF_HUB_OFFLINE": "1"})
+    jobs = {j["name"]: j for j in json.loads(proc.stdout)["jobs"]}
+    assert (jobs["odd"]["state"], jobs["odd"]["error_code"], jobs["odd"]["attempts"]) == ("failed", "MODEL_NOT_FOUND", 0)
+    assert (jobs["index"]["state"], jobs["index"]["error_code"]) == ("skipped", "DEPENDENCY_FAILED")
+    assert jobs["other"]["state"] == "complete" and (tmp_path / "other.txt").read_text() == "other\n"
+    assert "no model called 'no-such-model'" in jobs["odd"]["error_message"]
+
+
 def test_the_summary_line_tells_failed_from_skipped(tmp_path: Path) -> None:
     # "2/5 tasks done, 3 failed" when one command failed and two tasks were only skipped after it
     plan = write_plan(tmp_path, """

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scribefleet.config import Settings
+from scribefleet.errors import ScribefleetError
 from scribefleet.jobs.create import inspect_inputs, job_extra, transcribe_spec, work_dir_for
 from scribefleet.jobs.inputs import InputFile, assign_outputs, is_url, url_inputs
 from scribefleet.options import FetchOptions, PublishOptions, TranscribeOptions
@@ -221,7 +222,10 @@ def store_tasks(plan: Plan, settings: Settings, state_dir: Path, *, gpu_slots: b
     for task in plan.tasks:
         spec, content_key, audio_s = dict(task.spec), None, None
         if task.kind == "transcribe":
-            spec, content_key, audio_s = transcriptions.spec(task)
+            try:
+                spec, content_key, audio_s = transcriptions.spec(task)
+            except ScribefleetError as exc:  # a model no one has: this task fails, not the whole plan
+                spec["unrunnable"] = {"code": exc.code, "message": exc.message}
         elif task.kind == "aggregate":
             spec["items"] = aggregate_items(task, by_id)
         out.append(StoreTask(
@@ -287,6 +291,12 @@ def create_plan_batch(store: Store, plan: Plan, tasks: list[StoreTask]) -> str:
         store.reset_tasks(batch_id, again)
     if revised or again:
         log.info("batch %s: %d task(s) revised, %d queued again", batch_id, len(revised), len(again))
+    queued = {r.key: r for r in store.tasks(batch_id=batch_id) if r.is_queued}
+    for t in tasks:
+        if "unrunnable" in t.spec and t.key in queued:  # its needs are skipped when the dispatcher loads them
+            problem = t.spec["unrunnable"]
+            store.fail(queued[t.key].id, problem["code"], problem["message"])
+            log.error("task %s failed [%s] before it started: %s", t.key, problem["code"], problem["message"])
     return batch_id
 
 
