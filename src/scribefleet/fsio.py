@@ -46,6 +46,16 @@ def write_failed(path: Path, exc: OSError) -> OutputWriteFailed:
     )
 
 
+def make_folder(path: Path) -> Path:
+    """`path` as a folder (made with its parents where missing); OutputWriteFailed where it cannot be, as for
+    `--out /mnt/read-only/out` or a mount that is not there, instead of a bare OSError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(path, exc) from exc
+    return path
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path | str) -> Iterator[IO[bytes]]:
     """A binary file that appears at `path` complete, or not at all, when the block ends."""

@@ -503,3 +503,23 @@ def test_an_aggregate_of_diarized_transcripts_keeps_who_spoke(tmp_path: Path, sp
     assert tasks["tr:dialogue"].timeout_s == 1800 + 1800
     (from_vtt,) = json.loads((out / "vtt.json").read_text())["items"]
     assert from_vtt["text"] == item["text"] and from_vtt["speakers"] == item["speakers"]
+
+
+def test_a_state_folder_that_cannot_be_made_is_an_error_not_a_traceback(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # 'plan run --state', 'transcribe --out' and 'batch --state' under a file (or a read-only mount, a missing
+    # mount point) ended in a raw FileNotFoundError/NotADirectoryError traceback
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "media").mkdir()
+    shutil.copy(speech["en01.wav"], tmp_path / "media" / "talk.wav")
+    plan = write_plan(tmp_path, """
+        tasks:
+          - {id: hello, kind: shell, run: echo hello}
+    """)
+    under_a_file = str(tmp_path / "a-file" / "state")
+    for args in (("plan", "run", str(plan), "--state", under_a_file),
+                 ("transcribe", str(speech["en01.wav"]), "--out", under_a_file),
+                 ("batch", "--input", str(tmp_path / "media"), "--controller", "http://127.0.0.1:9", "--state",
+                  f"{under_a_file}/batch_state.json")):  # fmt: skip
+        proc = run_cli(*args, check=1)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert "error [OUTPUT_WRITE_FAILED]: could not write" in proc.stderr and "a-file" in proc.stderr, proc.stderr

@@ -26,6 +26,7 @@ from scribefleet.cli import edge
 from scribefleet.cli.progress import BatchProgress
 from scribefleet.cli.render import report_outcome
 from scribefleet.errors import PlanInvalid, UsageError
+from scribefleet.fsio import make_folder
 from scribefleet.jobs.plans import check_graph, expand_playlists
 from scribefleet.jobs.run import run_plan
 from scribefleet.logs import setup_logging
@@ -128,7 +129,7 @@ def run_command(
             return 1
         settings = edge.with_engine(ctx, engine, ray_address, slots_per_gpu)
         state_dir = (state.expanduser() if state else plan.base_dir / ".scribefleet").absolute()
-        state_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(state_dir)
         progress = BatchProgress(console, json_mode=json_out, log_every_s=settings.progress_log_s)
         setup_logging(state_dir / "logs" / "scribefleet.log", verbose=verbose, console=progress.log_handler(verbose),
                       max_mb=settings.log_max_mb, backups=settings.log_backups)  # fmt: skip

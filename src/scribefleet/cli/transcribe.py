@@ -17,6 +17,7 @@ import typer
 from scribefleet.cli import edge
 from scribefleet.cli.progress import BatchProgress
 from scribefleet.cli.render import report_outcome
+from scribefleet.fsio import make_folder
 from scribefleet.jobs.run import run_transcribe
 from scribefleet.logs import setup_logging
 
@@ -73,7 +74,7 @@ def transcribe(
         target = edge.publish_options(publish, endpoint_url=s3_endpoint_url, region=s3_region)
         rerun = edge.stage_list(stages)  # every flag is checked before anything is written
         state_dir = out.resolve() / ".scribefleet"
-        state_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(state_dir)
         console = edge.stderr_console()
         progress = BatchProgress(console, json_mode=json_out, log_every_s=settings.progress_log_s)
         setup_logging(state_dir / "logs" / "scribefleet.log", verbose=verbose, console=progress.log_handler(verbose),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from scribefleet.config import Settings
-from scribefleet.fsio import atomic_write_json, read_json
+from scribefleet.fsio import atomic_write_json, make_folder, read_json
 from scribefleet.jobs.inputs import InputFile, check_inputs
 from scribefleet.options import Device, FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_model
@@ -231,7 +231,7 @@ def submit_file(file: Path | str, out: Path, options: TranscribeOptions, setting
     files = check_inputs([str(file)], out_dir=out, single_file=True, fetch=fetch)
     resolved = resolve_model(options.model, settings)
     state_dir = out / ".scribefleet"
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(state_dir)
     facts = inspect_inputs(files, state_dir)
     extra = job_extra(fetch, publish)
     tasks = []

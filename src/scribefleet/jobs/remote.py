@@ -32,7 +32,7 @@ from scribefleet.client import Backoff, ControllerClient, connect
 from scribefleet.config import Settings
 from scribefleet.dispatch.lock import PidLock
 from scribefleet.errors import ControllerUnreachable, InputNotFound, ScribefleetError, Unauthorized, UsageError
-from scribefleet.fsio import atomic_write_json, read_json
+from scribefleet.fsio import atomic_write_json, make_folder, read_json
 from scribefleet.jobs.inputs import InputFile, expand_inputs, is_url
 from scribefleet.options import TranscribeOptions
 from scribefleet.jobs.views import TaskView
@@ -58,7 +58,7 @@ class BatchState:
     @classmethod
     def load(cls, path: Path, *, controller: str, input_dir: Path, options: dict[str, Any]) -> BatchState:
         """Read the state file, or start a new one; refuse one written for another controller."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         try:
             data = read_json(path)
         except ValueError as exc:
