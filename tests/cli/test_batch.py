@@ -267,6 +267,20 @@ def test_usage_errors_exit_2(inbox: Path, tmp_path: Path) -> None:
     run_batch("--input", str(tmp_path / "nope"), "--controller", "http://127.0.0.1:9", check=2)
 
 
+@pytest.mark.parametrize("content", ["folder", '{"files": 5}', "[1]", '{"files": {"a.wav": 5}}'])
+def test_a_state_file_of_the_wrong_shape_is_a_usage_error(content: str, inbox: Path, tmp_path: Path) -> None:
+    # a folder named batch_state.json, or JSON of another shape, ended the run in a raw IsADirectoryError or
+    # AttributeError traceback
+    state = tmp_path / "batch_state.json"
+    if content == "folder":
+        state.mkdir()
+    else:
+        state.write_text(content)
+    proc = run_batch("--input", str(inbox), "--controller", "http://127.0.0.1:9", "--state", str(state), check=2)
+    assert "Traceback" not in proc.stderr and "error [INVALID_OPTIONS]" in proc.stderr, proc.stderr
+    assert str(state) in proc.stderr
+
+
 def test_unreachable_controller_stops_within_the_wait_and_keeps_the_state(inbox: Path, tmp_path: Path) -> None:
     env = client_env(SCRIBEFLEET_CONTROLLER_WAIT_S="1.5", SCRIBEFLEET_CONTROLLER_RETRIES="0")
     started = time.monotonic()

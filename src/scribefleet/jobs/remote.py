@@ -63,8 +63,15 @@ class BatchState:
             data = read_json(path)
         except ValueError as exc:
             raise UsageError(f"state file {path} is not valid JSON ({exc}): restore it from a backup, or pass --state NEW to start over", path=str(path)) from exc
+        except OSError as exc:  # a folder of that name, no permission to read it
+            raise UsageError(f"state file {path} cannot be read ({exc.strerror}): pass --state NEW.json, a file",
+                             path=str(path)) from exc  # fmt: skip
         if data is None:
             data = {"version": STATE_VERSION, "files": {}}
+        files = data.get("files", {}) if isinstance(data, dict) else None
+        if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
+            raise UsageError(f"{path} is JSON, but no batch state file (an object with 'files'): is --state the "
+                             "right file? pass --state NEW to start over", path=str(path))  # fmt: skip
         if data.get("controller") not in (None, controller):
             raise UsageError(
                 f"state file {path} belongs to controller {data['controller']}: pass --controller {data['controller']} "
