@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scribefleet.config import SHELL_ALLOW_DEFAULT, Settings
-from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
+from scribefleet.errors import InputNotFound, ShellCommandNotAllowed, ShellFailed, UsageError
 from scribefleet.worker.kinds import KINDS, TaskContext
 from scribefleet.worker.shell import (LOG_TAIL_BYTES, RUN_STAGE_AFTER_S, STDERR_LINE_CHARS, STDERR_TAIL_LINES, check_command, redact,
                                       run_shell, simple_commands)
@@ -184,3 +184,12 @@ def test_a_command_that_leaves_a_background_child_ends_when_bash_does(ctx: TaskC
         run_shell({"run": "sleep 30 & echo last words >&2; exit 5", "cwd": str(tmp_path)}, ctx)
     assert err.value.details["exit_status"] == 5 and err.value.details["stderr_tail"] == "last words"
     assert time.monotonic() - started < 20
+
+
+def test_a_cwd_that_is_no_folder_fails_with_input_not_found(ctx: TaskContext, tmp_path: Path) -> None:
+    # Popen's FileNotFoundError / NotADirectoryError reached the user as INTERNAL_ERROR ("a bug")
+    (tmp_path / "a-file").write_text("")
+    for cwd, says in ((tmp_path / "nope", "does not exist"), (tmp_path / "a-file", "is not a folder")):
+        with pytest.raises(InputNotFound) as err:
+            run_shell({"run": "echo hi", "cwd": str(cwd)}, ctx)
+        assert err.value.code == "INPUT_NOT_FOUND" and str(cwd) in err.value.message and says in err.value.message

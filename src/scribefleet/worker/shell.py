@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
+from scribefleet.errors import InputNotFound, ShellCommandNotAllowed, ShellFailed, UsageError
 from scribefleet.logs import redact
 
 if TYPE_CHECKING:
@@ -267,6 +267,12 @@ def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     if not isinstance(command, str) or not command.strip():
         raise UsageError("a shell task needs a non-empty 'run' command", task_id=ctx.task_id)
     check_command(command, ctx.settings.shell_allow, allow_all=ctx.settings.shell_allow_all)
+    cwd = spec.get("cwd") or None
+    if cwd is not None and not Path(cwd).is_dir():  # Popen's bare FileNotFoundError was INTERNAL_ERROR
+        raise InputNotFound(
+            f"the shell task's cwd {cwd} is not a folder{'' if Path(cwd).exists() else ' (it does not exist)'}: fix "
+            "'cwd', or make the folder in a task this one needs", cwd=str(cwd),
+        )  # fmt: skip
     extra_env = spec.get("env") or {}
     # None inherits the slot's environment as is: copying it costs more than the rest of a short task
     env = {**os.environ, **{str(k): str(v) for k, v in extra_env.items()}} if extra_env else None
@@ -279,7 +285,7 @@ def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         # group instead, whose id is the pid in the first progress message, sent at once there
         with subprocess.Popen(
             ["bash", "-c", command], executable=_bash((env or os.environ).get("PATH")), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=spec.get("cwd") or None, env=env, start_new_session=ctx.own_process_group,
+            cwd=cwd, env=env, start_new_session=ctx.own_process_group,
         ) as proc:  # fmt: skip
             after_s = 0.0 if ctx.own_process_group else RUN_STAGE_AFTER_S  # a thread slot kills by this pid
             _copy_output(proc, log, tail, lambda: ctx.progress("run", 0.0, {"pid": proc.pid}), after_s)
