@@ -59,6 +59,13 @@ class ShellSpec(_Spec):
             return {k: _env_text(v) for k, v in value.items()}
         return value
 
+    @field_validator("run", "cwd")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\0" in value:  # bash -c refuses it at run time: INTERNAL_ERROR
+            raise ValueError("cannot hold a NUL character")
+        return value
+
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
