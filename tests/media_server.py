@@ -6,7 +6,9 @@ headers, anything unknown is a 404. Every request's method, path and Range
 header is recorded in `server.requests`. `chunk_delay_s` slows the body down
 so a test can interrupt a download part way. `redirect(path, location)` answers
 302; `MediaServer(host="127.0.0.2")` listens on another loopback address (the
-network guard's tests tell two loopback servers apart by it).
+network guard's tests tell two loopback servers apart by it). `stream(path,
+head, chunk)` answers like a live radio stream: no Content-Length, `head`
+then `chunk` again and again until the client hangs up.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class MediaServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, tuple[bytes, str]] = {}
         self.redirects: dict[str, str] = {}
+        self.streams: dict[str, tuple[bytes, bytes, str]] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.chunk_delay_s = 0.0
         server = self
@@ -40,6 +43,19 @@ class MediaServer:
                     self.send_header("Location", server.redirects[path])
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if path in server.streams:
+                    head_bytes, chunk, ctype = server.streams[path]
+                    self.send_response(200)
+                    self.send_header("Content-Type", ctype)
+                    self.end_headers()
+                    try:
+                        self.wfile.write(head_bytes)
+                        while not head:
+                            self.wfile.write(chunk)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    self.close_connection = True
                     return
                 if path not in server.routes:
                     self.send_error(404, "Not Found")
@@ -80,6 +96,10 @@ class MediaServer:
 
     def add(self, path: str, body: bytes, content_type: str) -> str:
         self.routes[path] = (body, content_type)
+        return self.url + path
+
+    def stream(self, path: str, head: bytes, chunk: bytes, content_type: str) -> str:
+        self.streams[path] = (head, chunk, content_type)
         return self.url + path
 
     def redirect(self, path: str, location: str) -> str:

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
 
     #: default wall-clock limit of a plan's shell task, seconds (seed 000: 600 was too short)
     shell_timeout_s: float = Field(default=1800.0, gt=0)
+    #: most of a shell task's output its log keeps (its start, then its last 64 KB): a command that prints
+    #: without end must not fill the disk the store and the outputs live on
+    task_log_max_mb: int = Field(default=100, ge=1)
     #: default wall-clock limit of a plan's llm task, seconds; above llm_timeout_s (one request),
     #: so a request that times out fails as LLM_UNREACHABLE and is retried instead of being killed
     llm_task_timeout_s: float = Field(default=900.0, gt=0)

@@ -320,7 +320,8 @@ class RayUnreachable(ScribefleetError):
 
 
 class StateIncompatible(ScribefleetError):
-    """The state directory was written by a newer scribefleet (unknown schema version)."""
+    """The state directory was written by a newer scribefleet (unknown schema version), or its store is no
+    SQLite database (damaged, overwritten)."""
 
     code, http_status = "STATE_INCOMPATIBLE", 409
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Literal
@@ -226,4 +227,12 @@ class PublishOptions(BaseModel):
     def _s3_url(cls, value: str) -> str:
         if not value.startswith("s3://") or not value[5:].split("/", 1)[0]:
             raise ValueError(f"publish target {value!r} is not an s3://bucket/prefix/ URL")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # botocore raises a bare ValueError for 'minio:9000' only when the upload starts, after the transcription
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"S3 endpoint {value!r} is not an http(s):// URL (e.g. http://minio:9000)")
         return value

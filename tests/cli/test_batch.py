@@ -267,6 +267,20 @@ def test_usage_errors_exit_2(inbox: Path, tmp_path: Path) -> None:
     run_batch("--input", str(tmp_path / "nope"), "--controller", "http://127.0.0.1:9", check=2)
 
 
+@pytest.mark.parametrize("content", ["folder", '{"files": 5}', "[1]", '{"files": {"a.wav": 5}}'])
+def test_a_state_file_of_the_wrong_shape_is_a_usage_error(content: str, inbox: Path, tmp_path: Path) -> None:
+    # a folder named batch_state.json, or JSON of another shape, ended the run in a raw IsADirectoryError or
+    # AttributeError traceback
+    state = tmp_path / "batch_state.json"
+    if content == "folder":
+        state.mkdir()
+    else:
+        state.write_text(content)
+    proc = run_batch("--input", str(inbox), "--controller", "http://127.0.0.1:9", "--state", str(state), check=2)
+    assert "Traceback" not in proc.stderr and "error [INVALID_OPTIONS]" in proc.stderr, proc.stderr
+    assert str(state) in proc.stderr
+
+
 def test_unreachable_controller_stops_within_the_wait_and_keeps_the_state(inbox: Path, tmp_path: Path) -> None:
     env = client_env(SCRIBEFLEET_CONTROLLER_WAIT_S="1.5", SCRIBEFLEET_CONTROLLER_RETRIES="0")
     started = time.monotonic()
@@ -274,3 +288,23 @@ def test_unreachable_controller_stops_within_the_wait_and_keeps_the_state(inbox:
     assert 1.5 <= time.monotonic() - started < 60
     assert "CONTROLLER_UNREACHABLE" in proc.stderr and "run the same command again" in proc.stderr
     assert json.loads((inbox / "batch_state.json").read_text())["files"] == {}
+
+
+def test_two_folders_with_the_same_relative_name_are_two_files(controller: RunningController, tmp_path: Path, speech: dict[str, Path]) -> None:
+    # both were keyed 'a.wav' in the state file and downloaded to OUT/a.wav.txt: "1/1 complete", one transcript lost
+    for folder, fixture in (("x", "en01.wav"), ("y", "en02.wav")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(speech[fixture], tmp_path / folder / "a.wav")
+    out = tmp_path / "out"
+    args = ["--input", str(tmp_path / "x"), "--input", str(tmp_path / "y"), "--controller", controller.url,
+            "--out", str(out), "-f", "txt", "--json"]  # fmt: skip
+    summary = json.loads(run_batch(*args).stdout)
+    assert summary["total"] == 2 and summary["complete"] == 2
+    assert set(summary["files"]) == {str(tmp_path / "x" / "a.wav"), str(tmp_path / "y" / "a.wav")}
+    texts = [p.read_text() for p in out.iterdir() if p.name.startswith("a.wav [") and p.suffix == ".txt"]
+    assert len(texts) == 2
+    for fixture in ("en01.wav", "en02.wav"):
+        assert min(wer(TEXTS[fixture], t) for t in texts) <= 0.3, f"{fixture}'s transcript is missing"
+    again = json.loads(run_batch(*args).stdout)
+    assert again["complete"] == 2
+    assert len(controller.api(f"/api/batches/{summary['batchId']}")["jobs"]) == 2, "a complete file was submitted again"

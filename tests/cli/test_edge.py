@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -33,3 +34,19 @@ def test_settings_are_built_once_per_invocation() -> None:
 
     assert CliRunner().invoke(app, []).exit_code == 0
     assert len(seen) == 2 and seen[0] is seen[1]
+
+
+def test_a_list_setting_that_is_not_json_is_a_usage_error_naming_its_variable(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # pydantic-settings decodes list settings as JSON before validating them: 'SCRIBEFLEET_URL_ALLOWLIST=127.0.0.1'
+    # raised its SettingsError through every command (serve, status...) as a raw traceback
+    from scribefleet.cli.main import main
+
+    monkeypatch.setenv("SCRIBEFLEET_URL_ALLOWLIST", "127.0.0.1")
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", "--state", str(tmp_path)])
+    err = capfd.readouterr().err
+    assert exit_.value.code == 2, err
+    assert "[INVALID_OPTIONS]" in err and "SCRIBEFLEET_URL_ALLOWLIST is not valid JSON" in err
+    assert "Traceback" not in err

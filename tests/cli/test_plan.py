@@ -358,6 +358,74 @@ def test_a_rerun_redoes_what_changed_failed_or_lost_its_output_and_nothing_else(
     assert (tmp_path / "after.txt").read_text() == "after\nafter\n"
 
 
+def test_a_model_nobody_has_fails_its_tasks_and_the_rest_of_the_plan_runs(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # one task's unknown model stopped `plan run` before anything ran (MODEL_NOT_FOUND, exit 1, nothing done)
+    shutil.copy(speech["en01.wav"], tmp_path / "talk.wav")
+    plan = write_plan(tmp_path, """
+        tasks:
+          - {id: odd, kind: transcribe, input: talk.wav, out: out, formats: txt, model: no-such-model}
+          - {id: index, kind: aggregate, needs: odd, output: out/index.txt}
+          - {id: other, kind: shell, run: echo other > other.txt}
+    """)
+    proc = run_cli("plan", "run", str(plan), "--json", check=1, env={"HF_HUB_OFFLINE": "1"})
+    jobs = {j["name"]: j for j in json.loads(proc.stdout)["jobs"]}
+    assert (jobs["odd"]["state"], jobs["odd"]["error_code"], jobs["odd"]["attempts"]) == ("failed", "MODEL_NOT_FOUND", 0)
+    assert (jobs["index"]["state"], jobs["index"]["error_code"]) == ("skipped", "DEPENDENCY_FAILED")
+    assert jobs["other"]["state"] == "complete" and (tmp_path / "other.txt").read_text() == "other\n"
+    assert "no model called 'no-such-model'" in jobs["odd"]["error_message"]
+
+
+def test_the_summary_line_tells_failed_from_skipped(tmp_path: Path) -> None:
+    # "2/5 tasks done, 3 failed" when one command failed and two tasks were only skipped after it
+    plan = write_plan(tmp_path, """
+        tasks:
+          - {id: bad, kind: shell, run: exit 3}
+          - {id: next, kind: shell, needs: bad, run: echo next}
+          - {id: last, kind: shell, needs: next, run: echo last}
+          - {id: fine, kind: shell, run: echo fine}
+          - {id: also, kind: shell, run: echo also}
+    """)
+    proc = run_cli("plan", "run", str(plan), "--json", check=1)
+    assert f"plan plan: 2/5 tasks done, 1 failed, 2 skipped. State: {tmp_path / '.scribefleet'}" in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["complete"], summary["failed"]) == (2, 3), "the JSON's 'failed' still counts every task not done"
+
+
+def test_a_file_added_to_a_foreach_folder_runs_its_own_tasks_and_what_combines_them_only(tmp_path: Path) -> None:
+    # a new file changes the graph, so the plan gets a new batch: every shell task of the old files ran again
+    # (the docs promise a resumed plan finds its finished tasks; llm tasks and appending commands paid twice)
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a", "b"):
+        (media / f"{name}.txt").write_text(name)
+    plan = write_plan(tmp_path, """
+        tasks:
+          - id: upper
+            kind: shell
+            foreach: media/*.txt
+            run: tr a-z A-Z < ${item} > ${item.stem}.up; echo ${item.stem} >> runs.log
+          - id: slow
+            kind: shell
+            timeout_s: 60
+            run: echo slow >> runs.log
+          - id: index
+            kind: shell
+            needs: [upper]
+            run: cat *.up > index.txt; echo index >> runs.log
+    """)
+    first = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    (media / "c.txt").write_text("c")
+    second = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    assert second["batch_id"] != first["batch_id"] and second["complete"] == 5
+    assert sorted((tmp_path / "runs.log").read_text().split()) == ["a", "b", "c", "index", "index", "slow"]
+    assert (tmp_path / "index.txt").read_text() == "ABC"
+    carried = {j["name"]: j["attempts"] for j in second["jobs"]}
+    assert carried == {"upper:a": 0, "upper:b": 0, "upper:c": 1, "slow": 0, "index": 1}
+    third = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)
+    assert third["batch_id"] == second["batch_id"]
+    assert len((tmp_path / "runs.log").read_text().split()) == 6, "a rerun with nothing changed ran something"
+
+
 @pytest.mark.gpu
 def test_gpu_tasks_run_on_a_pinned_gpu_slot_under_device_cuda(tmp_path: Path, speech: dict[str, Path]) -> None:
     ctranslate2 = pytest.importorskip("ctranslate2")
@@ -435,3 +503,23 @@ def test_an_aggregate_of_diarized_transcripts_keeps_who_spoke(tmp_path: Path, sp
     assert tasks["tr:dialogue"].timeout_s == 1800 + 1800
     (from_vtt,) = json.loads((out / "vtt.json").read_text())["items"]
     assert from_vtt["text"] == item["text"] and from_vtt["speakers"] == item["speakers"]
+
+
+def test_a_state_folder_that_cannot_be_made_is_an_error_not_a_traceback(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # 'plan run --state', 'transcribe --out' and 'batch --state' under a file (or a read-only mount, a missing
+    # mount point) ended in a raw FileNotFoundError/NotADirectoryError traceback
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "media").mkdir()
+    shutil.copy(speech["en01.wav"], tmp_path / "media" / "talk.wav")
+    plan = write_plan(tmp_path, """
+        tasks:
+          - {id: hello, kind: shell, run: echo hello}
+    """)
+    under_a_file = str(tmp_path / "a-file" / "state")
+    for args in (("plan", "run", str(plan), "--state", under_a_file),
+                 ("transcribe", str(speech["en01.wav"]), "--out", under_a_file),
+                 ("batch", "--input", str(tmp_path / "media"), "--controller", "http://127.0.0.1:9", "--state",
+                  f"{under_a_file}/batch_state.json")):  # fmt: skip
+        proc = run_cli(*args, check=1)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert "error [OUTPUT_WRITE_FAILED]: could not write" in proc.stderr and "a-file" in proc.stderr, proc.stderr

@@ -208,3 +208,20 @@ def test_submit_and_batch_send_urls_to_a_controller_that_fetches_them(media: Med
             assert view["status"] in {"queued", "running", "complete"}, view
     finally:
         ctl.stop()
+
+
+def test_a_long_title_in_cjk_still_names_files_the_filesystem_takes(media: MediaServer, tmp_path: Path) -> None:
+    # 120 characters of a CJK title are 360 bytes: 'File name too long' failed the job with INTERNAL_ERROR after
+    # transcribing it (file names are at most 255 bytes)
+    title = "会议记录" * 40
+    media.add("/long.html", f'<html><head><title>{title}</title></head><body><audio src="/m/fox.wav"></audio>'
+                            "</body></html>".encode(), "text/html")  # fmt: skip
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", media.url + "/long.html", "-o", str(out), "-f", "json,srt", "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (job,) = json.loads(proc.stdout)["jobs"]
+    assert job["state"] == "complete"
+    names = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert [n.rsplit(".", 1)[1] for n in names] == ["json", "srt"], names
+    assert all(len(n.encode()) <= 255 and title.startswith(n.rsplit(".", 1)[0]) for n in names), names
+    assert wer(TEXTS["en01.wav"], json.loads((out / names[0]).read_text())["text"]) <= 0.3

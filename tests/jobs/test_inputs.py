@@ -90,3 +90,19 @@ def test_names_at_the_file_systems_limit_get_outputs_that_fit(tmp_path: Path, sp
     assign_outputs(urls, tmp_path / "out")
     stems = [f.out_stem.name for f in urls]
     assert len(set(stems)) == 2 and all(len(f"{s}.json".encode()) <= 255 and s.startswith("会" * 70) for s in stems)
+
+
+def test_two_folders_holding_the_same_relative_name_get_outputs_of_their_own(tmp_path: Path, speech: dict[str, Path]) -> None:
+    # 'transcribe x y' with x/a.wav and y/a.wav gave both OUT/a.wav.srt: one transcript silently overwrote the other
+    for folder, fixture in (("x", "en01.wav"), ("y", "en02.wav")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(speech[fixture], tmp_path / folder / "a.wav")
+    shutil.copy(speech["en03.wav"], tmp_path / "y" / "a.flac")
+    out = tmp_path / "out"
+    files = check_inputs([str(tmp_path / "x"), str(tmp_path / "y")], out_dir=out)
+    stems = {f.path.relative_to(tmp_path).as_posix(): f.out_stem for f in files}
+    assert len(set(stems.values())) == 3, stems
+    assert stems["y/a.flac"] == out / "a.flac"
+    assert {s.name[:len("a.wav [")] for s in (stems["x/a.wav"], stems["y/a.wav"])} == {"a.wav ["}
+    again = check_inputs([str(tmp_path / "x"), str(tmp_path / "y")], out_dir=out)
+    assert {f.path.relative_to(tmp_path).as_posix(): f.out_stem for f in again} == stems, "names must be stable"

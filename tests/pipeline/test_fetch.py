@@ -113,6 +113,17 @@ def test_too_large_is_refused_before_the_body_is_downloaded(server: MediaServer,
     assert not list((tmp_path / "f").glob("media.*"))
 
 
+def test_a_stream_of_no_announced_size_stops_at_the_limit(server: MediaServer, tmp_path: Path) -> None:
+    # yt-dlp's max_filesize checks only an announced size: an endless stream without Content-Length (a live
+    # radio URL) was downloaded until the disk was full
+    url = server.stream("/live.wav", WAV[:44], WAV[44:], "audio/wav")
+    with pytest.raises(DownloadTooLarge) as info:
+        fetch(url, tmp_path / "f", max_file_mb=2)
+    assert info.value.code == "DOWNLOAD_TOO_LARGE" and "without announcing its size" in info.value.message
+    assert 2 * 2**20 < info.value.details["bytes"] < 4 * 2**20
+    assert not list((tmp_path / "f").glob("media.*")), "the partial download is kept"
+
+
 def test_too_long_is_refused_from_the_metadata() -> None:
     from scribefleet.pipeline.fetch import _check_limits
 

@@ -82,3 +82,22 @@ def test_missing_bucket_fails_with_publish_failed(s3_server, tmp_path: Path) -> 
 def test_publish_target_must_be_s3() -> None:
     with pytest.raises(ValueError):
         PublishOptions(target="https://example.org/x")
+
+
+@pytest.mark.parametrize("endpoint", ["minio:9000", "notaurl", "http://", "ftp://minio:9000"])
+def test_an_endpoint_that_is_no_http_url_is_refused_before_anything_runs(endpoint: str, tmp_path: Path,
+                                                                         speech: dict[str, Path]) -> None:
+    # '--s3-endpoint-url minio:9000' transcribed the file, then failed it with INTERNAL_ERROR "ValueError: Invalid
+    # endpoint" (botocore's bare ValueError) when the upload started
+    with pytest.raises(ValueError, match="is not an http"):
+        PublishOptions(target="s3://b/p/", endpoint_url=endpoint)
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "scribefleet", "transcribe", str(speech["en01.wav"]), "--out", str(out),
+                           "--publish", "s3://b/p/", "--s3-endpoint-url", endpoint], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "[INVALID_OPTIONS]" in proc.stderr and "is not an http(s):// URL" in proc.stderr
+    assert not out.exists(), "something ran"

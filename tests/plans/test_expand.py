@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from scribefleet.plans import Plan, load_plan
 from scribefleet.plans.expand import find_cycles, item_keys
 
@@ -190,3 +192,14 @@ def test_graph_lines_and_to_dict(write, media: Path) -> None:
         "spec": {"run": "mkdir -p out", "cwd": str(plan.base_dir), "env": {}},
         "group": "prepare", "item": None, "line": 3,
     }
+
+
+def test_a_url_input_is_shown_as_it_is(write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # run from the plan's folder, the graph showed 'http:/127.0.0.1:8765/a.wav -> out/': the URL was read as a
+    # path relative to the current folder and its '//' folded
+    monkeypatch.chdir(tmp_path)
+    plan = load_plan(write("""
+        tasks:
+          - {id: talk, kind: transcribe, input: "http://127.0.0.1:8765/a.wav", out: out, formats: txt}
+        """))
+    assert any(line.startswith("talk ") and "http://127.0.0.1:8765/a.wav -> out/ (txt)" in line for line in plan.graph_lines())

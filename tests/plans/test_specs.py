@@ -134,3 +134,13 @@ def test_an_unknown_language_is_refused_when_the_plan_is_read(write, invalid) ->
     assert "auto-per-window" in problem["message"]
     plan = load_plan(write("tasks:\n  - {id: a, kind: transcribe, input: x, out: y, language: German}\n"))
     assert plan.task("a").spec["options"]["language"] == "de"
+
+
+def test_shell_env_names_and_values_the_os_refuses_are_plan_errors(write, invalid, problem_at) -> None:
+    # they passed `plan check`, then the slot's Popen refused them: INTERNAL_ERROR "ValueError: illegal
+    # environment variable name" / "embedded null byte"
+    err = invalid(write('tasks:\n  - {id: a, kind: shell, run: "echo", env: {"A=B": 1, "9X": 2, OK_1: 3}}\n'
+                        '  - {id: b, kind: shell, run: "echo", env: {X: "a\\u0000b"}}\n'
+                        '  - {id: c, kind: shell, run: "echo a\\u0000b"}\n'))
+    assert "'A=B', '9X' are not valid" in problem_at(err, 2)["message"]
+    assert "NUL" in problem_at(err, 3)["message"] and "NUL" in problem_at(err, 4)["message"]

@@ -139,3 +139,35 @@ def test_substitution_reaches_numbers_lists_and_env(write) -> None:
     assert plan.task("s").timeout_s == 90.0 and plan.task("s").retries == 90
     assert plan.task("s").spec["env"] == {"TOOL_HOME": "/opt/x", "THREADS": "4", "DEBUG": "true"}
     assert plan.task("tr").spec["options"]["formats"] == ["txt", "srt"]
+
+
+NASTY_NAMES = ["talk 1", "it's", "$(touch PWNED)", "${out}", 'say "hi"', "back\\slash", "`touch PWNED`"]
+
+
+def test_foreach_items_in_a_shell_run_are_literal_words_bare_or_quoted(write, tmp_path) -> None:
+    # file names went into `run` as bash code: 'talk 1.wav' split in two, "it's.wav" failed to parse, and a file
+    # named '$(touch PWNED).wav' ran touch
+    import subprocess
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in NASTY_NAMES:
+        (media / f"{name}.wav").write_bytes(b"")
+    plan = load_plan(write("""
+        vars: {out: out, flags: -n -e}
+        tasks:
+          - id: names
+            kind: shell
+            foreach: media/*.wav
+            run: |
+              test -f ${item} && test -f "${item}"
+              printf '%s|' ${item.stem} "${item.name}" '${item.stem}' "<'${item.suffix}'>"; echo ${flags} x
+        """))
+    seen = []
+    for task in plan.tasks:
+        done = subprocess.run(["bash", "-c", task.spec["run"]], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, (task.spec["run"], done.stderr)
+        seen.append(done.stdout)
+    # `${flags}` is the plan's own variable, inserted as written: two options for echo (-n: no newline)
+    assert sorted(seen) == sorted(f"{n}|{n}.wav|{n}|<'.wav'>|x" for n in NASTY_NAMES)
+    assert not (tmp_path / "PWNED").exists()

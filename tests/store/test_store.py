@@ -55,6 +55,16 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     assert err.value.details["schema_version"] == 99
 
 
+def test_a_store_file_that_is_no_database_is_refused_with_a_code(tmp_path: Path) -> None:
+    # every command that opened it (status, logs, transcribe, plan run, serve) ended in a raw
+    # sqlite3.DatabaseError traceback: "file is not a database"
+    (tmp_path / "store.sqlite").write_bytes(b"not a database, a note someone saved here\n" * 100)
+    with pytest.raises(StateIncompatible) as err:
+        Store.open(tmp_path)
+    assert err.value.code == "STATE_INCOMPATIBLE" and "is not a scribefleet store" in err.value.message
+    assert "move it aside" in err.value.message
+
+
 def test_batches_and_tasks_are_idempotent_on_their_keys(store: Store) -> None:
     b1 = store.ensure_batch("plan:x", "plan", {"file": "x.yaml"}, "/out")
     assert store.ensure_batch("plan:x", "plan", {}, None) == b1

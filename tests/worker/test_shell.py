@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from scribefleet.config import SHELL_ALLOW_DEFAULT, Settings
-from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
+from scribefleet.errors import InputNotFound, ShellCommandNotAllowed, ShellFailed, UsageError
 from scribefleet.worker.kinds import KINDS, TaskContext
-from scribefleet.worker.shell import RUN_STAGE_AFTER_S, check_command, redact, run_shell, simple_commands
+from scribefleet.worker.shell import (LOG_TAIL_BYTES, RUN_STAGE_AFTER_S, STDERR_LINE_CHARS, STDERR_TAIL_LINES, check_command, redact,
+                                      run_shell, simple_commands)
 
 SEED_000 = (
     'export LD_LIBRARY_PATH="$HOME/ml-env/lib/python3.13/site-packages/nvidia/cublas/lib:$LD_LIBRARY_PATH" && '
@@ -136,3 +138,58 @@ def test_a_refused_or_empty_command_never_starts(ctx: TaskContext, tmp_path: Pat
     assert not (tmp_path / "x").exists() and not ctx.log_path.exists()
     with pytest.raises(UsageError):
         run_shell({"run": "  "}, ctx)
+
+
+def test_a_huge_stderr_line_progress_bars_and_colours_make_a_short_readable_message(ctx: TaskContext, tmp_path: Path) -> None:
+    # one 5 MB stderr line went whole into the message (5 MB in the store, events.jsonl and every log line);
+    # an unfinished line was re-copied on every read (quadratic), and colour codes and control bytes came along
+    run = ("for i in $(seq 1 500); do printf '\\r%3d%% downloading' $i >&2; done; echo >&2; "
+           "head -c 3000000 /dev/zero | tr '\\0' x >&2; "
+           "printf '\\n\\033[31mfatal:\\033[0m disk \\001full\\n\\n' >&2; exit 4")  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(ShellFailed) as err:
+        run_shell({"run": run, "cwd": str(tmp_path)}, ctx)
+    assert time.monotonic() - started < 20
+    details = err.value.details
+    tail = details["stderr_tail"].splitlines()
+    assert tail[-1] == "fatal: disk ?full" and tail[-2] == "..." + "x" * (STDERR_LINE_CHARS - 3)
+    assert tail[-3] == "500% downloading" and tail[0] == "483% downloading"
+    assert len(tail) == STDERR_TAIL_LINES and all(len(line) <= STDERR_LINE_CHARS for line in tail)
+    assert err.value.message.startswith("shell command exited with status 4: fatal: disk ?full (full output in ")
+    assert ctx.log_path.stat().st_size > 3_000_000, "the log keeps everything"
+
+
+def test_a_command_that_prints_without_end_cannot_fill_the_disk(ctx: TaskContext, tmp_path: Path) -> None:
+    # the task log had no bound: a command printing in a loop wrote until its timeout or a full disk
+    ctx.settings = ctx.settings.model_copy(update={"task_log_max_mb": 1})
+    result = run_shell({"run": "seq 1 700000; echo; echo the end", "cwd": str(tmp_path)}, ctx)
+    assert result["exit_status"] == 0
+    log = ctx.log_path.read_bytes()
+    assert 2**20 + LOG_TAIL_BYTES <= len(log) < 2**20 + LOG_TAIL_BYTES + 1000
+    head, _, rest = log.partition(b"[... ")
+    assert head.startswith(b"$ seq 1 700000") and b"\n1\n2\n3\n" in head and b"bytes of output not kept" in rest
+    assert log.endswith(b"699999\n700000\n\nthe end\n[exit status 0]\n")
+
+
+def test_a_command_that_leaves_a_background_child_ends_when_bash_does(ctx: TaskContext, tmp_path: Path) -> None:
+    # `server & echo started` held the task until the child exited (or the task's timeout): the child kept the
+    # output pipes open, and the task waited for them to close instead of for bash
+    started = time.monotonic()
+    result = run_shell({"run": "sleep 30 & echo started; echo bye >&2", "cwd": str(tmp_path)}, ctx)
+    assert time.monotonic() - started < 10
+    assert result["exit_status"] == 0
+    log = ctx.log_path.read_text()
+    assert "started\n" in log and "bye\n" in log and log.endswith("[exit status 0]\n")
+    with pytest.raises(ShellFailed) as err:
+        run_shell({"run": "sleep 30 & echo last words >&2; exit 5", "cwd": str(tmp_path)}, ctx)
+    assert err.value.details["exit_status"] == 5 and err.value.details["stderr_tail"] == "last words"
+    assert time.monotonic() - started < 20
+
+
+def test_a_cwd_that_is_no_folder_fails_with_input_not_found(ctx: TaskContext, tmp_path: Path) -> None:
+    # Popen's FileNotFoundError / NotADirectoryError reached the user as INTERNAL_ERROR ("a bug")
+    (tmp_path / "a-file").write_text("")
+    for cwd, says in ((tmp_path / "nope", "does not exist"), (tmp_path / "a-file", "is not a folder")):
+        with pytest.raises(InputNotFound) as err:
+            run_shell({"run": "echo hi", "cwd": str(cwd)}, ctx)
+        assert err.value.code == "INPUT_NOT_FOUND" and str(cwd) in err.value.message and says in err.value.message

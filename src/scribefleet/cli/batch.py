@@ -19,7 +19,7 @@ from rich.table import Table
 from scribefleet.cli import edge
 from scribefleet.cli.render import write_json
 from scribefleet.jobs.inputs import InputFile
-from scribefleet.jobs.remote import BatchRunner, BatchState, Stopped, run_remote_batch
+from scribefleet.jobs.remote import BatchState, Stopped, input_keys, run_remote_batch
 
 
 def batch(
@@ -60,7 +60,7 @@ def batch(
 
 
 def _summarize(bstate: BatchState, files: list[InputFile], json_out: bool, console: Console) -> int:
-    entries = {BatchRunner.key(f): bstate.entry(BatchRunner.key(f)) for f in files}
+    entries = {k: bstate.entry(k) for k in input_keys(files)}
     done = [k for k, e in entries.items() if e.get("status") == "complete" and e.get("downloaded")]
     bad = {k: e for k, e in entries.items() if k not in done}
     if json_out:

@@ -14,12 +14,14 @@ input file named True.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 
 from scribefleet.config import Settings
@@ -44,6 +46,8 @@ def settings_of(ctx: typer.Context | None) -> Settings:
         settings = Settings()
     except ValidationError as exc:
         raise UsageError(f"bad SCRIBEFLEET_* setting: {_messages(exc)}") from exc
+    except SettingsError as exc:  # a list setting whose value is not JSON fails before validation
+        raise UsageError(f"bad SCRIBEFLEET_* setting: {_unparsable(exc)}") from exc
     if root is not None:
         root.obj = settings
     return settings
@@ -51,6 +55,13 @@ def settings_of(ctx: typer.Context | None) -> Settings:
 
 def _messages(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def _unparsable(exc: SettingsError) -> str:
+    """pydantic-settings names the field ('error parsing value for field "url_allowlist" ...'): name its variable."""
+    m = re.search(r'field "(\w+)"', str(exc))
+    name = f"SCRIBEFLEET_{m.group(1).upper()}" if m else "a list setting"
+    return f'{name} is not valid JSON: write a list as JSON, e.g. {name}=\'["first", "second"]\''
 
 
 def with_engine(ctx: typer.Context, engine: str | None, ray_address: str | None, slots_per_gpu: int | None = None) -> Settings:

@@ -135,7 +135,7 @@ def run_command(
                       max_mb=settings.log_max_mb, backups=settings.log_backups)  # fmt: skip
         store, batch_id = run_plan(plan, state_dir, settings, device=device, slots=slots,
                                    listeners=[progress.on_event], watch=progress.live)  # fmt: skip
-        line = f"plan {plan.name}: {{done}}/{{total}} tasks done, {{failed}} failed. State: {state_dir}"
+        line = f"plan {plan.name}: {{done}}/{{total}} tasks done, {{failed}}. State: {state_dir}"
         return report_outcome(console, store.tasks(batch_id=batch_id), line=line, json_out=json_out,
                               plan=str(plan.source), batch_id=batch_id, state_dir=str(state_dir))  # fmt: skip
 

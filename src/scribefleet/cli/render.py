@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -20,13 +21,17 @@ def write_json(value: Any) -> None:
 
 def report_outcome(console: Console, tasks: list[Task], *, line: str, json_out: bool, **head: Any) -> int:
     """The end of a batch run: JSON summary (--json), one line (`line` with {done}, {total},
-    {failed}) and the table of failures; returns the exit code (1 when any task did not complete)."""
+    {failed}: "2 failed", or "1 failed, 3 skipped, 1 canceled") and the table of failures; returns the exit
+    code (1 when any task did not complete)."""
     failed = [t for t in tasks if not t.is_complete]
     done = len(tasks) - len(failed)
     if json_out:
         write_json({**head, "total": len(tasks), "complete": done, "failed": len(failed),
                     "jobs": [task_view(t).as_json() for t in tasks]})  # fmt: skip
-    console.print(line.format(done=done, total=len(tasks), failed=len(failed)), markup=False, highlight=False)
+    # a task skipped because a need failed is no second failure: "5 failed" read as five broken inputs
+    states = Counter(t.state.value for t in failed)
+    ended = [f"{states.pop('failed', 0)} failed"] + [f"{n} {state}" for state, n in sorted(states.items())]
+    console.print(line.format(done=done, total=len(tasks), failed=", ".join(ended)), markup=False, highlight=False)
     for view in (task_view(t) for t in tasks):
         for warning in view.warnings:
             console.print(f"warning: {view.name}: {warning}", style="yellow", markup=False, highlight=False)

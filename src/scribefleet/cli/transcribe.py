@@ -82,7 +82,7 @@ def transcribe(
                                          allow_missing=allow_missing, stages=rerun,
                                          listeners=[progress.on_event], watch=progress.live, fetch=fetch,
                                          publish=target)  # fmt: skip
-        line = f"{{done}}/{{total}} done, {{failed}} failed. Outputs and state: {state_dir.parent}"
+        line = f"{{done}}/{{total}} done, {{failed}}. Outputs and state: {state_dir.parent}"
         return report_outcome(console, store.tasks(batch_id=batch_id), json_out=json_out, batch_id=batch_id,
                               state_dir=str(state_dir), line=line)  # fmt: skip
 

@@ -8,7 +8,9 @@ command line is always taken, so a broken one fails with its own error code.
 Outputs go to `OUT/<path relative to the input root>` with the media suffix
 replaced by the format's (`talks/day1/a.mp3` -> `OUT/day1/a.srt` for input
 `talks`). Two inputs that would land on the same name (`a.mp3`, `a.wav`)
-keep their full names instead (`a.mp3.srt`, `a.wav.srt`). A name longer than
+keep their full names instead (`a.mp3.srt`, `a.wav.srt`), and two whose full
+names are the same too (`x/a.wav` and `y/a.wav`, given as inputs `x` and `y`)
+add a short hash of their path (`a.wav [1f2e3d4c].srt`). A name longer than
 a file system takes (255 bytes with its `.json`: a title in Chinese or a
 file named at the limit) is cut at a character to fit.
 
@@ -35,6 +37,7 @@ import glob
 import hashlib
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +111,7 @@ def _url_name(title: str | None, url: str) -> str:
     """A file name for a URL's outputs: its title, else the last part of its path, made safe."""
     raw = title or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "media"
     name = re.sub(r"[\\/\x00-\x1f]+", "_", raw).strip().lstrip(".")
-    return name[:120] or "media"
+    return name[:120] or "media"  # characters: assign_outputs fits its bytes to the file system (_fit)
 
 
 def url_inputs(urls: list[str], fetch: FetchOptions, *, allowlist: list[str] | None = None) -> list[InputFile]:
@@ -193,15 +196,17 @@ def assign_outputs(files: list[InputFile], out_dir: Path) -> None:
     for f in files:
         by_stem.setdefault(_fit(f.rel if f.url else f.rel.with_suffix("")), []).append(f)
     for stem, group in by_stem.items():
+        # files of two input folders can share even their full relative name (x/a.wav, y/a.wav given as x and y)
+        full_names = Counter(f.rel for f in group if not f.url)
         for f in group:
             if len(group) == 1:
                 f.out_stem = out_dir / stem
             elif f.url:
                 f.out_stem = out_dir / _fit(f.rel, f" [{_short_hash(f.url)}]")
-            elif _fit(f.rel) == f.rel:
+            elif full_names[f.rel] == 1 and _fit(f.rel) == f.rel:
                 f.out_stem = out_dir / f.rel
-            else:  # the full name is cut as well: the path's hash keeps the two apart
-                f.out_stem = out_dir / _fit(stem, f" [{_short_hash(str(f.path))}]")
+            else:  # the full name is another input's too, or cut as well: the path's hash keeps them apart
+                f.out_stem = out_dir / _fit(f.rel, f" [{_short_hash(str(f.path))}]")
 
 
 def _short_hash(text: str) -> str:

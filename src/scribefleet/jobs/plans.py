@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scribefleet.config import Settings
+from scribefleet.errors import ScribefleetError
 from scribefleet.jobs.create import inspect_inputs, job_extra, transcribe_spec, work_dir_for
 from scribefleet.jobs.inputs import InputFile, assign_outputs, is_url, url_inputs
 from scribefleet.options import FetchOptions, PublishOptions, TranscribeOptions
@@ -131,7 +132,9 @@ def aggregate_items(task: PlanTask, by_id: dict[str, PlanTask]) -> list[dict[str
     for need in (by_id[n] for n in task.needs):
         if need.kind == "transcribe":
             files = {fmt: str(p) for fmt, p in transcribe_outputs(need).items()}
-            name = need.spec.get("stem") or Path(need.spec["input"]).name
+            source = need.spec["input"]
+            # a URL's query is no part of its name (and a signed URL's is a secret)
+            name = need.spec.get("stem") or Path(source.split("?", 1)[0] if is_url(source) else source).name
             items.append({"name": name, "input": need.spec["input"], "files": files})
         elif need.kind in ("llm", "aggregate"):
             out = need.spec["output"]
@@ -144,7 +147,8 @@ def _fmt(path: str) -> str:
 
 
 def check_graph(plan: Plan) -> None:
-    """PlanInvalid for what only the whole graph shows: two tasks writing one file, an empty aggregate."""
+    """PlanInvalid for what only the whole graph shows: two tasks writing one file, an empty aggregate; and a
+    transcribe task whose input is a folder or a glob."""
     problems = Problems(plan.source)
     writers: dict[Path, PlanTask] = {}
     by_id = {t.id: t for t in plan.tasks}
@@ -158,6 +162,12 @@ def check_graph(plan: Plan) -> None:
             more = f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""
             problems.add(f"writes {paths[0]}{more}, which task '{other}' writes too; give them different outputs",
                          line=task.line, task=task.id)  # fmt: skip
+        source = task.spec.get("input") if task.kind == "transcribe" else None
+        if source and not is_url(source) and (Path(source).is_dir() or ({"*", "?"} & set(source) and not Path(source).exists())):
+            # it failed at run time as MEDIA_UNREADABLE ("not a regular file") or INPUT_NOT_FOUND
+            problems.add(f"'input' {source} is a {'folder' if Path(source).is_dir() else 'glob'}: a transcribe task "
+                         f"takes one file; write 'foreach: {source.rstrip('/')}{'/*' if Path(source).is_dir() else ''}' "
+                         "and 'input: ${item}' for a task per file", line=task.line, task=task.id)  # fmt: skip
         if task.kind == "aggregate" and not aggregate_items(task, by_id):
             problems.add(
                 "has nothing to combine: it lists no 'inputs' and none of its needs is a transcribe, llm or "
@@ -212,7 +222,10 @@ def store_tasks(plan: Plan, settings: Settings, state_dir: Path, *, gpu_slots: b
     for task in plan.tasks:
         spec, content_key, audio_s = dict(task.spec), None, None
         if task.kind == "transcribe":
-            spec, content_key, audio_s = transcriptions.spec(task)
+            try:
+                spec, content_key, audio_s = transcriptions.spec(task)
+            except ScribefleetError as exc:  # a model no one has: this task fails, not the whole plan
+                spec["unrunnable"] = {"code": exc.code, "message": exc.message}
         elif task.kind == "aggregate":
             spec["items"] = aggregate_items(task, by_id)
         out.append(StoreTask(
@@ -257,6 +270,8 @@ def create_plan_batch(store: Store, plan: Plan, tasks: list[StoreTask]) -> str:
         batch_key(plan, tasks), "plan", {"plan": str(plan.source), "name": plan.name, "vars": plan.vars},
         str(plan.base_dir),
     )  # fmt: skip
+    if not store.tasks(batch_id=batch_id):
+        _carry_over(store, plan, tasks, batch_id)
     revised: set[str] = set()
     for t in tasks:
         task_id = store.add_task(
@@ -276,7 +291,45 @@ def create_plan_batch(store: Store, plan: Plan, tasks: list[StoreTask]) -> str:
         store.reset_tasks(batch_id, again)
     if revised or again:
         log.info("batch %s: %d task(s) revised, %d queued again", batch_id, len(revised), len(again))
+    queued = {r.key: r for r in store.tasks(batch_id=batch_id) if r.is_queued}
+    for t in tasks:
+        if "unrunnable" in t.spec and t.key in queued:  # its needs are skipped when the dispatcher loads them
+            problem = t.spec["unrunnable"]
+            store.fail(queued[t.key].id, problem["code"], problem["message"])
+            log.error("task %s failed [%s] before it started: %s", t.key, problem["code"], problem["message"])
     return batch_id
+
+
+def _carry_over(store: Store, plan: Plan, tasks: list[StoreTask], batch_id: str) -> None:
+    """Fill a new batch of a plan with the tasks its latest earlier batch finished unchanged.
+
+    The graph changed (a file added to a foreach folder, a limit changed), so this is a new batch; a task
+    keeps its earlier result when its kind, spec, limits and needs are the same, its outputs are still there
+    and everything it needs was carried over too: a new item runs, and whatever needs it (an aggregate) runs
+    again, but the shell and llm tasks of the other items are not done twice.
+    """
+    earlier = [b for b in store.batches() if b.kind == "plan" and b.id != batch_id
+               and b.spec.get("plan") == str(plan.source)]  # fmt: skip
+    if not earlier:
+        return
+    before = {t.key: t for t in store.tasks(batch_id=earlier[-1].id)}
+    key_of = {t.id: t.key for t in before.values()}
+    carried: set[str] = set()
+    for t in tasks:
+        task_id = store.add_task(
+            batch_id, t.key, t.kind, t.spec, needs=t.needs, max_attempts=t.max_attempts,
+            timeout_s=t.timeout_s, resources=t.resources, content_key=t.content_key,
+        )  # fmt: skip
+        done = before.get(t.key)
+        if (done is None or not done.is_complete or (done.kind, done.spec, done.content_key) != (t.kind, t.spec, t.content_key)
+                or (done.timeout_s, done.max_attempts, done.resources) != (t.timeout_s, t.max_attempts, t.resources)
+                or sorted(key_of.get(n, n) for n in done.needs) != sorted(t.needs) or not carried.issuperset(t.needs)
+                or not all(Path(p).is_file() for p in task_outputs(t.kind, t.spec))):  # fmt: skip
+            continue
+        store.carry_over(task_id, done)
+        carried.add(t.key)
+    if carried:
+        log.info("batch %s: %d finished task(s) carried over from batch %s", batch_id, len(carried), earlier[-1].id)
 
 
 def _downstream(roots: set[str], rows: list[Any]) -> set[str]:

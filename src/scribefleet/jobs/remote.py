@@ -11,7 +11,8 @@ started again after
 a crash, `kill -9` or Ctrl-C resumes: complete files are skipped, jobs in
 flight are re-attached (never submitted twice), failed ones are submitted
 again, from their upload when the controller still has it. A file is known
-by its path relative to its folder and recorded with its size and mtime (a
+by its path relative to its folder (its absolute path where two input folders
+hold the same relative path) and recorded with its size and mtime (a
 changed file is sent again); a URL is known by the URL itself. A controller that
 goes away mid-run is waited for (backoff, up to
 `SCRIBEFLEET_CONTROLLER_WAIT_S`); the state file is never lost.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -30,7 +32,7 @@ from scribefleet.client import Backoff, ControllerClient, connect
 from scribefleet.config import Settings
 from scribefleet.dispatch.lock import PidLock
 from scribefleet.errors import ControllerUnreachable, InputNotFound, ScribefleetError, Unauthorized, UsageError
-from scribefleet.fsio import atomic_write_json, read_json
+from scribefleet.fsio import atomic_write_json, make_dir, read_json
 from scribefleet.jobs.inputs import InputFile, expand_inputs, is_url
 from scribefleet.options import TranscribeOptions
 from scribefleet.jobs.views import TaskView
@@ -56,13 +58,20 @@ class BatchState:
     @classmethod
     def load(cls, path: Path, *, controller: str, input_dir: Path, options: dict[str, Any]) -> BatchState:
         """Read the state file, or start a new one; refuse one written for another controller."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(path.parent)
         try:
             data = read_json(path)
         except ValueError as exc:
             raise UsageError(f"state file {path} is not valid JSON ({exc}): restore it from a backup, or pass --state NEW to start over", path=str(path)) from exc
+        except OSError as exc:  # a folder of that name, no permission to read it
+            raise UsageError(f"state file {path} cannot be read ({exc.strerror}): pass --state NEW.json, a file",
+                             path=str(path)) from exc  # fmt: skip
         if data is None:
             data = {"version": STATE_VERSION, "files": {}}
+        files = data.get("files", {}) if isinstance(data, dict) else None
+        if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
+            raise UsageError(f"{path} is JSON, but no batch state file (an object with 'files'): is --state the "
+                             "right file? pass --state NEW to start over", path=str(path))  # fmt: skip
         if data.get("controller") not in (None, controller):
             raise UsageError(
                 f"state file {path} belongs to controller {data['controller']}: pass --controller {data['controller']} "
@@ -113,6 +122,13 @@ class BatchState:
         self._file_lock.release()
 
 
+def input_keys(files: list[InputFile]) -> list[str]:
+    """Each file's key in the state file: its path relative to its folder, or its absolute path where files of two
+    input folders share that relative path (x/a.wav and y/a.wav given as x and y); a URL's own text."""
+    rels = Counter(f.rel.as_posix() for f in files if f.url is None)
+    return [f.url or (str(f.path) if rels[f.rel.as_posix()] > 1 else f.rel.as_posix()) for f in files]
+
+
 class BatchRunner:
     """Drives every file of one input folder through a controller, `parallel` at a time."""
 
@@ -122,11 +138,11 @@ class BatchRunner:
         self.settings, self.parallel, self.say = settings, parallel, say
         self.remote = remote  # ask the controller to run each job on a remote worker (seed 001's --remote)
         self.stop = threading.Event()
+        self._keys = {id(f): k for f, k in zip(files, input_keys(files))}
 
-    @staticmethod
-    def key(f: InputFile) -> str:
-        """A file's path relative to its folder; a URL's own text."""
-        return f.url or f.rel.as_posix()
+    def key(self, f: InputFile) -> str:
+        """The file's key in the state file (`input_keys`)."""
+        return self._keys[id(f)]
 
     def run(self) -> None:
         """Process every file; returns when each is done, failed, or the controller stayed away."""

@@ -226,11 +226,23 @@ def fetch_media(url: str, dest: Path, options: FetchOptions, *, max_file_mb: int
     max_bytes = (options.max_download_mb or max_file_mb) * _MIB
     logger = _Logger()
 
+    too_large: list[DownloadTooLarge] = []
+
     def hook(d: dict[str, Any]) -> None:
         if d.get("status") == "downloading":
+            done = d.get("downloaded_bytes") or 0
+            if done > max_bytes:
+                # no size was known up front (no Content-Length: a live stream, a chunked answer), and yt-dlp's
+                # max_filesize checks only what is announced: a stream that never ends filled the disk
+                too_large.append(DownloadTooLarge(
+                    f"{url} sent more than the {max_bytes / _MIB:.0f} MB download limit without announcing its size "
+                    "(a live stream?); raise SCRIBEFLEET_MAX_FILE_MB or the job's max_download_mb, or pick a file",
+                    url=url, bytes=done,
+                ))  # fmt: skip
+                raise too_large[0]
             total = d.get("total_bytes") or d.get("total_bytes_estimate")
             if total:
-                on_progress(min(1.0, d.get("downloaded_bytes", 0) / total))
+                on_progress(min(1.0, done / total))
 
     params = _params(
         options, logger,
@@ -255,7 +267,11 @@ def fetch_media(url: str, dest: Path, options: FetchOptions, *, max_file_mb: int
                     if fmt.get("url"):
                         check_url_allowed(fmt["url"], allowlist)
             info = ydl.process_ie_result(info, download=True)
-    except yt_dlp.utils.DownloadError as exc:
+    except (yt_dlp.utils.DownloadError, DownloadTooLarge) as exc:
+        if too_large:
+            for part in dest.glob(f"{MEDIA_STEM}.*.part"):  # its next run would only fetch past the limit again
+                part.unlink(missing_ok=True)
+            raise too_large[0] from exc
         raise (_refused(guard) or _map_error(url, exc)) from exc
     if logger.too_large:
         raise DownloadTooLarge(f"{url}: {logger.too_large}; raise the download limit or pick a smaller file", url=url)

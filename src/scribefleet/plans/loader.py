@@ -253,4 +253,5 @@ def _substitute(
             hint = " (the prompt's placeholder for the input's text is {{text}})"
         problems.add(f"${{{undefined.name}}} in '{key}' {undefined.reason}{hint}", line=line, task=task_id)
 
-    return substitute_tree(value, scope, report, bash_names=(kind == "shell"))
+    quoted = ("item",) if kind == "shell" and key == "run" else ()  # file names are data, never bash code
+    return substitute_tree(value, scope, report, bash_names=(kind == "shell"), shell_quoted=quoted)

@@ -121,7 +121,9 @@ class Plan(BaseModel):
         return "$ " + (command if len(command) <= 70 else command[:67] + "...")
 
     def _rel(self, path: str) -> str:
-        """A spec path shown relative to the plan's folder when it lies inside it."""
+        """A spec path shown relative to the plan's folder when it lies inside it; a URL as it is."""
+        if "://" in path:  # relpath would fold its '//' into one: 'http:/host/a.wav'
+            return path
         rel = os.path.relpath(path, self.base_dir)
         return path if rel.startswith("..") else rel
 

@@ -59,6 +59,25 @@ class ShellSpec(_Spec):
             return {k: _env_text(v) for k, v in value.items()}
         return value
 
+    @field_validator("run", "cwd")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\0" in value:  # bash -c refuses it at run time: INTERNAL_ERROR
+            raise ValueError("cannot hold a NUL character")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # the slot's Popen refused these at run time with a bare ValueError: INTERNAL_ERROR
+        bad = [k for k in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+        if bad:
+            raise ValueError(f"environment variable name(s) {', '.join(map(repr, bad))} are not valid: letters, "
+                             "digits and _, not starting with a digit")  # fmt: skip
+        if any("\0" in v for v in value.values()):
+            raise ValueError("an environment variable's value cannot hold a NUL character")
+        return value
+
 
 class AggregateSpec(_Spec):
     """Combine the outputs of the task's needs (or `inputs`) into one `output` file."""

@@ -9,12 +9,19 @@ starts with a dollar is left alone, so bash in shell commands keeps working:
 An undefined `${name}` is a plan error, with one exception: inside a shell
 task's `run`, `cwd` and `env`, an undefined name in capitals (`${HOME}`,
 `${LD_LIBRARY_PATH}`) is an environment variable and is left for bash.
+
+In a shell task's `run`, a foreach item (`${item}`, `${item.stem}`...) is
+file names, not code: it is quoted for bash where it stands, so `talk 1.wav`,
+`it's.wav` and `$(rm -rf x).wav` are each one literal word, bare or inside
+quotes. The plan's own variables are inserted as written (they may hold
+several arguments).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+import shlex
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -47,8 +54,28 @@ def path_attribute(value: str, attribute: str) -> str:
     return str(getattr(path, attribute))
 
 
-def substitute(text: str, scope: Mapping[str, str], *, bash_names: bool = False) -> tuple[str, list[Undefined]]:
-    """`text` with its references replaced, and the references that could not be."""
+def shell_quote_at(text: str, offset: int, value: str) -> str:
+    """`value` escaped so that bash reads it as one literal piece of a word at `offset` of the script `text`:
+    quoted where it stands bare, escaped inside "..." and inside '...' (so `${item}` and `"${item}"` both work)."""
+    state, i = "", 0  # "" bare, "'" or '"' inside that quote
+    while i < offset:
+        c = text[i]
+        if c == "\\" and state != "'":
+            i += 1  # the next character is escaped
+        elif c in "'\"" and state in ("", c):
+            state = c if state == "" else ""
+        i += 1
+    if state == "'":
+        return value.replace("'", "'\\''")
+    if state == '"':
+        return re.sub(r'([\\$`"])', r"\\\1", value)
+    return shlex.quote(value) if value else ""  # an empty part (a suffix-less item's .suffix) adds nothing
+
+
+def substitute(text: str, scope: Mapping[str, str], *, bash_names: bool = False,
+               shell_quoted: Collection[str] = ()) -> tuple[str, list[Undefined]]:
+    """`text` with its references replaced, and the references that could not be. The values of the names in
+    `shell_quoted` are escaped for bash where they stand (`shell_quote_at`)."""
     undefined: list[Undefined] = []
 
     def replace(match: re.Match[str]) -> str:
@@ -62,22 +89,25 @@ def substitute(text: str, scope: Mapping[str, str], *, bash_names: bool = False)
             undefined.append(Undefined(name, reason, match.start()))
             return match.group(0)
         if attribute is None:
-            return scope[name]
-        if attribute not in ATTRIBUTES:
+            value = scope[name]
+        elif attribute not in ATTRIBUTES:
             reason = f"has no attribute (use {', '.join(ATTRIBUTES)})"
             undefined.append(Undefined(f"{name}.{attribute}", reason, match.start()))
             return match.group(0)
-        return path_attribute(scope[name], attribute)
+        else:
+            value = path_attribute(scope[name], attribute)
+        return shell_quote_at(text, match.start(), value) if name in shell_quoted else value
 
     return _REFERENCE.sub(replace, text), undefined
 
 
 def substitute_tree(
-    value: Any, scope: Mapping[str, str], on_undefined: Callable[[Undefined], None], *, bash_names: bool = False
+    value: Any, scope: Mapping[str, str], on_undefined: Callable[[Undefined], None], *, bash_names: bool = False,
+    shell_quoted: Collection[str] = (),
 ) -> Any:
     """Substitute in every string of a YAML value (mapping values and list items; never keys)."""
     if isinstance(value, str):
-        result, undefined = substitute(value, scope, bash_names=bash_names)
+        result, undefined = substitute(value, scope, bash_names=bash_names, shell_quoted=shell_quoted)
         for item in undefined:
             on_undefined(item)
         return result

@@ -117,11 +117,21 @@ def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
         # exactly one transaction and a writer never deadlocks upgrading a read lock
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crash loses no committed transaction
-        conn.execute("PRAGMA foreign_keys = ON")
-        migrate(conn, path)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crash loses no committed transaction
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn, path)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.OperationalError):  # locked, busy, disk full: no damage
+                raise
+            raise StateIncompatible(
+                f"{path} is not a scribefleet store ({exc}): it was damaged or overwritten; move it aside (the "
+                "outputs beside it stay) and run again to start a fresh state, or use another output folder",
+                path=str(path),
+            ) from exc  # fmt: skip
     except sqlite3.Error as exc:
         raise (write_failed(exc, path) or exc) from exc
     return conn

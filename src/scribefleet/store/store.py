@@ -420,6 +420,12 @@ class Store:
     def complete(self, task_id: str, result: dict[str, Any] | None) -> Task:
         return self._transition(task_id, TaskState.COMPLETE, (R,), "completed", {}, result=_dumps(result or {}), progress=1.0)
 
+    def carry_over(self, task_id: str, done: Task) -> Task:
+        """queued -> complete with the result of `done`, the same task finished in an earlier batch (a plan
+        whose graph changed starts a new batch; what did not change is not done twice)."""
+        return self._transition(task_id, TaskState.COMPLETE, (Q,), "completed", {"carried_over_from": done.id},
+                                result=_dumps(done.result or {}), progress=1.0, stage=done.stage)  # fmt: skip
+
     def fail(self, task_id: str, code: str, message: str, details: dict[str, Any] | None = None) -> Task:
         """running (or queued, for a task that can never run) -> failed."""
         data = {"code": code, "message": message}

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scribefleet.errors import ShellCommandNotAllowed, ShellFailed, UsageError
+from scribefleet.errors import InputNotFound, ShellCommandNotAllowed, ShellFailed, UsageError
 from scribefleet.logs import redact
 
 if TYPE_CHECKING:
@@ -43,6 +43,20 @@ _KEYWORDS = {"if", "then", "else", "elif", "do", "while", "until", "!", "{", "}"
 _ARITHMETIC = re.compile(r"\$\(\([^()]*\)\)")
 _SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
 STDERR_TAIL_LINES = 20
+#: a kept stderr line is cut to its last this many characters, and an unfinished line is held to a few times
+#: that: one 5 MB line (or a progress bar redrawn with '\r' for an hour) went whole into the error message,
+#: the store and events.jsonl, and was copied again on every read
+STDERR_LINE_CHARS = 300
+_PARTIAL_MAX_BYTES = 4 * STDERR_LINE_CHARS * 4  # utf-8: up to 4 bytes a character
+_LINE_BREAK = re.compile(rb"[\r\n]")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")  # colours and cursor moves
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: how often a command's pipes are left to see whether bash has exited, and how long its output is still
+#: read after that when a background child keeps the pipes open
+EXIT_CHECK_S = 0.25
+EXIT_DRAIN_S = 0.5
+#: a log past SCRIBEFLEET_TASK_LOG_MAX_MB ends with this much of the output's end
+LOG_TAIL_BYTES = 64 * 1024
 #: a command still running after this long reports its `run` stage (at once where the slot needs the
 #: pid to kill it): shorter ones report nothing, which spares the dispatcher a store write per task
 RUN_STAGE_AFTER_S = 0.1
@@ -138,11 +152,15 @@ def check_command(command: str, patterns: Iterable[str], *, allow_all: bool = Fa
 
 class _TaskLog:
     """The task's log file, created on its first write: most short commands print nothing, and
-    creating a file per task cost more than the rest of the slot's work for it."""
+    creating a file per task cost more than the rest of the slot's work for it.
 
-    def __init__(self, path: Path, command: str) -> None:
+    It keeps at most `max_bytes` of output: then the rest is dropped but for its last LOG_TAIL_BYTES,
+    written with a note at the end, so a command that prints without end cannot fill the disk."""
+
+    def __init__(self, path: Path, command: str, max_bytes: int) -> None:
         self.path, self._header, self._file = path, f"$ {redact(command)}\n".encode(), None
         self._ends_line = True
+        self._room, self._dropped, self._tail = max_bytes, 0, bytearray()
 
     @property
     def written(self) -> bool:
@@ -153,22 +171,42 @@ class _TaskLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
             self._file.write(self._header)
-        self._file.write(data)
-        self._ends_line = data.endswith(b"\n")
+        kept = data[: max(0, self._room)]
+        if kept:
+            self._file.write(kept)
+            self._room -= len(kept)
+            self._ends_line = kept.endswith(b"\n")
+        if len(kept) < len(data):
+            self._dropped += len(data) - len(kept)
+            self._tail += data[len(kept):]
+            del self._tail[:-LOG_TAIL_BYTES]
+
+    def _flush_tail(self) -> None:
+        if not self._dropped or self._file is None:
+            return
+        skipped = self._dropped - len(self._tail)
+        note = (f"{'' if self._ends_line else chr(10)}[... {skipped:,} bytes of output not kept: the log keeps "
+                f"SCRIBEFLEET_TASK_LOG_MAX_MB; the last {len(self._tail):,} bytes follow ...]\n")  # fmt: skip
+        self._file.write(note.encode() + bytes(self._tail))
+        self._ends_line = self._tail.endswith(b"\n")
+        self._dropped, self._tail = 0, bytearray()
 
     def end(self, status: int) -> None:
         """The exit status line, on a line of its own."""
+        self._flush_tail()
+        self._room = max(self._room, 0) + 64  # the status line always goes in
         self.write(f"{'' if self._ends_line else chr(10)}[exit status {status}]\n".encode())
 
     def close(self) -> None:
         if self._file is not None:
+            self._flush_tail()
             self._file.close()
 
 
 def _copy_output(
     proc: subprocess.Popen[bytes], log: _TaskLog, tail: collections.deque[str], running: Callable[[], None], after_s: float
 ) -> None:
-    """Copy the command's stdout and stderr to the log as they come, keeping stderr's last lines;
+    """Copy the command's stdout and stderr to the log as they come, keeping stderr's last lines (`\r` ends one too);
     call `running()` once the command has run for `after_s`."""
     assert proc.stdout is not None and proc.stderr is not None
     err_fd, partial = proc.stderr.fileno(), b""
@@ -176,11 +214,23 @@ def _copy_output(
     for fd in open_fds:
         poller.register(fd, select.POLLIN)
     tell_at: float | None = time.monotonic() + after_s
+    give_up_at: float | None = None  # set once bash has exited
+    check_at = time.monotonic() + EXIT_CHECK_S
     while open_fds:
-        ready = poller.poll(None if tell_at is None else max(0.0, tell_at - time.monotonic()) * 1000)
-        if tell_at is not None and time.monotonic() >= tell_at:
+        wake = [t for t in (tell_at, give_up_at, check_at) if t is not None]
+        ready = poller.poll(max(0.0, min(wake) - time.monotonic()) * 1000)
+        now = time.monotonic()
+        if tell_at is not None and now >= tell_at:
             running()
             tell_at = None
+        if give_up_at is not None and now >= give_up_at:
+            break
+        if give_up_at is None and now >= check_at:
+            check_at = now + EXIT_CHECK_S
+            if proc.poll() is not None:
+                # bash is done, but something it started in the background (`server &`) still holds the
+                # pipes: the task ends with bash, as in a terminal, once what is already written is read
+                give_up_at, check_at = now + EXIT_DRAIN_S, None
         for fd, _ in ready:
             data = os.read(fd, 65536)
             if not data:
@@ -189,10 +239,18 @@ def _copy_output(
                 continue
             log.write(data)
             if fd == err_fd:
-                *lines, partial = (partial + data).split(b"\n")
-                tail.extend(line.decode(errors="replace") for line in lines)
-    if partial:
-        tail.append(partial.decode(errors="replace"))
+                *lines, partial = _LINE_BREAK.split(partial + data)
+                tail.extend(text for text in map(_tail_line, lines) if text)
+                partial = partial[-_PARTIAL_MAX_BYTES:]
+    if partial and (text := _tail_line(partial)):
+        tail.append(text)
+
+
+def _tail_line(raw: bytes) -> str:
+    """A stderr line as the error message shows it: readable text (no colour codes or control bytes), its end
+    kept when it is long; '' for a blank line."""
+    text = _CONTROL.sub("?", _ANSI.sub("", raw.decode(errors="replace"))).strip()
+    return text if len(text) <= STDERR_LINE_CHARS else "..." + text[-(STDERR_LINE_CHARS - 3):]
 
 
 @functools.lru_cache(maxsize=8)
@@ -209,19 +267,25 @@ def run_shell(spec: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     if not isinstance(command, str) or not command.strip():
         raise UsageError("a shell task needs a non-empty 'run' command", task_id=ctx.task_id)
     check_command(command, ctx.settings.shell_allow, allow_all=ctx.settings.shell_allow_all)
+    cwd = spec.get("cwd") or None
+    if cwd is not None and not Path(cwd).is_dir():  # Popen's bare FileNotFoundError was INTERNAL_ERROR
+        raise InputNotFound(
+            f"the shell task's cwd {cwd} is not a folder{'' if Path(cwd).exists() else ' (it does not exist)'}: fix "
+            "'cwd', or make the folder in a task this one needs", cwd=str(cwd),
+        )  # fmt: skip
     extra_env = spec.get("env") or {}
     # None inherits the slot's environment as is: copying it costs more than the rest of a short task
     env = {**os.environ, **{str(k): str(v) for k, v in extra_env.items()}} if extra_env else None
     started = time.monotonic()
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-    log = _TaskLog(ctx.log_path, command)
+    log = _TaskLog(ctx.log_path, command, ctx.settings.task_log_max_mb * 2**20)
     try:
         # in a slot process the command stays in the slot's process group, which the dispatcher
         # kills as a whole on timeout or cancel; a slot that is a thread kills the command's own
         # group instead, whose id is the pid in the first progress message, sent at once there
         with subprocess.Popen(
             ["bash", "-c", command], executable=_bash((env or os.environ).get("PATH")), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=spec.get("cwd") or None, env=env, start_new_session=ctx.own_process_group,
+            cwd=cwd, env=env, start_new_session=ctx.own_process_group,
         ) as proc:  # fmt: skip
             after_s = 0.0 if ctx.own_process_group else RUN_STAGE_AFTER_S  # a thread slot kills by this pid
             _copy_output(proc, log, tail, lambda: ctx.progress("run", 0.0, {"pid": proc.pid}), after_s)
