@@ -63,6 +63,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from scribefleet.masking import redact, redact_value
+
 
 class ScribefleetError(Exception):
     """Base of every error raised on purpose."""
@@ -73,9 +75,10 @@ class ScribefleetError(Exception):
     retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, **details: Any) -> None:
+        message = redact(message)  # a presigned link or a KEY=... of a command, masked (DESIGN invariant 5)
         super().__init__(message)
         self.message = message
-        self.details = details
+        self.details = redact_value(details)
 
     def to_dict(self) -> dict[str, Any]:
         """The wire shape: {"code", "message", "details"}."""

@@ -1,7 +1,8 @@
 """Logging set-up: ISO 8601 timestamps to the millisecond, rotating files, --verbose.
 
-Every process (CLI, dispatcher, slot) calls `setup_logging` once, and whatever
-logs a command line passes it through `redact` first. Loggers are
+Every process (CLI, dispatcher, slot) calls `setup_logging` once; every line
+goes through `masking.redact` (secret-looking assignments, a presigned link's
+signature, a link's password are masked). Loggers are
 named after what speaks: `scribefleet.dispatch`, `scribefleet.slot.gpu0`...
 Lines look like:
 
@@ -21,15 +22,10 @@ import time
 from pathlib import Path
 
 from scribefleet.errors import OutputWriteFailed
+from scribefleet.masking import redact
 
 ROOT = "scribefleet"
 _BREAK = re.compile(r"\r\n|\r|\n")
-_SECRET = re.compile(r"\b([A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Za-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)", re.I)
-
-
-def redact(command: str) -> str:
-    """The command with the values of secret-looking variables (…KEY=, …TOKEN=) masked, for logs."""
-    return _SECRET.sub(r"\1=***", command)
 
 
 class IsoFormatter(logging.Formatter):
@@ -43,7 +39,7 @@ class IsoFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.short = record.name.removeprefix(ROOT + ".") or ROOT
-        text = super().format(record)
+        text = redact(super().format(record))  # a presigned link or a command's KEY=... never reaches a log
         return _BREAK.sub("\n    ", text) if "\n" in text or "\r" in text else text
 
 

@@ -225,3 +225,24 @@ def test_a_long_title_in_cjk_still_names_files_the_filesystem_takes(media: Media
     assert [n.rsplit(".", 1)[1] for n in names] == ["json", "srt"], names
     assert all(len(n.encode()) <= 255 and title.startswith(n.rsplit(".", 1)[0]) for n in names), names
     assert wer(TEXTS["en01.wav"], json.loads((out / names[0]).read_text())["text"]) <= 0.3
+
+
+def test_a_presigned_links_signature_stays_out_of_logs_events_and_errors(media: MediaServer, tmp_path: Path) -> None:
+    """A presigned link is a password for its object (DESIGN invariant 5): one that fails and one that works leave
+    their signature and credential in no log line, event or error message; the job keeps its input as given."""
+    query = "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAS3CR3T%2F20261202&X-Amz-Signature=f00dcafe5ign"
+    good, gone = media.url + "/m/fox.wav" + query, media.url + "/m/gone.wav" + query
+    out = tmp_path / "out"
+    proc = run_cli("transcribe", good, gone, "-o", str(out), "-f", "txt", "--device", "cpu", "--json")
+    assert proc.returncode == 1, proc.stderr
+    jobs = {j["input"]: j for j in json.loads(proc.stdout)["jobs"]}
+    assert jobs[good]["state"] == "complete" and jobs[gone]["error_code"] == "DOWNLOAD_FAILED"
+    assert "X-Amz-Signature=***" in jobs[gone]["error_message"] or "gone.wav" in jobs[gone]["error_message"]
+    said = [proc.stderr, jobs[gone]["error_message"]]
+    said += [p.read_text(errors="replace") for p in (out / ".scribefleet").rglob("*") if p.suffix in (".log", ".jsonl")]
+    assert len(said) > 3  # the run's log, its slot's, the batch's events
+    for text in said:
+        assert "f00dcafe5ign" not in text and "AKIAS3CR3T" not in text
+    assert "X-Amz-Signature=***" in "".join(said)
+    shown = run_cli("logs", jobs[gone]["job_id"], "--state", str(out))  # the masked key still finds the job's lines
+    assert shown.returncode == 0 and "dispatched" in shown.stdout and "f00dcafe5ign" not in shown.stdout

@@ -31,6 +31,7 @@ from scribefleet.cli.render import job_line
 from scribefleet.config import Settings
 from scribefleet.jobs import lookup
 from scribefleet.jobs.views import TaskView
+from scribefleet.masking import redact
 from scribefleet.store.models import TERMINAL_STATUSES, iso_ms
 from scribefleet.store.store import Store
 
@@ -106,7 +107,7 @@ def show_logs(store: Store, ident: str, *, follow: bool = False, out: TextIO = s
     if target.task is not None:
         task = target.task
         error = f", {task.error_code}: {task.error_message}" if task.error_code else ""
-        out.write(f"task {task.id} {task.key} ({task.kind}) of batch {task.batch_id}: {task.state.value}, "
+        out.write(f"task {task.id} {redact(task.key)} ({task.kind}) of batch {task.batch_id}: {task.state.value}, "
                   f"attempt {task.attempts}/{task.max_attempts}, timeout {task.timeout_s:g} s{error}\n")  # fmt: skip
         events = store.events(task_id=task.id)
         lines = lookup.task_log_lines(store, task)

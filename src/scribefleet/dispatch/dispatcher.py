@@ -33,7 +33,7 @@ from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
 from scribefleet.dispatch.placement import Placement
 from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, TaskRun
 from scribefleet.errors import SlotCrashed, StateLocked, TaskTimeout
-from scribefleet.logs import redact
+from scribefleet.masking import redact
 from scribefleet.pipeline.spread_plan import is_long
 from scribefleet.store.models import Task
 from scribefleet.store.store import Store

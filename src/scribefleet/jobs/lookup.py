@@ -18,6 +18,7 @@ from pathlib import Path
 from scribefleet.config import Settings
 from scribefleet.dispatch import request_cancel
 from scribefleet.errors import InputNotFound, NotFound
+from scribefleet.masking import redact
 from scribefleet.store.models import Batch, Event, Task, iso_ms
 from scribefleet.store.store import Store
 
@@ -123,7 +124,7 @@ def event_line(event: Event, keys: dict[str, str]) -> str:
     who = keys.get(event.task_id or "", "(batch)")
     shown = {k: [keys.get(n, n) for n in v] if k == "needs" else v for k, v in event.data.items()}
     data = " ".join(f"{k}={v}" for k, v in shown.items())
-    return f"{iso_ms(event.at)}  {who}  {event.type}{'  ' + data if data else ''}"
+    return redact(f"{iso_ms(event.at)}  {who}  {event.type}{'  ' + data if data else ''}")
 
 
 def _log_files(path: Path) -> list[Path]:
@@ -166,7 +167,8 @@ def task_log_lines(store: Store, task: Task) -> list[str]:
     runner that dispatches every queued batch at once (`submit`), when it lies
     within the time the task's events span.
     """
-    mention = re.compile(rf"\btask (?:{re.escape(task.key)}|{re.escape(task.id)})(?=[\s:,;)]|$)")
+    names = "|".join(re.escape(name) for name in (task.key, redact(task.key), task.id))  # logs mask a key's secrets
+    mention = re.compile(rf"\btask (?:{names})(?=[\s:,;)]|$)")
     events = store.events(task_id=task.id)
     first, last = (iso_ms(events[0].at - 1.0), iso_ms(events[-1].at + 1.0)) if events else ("~", "")
     in_batch = set(batch_log_lines(store.state_dir, task.batch_id))

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from scribefleet.errors import OutputWriteFailed, ScribefleetError, UsageError
-from scribefleet.store.models import RESOURCES, Batch, Event, Task, TaskState
 from scribefleet.fsio import make_dir
 from scribefleet.fsio import write_failed as fsio_write_failed
+from scribefleet.masking import redact_value
+from scribefleet.store.models import RESOURCES, Batch, Event, Task, TaskState
 from scribefleet.store.schema import connect, connect_read_only, write_failed
 
 Q, R = TaskState.QUEUED, TaskState.RUNNING
@@ -108,6 +109,7 @@ class Store:
             self._append_jsonl(event)
 
     def _event(self, c: sqlite3.Connection, batch_id: str, task_id: str | None, type_: str, data: dict[str, Any], at: float) -> None:
+        data = redact_value(data)  # an event names inputs and errors: a presigned link's signature stays out
         cur = c.execute(
             "INSERT INTO events (batch_id, task_id, at, type, data) VALUES (?,?,?,?,?)",
             (batch_id, task_id, at, type_, _dumps(data)),

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scribefleet.errors import InputNotFound, ShellCommandNotAllowed, ShellFailed, UsageError
-from scribefleet.logs import redact
+from scribefleet.masking import redact
 
 if TYPE_CHECKING:
     from scribefleet.worker.context import TaskContext
