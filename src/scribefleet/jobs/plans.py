@@ -274,10 +274,7 @@ def create_plan_batch(store: Store, plan: Plan, tasks: list[StoreTask]) -> str:
         _carry_over(store, plan, tasks, batch_id)
     revised: set[str] = set()
     for t in tasks:
-        task_id = store.add_task(
-            batch_id, t.key, t.kind, t.spec, needs=t.needs, max_attempts=t.max_attempts,
-            timeout_s=t.timeout_s, resources=t.resources, content_key=t.content_key,
-        )  # fmt: skip
+        task_id = _add_task(store, batch_id, t)
         if store.revise_task(task_id, t.spec, content_key=t.content_key):
             revised.add(task_id)
         store.note_audio_s(task_id, t.audio_s)
@@ -300,6 +297,12 @@ def create_plan_batch(store: Store, plan: Plan, tasks: list[StoreTask]) -> str:
     return batch_id
 
 
+def _add_task(store: Store, batch_id: str, t: StoreTask) -> str:
+    """`t` in the batch (its id; the one already there under its key, if any)."""
+    return store.add_task(batch_id, t.key, t.kind, t.spec, needs=t.needs, max_attempts=t.max_attempts,
+                          timeout_s=t.timeout_s, resources=t.resources, content_key=t.content_key)  # fmt: skip
+
+
 def _carry_over(store: Store, plan: Plan, tasks: list[StoreTask], batch_id: str) -> None:
     """Fill a new batch of a plan with the tasks its latest earlier batch finished unchanged.
 
@@ -316,10 +319,7 @@ def _carry_over(store: Store, plan: Plan, tasks: list[StoreTask], batch_id: str)
     key_of = {t.id: t.key for t in before.values()}
     carried: set[str] = set()
     for t in tasks:
-        task_id = store.add_task(
-            batch_id, t.key, t.kind, t.spec, needs=t.needs, max_attempts=t.max_attempts,
-            timeout_s=t.timeout_s, resources=t.resources, content_key=t.content_key,
-        )  # fmt: skip
+        task_id = _add_task(store, batch_id, t)
         done = before.get(t.key)
         if (done is None or not done.is_complete or (done.kind, done.spec, done.content_key) != (t.kind, t.spec, t.content_key)
                 or (done.timeout_s, done.max_attempts, done.resources) != (t.timeout_s, t.max_attempts, t.resources)
