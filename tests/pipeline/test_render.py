@@ -123,6 +123,21 @@ def _vtt_ms(stamp: str) -> int:
     return round((int(hours) * 3600 + int(minutes) * 60 + float(rest)) * 1000)
 
 
+def test_long_cues_are_two_even_lines_of_at_most_42_characters() -> None:
+    said = " And then the quick brown fox jumped over the lazy dog twice today."  # 67 characters
+    long = " ".join(["word"] * 30)  # a segment without word timings can be longer than two lines
+    segments = [_segment(0, 0.0, 4.0, said), _segment(1, 4.0, 9.0, " " + long), _segment(2, 9.0, 10.0, " Short.")]
+    segments[0]["speaker"] = "SPEAKER_01"
+    doc = {"text": "", "language": "en", "segments": segments, "speakers": ["SPEAKER_01"]}
+    cues = [s.content for s in srt.parse(render(doc, "srt"))]
+    assert cues[0] == "[SPEAKER_01] And then the quick brown\nfox jumped over the lazy dog twice today."
+    assert cues[1].replace("\n", " ") == long and all(len(line) <= 42 for line in cues[1].splitlines())
+    assert cues[2] == "Short."
+    captions = webvtt.from_string(render(doc, "vtt"))
+    assert captions[0].voice == "SPEAKER_01" and captions[0].text == "And then the quick brown fox jumped\nover the lazy dog twice today."
+    assert render(doc, "txt").splitlines()[0] == "[SPEAKER_01] And then the quick brown fox jumped over the lazy dog twice today."
+
+
 def test_vtt_parses_back(transcript: dict[str, Any]) -> None:
     text = render(transcript, "vtt")
     assert text.startswith("WEBVTT\n\n")

@@ -16,8 +16,11 @@ undiarized transcript renders exactly as before.
 
 Subtitle formats are line-based, so a segment's text can break them: a blank
 line ends an SRT cue, `-->` starts a timing line, `<` and `&` are markup in
-WebVTT. Cue text is flattened to one line with those sequences neutralised,
-and timestamps carry hours (so a 2-hour film keeps counting past 59:59).
+WebVTT. Cue text is flattened with those sequences neutralised, then laid
+out as subtitles are read: a cue of more than LINE_CHARS (42) characters is
+two lines as even as its words allow (`_lines`; a cue is at most about two
+lines, segments.MAX_CUE_CHARS, else more lines of at most 42), and timestamps
+carry hours (so a 2-hour film keeps counting past 59:59).
 """
 
 from __future__ import annotations
@@ -69,6 +72,32 @@ def _cues(transcript: dict[str, Any]) -> list[tuple[int, int, str, str | None]]:
     return cues
 
 
+#: characters of a subtitle line (the usual broadcast and streaming limit)
+LINE_CHARS = 42
+
+
+def _lines(text: str) -> str:
+    """A cue's one-line text as the lines a player shows: itself up to LINE_CHARS; two lines as even as its words
+    allow when that fits; else lines of at most LINE_CHARS, filled in order (a word longer stays whole)."""
+    if len(text) <= LINE_CHARS:
+        return text
+    words = text.split(" ")
+    best: tuple[int, int] | None = None  # (longer line, split index)
+    for i in range(1, len(words)):
+        longer = max(len(" ".join(words[:i])), len(" ".join(words[i:])))
+        if best is None or longer < best[0]:
+            best = (longer, i)
+    if best is not None and best[0] <= LINE_CHARS:
+        return " ".join(words[: best[1]]) + "\n" + " ".join(words[best[1] :])
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + 1 + len(word) <= LINE_CHARS:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
 def _speaker(seg: dict[str, Any]) -> str | None:
     speaker = seg.get("speaker")
     return _one_line(str(speaker)) or None if speaker is not None else None
@@ -82,7 +111,7 @@ def _prefixed(text: str, speaker: str | None) -> str:
 def render_srt(transcript: dict[str, Any]) -> str:
     """SubRip: numbered cues, comma before the milliseconds."""
     blocks = [
-        f"{n}\n{format_timestamp(s / 1000)} --> {format_timestamp(e / 1000)}\n{_prefixed(text, spk)}\n"
+        f"{n}\n{format_timestamp(s / 1000)} --> {format_timestamp(e / 1000)}\n{_lines(_prefixed(text, spk))}\n"
         for n, (s, e, text, spk) in enumerate(_cues(transcript), start=1)
     ]
     return "\n".join(blocks)
@@ -94,7 +123,7 @@ def _vtt_escape(text: str) -> str:
 
 def _vtt_text(text: str, speaker: str | None) -> str:
     """The cue's text, behind a `<v Speaker>` voice tag when the segment has a speaker."""
-    return f"<v {_vtt_escape(speaker)}>{_vtt_escape(text)}" if speaker else _vtt_escape(text)
+    return f"<v {_vtt_escape(speaker)}>{_vtt_escape(_lines(text))}" if speaker else _vtt_escape(_lines(text))
 
 
 def render_vtt(transcript: dict[str, Any]) -> str:
