@@ -522,4 +522,4 @@ def test_a_state_folder_that_cannot_be_made_is_an_error_not_a_traceback(tmp_path
                   f"{under_a_file}/batch_state.json")):  # fmt: skip
         proc = run_cli(*args, check=1)
         assert "Traceback" not in proc.stderr, proc.stderr
-        assert "error [OUTPUT_WRITE_FAILED]: could not write" in proc.stderr and "a-file" in proc.stderr, proc.stderr
+        assert "error [OUTPUT_WRITE_FAILED]: could not create the folder" in proc.stderr and "a-file" in proc.stderr, proc.stderr
