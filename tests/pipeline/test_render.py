@@ -129,7 +129,11 @@ def test_long_cues_are_two_even_lines_of_at_most_42_characters() -> None:
     segments = [_segment(0, 0.0, 4.0, said), _segment(1, 4.0, 9.0, " " + long), _segment(2, 9.0, 10.0, " Short.")]
     segments[0]["speaker"] = "SPEAKER_01"
     doc = {"text": "", "language": "en", "segments": segments, "speakers": ["SPEAKER_01"]}
+    labelled = " I asked them twice about the budget and the plan but no one told me why."  # 74 + the label
+    segments.append(_segment(3, 10.0, 14.0, labelled))
+    segments[3]["speaker"] = "SPEAKER_03"
     cues = [s.content for s in srt.parse(render(doc, "srt"))]
+    assert cues[3] == "[SPEAKER_03] I asked them twice about the\nbudget and the plan but no one told me why."  # two lines
     assert cues[0] == "[SPEAKER_01] And then the quick brown\nfox jumped over the lazy dog twice today."
     assert cues[1].replace("\n", " ") == long and all(len(line) <= 42 for line in cues[1].splitlines())
     assert cues[2] == "Short."

@@ -121,10 +121,10 @@ def _refresh(store: Store, tasks: list[Task]) -> list[Task]:
 
 def event_line(event: Event, keys: dict[str, str]) -> str:
     """One event as a log line: time, task key, type, data."""
-    who = keys.get(event.task_id or "", "(batch)")
+    who = redact(keys.get(event.task_id or "", "(batch)"))  # a task's key may be a presigned link
     shown = {k: [keys.get(n, n) for n in v] if k == "needs" else v for k, v in event.data.items()}
-    data = " ".join(f"{k}={v}" for k, v in shown.items())
-    return redact(f"{iso_ms(event.at)}  {who}  {event.type}{'  ' + data if data else ''}")
+    data = " ".join(f"{k}={redact(str(v))}" for k, v in shown.items())  # values only: `key=` names a field here
+    return f"{iso_ms(event.at)}  {who}  {event.type}{'  ' + data if data else ''}"
 
 
 def _log_files(path: Path) -> list[Path]:

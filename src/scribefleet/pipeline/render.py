@@ -18,8 +18,9 @@ Subtitle formats are line-based, so a segment's text can break them: a blank
 line ends an SRT cue, `-->` starts a timing line, `<` and `&` are markup in
 WebVTT. Cue text is flattened with those sequences neutralised, then laid
 out as subtitles are read: a cue of more than LINE_CHARS (42) characters is
-two lines as even as its words allow (`_lines`; a cue is at most about two
-lines, segments.MAX_CUE_CHARS, else more lines of at most 42), and timestamps
+two lines as even as its words allow (`_lines`; a cue is cut at about two
+lines, segments.MAX_CUE_CHARS; a line may then reach 50 characters rather than
+make a third; a longer segment gets lines of at most 42), and timestamps
 carry hours (so a 2-hour film keeps counting past 59:59).
 """
 
@@ -74,11 +75,14 @@ def _cues(transcript: dict[str, Any]) -> list[tuple[int, int, str, str | None]]:
 
 #: characters of a subtitle line (the usual broadcast and streaming limit)
 LINE_CHARS = 42
+#: a longer line still, rather than a third one: a cue cut at 84 characters with a speaker label is two lines
+_TWO_LINES_MAX = LINE_CHARS + 8
 
 
 def _lines(text: str) -> str:
     """A cue's one-line text as the lines a player shows: itself up to LINE_CHARS; two lines as even as its words
-    allow when that fits; else lines of at most LINE_CHARS, filled in order (a word longer stays whole)."""
+    allow when neither passes _TWO_LINES_MAX; else lines of at most LINE_CHARS, filled in order (a word longer
+    stays whole)."""
     if len(text) <= LINE_CHARS:
         return text
     words = text.split(" ")
@@ -87,7 +91,7 @@ def _lines(text: str) -> str:
         longer = max(len(" ".join(words[:i])), len(" ".join(words[i:])))
         if best is None or longer < best[0]:
             best = (longer, i)
-    if best is not None and best[0] <= LINE_CHARS:
+    if best is not None and best[0] <= _TWO_LINES_MAX:
         return " ".join(words[: best[1]]) + "\n" + " ".join(words[best[1] :])
     lines: list[str] = []
     for word in words:
