@@ -134,6 +134,20 @@ def test_an_enrollment_folder_must_hold_clips(dialogue, tmp_path: Path) -> None:
         run(dialogue, speaker_names=tmp_path / "bad")
 
 
+def test_a_silent_enrollment_clip_is_named_not_a_failed_diarization(dialogue, tmp_path: Path) -> None:
+    """A clip with no sound once failed the stage as DIARIZATION_FAILED 'ParameterError: Audio buffer is not
+    finite everywhere' (the encoder's volume normalisation divided by its zero level)."""
+    import soundfile as sf
+
+    folder = tmp_path / "people"
+    folder.mkdir()
+    shutil.copy(ENROLL / "Fiona.flac", folder / "Fiona.flac")
+    sf.write(folder / "Quiet.wav", np.zeros(32000, dtype=np.float32), 16000)
+    with pytest.raises(UsageError, match=r"Quiet.wav cannot be used: it holds no sound") as exc:
+        run(dialogue, speaker_names=folder)
+    assert exc.value.code == "INVALID_OPTIONS" and exc.value.details["clip"] == str(folder / "Quiet.wav")
+
+
 def test_the_stage_has_its_own_time_limit(dialogue) -> None:
     with pytest.raises(DiarizationFailed, match="SCRIBEFLEET_DIARIZE_TIMEOUT_S") as exc:
         run(dialogue, DiarizerConfig(timeout_s=1e-6))
