@@ -383,6 +383,19 @@ def test_diarize_flags_label_the_speakers_in_the_outputs(tmp_path: Path) -> None
     assert "INVALID_OPTIONS" in bad.stderr
 
 
+def test_a_check_of_several_flags_reads_as_a_sentence(tmp_path: Path) -> None:
+    """A rule over several options (no single field) once printed as 'error [INVALID_OPTIONS]: : Value error, ...'."""
+    from helpers import DATA
+
+    for flags, said in ((["--speakers", "2"], "speakers only apply with diarize"),
+                        (["--diarize", "--speakers", "2", "--max-speakers", "3"], "give either speakers")):  # fmt: skip
+        bad = run_cli("transcribe", str(DATA / "en01.wav"), "-o", str(tmp_path / "out"), *flags, check=2)
+        assert f"error [INVALID_OPTIONS]: {said}" in bad.stderr, bad.stderr
+        assert "Value error" not in bad.stderr and ": :" not in bad.stderr
+    bad = run_cli("transcribe", str(DATA / "en01.wav"), "-o", str(tmp_path / "out"), "--language", "xx", check=2)
+    assert "error [INVALID_OPTIONS]: language: unknown language 'xx'" in bad.stderr, bad.stderr  # a field's name stays
+
+
 def test_an_unusable_enrollment_clip_is_refused_before_anything_runs(tmp_path: Path) -> None:
     """A stray notes.txt in --speaker-names once failed every job of the batch at `diarize`, each after its
     whole transcription; now the command is refused at once (exit 2), naming the file."""
