@@ -383,6 +383,36 @@ def test_diarize_flags_label_the_speakers_in_the_outputs(tmp_path: Path) -> None
     assert "INVALID_OPTIONS" in bad.stderr
 
 
+def test_a_check_of_several_flags_reads_as_a_sentence(tmp_path: Path) -> None:
+    """A rule over several options (no single field) once printed as 'error [INVALID_OPTIONS]: : Value error, ...'."""
+    from helpers import DATA
+
+    for flags, said in ((["--speakers", "2"], "speakers only apply with diarize"),
+                        (["--diarize", "--speakers", "2", "--max-speakers", "3"], "give either speakers")):  # fmt: skip
+        bad = run_cli("transcribe", str(DATA / "en01.wav"), "-o", str(tmp_path / "out"), *flags, check=2)
+        assert f"error [INVALID_OPTIONS]: {said}" in bad.stderr, bad.stderr
+        assert "Value error" not in bad.stderr and ": :" not in bad.stderr
+    bad = run_cli("transcribe", str(DATA / "en01.wav"), "-o", str(tmp_path / "out"), "--language", "xx", check=2)
+    assert "error [INVALID_OPTIONS]: language: unknown language 'xx'" in bad.stderr, bad.stderr  # a field's name stays
+
+
+def test_an_unusable_enrollment_clip_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """A stray notes.txt in --speaker-names once failed every job of the batch at `diarize`, each after its
+    whole transcription; now the command is refused at once (exit 2), naming the file."""
+    from helpers import DATA
+
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    shutil.copy(DATA / "enroll" / "Fiona.flac", voices / "Fiona.flac")
+    (voices / "notes.txt").write_text("Fiona: the one with the deep voice")
+    out = tmp_path / "out"
+    bad = run_cli("transcribe", str(DATA / "dialogue.flac"), str(DATA / "en01.wav"), "-o", str(out), "--diarize",
+                  "--speaker-names", str(voices), check=2)  # fmt: skip
+    assert "INVALID_OPTIONS" in bad.stderr and "notes.txt cannot be used" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert not list(out.rglob("*.srt")) and not list(out.rglob("transcript.json"))  # nothing was transcribed
+
+
 def test_piped_output_has_a_progress_line_per_running_file_with_elapsed_and_eta(
     tmp_path: Path, real_speech: dict[str, tuple[Path, str]]
 ) -> None:

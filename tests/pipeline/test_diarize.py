@@ -134,6 +134,20 @@ def test_an_enrollment_folder_must_hold_clips(dialogue, tmp_path: Path) -> None:
         run(dialogue, speaker_names=tmp_path / "bad")
 
 
+def test_a_silent_enrollment_clip_is_named_not_a_failed_diarization(dialogue, tmp_path: Path) -> None:
+    """A clip with no sound once failed the stage as DIARIZATION_FAILED 'ParameterError: Audio buffer is not
+    finite everywhere' (the encoder's volume normalisation divided by its zero level)."""
+    import soundfile as sf
+
+    folder = tmp_path / "people"
+    folder.mkdir()
+    shutil.copy(ENROLL / "Fiona.flac", folder / "Fiona.flac")
+    sf.write(folder / "Quiet.wav", np.zeros(32000, dtype=np.float32), 16000)
+    with pytest.raises(UsageError, match=r"Quiet.wav cannot be used: it holds no sound") as exc:
+        run(dialogue, speaker_names=folder)
+    assert exc.value.code == "INVALID_OPTIONS" and exc.value.details["clip"] == str(folder / "Quiet.wav")
+
+
 def test_the_stage_has_its_own_time_limit(dialogue) -> None:
     with pytest.raises(DiarizationFailed, match="SCRIBEFLEET_DIARIZE_TIMEOUT_S") as exc:
         run(dialogue, DiarizerConfig(timeout_s=1e-6))
@@ -245,6 +259,28 @@ def test_the_count_is_estimated_from_how_well_voices_separate(count) -> None:
     assert centroids.shape[0] == count
     # the same grouping as the truth, whatever the numbering
     assert len({(int(t), int(lab)) for t, lab in zip(truth, labels)}) == count
+
+
+def test_one_person_speaking_is_one_speaker(dialogue, real_speech) -> None:
+    """A monologue once came out as a dialogue: the windows of one voice drift with what is said, so a split
+    in two (or three) had a silhouette over _MIN_SILHOUETTE, and a LibriVox reader alternated between
+    SPEAKER_00 and SPEAKER_01 every few seconds (each espeak voice of the dialogue alone: 3 speakers)."""
+    sonnet, _ = real_speech["sonnet001"]
+    audio = decode_audio(sonnet, max_file_mb=10)
+    result = diarize(audio, speech_ranges(audio, batched=True), TranscribeOptions(diarize=True), DiarizerConfig(),
+                     threads=1)  # fmt: skip
+    assert result["speakers"] == ["SPEAKER_00"], result["turns"]
+    assert result["turns"][-1][1] > 50.0  # the whole reading is labelled
+    whole, _ = dialogue
+    for voice in ("Marcus", "Fiona"):
+        alone = np.concatenate([whole[int(s * 16000) : int(e * 16000)] for s, e, who in truth_turns() if who == voice])
+        result = diarize(alone, speech_ranges(alone, batched=True), TranscribeOptions(diarize=True), DiarizerConfig(),
+                         threads=1)  # fmt: skip
+        assert result["speakers"] == ["SPEAKER_00"], (voice, result["turns"])
+    # a count the user bounds from below still holds against the evidence
+    result = diarize(alone, speech_ranges(alone, batched=True), TranscribeOptions(diarize=True, min_speakers=2),
+                     DiarizerConfig(), threads=1)  # fmt: skip
+    assert len(result["speakers"]) >= 2
 
 
 def test_bounds_hold_even_against_the_evidence() -> None:

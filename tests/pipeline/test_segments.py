@@ -56,7 +56,7 @@ def test_tidy_orders_and_removes_overlaps() -> None:
     c = {"start": 9.0, "end": 8.0, "text": "c"}
     out = tidy([a, b, c])
     assert [s["text"] for s in out] == ["a", "b", "c"]
-    assert [(s["start"], s["end"]) for s in out] == [(0.0, 5.0), (5.0, 9.0), (9.0, 9.0)]
+    assert [(s["start"], s["end"]) for s in out] == [(0.0, 5.0), (5.0, 9.0), (9.0, 9.5)]  # 9.0 --> 9.0: shown 0.5 s
     assert out[1]["words"][0]["end"] == 9.0  # a word never outlasts its cue
 
 
@@ -69,7 +69,23 @@ def test_segments_that_start_together_become_cues_with_a_length() -> None:
     again = {"start": 2.0, "end": 3.0, "text": " fairest", "tokens": [3574]}
     out = tidy([one, thump, twice, again])
     assert [(s["start"], s["end"], s["text"]) for s in out] == [
-        (0.05, 0.44, "-thump"), (0.44, 0.84, " 1."), (2.0, 3.0, " From fairest")
-    ]
+        (0.0, 0.44, "-thump"), (0.44, 0.94, " 1."), (2.0, 3.0, " From fairest")
+    ]  # each shown MIN_CUE_S where there is room
     assert out[2]["tokens"] == [3574, 3574]
     assert all(s["end"] > s["start"] for s in out)
+
+
+def test_a_cue_of_no_length_is_given_time_to_be_read() -> None:
+    """Seen on a real meeting (tests/data/real/speakers/dev01.wav, tiny.en, batched): two one-word cues whose
+    aligned word lasted no time, " Yeah." 17.56 --> 17.56 (never shown) and 17.78 --> 17.84 (a flicker)."""
+    cues = [{"start": 16.76, "end": 17.16, "text": " Project documents."},
+            {"start": 17.56, "end": 17.56, "text": " Yeah."},
+            {"start": 17.78, "end": 17.84, "text": " Yeah."},
+            {"start": 17.86, "end": 18.64, "text": " That's it."},
+            {"start": 29.9, "end": 29.9, "text": " Bye."}]  # fmt: skip
+    out = tidy(cues, duration_s=30.0)
+    assert [(c["start"], c["end"]) for c in out] == [
+        (16.76, 17.26), (17.28, 17.78), (17.78, 17.86), (17.86, 18.64), (29.5, 30.0)
+    ]  # the free time around each is taken, after it first; never over a neighbour or past the end
+    assert all(c["end"] > c["start"] for c in out)
+    assert all(a["end"] <= b["start"] for a, b in zip(out, out[1:]))

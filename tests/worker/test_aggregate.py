@@ -137,3 +137,19 @@ def test_who_spoke_is_kept_from_every_format(tmp_path: Path, settings: Settings)
     run_aggregate({"output": str(plain), "format": "json", "inputs": [str(d / "p.json")]}, _ctx(tmp_path, settings, []))
     (item,) = json.loads(plain.read_text())["items"]
     assert item["text"] == "Just me." and item["speakers"] == []
+
+
+def test_a_cue_of_two_lines_is_one_speaker_s_words(tmp_path: Path, settings: Settings) -> None:
+    """Subtitles of over 42 characters are two lines, the label on the first only: the second line was read as
+    a turn of nobody, which split every long cue of an SRT or VTT aggregate (tests/cli/test_plan.py)."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.vtt").write_text("WEBVTT\n\n00:00:00.000 --> 00:00:03.000\n<v SPEAKER_00>Did you get a chance to look\n"
+                             "at the budget for next year?\n\n00:00:03.000 --> 00:00:04.000\n<v SPEAKER_01>I did.\n")
+    (d / "b.srt").write_text("1\n00:00:00,000 --> 00:00:03,000\n[SPEAKER_00] Did you get a chance to look\n"
+                             "at the budget for next year?\n\n2\n00:00:03,000 --> 00:00:04,000\n[SPEAKER_01] I did.\n")
+    out = tmp_path / "all.json"
+    run_aggregate({"output": str(out), "format": "json", "inputs": [str(d / "a.vtt"), str(d / "b.srt")]},
+                  _ctx(tmp_path, settings, []))  # fmt: skip
+    turns = "[SPEAKER_00] Did you get a chance to look at the budget for next year?\n[SPEAKER_01] I did."
+    assert [i["text"] for i in json.loads(out.read_text())["items"]] == [turns, turns]

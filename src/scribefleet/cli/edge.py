@@ -54,7 +54,14 @@ def settings_of(ctx: typer.Context | None) -> Settings:
 
 
 def _messages(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    """Each error as `field: message`; a check of several fields together (no field) as its message alone,
+    without pydantic's "Value error, " ("error [INVALID_OPTIONS]: : Value error, ..." before)."""
+    parts = []
+    for err in exc.errors():
+        message = str(err["msg"]).removeprefix("Value error, ")
+        field = ".".join(map(str, err["loc"]))
+        parts.append(f"{field}: {message}" if field else message)
+    return "; ".join(parts)
 
 
 def _unparsable(exc: SettingsError) -> str:

@@ -219,6 +219,15 @@ def _rerun_of(task: Task | None, stages: tuple[str, ...]) -> dict[str, Any]:
     return {"rerun_stages": list(stages), "rerun_id": new_id()}
 
 
+def check_enrollment(options: TranscribeOptions) -> None:
+    """The `speaker_names` folder checked before anything runs (INVALID_OPTIONS naming a clip that is not audio or
+    is silent): found only at `diarize`, it would fail every job of the batch after its transcription."""
+    if options.speaker_names is not None:
+        from scribefleet.pipeline.speakers import enrollment_voices  # numpy and PyAV: only when there are clips
+
+        enrollment_voices(Path(options.speaker_names))
+
+
 def submit_file(file: Path | str, out: Path, options: TranscribeOptions, settings: Settings, *,
                 fetch: FetchOptions | None = None, publish: PublishOptions | None = None) -> list[Task]:
     """One file or URL as a new batch of the store of `out` (the work of `scribefleet submit`): one task, or one
@@ -230,6 +239,7 @@ def submit_file(file: Path | str, out: Path, options: TranscribeOptions, setting
     out = out.resolve()
     files = check_inputs([str(file)], out_dir=out, single_file=True, fetch=fetch)
     resolved = resolve_model(options.model, settings)
+    check_enrollment(options)
     state_dir = out / ".scribefleet"
     make_dir(state_dir)
     facts = inspect_inputs(files, state_dir)

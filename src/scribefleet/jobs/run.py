@@ -32,7 +32,7 @@ from scribefleet.engines import make_engine
 from scribefleet.engines.base import Engine, SlotSpec
 from scribefleet.engines.remote import RemoteEngine, worker_urls
 from scribefleet.errors import ScribefleetError, StateLocked
-from scribefleet.jobs.create import create_batch, job_extra
+from scribefleet.jobs.create import check_enrollment, create_batch, job_extra
 from scribefleet.jobs.inputs import check_inputs
 from scribefleet.jobs.lookup import state_dir_of
 from scribefleet.jobs.plans import create_plan_batch, store_tasks
@@ -110,13 +110,14 @@ def run_transcribe(inputs: list[str], out: Path, options: TranscribeOptions, set
                    fetch: FetchOptions | None = None, publish: PublishOptions | None = None) -> tuple[Store, str]:
     """`scribefleet transcribe`: inputs checked, the batch recorded (or brought up to date) and run; (store, batch id).
 
-    Nothing is recorded or started when an input is missing (unless `allow_missing`)
-    or the model cannot be found.
+    Nothing is recorded or started when an input is missing (unless `allow_missing`),
+    the model cannot be found, or a clip of the `speaker_names` folder is not usable.
     """
     out = out.resolve()
     state_dir = out / ".scribefleet"
     resolved = resolve_model(options.model, settings)
     files = check_inputs(inputs, out_dir=out, allow_missing=allow_missing, fetch=fetch)
+    check_enrollment(options)
     store = Store.open(state_dir)
     lock = DispatcherLock(state_dir)
     lock.acquire()  # before touching the batch: another run may be dispatching from this state dir

@@ -394,7 +394,7 @@ class WindowedTranscriber:
     def _assemble(self, done: dict[int, dict[str, Any]], windows: list[Window], language: dict[str, Any]) -> dict:
         # windows are in order and guard() sorts each, so a run of repeats is found across windows too
         segments, repeats = collapse_repeats([seg for w in windows for seg in done[w.index]["segments"]])
-        segments = tidy(segments)
+        segments = tidy(segments, self.duration_s)
         guards = zero_counts() | {"repeats": repeats}
         for w in windows:
             guards = add_counts(guards, done[w.index].get("guards", {}))

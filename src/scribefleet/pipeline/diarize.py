@@ -17,7 +17,8 @@ Backends (`SCRIBEFLEET_DIARIZATION_BACKEND`):
   cut until the wanted count of clusters hold enough windows to be voices
   rather than outliers; unless given, the count is the fewest whose
   silhouette is about as good as the best, with clusters of under 10 % of the
-  windows, or 30 s of speech, dissolved; refined by nearest-centroid passes).
+  windows, or 30 s of speech, dissolved, and no two centroids as alike as the
+  halves of one voice; refined by nearest-centroid passes).
   Each 50 ms of sound takes the speaker its covering windows are closest to,
   and a pause of under 1 s between two turns of one speaker is part of the
   turn.
@@ -79,6 +80,11 @@ _GAP_FRAMES = 8  # pauses up to 0.24 s (a comma) do not split a stretch of sound
 _MAX_ESTIMATE = 10
 _MIN_SILHOUETTE = 0.1
 _SILHOUETTE_SLACK = 0.05  # a count whose silhouette is this close to the best one's is as good
+#: an estimated split with two centroids this similar (cosine) is one voice cut in two: the windows of one
+#: speaker drift with what is said, so a monologue splits with a good silhouette. Measured centroids of one
+#: voice split in two or three: 0.88-0.94 (a LibriVox reader, espeak voices); of two people: 0.63 (the espeak
+#: dialogue), 0.82 and 0.83 (two real far-field meeting excerpts)
+_SAME_VOICE = 0.85
 _MAX_LINKAGE = 2000  # more windows than this: cluster a sample, then assign all to its centroids
 
 
@@ -289,7 +295,8 @@ def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.nda
     A given count cuts the average-linkage tree into that many voices (past outliers). Otherwise every count the bounds
     allow (up to _MAX_ESTIMATE) is tried and the fewest clusters that are about as well separated as the best
     (silhouette on cosine distance, within _SILHOUETTE_SLACK) win; one speaker when no split separates the
-    voices well enough. A cut skips past outliers (see `_cut`).
+    voices well enough, or (when one is allowed) when every split leaves two centroids as alike as one voice's
+    (_SAME_VOICE). A cut skips past outliers (see `_cut`).
     """
     from scipy.cluster.hierarchy import linkage
 
@@ -308,7 +315,7 @@ def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.nda
     tried: list[tuple[float, np.ndarray, np.ndarray]] = []
     for k in range(max(2, least), min(most, _MAX_ESTIMATE, sample.shape[0] - 1) + 1):
         labels, centroids = _refine(vectors, sample, _cut(tree, k, least_windows), least, drop_small=True)
-        if centroids.shape[0] < max(2, least):
+        if centroids.shape[0] < max(2, least) or (least == 1 and _closest_pair(centroids) > _SAME_VOICE):
             continue
         score = _silhouette(distances, np.argmax(sample @ centroids.T, axis=1))
         log.debug("diarize: %d clusters (%d kept), silhouette %.3f", k, centroids.shape[0], score)
@@ -319,6 +326,13 @@ def cluster(vectors: np.ndarray, bounds: tuple[int, int] | None) -> tuple[np.nda
     top = max(t[0] for t in tried)
     _, labels, centroids = min((t for t in tried if t[0] >= top - _SILHOUETTE_SLACK), key=lambda t: t[2].shape[0])
     return labels, centroids
+
+
+def _closest_pair(centroids: np.ndarray) -> float:
+    """The highest cosine similarity between two of the unit centroids."""
+    similarity = centroids @ centroids.T
+    np.fill_diagonal(similarity, -1.0)
+    return float(similarity.max())
 
 
 def _cut(tree: np.ndarray, count: int, least_windows: float) -> np.ndarray:

@@ -21,6 +21,9 @@ MAX_CUE_CHARS = 84
 MAX_CUE_S = 7.0
 #: a silence this long between two words ends a cue
 PAUSE_S = 0.8
+#: a cue is shown at least this long where the time around it is free (a one-word cue's aligned word can
+#: last no time at all: " Yeah." at 17.56 --> 17.56 on a real meeting)
+MIN_CUE_S = 0.5
 _SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 _CLAUSE_END = (",", ";", ":", "，", "、")
 
@@ -75,8 +78,9 @@ def split_by_words(segment: dict[str, Any], encode: Encode) -> list[dict[str, An
     return pieces
 
 
-def tidy(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Segments in order of start, each ending no later than the next starts and no earlier than it starts.
+def tidy(segments: list[dict[str, Any]], duration_s: float | None = None) -> list[dict[str, Any]]:
+    """Segments in order of start, each ending no later than the next starts and no earlier than it starts,
+    and lasting MIN_CUE_S where the time around it is free (later first, then earlier; never past `duration_s`).
 
     Two segments that start together (a clip's words and a second decoding of the same speech) are not
     made into a cue of no length, which a player never shows: the shorter keeps its time and the other
@@ -93,14 +97,26 @@ def tidy(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 _join(prev, seg)
                 continue
         ordered.append(seg)
-    for seg in ordered:
+    for i, seg in enumerate(ordered):
         seg["end"] = max(seg["end"], seg["start"])
+        _widen(seg, ordered[i - 1]["end"] if i else 0.0, ordered[i + 1]["start"] if i + 1 < len(ordered) else duration_s)
         words = seg.get("words")
         if words:  # words stay inside their segment
             for w in words:
                 w["start"] = min(max(w["start"], seg["start"]), seg["end"])
                 w["end"] = min(max(w["end"], w["start"]), seg["end"])
     return ordered
+
+
+def _widen(seg: dict[str, Any], free_from: float, free_until: float | None) -> None:
+    """A cue shorter than MIN_CUE_S made longer into the free time after it, then before it (never over a
+    neighbour): a cue of no length is never shown, one of 0.06 s only flickers."""
+    short = MIN_CUE_S - (seg["end"] - seg["start"])
+    if short <= 0:
+        return
+    later = short if free_until is None else max(0.0, min(short, free_until - seg["end"]))
+    seg["end"] = round(seg["end"] + later, 3)
+    seg["start"] = round(seg["start"] - max(0.0, min(short - later, seg["start"] - free_from)), 3)
 
 
 def _join(seg: dict[str, Any], other: dict[str, Any]) -> None:

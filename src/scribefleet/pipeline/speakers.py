@@ -7,6 +7,9 @@
   decoder reads): cosine similarity of the voice encoder's embeddings at or
   above the threshold, each name given to at most one voice of a file, best
   matches first. The same folder names the same people in every file of a batch.
+  `enrollment_voices` decodes the clips and refuses, naming the file, one that
+  is not audio or holds no sound; `transcribe` and `submit` call it before
+  anything runs, so a stray notes.txt does not fail every job at `diarize`.
 * `assign_speakers` gives each segment, and each word, the speaker whose turns
   overlap it most (the nearest turn when none does).
 """
@@ -25,6 +28,9 @@ from scribefleet.errors import MediaEmpty, MediaUnreadable, UsageError
 from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
 
 Turn = tuple[float, float, str]
+#: a clip whose loudest sample is below this (dBFS) holds no voice (and the encoder's volume normalisation
+#: divides by its zero level)
+_SILENT_DBFS = -60.0
 _UNSAFE_NAME = re.compile(r"[\[\]<>&\s]+")
 
 
@@ -55,6 +61,25 @@ def enrollment_clips(folder: Path) -> dict[str, Path]:
     if not clips:
         raise UsageError(f"speaker_names {folder} holds no clips - add one recording per person", speaker_names=str(folder))
     return clips
+
+
+def enrollment_voices(folder: Path) -> dict[str, np.ndarray]:
+    """name -> decoded clip of each clip of an enrollment folder; INVALID_OPTIONS naming a clip that is not
+    audio or holds no sound."""
+    voices: dict[str, np.ndarray] = {}
+    for name, path in enrollment_clips(folder).items():
+        fix = f"remove it from {folder}, or put a recording of {name} speaking in its place"
+        try:
+            audio = decode_audio(path, max_file_mb=200)
+        except (MediaUnreadable, MediaEmpty) as exc:
+            raise UsageError(f"enrollment clip {path} cannot be used: {exc.message} - {fix}",
+                             speaker_names=str(folder), clip=str(path)) from exc  # fmt: skip
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if peak <= 10 ** (_SILENT_DBFS / 20):
+            raise UsageError(f"enrollment clip {path} cannot be used: it holds no sound (silent) - {fix}",
+                             speaker_names=str(folder), clip=str(path))  # fmt: skip
+        voices[name] = audio
+    return voices
 
 
 #: (encoder, audio) -> (window vectors, window times): the diarizer's embedding of a stretch of audio
@@ -89,13 +114,7 @@ def enrolled_names(
 ) -> dict[str, str]:
     """label -> enrolled name, for the voices that match a clip of `folder` closely enough (embedded with the
     diarizer's `encoder` and `embed_windows`)."""
-    clips = enrollment_clips(folder)
-    known: dict[str, np.ndarray] = {}
-    for name, path in clips.items():
-        try:
-            known[name] = _embed(embed_windows, encoder, decode_audio(path, max_file_mb=200))
-        except (MediaUnreadable, MediaEmpty) as exc:
-            raise UsageError(f"enrollment clip {path} cannot be used: {exc.message}", speaker_names=str(folder)) from exc
+    known = {name: _embed(embed_windows, encoder, clip) for name, clip in enrollment_voices(folder).items()}
     voices = centroids if centroids is not None else _voice_embeddings(embed_windows, encoder, audio, turns)
     pairs = sorted(
         ((float(vec @ ref), label, name) for label, vec in voices.items() for name, ref in known.items()), reverse=True

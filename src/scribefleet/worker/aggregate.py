@@ -127,13 +127,27 @@ def _plain_text(path: Path, fmt: str) -> str:
             for row in rows if len(row) > max(at, 0)
         ])  # fmt: skip
     if fmt in ("srt", "vtt"):
-        keep = [
-            _VOICE.sub(r"[\1] ", line.strip()).replace("</v>", "") for line in text.splitlines()
-            if line.strip() and not line.strip().isdigit() and not _CUE_TIMING.match(line) and line.strip() != "WEBVTT"
-        ]  # fmt: skip
-        lines = [(m.group(1), line[m.end():].strip()) if (m := _LABEL.match(line)) else (None, line) for line in keep]
-        return turns_text(lines)
+        return turns_text(_cue_lines(text))
     return text.strip()
+
+
+def _cue_lines(text: str) -> list[tuple[str | None, str]]:
+    """(speaker, text) of each text line of an SRT or VTT file. The label opens a cue's first line only, so the
+    cue's other lines (a cue of two lines) keep its speaker: read alone, each was a turn of nobody."""
+    lines: list[tuple[str | None, str]] = []
+    speaker: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or _CUE_TIMING.match(raw):
+            speaker = None  # a new cue begins
+            continue
+        if line.isdigit() or line == "WEBVTT":
+            continue
+        line = _VOICE.sub(r"[\1] ", line).replace("</v>", "")
+        if m := _LABEL.match(line):
+            speaker, line = m.group(1), line[m.end():].strip()
+        lines.append((speaker, line))
+    return lines
 
 
 def read_item(item: AggregateItem) -> dict[str, Any]:
