@@ -57,6 +57,7 @@ log = logging.getLogger("scribefleet.engine")
 KILL_CALL_TIMEOUT_S = 15.0  # how long an actor may take to kill its task's commands
 DEATH_WAIT_S = 30.0  # how long a killed actor may take to be reported dead
 RESIZE_EVERY_S = 2.0  # how often a self-sized engine looks for new nodes
+PROBE_TIMEOUT_S = 5.0  # how long the cluster's address may take to accept a connection
 
 
 class _Outbox:
@@ -224,8 +225,10 @@ class RayEngine(Engine):
             return
         address = self.settings.ray_address
         try:
+            _probe(address)  # ray.init retries a dead address for minutes, printing only warnings
             ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, RuntimeError, ValueError, OSError, RayError) as exc:
+            # RayError: AuthenticationError (token auth on, and no token in this process)
             where = f"at {address}" if address else "(RAY_ADDRESS, or the cluster started on this machine)"
             raise RayUnreachable(
                 f"cannot connect to the Ray cluster {where}: {_first_line(exc)}. Start one (docs/ray.md), fix the "
@@ -470,6 +473,19 @@ class RayEngine(Engine):
                 if event is not None:
                     events.append(event)
         return events
+
+
+def _probe(address: str | None) -> None:
+    """Raise OSError unless something accepts a TCP connection at `address` ("host:port" or "ray://host:port")
+    within PROBE_TIMEOUT_S; `local`, `auto`, unset and addresses without a port are left to Ray."""
+    if not address or address in ("local", "auto"):
+        return
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+        pass
 
 
 def _first_line(exc: BaseException) -> str:
