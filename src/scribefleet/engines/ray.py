@@ -215,6 +215,8 @@ class RayEngine(Engine):
             return
         self._connect()
         self._started = True
+        if not self._sized_by_cluster:
+            self._warn_of_too_little_room()
         for h in self._slots.values():
             self._spawn(h)
         if self._sized_by_cluster:
@@ -238,6 +240,26 @@ class RayEngine(Engine):
             ) from exc
         self._owns_ray = True
         log.info("connected to the Ray cluster: %s", ray.cluster_resources())
+
+    def _warn_of_too_little_room(self) -> None:
+        """Slots given (--slots) that the whole cluster cannot hold at once: say so now, not only when one
+        of them has waited SCRIBEFLEET_SLOT_READY_TIMEOUT_S for room."""
+        have = ray.cluster_resources()
+        need = {"CPU": 0.0, "GPU": 0.0}
+        for h in self._slots.values():
+            need["GPU" if h.device == "cuda" else "CPU"] += 1 if h.device == "cuda" else max(1, h.spec.cpu_threads)
+        label = self.settings.ray_slot_resource
+        if label:
+            need[label] = float(len(self._slots))
+        short = {k: v for k, v in need.items() if v > have.get(k, 0.0)}
+        if short:
+            log.warning(
+                "%d slot(s) need %s; the Ray cluster has %s in all: the slots it has no room for wait (starting), "
+                "and count as failed starts after %.0f s (SCRIBEFLEET_SLOT_READY_TIMEOUT_S). Ask for fewer "
+                "(--slots), fewer threads each (SCRIBEFLEET_CPU_THREADS), or add nodes",
+                len(self._slots), ", ".join(f"{v:g} {k}" for k, v in short.items()),
+                ", ".join(f"{have.get(k, 0.0):g} {k}" for k in short), self.settings.slot_ready_timeout_s,
+            )  # fmt: skip
 
     def _resize(self) -> None:
         """A self-sized engine: one GPU slot per cluster GPU, else one CPU slot per node (of the nodes that
