@@ -180,3 +180,24 @@ def test_a_driver_without_a_token_is_refused_with_a_stable_code_not_a_traceback(
     assert run.returncode == 1 and "error [RAY_UNREACHABLE]: cannot connect to the Ray cluster at" in run.stderr, \
         run.stderr[-3000:]  # fmt: skip
     assert "AuthenticationError" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_slot_no_node_has_room_for_is_given_up_saying_so(tmp_path: Path, settings: Settings, ray_cluster) -> None:  # noqa: ANN001
+    """A slot Ray can place nowhere (64 CPUs on a cluster of 4) was given up as "died 3 times before it became
+    ready; see slot-cpu0.log": it never died, and that log does not exist. The message now says what it needs."""
+    settings = settings.model_copy(update={"slot_ready_timeout_s": 2.0, "slot_restart_limit": 1})
+    engine = make_engine("ray", settings, tmp_path / "state", [SlotSpec("cpu0", "cpu", cpu_threads=64)])
+    assert isinstance(engine, RayEngine)
+    engine.start()
+    try:
+        death, _ = wait_for(engine, "died", within_s=30.0)
+        assert death.was == "starting"
+        assert engine.restart("cpu0") is False
+        slot = engine.slot("cpu0")
+        assert slot.status is SlotStatus.FAILED and slot.error is not None
+        message = slot.error["message"]
+        assert "no node had room for it (it needs 64 CPU) within 2 s" in message, message
+        assert "slot-cpu0.log" not in message
+        assert not (tmp_path / "state" / "logs" / "slot-cpu0.log").exists()
+    finally:
+        engine.stop()

@@ -160,6 +160,7 @@ class RaySlot(SlotHandle):
     next_ping_at: float = 0.0
     generation: int = 0
     where: dict[str, Any] | None = None  # node_id, node_ip, hostname, pid, cuda_visible_devices
+    no_room: bool = False  # its last start ended by the ready timeout: Ray found no node with room for it
 
     @property
     def node(self) -> str | None:
@@ -312,6 +313,14 @@ class RayEngine(Engine):
         return self.settings.slot_restart_limit
 
     def _where_to_look(self, name: str) -> str:
+        h = self._slots[name]
+        if h.no_room:  # it never ran: there is no slot log to read
+            need = "1 GPU" if h.device == "cuda" else f"{max(1, h.spec.cpu_threads)} CPU"
+            if self.settings.ray_slot_resource:
+                need += f" and 1 {self.settings.ray_slot_resource}"
+            return (f" on the Ray cluster: no node had room for it (it needs {need}) within "
+                    f"{self.settings.slot_ready_timeout_s:.0f} s; `ray status` shows what the cluster has free. "
+                    "Ask for fewer slots (--slots) or fewer threads each (SCRIBEFLEET_CPU_THREADS), or add nodes")
         return f" on the Ray cluster; see {self.state_dir / 'logs' / f'slot-{name}.log'} and the Ray dashboard"
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -474,6 +483,7 @@ class RayEngine(Engine):
         was_task = h.task_id
         h.heard(ev, msg)
         if ev == "ready":
+            h.no_room = False
             h.where = {k: msg.get(k) for k in ("node_id", "node_ip", "hostname", "pid", "cuda_visible_devices")}
             h.next_ping_at = h.last_heard_at + self.settings.heartbeat_s
             log.info("slot %s is on node %s (pid %s, CUDA_VISIBLE_DEVICES=%r)", h.name, h.node, h.pid, h.where["cuda_visible_devices"])
@@ -492,6 +502,7 @@ class RayEngine(Engine):
                           h.name, self.settings.slot_ready_timeout_s)  # fmt: skip
                 event = self.kill(h.name)
                 h.deaths_before_ready += 1
+                h.no_room = True
                 if event is not None:
                     events.append(event)
         return events
