@@ -242,3 +242,62 @@ def test_slots_go_only_to_nodes_with_the_slot_resource(
         assert all(t.state is TaskState.COMPLETE for t in store.tasks(batch))
     finally:
         ray_cluster.remove_node(labelled)
+
+
+def test_more_slots_than_the_cluster_holds_are_named_at_start_and_the_batch_still_runs(
+    ray_cluster, tmp_path: Path, speech: dict[str, Path]  # noqa: ANN001
+) -> None:
+    """`--slots 9` of one thread each on the session's cluster of 4 CPUs (5 while a node another test removed
+    is still counted): the run went on with the slots that fit and nobody was told why the others never came
+    (only after SCRIBEFLEET_SLOT_READY_TIMEOUT_S, 3 minutes)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "scribefleet", "transcribe", str(speech["en01.wav"]), "-o", str(out), "-f", "txt",
+            "--engine", "ray", "--ray-address", ray_cluster.cluster.address, "--slots", "9", "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "SCRIBEFLEET_CPU_THREADS": "1"}
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fox" in (out / "en01.txt").read_text().lower()
+    log = (out / ".scribefleet" / "logs" / "scribefleet.log").read_text()
+    assert "WARNING [engine] 9 slot(s) need 9 CPU; the Ray cluster has " in log, log[-3000:]
+
+
+def test_ctrl_c_leaves_the_job_queued_not_running_and_the_rerun_finishes_it(
+    ray_cluster, tmp_path: Path, real_speech: dict[str, tuple[Path, str]]  # noqa: ANN001
+) -> None:
+    """Ctrl-C in the middle of a transcription on Ray: the command stopped its slots and exited 130, yet
+    `status` went on saying "running" (elapsed growing) for a job nothing ran, until the next run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import wer
+
+    wav, reference = real_speech["sonnet001"]
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "scribefleet"]
+    args = [*cli, "transcribe", str(wav), "-o", str(out), "-f", "txt", "--engine", "ray", "--ray-address",
+            ray_cluster.cluster.address, "--slots", "1", "--device", "cpu", "--batch-size", "1"]  # fmt: skip
+    env = {**os.environ, "SCRIBEFLEET_CPU_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        lines.append(line)
+        if "loaded model tiny.en" in line:  # its slot is transcribing
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted:" in rest, "".join(lines) + rest
+    shown = subprocess.run([*cli, "status", "--state", str(out), "--json"], capture_output=True, text=True, timeout=120)
+    (job,) = json.loads(shown.stdout)["jobs"]
+    assert job["state"] == "queued", job
+    logs = subprocess.run([*cli, "logs", job["id"], "--state", str(out)], capture_output=True, text=True, timeout=120)
+    assert "recovered" in logs.stdout, logs.stdout[-3000:]
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert wer(reference, (out / f"{wav.stem}.txt").read_text()) <= 0.2

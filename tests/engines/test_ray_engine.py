@@ -148,3 +148,56 @@ def test_an_idle_actor_that_dies_is_noticed_by_its_ping(engine: RayEngine) -> No
     assert death.task_id is None and death.was == "idle" and "Ray actor died" in death.how
     assert engine.slot("cpu0").status is SlotStatus.DEAD and engine.restart("cpu0")
     wait_for(engine, "ready")
+
+
+def _transcribe(tmp_path: Path, address: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`scribefleet transcribe --engine ray --ray-address ADDRESS` on one real recording, in a process of its own."""
+    wav = Path(__file__).resolve().parents[1] / "data" / "en01.wav"
+    args = [sys.executable, "-m", "scribefleet", "transcribe", str(wav), "-o", str(tmp_path / "out"), "--engine", "ray",
+            "--ray-address", address, "--device", "cpu"]  # fmt: skip
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once_not_retried_for_minutes(tmp_path: Path) -> None:
+    """ray.init retried a dead address for minutes, printing only warnings; now the address is tried first."""
+    import socket
+
+    with socket.socket() as sock:  # a port of this machine that nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    run = _transcribe(tmp_path, f"127.0.0.1:{port}", {**os.environ, "HOME": str(tmp_path)})
+    assert time.monotonic() - started < 60
+    assert run.returncode == 1 and f"error [RAY_UNREACHABLE]: cannot connect to the Ray cluster at 127.0.0.1:{port}" \
+        in run.stderr, run.stderr[-3000:]  # fmt: skip
+    assert "Traceback" not in run.stderr
+
+
+def test_a_driver_without_a_token_is_refused_with_a_stable_code_not_a_traceback(tmp_path: Path, ray_cluster) -> None:  # noqa: ANN001
+    """RAY_AUTH_MODE=token, no RAY_AUTH_TOKEN and no ~/.ray/auth_token: Ray's AuthenticationError was a raw traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"} | {"HOME": str(tmp_path)}
+    run = _transcribe(tmp_path, ray_cluster.cluster.address, env)
+    assert run.returncode == 1 and "error [RAY_UNREACHABLE]: cannot connect to the Ray cluster at" in run.stderr, \
+        run.stderr[-3000:]  # fmt: skip
+    assert "AuthenticationError" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_slot_no_node_has_room_for_is_given_up_saying_so(tmp_path: Path, settings: Settings, ray_cluster) -> None:  # noqa: ANN001
+    """A slot Ray can place nowhere (64 CPUs on a cluster of 4) was given up as "died 3 times before it became
+    ready; see slot-cpu0.log": it never died, and that log does not exist. The message now says what it needs."""
+    settings = settings.model_copy(update={"slot_ready_timeout_s": 2.0, "slot_restart_limit": 1})
+    engine = make_engine("ray", settings, tmp_path / "state", [SlotSpec("cpu0", "cpu", cpu_threads=64)])
+    assert isinstance(engine, RayEngine)
+    engine.start()
+    try:
+        death, _ = wait_for(engine, "died", within_s=30.0)
+        assert death.was == "starting"
+        assert engine.restart("cpu0") is False
+        slot = engine.slot("cpu0")
+        assert slot.status is SlotStatus.FAILED and slot.error is not None
+        message = slot.error["message"]
+        assert "no node had room for it (it needs 64 CPU) within 2 s" in message, message
+        assert "slot-cpu0.log" not in message
+        assert not (tmp_path / "state" / "logs" / "slot-cpu0.log").exists()
+    finally:
+        engine.stop()

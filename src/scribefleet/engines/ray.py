@@ -57,6 +57,7 @@ log = logging.getLogger("scribefleet.engine")
 KILL_CALL_TIMEOUT_S = 15.0  # how long an actor may take to kill its task's commands
 DEATH_WAIT_S = 30.0  # how long a killed actor may take to be reported dead
 RESIZE_EVERY_S = 2.0  # how often a self-sized engine looks for new nodes
+PROBE_TIMEOUT_S = 5.0  # how long the cluster's address may take to accept a connection
 
 
 class _Outbox:
@@ -159,6 +160,7 @@ class RaySlot(SlotHandle):
     next_ping_at: float = 0.0
     generation: int = 0
     where: dict[str, Any] | None = None  # node_id, node_ip, hostname, pid, cuda_visible_devices
+    no_room: bool = False  # its last start ended by the ready timeout: Ray found no node with room for it
 
     @property
     def node(self) -> str | None:
@@ -214,6 +216,8 @@ class RayEngine(Engine):
             return
         self._connect()
         self._started = True
+        if not self._sized_by_cluster:
+            self._warn_of_too_little_room()
         for h in self._slots.values():
             self._spawn(h)
         if self._sized_by_cluster:
@@ -224,8 +228,10 @@ class RayEngine(Engine):
             return
         address = self.settings.ray_address
         try:
+            _probe(address)  # ray.init retries a dead address for minutes, printing only warnings
             ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, RuntimeError, ValueError, OSError, RayError) as exc:
+            # RayError: AuthenticationError (token auth on, and no token in this process)
             where = f"at {address}" if address else "(RAY_ADDRESS, or the cluster started on this machine)"
             raise RayUnreachable(
                 f"cannot connect to the Ray cluster {where}: {_first_line(exc)}. Start one (docs/ray.md), fix the "
@@ -235,6 +241,26 @@ class RayEngine(Engine):
             ) from exc
         self._owns_ray = True
         log.info("connected to the Ray cluster: %s", ray.cluster_resources())
+
+    def _warn_of_too_little_room(self) -> None:
+        """Slots given (--slots) that the whole cluster cannot hold at once: say so now, not only when one
+        of them has waited SCRIBEFLEET_SLOT_READY_TIMEOUT_S for room."""
+        have = ray.cluster_resources()
+        need = {"CPU": 0.0, "GPU": 0.0}
+        for h in self._slots.values():
+            need["GPU" if h.device == "cuda" else "CPU"] += 1 if h.device == "cuda" else max(1, h.spec.cpu_threads)
+        label = self.settings.ray_slot_resource
+        if label:
+            need[label] = float(len(self._slots))
+        short = {k: v for k, v in need.items() if v > have.get(k, 0.0)}
+        if short:
+            log.warning(
+                "%d slot(s) need %s; the Ray cluster has %s in all: the slots it has no room for wait (starting), "
+                "and count as failed starts after %.0f s (SCRIBEFLEET_SLOT_READY_TIMEOUT_S). Ask for fewer "
+                "(--slots), fewer threads each (SCRIBEFLEET_CPU_THREADS), or add nodes",
+                len(self._slots), ", ".join(f"{v:g} {k}" for k, v in short.items()),
+                ", ".join(f"{have.get(k, 0.0):g} {k}" for k in short), self.settings.slot_ready_timeout_s,
+            )  # fmt: skip
 
     def _resize(self) -> None:
         """A self-sized engine: one GPU slot per cluster GPU, else one CPU slot per node (of the nodes that
@@ -287,6 +313,14 @@ class RayEngine(Engine):
         return self.settings.slot_restart_limit
 
     def _where_to_look(self, name: str) -> str:
+        h = self._slots[name]
+        if h.no_room:  # it never ran: there is no slot log to read
+            need = "1 GPU" if h.device == "cuda" else f"{max(1, h.spec.cpu_threads)} CPU"
+            if self.settings.ray_slot_resource:
+                need += f" and 1 {self.settings.ray_slot_resource}"
+            return (f" on the Ray cluster: no node had room for it (it needs {need}) within "
+                    f"{self.settings.slot_ready_timeout_s:.0f} s; `ray status` shows what the cluster has free. "
+                    "Ask for fewer slots (--slots) or fewer threads each (SCRIBEFLEET_CPU_THREADS), or add nodes")
         return f" on the Ray cluster; see {self.state_dir / 'logs' / f'slot-{name}.log'} and the Ray dashboard"
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -449,6 +483,7 @@ class RayEngine(Engine):
         was_task = h.task_id
         h.heard(ev, msg)
         if ev == "ready":
+            h.no_room = False
             h.where = {k: msg.get(k) for k in ("node_id", "node_ip", "hostname", "pid", "cuda_visible_devices")}
             h.next_ping_at = h.last_heard_at + self.settings.heartbeat_s
             log.info("slot %s is on node %s (pid %s, CUDA_VISIBLE_DEVICES=%r)", h.name, h.node, h.pid, h.where["cuda_visible_devices"])
@@ -467,9 +502,23 @@ class RayEngine(Engine):
                           h.name, self.settings.slot_ready_timeout_s)  # fmt: skip
                 event = self.kill(h.name)
                 h.deaths_before_ready += 1
+                h.no_room = True
                 if event is not None:
                     events.append(event)
         return events
+
+
+def _probe(address: str | None) -> None:
+    """Raise OSError unless something accepts a TCP connection at `address` ("host:port" or "ray://host:port")
+    within PROBE_TIMEOUT_S; `local`, `auto`, unset and addresses without a port are left to Ray."""
+    if not address or address in ("local", "auto"):
+        return
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+        pass
 
 
 def _first_line(exc: BaseException) -> str:
