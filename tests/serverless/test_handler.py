@@ -69,6 +69,11 @@ def test_errors_come_back_in_the_seeds_error_shape(media, s3, tmp_path: Path) ->
     assert worker.handle({"nope": 1})["status"] == "error"
     assert worker.handle(seed_input("ftp://x/y", s3, "r"))["error"].startswith("INVALID_OPTIONS")
     assert worker.handle(seed_input(media.url + "/watch", s3, "../etc"))["error"].startswith("INVALID_OPTIONS")
+    # a URL that does not parse, a prefix that is no string: refused up front, never INTERNAL_ERROR from a library
+    for url in ("https://exa mple.com/x.wav", "http://[::1/x", "https://example.com:99999/x"):
+        assert worker.handle(seed_input(url, s3, "r"))["error"].startswith("INVALID_OPTIONS: input.youtube_url")
+    assert worker.handle(seed_input(media.url + "/watch", s3, "r", s3_key_prefix={"a": 1}))["error"].startswith(
+        "INVALID_OPTIONS: input.s3_key_prefix")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
