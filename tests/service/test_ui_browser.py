@@ -259,3 +259,37 @@ def test_a_pasted_url_becomes_a_job(controller: RunningController, browser: Any)
         assert "fox.wav" in row.locator(".name").inner_text()
         assert any(path == "/talks/fox.wav" for _, path, _ in media.requests)
     assert not errors, errors
+
+
+def test_a_quoted_name_and_bad_files_show_as_they_are(controller: RunningController, browser: Any, tmp_path: Path) -> None:
+    # Chromium sends a double quote of a file name as %22 (the HTML standard's form encoding): the page showed
+    # `Café %22live%22 l'été.wav` and the downloads were named so
+    quoted = tmp_path / "Café \"live\" l'été.wav"
+    quoted.write_bytes((DATA / "en03.wav").read_bytes())
+    not_media = tmp_path / "notes.txt"
+    not_media.write_text("not audio at all\n")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, controller)
+    page.set_input_files("#file-input", [str(quoted), str(not_media), str(empty)])
+    page.click("#submit-button")
+    page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=WAIT_MS)
+    rows = {r.locator(".name").inner_text(): r for r in page.locator("#batch-jobs tr.job").all()}
+    assert set(rows) == {quoted.name, "notes.txt", "empty.wav"}, list(rows)
+    assert rows[quoted.name].get_attribute("data-status") == "complete"
+    # each bad file fails alone, with its code and a message that says what to do
+    assert rows["notes.txt"].get_attribute("data-status") == "failed"
+    assert "MEDIA_UNREADABLE" in rows["notes.txt"].inner_text() and "ffmpeg" in rows["notes.txt"].inner_text()
+    assert "MEDIA_EMPTY" in rows["empty.wav"].inner_text()
+
+    rows[quoted.name].locator(".name a").click()
+    page.wait_for_url(re.compile("/ui/jobs/"))
+    assert page.inner_text("h1.job-name") == quoted.name
+    with page.expect_download() as info:
+        page.click('#downloads a[data-format="srt"]')
+    assert info.value.suggested_filename == "Café \"live\" l'été.srt".replace('"', "_")  # Chromium's own choice
+    assert list(srt.parse(Path(info.value.path()).read_text(encoding="utf-8")))
+    assert not errors, errors
