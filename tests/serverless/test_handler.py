@@ -65,6 +65,13 @@ def test_errors_come_back_in_the_seeds_error_shape(media, s3, tmp_path: Path) ->
     bad_key["input"]["aws_secret_key"] = SECRET_MARK + "x"
     failed = worker.handle(bad_key)
     assert failed["error"].startswith("PUBLISH_FAILED: ") and SECRET_MARK not in json.dumps(failed)
+    # the caller learns file names, never this machine's folders (botocore and PyAV quote whole paths)
+    no_bucket = worker.handle(seed_input(media.url + "/v/fox.wav", s3, "job-6", s3_bucket="nobucket"))
+    assert "NoSuchBucket" in no_bucket["error"] and "job-6.srt" in no_bucket["error"], no_bucket
+    assert str(tmp_path) not in no_bucket["error"], no_bucket
+    media.add("/v/text.wav", b"this is not audio", "audio/wav")
+    unreadable = worker.handle(seed_input(media.url + "/v/text.wav", s3, "job-5"))
+    assert unreadable["error"].startswith("MEDIA_UNREADABLE: ") and str(tmp_path) not in unreadable["error"], unreadable
     assert worker.handle({"input": {"request_id": "r"}})["error"].startswith("INVALID_OPTIONS: ")
     assert worker.handle({"nope": 1})["status"] == "error"
     assert worker.handle(seed_input("ftp://x/y", s3, "r"))["error"].startswith("INVALID_OPTIONS")

@@ -30,7 +30,7 @@ from scribefleet.options import Device, FetchOptions, PublishOptions, Transcribe
 from scribefleet.pipeline.models import ResolvedModel, resolve_api_model
 from scribefleet.service.controller import Controller
 from scribefleet.service.limits import list_item
-from scribefleet.service.redact import redact_paths
+from scribefleet.jobs.redact import redact_paths
 from scribefleet.store.models import Batch, Task
 from scribefleet.store.store import new_id
 
