@@ -293,3 +293,22 @@ def test_a_quoted_name_and_bad_files_show_as_they_are(controller: RunningControl
     assert info.value.suggested_filename == "Café \"live\" l'été.srt".replace('"', "_")  # Chromium's own choice
     assert list(srt.parse(Path(info.value.path()).read_text(encoding="utf-8")))
     assert not errors, errors
+
+
+def test_files_can_be_chosen_with_the_keyboard(controller: RunningController, browser: Any) -> None:
+    # the picker's input was `hidden` and the drop zone a focus stop that did nothing: no key could open it
+    page = browser.new_page()
+    log_in(page, controller)
+    focused = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id"))
+        if focused[-1] == "file-input":
+            break
+    assert focused[-1] == "file-input", focused
+    assert "dropzone" not in focused  # no stop that does nothing
+    with page.expect_file_chooser(timeout=WAIT_MS) as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(str(DATA / "en01.wav"))
+    assert page.inner_text("#file-list").startswith("en01.wav")
+    assert page.locator("#submit-button").is_enabled()
