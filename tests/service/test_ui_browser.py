@@ -312,3 +312,21 @@ def test_files_can_be_chosen_with_the_keyboard(controller: RunningController, br
     chooser.value.set_files(str(DATA / "en01.wav"))
     assert page.inner_text("#file-list").startswith("en01.wav")
     assert page.locator("#submit-button").is_enabled()
+
+
+def test_jobs_made_on_the_page_join_the_recent_jobs(controller: RunningController, browser: Any, tmp_path: Path) -> None:
+    # the list said "No jobs yet." (or showed older jobs only) beside the batch the page had just made
+    page = browser.new_page()
+    log_in(page, controller)
+    named = tmp_path / "recent-check.wav"
+    named.write_bytes((DATA / "en04.wav").read_bytes())
+    page.set_input_files("#file-input", str(named))
+    page.click("#submit-button")
+    page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=WAIT_MS)
+    job_id = page.locator("#batch-jobs tr.job").first.get_attribute("data-job-id")
+    first = page.locator("#recent-jobs tbody tr.job").first
+    assert first.get_attribute("data-job-id") == job_id and first.locator(".name").inner_text() == named.name
+    assert first.get_attribute("data-status") == "complete"  # followed like the batch's row
+    assert page.locator("#no-jobs").is_hidden() and page.locator("#recent-jobs tbody tr.job").count() <= 20
+    page.reload()  # and the server draws it there too
+    assert page.locator("#recent-jobs tbody tr.job").first.get_attribute("data-job-id") == job_id

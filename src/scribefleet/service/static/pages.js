@@ -2,12 +2,15 @@
  *
  * login: posts the token, keeps the CSRF token it gets back. home: drop zone,
  * file picker and options; one batch per submit, each file uploaded and its
- * job created, then followed over the batch's event stream. job: follows the
+ * job created (also at the top of the recent jobs), then followed over the batch's event stream. job: follows the
  * job, cancel button, reloads once when the job ends. batch: follows its
  * jobs. runtime: re-fetches its server-rendered fragment every few seconds.
  * Uses app.js (loaded first).
  */
 "use strict";
+
+// the recent jobs the home page shows (service/ui.py asks the API for as many)
+const RECENT_ROWS = 20;
 
 // the target after login, if it stays on this site (the server checked it too; this is the second lock)
 function sameSite(target) {
@@ -133,6 +136,7 @@ async function submitOne(file, options, batchId, tbody, tracker, remote) {
       const job = jobOf(await api("POST", "/api/jobs", { url: file.url, options, batchId }));
       pending.replaceWith(newRow(job));
       tracker.update(job);
+      addRecent(job);
       return;
     }
     const up = await uploadFile(file, (pct) => drawJob(pending, {
@@ -143,9 +147,21 @@ async function submitOne(file, options, batchId, tbody, tracker, remote) {
     if (!job.name || job.name === job.id) job.name = up.filename || file.name;
     pending.replaceWith(newRow(job));
     tracker.update(job);
+    addRecent(job);
   } catch (err) {
     drawJob(pending, { status: "failed", stage: "upload", percent: 0, errorCode: err.code, errorMessage: err.message });
   }
+}
+
+/* A job this page made, at the top of the recent jobs (the tracker draws every row of a job alike). */
+function addRecent(job) {
+  const table = document.getElementById("recent-jobs");
+  if (!table) return;
+  const body = table.tBodies[0];
+  body.prepend(newRow(job));
+  while (body.rows.length > RECENT_ROWS) body.lastElementChild.remove();
+  document.getElementById("recent-box").hidden = false;
+  document.getElementById("no-jobs").hidden = true;
 }
 
 function initJob(tracker) {
