@@ -119,3 +119,18 @@ def test_runpod_local_test_mode_runs_the_worker(media, s3, tmp_path: Path) -> No
     proc = subprocess.run([sys.executable, "-m", "scribefleet.serverless", "--test_input", json.dumps(payload)],
                           capture_output=True, text=True, timeout=300, env=_env(tmp_path), cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1 and "DOWNLOAD_FAILED" in proc.stdout + proc.stderr
+
+
+def test_a_job_file_that_is_not_json_still_answers_the_seeds_json(tmp_path: Path) -> None:
+    # stdout was empty (a message on stderr only), and a file that is not UTF-8 ended in a raw traceback
+    cases = {"broken.json": b'{"input": ', "binary.json": b"\xff\xfe{\x00"}
+    for name, body in cases.items():
+        (tmp_path / name).write_bytes(body)
+        proc = subprocess.run([sys.executable, "-m", "scribefleet.cli.main", "handle", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=120, env=_env(tmp_path))  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["status"] == "error" and out["error"].startswith("INVALID_OPTIONS: "), out
+    proc = subprocess.run([sys.executable, "-m", "scribefleet.cli.main", "handle", str(tmp_path / "missing.json")],
+                          capture_output=True, text=True, timeout=120, env=_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 1 and json.loads(proc.stdout)["error"].startswith("INPUT_NOT_FOUND: ")
