@@ -330,3 +330,18 @@ def test_jobs_made_on_the_page_join_the_recent_jobs(controller: RunningControlle
     assert page.locator("#no-jobs").is_hidden() and page.locator("#recent-jobs tbody tr.job").count() <= 20
     page.reload()  # and the server draws it there too
     assert page.locator("#recent-jobs tbody tr.job").first.get_attribute("data-job-id") == job_id
+
+
+def test_a_batch_whose_files_were_refused_ends(controller: RunningController, browser: Any) -> None:
+    # a file whose upload or job was refused (FILE_TOO_LARGE, MODEL_NOT_FOUND) was left out of "done": the
+    # summary said "0 of 1 done", "running" for ever
+    page = browser.new_page()
+    log_in(page, controller)
+    page.set_input_files("#file-input", str(DATA / "en05.wav"))
+    page.fill('input[name="model"]', "no-such-model")
+    page.click("#submit-button")
+    page.wait_for_selector('#batch-jobs tr.job[data-status="failed"]', timeout=WAIT_MS)
+    assert "MODEL_NOT_FOUND" in page.inner_text("#batch-jobs tr.job")
+    page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=10_000)
+    assert page.inner_text("#batch-panel .batch-counts") == "1 of 1 done"
+    assert page.inner_text("#batch-panel .batch-state") == "done, 1 failed"
