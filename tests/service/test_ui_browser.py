@@ -345,3 +345,17 @@ def test_a_batch_whose_files_were_refused_ends(controller: RunningController, br
     page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=10_000)
     assert page.inner_text("#batch-panel .batch-counts") == "1 of 1 done"
     assert page.inner_text("#batch-panel .batch-state") == "done, 1 failed"
+
+
+def test_a_pasted_line_that_is_no_url_is_said(controller: RunningController, browser: Any) -> None:
+    # a line without http(s):// was dropped without a word (alone, the button stayed disabled; with files, only
+    # the files ran)
+    page = browser.new_page()
+    log_in(page, controller)
+    page.fill("#url-input", "www.example.com/talk.mp3\n")
+    assert page.locator("#submit-button").is_enabled()
+    page.click("#submit-button")
+    page.wait_for_selector("#flash:not([hidden])", timeout=WAIT_MS)
+    assert "Not a media URL: www.example.com/talk.mp3" in page.inner_text("#flash")
+    assert page.locator("#batch-panel").is_hidden()  # nothing was sent
+    assert page.input_value("#url-input") == "www.example.com/talk.mp3\n"  # kept, to be fixed

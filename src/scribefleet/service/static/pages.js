@@ -67,7 +67,9 @@ function initHome(tracker) {
   const panel = document.getElementById("batch-panel");
   const urlBox = document.getElementById("url-input");
   let files = [];
-  const urls = () => urlBox.value.split(/\s+/).filter((u) => /^https?:\/\/\S+$/.test(u));
+  // every word of the box counts: one that is not an http(s) URL is said, never dropped without a word
+  const words = () => urlBox.value.split(/\s+/).filter(Boolean);
+  const urls = () => words().filter((u) => /^https?:\/\/\S+$/.test(u));
 
   const drawFiles = () => {
     list.textContent = "";
@@ -76,9 +78,9 @@ function initHome(tracker) {
       li.textContent = f.name + " (" + (f.size / 1048576).toFixed(1) + " MB)";
       list.append(li);
     }
-    button.disabled = files.length === 0 && urls().length === 0;
+    button.disabled = files.length === 0 && words().length === 0;
   };
-  urlBox.addEventListener("input", () => { button.disabled = files.length === 0 && urls().length === 0; });
+  urlBox.addEventListener("input", () => { button.disabled = files.length === 0 && words().length === 0; });
   const addFiles = (picked) => { files = files.concat([...picked]); drawFiles(); };
 
   input.addEventListener("change", () => { addFiles(input.files); input.value = ""; });
@@ -96,6 +98,11 @@ function initHome(tracker) {
     const options = formOptions(form);
     const remote = Boolean(form.remote && form.remote.checked);
     if (!options.formats.length) return flash("Pick at least one output format.");
+    const notUrls = words().filter((w) => !urls().includes(w));
+    if (notUrls.length) {
+      return flash("Not a media URL: " + notUrls.slice(0, 3).join(", ") + (notUrls.length > 3 ? "..." : "") +
+        ". Give each as a full https:// (or http://) address, one per line.");
+    }
     // a file is uploaded first; a URL is fetched by the controller (a {url} job)
     const todo = files.concat(urls().map((url) => ({ url, name: url })));
     files = [];
