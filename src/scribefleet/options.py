@@ -14,6 +14,7 @@ import re
 from enum import Enum
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +28,25 @@ COMPUTE_TYPES = (
     "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
     "float32",
 )
+#: the bucket names botocore accepts (its handlers.VALID_BUCKET); an access point ARN is taken as it is
+_BUCKET = re.compile(r"^(?:[A-Za-z0-9._-]{1,255}|arn:.+)$")
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why `url` is not a well-formed http(s) URL, or None: checked where a URL comes in, because urllib,
+    requests and botocore each fail on a malformed one with a bare ValueError, and only once a slot runs it."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return "it holds a control character (a line break?)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks it: "Port out of range 0-65535", a port that is no number
+    except ValueError as exc:  # "Invalid IPv6 URL" too
+        return str(exc)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "it is not an http:// or https:// URL with a host"
+    if any(ch.isspace() for ch in parts.netloc):
+        return f"its host {parts.netloc!r} holds a space"
+    return None
 
 #: `--language` value that detects the language of each window on its own (pipeline/language.py)
 PER_WINDOW = "auto-per-window"
@@ -227,12 +247,14 @@ class PublishOptions(BaseModel):
     def _s3_url(cls, value: str) -> str:
         if not value.startswith("s3://") or not value[5:].split("/", 1)[0]:
             raise ValueError(f"publish target {value!r} is not an s3://bucket/prefix/ URL")
+        if not _BUCKET.match(value[5:].split("/", 1)[0]):  # botocore refuses it only at the upload
+            raise ValueError(f"publish target {value!r}: a bucket name has only letters, digits, '.', '-' and '_'")
         return value
 
     @field_validator("endpoint_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         # botocore raises a bare ValueError for 'minio:9000' only when the upload starts, after the transcription
-        if value is not None and not re.match(r"https?://[^/\s]+", value):
+        if value is not None and (not re.match(r"https?://[^/\s]+", value) or http_url_problem(value)):
             raise ValueError(f"S3 endpoint {value!r} is not an http(s):// URL (e.g. http://minio:9000)")
         return value

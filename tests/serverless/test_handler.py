@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import srt
 
 pytest.importorskip("yt_dlp")
 pytest.importorskip("moto.server")
@@ -51,7 +52,7 @@ def test_the_handler_answers_the_seeds_output_and_keeps_the_model_warm(media, s3
     assert out == {"status": "done", "request_id": "job-1", "srt_path": "s3://transcripts/transcriptions/job-1.srt",
                    "srt_key": "transcriptions/job-1.srt", "srt_bucket": "transcripts"}
     body = s3.client.get_object(Bucket="transcripts", Key="transcriptions/job-1.srt")["Body"].read().decode()
-    assert body.startswith("1\n00:00:") and wer(TEXTS["en01.wav"], " ".join(body.splitlines()[2::4])) <= 0.3
+    assert body.startswith("1\n00:00:") and wer(TEXTS["en01.wav"], " ".join(c.content for c in srt.parse(body))) <= 0.3
     loaded = list(worker.models.loaded)
     second = worker.handle(seed_input(media.url + "/v/fox.wav", s3, "job-2"))
     assert second["status"] == "done" and worker.models.loaded == loaded == ["tiny.en"]
@@ -65,10 +66,22 @@ def test_errors_come_back_in_the_seeds_error_shape(media, s3, tmp_path: Path) ->
     bad_key["input"]["aws_secret_key"] = SECRET_MARK + "x"
     failed = worker.handle(bad_key)
     assert failed["error"].startswith("PUBLISH_FAILED: ") and SECRET_MARK not in json.dumps(failed)
+    # the caller learns file names, never this machine's folders (botocore and PyAV quote whole paths)
+    no_bucket = worker.handle(seed_input(media.url + "/v/fox.wav", s3, "job-6", s3_bucket="nobucket"))
+    assert "NoSuchBucket" in no_bucket["error"] and "job-6.srt" in no_bucket["error"], no_bucket
+    assert str(tmp_path) not in no_bucket["error"], no_bucket
+    media.add("/v/text.wav", b"this is not audio", "audio/wav")
+    unreadable = worker.handle(seed_input(media.url + "/v/text.wav", s3, "job-5"))
+    assert unreadable["error"].startswith("MEDIA_UNREADABLE: ") and str(tmp_path) not in unreadable["error"], unreadable
     assert worker.handle({"input": {"request_id": "r"}})["error"].startswith("INVALID_OPTIONS: ")
     assert worker.handle({"nope": 1})["status"] == "error"
     assert worker.handle(seed_input("ftp://x/y", s3, "r"))["error"].startswith("INVALID_OPTIONS")
     assert worker.handle(seed_input(media.url + "/watch", s3, "../etc"))["error"].startswith("INVALID_OPTIONS")
+    # a URL that does not parse, a prefix that is no string: refused up front, never INTERNAL_ERROR from a library
+    for url in ("https://exa mple.com/x.wav", "http://[::1/x", "https://example.com:99999/x"):
+        assert worker.handle(seed_input(url, s3, "r"))["error"].startswith("INVALID_OPTIONS: input.youtube_url")
+    assert worker.handle(seed_input(media.url + "/watch", s3, "r", s3_key_prefix={"a": 1}))["error"].startswith(
+        "INVALID_OPTIONS: input.s3_key_prefix")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -107,3 +120,18 @@ def test_runpod_local_test_mode_runs_the_worker(media, s3, tmp_path: Path) -> No
     proc = subprocess.run([sys.executable, "-m", "scribefleet.serverless", "--test_input", json.dumps(payload)],
                           capture_output=True, text=True, timeout=300, env=_env(tmp_path), cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1 and "DOWNLOAD_FAILED" in proc.stdout + proc.stderr
+
+
+def test_a_job_file_that_is_not_json_still_answers_the_seeds_json(tmp_path: Path) -> None:
+    # stdout was empty (a message on stderr only), and a file that is not UTF-8 ended in a raw traceback
+    cases = {"broken.json": b'{"input": ', "binary.json": b"\xff\xfe{\x00"}
+    for name, body in cases.items():
+        (tmp_path / name).write_bytes(body)
+        proc = subprocess.run([sys.executable, "-m", "scribefleet.cli.main", "handle", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=120, env=_env(tmp_path))  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["status"] == "error" and out["error"].startswith("INVALID_OPTIONS: "), out
+    proc = subprocess.run([sys.executable, "-m", "scribefleet.cli.main", "handle", str(tmp_path / "missing.json")],
+                          capture_output=True, text=True, timeout=120, env=_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 1 and json.loads(proc.stdout)["error"].startswith("INPUT_NOT_FOUND: ")

@@ -259,3 +259,104 @@ def test_a_pasted_url_becomes_a_job(controller: RunningController, browser: Any)
         assert "fox.wav" in row.locator(".name").inner_text()
         assert any(path == "/talks/fox.wav" for _, path, _ in media.requests)
     assert not errors, errors
+
+
+def test_a_quoted_name_and_bad_files_show_as_they_are(controller: RunningController, browser: Any, tmp_path: Path) -> None:
+    # Chromium sends a double quote of a file name as %22 (the HTML standard's form encoding): the page showed
+    # `Café %22live%22 l'été.wav` and the downloads were named so
+    quoted = tmp_path / "Café \"live\" l'été.wav"
+    quoted.write_bytes((DATA / "en03.wav").read_bytes())
+    not_media = tmp_path / "notes.txt"
+    not_media.write_text("not audio at all\n")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, controller)
+    page.set_input_files("#file-input", [str(quoted), str(not_media), str(empty)])
+    page.click("#submit-button")
+    page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=WAIT_MS)
+    rows = {r.locator(".name").inner_text(): r for r in page.locator("#batch-jobs tr.job").all()}
+    assert set(rows) == {quoted.name, "notes.txt", "empty.wav"}, list(rows)
+    assert rows[quoted.name].get_attribute("data-status") == "complete"
+    # each bad file fails alone, with its code and a message that says what to do
+    assert rows["notes.txt"].get_attribute("data-status") == "failed"
+    assert "MEDIA_UNREADABLE" in rows["notes.txt"].inner_text() and "ffmpeg" in rows["notes.txt"].inner_text()
+    assert "MEDIA_EMPTY" in rows["empty.wav"].inner_text()
+
+    rows[quoted.name].locator(".name a").click()
+    page.wait_for_url(re.compile("/ui/jobs/"))
+    assert page.inner_text("h1.job-name") == quoted.name
+    with page.expect_download() as info:
+        page.click('#downloads a[data-format="srt"]')
+    assert info.value.suggested_filename == "Café \"live\" l'été.srt".replace('"', "_")  # Chromium's own choice
+    assert list(srt.parse(Path(info.value.path()).read_text(encoding="utf-8")))
+    assert not errors, errors
+
+
+def test_files_can_be_chosen_with_the_keyboard(controller: RunningController, browser: Any) -> None:
+    # the picker's input was `hidden` and the drop zone a focus stop that did nothing: no key could open it
+    page = browser.new_page()
+    log_in(page, controller)
+    focused = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id"))
+        if focused[-1] == "file-input":
+            break
+    assert focused[-1] == "file-input", focused
+    assert "dropzone" not in focused  # no stop that does nothing
+    # a focused file input is what opens the picker on Enter or Space (the chooser event itself comes only now and
+    # then in headless Chromium after other pages of the same driver, so the choice is made as a chooser would)
+    assert page.evaluate("document.activeElement.type") == "file"
+    page.locator("#file-input").set_input_files(str(DATA / "en01.wav"))
+    assert page.inner_text("#file-list").startswith("en01.wav")
+    assert page.locator("#submit-button").is_enabled()
+
+
+def test_jobs_made_on_the_page_join_the_recent_jobs(controller: RunningController, browser: Any, tmp_path: Path) -> None:
+    # the list said "No jobs yet." (or showed older jobs only) beside the batch the page had just made
+    page = browser.new_page()
+    log_in(page, controller)
+    named = tmp_path / "recent-check.wav"
+    named.write_bytes((DATA / "en04.wav").read_bytes())
+    page.set_input_files("#file-input", str(named))
+    page.click("#submit-button")
+    page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=WAIT_MS)
+    job_id = page.locator("#batch-jobs tr.job").first.get_attribute("data-job-id")
+    first = page.locator("#recent-jobs tbody tr.job").first
+    assert first.get_attribute("data-job-id") == job_id and first.locator(".name").inner_text() == named.name
+    assert first.get_attribute("data-status") == "complete"  # followed like the batch's row
+    assert page.locator("#no-jobs").is_hidden() and page.locator("#recent-jobs tbody tr.job").count() <= 20
+    page.reload()  # and the server draws it there too
+    assert page.locator("#recent-jobs tbody tr.job").first.get_attribute("data-job-id") == job_id
+
+
+def test_a_batch_whose_files_were_refused_ends(controller: RunningController, browser: Any) -> None:
+    # a file whose upload or job was refused (FILE_TOO_LARGE, MODEL_NOT_FOUND) was left out of "done": the
+    # summary said "0 of 1 done", "running" for ever
+    page = browser.new_page()
+    log_in(page, controller)
+    page.set_input_files("#file-input", str(DATA / "en05.wav"))
+    page.fill('input[name="model"]', "no-such-model")
+    page.click("#submit-button")
+    page.wait_for_selector('#batch-jobs tr.job[data-status="failed"]', timeout=WAIT_MS)
+    assert "MODEL_NOT_FOUND" in page.inner_text("#batch-jobs tr.job")
+    page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=10_000)
+    assert page.inner_text("#batch-panel .batch-counts") == "1 of 1 done"
+    assert page.inner_text("#batch-panel .batch-state") == "done, 1 failed"
+
+
+def test_a_pasted_line_that_is_no_url_is_said(controller: RunningController, browser: Any) -> None:
+    # a line without http(s):// was dropped without a word (alone, the button stayed disabled; with files, only
+    # the files ran)
+    page = browser.new_page()
+    log_in(page, controller)
+    page.fill("#url-input", "www.example.com/talk.mp3\n")
+    assert page.locator("#submit-button").is_enabled()
+    page.click("#submit-button")
+    page.wait_for_selector("#flash:not([hidden])", timeout=WAIT_MS)
+    assert "Not a media URL: www.example.com/talk.mp3" in page.inner_text("#flash")
+    assert page.locator("#batch-panel").is_hidden()  # nothing was sent
+    assert page.input_value("#url-input") == "www.example.com/talk.mp3\n"  # kept, to be fixed

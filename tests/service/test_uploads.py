@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scribefleet.service.uploads import safe_filename
+from scribefleet.service.uploads import form_filename, safe_filename
 from service.harness import AUTH, DATA, Service
 
 pytestmark = pytest.mark.anyio
@@ -43,6 +43,14 @@ def test_safe_filename() -> None:
     for given, wanted in cases.items():
         assert safe_filename(given) == wanted, given
         assert len(safe_filename(given).encode()) <= 200
+
+
+def test_a_browsers_form_escapes_are_undone() -> None:
+    # the HTML standard's multipart encoding (Chromium, Firefox, curl): only ", CR and LF are escaped
+    assert form_filename(b'say %22hi%22.wav') == 'say "hi".wav'
+    assert safe_filename(form_filename(b"a%0Ab%0dc.wav")) == "abc.wav"
+    assert form_filename("100% sure %41 %2F.wav".encode()) == "100% sure %41 %2F.wav"  # any other % stays
+    assert form_filename("café.wav".encode()) == "café.wav"
 
 
 async def test_upload_is_stored_whole_under_a_safe_name(idle: Service) -> None:

@@ -96,3 +96,34 @@ async def test_a_job_publishes_to_s3_when_asked(tmp_path: Path, monkeypatch: pyt
                 assert refused.status_code == 403 and refused.json()["error"]["code"] == "URL_NOT_ALLOWED"
     finally:
         controller.stop()
+
+
+#: URLs that do not parse: each made the controller answer 500 (urllib's bare ValueError in the URL guard), or
+#: made a job that failed INTERNAL_ERROR three times in a slot (requests refusing a space in the host)
+MALFORMED_URLS = ["http://[::1/x.wav", "https://example.com:99999/x.wav", "https://exa mple.com/x.wav",
+                  "https://example.com/a\nb.wav"]
+
+
+async def test_a_malformed_url_is_refused_before_any_job(idle: Service) -> None:
+    async with idle.client() as client:
+        for url in MALFORMED_URLS:
+            refused = await client.post("/api/jobs", headers=AUTH, json={"url": url})
+            assert refused.status_code == 422, (url, refused.text)
+            assert refused.json()["error"]["code"] == "URL_UNSUPPORTED" and "well-formed" in refused.json()["error"]["message"]
+            seed = {"input": {"youtube_url": url, "request_id": "r1", "s3_bucket": "transcripts"}}
+            refused = await client.post("/api/handler/run", headers=AUTH, json=seed)
+            assert refused.status_code == 400 and refused.json()["error"].startswith("INVALID_OPTIONS: "), refused.text
+        for endpoint in ("http://[::1", "http://minio:0x50"):  # S3 endpoints that do not parse: 400 too, not 500
+            seed = {"input": {"youtube_url": "https://example.com/a.wav", "request_id": "r1", "s3_bucket": "b",
+                              "s3_endpoint_url": endpoint}}
+            refused = await client.post("/api/handler/run", headers=AUTH, json=seed)
+            assert refused.status_code == 400 and refused.json()["error"].startswith("INVALID_OPTIONS: "), refused.text
+            publish = {"target": "s3://b/p/", "endpoint_url": endpoint}
+            refused = await client.post("/api/jobs", headers=AUTH, json={"url": "https://example.com/a.wav",
+                                                                      "publish": publish})
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "INVALID_OPTIONS", refused.text
+        # a bucket name botocore refuses only at the upload, after the whole transcription, is refused now
+        seed = {"input": {"youtube_url": "https://example.com/a.wav", "request_id": "r1", "s3_bucket": "bad bucket!"}}
+        refused = await client.post("/api/handler/run", headers=AUTH, json=seed)
+        assert refused.status_code == 400 and "bucket name" in refused.json()["error"], refused.text
+        assert (await client.get("/api/jobs", headers=AUTH)).json()["total"] == 0

@@ -41,8 +41,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scribefleet.errors import InputNotFound
-from scribefleet.options import FetchOptions
+from scribefleet.errors import InputNotFound, UrlUnsupported
+from scribefleet.options import FetchOptions, http_url_problem
 
 GLOB_CHARS = set("*?[")
 
@@ -107,6 +107,13 @@ def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
+def check_url_form(url: str) -> None:
+    """URL_UNSUPPORTED for a URL that does not parse (a space in its host, a bad port, a broken IPv6 address),
+    before any job is made: the libraries that fetch it would fail with a bare error only in a slot."""
+    if problem := http_url_problem(url):
+        raise UrlUnsupported(f"{url!r} is not a well-formed URL: {problem}; copy the address again", url=url)
+
+
 def _url_name(title: str | None, url: str) -> str:
     """A file name for a URL's outputs: its title, else the last part of its path, made safe."""
     raw = title or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "media"
@@ -123,6 +130,7 @@ def url_inputs(urls: list[str], fetch: FetchOptions, *, allowlist: list[str] | N
 
     found: dict[str, InputFile] = {}
     for url in urls:
+        check_url_form(url)
         for entry in expand_url(url, fetch, allowlist=allowlist):
             found.setdefault(entry.url, InputFile(path=Path(), rel=Path(_url_name(entry.title, entry.url)),
                                                   url=entry.url))  # fmt: skip

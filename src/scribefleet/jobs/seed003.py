@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scribefleet.errors import ScribefleetError, UsageError
-from scribefleet.options import PublishOptions, TranscribeOptions
+from scribefleet.options import PublishOptions, TranscribeOptions, http_url_problem
 from scribefleet.pipeline.publish import S3Credentials, split_s3_url
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -65,12 +65,16 @@ def parse_request(payload: Any, default_model: str) -> SeedRequest:
     url = given.get("youtube_url") or given.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise UsageError("input.youtube_url must be an http(s) URL of a video or media file")
+    if problem := http_url_problem(url):
+        raise UsageError(f"input.youtube_url is not a well-formed URL: {problem}")
     if not _REQUEST_ID.match(request_id):
         raise UsageError("input.request_id must be 1-128 letters, digits, '.', '_' or '-' (it names the SRT)")
     bucket = given.get("s3_bucket")
     if not isinstance(bucket, str) or not bucket:
         raise UsageError("input.s3_bucket is required: the SRT is uploaded there")
-    prefix = str(given.get("s3_key_prefix") or "")
+    prefix = given.get("s3_key_prefix") or ""
+    if not isinstance(prefix, str):
+        raise UsageError("input.s3_key_prefix must be a string such as \"transcriptions/\"")
     try:
         options = TranscribeOptions(model=given.get("model") or default_model, language=given.get("language"),
                                     formats=("srt",))  # fmt: skip

@@ -21,7 +21,8 @@ from typing import Any
 from scribefleet.config import Settings
 from scribefleet.errors import ScribefleetError
 from scribefleet.jobs.create import work_dir_for
-from scribefleet.jobs.seed003 import SeedRequest, done_output, error_of, error_output, parse_request, request_id_of
+from scribefleet.jobs.redact import redact_paths
+from scribefleet.jobs.seed003 import SeedRequest, done_output, error_output, parse_request, request_id_of
 from scribefleet.pipeline.job import TranscriptionJob, run_transcription
 from scribefleet.pipeline.models import ModelCache, resolve_model
 
@@ -50,7 +51,9 @@ class Worker:
             return self._run(parse_request(payload, self.settings.api_default_model))
         except ScribefleetError as err:
             log.info("request %s failed: %s", request_id or "-", err.code)
-            return error_of(request_id, err)
+            # the caller is not this machine's user: its folders are named by their last component, as the API does
+            message = redact_paths(err.message, self.settings, self.settings.state_dir) or err.message
+            return error_output(request_id, err.code, message)
         except Exception as err:  # noqa: BLE001 - the contract answers every failure as JSON
             log.exception("request %s failed unexpectedly", request_id or "-")
             return error_output(request_id, "INTERNAL_ERROR", f"{type(err).__name__}; see the worker log")

@@ -23,14 +23,14 @@ from typing import Any
 
 from scribefleet.errors import JobNotComplete, NotFound, UsageError
 from scribefleet.jobs.create import add_transcribe_task, job_extra
-from scribefleet.jobs.inputs import url_inputs
+from scribefleet.jobs.inputs import check_url_form, url_inputs
 from scribefleet.jobs.seed003 import done_output, error_output, parse_request
 from scribefleet.jobs.views import batch_progress, iso, task_view
 from scribefleet.options import Device, FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_api_model
 from scribefleet.service.controller import Controller
 from scribefleet.service.limits import list_item
-from scribefleet.service.redact import redact_paths
+from scribefleet.jobs.redact import redact_paths
 from scribefleet.store.models import Batch, Task
 from scribefleet.store.store import new_id
 
@@ -134,6 +134,7 @@ def create_url_jobs(controller: Controller, url: str, options: TranscribeOptions
     from scribefleet.pipeline.fetch import check_url_allowed
 
     settings = controller.settings
+    check_url_form(url)
     check_url_allowed(url, settings.url_allowlist)
     check_publish(controller, publish)
     batch, resolved, on_worker = _checked(controller, options, batch_id, None)

@@ -45,7 +45,7 @@ from scribefleet.service.api import UPLOAD_BODY
 from scribefleet.service.controller import Controller
 from scribefleet.service.languages import language_name
 from scribefleet.service.metrics import Metrics
-from scribefleet.service.redact import redact_paths
+from scribefleet.jobs.redact import redact_paths
 from scribefleet.service.uploads import receive_multipart
 from scribefleet.store.models import Task
 

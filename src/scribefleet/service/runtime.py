@@ -20,7 +20,7 @@ from scribefleet.service.auth import SESSION_COOKIE, Authenticator, principal_of
 from scribefleet.service.controller import Controller
 from scribefleet.service.jobs import iso
 from scribefleet.service.metrics import CONTENT_TYPE, Metrics
-from scribefleet.service.redact import redact_all
+from scribefleet.jobs.redact import redact_all
 from scribefleet.store.models import TaskState
 
 RECENT_ERRORS = 20

@@ -12,7 +12,8 @@ after its file arrived (the rest of the body broken, a second file; for the
 routes that make a job at once, a bad option or model) deletes the upload
 with `UploadStore.discard`: no job will ever read it, and nobody knows its id.
 
-The stored name comes from `safe_filename`: the client's last path component
+The stored name comes from `safe_filename` (after `form_filename` undid the
+`%22` a browser sends for a double quote): the client's last path component
 only, without NUL, control characters, format characters (the bidirectional
 overrides and isolates such as U+202E, zero-width characters, BOM: they make a
 name look like another), line separators or leading dots, at most 200 bytes,
@@ -45,6 +46,7 @@ MAX_FIELDS = 64
 _UPLOAD_ID = re.compile(r"[0-9a-f]{16}")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
 #: Unicode categories a stored name loses: controls, format characters (bidi controls, zero-width), separators
+_FORM_ESCAPE = re.compile(r"%(22|0[AaDd])")
 _INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 
@@ -62,6 +64,13 @@ def safe_filename(name: str | None) -> str:
     budget = MAX_NAME_BYTES - len(ext.encode()) - (1 if ext else 0)
     stem = stem.encode()[:budget].decode(errors="ignore").rstrip(". ") or "upload"
     return f"{stem}.{ext}" if ext else stem
+
+
+def form_filename(raw: bytes) -> str:
+    """A multipart part's `filename` as the client meant it. Browsers (the HTML standard's form encoding) and
+    curl escape a double quote as `%22` and CR/LF as `%0D`/`%0A` there, and leave every other `%` alone:
+    `say "hi".wav` arrives as `say %22hi%22.wav`."""
+    return _FORM_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), raw.decode("utf-8", errors="replace"))
 
 
 @dataclass(frozen=True)
@@ -204,7 +213,7 @@ class _Form:
         if self._name == self.file_field and filename is not None:
             if self.writer is not None or self.upload is not None:
                 raise InvalidRequest(f"the form has more than one {self.file_field!r} file; send one per request")
-            self.writer = self.uploads.new_writer(filename.decode("utf-8", errors="replace"))
+            self.writer = self.uploads.new_writer(form_filename(filename))
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self.writer is not None:

@@ -295,7 +295,10 @@ function inPanel(panel) {
 
 function drawBatch(tracker, panel) {
   const ids = [...panel.querySelectorAll("tr[data-job-id]")].map((r) => r.dataset.jobId);
-  const jobs = ids.map((id) => tracker.jobs.get(id)).filter(Boolean);
+  // a file whose upload or job was refused has a failed row and no job: it is done too, or the batch never ends
+  const refused = [...panel.querySelectorAll('tr.job[data-job-id=""][data-status="failed"]')]
+    .map(() => ({ status: "failed", percent: 100 }));
+  const jobs = ids.map((id) => tracker.jobs.get(id)).filter(Boolean).concat(refused);
   const done = jobs.filter((j) => TERMINAL.has(j.status)).length;
   const total = Math.max(jobs.length, Number(panel.dataset.total || 0));
   const pct = total ? Math.round(jobs.reduce((s, j) => s + (TERMINAL.has(j.status) ? 100 : j.percent), 0) / total) : 0;

@@ -2,12 +2,15 @@
  *
  * login: posts the token, keeps the CSRF token it gets back. home: drop zone,
  * file picker and options; one batch per submit, each file uploaded and its
- * job created, then followed over the batch's event stream. job: follows the
+ * job created (also at the top of the recent jobs), then followed over the batch's event stream. job: follows the
  * job, cancel button, reloads once when the job ends. batch: follows its
  * jobs. runtime: re-fetches its server-rendered fragment every few seconds.
  * Uses app.js (loaded first).
  */
 "use strict";
+
+// the recent jobs the home page shows (service/ui.py asks the API for as many)
+const RECENT_ROWS = 20;
 
 // the target after login, if it stays on this site (the server checked it too; this is the second lock)
 function sameSite(target) {
@@ -64,7 +67,9 @@ function initHome(tracker) {
   const panel = document.getElementById("batch-panel");
   const urlBox = document.getElementById("url-input");
   let files = [];
-  const urls = () => urlBox.value.split(/\s+/).filter((u) => /^https?:\/\/\S+$/.test(u));
+  // every word of the box counts: one that is not an http(s) URL is said, never dropped without a word
+  const words = () => urlBox.value.split(/\s+/).filter(Boolean);
+  const urls = () => words().filter((u) => /^https?:\/\/\S+$/.test(u));
 
   const drawFiles = () => {
     list.textContent = "";
@@ -73,9 +78,9 @@ function initHome(tracker) {
       li.textContent = f.name + " (" + (f.size / 1048576).toFixed(1) + " MB)";
       list.append(li);
     }
-    button.disabled = files.length === 0 && urls().length === 0;
+    button.disabled = files.length === 0 && words().length === 0;
   };
-  urlBox.addEventListener("input", () => { button.disabled = files.length === 0 && urls().length === 0; });
+  urlBox.addEventListener("input", () => { button.disabled = files.length === 0 && words().length === 0; });
   const addFiles = (picked) => { files = files.concat([...picked]); drawFiles(); };
 
   input.addEventListener("change", () => { addFiles(input.files); input.value = ""; });
@@ -93,6 +98,11 @@ function initHome(tracker) {
     const options = formOptions(form);
     const remote = Boolean(form.remote && form.remote.checked);
     if (!options.formats.length) return flash("Pick at least one output format.");
+    const notUrls = words().filter((w) => !urls().includes(w));
+    if (notUrls.length) {
+      return flash("Not a media URL: " + notUrls.slice(0, 3).join(", ") + (notUrls.length > 3 ? "..." : "") +
+        ". Give each as a full https:// (or http://) address, one per line.");
+    }
     // a file is uploaded first; a URL is fetched by the controller (a {url} job)
     const todo = files.concat(urls().map((url) => ({ url, name: url })));
     files = [];
@@ -133,6 +143,7 @@ async function submitOne(file, options, batchId, tbody, tracker, remote) {
       const job = jobOf(await api("POST", "/api/jobs", { url: file.url, options, batchId }));
       pending.replaceWith(newRow(job));
       tracker.update(job);
+      addRecent(job);
       return;
     }
     const up = await uploadFile(file, (pct) => drawJob(pending, {
@@ -143,9 +154,21 @@ async function submitOne(file, options, batchId, tbody, tracker, remote) {
     if (!job.name || job.name === job.id) job.name = up.filename || file.name;
     pending.replaceWith(newRow(job));
     tracker.update(job);
+    addRecent(job);
   } catch (err) {
     drawJob(pending, { status: "failed", stage: "upload", percent: 0, errorCode: err.code, errorMessage: err.message });
   }
+}
+
+/* A job this page made, at the top of the recent jobs (the tracker draws every row of a job alike). */
+function addRecent(job) {
+  const table = document.getElementById("recent-jobs");
+  if (!table) return;
+  const body = table.tBodies[0];
+  body.prepend(newRow(job));
+  while (body.rows.length > RECENT_ROWS) body.lastElementChild.remove();
+  document.getElementById("recent-box").hidden = false;
+  document.getElementById("no-jobs").hidden = true;
 }
 
 function initJob(tracker) {

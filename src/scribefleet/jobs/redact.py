@@ -1,4 +1,5 @@
-"""Server paths out of what the HTTP API shows: a file is named by its name, never by where it lies.
+"""Server paths out of what the HTTP API and the serverless handler show: a file is named by its name, never
+by where it lies.
 
 Error messages come from deep inside (PyAV quotes the path it could not
 open, a slot reports the model folder it could not load). Before the API
