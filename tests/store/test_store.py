@@ -151,3 +151,13 @@ def test_cancel_requests_are_seen_from_another_connection(tmp_path: Path) -> Non
         assert [target for _, target in pending] == [t, b]
         dispatcher_side.mark_cancels_handled(i for i, _ in pending)
         assert cli_side.pending_cancels() == []
+
+
+def test_a_transaction_an_interrupt_left_open_is_undone_by_the_next_one(store: Store) -> None:
+    """Ctrl-C can land between a transaction's BEGIN and the code that would end it: the next change (the run's
+    own clean-up of what it left running) must not fail with 'cannot start a transaction within a transaction'."""
+    batch = store.ensure_batch("k", "transcribe", {}, "/tmp")
+    store._conn.execute("BEGIN IMMEDIATE")  # what the interrupted transaction left
+    store._conn.execute("UPDATE batches SET out_dir = 'half-done' WHERE id = ?", (batch,))
+    task = store.add_task(batch, "a.wav", "transcribe", {})
+    assert store.task(task).key == "a.wav" and store.batch(batch).out_dir == "/tmp"

@@ -92,6 +92,9 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._conn.in_transaction:  # left open by a Ctrl-C between an earlier BEGIN and its try: undone
+                self._conn.execute("ROLLBACK")
+                self._pending_events.clear()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
