@@ -53,6 +53,15 @@ def test_samples_are_faster_whispers_own(containers: dict[str, Path], ext: str) 
     assert np.array_equal(ours, library_decode(str(containers[ext])))
     pcm = media.decode_pcm16(containers[ext], max_file_mb=10)
     assert pcm.dtype == np.int16 and np.array_equal(media.pcm16_to_float(pcm), ours)
+    # what a job holds: the 16-bit samples, read slice by slice as those same floats
+    held = media.Samples(pcm)
+    assert held.shape == ours.shape and held.size == len(held) == ours.size and held.ndim == 1
+    assert held.pcm is pcm and held.dtype == np.float32
+    for lo, hi in [(0, 512), (16000, 48000), (ours.size - 100, ours.size + 100), (5, 5)]:
+        part = held[lo:hi]
+        assert part.dtype == np.float32 and np.array_equal(part, ours[lo:hi])
+    assert held[16000] == ours[16000] and np.array_equal(np.asarray(held), ours)
+    assert np.array_equal(np.ascontiguousarray(held, dtype=np.float64), ours.astype(np.float64))
 
 
 def test_probe_reports_streams_and_duration(containers: dict[str, Path], video_only_mp4: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from faster_whisper.vad import SileroVADModel, VadOptions, get_speech_timestamps, get_vad_model
 
 from helpers import DATA
-from scribefleet.pipeline.media import SAMPLE_RATE, decode_audio
+from scribefleet.pipeline.media import SAMPLE_RATE, Samples, decode_audio, decode_pcm16
 from scribefleet.pipeline.vad import (
     CLIP_MAX_S,
     FRAME_SAMPLES,
@@ -53,6 +53,20 @@ def test_batched_ranges_are_short_ordered_and_inside_the_audio(long_pauses: np.n
     assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
     speech_s = sum(e - s for s, e in ranges)
     assert 10 < speech_s < 22  # ~15 s of speech in 29 s of audio
+
+
+class _Unconvertible(Samples):
+    """A job's samples that fail if anything reads them whole instead of a slice at a time."""
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        raise AssertionError("the whole recording was converted to floats")
+
+
+def test_a_jobs_16_bit_samples_give_the_same_ranges_read_a_block_at_a_time() -> None:
+    pcm = decode_pcm16(DATA / "long_pauses.wav", max_file_mb=10)
+    floats = np.asarray(Samples(pcm))
+    for batched in (True, False):
+        assert speech_ranges(_Unconvertible(pcm), batched=batched, threads=2) == speech_ranges(floats, batched=batched)
 
 
 def test_silence_and_nothing_have_no_speech() -> None:

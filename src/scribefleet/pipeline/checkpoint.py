@@ -21,10 +21,10 @@ import numpy as np
 
 from scribefleet.fsio import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from scribefleet.fsio import write_failed as _write_failed
-from scribefleet.pipeline.media import PCM16_SCALE, pcm16_to_float
+from scribefleet.pipeline.media import PCM16_SCALE, Samples, pcm16_to_float
 
 __all__ = [
-    "WindowLog", "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_audio",
+    "WindowLog", "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_samples",
     "quantize_audio", "read_json", "save_audio",
 ]
 
@@ -41,9 +41,9 @@ def save_audio(path: Path | str, audio: np.ndarray) -> None:
         np.save(fh, samples, allow_pickle=False)
 
 
-def load_audio(path: Path | str) -> np.ndarray:
-    """Read an audio checkpoint back as float32."""
-    return pcm16_to_float(np.load(Path(path), allow_pickle=False))
+def load_samples(path: Path | str) -> Samples:
+    """Read an audio checkpoint back as its 16-bit samples (read as float32 slice by slice)."""
+    return Samples(np.load(Path(path), allow_pickle=False))
 
 
 class WindowLog:

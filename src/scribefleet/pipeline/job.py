@@ -47,7 +47,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from scribefleet.errors import UsageError
@@ -56,7 +55,7 @@ from scribefleet.pipeline.checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    load_audio,
+    load_samples,
     read_json,
     save_audio,
 )
@@ -64,7 +63,7 @@ from scribefleet.pipeline.diarize import DiarizerConfig, checkpoint_identity, di
 from scribefleet.pipeline.fetch import downloaded, fetch_media
 from scribefleet.pipeline.guards import zero_counts
 from scribefleet.pipeline.language import model_warnings
-from scribefleet.pipeline.media import SAMPLE_RATE, content_hash, decode_pcm16, pcm16_to_float
+from scribefleet.pipeline.media import SAMPLE_RATE, Samples, content_hash, decode_pcm16
 from scribefleet.pipeline.models import ModelCache, ResolvedModel
 from scribefleet.pipeline.publish import S3Credentials, publish_outputs
 from scribefleet.pipeline.render import render
@@ -312,7 +311,7 @@ class _JobRun:
             **({"rerun_stages": rerun} if rerun else {}),
         }
 
-    def audio_and_ranges(self, *, load_model: bool) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    def audio_and_ranges(self, *, load_model: bool) -> tuple[Samples, list[tuple[float, float]]]:
         """The decode and vad stages; with `load_model`, the model loads in this thread meanwhile.
 
         Decoding the media and VAD take one core; loading the model (and importing
@@ -342,9 +341,11 @@ class _JobRun:
                 raise found["error"]
         return found["audio"], found["ranges"]
 
-    def audio(self) -> np.ndarray:
+    def audio(self) -> Samples:
+        """The recording's samples: its audio checkpoint, or decoded (and checkpointed) now; kept as 16-bit
+        samples through the job (`Samples`), half the memory of floats."""
         if self.work.audio.exists():
-            audio = load_audio(self.work.audio)
+            audio = load_samples(self.work.audio)
             self.extra["audio_s"] = round(audio.shape[0] / SAMPLE_RATE, 3)
             self.decode_warnings = list((read_json(self.work.decoded) or {}).get("warnings") or [])
             self.skip("decode")
@@ -355,13 +356,12 @@ class _JobRun:
             samples = decode_pcm16(self.input_path, max_file_mb=self.job.max_file_mb, warnings=self.decode_warnings)
             atomic_write_json(self.work.decoded, {"warnings": self.decode_warnings})  # before the audio it speaks of
             save_audio(self.work.audio, samples)
-            # continue from exactly what the checkpoint holds, so a resumed run sees the same samples
-            audio = pcm16_to_float(samples)
-            del samples
+            # exactly what the checkpoint holds, so a resumed run sees the same samples
+            audio = Samples(samples)
             self.extra["audio_s"] = round(audio.shape[0] / SAMPLE_RATE, 3)
         return audio
 
-    def ranges(self, audio: np.ndarray) -> list[tuple[float, float]]:
+    def ranges(self, audio: Samples) -> list[tuple[float, float]]:
         # per-window languages cut windows of ~20 s at silences: they need the short ranges too
         batched = self.job.options.is_batched or self.job.options.language_per_window
         stored = read_json(self.work.vad)
@@ -377,7 +377,7 @@ class _JobRun:
             atomic_write_json(self.work.vad, {"batched": batched, "ranges": ranges})
         return ranges
 
-    def transcribe(self, audio: np.ndarray, ranges: list[tuple[float, float]]) -> dict[str, Any]:
+    def transcribe(self, audio: Samples, ranges: list[tuple[float, float]]) -> dict[str, Any]:
         job = self.job
         with self.stage("transcribe"):
             model = self.job.model(self.models)
@@ -418,7 +418,7 @@ class _JobRun:
             return stored
         return None
 
-    def diarize(self, audio: np.ndarray, ranges: list[tuple[float, float]]) -> dict[str, Any]:
+    def diarize(self, audio: Samples, ranges: list[tuple[float, float]]) -> dict[str, Any]:
         with self.stage("diarize"):
 
             def on_progress(fraction: float) -> None:

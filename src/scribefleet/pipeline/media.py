@@ -38,7 +38,7 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scribefleet.errors import FileTooLarge, InputNotFound, MediaEmpty, MediaUnreadable
 
@@ -202,6 +202,53 @@ def pcm16_to_float(samples: np.ndarray) -> np.ndarray:
 
 #: full scale of a 16-bit sample (FFmpeg's and faster-whisper's)
 PCM16_SCALE = 32768.0
+
+
+class Samples:
+    """A recording's 16 kHz mono samples held as 16-bit integers, read as float32: what a job keeps of its audio
+    from decoding to the end of transcription and diarization.
+
+    A two-hour recording is 230 MB as 16-bit samples and 460 MB as floats. Every
+    reader of a job's audio takes slices of it (a window, a speech clip, a VAD
+    block, a voice's stretch), so each slice is converted when it is taken:
+    `samples[a:b]` is exactly `pcm16_to_float(pcm[a:b])`, the floats the whole
+    recording would have held. `shape`, `size`, `ndim`, `len()` are the
+    recording's; `np.asarray(samples)` converts it all, for a reader that needs
+    the whole (pyannote's pipeline).
+    """
+
+    ndim = 1
+
+    def __init__(self, pcm: np.ndarray) -> None:
+        assert pcm.ndim == 1, "mono samples"
+        self.pcm = pcm
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.pcm.shape[0],)
+
+    @property
+    def size(self) -> int:
+        return int(self.pcm.shape[0])
+
+    @property
+    def dtype(self) -> Any:
+        import numpy as np
+
+        return np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: Any) -> Any:
+        import numpy as np
+
+        part = self.pcm[key]
+        return pcm16_to_float(part) if isinstance(part, np.ndarray) else np.float32(part / PCM16_SCALE)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        audio = pcm16_to_float(self.pcm)
+        return audio if dtype is None else audio.astype(dtype, copy=False)
 
 
 def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | None = None) -> np.ndarray:

@@ -65,7 +65,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from scribefleet.pipeline.media import SAMPLE_RATE
+from scribefleet.pipeline.media import SAMPLE_RATE, Samples
 from scribefleet.pipeline.models import cpu_core_count
 
 log = logging.getLogger("scribefleet.vad")
@@ -85,9 +85,10 @@ PIECE_S = 600.0
 WARMUP_S = 160.0
 
 
-def speech_ranges(audio: np.ndarray, *, batched: bool, threads: int = 1,
+def speech_ranges(audio: np.ndarray | Samples, *, batched: bool, threads: int = 1,
                   on_progress: Callable[[float], None] | None = None) -> list[tuple[float, float]]:
-    """(start_s, end_s) of each stretch of speech in 16 kHz mono `audio`, in order; the same for any `threads`.
+    """(start_s, end_s) of each stretch of speech in 16 kHz mono `audio` (floats, or `Samples`: read a block at a
+    time, never copied whole), in order; the same for any `threads`.
     `on_progress(fraction)` as the probabilities are computed (from the threads of the pieces, one at a time)."""
     from faster_whisper.vad import VadOptions
 
@@ -112,7 +113,7 @@ def vad_threads(cpu_threads: int, slots: int = 1) -> int:
 class Padded(NamedTuple):
     """`audio` followed by zeros up to `length` samples: what get_speech_timestamps pads for its model, uncopied."""
 
-    audio: np.ndarray
+    audio: np.ndarray | Samples
     length: int
 
 
@@ -124,7 +125,7 @@ class _PaddingLazily:
 
     @staticmethod
     def pad(array: Any, pad_width: Any, *args: Any, **kwargs: Any) -> Any:
-        if not args and not kwargs and isinstance(array, np.ndarray) and array.ndim == 1:
+        if not args and not kwargs and isinstance(array, (np.ndarray, Samples)) and array.ndim == 1:
             before, after = pad_width
             if before == 0 and after >= 0:
                 return Padded(array, array.shape[0] + int(after))
