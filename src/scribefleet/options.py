@@ -32,6 +32,12 @@ COMPUTE_TYPES = (
 _BUCKET = re.compile(r"^(?:[A-Za-z0-9._-]{1,255}|arn:.+)$")
 
 
+def is_http_url(text: str) -> bool:
+    """Whether `text` names an http(s) URL rather than a path; the scheme in any case (RFC 3986: `HTTPS://` is
+    `https://`), as every library that fetches it reads it."""
+    return text[:8].lower().startswith(("http://", "https://"))
+
+
 def http_url_problem(url: str) -> str | None:
     """Why `url` is not a well-formed http(s) URL, or None: checked where a URL comes in, because urllib,
     requests and botocore each fail on a malformed one with a bare ValueError, and only once a slot runs it."""
