@@ -261,6 +261,6 @@ class PublishOptions(BaseModel):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         # botocore raises a bare ValueError for 'minio:9000' only when the upload starts, after the transcription
-        if value is not None and (not re.match(r"https?://[^/\s]+", value) or http_url_problem(value)):
+        if value is not None and (not re.match(r"https?://[^/\s]+", value, re.IGNORECASE) or http_url_problem(value)):
             raise ValueError(f"S3 endpoint {value!r} is not an http(s):// URL (e.g. http://minio:9000)")
         return value

@@ -25,7 +25,7 @@ from scribefleet import client
 from scribefleet.cli import edge
 from scribefleet.cli.render import write_json
 from scribefleet.errors import InputNotFound, UsageError
-from scribefleet.options import FetchOptions
+from scribefleet.options import FetchOptions, is_http_url
 from scribefleet.jobs.create import submit_file
 from scribefleet.jobs.lookup import state_dir_of
 from scribefleet.jobs.run import run_queued, start_runner
@@ -85,7 +85,7 @@ def submit(
                                  "--controller", controller=url)  # fmt: skip
             sent = target.model_dump(mode="json", exclude_defaults=True) if target else None
             with client.connect(url, token, settings) as conn:
-                if file.startswith(("http://", "https://")):  # the controller fetches it (its allowlist applies)
+                if is_http_url(file):  # the controller fetches it (its allowlist applies)
                     jobs = conn.create_url_job(file, options.model_dump(mode="json"), publish=sent)
                 else:
                     file_path = Path(file)
