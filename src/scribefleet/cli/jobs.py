@@ -43,7 +43,7 @@ IDENT_HELP = "A batch id, a job id, a task key (plan task id) or the job name 's
 def cancel(
     ctx: typer.Context,
     ident: Annotated[str, typer.Argument(metavar="ID", help=IDENT_HELP)],
-    state: Annotated[Optional[Path], typer.Option("--state", help=STATE_HELP)] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", parser=edge.path_value("--state"), help=STATE_HELP)] = None,
     controller: Annotated[Optional[str], typer.Option("--controller", help=CONTROLLER_HELP)] = None,
     token: Annotated[Optional[str], typer.Option("--token", help=edge.TOKEN_HELP)] = None,
 ) -> None:
@@ -82,7 +82,7 @@ def cancel_local(state: Path, ident: str, settings: Settings, *, wait_s: float =
 def logs(
     ctx: typer.Context,
     ident: Annotated[str, typer.Argument(metavar="ID", help=IDENT_HELP)],
-    state: Annotated[Optional[Path], typer.Option("--state", help=STATE_HELP)] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", parser=edge.path_value("--state"), help=STATE_HELP)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events and output until it has ended.")] = False,
     controller: Annotated[Optional[str], typer.Option("--controller", help=CONTROLLER_HELP)] = None,
     token: Annotated[Optional[str], typer.Option("--token", help=edge.TOKEN_HELP)] = None,

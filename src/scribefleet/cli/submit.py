@@ -38,7 +38,7 @@ def submit(
     file: Annotated[str, typer.Argument(metavar="FILE|URL", help="One media file, or a media URL (a playlist: one job per entry).")],
     controller: Annotated[Optional[str], typer.Option("--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER; unset: the local store).")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Without a controller: folder for outputs and the state dir OUT/.scribefleet.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", parser=edge.path_value("--out"), help="Without a controller: folder for outputs and the state dir OUT/.scribefleet.")] = Path("out"),
     model: edge.Model = "tiny.en",
     language: edge.Language = None,
     task: edge.Task = "transcribe",
@@ -120,7 +120,7 @@ def submit(
 
 def dispatch(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="OUT folder (or its .scribefleet state dir) whose queued jobs to run.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", parser=edge.path_value("--out"), help="OUT folder (or its .scribefleet state dir) whose queued jobs to run.")] = Path("out"),
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run every queued job of a state dir until none is left (what submit starts in the background)."""

@@ -25,7 +25,7 @@ from scribefleet.logs import setup_logging
 def transcribe(
     ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Media files, folders (recursive), globs, or http(s) URLs (media links, pages yt-dlp knows, playlists).")],
-    out: Annotated[Path, typer.Option("--out", "-o", "--output_dir", "--output-dir", help="Folder for outputs and the resumable state (OUT/.scribefleet).")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", "--output_dir", "--output-dir", parser=edge.path_value("--out"), help="Folder for outputs and the resumable state (OUT/.scribefleet).")] = Path("out"),
     model: edge.Model = "tiny.en",
     language: edge.Language = None,
     task: edge.Task = "transcribe",
