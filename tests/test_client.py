@@ -269,3 +269,8 @@ def test_ids_cannot_walk_to_other_routes(server: tuple[Script, str]) -> None:
     with _client(url) as client, pytest.raises(ScribefleetError):
         client.job("../uploads")
     assert script.requests[0]["path"] == "/api/jobs/..%2Fuploads"
+
+
+def test_a_controller_url_scheme_has_no_case() -> None:
+    assert normalize_url("HTTP://127.0.0.1:8476/") == "HTTP://127.0.0.1:8476"
+    assert normalize_url("Https://x.example") == "Https://x.example"

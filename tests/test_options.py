@@ -91,3 +91,14 @@ def test_fixed_language_and_per_window() -> None:
     per_window = TranscribeOptions(language=PER_WINDOW)
     assert per_window.fixed_language is None and per_window.language_per_window
     assert not TranscribeOptions().language_per_window
+
+
+def test_a_url_scheme_has_no_case() -> None:
+    """RFC 3986: `HTTP://host/x` and `Https://` are URLs; they were taken for paths (INPUT_NOT_FOUND)."""
+    from scribefleet.options import PublishOptions, http_url_problem, is_http_url
+
+    for url in ("http://h/x", "HTTP://h/x", "Https://h/x", "hTtPs://h"):
+        assert is_http_url(url) and http_url_problem(url) is None, url
+    for text in ("httpx://h", "ftp://h/x", "http:/h", "talks/http://x", "", "HTTP"):
+        assert not is_http_url(text), text
+    assert PublishOptions(target="s3://b/", endpoint_url="HTTP://minio:9000").endpoint_url == "HTTP://minio:9000"

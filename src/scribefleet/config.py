@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     cpu_workers: int = Field(default=0, ge=0, le=64)
     #: slots sharing each GPU (`--slots-per-gpu`), each its own process with its own model instance
     slots_per_gpu: int = Field(default=1, ge=1, le=26)
+    #: host memory one slot is counted at when slots are planned (worker/budget.py); 0 = estimated from the model
+    slot_memory_mb: int = Field(default=0, ge=0)
     #: seconds between two plain progress lines of a running file when stderr is not a terminal
     progress_log_s: float = Field(default=10.0, gt=0)
     log_max_mb: int = Field(default=20, ge=1)

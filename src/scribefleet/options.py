@@ -32,6 +32,12 @@ COMPUTE_TYPES = (
 _BUCKET = re.compile(r"^(?:[A-Za-z0-9._-]{1,255}|arn:.+)$")
 
 
+def is_http_url(text: str) -> bool:
+    """Whether `text` names an http(s) URL rather than a path; the scheme in any case (RFC 3986: `HTTPS://` is
+    `https://`), as every library that fetches it reads it."""
+    return text[:8].lower().startswith(("http://", "https://"))
+
+
 def http_url_problem(url: str) -> str | None:
     """Why `url` is not a well-formed http(s) URL, or None: checked where a URL comes in, because urllib,
     requests and botocore each fail on a malformed one with a bare ValueError, and only once a slot runs it."""
@@ -255,6 +261,6 @@ class PublishOptions(BaseModel):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         # botocore raises a bare ValueError for 'minio:9000' only when the upload starts, after the transcription
-        if value is not None and (not re.match(r"https?://[^/\s]+", value) or http_url_problem(value)):
+        if value is not None and (not re.match(r"https?://[^/\s]+", value, re.IGNORECASE) or http_url_problem(value)):
             raise ValueError(f"S3 endpoint {value!r} is not an http(s):// URL (e.g. http://minio:9000)")
         return value

@@ -50,3 +50,38 @@ def test_a_list_setting_that_is_not_json_is_a_usage_error_naming_its_variable(
     assert exit_.value.code == 2, err
     assert "[INVALID_OPTIONS]" in err and "SCRIBEFLEET_URL_ALLOWLIST is not valid JSON" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["transcribe", "a.wav", "--out", ""], "--out"),
+        (["transcribe", "a.wav", "--output_dir="], "--out"),
+        (["transcribe", "a.wav", "--language", ""], "--language"),
+        (["transcribe", "a.wav", "-l", "  "], "--language"),
+        (["transcribe", "a.wav", "--cookies", ""], "--cookies"),
+        (["transcribe", "a.wav", "--diarize", "--speaker-names", ""], "--speaker-names"),
+        (["submit", "a.wav", "-o", ""], "--out"),
+        (["submit", "a.wav", "--language", ""], "--language"),
+        (["batch", "-i", "in", "--out", ""], "--out"),
+        (["batch", "-i", "in", "--state", ""], "--state"),
+        (["dispatch", "--out", ""], "--out"),
+        (["logs", "x", "--state", ""], "--state"),
+        (["cancel", "x", "--state", ""], "--state"),
+        (["status", "--state", ""], "--state"),
+        (["plan", "run", "plan.yaml", "--state", ""], "--state"),
+    ],
+)
+def test_an_empty_value_is_refused_not_taken_for_the_default(
+    argv: list[str], flag: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`--language ''` silently meant auto, `--out ''` the current folder (Path('') is '.')."""
+    from scribefleet.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capfd.readouterr().err
+    assert exit_.value.code == 2, err
+    assert f"error [INVALID_OPTIONS]: {flag} was given an empty value" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing was written

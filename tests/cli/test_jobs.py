@@ -121,6 +121,34 @@ def test_logs_of_a_shell_task_and_of_its_batch(tmp_path: Path) -> None:
     assert "task solo" not in again and "task talk" in again
 
 
+def test_logs_tail_keeps_the_last_lines_of_each_part(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, """
+        tasks:
+          - id: talk
+            kind: shell
+            run: for i in $(seq 1 30); do echo line $i; done
+    """)
+    batch_id = json.loads(run_cli("plan", "run", str(plan), "--json").stdout)["batch_id"]
+    whole = run_cli("logs", "talk", "--state", str(tmp_path)).stdout
+    last = run_cli("logs", "talk", "--state", str(tmp_path), "--tail", "2").stdout
+
+    def part(text: str, name: str) -> list[str]:
+        return text.split(f"-- {name}")[1].split("\n-- ")[0].partition("\n")[2].splitlines()
+
+    for name in ("events", "log", "output"):
+        assert part(last, name) == part(whole, name)[-2:], (name, last)
+        assert len(part(whole, name)) > 2, whole
+    assert part(last, "output") == ["line 30", "[exit status 0]"]
+    assert re.search(r"^-- output \(.*\) \(last 2 of \d+ lines\) --$", last, flags=re.M), last
+    assert last.splitlines()[0] == whole.splitlines()[0]  # the task's state line stays
+    nothing = run_cli("logs", "talk", "--state", str(tmp_path), "-n", "0").stdout
+    assert all(part(nothing, name) == [] for name in ("events", "log", "output")), nothing
+    batch = run_cli("logs", batch_id, "--state", str(tmp_path), "--tail", "2").stdout
+    assert len(part(batch, "events")) == 2 and len(part(batch, "log")) == 2, batch
+    refused = run_cli("logs", "talk", "--state", str(tmp_path), "--tail", "-1", check=2)
+    assert "--tail" in refused.stderr
+
+
 def test_ctrl_c_exits_130_with_a_hint_and_loses_nothing(tmp_path: Path) -> None:
     run = start_blocked_run(tmp_path)
     run.send_signal(signal.SIGINT)

@@ -153,6 +153,8 @@ def test_submit_status_logs_cancel_through_a_controller(controller: RunningContr
     assert [j["job_id"] for j in batch["jobs"]] == [job_id]
     history = cli("logs", job_id, "--controller", controller.url, env=env).stdout
     assert job_id in history and "complete" in history
+    last = cli("logs", job_id, "--controller", controller.url, "--tail", "2", env=env).stdout
+    assert last.splitlines() == history.splitlines()[-2:], last
     again = cli("cancel", job_id, "--controller", controller.url, env=env)
     assert "complete" in again.stdout, "canceling a finished job changes nothing"
 

@@ -463,3 +463,17 @@ def test_adding_diarize_to_a_transcribed_file_only_diarizes(tmp_path: Path) -> N
     assert states["transcribe"] == "skipped" and states["diarize"] == "done", states
     assert {c.content.split("]")[0] for c in srt.parse((out / "dialogue.srt").read_text())} == {"[SPEAKER_00"}
     assert transcript.stat().st_mtime_ns == stamp
+
+
+def test_slots_beyond_what_the_machine_holds_are_capped_with_a_warning(tmp_path: Path, speech: dict[str, Path]) -> None:
+    """--slots 1000 started 1000 slot processes on 2 cores (a load of 450, a slot OOM-killed). Here the memory
+    limit decides (a slot said to need 10 TB): one slot starts, the warning says why, the job completes."""
+    out = tmp_path / "out"
+    env = {**os.environ, "SCRIBEFLEET_SLOT_MEMORY_MB": str(10 * 1024 * 1024)}
+    proc = subprocess.run([*CLI, "transcribe", str(speech["en01.wav"]), "-o", str(out), "--slots", "3", "--device",
+                           "cpu", "-f", "txt", "--json"], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" in proc.stderr and "3 slots asked for, 1 CPU slot(s) started: " in proc.stderr, proc.stderr
+    assert "a slot takes about 10240.0 GB (SCRIBEFLEET_SLOT_MEMORY_MB)" in proc.stderr, proc.stderr
+    assert json.loads(proc.stdout)["complete"] == 1
+    assert sorted(p.name for p in (out / ".scribefleet" / "logs").glob("slot-*.log")) == ["slot-cpu0.log"]

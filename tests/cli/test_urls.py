@@ -246,3 +246,14 @@ def test_a_presigned_links_signature_stays_out_of_logs_events_and_errors(media: 
     assert "X-Amz-Signature=***" in "".join(said)
     shown = run_cli("logs", jobs[gone]["job_id"], "--state", str(out))  # the masked key still finds the job's lines
     assert shown.returncode == 0 and "dispatched" in shown.stdout and "f00dcafe5ign" not in shown.stdout
+
+
+def test_a_url_with_its_scheme_in_capitals_is_a_url(media: MediaServer, tmp_path: Path) -> None:
+    """`HTTP://host/x` was taken for a path: INPUT_NOT_FOUND, nothing started (RFC 3986: schemes have no case)."""
+    out = tmp_path / "out"
+    url = media.url.replace("http://", "HTTP://") + "/m/fox.wav"
+    proc = run_cli("transcribe", url, "-o", str(out), "-f", "json", "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads(proc.stdout)["jobs"][0]
+    assert job["state"] == "complete" and job["input"] == url
+    assert wer(TEXTS["en01.wav"], json.loads((out / "fox.json").read_text())["text"]) <= 0.3

@@ -278,3 +278,52 @@ def test_the_guard_tunnels_connect_to_an_allowed_address_and_refuses_loopback(se
         with pytest.raises(OSError, match="403"):
             refused.request("GET", "/media/talk.wav")
         assert server.requests == [] and guard.refused[0].details["address"] == "127.0.0.1"
+
+
+# -- malformed URLs: a stable code, never a raw ValueError in a slot (INTERNAL_ERROR) -------------------------
+
+
+@pytest.mark.parametrize("location", ["http://[::1/x.wav", "http://host:99999/x.wav", "http://[::1]:abc/x.wav"])
+def test_a_redirect_to_a_malformed_location_is_download_failed(server: MediaServer, tmp_path: Path,
+                                                               location: str) -> None:
+    """urllib raised ValueError ('Invalid IPv6 URL'), requests InvalidURL (urllib3's LocationParseError), and
+    yt-dlp passed them on bare or as a RequestError: the slot failed the job with INTERNAL_ERROR."""
+    url = server.redirect("/moved.wav", location)
+    for allowlist in (None, ["127.0.0.0/8"]):  # the CLI, and the controller's guard
+        with pytest.raises(DownloadFailed) as info:
+            fetch(url, tmp_path / "f", allowlist=allowlist)
+        assert info.value.code == "DOWNLOAD_FAILED" and "not a valid URL" in info.value.message
+        assert info.value.details["url"] == url and info.value.details["reason"]
+
+
+def test_a_page_whose_media_link_redirects_to_a_malformed_location_is_download_failed(
+        server: MediaServer, tmp_path: Path) -> None:
+    server.redirect("/media/moved.wav", "http://[::1/x.wav")
+    url = server.add("/moved.html", PAGE.replace(b"/media/talk.wav", b"/media/moved.wav"), "text/html")
+    with pytest.raises(DownloadFailed) as info:
+        fetch(url, tmp_path / "f")
+    assert info.value.code == "DOWNLOAD_FAILED"
+
+
+@pytest.mark.parametrize("bad", ["http://[::1/x.wav", "http://host:99999/x.wav", "http://a b/x.wav", "http:///x.wav"])
+def test_a_malformed_url_is_url_unsupported_before_any_request(server: MediaServer, tmp_path: Path, bad: str) -> None:
+    """A playlist entry is fetched without the check the command's own URL had (jobs.inputs.check_url_form)."""
+    for allowlist in (None, ["127.0.0.0/8"]):
+        with pytest.raises(UrlUnsupported) as info:
+            fetch(bad, tmp_path / "f", allowlist=allowlist)
+        assert info.value.code == "URL_UNSUPPORTED" and "not a well-formed URL" in info.value.message
+        with pytest.raises(UrlUnsupported):
+            check_url_allowed(bad, [])
+    assert server.requests == []
+
+
+def test_a_page_with_a_malformed_media_link_fails_with_a_stable_code(server: MediaServer, tmp_path: Path,
+                                                                     model_path: Path, models) -> None:
+    page = TWO.replace(b"/media/other.wav", b"http://[::1/other.wav")
+    url = server.add("/broken.html", page, "text/html")
+    assert [e.url for e in expand_url(url, FetchOptions())] == [url]  # unreadable up front: one job, its own code
+    with pytest.raises(DownloadFailed) as info:
+        fetch(url, tmp_path / "f")
+    assert "not a valid URL" in info.value.message
+    with pytest.raises(UrlUnsupported):  # an entry of a playlist is run as a job of its own: it is checked there
+        run_transcription(_url_job("http://[::1/other.wav", tmp_path, model_path, "x"), models, ProgressLog())

@@ -153,6 +153,36 @@ def test_unreadable_carries_avs_message(bad_inputs: dict[str, Path]) -> None:
     assert info.value.__cause__ is not None  # the av error is kept as the cause
 
 
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("text", "it is text"),
+        ("random", "its content matches no audio or video format"),
+        ("header", "it starts like an MP3 file, but its header is damaged or cut off"),
+        ("garbage", "FFmpeg took it for flac"),
+        ("pdf", "it is a PDF document"),
+        ("html", "it is an HTML page"),
+        ("cut wav", "it starts like a WAV file, but its header is damaged or cut off"),
+    ],
+)
+def test_unreadable_says_what_the_file_looks_like_not_ffmpegs_errno(
+    bad_inputs: dict[str, Path], tmp_path: Path, case: str, said: str
+) -> None:
+    """The message was PyAV's '[Errno 1094995529] Invalid data found when processing input: '/the/path''."""
+    more = {"pdf": b"%PDF-1.4\n" + bytes(range(256)) * 8, "html": b"<!DOCTYPE html><html><body>Not found</body></html>\n",
+            "cut wav": (DATA / "en01.wav").read_bytes()[:30]}  # fmt: skip
+    if case in more:
+        bad_inputs[case] = tmp_path / f"{case}.wav"
+        bad_inputs[case].write_bytes(more[case])
+    with pytest.raises(MediaUnreadable) as info:
+        media.decode_audio(bad_inputs[case], max_file_mb=10)
+    message = info.value.message
+    assert message.startswith(f"{bad_inputs[case].name} is not audio or video scribefleet can decode: ")
+    assert said in message and "ffmpeg -i" in message, message
+    assert "Errno" not in message and "Invalid data" not in message and str(tmp_path) not in message, message
+    assert info.value.details["av_error"] and info.value.details["looks_like"] in message
+
+
 def test_size_limit_is_checked_before_decoding(tmp_path: Path) -> None:
     big = tmp_path / "big.wav"
     big.write_bytes(os.urandom(3 * 1024 * 1024))  # garbage: decoding it would say MEDIA_UNREADABLE

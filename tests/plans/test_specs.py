@@ -144,3 +144,9 @@ def test_shell_env_names_and_values_the_os_refuses_are_plan_errors(write, invali
                         '  - {id: c, kind: shell, run: "echo a\\u0000b"}\n'))
     assert "'A=B', '9X' are not valid" in problem_at(err, 2)["message"]
     assert "NUL" in problem_at(err, 3)["message"] and "NUL" in problem_at(err, 4)["message"]
+
+
+def test_a_url_input_in_capitals_stays_a_url(write) -> None:
+    """A transcribe input `HTTPS://host/a.wav` was made a path under the plan's folder."""
+    plan = load_plan(write("tasks:\n  - id: tr\n    kind: transcribe\n    input: HTTPS://media.example/a.wav\n    out: out\n"))
+    assert plan.task("tr").spec["input"] == "HTTPS://media.example/a.wav"

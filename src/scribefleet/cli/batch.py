@@ -36,9 +36,9 @@ def batch(
     language: edge.Language = None,
     task: edge.Task = "transcribe",
     formats: edge.Formats = "all",
-    state: Annotated[Optional[Path], typer.Option("--state", help="State file (default: the first INPUT folder's batch_state.json, else OUT's).")] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", parser=edge.path_value("--state", "a state file"), help="State file (default: the first INPUT folder's batch_state.json, else OUT's).")] = None,
     parallel: Annotated[int, typer.Option("--parallel", "-p", min=1, help="Most jobs in flight at once.")] = 1,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder the outputs are downloaded to.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", parser=edge.path_value("--out"), help="Folder the outputs are downloaded to.")] = Path("out"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the final state as JSON on stdout.")] = False,
 ) -> None:
     """Send folders of media and media URLs to a controller, resumably; download the outputs."""

@@ -150,10 +150,40 @@ def publish_options(target: str | None, **fields: Any) -> PublishOptions | None:
         raise UsageError(_messages(exc)) from exc
 
 
+def path_value(flag: str, what: str = "a folder") -> Callable[[object], Path]:
+    """The parser of a path flag (`--out`, `--state`...): INVALID_OPTIONS (exit 2) for an empty value, which
+    Path('') would silently turn into the current folder."""
+
+    def parse(value: object) -> Path:
+        if isinstance(value, Path):  # the default, converted by click like a given value
+            return value
+        return Path(_given(flag, str(value), what))
+
+    parse.__name__ = "path"  # what --help shows as the value's kind
+    return parse
+
+
+def text_value(flag: str, what: str) -> Callable[[object], str]:
+    """The parser of a text flag whose empty value would silently mean its default (`--language ''`: auto)."""
+
+    def parse(value: object) -> str:
+        return _given(flag, str(value), what)
+
+    parse.__name__ = "text"
+    return parse
+
+
+def _given(flag: str, value: str, what: str) -> str:
+    if not value.strip():
+        raise UsageError(f"{flag} was given an empty value: give {what}, or leave the flag out for its default",
+                         flag=flag)  # fmt: skip
+    return value
+
+
 # -- the transcribe flags, declared once --------------------------------------------
 
 Model = Annotated[str, typer.Option("--model", "-m", help="A CTranslate2 model folder, a size name (small, large-v3), a Hugging Face repo id, or tiny.en (bundled, offline).")]
-Language = Annotated[Optional[str], typer.Option("--language", "-l", help="Spoken language: a code (en, de...) or name (german); auto (default) detects it across the file; auto-per-window per ~20 s.")]
+Language = Annotated[Optional[str], typer.Option("--language", "-l", parser=text_value("--language", "a language code or name, or auto"), help="Spoken language: a code (en, de...) or name (german); auto (default) detects it across the file; auto-per-window per ~20 s.")]
 Task = Annotated[str, typer.Option("--task", help="transcribe, or translate (to English).")]
 Formats = Annotated[str, typer.Option("--format", "-f", "--output_format", help=f"Comma-separated from {','.join(FORMATS)}, or all.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda. cuda never falls back to the CPU.")]
@@ -167,12 +197,12 @@ Diarize = Annotated[bool, typer.Option("--diarize", "--diarization", help="Label
 Speakers = Annotated[Optional[int], typer.Option("--speakers", min=1, max=64, help="Exactly this many speakers (with --diarize).")]
 MinSpeakers = Annotated[Optional[int], typer.Option("--min-speakers", min=1, max=64, help="At least this many speakers (with --diarize).")]
 MaxSpeakers = Annotated[Optional[int], typer.Option("--max-speakers", min=1, max=64, help="At most this many speakers (with --diarize).")]
-SpeakerNames = Annotated[Optional[Path], typer.Option("--speaker-names", help="Folder of one clip per known person (file stem = name): matching voices get that name (with --diarize).")]
+SpeakerNames = Annotated[Optional[Path], typer.Option("--speaker-names", parser=path_value("--speaker-names"), help="Folder of one clip per known person (file stem = name): matching voices get that name (with --diarize).")]
 EngineName = Annotated[Optional[str], typer.Option("--engine", help="Where slots run: local (processes on this machine) or ray (actors on a Ray cluster); default SCRIBEFLEET_ENGINE, local.")]
 SlotsPerGpu = Annotated[Optional[int], typer.Option("--slots-per-gpu", min=1, max=26, help="Slots sharing each GPU, each with its own model instance (default SCRIBEFLEET_SLOTS_PER_GPU, 1).")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster for --engine ray: an address, or local for a private one; default SCRIBEFLEET_RAY_ADDRESS.")]
-Cookies = Annotated[Optional[str], typer.Option("--cookies", help="Netscape cookies file for URL downloads, as yt-dlp's --cookies (YouTube's 'confirm you're not a bot').")]
-Proxy = Annotated[Optional[str], typer.Option("--proxy", help="Proxy for URL downloads: http://, https:// or socks5://host:port.")]
+Cookies = Annotated[Optional[str], typer.Option("--cookies", parser=text_value("--cookies", "a cookies file"), help="Netscape cookies file for URL downloads, as yt-dlp's --cookies (YouTube's 'confirm you're not a bot').")]
+Proxy = Annotated[Optional[str], typer.Option("--proxy", parser=text_value("--proxy", "a proxy URL"), help="Proxy for URL downloads: http://, https:// or socks5://host:port.")]
 SocketTimeout = Annotated[Optional[float], typer.Option("--socket-timeout", min=0.1, help="Seconds a URL download may wait for the server before it fails.")]
 MaxDuration = Annotated[Optional[float], typer.Option("--max-duration", min=1, help="Refuse URLs whose media lasts longer (seconds), before downloading.")]
 Publish = Annotated[Optional[str], typer.Option("--publish", help="Also upload every output to s3://bucket/prefix/ (boto3; AWS settings from the environment).")]

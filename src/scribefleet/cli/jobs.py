@@ -13,7 +13,9 @@ their states.
 logs: a task's events (ISO times), the dispatcher's and slots' log lines that
 name it, and its own log file (a shell command's output); a batch's events and
 the dispatcher log lines of its runs. `--follow` keeps printing new events
-(and a task's new output) until the target has ended.
+(and a task's new output) until the target has ended. `--tail N` keeps the last
+N lines of each part (events, log lines, output; with a controller, of each
+job's history), as `tail -n N`; with `--follow`, what comes after them follows.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ IDENT_HELP = "A batch id, a job id, a task key (plan task id) or the job name 's
 def cancel(
     ctx: typer.Context,
     ident: Annotated[str, typer.Argument(metavar="ID", help=IDENT_HELP)],
-    state: Annotated[Optional[Path], typer.Option("--state", help=STATE_HELP)] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", parser=edge.path_value("--state"), help=STATE_HELP)] = None,
     controller: Annotated[Optional[str], typer.Option("--controller", help=CONTROLLER_HELP)] = None,
     token: Annotated[Optional[str], typer.Option("--token", help=edge.TOKEN_HELP)] = None,
 ) -> None:
@@ -82,8 +84,9 @@ def cancel_local(state: Path, ident: str, settings: Settings, *, wait_s: float =
 def logs(
     ctx: typer.Context,
     ident: Annotated[str, typer.Argument(metavar="ID", help=IDENT_HELP)],
-    state: Annotated[Optional[Path], typer.Option("--state", help=STATE_HELP)] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", parser=edge.path_value("--state"), help=STATE_HELP)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events and output until it has ended.")] = False,
+    tail: Annotated[Optional[int], typer.Option("--tail", "-n", min=0, help="Only the last N lines of each part (events, log lines, output; each job's history with a controller); with --follow, then what follows.")] = None,
     controller: Annotated[Optional[str], typer.Option("--controller", help=CONTROLLER_HELP)] = None,
     token: Annotated[Optional[str], typer.Option("--token", help=edge.TOKEN_HELP)] = None,
 ) -> None:
@@ -93,15 +96,17 @@ def logs(
         settings = edge.settings_of(ctx)
         url = edge.pick_controller(controller, state, settings)
         if url:
-            return controller_logs(ident, url, token, settings, follow=follow)
+            return controller_logs(ident, url, token, settings, follow=follow, tail=tail)
         with lookup.open_store(state or Path("out"), to_read=True) as store:
-            return show_logs(store, ident, follow=follow)
+            return show_logs(store, ident, follow=follow, tail=tail)
 
     edge.run(body)
 
 
-def show_logs(store: Store, ident: str, *, follow: bool = False, out: TextIO = sys.stdout) -> int:
-    """Print a task's or a batch's log; with follow, keep printing until it has ended."""
+def show_logs(store: Store, ident: str, *, follow: bool = False, tail: int | None = None,
+              out: TextIO = sys.stdout) -> int:
+    """Print a task's or a batch's log (`tail`: the last lines of each part); with follow, keep printing until it
+    has ended."""
     target = lookup.find_target(store, ident)
     keys = {t.id: t.key for t in store.tasks(batch_id=target.batch.id)}
     if target.task is not None:
@@ -118,29 +123,53 @@ def show_logs(store: Store, ident: str, *, follow: bool = False, out: TextIO = s
         out.write(f"batch {batch.id} ({batch.kind}) created {iso_ms(batch.created_at)}: {counts or 'no tasks'}; events also in {jsonl}\n")
         events = store.events(batch_id=batch.id)
         lines = lookup.batch_log_lines(store.state_dir, batch.id)
-    out.write("-- events --\n" + "".join(lookup.event_line(e, keys) + "\n" for e in events))
-    out.write(f"-- log ({store.state_dir / 'logs'}) --\n" + "".join(line + "\n" for line in lines))
+    shown = [lookup.event_line(e, keys) for e in events]
+    out.write(f"-- events{_cut(len(shown), tail)} --\n" + "".join(line + "\n" for line in _last(shown, tail)))
+    records = [line for record in lines for line in record.split("\n")]  # a traceback counts its own lines
+    out.write(f"-- log ({store.state_dir / 'logs'}){_cut(len(records), tail)} --\n"
+              + "".join(line + "\n" for line in _last(records, tail)))  # fmt: skip
     offset = 0
     if target.task is not None:
         path = store.task_log_path(target.task)
-        out.write(f"-- output ({path}) --\n")
-        offset = _copy_new(path, 0, out)
+        if tail is None:
+            out.write(f"-- output ({path}) --\n")
+            offset = _copy_new(path, 0, out)
+        else:
+            text, offset = _read_from(path, 0)
+            output = text.splitlines(keepends=True)
+            out.write(f"-- output ({path}){_cut(len(output), tail)} --\n" + "".join(_last(output, tail)))
     out.flush()
     if follow:
         _follow(store, target, keys, events[-1].id if events else 0, offset, out)
     return 0
 
 
-def _copy_new(path: Path, offset: int, out: TextIO) -> int:
-    """Write what `path` holds past `offset`; the new offset."""
+def _last(lines: list[str], tail: int | None) -> list[str]:
+    """The last `tail` of `lines` (all of them for None; none for 0)."""
+    return lines if tail is None else lines[len(lines) - min(tail, len(lines)):]
+
+
+def _cut(total: int, tail: int | None) -> str:
+    """What a part's heading says when --tail leaves lines out."""
+    return f" (last {tail} of {total} lines)" if tail is not None and total > tail else ""
+
+
+def _read_from(path: Path, offset: int) -> tuple[str, int]:
+    """What `path` holds past `offset`, and the offset after it (nothing for a file not there yet)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
             data = fh.read()
     except FileNotFoundError:
-        return offset
-    out.write(data.decode(errors="replace"))
-    return offset + len(data)
+        return "", offset
+    return data.decode(errors="replace"), offset + len(data)
+
+
+def _copy_new(path: Path, offset: int, out: TextIO) -> int:
+    """Write what `path` holds past `offset`; the new offset."""
+    text, offset = _read_from(path, offset)
+    out.write(text)
+    return offset
 
 
 def _follow(store: Store, target: lookup.Target, keys: dict[str, str], after_id: int, offset: int, out: TextIO) -> None:
@@ -160,8 +189,10 @@ def _follow(store: Store, target: lookup.Target, keys: dict[str, str], after_id:
         time.sleep(lookup.POLL_S)  # the dispatcher is another process; the store is polled like `status` would
 
 
-def controller_logs(ident: str, url: str, token: str | None, settings: Settings, *, follow: bool) -> int:
-    """`logs ID --controller URL`: a job's whole history (each job's, for a batch); --follow until it ends."""
+def controller_logs(ident: str, url: str, token: str | None, settings: Settings, *, follow: bool,
+                    tail: int | None = None) -> int:
+    """`logs ID --controller URL`: a job's whole history (each job's, for a batch; `tail`: its last lines);
+    --follow until it ends."""
     with client.connect(url, token, settings) as conn:
         kind, doc = client.job_or_batch(conn, ident)
         jobs = [doc] if kind == "job" else list(doc.get("jobs") or [])
@@ -169,7 +200,7 @@ def controller_logs(ident: str, url: str, token: str | None, settings: Settings,
         for job in jobs:
             if kind == "batch":
                 sys.stdout.write(f"== job {job['id']} ({job.get('filename')}): {job.get('status')} ==\n")
-            seen = _write_new(conn.logs(job["id"]), set())
+            seen = _write_new(conn.logs(job["id"]), set(), tail)
         if follow and kind == "job":
             backoff = client.Backoff(settings.controller_poll_min_s, settings.controller_poll_max_s)
             while doc.get("status") not in TERMINAL_STATUSES:
@@ -182,9 +213,10 @@ def controller_logs(ident: str, url: str, token: str | None, settings: Settings,
     return 0
 
 
-def _write_new(text: str, seen: set[str]) -> set[str]:
-    """Print the lines of `text` not printed before (the history is regrouped, not only appended)."""
+def _write_new(text: str, seen: set[str], tail: int | None = None) -> set[str]:
+    """Print the lines of `text` not printed before (the history is regrouped, not only appended); `tail`: only
+    the last of them, the others counted as seen."""
     fresh = [line for line in text.splitlines() if line not in seen]
-    sys.stdout.write("".join(line + "\n" for line in fresh))
+    sys.stdout.write("".join(line + "\n" for line in _last(fresh, tail)))
     sys.stdout.flush()
     return seen | set(fresh)

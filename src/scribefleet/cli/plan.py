@@ -107,8 +107,8 @@ def run_command(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(metavar="FILE", help="A plan: YAML, or Markdown with a ```yaml block.")],
     var: Annotated[list[str], typer.Option("--var", metavar="NAME=VALUE", help=VAR_HELP)] = [],  # noqa: B006 - typer's list default
-    state: Annotated[Optional[Path], typer.Option("--state", help="State dir (default: .scribefleet beside the plan file).")] = None,
-    slots: Annotated[Optional[int], typer.Option("--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot).")] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", parser=edge.path_value("--state"), help="State dir (default: .scribefleet beside the plan file).")] = None,
+    slots: Annotated[Optional[int], typer.Option("--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot); no more than the machine holds (memory, 2 per core, 26 per GPU), with a warning.")] = None,
     device: edge.Device = "auto",
     engine: edge.EngineName = None,
     ray_address: edge.RayAddress = None,

@@ -34,7 +34,7 @@ def serve(
     host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default SCRIBEFLEET_HOST, 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="Port (default SCRIBEFLEET_PORT, 8476)."),
     state: Optional[Path] = typer.Option(None, "--state", help="State folder (default SCRIBEFLEET_STATE_DIR, ./scribefleet-data)."),
-    slots: Optional[int] = typer.Option(None, "--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot)."),
+    slots: Optional[int] = typer.Option(None, "--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot); no more than the machine holds (memory, 2 per core, 26 per GPU), with a warning."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. cuda never falls back to the CPU."),
     engine: edge.EngineName = None,
     ray_address: edge.RayAddress = None,

@@ -25,7 +25,7 @@ from scribefleet import client
 from scribefleet.cli import edge
 from scribefleet.cli.render import write_json
 from scribefleet.errors import InputNotFound, UsageError
-from scribefleet.options import FetchOptions
+from scribefleet.options import FetchOptions, is_http_url
 from scribefleet.jobs.create import submit_file
 from scribefleet.jobs.lookup import state_dir_of
 from scribefleet.jobs.run import run_queued, start_runner
@@ -38,7 +38,7 @@ def submit(
     file: Annotated[str, typer.Argument(metavar="FILE|URL", help="One media file, or a media URL (a playlist: one job per entry).")],
     controller: Annotated[Optional[str], typer.Option("--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER; unset: the local store).")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Without a controller: folder for outputs and the state dir OUT/.scribefleet.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", parser=edge.path_value("--out"), help="Without a controller: folder for outputs and the state dir OUT/.scribefleet.")] = Path("out"),
     model: edge.Model = "tiny.en",
     language: edge.Language = None,
     task: edge.Task = "transcribe",
@@ -85,7 +85,7 @@ def submit(
                                  "--controller", controller=url)  # fmt: skip
             sent = target.model_dump(mode="json", exclude_defaults=True) if target else None
             with client.connect(url, token, settings) as conn:
-                if file.startswith(("http://", "https://")):  # the controller fetches it (its allowlist applies)
+                if is_http_url(file):  # the controller fetches it (its allowlist applies)
                     jobs = conn.create_url_job(file, options.model_dump(mode="json"), publish=sent)
                 else:
                     file_path = Path(file)
@@ -120,7 +120,7 @@ def submit(
 
 def dispatch(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="OUT folder (or its .scribefleet state dir) whose queued jobs to run.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", parser=edge.path_value("--out"), help="OUT folder (or its .scribefleet state dir) whose queued jobs to run.")] = Path("out"),
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run every queued job of a state dir until none is left (what submit starts in the background)."""

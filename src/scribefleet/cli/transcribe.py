@@ -25,7 +25,7 @@ from scribefleet.logs import setup_logging
 def transcribe(
     ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Media files, folders (recursive), globs, or http(s) URLs (media links, pages yt-dlp knows, playlists).")],
-    out: Annotated[Path, typer.Option("--out", "-o", "--output_dir", "--output-dir", help="Folder for outputs and the resumable state (OUT/.scribefleet).")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", "--output_dir", "--output-dir", parser=edge.path_value("--out"), help="Folder for outputs and the resumable state (OUT/.scribefleet).")] = Path("out"),
     model: edge.Model = "tiny.en",
     language: edge.Language = None,
     task: edge.Task = "transcribe",
@@ -53,7 +53,7 @@ def transcribe(
     engine: edge.EngineName = None,
     ray_address: edge.RayAddress = None,
     slots_per_gpu: edge.SlotsPerGpu = None,
-    slots: Annotated[Optional[int], typer.Option("--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot).")] = None,
+    slots: Annotated[Optional[int], typer.Option("--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot); no more than the machine holds (memory, 2 per core, 26 per GPU), with a warning.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every job, ignoring finished work and checkpoints.")] = False,
     stages: Annotated[Optional[str], typer.Option("--stages", help="Run these stages again (comma-separated, e.g. render or transcribe,render) for every job, finished ones too, from the other stages' checkpoints.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,

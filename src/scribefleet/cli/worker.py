@@ -32,7 +32,7 @@ def worker(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 to serve other machines)."),
     port: int = typer.Option(8477, "--port", min=0, max=65535, help="Port (seed 001's 8477)."),
     state: Path = typer.Option(DEFAULT_STATE, "--state", help="The worker's own state folder: store, uploads, outputs, logs."),
-    slots: Optional[int] = typer.Option(None, "--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot)."),
+    slots: Optional[int] = typer.Option(None, "--slots", min=1, help="Number of slots (default: one per GPU, else 1 CPU slot); no more than the machine holds (memory, 2 per core, 26 per GPU), with a warning."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. cuda never falls back to the CPU."),
     engine: edge.EngineName = None,
     ray_address: edge.RayAddress = None,

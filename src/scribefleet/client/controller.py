@@ -37,6 +37,7 @@ from scribefleet import __version__
 from scribefleet.config import Settings
 from scribefleet.errors import ControllerUnreachable, ScribefleetError, Unauthorized, UsageError
 from scribefleet.fsio import atomic_open
+from scribefleet.options import is_http_url
 from scribefleet.store.models import TERMINAL_STATUSES
 
 log = logging.getLogger("scribefleet.client")
@@ -80,7 +81,7 @@ def normalize_url(url: str) -> str:
         raise UsageError("the controller URL is empty: pass --controller URL or set SCRIBEFLEET_CONTROLLER")
     if "://" not in url:
         url = "http://" + url
-    if not url.startswith(("http://", "https://")):
+    if not is_http_url(url):
         raise UsageError(f"controller URL {url!r} is not http(s): use e.g. http://127.0.0.1:8476", url=url)
     return url
 

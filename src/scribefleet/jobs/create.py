@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 from scribefleet.config import Settings
 from scribefleet.fsio import atomic_write_json, make_dir, read_json
 from scribefleet.jobs.inputs import InputFile, check_inputs
-from scribefleet.options import Device, FetchOptions, PublishOptions, TranscribeOptions
+from scribefleet.options import Device, FetchOptions, PublishOptions, TranscribeOptions, is_http_url
 from scribefleet.pipeline.models import ResolvedModel, resolve_model
 from scribefleet.store.models import Task, TaskKind
 from scribefleet.store.store import Store, new_id
@@ -88,7 +88,7 @@ def inspect_inputs(files: list[InputFile], state_dir: Path) -> dict[Path, InputF
 def work_dir_for(state_dir: Path, path: Path | str, digest: str | None, result_key: str) -> Path:
     """The checkpoint folder of one transcription: keyed by content hash (path if unreadable, URL for a URL) +
     options key."""
-    if isinstance(path, str) and path.startswith(("http://", "https://")):
+    if isinstance(path, str) and is_http_url(path):
         ident = "url-" + hashlib.sha256(path.encode()).hexdigest()[:15]
     else:
         ident = digest[:20] if digest else "path-" + hashlib.sha256(str(path).encode()).hexdigest()[:15]
@@ -111,7 +111,7 @@ def job_extra(fetch: FetchOptions | None = None, publish: PublishOptions | None 
 def transcribe_spec(source: Path | str, display: str, work_dir: Path, outputs: dict[str, Path],
                     options: TranscribeOptions, resolved: ResolvedModel, settings: Settings) -> dict[str, Any]:
     """The runtime spec of a `transcribe` task: what a slot's handler reads. `source`: a path or a media URL."""
-    is_url = isinstance(source, str) and source.startswith(("http://", "https://"))
+    is_url = isinstance(source, str) and is_http_url(source)
     return {
         ("url" if is_url else "input_path"): str(source),
         "display": display,

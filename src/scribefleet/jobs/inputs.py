@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scribefleet.errors import InputNotFound, UrlUnsupported
-from scribefleet.options import FetchOptions, http_url_problem
+from scribefleet.options import FetchOptions, http_url_problem, is_http_url
 
 GLOB_CHARS = set("*?[")
 
@@ -103,8 +103,8 @@ def _walk(root: Path, skip: set[Path]) -> list[Path]:
 
 
 def is_url(text: str) -> bool:
-    """Whether an input names an http(s) URL rather than a path."""
-    return text.startswith(("http://", "https://"))
+    """Whether an input names an http(s) URL rather than a path (`HTTPS://` too: schemes have no case)."""
+    return is_http_url(text)
 
 
 def check_url_form(url: str) -> None:

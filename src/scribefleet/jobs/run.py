@@ -42,6 +42,7 @@ from scribefleet.pipeline.models import resolve_model
 from scribefleet.plans import Plan
 from scribefleet.store.models import Task, TaskKind, TaskState
 from scribefleet.store.store import Store
+from scribefleet.worker.budget import model_weights_mb
 from scribefleet.worker.hardware import detect_hardware, plan_slots
 
 log = logging.getLogger("scribefleet.cli")  # the name its lines have always shown ("[cli]"), which logs readers grep
@@ -55,8 +56,10 @@ def _no_watch(tasks: list[Task]) -> AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
-def slots_for(settings: Settings, device: str, slots: int | None, work: int | None = None) -> list[SlotSpec]:
-    """The slots to start for `work` tasks: `slots` of them, else one per GPU (or one CPU slot), no more than the work.
+def slots_for(settings: Settings, device: str, slots: int | None, work: int | None = None, *,
+              model_path: Path | None = None) -> list[SlotSpec]:
+    """The slots to start for `work` tasks: `slots` of them, else one per GPU (or one CPU slot), no more than the work,
+    nor than this machine holds of slots loading the model at `model_path` (worker/budget.py; None: the default's).
 
     On a cluster engine (Ray) this machine's hardware says nothing: with no `slots` the engine
     sizes itself from the cluster (an empty list), else `slots` slots of the device asked for.
@@ -68,7 +71,7 @@ def slots_for(settings: Settings, device: str, slots: int | None, work: int | No
         label = "gpu" if kind == "cuda" else "cpu"
         return [SlotSpec(f"{label}{i}", kind, cpu_threads=settings.cpu_threads or 1, labels=frozenset({label}))
                 for i in range(slots)]  # fmt: skip
-    specs = plan_slots(detect_hardware(settings), device, slots, settings)
+    specs = plan_slots(detect_hardware(settings), device, slots, settings, model_mb=model_weights_mb(model_path))
     if slots is None and work is not None:
         specs = specs[: max(1, work)]  # no point warming more slots than there is work
     return specs
@@ -142,7 +145,7 @@ def run_transcribe(inputs: list[str], out: Path, options: TranscribeOptions, set
         pending = [t for t in tasks if not t.is_terminal]
         log.info("batch %s: %d inputs, %d to do, model %s, state %s", batch_id, len(tasks), len(pending), resolved.model_id, state_dir)
         if pending:
-            specs = slots_for(settings, options.device.value, slots, len(pending))
+            specs = slots_for(settings, options.device.value, slots, len(pending), model_path=resolved.path)
             with watch(tasks):
                 run_batch(store, settings, specs, batch_id, lock=lock, listeners=listeners)
     finally:

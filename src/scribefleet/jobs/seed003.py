@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scribefleet.errors import ScribefleetError, UsageError
-from scribefleet.options import PublishOptions, TranscribeOptions, http_url_problem
+from scribefleet.options import PublishOptions, TranscribeOptions, http_url_problem, is_http_url
 from scribefleet.pipeline.publish import S3Credentials, split_s3_url
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -63,7 +63,7 @@ def parse_request(payload: Any, default_model: str) -> SeedRequest:
         raise UsageError('the job JSON needs an "input" object (seed 003\'s input contract)')
     request_id = request_id_of(payload)
     url = given.get("youtube_url") or given.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+    if not isinstance(url, str) or not is_http_url(url):
         raise UsageError("input.youtube_url must be an http(s) URL of a video or media file")
     if problem := http_url_problem(url):
         raise UsageError(f"input.youtube_url is not a well-formed URL: {problem}")

@@ -18,7 +18,12 @@ connection it makes (redirects, DNS rebinding, media a page points to).
 
 yt-dlp's errors are mapped to our codes where they enter (`_map_error`):
 YouTube's "Sign in to confirm you're not a bot" -> URL_BOT_CHECK, no media
-found -> URL_UNSUPPORTED, everything else -> DOWNLOAD_FAILED.
+found -> URL_UNSUPPORTED, everything else -> DOWNLOAD_FAILED. A URL that does
+not parse is refused before yt-dlp sees it (URL_UNSUPPORTED: a playlist's entry
+is one); one a server sends (a redirect's `Location`, a page's media link) fails
+inside urllib, urllib3 or requests with a bare ValueError (LocationParseError,
+InvalidURL) that yt-dlp passes on as it is or as a RequestError: DOWNLOAD_FAILED
+(`_malformed`), never a raw exception in a slot (INTERNAL_ERROR).
 """
 
 from __future__ import annotations
@@ -32,18 +37,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from scribefleet.errors import DownloadFailed, DownloadTooLarge, UrlBotCheck, UrlNotAllowed, UrlUnsupported, UsageError
-from scribefleet.options import FetchOptions
+from scribefleet.options import FetchOptions, http_url_problem, is_http_url
 from scribefleet.pipeline.netguard import Allowlist, GuardProxy, resolve_allowed
 
 log = logging.getLogger("scribefleet.fetch")
 
 MEDIA_STEM = "media"
 _MIB = 1024 * 1024
-
-
-def is_url(text: str) -> bool:
-    """Whether an input names an http(s) URL rather than a path."""
-    return text.startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True)
@@ -164,14 +164,33 @@ def check_url_allowed(url: str, allowlist: list[str]) -> None:
     The early refusal (before a job is made); the download itself is guarded connection by connection
     (`pipeline.netguard`). Allowlist entries are networks (`127.0.0.0/8`, `10.1.2.3`) or host names (`media.lan`).
     """
+    _check_form(url)
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UrlUnsupported(f"{url} is not an http(s) URL", url=url)
     try:
         resolve_allowed(url, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
                         Allowlist.of(allowlist))  # fmt: skip
     except DownloadFailed:
         return  # a name that does not resolve reaches nothing; its job fails with DOWNLOAD_FAILED when it runs
+
+
+def _check_form(url: str) -> None:
+    """URL_UNSUPPORTED for a URL that is no http(s) URL or does not parse (an entry of a playlist, a link of a
+    page: they were never checked where the command's own URL was)."""
+    if not is_http_url(url):
+        raise UrlUnsupported(f"{url} is not an http(s) URL", url=url)
+    if problem := http_url_problem(url):
+        raise UrlUnsupported(f"{url!r} is not a well-formed URL: {problem} - give the address of the media itself "
+                             "(copy it again)", url=url)  # fmt: skip
+
+
+def _malformed(url: str, exc: Exception) -> DownloadFailed:
+    """A malformed address met on the way (a redirect's Location, a media link of the page) as DOWNLOAD_FAILED."""
+    reason = str(exc) or type(exc).__name__
+    return DownloadFailed(
+        f"downloading {url} failed: the server led to an address that is not a valid URL ({reason}) - the link "
+        "or a redirect behind it is broken; check that the URL opens in a browser, or give the media's own address",
+        url=url, reason=reason,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -219,7 +238,9 @@ def fetch_media(url: str, dest: Path, options: FetchOptions, *, max_file_mb: int
                 on_progress: Callable[[float], None], allowlist: list[str] | None = None) -> Fetched:
     """Download `url`'s audio into `dest/media.<ext>`, continuing a `.part` an earlier run left."""
     import yt_dlp
+    from yt_dlp.networking.exceptions import RequestError
 
+    _check_form(url)
     if allowlist is not None:
         check_url_allowed(url, allowlist)  # the clear early answer; the guard below checks every connection
     dest.mkdir(parents=True, exist_ok=True)
@@ -273,6 +294,8 @@ def fetch_media(url: str, dest: Path, options: FetchOptions, *, max_file_mb: int
                 part.unlink(missing_ok=True)
             raise too_large[0] from exc
         raise (_refused(guard) or _map_error(url, exc)) from exc
+    except (RequestError, ValueError) as exc:  # urllib's ValueError, urllib3's LocationParseError, requests' InvalidURL
+        raise (_refused(guard) or _malformed(url, exc)) from exc
     if logger.too_large:
         raise DownloadTooLarge(f"{url}: {logger.too_large}; raise the download limit or pick a smaller file", url=url)
     path = downloaded(dest)

@@ -8,6 +8,12 @@ is translated here into one of the input errors of `scribefleet.errors`:
     cannot be opened or parsed           -> MediaUnreadable  MEDIA_UNREADABLE
     0 bytes, no audio stream, no samples -> MediaEmpty       MEDIA_EMPTY
 
+A MEDIA_UNREADABLE message says what the file looks like instead (`pipeline.sniff`:
+"it is a PDF document", "it starts like a WAV file, but its header is damaged"; or
+the container FFmpeg took it for), and what to do; FFmpeg's own words ("[Errno
+1094995529] Invalid data found when processing input") are kept in its details
+(`av_error`), not in the message a person reads.
+
 Of several audio streams (a film's dubs and commentary, a recording's tracks)
 the one a player or `ffmpeg -i` takes is decoded (`main_audio_stream`): the
 one marked default, then the one with most channels, then the first; a
@@ -86,10 +92,14 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        from scribefleet.pipeline.sniff import looks_like
+
+        seems = looks_like(path)
         raise MediaUnreadable(
-            f"{path.name} could not be read as audio or video ({exc}) - "
-            "check that the file is a complete media file, or convert it with ffmpeg",
+            f"{path.name} is not audio or video scribefleet can decode: {seems} - check that the file plays, "
+            "or convert it with ffmpeg (ffmpeg -i IN OUT.wav)",
             path=str(path),
+            looks_like=seems,
             av_error=str(exc),
         ) from exc
 
@@ -281,6 +291,7 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | No
         # FFmpeg falls back to guessing the format from the extension; a guess that found
         # no sample rate means the stream was never really parsed
         parsed = stream.codec_context.sample_rate > 0
+        taken_for = _taken_for(container, stream)
         chunks, error, first_s = _decode_stream(container, stream)
         lead_s = _audio_lead_s(container, first_s) if chunks else 0.0
     finally:
@@ -295,9 +306,11 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | No
     if samples.size == 0 and (error is not None or not parsed):
         reason = str(error) if error is not None else "no audio parameters could be read"
         raise MediaUnreadable(
-            f"{path.name} has an audio stream but none of it could be decoded ({reason}) - "
-            "the file is damaged, truncated or not what its extension says; re-export or re-download it",
+            f"{path.name} is not audio or video scribefleet can decode: FFmpeg took it for {taken_for}, but none of "
+            "its audio could be decoded - the file is damaged, truncated or not what its extension says; "
+            "re-export or re-download it, or convert it with ffmpeg (ffmpeg -i IN OUT.wav)",
             path=str(path),
+            looks_like=taken_for,
             av_error=reason,
         ) from error
     if samples.size == 0:
@@ -354,6 +367,14 @@ def main_audio_stream(container: av.container.InputContainer) -> av.AudioStream 
 
     decodable = [stream for stream in container.streams.audio if stream.codec_context is not None]
     return max(decodable, key=rank) if decodable else None
+
+
+def _taken_for(container: av.container.InputContainer, stream: av.AudioStream) -> str:
+    """`a FLAC file (raw FLAC, audio flac)`: the container and codec FFmpeg took a file for (perhaps guessing
+    from its extension)."""
+    long_name = container.format.long_name or container.format.name
+    codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
+    return f"{container.format.name} ({long_name}; audio codec {codec})"
 
 
 def _describe(stream: av.AudioStream) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from scribefleet.options import FetchOptions, PublishOptions, TranscribeOptions
+from scribefleet.options import FetchOptions, PublishOptions, TranscribeOptions, is_http_url
 from scribefleet.plans.variables import scalar_text
 from scribefleet.store.models import TASK_KINDS
 
@@ -169,7 +169,7 @@ def build_spec(kind: str, fields: dict[str, Any], base_dir: Path) -> dict[str, A
     if kind == "shell" and data["cwd"] is None:
         data["cwd"] = str(base_dir)
     for name in PATH_FIELDS[kind]:
-        if data.get(name) is not None and not data[name].startswith(("http://", "https://")):
+        if data.get(name) is not None and not is_http_url(data[name]):
             data[name] = absolute(data[name], base_dir)
     if kind == "aggregate" and data["inputs"] is not None:
         data["inputs"] = [absolute(p, base_dir) for p in data["inputs"]]

@@ -7,8 +7,10 @@ Nothing here raises because a driver is missing: a machine without a GPU is a
 fact, written down in `Hardware.problems` with what to do about it.
 
 `plan_slots` turns those facts and the user's `--device` / `--slots` into the
-list of `SlotSpec`s the local engine starts. Whether a GPU slot can really use
-its GPU is proven later, inside the slot (see `worker/preflight.py`).
+list of `SlotSpec`s the local engine starts, no more than the machine holds
+(`worker/budget.py`: memory, cores, GPUs; a WARNING says what was capped).
+Whether a GPU slot can really use its GPU is proven later, inside the slot
+(see `worker/preflight.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from scribefleet.config import Settings
+from scribefleet.worker.budget import DEFAULT_MODEL_MB, available_memory_mb, slot_budget, slot_memory_mb
 from scribefleet.worker.slot_spec import SlotSpec
 from scribefleet.errors import CudaUnavailable, UsageError
 from scribefleet.options import Device
@@ -312,6 +315,8 @@ def plan_slots(
     settings: Settings,
     *,
     visible_gpus: list[int] | None = None,
+    model_mb: int | None = None,
+    memory_mb: int | None = None,
 ) -> list[SlotSpec]:
     """The slots to start for `--device` and `--slots` on this hardware.
 
@@ -320,6 +325,10 @@ def plan_slots(
     raises CudaUnavailable when there is none. Slots on one GPU share its CUDA_VISIBLE_DEVICES,
     each a process with its own model instance. cpu: `slots` CPU slots (default 1). `visible_gpus` restricts the GPUs
     used (e.g. the physical indices the user allowed).
+
+    No more slots than the machine holds (`worker.budget.slot_budget`: `model_mb` is the weights of the model
+    they will load, None for the default model's; `memory_mb` the memory available, None to read it now); a cut
+    is logged as a WARNING that names what was asked, what is used and why.
     """
     try:
         device = Device(device)
@@ -338,16 +347,35 @@ def plan_slots(
             f"allowed set {visible_gpus}. Fix: allow one of them, or use --device cpu."
         )
         raise CudaUnavailable(why, problems=hw.problems)
-    if device is Device.CPU or not gpus:
-        return _cpu_plan(hw, slots or 1, settings)
+    on_gpu = device is not Device.CPU and bool(gpus)
+    n = slots or (len(gpus) * settings.slots_per_gpu if on_gpu else 1)
+    n = _within_budget(hw, n, gpus if on_gpu else None, settings, model_mb, memory_mb)
+    if not on_gpu:
+        return _cpu_plan(hw, n, settings)
     per_gpu = settings.slots_per_gpu
-    n = slots or len(gpus) * per_gpu
     threads = settings.cpu_threads or max(1, hw.cpu_cores // n)
     return [
         SlotSpec(name=_gpu_slot_name(i, gpus[i % len(gpus)], i // len(gpus), per_gpu), device="cuda",
                  gpu_index=gpus[i % len(gpus)], cpu_threads=threads, labels=frozenset({"gpu"}))
         for i in range(n)
     ]
+
+
+def _within_budget(hw: Hardware, n: int, gpus: list[int] | None, settings: Settings, model_mb: int | None,
+                   memory_mb: int | None) -> int:
+    """`n` slots, or as many as the machine holds (said in a WARNING); `gpus`: the GPUs of a GPU plan, else None."""
+    device = "cuda" if gpus is not None else "cpu"
+    weights = model_mb or DEFAULT_MODEL_MB
+    by_index = {g.index: g.memory_total_mb for g in hw.gpus}
+    budget = slot_budget(
+        n, device=device, cpu_cores=hw.cpu_cores, model_mb=weights,
+        gpu_memory_mb=[by_index.get(i, 0) for i in gpus] if gpus is not None else None,
+        memory_mb=memory_mb if memory_mb is not None else available_memory_mb(),
+        slot_mb=slot_memory_mb(device, weights, settings.slot_memory_mb),
+    )  # fmt: skip
+    if budget.capped:
+        log.warning("%s", budget.warning())
+    return budget.used
 
 
 def _gpu_slot_name(i: int, gpu_index: int, nth: int, per_gpu: int) -> str:
