@@ -160,3 +160,18 @@ def test_status_after_kill_9_says_the_running_task_is_interrupted_and_changes_no
 
     # a read-only look: the task stays as the killed run left it, for the next run to recover
     assert store.task(blocker["id"]).state.value == "running" and len(store.events()) == events_before
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_with_exit_143(tmp_path: Path) -> None:
+    """SIGTERM (`kill`, a service manager, a container stopping) ended a run at once: no message, exit -15,
+    its task left `running` for the next run. It is now handled as Ctrl-C is: slots stopped, task queued."""
+    run = start_blocked_run(tmp_path)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "terminated (SIGTERM): what finished is recorded; run the same " \
+        "command again to resume" and "Traceback" not in stderr, stderr  # fmt: skip
+    assert exits_within(int((tmp_path / "blocker.pid").read_text()), 10), "the slot's command outlived the run"
+    store = store_of(tmp_path / ".scribefleet")
+    blocker = next(t for t in store.tasks() if t.key == "blocker")
+    assert blocker.is_queued and "recovered" in [e.type for e in store.events(task_id=blocker.id)]
