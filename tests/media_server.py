@@ -8,7 +8,9 @@ so a test can interrupt a download part way. `redirect(path, location)` answers
 302; `MediaServer(host="127.0.0.2")` listens on another loopback address (the
 network guard's tests tell two loopback servers apart by it). `stream(path,
 head, chunk)` answers like a live radio stream: no Content-Length, `head`
-then `chunk` again and again until the client hangs up.
+then `chunk` again and again until the client hangs up. `gate(path, after=n)`
+holds every request for `path` but the first `n` (after recording it) until
+the Event it returns is set.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class MediaServer:
         self.redirects: dict[str, str] = {}
         self.streams: dict[str, tuple[bytes, bytes, str]] = {}
         self.requests: list[tuple[str, str, str | None]] = []
+        self.gates: dict[str, tuple[threading.Event, int]] = {}
         self.chunk_delay_s = 0.0
         server = self
 
@@ -38,6 +41,10 @@ class MediaServer:
                 path = self.path.split("?", 1)[0]
                 rng = self.headers.get("Range")
                 server.requests.append((self.command, path, rng))
+                if path in server.gates:
+                    gate, after = server.gates[path]
+                    if sum(p == path for _, p, _ in server.requests) > after:
+                        gate.wait(120)
                 if path in server.redirects:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[path])
@@ -101,6 +108,11 @@ class MediaServer:
     def stream(self, path: str, head: bytes, chunk: bytes, content_type: str) -> str:
         self.streams[path] = (head, chunk, content_type)
         return self.url + path
+
+    def gate(self, path: str, after: int = 0) -> threading.Event:
+        """Hold the requests for `path` after the first `after` until the returned Event is set."""
+        self.gates[path] = (threading.Event(), after)
+        return self.gates[path][0]
 
     def redirect(self, path: str, location: str) -> str:
         self.redirects[path] = location

@@ -21,7 +21,7 @@ def test_whisper_booleans_become_flags() -> None:
 def test_one_exit_code_rule() -> None:
     assert edge.exit_code_of(UsageError("x")) == 2 and edge.exit_code_of(FeatureUnavailable("x")) == 2
     assert edge.exit_code_of(InputNotFound("x")) == 1
-    assert edge.exit_code_of(KeyboardInterrupt()) == 130
+    assert edge.exit_code_of(KeyboardInterrupt()) == 130 and edge.exit_code_of(edge.Terminated()) == 143
 
 
 def test_settings_are_built_once_per_invocation() -> None:

@@ -158,3 +158,48 @@ def test_ctrl_c_exits_130_with_a_hint_and_loses_nothing(tmp_path: Path) -> None:
     assert exits_within(int((tmp_path / "blocker.pid").read_text()), 10), "the slot's command outlived the run"
     store = store_of(tmp_path / ".scribefleet")
     assert not any(t.is_terminal for t in store.tasks() if t.key in ("blocker", "waiter")), "nothing was lost or ended"
+
+
+def test_status_after_kill_9_says_the_running_task_is_interrupted_and_changes_nothing(tmp_path: Path) -> None:
+    """`kill -9` of a run left its task `running` in the store, and `status` said running (its elapsed time
+    growing) until the next run. No process holds the folder then: status says so, and writes nothing."""
+    run = start_blocked_run(tmp_path)
+    live = json.loads(run_cli("status", str(tmp_path), "--json").stdout)
+    (blocker,) = [j for j in live["jobs"] if j["name"] == "blocker"]
+    assert blocker["state"] == "running" and "interrupted" not in blocker, blocker
+    run.send_signal(signal.SIGKILL)
+    run.communicate(timeout=60)
+    assert exits_within(int((tmp_path / "blocker.pid").read_text()), 10), "the slot's command outlived the run"
+    store = store_of(tmp_path / ".scribefleet")
+    events_before = len(store.events())
+
+    shown = json.loads(run_cli("status", str(tmp_path), "--json").stdout)
+    jobs = {j["name"]: j for j in shown["jobs"]}
+    message = "interrupted: no run holds this folder; rerun to resume"
+    assert jobs["blocker"]["state"] == "running" and jobs["blocker"]["interrupted"] is True, jobs["blocker"]
+    assert jobs["blocker"]["message"] == message and jobs["blocker"]["eta_s"] is None
+    assert jobs["waiter"]["state"] == "queued" and "interrupted" not in jobs["waiter"]
+    line = run_cli("status", "blocker", "--state", str(tmp_path)).stdout
+    assert f"blocker: running ({message})" in line, line
+    table = run_cli("status", str(tmp_path), env={"COLUMNS": "250"}).stdout  # wide enough not to fold it
+    assert f"running ({message})" in table, table
+    elapsed = jobs["blocker"]["elapsed_s"]
+    assert json.loads(run_cli("status", blocker["id"], "--state", str(tmp_path), "--json").stdout)["elapsed_s"] == elapsed
+
+    # a read-only look: the task stays as the killed run left it, for the next run to recover
+    assert store.task(blocker["id"]).state.value == "running" and len(store.events()) == events_before
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_with_exit_143(tmp_path: Path) -> None:
+    """SIGTERM (`kill`, a service manager, a container stopping) ended a run at once: no message, exit -15,
+    its task left `running` for the next run. It is now handled as Ctrl-C is: slots stopped, task queued."""
+    run = start_blocked_run(tmp_path)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "terminated (SIGTERM): what finished is recorded; run the same " \
+        "command again to resume" and "Traceback" not in stderr, stderr  # fmt: skip
+    assert exits_within(int((tmp_path / "blocker.pid").read_text()), 10), "the slot's command outlived the run"
+    store = store_of(tmp_path / ".scribefleet")
+    blocker = next(t for t in store.tasks() if t.key == "blocker")
+    assert blocker.is_queued and "recovered" in [e.type for e in store.events(task_id=blocker.id)]

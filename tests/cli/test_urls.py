@@ -257,3 +257,72 @@ def test_a_url_with_its_scheme_in_capitals_is_a_url(media: MediaServer, tmp_path
     job = json.loads(proc.stdout)["jobs"][0]
     assert job["state"] == "complete" and job["input"] == url
     assert wer(TEXTS["en01.wav"], json.loads((out / "fox.json").read_text())["text"]) <= 0.3
+
+
+def test_a_batch_killed_while_the_controller_makes_its_url_job_resumes_without_a_second_job(
+    media: MediaServer, tmp_path: Path
+) -> None:
+    """`kill -9` of `batch` after the controller took its POST /api/jobs {"url"} but before the answer reached
+    the state file: the resumed run sent the URL again and the controller ran it twice (an upload's job was
+    found by its file name; a URL's was not). The runner now saves an Idempotency-Key before the request and
+    sends the same key again; the controller answers it with the job the first request made."""
+    import signal
+    import time
+
+    import httpx
+
+    from cli.test_batch import TOKEN, RunningController, client_env, free_port
+
+    port = free_port()
+    env = {**os.environ, "SCRIBEFLEET_HOST": "127.0.0.1", "SCRIBEFLEET_PORT": str(port),
+           "SCRIBEFLEET_STATE_DIR": str(tmp_path / "controller"), "SCRIBEFLEET_API_TOKENS": TOKEN,
+           "SCRIBEFLEET_URL_ALLOWLIST": '["127.0.0.1"]'}  # fmt: skip
+    ctl = RunningController(f"http://127.0.0.1:{port}", tmp_path / "controller", env, tmp_path / "serve.log")
+    ctl.start()
+    url = media.add("/held.html", PAGE, "text/html")
+    held = media.gate("/held.html", after=1)  # the runner reads the page itself first; the controller's read waits
+    out = tmp_path / "out"
+    args = ["batch", "-i", url, "--controller", ctl.url, "-f", "txt", "-o", str(out)]
+    try:
+        runner = subprocess.Popen([*CLI, *args], env=client_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        give_up = time.monotonic() + 120
+        while sum(p == "/held.html" for _, p, _ in media.requests) < 2:  # the controller, inside the POST
+            assert time.monotonic() < give_up and runner.poll() is None, runner.stderr.read() if runner.stderr else ""
+            time.sleep(0.05)
+        runner.send_signal(signal.SIGKILL)
+        runner.communicate(timeout=30)
+        state = json.loads((out / "batch_state.json").read_text())
+        asked = state["files"][url]
+        assert asked["status"] == "pending" and not asked.get("jobId"), asked  # the window: asked, not recorded
+        held.set()  # the controller finishes the request nobody waits for any more
+        batch = f"/api/batches/{state['batchId']}"
+        while not ctl.api(batch)["jobs"]:
+            assert time.monotonic() < give_up, "the controller never made the job"
+            time.sleep(0.05)
+
+        resumed = run_cli(*args, "--json", env=client_env())
+        assert resumed.returncode == 0, resumed.stderr
+        jobs = ctl.api(batch)["jobs"]
+        assert len(jobs) == 1, f"the URL was submitted twice: {jobs}"
+        done = json.loads(resumed.stdout)["files"][url]
+        assert done["jobId"] == jobs[0]["id"] and done["status"] == "complete" and done["downloaded"]
+        assert wer(TEXTS["en01.wav"], next(out.glob("*.txt")).read_text()) <= 0.3
+
+        # the same request again (a client that lost the answer) is answered with that job, nothing new
+        assert asked["idempotencyKey"] == done["idempotencyKey"]
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        again = httpx.post(f"{ctl.url}/api/jobs", headers={**auth, "Idempotency-Key": asked["idempotencyKey"]},
+                           json={"url": url, "batchId": state["batchId"]}, timeout=60)  # fmt: skip
+        assert again.status_code == 200 and again.json()["id"] == jobs[0]["id"], again.text
+        # a playlist without a batchId: its own batch, and every entry's job again for the same key
+        two = {"url": media.url + "/two.html", "options": {"formats": "txt"}}
+        first = httpx.post(f"{ctl.url}/api/jobs", headers={**auth, "Idempotency-Key": "two-1"}, json=two, timeout=60)
+        second = httpx.post(f"{ctl.url}/api/jobs", headers={**auth, "Idempotency-Key": "two-1"}, json=two, timeout=60)
+        assert (first.status_code, second.status_code) == (201, 200), second.text
+        assert [j["id"] for j in first.json()["jobs"]] == [j["id"] for j in second.json()["jobs"]]
+        assert len(first.json()["jobs"]) == 2 and len(ctl.api(f"/api/batches/{first.json()['batchId']}")["jobs"]) == 2
+        other = httpx.post(f"{ctl.url}/api/jobs", headers={**auth, "Idempotency-Key": "two-2"}, json=two, timeout=60)
+        assert other.status_code == 201 and other.json()["batchId"] != first.json()["batchId"]
+    finally:
+        held.set()
+        ctl.stop()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -105,3 +109,87 @@ def test_a_cancel_while_a_dispatcher_runs_is_left_to_it(fleet: Fleet) -> None:
     assert fleet.task("target").is_queued and [t for _, t in fleet.store.pending_cancels()] == [target]
     fleet.run(slots=1)  # the next dispatcher applies it before running anything
     assert fleet.task("target").state is TaskState.CANCELED
+
+
+HOLD_PLAN = """
+tasks:
+  - id: hold
+    kind: shell
+    run: |
+      exec 9>>hold.lock
+      flock -n 9 || { echo overlap >> runs.txt; exit 3; }
+      if [ -e marker ]; then echo again >> runs.txt; exit 0; fi
+      touch marker; echo first >> runs.txt; echo up > up.fifo; sleep 60
+  - id: after
+    kind: shell
+    needs: [hold]
+    run: echo after >> runs.txt
+"""
+
+
+
+def test_a_run_waiting_for_the_lock_gets_it_only_once_the_stopped_runs_slots_are_gone(tmp_path: Path) -> None:
+    """Two real runs on one state dir. The first is Ctrl-C'd while its slot runs `hold` (the slot ends only at
+    its 5 s stop timeout); `scribefleet dispatch`, waiting for the state dir's lock, took it as the first run's
+    dispatcher returned, before its slots had stopped, and ran `hold` again beside the old copy (`overlap`:
+    the command's own flock was still held). The lock now goes once the slots are gone and `hold` is queued."""
+    cli = [sys.executable, "-m", "scribefleet.cli.main"]
+    env = {**os.environ, "SCRIBEFLEET_SHELL_ALLOW_ALL": "1"}
+    (tmp_path / "plan.yaml").write_text(HOLD_PLAN.lstrip())
+    os.mkfifo(tmp_path / "up.fifo")
+    state = tmp_path / ".scribefleet"
+    first = subprocess.Popen([*cli, "plan", "run", str(tmp_path / "plan.yaml")], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    second = None
+    try:
+        fd = os.open(tmp_path / "up.fifo", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert select.select([fd], [], [], 120)[0], "hold never started"
+        finally:
+            os.close(fd)
+        second = subprocess.Popen([*cli, "dispatch", "--out", str(state)], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        log = state / "logs" / "scribefleet.log"
+        give_up = time.monotonic() + 60
+        while f"runner: waiting for pid {first.pid}" not in log.read_text():  # polling the lock, every 0.5 s
+            assert time.monotonic() < give_up and second.poll() is None, "the second run is not waiting for the lock"
+            time.sleep(0.1)
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=60)
+        assert first.returncode == 130, err
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert (tmp_path / "runs.txt").read_text().split() == ["first", "again", "after"]
+    with Store.open(state) as store:
+        hold = next(t for t in store.tasks() if t.key == "hold")
+        types = [e.type for e in store.events(task_id=hold.id)]
+    assert hold.is_complete and types.count("dispatched") == 2 and types.count("recovered") == 1, types
+
+
+def test_is_held_only_looks_and_its_probe_never_refuses_a_run(tmp_path: Path) -> None:
+    """`status` asks whether a live process holds the state dir: without making the lock file, and the shared
+    lock of its probe (an instant) is waited out by a run that starts then, not refused as STATE_LOCKED."""
+    import fcntl
+    import threading
+
+    state = tmp_path / "state"
+    state.mkdir()
+    looker = DispatcherLock(state)
+    assert not looker.is_held() and not (state / "dispatcher.lock").exists()
+    run = DispatcherLock(state)
+    run.acquire()
+    assert looker.is_held()
+    run.release()
+    assert not looker.is_held()
+
+    probe = os.open(state / "dispatcher.lock", os.O_RDONLY)  # another status, caught mid-probe
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.05, os.close, args=(probe,)).start()
+    run.acquire()
+    assert run.held and looker.is_held()
+    run.release()

@@ -301,3 +301,38 @@ def test_ctrl_c_leaves_the_job_queued_not_running_and_the_rerun_finishes_it(
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert wer(reference, (out / f"{wav.stem}.txt").read_text()) <= 0.2
+
+
+def test_sigterm_stops_a_ray_run_as_ctrl_c_does_exit_143_and_the_job_is_queued(
+    ray_cluster, tmp_path: Path, real_speech: dict[str, tuple[Path, str]]  # noqa: ANN001
+) -> None:
+    """SIGTERM to a run on the Ray engine printed Ray's native stack dump and exited 15 (ray.init's own
+    handler), its job left `running`. It is now stopped as Ctrl-C stops it: one line, exit 143, job queued."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    wav, _ = real_speech["sonnet001"]
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "scribefleet"]
+    args = [*cli, "transcribe", str(wav), "-o", str(out), "-f", "txt", "--engine", "ray", "--ray-address",
+            ray_cluster.cluster.address, "--slots", "1", "--device", "cpu", "--batch-size", "1"]  # fmt: skip
+    env = {**os.environ, "SCRIBEFLEET_CPU_THREADS": "1", "HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        lines.append(line)
+        if "loaded model tiny.en" in line:  # its slot is transcribing
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=120)
+    said = "".join(lines) + rest
+    assert proc.returncode == 143, said
+    assert rest.strip().splitlines()[-1] == "terminated (SIGTERM): what finished is recorded; run the same " \
+        "command again to resume", said  # fmt: skip
+    assert "SIGTERM received" not in said and "Traceback" not in said and "***" not in said, said
+    shown = subprocess.run([*cli, "status", "--state", str(out), "--json"], capture_output=True, text=True, timeout=120)
+    (job,) = json.loads(shown.stdout)["jobs"]
+    assert job["state"] == "queued", job

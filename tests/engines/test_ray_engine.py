@@ -201,3 +201,37 @@ def test_a_slot_no_node_has_room_for_is_given_up_saying_so(tmp_path: Path, setti
         assert not (tmp_path / "state" / "logs" / "slot-cpu0.log").exists()
     finally:
         engine.stop()
+
+
+def test_stop_returns_once_the_actors_and_what_their_tasks_started_are_gone(
+    tmp_path: Path, settings: Settings, ray_cluster  # noqa: ANN001
+) -> None:
+    """stop() asked a killed actor once whether it was dead and went on when that call was still answered
+    (the kill is asynchronous), and a busy slot's commands (the actor's own process group) outlived it. Now
+    it kills those commands and returns once each actor is reported dead and its process has exited."""
+    from ray.exceptions import RayActorError
+
+    import ray
+
+    settings = settings.model_copy(update={"shell_allow_all": True})
+    engine = make_engine("ray", settings, tmp_path / "state", [SlotSpec("cpu0", "cpu"), SlotSpec("cpu1", "cpu")])
+    assert isinstance(engine, RayEngine)
+    os.mkfifo(tmp_path / "up.fifo")
+    engine.start()
+    try:
+        give_up = time.monotonic() + 120
+        while not all(h.status is SlotStatus.IDLE for h in engine.slots):
+            assert time.monotonic() < give_up, [h.status for h in engine.slots]
+            engine.poll(1.0)
+        engine.assign("cpu0", shell("t1", "sleep 300 & echo $! > up.fifo; wait", tmp_path))
+        with open(tmp_path / "up.fifo") as fifo:
+            sleeper = int(fifo.read().strip())
+        actors = {h.name: (h.actor, h.pid) for h in engine.slots}
+    finally:
+        engine.stop(timeout_s=0.5)
+    assert exits_within(sleeper, 0.0), "the busy slot's command outlived stop()"
+    for name, (actor, pid) in actors.items():
+        assert exits_within(pid, 0.0), f"the actor of {name} (pid {pid}) outlived stop()"
+        with pytest.raises(RayActorError):
+            ray.get(actor.ping.remote(), timeout=30)
+    assert all(h.status is SlotStatus.DEAD for h in engine.slots)

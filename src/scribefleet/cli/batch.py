@@ -4,7 +4,8 @@ The work is `jobs.remote.run_remote_batch` (upload, poll, download, with the
 state file `batch_state.json` that makes a re-run resume); this module parses
 the flags and prints the summary.
 
-Exit codes: 0 every file complete; 1 any failed (or the controller stayed away); 2 usage; 130 interrupted.
+Exit codes: 0 every file complete; 1 any failed (or the controller stayed away); 2 usage; 130 interrupted
+(Ctrl-C); 143 terminated (SIGTERM): the state file is saved either way.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 Exit codes, for every command: 0 all done; 1 a job (or the run) failed; 2 a
 usage or options error (INVALID_OPTIONS, FEATURE_UNAVAILABLE, a bad flag);
-130 interrupted (Ctrl-C), with a hint to run the same command again to resume.
+130 interrupted (Ctrl-C), with a hint to run the same command again to resume;
+143 terminated (SIGTERM, which a command's body takes as it takes Ctrl-C:
+`Terminated` is a KeyboardInterrupt, so a run stops its slots and queues
+their tasks again, and the batch runner saves its state).
 
 Settings are built once per invocation (`settings_of(ctx)`) and passed down.
 The transcribe options (`--model`, `--language`, ...) are declared once here
@@ -15,7 +18,10 @@ input file named True.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -29,6 +35,7 @@ from scribefleet.errors import ScribefleetError, UsageError
 from scribefleet.options import FORMATS, FetchOptions, PublishOptions, TranscribeOptions
 
 INTERRUPTED = 130
+TERMINATED = 143  # 128 + SIGTERM: what a shell reports of a process SIGTERM ended
 TOKEN_HELP = "API token (default: SCRIBEFLEET_TOKEN)."
 
 
@@ -90,8 +97,39 @@ def pick_controller(controller: str | None, state: Path | None, settings: Settin
     return controller or (None if state is not None else settings.controller)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a command's body: handled as Ctrl-C is (every `except KeyboardInterrupt` stops its work
+    the same way), told apart only by its message and exit code."""
+
+
+class SigtermCatcher:
+    """SIGTERM's handler during a command's body: raises Terminated, and remembers that it did (Ray turns an
+    exception a signal handler raises inside its calls into a plain KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received = True
+        raise Terminated()
+
+    @contextmanager
+    def installed(self) -> Iterator[SigtermCatcher]:
+        """Within it, SIGTERM raises Terminated in the main thread (elsewhere, and afterwards, as before)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        before = signal.signal(signal.SIGTERM, self)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, before)
+
+
 def exit_code_of(err: BaseException) -> int:
     """The one exit-code rule."""
+    if isinstance(err, Terminated):
+        return TERMINATED
     if isinstance(err, KeyboardInterrupt):
         return INTERRUPTED
     return 2 if isinstance(err, UsageError) else 1
@@ -103,14 +141,20 @@ def render_error(err: ScribefleetError, console: Console | None = None) -> None:
 
 
 def run(body: Callable[[], int], *, resume_hint: str = "what finished is recorded; run the same command again to resume") -> NoReturn:
-    """Run a command's body and exit with its code; errors rendered and coded by the one rule."""
+    """Run a command's body and exit with its code; errors rendered and coded by the one rule. SIGTERM stops
+    the body as Ctrl-C does."""
+    sigterm = SigtermCatcher()
     try:
-        code = body()
+        with sigterm.installed():
+            code = body()
     except ScribefleetError as err:
         render_error(err)
         code = exit_code_of(err)
     except KeyboardInterrupt as err:
-        stderr_console().print(f"interrupted: {resume_hint}")
+        if sigterm.received:
+            err = Terminated()
+        said = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        stderr_console().print(f"{said}: {resume_hint}")
         code = exit_code_of(err)
     raise typer.Exit(code)
 

@@ -3,7 +3,7 @@
 Each command lives in its own module and only parses flags, calls jobs/ (or
 the controller client), prints and picks the exit code by the one rule of
 cli/edge.py: 0 all done; 1 a job (or the run) failed; 2 usage or options
-error; 130 interrupted.
+error; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def jobs_table(title: str, views: list[TaskView]) -> Table:
         table.add_column(col, overflow="fold")
     for v in views:
         err = f"{v.error_code}: {v.error_message}" if v.error_code else ""
-        table.add_row(v.id, v.name, v.status, v.stage or "", str(v.attempts), err, "\n".join(v.outputs.values()))
+        table.add_row(v.id, v.name, v.shown_status, v.stage or "", str(v.attempts), err, "\n".join(v.outputs.values()))
     return table
 
 
@@ -69,5 +69,6 @@ def job_line(view: TaskView) -> str:
     if where and view.elapsed_s is not None:
         where += f", elapsed {clock(view.elapsed_s)}, ETA {clock(view.eta_s)}"
     error = f" [{view.error_code}] {view.error_message}" if view.error_code else ""
-    waiting = f" - {view.message}" if view.message and not view.is_terminal else ""  # why it is not running yet
-    return f"{view.id}  {view.name}: {view.status}{waiting}{where}{error} (attempts {view.attempts})"
+    # why it is not running yet (an interrupted one says why in its status)
+    waiting = f" - {view.message}" if view.message and not view.is_terminal and not view.interrupted else ""
+    return f"{view.id}  {view.name}: {view.shown_status}{waiting}{where}{error} (attempts {view.attempts})"

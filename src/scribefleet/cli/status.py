@@ -20,7 +20,7 @@ from scribefleet.cli import edge
 from scribefleet.cli.render import job_line, jobs_table, write_json
 from scribefleet.config import Settings
 from scribefleet.errors import UsageError
-from scribefleet.jobs.lookup import find_target, open_store
+from scribefleet.jobs.lookup import find_target, nobody_runs, open_store
 from scribefleet.jobs.views import TaskView, task_view
 
 def status(
@@ -59,7 +59,9 @@ def show_status(where: Path, *, batch_id: str | None, json_out: bool) -> int:
         events: dict[str | None, list] = {}
         for event in store.events(batch_id) if batch_id else []:
             events.setdefault(event.task_id, []).append(event)
-        views = [task_view(t, events.get(t.id, [])) for t in store.tasks(batch_id=batch_id)] if batch_id else []
+        tasks = store.tasks(batch_id=batch_id) if batch_id else []
+        orphaned = any(t.is_running for t in tasks) and nobody_runs(store)  # after the read: a run may start
+        views = [task_view(t, events.get(t.id, []), orphaned=orphaned) for t in tasks]
         state_dir = store.state_dir
     if json_out:
         write_json({"batch_id": batch_id, "state_dir": str(state_dir), "jobs": [v.as_json() for v in views]})
@@ -74,7 +76,8 @@ def show_job(state: Path, ident: str, *, json_out: bool) -> int:
         target = find_target(store, ident)
         if target.task is None:
             return show_status(state, batch_id=target.batch.id, json_out=json_out)
-        view = task_view(target.task, store.events(task_id=target.task.id))
+        orphaned = target.task.is_running and nobody_runs(store)
+        view = task_view(target.task, store.events(task_id=target.task.id), orphaned=orphaned)
         state_dir = store.state_dir
     _print_job(view, json_out, state_dir=str(state_dir))
     return 0

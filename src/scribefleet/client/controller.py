@@ -13,8 +13,10 @@ What is retried (at most `retries` times per request):
 * connect errors: the request never reached the controller;
 * 429 and 503: the controller did not take the request;
 * other 5xx, timeouts and dropped connections: only requests that are safe
-  to repeat (reads, cancel, uploads). Creating a job or a batch is not sent
-  again after those, because the first attempt may already have created it.
+  to repeat (reads, cancel, uploads, and creating a job with an
+  `Idempotency-Key`, which the controller answers with the job the first
+  attempt made). Creating a batch, or a job without a key, is not sent again
+  after those, because the first attempt may already have created it.
 
 A controller still unreachable after the retries raises ControllerUnreachable
 (retryable): a caller with its own patience, like the batch runner, waits
@@ -159,8 +161,10 @@ class ControllerClient:
         return self._call(send, f"upload of {path.name}", safe=True).json()
 
     def create_job(self, upload_id: str, options: dict[str, Any], batch_id: str | None = None, *,
-                   remote: bool = False, publish: dict[str, Any] | None = None) -> dict[str, Any]:
-        """POST /api/jobs: a transcription job of an upload (on a remote worker when `remote`); returns the job."""
+                   remote: bool = False, publish: dict[str, Any] | None = None,
+                   idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /api/jobs: a transcription job of an upload (on a remote worker when `remote`); returns the job.
+        `idempotency_key`: the same key again answers the job the first request made."""
         body: dict[str, Any] = {"uploadId": upload_id, "options": options}
         if batch_id:
             body["batchId"] = batch_id
@@ -168,19 +172,26 @@ class ControllerClient:
             body["publish"] = publish
         if remote:
             body["remote"] = True
-        return self._call(lambda: self._http.post("/api/jobs", json=body), "creating a job", safe=False).json()
+        return self._create_job(body, idempotency_key)
 
     def create_url_job(self, url: str, options: dict[str, Any], batch_id: str | None = None, *,
-                       publish: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                       publish: dict[str, Any] | None = None, idempotency_key: str | None = None) -> list[dict[str, Any]]:
         """POST /api/jobs {"url"}: the controller fetches the media; one job, or one per entry of a playlist
-        (`publish`: also upload the outputs to S3 with the controller's AWS settings)."""
+        (`publish`: also upload the outputs to S3 with the controller's AWS settings). `idempotency_key`: the
+        same key again answers the job(s) the first request made, nothing new."""
         body: dict[str, Any] = {"url": url, "options": options}
         if batch_id:
             body["batchId"] = batch_id
         if publish:
             body["publish"] = publish
-        job = self._call(lambda: self._http.post("/api/jobs", json=body), "creating a job", safe=False).json()
+        job = self._create_job(body, idempotency_key)
         return job.get("jobs") or [job]
+
+    def _create_job(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+        """POST /api/jobs; with an Idempotency-Key it is safe to send again after a timeout or a 5xx."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        send = lambda: self._http.post("/api/jobs", json=body, headers=headers)  # noqa: E731
+        return self._call(send, "creating a job", safe=idempotency_key is not None).json()
 
     def job(self, job_id: str) -> dict[str, Any]:
         """GET /api/jobs/{id}."""

@@ -79,7 +79,8 @@ class Dispatcher:
         """Dispatch until the queue is idle (burst) or stop() is called.
 
         With `batch_id`, only that batch's tasks are run (cancel requests are
-        honoured for any). The engine is started here; its owner stops it.
+        honoured for any). The engine is started here, and stopped here before
+        the lock goes (`_wind_down`); its owner may stop it again.
         """
         self.lock.acquire()
         try:
@@ -90,7 +91,21 @@ class Dispatcher:
             self._loop(burst)
             log.info(self._monitor_line())
         finally:
-            self.lock.release()
+            try:
+                self._wind_down()
+            finally:
+                self.lock.release()
+
+    def _wind_down(self) -> None:
+        """Stop every slot, then put the tasks they were running back in the queue, all before the lock goes:
+        a run that takes the state dir next (it may be waiting for it) recovers and dispatches those tasks, and
+        must not while a slot of this run still runs one (a Ctrl-C's slots take up to their stop timeout)."""
+        left = len(self._running)
+        self.engine.stop()
+        if left:
+            log.info("run stopped with %d task(s) running; their slots are stopped, the tasks queued again", left)
+        self._running.clear()
+        self.book.recover()  # rows still running are this run's (the lock is held): queued, the attempt not counted
 
     def cancel(self, target_id: str) -> None:
         """Ask for a batch or task to be canceled; safe from any thread.

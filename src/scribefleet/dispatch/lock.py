@@ -4,15 +4,22 @@ Races are designed out, not locked around (seed 000's brain raced its own
 workers): only the holder of this lock changes task state. The kernel drops
 the lock when its holder dies, however it dies, so a `kill -9` leaves nothing
 to clean up; the file keeps the holder's pid so the refusal can name it.
+`is_held()` asks whether a live process holds it, without taking it for more
+than an instant and without writing (what a read-only `status` needs).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from scribefleet.errors import StateLocked
+
+
+#: how long acquire() tries again before it refuses: `is_held()` of another process holds a shared lock that long
+PROBE_GRACE_S = 0.2
 
 
 class PidLock:
@@ -34,7 +41,7 @@ class PidLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # close-on-exec: slots never inherit it
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_patiently(fd, fcntl.LOCK_EX)
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
@@ -46,6 +53,23 @@ class PidLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def is_held(self) -> bool:
+        """Whether a live process (this one included) holds the lock. Read-only: a missing file is not made
+        (nobody holds it), and the probe is a shared lock of an instant, which `acquire()` waits out."""
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # drops the probe's shared lock, if it got one
+        return False
 
     def release(self) -> None:
         if self._fd is None:
@@ -67,3 +91,17 @@ class DispatcherLock(PidLock):
 
     def __init__(self, state_dir: Path) -> None:
         super().__init__(Path(state_dir) / "dispatcher.lock", f"is already running tasks from {state_dir}")
+
+
+def _flock_patiently(fd: int, kind: int) -> None:
+    """flock(fd, kind) without blocking, tried again for PROBE_GRACE_S (another process's `is_held()`
+    probe); BlockingIOError when it is still held then."""
+    give_up = time.monotonic() + PROBE_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= give_up:
+                raise
+            time.sleep(0.01)

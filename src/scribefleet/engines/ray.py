@@ -20,9 +20,17 @@ dispatcher re-queues the task (attempt + 1) and restarts the slot, which makes
 a new actor (Ray's own actor restarts are off: one owner decides). `kill()` -
 for cancel and timeouts - first has the actor SIGKILL every command its task
 started (the actor leads its own process group) and waits until they are
-gone, then kills the actor and waits until Ray reports it dead; a queued call
-would still run after `ray.cancel`, so nothing relies on it. Events of a
-killed actor that arrive later are dropped.
+gone, then kills the actor and waits until it is gone: a call to it fails (one
+made just after the kill may still be answered, so it asks again) and, where
+it ran on this machine, its process has exited, so a new actor on its GPU
+never meets the old one's memory. `stop()` lets a running task end for up to
+its timeout, then does the same to every slot. A queued call would still run
+after `ray.cancel`, so nothing relies on it. Events of a killed actor that
+arrive later are dropped.
+
+`ray.init` makes SIGTERM exit the process at once (its handler calls
+`sys.exit`, and its core worker prints a native stack dump): the handler the
+process had before (the CLI's, which stops a run as Ctrl-C does) is put back.
 
 With no slots given, the engine uses the cluster's resources: one slot per
 GPU, else one CPU slot per node, and it adds slots when the cluster grows.
@@ -227,6 +235,7 @@ class RayEngine(Engine):
         if ray.is_initialized():
             return
         address = self.settings.ray_address
+        sigterm = signal.getsignal(signal.SIGTERM)
         try:
             _probe(address)  # ray.init retries a dead address for minutes, printing only warnings
             ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -240,6 +249,7 @@ class RayEngine(Engine):
                 ray_address=address,
             ) from exc
         self._owns_ray = True
+        _give_back(signal.SIGTERM, sigterm)
         log.info("connected to the Ray cluster: %s", ray.cluster_resources())
 
     def _warn_of_too_little_room(self) -> None:
@@ -324,10 +334,12 @@ class RayEngine(Engine):
         return f" on the Ray cluster; see {self.state_dir / 'logs' / f'slot-{name}.log'} and the Ray dashboard"
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Let running tasks end for up to `timeout_s` (their messages are dropped: the run is over), then kill
+        what each still runs and every actor; returns once they are gone (each wait bounded)."""
         deadline = time.monotonic() + timeout_s
         for h in self._slots.values():
-            if h.stream is not None:  # let a running task end, as a slot process would
-                ray.wait([h.stream], timeout=max(0.0, deadline - time.monotonic()))
+            if h.stream is not None and not self._drain(h, deadline):  # as a slot process ends its task
+                self._kill_commands(h)
             self._end(h)
         self._started = False
         if self._owns_ray:
@@ -352,30 +364,44 @@ class RayEngine(Engine):
             return None
         task_id, was, pid, cause = h.task_id, h.status, h.pid, "killed by the engine"
         if was is SlotStatus.BUSY:
-            try:
-                left = ray.get(h.actor.kill_commands.remote(), timeout=KILL_CALL_TIMEOUT_S)
-                if left:
-                    log.warning("slot %s: processes %s of its task outlived SIGKILL", name, left)
-            except (RayError, GetTimeoutError) as exc:
-                log.warning("slot %s: could not kill its task's commands (%s); killing the actor", name, exc)
+            self._kill_commands(h)
         self._end(h)
         return RayDeath(name, "died", task_id=task_id, signal=int(signal.SIGKILL), pid=pid, tasks_done=h.tasks_done,
                         was=was.value, cause=cause)  # fmt: skip
 
+    def _drain(self, h: RaySlot, deadline: float) -> bool:
+        """Read the running task's stream until it ends (True) or `deadline` passes (False)."""
+        while h.stream is not None:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0 or not ray.wait([h.stream], timeout=left_s, fetch_local=False)[0]:
+                return False
+            try:
+                ray.get(next(h.stream))
+            except StopIteration:
+                h.stream = None
+            except RayError:
+                return False  # the actor died: nothing of it runs on
+        return True
+
+    def _kill_commands(self, h: RaySlot) -> None:
+        """Have the actor SIGKILL what its task started (its process group) and wait until that is gone."""
+        if h.actor is None:
+            return
+        try:
+            left = ray.get(h.actor.kill_commands.remote(), timeout=KILL_CALL_TIMEOUT_S)
+            if left:
+                log.warning("slot %s: processes %s of its task outlived SIGKILL", h.name, left)
+        except (RayError, GetTimeoutError) as exc:
+            log.warning("slot %s: could not kill its task's commands (%s); killing the actor", h.name, exc)
+
     def _end(self, h: RaySlot) -> None:
-        """Kill the actor and wait until Ray says it is dead; the slot is DEAD (or stays FAILED)."""
+        """Kill the actor and wait until it is gone (`_wait_gone`); the slot is DEAD (or stays FAILED)."""
         actor, h.actor = h.actor, None
         h.generation += 1
         h.ready_ref = h.stream = h.ping_ref = None
         if actor is not None:
             ray.kill(actor, no_restart=True)
-            try:  # a call made after the kill fails only once the actor is gone
-                ray.get(actor.ping.remote(), timeout=DEATH_WAIT_S)
-                log.warning("slot %s: its killed actor still answered", h.name)
-            except GetTimeoutError:
-                log.warning("slot %s: Ray did not report its killed actor dead within %.0f s", h.name, DEATH_WAIT_S)
-            except RayError:
-                pass
+            _wait_gone(h.name, actor, h.where)
         h.task_id = None
         if h.status is not SlotStatus.FAILED:
             h.status = SlotStatus.DEAD
@@ -506,6 +532,43 @@ class RayEngine(Engine):
                 if event is not None:
                     events.append(event)
         return events
+
+
+def _wait_gone(name: str, actor: Any, where: dict[str, Any] | None) -> None:
+    """Return once a killed actor is gone, at most DEATH_WAIT_S: Ray reports it dead (a call to it fails; the
+    kill is asynchronous, so a call made just after it may still be answered, and it is asked again) and,
+    where it ran on this machine, its process has exited (it may hold GPU memory until then)."""
+    give_up = time.monotonic() + DEATH_WAIT_S
+    while True:
+        try:
+            ray.get(actor.ping.remote(), timeout=max(0.0, give_up - time.monotonic()))
+        except GetTimeoutError:
+            log.warning("slot %s: Ray did not report its killed actor dead within %.0f s", name, DEATH_WAIT_S)
+            return
+        except RayError:
+            break  # dead
+        if time.monotonic() >= give_up:
+            log.warning("slot %s: its killed actor still answered %.0f s after the kill", name, DEATH_WAIT_S)
+            return
+        time.sleep(0.05)
+    pid = (where or {}).get("pid")
+    if not pid or (where or {}).get("hostname") != socket.gethostname() or \
+            (where or {}).get("node_ip") != ray.util.get_node_ip_address():  # fmt: skip
+        return  # another machine's process: Ray's word is all there is
+    try:
+        pidfds = {os.pidfd_open(pid): pid}
+    except OSError:
+        return  # exited already
+    if wait_gone(pidfds, max(0.0, give_up - time.monotonic())):
+        log.warning("slot %s: its killed actor's process %s still runs %.0f s after the kill", name, pid, DEATH_WAIT_S)
+
+
+def _give_back(signum: int, handler: Any) -> None:
+    """Put back the Python handler of `signum` that ray.init replaced (only the main thread may); a handler
+    not set from Python (None) is left as it is."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signum, handler)
 
 
 def _probe(address: str | None) -> None:

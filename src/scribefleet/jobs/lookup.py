@@ -17,6 +17,7 @@ from pathlib import Path
 
 from scribefleet.config import Settings
 from scribefleet.dispatch import request_cancel
+from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.errors import InputNotFound, NotFound
 from scribefleet.masking import redact
 from scribefleet.store.models import Batch, Event, Task, iso_ms
@@ -68,6 +69,13 @@ def open_store(state: Path, *, to_read: bool = False) -> Store:
             state=str(state),
         )  # fmt: skip
     return Store.open_to_read(state_dir) if to_read else Store.open(state_dir)
+
+
+def nobody_runs(store: Store) -> bool:
+    """True when no live process holds the store's state dir (its dispatcher lock): a task the store calls
+    running then is one a killed run (`kill -9`, a crash) left behind; the next run queues it again.
+    Read-only, for `status`: call it after reading the tasks, so a run that starts meanwhile is not missed."""
+    return not DispatcherLock(store.state_dir).is_held()
 
 
 def find_target(store: Store, ident: str) -> Target:

@@ -10,7 +10,11 @@ change is written at once, atomically, to the state file
 started again after
 a crash, `kill -9` or Ctrl-C resumes: complete files are skipped, jobs in
 flight are re-attached (never submitted twice), failed ones are submitted
-again, from their upload when the controller still has it. A file is known
+again, from their upload when the controller still has it. Every job is
+asked for with an `Idempotency-Key` saved in the state file before the
+request goes (a new one for each new job of an input): a run killed after
+the controller made the job but before its answer was recorded sends the
+same key again and gets that job back, for a URL as for an upload. A file is known
 by its path relative to its folder (its absolute path where two input folders
 hold the same relative path) and recorded with its size and mtime (a
 changed file is sent again); a URL is known by the URL itself. A controller that
@@ -20,6 +24,7 @@ goes away mid-run is waited for (backoff, up to
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import Counter
@@ -237,18 +242,19 @@ class BatchRunner:
         opts = self.options.model_dump(mode="json")
         entry = self.state.entry(key)
         upload_id = entry.get("uploadId")
-        if upload_id and entry.get("status") == "uploaded":
-            adopted = self._adopt(f, key)
+        if upload_id and entry.get("status") == "uploaded" and not entry.get("idempotencyKey"):
+            adopted = self._adopt(f, key)  # a state file of a runner that sent no key: found by file name
             if adopted is not None:
                 return adopted
+        idem = self._job_key(key)
         for _ in range(2):  # a second time only when the controller no longer has the upload
             if not upload_id:
                 upload = self._patient(lambda: self.client.upload(f.path), f"uploading {key}")
                 upload_id = upload["uploadId"]
                 self._record(key, uploadId=upload_id, status="uploaded", jobId=None)
             try:
-                job = self._patient(lambda: self.client.create_job(upload_id, opts, batch_id, remote=self.remote),
-                                    f"submitting {key}")  # fmt: skip
+                job = self._patient(lambda: self.client.create_job(upload_id, opts, batch_id, remote=self.remote,
+                                                                   idempotency_key=idem), f"submitting {key}")  # fmt: skip
             except ScribefleetError as exc:
                 if exc.code != "NOT_FOUND":  # not MODEL_NOT_FOUND & co: those are real failures
                     raise
@@ -264,15 +270,28 @@ class BatchRunner:
         """One job of a URL (the controller fetches it); an entry of a playlist was expanded here already."""
         opts = self.options.model_dump(mode="json")
         batch_id = self.state.data["batchId"]
-        jobs = self._patient(lambda: self.client.create_url_job(url, opts, batch_id), f"submitting {key}")
+        idem = self._job_key(key)
+        jobs = self._patient(lambda: self.client.create_url_job(url, opts, batch_id, idempotency_key=idem),
+                             f"submitting {key}")  # fmt: skip
         job = jobs[0]
         self._record(key, jobId=job["id"], status=job.get("status"), executionMode=job.get("executionMode"),
                      lastErrorCode=None, lastErrorMessage=None, downloaded=False)  # fmt: skip
         self.say(f"{key}: job {job['id']} {job.get('status')}")
         return job
 
+    def _job_key(self, key: str) -> str:
+        """The Idempotency-Key of the input's next job: the one saved for a request whose job was never
+        recorded (the run was killed, the answer lost), else a new one, saved before any request carries it."""
+        entry = self.state.entry(key)
+        if entry.get("idempotencyKey") and not entry.get("jobId"):
+            return str(entry["idempotencyKey"])
+        idem = secrets.token_hex(16)
+        self._record(key, idempotencyKey=idem, jobId=None)  # a failed or lost job is not this key's
+        return idem
+
     def _adopt(self, f: InputFile, key: str) -> dict[str, Any] | None:
-        """The job a killed run created for this upload but had not recorded yet, if it can be told apart.
+        """The job a killed run created for this upload but had not recorded yet, if it can be told apart
+        (a state file written before runners sent an Idempotency-Key).
 
         Jobs do not carry their upload id, so a job of this batch is taken only when its
         file name is this file's alone among the inputs and no other entry claims it.

@@ -25,7 +25,6 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from scribefleet.config import Settings
-from scribefleet.dispatch.book import TaskBook
 from scribefleet.dispatch.dispatcher import Dispatcher
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
@@ -99,26 +98,16 @@ def run_batch(store: Store, settings: Settings, slots: list[SlotSpec], batch_id:
               listeners: Iterable[Listener] = ()) -> None:
     """Run the batch's (every batch's, for None) unfinished tasks on fresh local slots until each has ended.
 
-    The caller holds `lock` (the dispatcher lets go of it when it returns). A run stopped early
-    (Ctrl-C) puts the tasks it left running back in the queue once its slots are stopped, so
-    `status` does not show them running while nothing runs them.
+    The caller holds `lock`; the dispatcher lets go of it when it returns, after it has stopped
+    its slots and put the tasks it left running (Ctrl-C) back in the queue, so `status` does not
+    show them running while nothing runs them, and a run waiting for the lock never runs a task
+    that a slot of this one still runs.
     """
     engine, dispatcher = engine_dispatcher(store, settings, slots, lock=lock, listeners=listeners)
     try:
         dispatcher.run(burst=True, batch_id=batch_id)
     finally:
-        engine.stop()
-        _requeue_left_running(store, lock)
-
-
-def _requeue_left_running(store: Store, lock: DispatcherLock) -> None:
-    """Running rows of a run that ended with its slots stopped go back to the queue (a "recovered" event),
-    unless another dispatcher took the state dir meanwhile (they are its then)."""
-    try:
-        lock.acquire()
-    except StateLocked:
-        return
-    TaskBook(store).recover()
+        engine.stop()  # stopped already, unless the run failed before it started it
 
 
 def run_transcribe(inputs: list[str], out: Path, options: TranscribeOptions, settings: Settings, *,

@@ -80,10 +80,16 @@ class TaskView:
     elapsed_s: float | None = None  # since its attempt started (to its end, once finished); jobs/eta.py
     eta_s: float | None = None  # seconds left: its audio left over the rate so far; None when it cannot tell
     fraction: float | None = None  # of its audio done (jobs/eta.audio_fraction); what a batch's ETA sums
+    interrupted: bool = False  # running in the store, but no process holds its state dir: a killed run's
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def shown_status(self) -> str:
+        """The status as people read it: `running (interrupted: ...)` for a task no run runs any more."""
+        return f"{self.status} ({self.message})" if self.interrupted else self.status
 
     def as_json(self, **where: Any) -> dict[str, Any]:
         """The CLI's JSON (snake_case); `where` adds state_dir= or controller=."""
@@ -96,7 +102,7 @@ class TaskView:
             "duration_s": self.duration_s, "language": self.language, "guards": self.guards, "slot": self.slot,
             "published": dict(self.published), **self._seed_fields(), "warnings": list(self.warnings),
             **({"stages": list(self.stages)} if self.stages else {}), **({"node": self.node} if self.node else {}),
-            **where,
+            **({"interrupted": True, "message": self.message} if self.interrupted else {}), **where,
         }  # fmt: skip
 
     def _seed_fields(self) -> dict[str, Any]:
@@ -275,6 +281,8 @@ def _percent(task: Task) -> float:
 
 WAITING_FOR_CAPACITY = "Waiting for worker capacity"
 QUEUED_REMOTE = "queued_remote"
+#: what `status` says of a task the store calls running while no process holds its state dir (kill -9 of its run)
+INTERRUPTED = "interrupted: no run holds this folder; rerun to resume"
 
 
 def _status(task: Task) -> tuple[str, str | None]:
@@ -284,12 +292,21 @@ def _status(task: Task) -> tuple[str, str | None]:
     return task.state.value, None
 
 
-def task_view(task: Task, events: list[Event] | None = None, now: float | None = None) -> TaskView:
+def task_view(task: Task, events: list[Event] | None = None, now: float | None = None, *,
+              orphaned: bool = False) -> TaskView:
     """A store task as its public view (times as of `now`, default now); with its events (in order), each
-    stage's history too."""
+    stage's history too. `orphaned`: no process holds the task's state dir (`DispatcherLock.is_held`), so a
+    task still running in the store is one a killed run left: interrupted, its time stopped when it was
+    last heard of (the next run queues it again)."""
     spec, result = task.spec, task.result or {}
     status, message = _status(task)
+    interrupted = orphaned and task.is_running
+    if interrupted:
+        message = INTERRUPTED
+        now = task.updated_at
     elapsed_s, eta_s, fraction = _times(task, time.time() if now is None else now)
+    if interrupted:
+        eta_s = None
     return TaskView(
         id=task.id, status=status, message=message,
         execution_mode="remote" if spec.get("remote") else "local", remote=result.get("remote"), batch_id=task.batch_id, key=task.key, kind=task.kind,
@@ -304,4 +321,5 @@ def task_view(task: Task, events: list[Event] | None = None, now: float | None =
         started_at=task.started_at, finished_at=task.finished_at, published=dict(result.get("published") or {}),
         node=next((e.data.get("node") for e in reversed(events or []) if e.type == "dispatched"), None),
         stages=stage_history(task, events) if events is not None else (), warnings=tuple(result.get("warnings") or ()),
+        interrupted=interrupted,
     )  # fmt: skip

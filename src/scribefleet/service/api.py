@@ -30,6 +30,7 @@ from scribefleet.jobs.views import QUEUED_REMOTE
 from scribefleet.store.models import TaskState
 
 CANCEL_WAIT_S = 3.0
+MAX_IDEMPOTENCY_KEY = 200  # characters of an Idempotency-Key header (as a remote worker's)
 MEDIA_TYPES = {
     "srt": "application/x-subrip",
     "vtt": "text/vtt",
@@ -141,21 +142,30 @@ def _upload_routes(router: APIRouter, controller: Controller, metrics: Metrics) 
 
 def _job_routes(router: APIRouter, controller: Controller) -> None:
     @router.post("/jobs", status_code=201, tags=["jobs"])
-    def create_job(body: JobRequest) -> dict[str, Any]:
-        """Queue a transcription of an upload or of a media URL."""
+    def create_job(
+        body: JobRequest, response: Response,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)] = None,
+    ) -> dict[str, Any]:
+        """Queue a transcription of an upload or of a media URL; a known Idempotency-Key answers the job(s)
+        its first request made (200), nothing new."""
         if body.url is not None and body.upload_id:
             raise UsageError("a job takes an uploadId or a url, not both")
-        if body.url is not None:
-            tasks = J.create_url_jobs(controller, body.url, body.options, body.batch_id, publish=body.publish)
-            first = J.job_json(tasks[0], controller)
-            if len(tasks) > 1:  # a playlist: the first entry's job, and every entry's
-                first["jobs"] = [list_item(J.job_json(t, controller)) for t in tasks]
-            return first
-        if not body.upload_id:
+        if body.url is None and not body.upload_id:
             raise UsageError("a job needs an uploadId (from POST /api/uploads) or a media url")
-        task = J.create_job(controller, body.upload_id, body.options, body.batch_id, publish=body.publish,
-                            remote=body.remote)
-        return J.job_json(task, controller)
+        tag = J.idempotent(idempotency_key)
+        tasks = J.find_idempotent(controller, tag, body.batch_id)
+        if tasks:
+            response.status_code = 200
+        elif body.url is not None:
+            tasks = J.create_url_jobs(controller, body.url, body.options, body.batch_id, publish=body.publish, tag=tag)
+        else:
+            assert body.upload_id is not None
+            tasks = [J.create_job(controller, body.upload_id, body.options, body.batch_id, publish=body.publish,
+                                  remote=body.remote, tag=tag)]  # fmt: skip
+        first = J.job_json(tasks[0], controller)
+        if len(tasks) > 1:  # a playlist: the first entry's job, and every entry's
+            first["jobs"] = [list_item(J.job_json(t, controller)) for t in tasks]
+        return first
 
     @router.get("/jobs", tags=["jobs"])
     def list_jobs(

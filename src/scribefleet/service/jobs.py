@@ -12,12 +12,20 @@ with the same options is transcribed once whichever way it came in. Its
 outputs go to `STATE/jobs/<key>/<name>.<format>`; the task key is
 `<key>/<filename>` with a fresh random key, which is how log lines name it.
 
+A request with an `Idempotency-Key` (`idempotent`) makes its jobs under
+keys derived from it, `idem-<hash>[-<entry>]/<filename>`, in its batch (or,
+without a batchId, in a batch of its own keyed by it): the same request sent
+again, after a lost answer or by a client killed before it recorded the job,
+finds them (`find_idempotent`) and nothing new is made; two at once make one
+job too, since a task's key is unique in its batch.
+
 The job JSON is `jobs.views.TaskView.as_api_json()`: seed 001's shape in
 camelCase (docs/api.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +77,28 @@ def get_batch(controller: Controller, batch_id: str) -> Batch:
     return batch
 
 
-def create_batch(controller: Controller, name: str | None, *, single: bool = False) -> Batch:
-    """A new API batch (`single`: the batch of one job created without a batchId)."""
-    key = f"{BATCH_KIND}:{new_id()}"
+def create_batch(controller: Controller, name: str | None, *, single: bool = False, tag: str | None = None) -> Batch:
+    """A new API batch (`single`: the batch of one job created without a batchId; `tag`: that of an
+    idempotent request, the same batch for the same key)."""
+    key = f"{BATCH_KIND}:{tag or new_id()}"
     batch_id = controller.store.ensure_batch(key, BATCH_KIND, {"name": name, "single": single}, None)
     return get_batch(controller, batch_id)
+
+
+def idempotent(idempotency_key: str | None) -> str | None:
+    """The tag of a request's Idempotency-Key (what its jobs' keys and its own batch's key start with)."""
+    if not idempotency_key:
+        return None
+    return "idem-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+
+
+def find_idempotent(controller: Controller, tag: str | None, batch_id: str | None) -> list[Task]:
+    """The jobs an earlier request with this Idempotency-Key tag made (in `batch_id`, else in its own batch);
+    [] for a key not seen (or none)."""
+    if tag is None:
+        return []
+    batch = get_batch(controller, batch_id) if batch_id else controller.store.batch_by_key(f"{BATCH_KIND}:{tag}")
+    return controller.store.tasks_with_key_prefix(batch.id, tag) if batch is not None else []
 
 
 def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> dict[str, Any]:
@@ -128,9 +153,10 @@ def check_publish(controller: Controller, publish: PublishOptions | None) -> Non
 
 
 def create_url_jobs(controller: Controller, url: str, options: TranscribeOptions, batch_id: str | None, *,
-                    publish: PublishOptions | None = None) -> list[Task]:
+                    publish: PublishOptions | None = None, tag: str | None = None) -> list[Task]:
     """Queue a transcribe task of a media URL (fetched by the slot), one per entry of a playlist, refusing
-    internal addresses (the URL's, each entry's, and every connection reading the playlist makes)."""
+    internal addresses (the URL's, each entry's, and every connection reading the playlist makes).
+    `tag`: of the request's Idempotency-Key (`idempotent`), which names the tasks and a batch of its own."""
     from scribefleet.pipeline.fetch import check_url_allowed
 
     settings = controller.settings
@@ -145,12 +171,12 @@ def create_url_jobs(controller: Controller, url: str, options: TranscribeOptions
     for entry in entries:
         if entry.url != url:
             check_url_allowed(str(entry.url), settings.url_allowlist)
-    batch = batch or create_batch(controller, None, single=True)
+    batch = batch or create_batch(controller, None, single=True, tag=tag)
     extra = job_extra(publish=publish, url_allowlist=settings.url_allowlist)
     made = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         assert entry.url is not None
-        key = new_id()
+        key = new_id() if tag is None else tag if len(entries) == 1 else f"{tag}-{i}"
         if entry.url == url:  # one media: named after the URL's path, as an upload after its file
             name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "media"
             stem = Path(name).stem or "media"
@@ -222,18 +248,18 @@ def seed_status(task: Task, controller: Controller) -> dict[str, Any]:
 
 
 def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None, *,
-               publish: PublishOptions | None = None, remote: bool | None = None) -> Task:
+               publish: PublishOptions | None = None, remote: bool | None = None, tag: str | None = None) -> Task:
     """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s.
 
-    `remote`: the job asks to run on a remote worker.
+    `remote`: the job asks to run on a remote worker. `tag`: of the request's Idempotency-Key (`idempotent`).
     """
     settings = controller.settings
     upload = controller.uploads.get(upload_id)
     check_publish(controller, publish)
     batch, resolved, on_worker = _checked(controller, options, batch_id, remote)
     if batch is None:
-        batch = create_batch(controller, None, single=True)
-    key = new_id()
+        batch = create_batch(controller, None, single=True, tag=tag)
+    key = tag or new_id()
     out_dir = controller.jobs_dir / key
     stem = Path(upload.filename).stem or "upload"
     task_id, _ = add_transcribe_task(

@@ -317,6 +317,18 @@ class Store:
         with self._lock:
             return [Batch.from_row(r) for r in self._conn.execute("SELECT * FROM batches ORDER BY created_at, id")]
 
+    def batch_by_key(self, key: str) -> Batch | None:
+        """The batch made with this key (`ensure_batch`), if any; nothing is created."""
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM batches WHERE key = ?", (key,)).fetchone()
+        return None if row is None else Batch.from_row(row)
+
+    def tasks_with_key_prefix(self, batch_id: str, prefix: str) -> list[Task]:
+        """The batch's tasks whose key starts with `prefix`, in submission order (a range on the
+        (batch_id, key) index, not a scan of the batch)."""
+        return self._query_tasks("WHERE tasks.batch_id = ? AND tasks.key >= ? AND tasks.key < ?",
+                                 (batch_id, prefix, prefix + "\U0010ffff"))  # fmt: skip
+
     def batch(self, batch_id: str) -> Batch | None:
         with self._lock:
             row = self._conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
