@@ -165,3 +165,52 @@ def test_controller_commands_without_a_token_say_how_to_fix_it(controller: Runni
     assert "UNAUTHORIZED" in proc.stderr and "SCRIBEFLEET_TOKEN" in proc.stderr
     proc = cli("status", "0123456789ab", "--controller", controller.url, "--token", TOKEN, check=1)
     assert "NOT_FOUND" in proc.stderr
+
+
+def test_submit_sends_again_a_job_request_whose_answer_was_lost(controller: RunningController, speech: dict[str, Path]) -> None:  # noqa: F811
+    """The controller made the job but its answer never reached `submit` (the connection dropped): `submit`
+    sends the request again with the same Idempotency-Key and is answered with that job, not a second one
+    (without a key the request is not safe to send again: the command failed and left an orphan job)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    lost: list[str | None] = []
+
+    class LosesTheFirstJobAnswer(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def relay(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+            answer = httpx.request(self.command, controller.url + self.path, content=body, headers=headers, timeout=60)
+            if self.command == "POST" and self.path == "/api/jobs" and not lost:
+                lost.append(self.headers.get("Idempotency-Key"))
+                self.close_connection = True  # the controller made the job; its answer goes nowhere
+                return
+            self.send_response(answer.status_code)
+            for k, v in answer.headers.items():
+                if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_DELETE = relay
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), LosesTheFirstJobAnswer)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        before = controller.api("/api/jobs?limit=1")["total"]
+        via = f"http://127.0.0.1:{proxy.server_address[1]}"
+        made = json.loads(cli("submit", str(speech["en01.wav"]), "--controller", via, "-f", "txt", "--json",
+                              env=controller_env(controller)).stdout)  # fmt: skip
+    finally:
+        proxy.shutdown()
+    assert lost and lost[0], "the first job request carried no Idempotency-Key"
+    assert controller.api("/api/jobs?limit=1")["total"] == before + 1, "the request sent again made a second job"
+    assert controller.api(f"/api/jobs/{made['job_id']}")["id"] == made["job_id"]

@@ -15,6 +15,7 @@ stranded.
 
 from __future__ import annotations
 
+import secrets
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -84,15 +85,19 @@ def submit(
                                  "a controller fetches with its own settings: drop them, or submit without "
                                  "--controller", controller=url)  # fmt: skip
             sent = target.model_dump(mode="json", exclude_defaults=True) if target else None
+            # the job request may be sent again (a timeout, a 5xx, a lost answer): the controller answers a known
+            # key with the job it made, so one submit makes one job
+            key = secrets.token_urlsafe(18)
             with client.connect(url, token, settings) as conn:
                 if is_http_url(file):  # the controller fetches it (its allowlist applies)
-                    jobs = conn.create_url_job(file, options.model_dump(mode="json"), publish=sent)
+                    jobs = conn.create_url_job(file, options.model_dump(mode="json"), publish=sent, idempotency_key=key)
                 else:
                     file_path = Path(file)
                     if not file_path.is_file():
                         raise InputNotFound(f"{file} is not a file: name one media file or URL", input=str(file))
                     upload = conn.upload(file_path)
-                    jobs = [conn.create_job(upload["uploadId"], options.model_dump(mode="json"), publish=sent)]
+                    jobs = [conn.create_job(upload["uploadId"], options.model_dump(mode="json"), publish=sent,
+                                            idempotency_key=key)]
                 views = [TaskView.from_api(job, conn.url).as_json(controller=conn.url, job=job) for job in jobs]
                 view, where = views[0], f"--controller {conn.url}"
         else:
