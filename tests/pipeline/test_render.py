@@ -142,6 +142,31 @@ def test_long_cues_are_two_even_lines_of_at_most_42_characters() -> None:
     assert render(doc, "txt").splitlines()[0] == "[SPEAKER_01] And then the quick brown fox jumped over the lazy dog twice today."
 
 
+def test_two_lines_split_where_a_reader_expects() -> None:
+    """After a clause rather than inside one, and never after a word that leans on the next ("the", "to", "I"),
+    even at some cost in balance: the even split gave 'Okay, well, I / think we're ready to begin' on a real
+    meeting and 'where abundance / lies, thy self' on the LibriVox reading."""
+    cases = {
+        ("Okay, well, I think we're ready to begin", "SPEAKER_00"):
+            "[SPEAKER_00] Okay, well,\nI think we're ready to begin",
+        ("making a famine where abundance lies, thy self thy foe,", None):
+            "making a famine where abundance lies,\nthy self thy foe,",
+        ("I think that we should go to the station before it gets too dark", None):
+            "I think that we should go\nto the station before it gets too dark",
+        ("We talked about the budget for the whole of next year", None):
+            "We talked about the budget\nfor the whole of next year",
+    }  # fmt: skip
+    segments = []
+    for i, ((text, speaker), _) in enumerate(cases.items()):
+        segments.append(_segment(i, float(i), i + 1.0, " " + text))
+        if speaker:
+            segments[-1]["speaker"] = speaker
+    doc = {"text": "", "language": "en", "segments": segments, "speakers": ["SPEAKER_00"]}
+    cues = [s.content for s in srt.parse(render(doc, "srt"))]
+    assert cues == list(cases.values())
+    assert all(len(line) <= 42 for cue in cues for line in cue.splitlines())
+
+
 def test_vtt_parses_back(transcript: dict[str, Any]) -> None:
     text = render(transcript, "vtt")
     assert text.startswith("WEBVTT\n\n")

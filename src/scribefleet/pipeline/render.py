@@ -80,19 +80,16 @@ _TWO_LINES_MAX = LINE_CHARS + 8
 
 
 def _lines(text: str) -> str:
-    """A cue's one-line text as the lines a player shows: itself up to LINE_CHARS; two lines as even as its words
-    allow when neither passes _TWO_LINES_MAX; else lines of at most LINE_CHARS, filled in order (a word longer
-    stays whole)."""
+    """A cue's one-line text as the lines a player shows: itself up to LINE_CHARS; else two lines, split where
+    a reader expects (`_split_cost`), when neither passes _TWO_LINES_MAX; else lines of at most LINE_CHARS,
+    filled in order (a word longer stays whole)."""
     if len(text) <= LINE_CHARS:
         return text
     words = text.split(" ")
-    best: tuple[int, int] | None = None  # (longer line, split index)
-    for i in range(1, len(words)):
-        longer = max(len(" ".join(words[:i])), len(" ".join(words[i:])))
-        if best is None or longer < best[0]:
-            best = (longer, i)
-    if best is not None and best[0] <= _TWO_LINES_MAX:
-        return " ".join(words[: best[1]]) + "\n" + " ".join(words[best[1] :])
+    splits = [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
+    fitting = [pair for pair in splits if max(map(len, pair)) <= _TWO_LINES_MAX]
+    if fitting:
+        return "\n".join(min(fitting, key=_split_cost))
     lines: list[str] = []
     for word in words:
         if lines and len(lines[-1]) + 1 + len(word) <= LINE_CHARS:
@@ -100,6 +97,32 @@ def _lines(text: str) -> str:
         else:
             lines.append(word)
     return "\n".join(lines)
+
+
+#: words that lean on the next one (articles, prepositions, conjunctions, possessives; English and the other
+#: languages tested): a line that ends with one makes the reader wait for the next line to make sense of it
+_LEANING = frozenset(
+    "a an the i to of in on at by for with from into about and but or nor so if my your his her its our their "
+    "der die das ein eine einen und oder mit von zu im "
+    "el la los las un una y o de del en con por para "
+    "le les une et ou du des au avec pour "
+    "il lo gli e di da nel con per".split()
+)
+
+
+def _split_cost(pair: tuple[str, str]) -> int:
+    """How badly a cue reads split into these two lines (subtitle practice: as even as the words allow, after
+    a sentence or clause rather than inside one, never after a word that leans on the next, neither line past
+    LINE_CHARS), in characters of imbalance."""
+    first, second = pair
+    longer = max(len(first), len(second))
+    cost = longer + 2 * max(0, longer - LINE_CHARS)
+    end = first[-1:]
+    cost += 0 if end in ".?!…" else 3 if end in ",;:" else 10
+    last = first.rsplit(" ", 1)[-1].lower()
+    if last in _LEANING or last.startswith("["):  # a speaker label alone on its line
+        cost += 6
+    return cost
 
 
 def _speaker(seg: dict[str, Any]) -> str | None:
