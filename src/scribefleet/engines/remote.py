@@ -28,7 +28,16 @@ Running a task on a remote slot is a thread of its own (`_work`):
 4. download each output to the task's output path atomically; done.
 
 Cancel (`kill`) tells the worker (POST cancel). `stop()` only detaches: the
-worker keeps running its jobs and the next controller re-attaches. Every
+worker keeps running its jobs and the next controller re-attaches.
+
+What failover needs outlives the controller (store/remote_jobs.py): each job
+made on a worker, since when its worker has not answered, and the copies
+left on lost workers. A restarted controller re-attaches a task to its job
+through that record even while the worker is away (it does not send the job
+elsewhere at once), fails it over when the worker has been away for
+SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S counted from when the first controller
+saw it go, and cancels the copies (also those of tasks that ended while no
+controller ran) when their worker answers again. Every
 decision is logged on `scribefleet.remote` with a `remote_` or `capacity`
 word, so `grep -E 'remote_|capacity'` on the controller's log tells a job's
 remote life.
@@ -60,6 +69,7 @@ from scribefleet.errors import (
     ScribefleetError,
 )
 from scribefleet.store.models import iso_ms
+from scribefleet.store.remote_jobs import RemoteJob, RemoteJobs
 
 log = logging.getLogger("scribefleet.remote")
 
@@ -120,6 +130,8 @@ class _Attempt:
         self.worker_job_id: str | None = None
         self.last_seen_at: float | None = None
         self.last_error: dict[str, Any] | None = None  # of the last failed call while it goes on trying
+        self.away_since: float | None = None  # epoch s: its worker stopped answering (a record's, at re-attach)
+        self.handed_over = False  # its job's record outlives the attempt (an orphan to cancel), not forgotten
 
     def wait(self, delay_s: float) -> bool:
         """Sleep up to `delay_s`; True when the attempt must end (canceled or detached)."""
@@ -162,8 +174,9 @@ class RemoteSlot(SlotHandle):
 class RemoteEngine(Engine):
     """A local engine's slots plus one slot per place on each remote worker."""
 
-    def __init__(self, settings: Settings, local: Engine, urls: Sequence[str]) -> None:
-        self.settings, self.local = settings, local
+    def __init__(self, settings: Settings, local: Engine, urls: Sequence[str], *, state_dir: Path | None = None) -> None:
+        """`state_dir`: where the jobs on workers are recorded (store/remote_jobs.py); None records nothing."""
+        self.settings, self.local, self.state_dir = settings, local, state_dir
         token = settings.remote_worker_token.get_secret_value() if settings.remote_worker_token else None
         self.workers = [RemoteWorker(i, WorkerClient(u, token)) for i, u in enumerate(urls)]
         self._remote: dict[str, RemoteSlot] = {}
@@ -173,7 +186,7 @@ class RemoteEngine(Engine):
         self._watcher: threading.Thread | None = None
         self.poll_s = settings.remote_worker_poll_s
         self.poll_max_s = max(self.poll_s, min(60.0, 8 * self.poll_s))
-        self._orphans: dict[int, list[str]] = {}  # worker index -> its jobs failed over while it was away
+        self.book: RemoteJobs | None = None  # the jobs on workers, as a restarted controller needs them
 
     # -- views ---------------------------------------------------------------
 
@@ -202,6 +215,9 @@ class RemoteEngine(Engine):
 
     def start(self) -> None:
         self.local.start()
+        if self.book is None and self.state_dir is not None:
+            self.book = RemoteJobs(self.state_dir)
+            self.book.tidy(w.client.url for w in self.workers)
         if self._watcher is None:
             self._stop.clear()
             self._watcher = threading.Thread(target=self._watch, name="remote-watcher", daemon=True)
@@ -222,6 +238,9 @@ class RemoteEngine(Engine):
         self.local.stop(timeout_s)
         for w in self.workers:
             w.client.close()
+        if self.book is not None:
+            self.book.close()
+            self.book = None
 
     def restart(self, name: str) -> bool:
         if name not in self._remote:
@@ -395,25 +414,46 @@ class RemoteEngine(Engine):
         return True
 
     def _cancel_orphans(self, w: RemoteWorker) -> None:
-        """A worker is back: cancel its jobs whose tasks went to another worker meanwhile."""
-        for job_id in self._orphans.pop(w.index, []):
+        """A worker is back: cancel its jobs nobody follows any more (their tasks went to another worker, or
+        ended, meanwhile); one it no longer has is forgotten, one it could not cancel is tried at the next ping."""
+        for orphan in self._booked(lambda book: book.orphans(w.client.url)) or []:
             try:
-                w.client.cancel(job_id)
-                log.info("remote_canceled: job %s on %s (its task went to another worker while this one was away)",
-                         job_id, w.client.url)  # fmt: skip
+                w.client.cancel(orphan.worker_job_id)
+                log.info("remote_canceled: job %s on %s (its task went to another worker or ended while this one "
+                         "was away)", orphan.worker_job_id, w.client.url)  # fmt: skip
+            except NotFound:
+                pass
             except ScribefleetError as err:
-                log.warning("remote_cancel_failed: job %s on %s [%s]: %s", job_id, w.client.url, err.code, err.message)
+                log.warning("remote_cancel_failed: job %s on %s [%s]: %s", orphan.worker_job_id, w.client.url,
+                            err.code, err.message)  # fmt: skip
+                continue
+            self._booked(lambda book, o=orphan: book.forget(o.worker_url, o.worker_job_id))
+
+    def _booked(self, change: Any) -> Any:
+        """`change(book)` on the record of jobs on workers, if there is one; a store that cannot be written is
+        logged, not a failure of the job (its failover after a restart is what is lost)."""
+        book = self.book
+        if book is None:
+            return None
+        try:
+            return change(book)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping never fails a job
+            log.warning("remote_record_failed: %s", exc)
+            return None
 
     def _fail_over(self, attempt: _Attempt, w: RemoteWorker, away_since: float) -> None:
-        """Give the attempt up (retryable) when its worker stays away and another one answers."""
-        away_s = time.monotonic() - away_since
+        """Give the attempt up (retryable) when its worker stays away (since `away_since`, epoch seconds) and
+        another one answers."""
+        away_s = time.time() - away_since
         if w.connected or away_s < self.settings.remote_worker_failover_s:
             return
         others = [o.client.url for o in self.workers if o is not w and o.connected and not o.unauthorized]
         if not others:
             return  # nowhere else to go: wait for it (it resumes the job when it returns)
         if attempt.worker_job_id is not None:
-            self._orphans.setdefault(w.index, []).append(attempt.worker_job_id)
+            job_id = attempt.worker_job_id
+            self._booked(lambda book: book.orphaned(w.client.url, job_id))
+            attempt.handed_over = True
         log.warning("remote_failover: task %s, worker %s has not answered for %.0f s "
                     "(SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S); the job is sent again to a worker that answers (%s)",
                     attempt.task_id, w.client.url, away_s, ", ".join(others))  # fmt: skip
@@ -441,7 +481,16 @@ class RemoteEngine(Engine):
             send({"ev": "failed", "code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}",
                   "details": {"traceback": traceback.format_exc().splitlines()[-15:]}, "retryable": False})  # fmt: skip
         finally:
+            self._settle(attempt)
             attempt.finished.set()
+
+    def _settle(self, attempt: _Attempt) -> None:
+        """The record of an attempt's job once the attempt ended: kept when detached (the next controller
+        re-attaches) or handed over (an orphan), else forgotten (the job ended or was canceled there)."""
+        w, job_id = attempt.worker, attempt.worker_job_id
+        if w is None or job_id is None or attempt.detached.is_set() or attempt.handed_over:
+            return
+        self._booked(lambda book: book.forget(w.client.url, job_id))
 
     def _run(self, attempt: _Attempt, run: dict[str, Any], send: Any) -> dict[str, Any] | None:
         spec, task_id = dict(run.get("spec") or {}), attempt.task_id
@@ -450,13 +499,21 @@ class RemoteEngine(Engine):
         if job is None:
             return None
         attempt.worker_job_id, attempt.last_seen_at = str(job.get("workerJobId") or job.get("id")), time.time()
+        if attempt.away_since is None:  # it answered: (re)recorded as followed; a record of a worker away stays so
+            assert attempt.worker is not None
+            url, job_id = attempt.worker.client.url, attempt.worker_job_id
+            self._booked(lambda book: book.started(url, job_id, task_id, key))
         job = self._follow(attempt, job, send)
         if job is None:
             return None
         return self._fetch(attempt, job, spec)
 
     def _reattach(self, attempt: _Attempt, key: str) -> dict[str, Any] | None:
-        """The job a worker already holds for this attempt (the controller was restarted meanwhile)."""
+        """The job a worker already holds for this attempt (the controller was restarted meanwhile): the recorded
+        one first, followed on its worker even while that one is away (`_recorded`), else any worker's."""
+        recorded = self._recorded(attempt, key)
+        if recorded is not None:
+            return recorded
         for w in self.workers:
             try:
                 job = w.client.find(key)
@@ -470,6 +527,39 @@ class RemoteEngine(Engine):
                          w.client.url, job.get("status"))  # fmt: skip
                 return job
         return None
+
+    def _recorded(self, attempt: _Attempt, key: str) -> dict[str, Any] | None:
+        """The job recorded for this attempt, on a worker that has it or does not answer (then followed there,
+        away since the record says, so it fails over when it would have); None when it has it no more."""
+        for job in self._booked(lambda book: book.of_attempt(key)) or []:
+            w = next((w for w in self.workers if w.client.url == job.worker_url), None)
+            if w is None:
+                continue
+            try:
+                found = w.client.find(key)
+            except RemoteWorkerUnauthorized as err:
+                raise _Fail(err) from None
+            except RemoteWorkerUnreachable:
+                return self._follow_away(attempt, w, job)
+            except RemoteWorkerError:
+                continue
+            if found is not None:
+                attempt.worker = w
+                log.info("remote_reattached: task %s to job %s on %s (%s)", attempt.task_id, found.get("id"),
+                         w.client.url, found.get("status"))  # fmt: skip
+                return found
+            self._booked(lambda book, j=job: book.forget(j.worker_url, j.worker_job_id))  # the worker lost it
+        return None
+
+    def _follow_away(self, attempt: _Attempt, w: RemoteWorker, job: RemoteJob) -> dict[str, Any]:
+        attempt.worker, attempt.away_since = w, job.away_since or time.time()
+        if job.away_since is None:
+            since = attempt.away_since
+            self._booked(lambda book: book.away(job.worker_url, job.worker_job_id, since))
+        log.warning("remote_reattached: task %s to job %s on %s, which does not answer (away for %.0f s); "
+                    "it is followed there until SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S", attempt.task_id,
+                    job.worker_job_id, w.client.url, time.time() - attempt.away_since)  # fmt: skip
+        return {"id": job.worker_job_id, "status": "running"}
 
     def _dispatch(self, attempt: _Attempt, spec: dict[str, Any], key: str, send: Any) -> dict[str, Any] | None:
         """POST the job; while the worker is full or away, wait in queued_remote (backoff, jitter) up to the timeout."""
@@ -494,7 +584,7 @@ class RemoteEngine(Engine):
                          w.client.url, delay_s)  # fmt: skip
             except RemoteWorkerUnreachable as err:
                 last, attempt.last_error = err, err.to_dict()
-                away_since = away_since if away_since is not None else time.monotonic()
+                away_since = away_since if away_since is not None else time.time()
                 self._fail_over(attempt, w, away_since)
                 delay_s = next_delay(delay_s, self.poll_s, self.poll_max_s)
                 log.warning("remote_dispatch_retry: task %s, worker %s unreachable; next try in %.1f s",
@@ -522,7 +612,7 @@ class RemoteEngine(Engine):
         assert w is not None
         deadline = time.monotonic() + self.settings.remote_worker_timeout_s
         delay_s, last, failures = self.poll_s, None, 0
-        away_since: float | None = None  # when this stretch of failed polls began
+        away_since = attempt.away_since  # when this stretch of failed polls began (epoch s; recorded)
         while True:
             status = job.get("status")
             if status == "complete":
@@ -556,11 +646,17 @@ class RemoteEngine(Engine):
                 return None
             try:
                 job = w.client.job(job_id)
+                if away_since is not None:  # back: a restarted controller must not count the stretch
+                    self._booked(lambda book: book.away(w.client.url, job_id, None))
                 attempt.last_seen_at, attempt.last_error, failures, away_since = time.time(), None, 0, None
+                attempt.away_since = None
             except RemoteWorkerUnreachable as err:
                 failures += 1
                 attempt.last_error = err.to_dict() if failures >= UNREACHABLE_AFTER else attempt.last_error
-                away_since = away_since if away_since is not None else time.monotonic()
+                if away_since is None:
+                    away_since = attempt.away_since = time.time()
+                    since = away_since
+                    self._booked(lambda book: book.away(w.client.url, job_id, since))
                 self._fail_over(attempt, w, away_since)
                 delay_s = next_delay(delay_s, self.poll_s, self.poll_max_s)
                 log.warning("remote_poll_failed: task %s, job %s on %s (%d in a row): %s", attempt.task_id, job_id,
@@ -578,9 +674,14 @@ class RemoteEngine(Engine):
         try:
             w.client.cancel(attempt.worker_job_id)
             log.info("remote_canceled: task %s, job %s on %s (%s)", attempt.task_id, attempt.worker_job_id, w.client.url, why)
+        except NotFound:
+            pass
         except ScribefleetError as err:
-            log.warning("remote_cancel_failed: job %s on %s [%s]: %s", attempt.worker_job_id, w.client.url, err.code,
-                        err.message)  # fmt: skip
+            log.warning("remote_cancel_failed: job %s on %s [%s]: %s; canceled when it answers", attempt.worker_job_id,
+                        w.client.url, err.code, err.message)  # fmt: skip
+            job_id = attempt.worker_job_id
+            self._booked(lambda book: book.orphaned(w.client.url, job_id))
+            attempt.handed_over = True
 
     def _fetch(self, attempt: _Attempt, job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
         """Download every output to the task's own paths (atomically); the task's result."""
