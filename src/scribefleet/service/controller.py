@@ -179,7 +179,8 @@ class Controller:
         for at in range(0, len(ids), _SWEEP_CHUNK):
             chunk = ids[at : at + _SWEEP_CHUNK]
             where = f"json_extract(spec, '$.upload_id') IN ({','.join('?' * len(chunk))})"
-            tasks, _ = self.store.task_page(None, None, limit=100_000, where=(where, list(chunk)))
+            # every job made from these uploads (one each, but for an upload a client reused in POST /api/jobs)
+            tasks, _ = self.store.task_page(None, None, limit=_SWEEP_CHUNK * 1000, where=(where, list(chunk)))
             users: dict[str, list[Any]] = {}
             for t in tasks:
                 users.setdefault(str(t.spec.get("upload_id")), []).append(t)
