@@ -135,3 +135,86 @@ def test_a_job_file_that_is_not_json_still_answers_the_seeds_json(tmp_path: Path
     proc = subprocess.run([sys.executable, "-m", "scribefleet.cli.main", "handle", str(tmp_path / "missing.json")],
                           capture_output=True, text=True, timeout=120, env=_env(tmp_path))  # fmt: skip
     assert proc.returncode == 1 and json.loads(proc.stdout)["error"].startswith("INPUT_NOT_FOUND: ")
+
+
+def _leftovers(root: Path) -> list[str]:
+    """Every file and folder under `root` (relative), but the handler's own log files."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if "logs" not in p.relative_to(root).parts)
+
+
+def test_a_warm_worker_leaves_nothing_of_its_requests_behind(media, s3, tmp_path: Path) -> None:
+    # a warm worker kept every request's download, checkpoints and SRT: its disk filled request by request
+    pytest.importorskip("runpod")
+    import socket
+    import time
+
+    import httpx
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path / "worker.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scribefleet.serverless", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+         "--rp_api_port", str(port)],
+        env={**_env(tmp_path), "TMPDIR": str(temp)}, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "worker.log").read_text()
+            try:
+                if httpx.get(url + "/", timeout=2).status_code == 200:  # its API docs
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            time.sleep(0.2)
+
+        def run(payload: dict) -> dict:
+            return httpx.post(url + "/runsync", json=payload, timeout=300).json()
+
+        state = tmp_path / "state" / "serverless"
+        # the same media twice (a page and its file: one transcript folder shared), a download that fails
+        for request_id, path in (("warm-1", "/watch"), ("warm-2", "/v/fox.wav"), ("warm-3", "/v/gone.wav")):
+            run(seed_input(media.url + path, s3, request_id))
+            assert _leftovers(state) in ([], ["out", "work"]), _leftovers(state)
+        for request_id in ("warm-1", "warm-2"):
+            s3.client.head_object(Bucket="transcripts", Key=f"transcriptions/{request_id}.srt")
+        # an upload refused (wrong key) keeps the transcript, not the download, so the retry does not transcribe
+        bad_key = seed_input(media.url + "/v/fox.wav", s3, "warm-4")
+        bad_key["input"]["aws_secret_key"] = SECRET_MARK + "x"
+        assert "PUBLISH_FAILED" in json.dumps(run(bad_key))
+        kept = _leftovers(state)
+        assert any(p.endswith("transcript.json") for p in kept) and not any("media." in p for p in kept), kept
+        assert not any(p.startswith("out/") for p in kept), kept  # the local SRT; the rendered one is kept
+        assert run(seed_input(media.url + "/v/fox.wav", s3, "warm-4"))["output"]["status"] == "done"
+        assert _leftovers(state) in ([], ["out", "work"]), _leftovers(state)
+        # onnxruntime (Silero VAD) writes one 51-byte id file there, once per TMPDIR: not the requests' doing
+        assert sorted(p.name for p in temp.rglob("*")) in ([], [".ses"]), "the worker left files in its TMPDIR"
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+
+
+def test_failed_uploads_keep_only_the_newest_transcripts(media, s3, tmp_path: Path, monkeypatch) -> None:
+    from scribefleet.serverless import workspace
+
+    monkeypatch.setattr(workspace, "KEEP_FAILED", 1)  # the setting under test, made small: two requests exceed it
+    media.add("/v/other.wav", (DATA / "en02.wav").read_bytes(), "audio/wav")
+    worker = Worker(Settings(state_dir=tmp_path / "state"), device="cpu")
+    for request_id, path in (("old", "/v/fox.wav"), ("new", "/v/other.wav")):
+        bad_key = seed_input(media.url + path, s3, request_id)
+        bad_key["input"]["aws_secret_key"] = SECRET_MARK + "x"
+        assert worker.handle(bad_key)["error"].startswith("PUBLISH_FAILED")
+    work = tmp_path / "state" / "serverless" / "work"
+    kept = [p for p in work.iterdir() if (p / workspace.KEPT_MARK).exists()]
+    assert len(kept) == 1 and len([p for p in work.iterdir() if p.is_dir()]) == 2, _leftovers(work)  # url dir + twin
+    fetched = json.loads((kept[0] / "fetch.json").read_text())
+    assert fetched["file"].startswith("media.") and not (kept[0] / fetched["file"]).exists()
+    assert worker.handle(seed_input(media.url + "/v/other.wav", s3, "new"))["status"] == "done"
+    assert _leftovers(work) == [], _leftovers(work)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 import wave
@@ -150,6 +152,28 @@ def test_a_refused_request_keeps_no_upload(client: openai.OpenAI, running: Servi
     assert set(root.glob("*")) == before
 
 
+def test_the_upload_of_an_openai_job_is_deleted_when_the_job_ends(client: openai.OpenAI, running: Service,
+                                                                   live: str) -> None:
+    # the client never learns the job's id, so it cannot delete the upload: every one stayed in STATE/uploads
+    root = running.controller.uploads.root
+    before = set(root.glob("*"))
+    with (DATA / FIXTURE).open("rb") as fh:
+        done = client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="srt")
+    assert list(srt.parse(done))
+    assert set(root.glob("*")) == before, "the completed job's upload stayed"
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.audio.transcriptions.create(model="whisper-1", file=("notes.mp3", b"not audio at all" * 64))
+    assert set(root.glob("*")) == before, "the failed job's upload stayed"
+    # the jobs and their outputs stay, as the API documents; only the media is gone
+    completed, failed = httpx.get(f"{live}/api/jobs", headers=AUTH, params={"limit": 2}).json()["items"][::-1]
+    assert completed["filename"] == FIXTURE and completed["status"] == "complete", completed
+    assert failed["filename"] == "notes.mp3" and failed["lastErrorCode"] == "MEDIA_UNREADABLE", failed
+    assert httpx.get(f"{live}{completed['outputs']['srt']}", headers=AUTH).text == done
+    assert completed["language"] == "en" and completed["audioDurationS"] > 1
+    media = httpx.get(f"{live}/api/jobs/{completed['id']}/media", headers=AUTH)
+    assert media.status_code == 404 and media.json()["error"]["code"] == "NOT_FOUND"
+
+
 def test_models_lists_what_the_server_can_load(client: openai.OpenAI) -> None:
     listed = {m.id: m for m in client.models.list()}
     assert {"whisper-1", "tiny.en"} <= set(listed) and all(m.object == "model" for m in listed.values())
@@ -160,7 +184,13 @@ def test_models_lists_what_the_server_can_load(client: openai.OpenAI) -> None:
     assert missing.value.body["code"] == "NOT_FOUND" and missing.value.body["type"] == "invalid_request_error"
 
 
-def test_a_client_that_goes_away_cancels_its_job(live: str, tmp_path: Path) -> None:
+def job_upload(service: Service, job_id: str) -> str:
+    task = service.controller.store.task(job_id)
+    assert task is not None
+    return str(task.spec["upload_id"])
+
+
+def test_a_client_that_goes_away_cancels_its_job(live: str, running: Service, tmp_path: Path) -> None:
     with wave.open(str(DATA / "long_pauses.wav"), "rb") as src:
         params, frames = src.getparams(), src.readframes(src.getnframes())
     long_wav = tmp_path / "gone.wav"
@@ -178,6 +208,12 @@ def test_a_client_that_goes_away_cancels_its_job(live: str, tmp_path: Path) -> N
         assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
         time.sleep(0.1)
     assert job["lastErrorCode"] == "USER_CANCELED"
+    # nobody waits for the canceled job any more: its upload goes as it ends, with no request to do it
+    upload_id = job_upload(running, job["id"])
+    deadline = time.monotonic() + 10  # deleted by the dispatcher's thread just after it stored the end
+    while upload_id in running.controller.uploads.ids():
+        assert time.monotonic() < deadline, f"the canceled job's upload {upload_id} stayed"
+        time.sleep(0.05)
 
 
 def test_a_job_canceled_by_an_operator_is_not_sent_again_by_the_client(live: str, tmp_path: Path) -> None:
@@ -214,3 +250,85 @@ def test_a_job_canceled_by_an_operator_is_not_sent_again_by_the_client(live: str
     assert raised[0].body["code"] == "USER_CANCELED"
     # the client has returned: had it retried, it would have waited for (and got) a second transcription
     assert [j["status"] for j in mine()] == ["canceled"], "the client sent the canceled job again"
+
+
+def test_a_controller_that_starts_deletes_the_uploads_of_ended_openai_jobs(tmp_path: Path) -> None:
+    # a job that ended while no controller watched (killed between the end and the delete, or an older scribefleet):
+    # its upload stayed for ever
+    from scribefleet.options import TranscribeOptions
+    from scribefleet.service import jobs as J
+    from scribefleet.service.controller import Controller
+    from service.harness import service_settings
+
+    settings = service_settings(tmp_path)
+    state = tmp_path / "state"
+    before = Controller(settings, state, slots=1, device="cpu")  # never started: nothing runs, nothing is deleted
+    made = {}
+    for name, owned in (("openai", True), ("plain", False)):
+        upload = before.uploads.new_writer(f"{name}.wav")
+        upload.write((DATA / FIXTURE).read_bytes())
+        up = upload.finish()
+        task = J.create_job(before, up.upload_id, TranscribeOptions(model="tiny.en"), None, owns_upload=owned)
+        before.store.cancel(task.id, "USER_CANCELED", "ended before the restart")
+        made[name] = up.upload_id
+    open_upload = before.uploads.new_writer("still-queued.wav")
+    open_upload.write(b"RIFF")
+    queued = open_upload.finish()
+    J.create_job(before, queued.upload_id, TranscribeOptions(model="tiny.en"), None, owns_upload=True)
+    before.stop()
+    assert set(before.uploads.ids()) == {made["openai"], made["plain"], queued.upload_id}
+
+    after = Controller(settings, state, slots=1, device="cpu")
+    after.start()
+    try:
+        # the ended OpenAI job's upload is gone; one a client uploaded itself (POST /api/uploads) and one whose job
+        # has not ended are kept
+        assert set(after.uploads.ids()) == {made["plain"], queued.upload_id}
+        assert not (after.uploads.root / made["openai"]).exists()
+    finally:
+        after.stop()
+
+
+def test_an_openai_job_resumed_by_a_restarted_controller_leaves_no_upload(tmp_path: Path) -> None:
+    # the request that would have deleted the upload died with the controller; the job itself resumes and ends
+    from service.harness import ServeProcess, serve_env
+
+    with wave.open(str(DATA / "long_pauses.wav"), "rb") as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    long_wav = tmp_path / "resumed.wav"
+    with wave.open(str(long_wav), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames * 2)
+    serve = ServeProcess(tmp_path / "state", serve_env(tmp_path)).start()
+    try:
+        serve.wait_ready()
+        patient = openai.OpenAI(base_url=f"{serve.url}/v1", api_key=TOKEN, max_retries=0, timeout=300)
+
+        def call() -> None:
+            with long_wav.open("rb") as fh, contextlib.suppress(openai.APIError):
+                patient.audio.transcriptions.create(model="whisper-1", file=fh)
+
+        threading.Thread(target=call, daemon=True).start()
+        deadline = time.monotonic() + 120
+        while True:
+            jobs = httpx.get(f"{serve.url}/api/jobs", headers=AUTH).json()["items"]
+            if jobs and jobs[0]["status"] == "running":
+                break
+            assert time.monotonic() < deadline, jobs
+            time.sleep(0.1)
+        uploads = tmp_path / "state" / "uploads"
+        assert list(uploads.glob("*.json")), "the running job's upload is there"
+        serve.kill()  # SIGKILL, mid-job
+        serve.start().wait_ready()
+        deadline = time.monotonic() + 240
+        while (job := httpx.get(f"{serve.url}/api/jobs/{jobs[0]['id']}", headers=AUTH).json())["status"] != "complete":
+            assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10  # deleted by the dispatcher's thread just after it stored the end
+        while list(uploads.iterdir()):
+            assert time.monotonic() < deadline, list(uploads.iterdir())
+            time.sleep(0.05)
+        transcript = httpx.get(f"{serve.url}{job['outputs']['json']}", headers=AUTH)  # the outputs stay
+        assert transcript.status_code == 200 and transcript.json()["text"].strip(), transcript.text
+    finally:
+        serve.kill(signal.SIGTERM)

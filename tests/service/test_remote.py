@@ -331,7 +331,10 @@ def test_a_worker_that_stays_away_its_job_goes_to_another(tmp_path: Path, procs:
         while not [t for t in _worker_jobs(lost) if t.state is TaskState.CANCELED]:
             assert time.monotonic() < deadline, _worker_jobs(lost)
             time.sleep(0.5)
-    assert f"remote_canceled: job {running['worker']['workerJobId']} on {lost.url}" in _remote_log(c)
+    deadline = time.monotonic() + 30  # the worker stores the cancel before it answers the controller, which logs it
+    while f"remote_canceled: job {running['worker']['workerJobId']} on {lost.url}" not in _remote_log(c):
+        assert time.monotonic() < deadline, _remote_log(c)
+        time.sleep(0.2)
 
 
 def test_a_worker_named_twice_is_one_worker(tmp_path: Path, procs: list) -> None:
@@ -345,3 +348,87 @@ def test_a_worker_named_twice_is_one_worker(tmp_path: Path, procs: list) -> None
         assert [wk["url"] for wk in remote["workers"]] == [w.url], "its 2 places would count as 4"
         done = wait_until(client, post_job(client, "en05.wav")["id"])
     assert done["status"] == "complete" and done["worker"]["worker"] == w.url
+
+
+def _two_workers(tmp_path: Path, procs: list, failover_s: int) -> tuple[WorkerProcess, WorkerProcess, ServeProcess]:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _worker(tmp_path / "a", procs)
+    b = _worker(tmp_path / "b", procs)
+    c = _controller(tmp_path, procs, f"{a.url},{b.url}", SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S=str(failover_s))
+    with _client(c) as client:
+        deadline = time.monotonic() + 60
+        while not all(wk["connected"] for wk in client.get("/api/runtime").json()["remoteWorker"]["workers"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    return a, b, c
+
+
+def _remote_jobs_recorded(c: ServeProcess) -> list:
+    with Store.open(c.state) as store:
+        return [tuple(r) for r in store._conn.execute("SELECT worker_url, worker_job_id, state FROM remote_jobs")]
+
+
+def _wait_canceled_there(w: WorkerProcess, job_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while not [t for t in _worker_jobs(w) if t.id == job_id and t.state is TaskState.CANCELED]:
+        assert time.monotonic() < deadline, _worker_jobs(w)
+        time.sleep(0.5)
+
+
+def test_a_restarted_controller_fails_over_when_the_first_one_would_have(tmp_path: Path, procs: list) -> None:
+    # the failover clock lived in memory: a restarted controller sent the job of a lost worker to another one at once,
+    # without counting it, and left the lost worker's copy to run for nobody until that worker's abandon timer
+    failover_s = 8
+    a, b, c = _two_workers(tmp_path, procs, failover_s)
+    with _client(c) as client:
+        job = post_job(client, "long_pauses.wav")
+        running = wait_until(client, job["id"], lambda j: j["status"] == "running" and j["worker"].get("workerJobId"))
+    lost, other = (a, b) if running["worker"]["worker"] == a.url else (b, a)
+    lost.kill(signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while f"remote_poll_failed: task {job['id']}" not in _remote_log(c):  # the controller saw it go
+        assert time.monotonic() < deadline, _remote_log(c)
+        time.sleep(0.1)
+    c.kill(signal.SIGKILL)  # before its failover time
+    first_log = _remote_log(c)
+    assert "remote_failover" not in first_log
+    time.sleep(failover_s + 4)  # the controller stays down past the time it would have failed over
+    c.start().wait_ready()
+    with _client(c) as client:
+        done = wait_until(client, job["id"])
+    assert done["status"] == "complete" and done["worker"]["worker"] == other.url, done
+    assert done["attempts"] == 2, "the failover is counted as an attempt"
+    log = _remote_log(c)[len(first_log):]
+    worker_job = running["worker"]["workerJobId"]
+    assert f"remote_reattached: task {job['id']} to job {worker_job} on {lost.url}, which does not answer" in log, log
+    failover = re.search(rf"remote_failover: task {job['id']}, worker {re.escape(lost.url)} has not answered for (\d+) s", log)
+    assert failover and int(failover.group(1)) >= failover_s + 4, log  # counted from when the first controller saw it
+    # the lost worker comes back: the restarted controller cancels the copy nobody waits for
+    lost.start().wait_ready()
+    _wait_canceled_there(lost, worker_job)
+    deadline = time.monotonic() + 30
+    while _remote_jobs_recorded(c):  # and remembers nothing more of either worker's job
+        assert time.monotonic() < deadline, _remote_jobs_recorded(c)
+        time.sleep(0.2)
+
+
+def test_a_copy_on_a_lost_worker_is_canceled_by_a_restarted_controller(tmp_path: Path, procs: list) -> None:
+    # the copies to cancel were a list in memory: after a restart, a lost worker that came back ran its copy for nobody
+    a, b, c = _two_workers(tmp_path, procs, 3)
+    with _client(c) as client:
+        job = post_job(client, "long_pauses.wav")
+        running = wait_until(client, job["id"], lambda j: j["status"] == "running" and j["worker"].get("workerJobId"))
+        lost = a if running["worker"]["worker"] == a.url else b
+        lost.kill(signal.SIGKILL)
+        done = wait_until(client, job["id"])
+    assert done["status"] == "complete" and done["attempts"] == 2, done
+    c.kill(signal.SIGKILL)
+    c.start().wait_ready()
+    lost.start().wait_ready()
+    _wait_canceled_there(lost, running["worker"]["workerJobId"])
+    deadline = time.monotonic() + 30  # the worker stored the cancel before it answered the controller
+    while f"remote_canceled: job {running['worker']['workerJobId']} on {lost.url}" not in _remote_log(c) or \
+            _remote_jobs_recorded(c):  # and once canceled, there is nothing more to remember
+        assert time.monotonic() < deadline, (_remote_log(c), _remote_jobs_recorded(c))
+        time.sleep(0.2)

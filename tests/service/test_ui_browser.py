@@ -21,7 +21,7 @@ import srt
 
 from helpers import DATA, TEXTS, wer
 
-from service.browser import PAGE_WAIT_S, RunningController, browser, controller, playwright_driver  # noqa: F401  (fixtures)
+from service.browser import PAGE_WAIT_S, RunningController, browser, controller, playwright_driver, wait_until  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -360,3 +360,81 @@ def test_a_pasted_line_that_is_no_url_is_said(controller: RunningController, bro
     assert "Not a media URL: www.example.com/talk.mp3" in page.inner_text("#flash")
     assert page.locator("#batch-panel").is_hidden()  # nothing was sent
     assert page.input_value("#url-input") == "www.example.com/talk.mp3\n"  # kept, to be fixed
+
+
+def test_every_job_of_a_big_batch_can_be_reached_page_by_page_and_by_status(
+    controller: RunningController, browser: Any, tmp_path: Path
+) -> None:
+    # the home page listed the 20 newest jobs and nothing else: 28 of a batch of 48 could not be seen
+    with controller.api() as api:
+        def upload(name: str, body: bytes) -> str:
+            return api.post("/api/uploads", files={"file": (name, body, "audio/wav")}).json()["uploadId"]
+
+        broken, speech = upload("broken.wav", b"not audio at all" * 64), upload("en01.wav", (DATA / "en01.wav").read_bytes())
+        batch = api.post("/api/batches", json={"name": "big"}).json()["id"]
+        for upload_id in [speech] * 3 + [broken] * 22:  # one transcription (the same content), 22 quick failures
+            resp = api.post("/api/jobs", json={"uploadId": upload_id, "batchId": batch, "options": {"formats": ["txt"]}})
+            assert resp.status_code == 201, resp.text
+        wait_until(lambda: (c := api.get(f"/api/batches/{batch}").json()["counts"])["queued"] + c["running"] == 0,
+                   "the batch's 25 jobs to end")
+        totals = {s: api.get("/api/jobs", params={"status": s, "limit": 1}).json()["total"]
+                  for s in ("queued", "running", "complete", "failed", "canceled")}  # fmt: skip
+        everything = api.get("/api/jobs", params={"limit": 500}).json()
+        failed_ids = [j["id"] for j in api.get("/api/jobs", params={"status": "failed", "limit": 500}).json()["items"]]
+    assert everything["total"] > 20 and totals["failed"] > 20
+
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, controller)
+    rows = page.locator("#recent-jobs tbody tr.job")
+
+    def ids() -> list[str]:
+        return [r.get_attribute("data-job-id") for r in rows.all()]
+
+    def count(status: str) -> int:
+        return int(page.inner_text(f'.status-filter a[data-status="{status}"] .count'))
+
+    # the counts of every status, and of all jobs, as the API has them
+    assert count("") == everything["total"] and all(count(s) == n for s, n in totals.items()), totals
+    assert page.locator('.status-filter a[aria-current="page"]').get_attribute("data-status") == ""
+    # page by page, newest first, every job once
+    seen = ids()
+    assert len(seen) == 20 and page.inner_text(".page-range") == f"1–20 of {everything['total']}"
+    assert page.locator(".pager a.newer").count() == 0
+    while page.locator(".pager a.older").count():
+        page.click(".pager a.older")
+        page.wait_for_url(re.compile(r"offset=\d+"))
+        seen += ids()
+    assert seen == [j["id"] for j in everything["items"]], "a job was left out or shown twice"
+    page.click(".pager a.newer")
+    page.wait_for_url(re.compile(r"offset=\d+|/ui/$"))
+    # one status: only its jobs, paged too
+    page.click('.status-filter a[data-status="failed"]')
+    page.wait_for_url(re.compile(r"status=failed$"))
+    assert page.locator('.status-filter a[aria-current="page"]').get_attribute("data-status") == "failed"
+    shown = ids()
+    assert len(shown) == 20 and all(r.get_attribute("data-status") == "failed" for r in rows.all())
+    page.click(".pager a.older")
+    page.wait_for_url(re.compile(r"status=failed&offset=20$"))
+    shown += ids()
+    assert shown == failed_ids and page.inner_text(".page-range") == f"21–{len(failed_ids)} of {len(failed_ids)}"
+    page.click('.status-filter a[data-status="canceled"]')
+    page.wait_for_url(re.compile(r"status=canceled$"))
+    assert rows.count() == totals["canceled"] or page.inner_text("#no-jobs") == "No canceled jobs."
+
+    # a job made on the page joins the first page of all jobs, and the counts follow it
+    page.click('.status-filter a[data-status=""]')
+    page.wait_for_url(re.compile(r"/ui/$"))
+    page.set_input_files("#file-input", str(DATA / "en02.wav"))
+    page.click("#submit-button")
+    page.wait_for_selector('#batch-panel .batch-summary[data-state="done"]', timeout=WAIT_MS)
+    made = page.locator("#batch-jobs tr.job").first.get_attribute("data-job-id")
+    assert ids()[0] == made and len(ids()) == 20
+    page.wait_for_function(
+        "([all, done]) => document.querySelector('.status-filter a[data-status=\"\"] .count').textContent == all && "
+        "document.querySelector('.status-filter a[data-status=\"complete\"] .count').textContent == done",
+        arg=[str(everything["total"] + 1), str(totals["complete"] + 1)], timeout=WAIT_MS,
+    )
+    assert page.inner_text(".page-range") == f"1–20 of {everything['total'] + 1}"
+    assert not errors, errors

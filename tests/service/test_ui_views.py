@@ -93,7 +93,9 @@ def test_templates_escape_user_text() -> None:
     assert html.count("&lt;img src=x onerror=alert(1)&gt;&amp;amp;&#39;&#34;.wav") >= 3  # title, heading, error, segment
     assert 'content="t&#39;&#34;&lt;"' in html
     rows = ui.TEMPLATES.get_template("home.html").render(
-        page="home", csrf_token=None, recent=[job], formats=["srt"], default_model="tiny.en", models=[HOSTILE]
+        page="home", csrf_token=None, jobs=views.jobs_page({"items": [{**JOB, "status": "failed"}], "total": 1},
+                                                           {"failed": 1}, "", 0, 20),
+        formats=["srt"], default_model="tiny.en", models=[HOSTILE],
     )
     assert "<img" not in rows and 'href="/ui/jobs/a1b2c3d4e5f6"' in rows
 
@@ -108,8 +110,27 @@ def test_remote_workers_on_the_runtime_page_and_the_remote_toggle() -> None:
     html = ui.TEMPLATES.get_template("_runtime.html").render(rt=rt)
     assert "Remote workers" in html and "REMOTE_WORKER_UNREACHABLE no answer" in html and "<img" not in html
     assert "Remote workers" not in ui.TEMPLATES.get_template("_runtime.html").render(rt=views.runtime_view({"slots": []}))
-    home = {mode: ui.TEMPLATES.get_template("home.html").render(page="home", csrf_token=None, recent=[], formats=["srt"],
+    home = {mode: ui.TEMPLATES.get_template("home.html").render(page="home", csrf_token=None, jobs=views.jobs_page({}, {}, "", 0, 20), formats=["srt"],
                                                                 default_model="tiny.en", models=[], remote_mode=mode)
             for mode in ("off", "optional", "required")}  # fmt: skip
     assert 'name="remote"' in home["optional"] and 'name="remote"' not in home["off"] + home["required"]
     assert "Every job runs on the remote GPU worker" in home["required"]
+
+
+def test_the_job_list_pages_and_filters() -> None:
+    rows = [{**JOB, "id": f"job{i:02d}"} for i in range(20)]
+    counts = {"queued": 3, "running": 1, "complete": 40, "failed": 4, "canceled": 0, "skipped": 0, "queued_remote": 0}
+    page = views.jobs_page({"items": rows, "total": 48}, counts, "", 20, 20)
+    assert (page.first, page.last, page.total, page.is_live) == (21, 40, 48, False)
+    assert (page.newer_url, page.older_url) == ("/ui/", "/ui/?offset=40")
+    shown = [(f.status, f.count, f.current) for f in page.filters]
+    assert shown == [("", 48, True), ("queued", 3, False), ("running", 1, False), ("complete", 40, False),
+                     ("failed", 4, False), ("canceled", 0, False)]  # fmt: skip
+    failed = views.jobs_page({"items": rows[:4], "total": 4}, counts, "failed", 0, 20)
+    assert (failed.newer_url, failed.older_url, failed.is_live) == (None, None, False)
+    assert [f.url for f in failed.filters if f.current] == ["/ui/?status=failed"]
+    assert views.jobs_page({"items": rows, "total": 48}, counts, "complete", 20, 20).older_url == "/ui/?status=complete&offset=40"
+    assert views.jobs_page({"items": rows, "total": 48}, counts, "", 0, 20).is_live
+    # what a hand-made URL may say is read safely
+    assert [views.page_offset(v, 20) for v in ("", "45", "-3", "x", "9" * 40)] == [0, 40, 0, 0, 10**9 // 20 * 20]
+    assert [views.chosen_status(v) for v in ("failed", "nope", "failed,complete", None)] == ["failed", "", "", ""]

@@ -22,9 +22,9 @@ def test_schema_is_created_on_first_use_in_wal_mode(tmp_path: Path) -> None:
     Store.open(tmp_path / "state").close()
     conn = sqlite3.connect(tmp_path / "state" / "store.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"batches", "tasks", "task_needs", "events", "cancel_requests"} <= tables
+    assert {"batches", "tasks", "task_needs", "events", "cancel_requests", "remote_jobs"} <= tables
 
 
 def test_a_version_1_store_is_brought_up_to_date(tmp_path: Path) -> None:

@@ -28,7 +28,17 @@ Running a task on a remote slot is a thread of its own (`_work`):
 4. download each output to the task's output path atomically; done.
 
 Cancel (`kill`) tells the worker (POST cancel). `stop()` only detaches: the
-worker keeps running its jobs and the next controller re-attaches. Every
+worker keeps running its jobs and the next controller re-attaches.
+
+What failover needs outlives the controller (engines/remote_record.py over
+store/remote_jobs.py): each job
+made on a worker, since when its worker has not answered, and the copies
+left on lost workers. A restarted controller re-attaches a task to its job
+through that record even while the worker is away (it does not send the job
+elsewhere at once), fails it over when the worker has been away for
+SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S counted from when the first controller
+saw it go, and cancels the copies (also those of tasks that ended while no
+controller ran) when their worker answers again. Every
 decision is logged on `scribefleet.remote` with a `remote_` or `capacity`
 word, so `grep -E 'remote_|capacity'` on the controller's log tells a job's
 remote life.
@@ -42,13 +52,14 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scribefleet.config import Settings
 from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, SlotSpec, SlotStatus, TaskRun
 from scribefleet.engines.remote_http import WorkerClient, next_delay
+from scribefleet.engines.remote_parts import Attempt, RemoteSlot, RemoteWorker, worker_urls
+from scribefleet.engines.remote_record import JobRecord
 from scribefleet.errors import (
     NotFound,
     RemoteFailed,
@@ -59,87 +70,17 @@ from scribefleet.errors import (
     RemoteWorkerUnreachable,
     ScribefleetError,
 )
-from scribefleet.store.models import iso_ms
+from scribefleet.store.remote_jobs import RemoteJob
 
 log = logging.getLogger("scribefleet.remote")
+
+__all__ = ["REMOTE_DEVICE", "RemoteEngine", "worker_urls"]
 
 REMOTE_DEVICE = "remote"
 #: consecutive failed pings after which a worker is marked unreachable (one failure is a blip)
 UNREACHABLE_AFTER = 3
 WAITING_STAGE = "queued_remote"
 KILL_WAIT_S = 10.0
-
-
-def worker_urls(settings: Settings) -> list[str]:
-    """REMOTE_WORKER_URL split on commas; a worker named twice (`http://a:8477,http://a:8477/`) counts once,
-    else its places would count twice and the jobs beyond its real places would spin on its 429."""
-    urls = (u.strip().rstrip("/") for u in (settings.remote_worker_url or "").split(","))
-    return list(dict.fromkeys(u for u in urls if u))
-
-
-@dataclass
-class RemoteWorker:
-    """One worker as the controller knows it: its client, whether it answers, what its last ping said."""
-
-    index: int
-    client: WorkerClient
-    connected: bool = False
-    capabilities: dict[str, Any] = field(default_factory=dict)
-    failures: int = 0  # consecutive failed pings
-    unauthorized: bool = False  # it refused our token: its jobs fail at once instead of waiting
-    last_error: dict[str, Any] | None = None
-    last_seen_at: float | None = None  # epoch seconds of the last answer
-
-    @property
-    def name(self) -> str:
-        return f"remote{self.index}"
-
-    def view(self) -> dict[str, Any]:
-        caps = self.capabilities
-        return {
-            "name": self.name,
-            "url": self.client.url,
-            "connected": self.connected,
-            "unauthorized": self.unauthorized,
-            "workerCapabilities": {k: caps.get(k) for k in ("activeJobs", "maxConcurrentJobs", "gpu", "gpuName")},
-            "models": caps.get("models") or [],
-            "lastSeenAt": iso_ms(self.last_seen_at) if self.last_seen_at else None,
-            "lastError": self.last_error,
-        }
-
-
-class _Attempt:
-    """One task on a remote worker: where it went, and the flags that end it early."""
-
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
-        self.canceled = threading.Event()  # kill(): tell the worker, then end
-        self.detached = threading.Event()  # stop(): end, leave the worker's job running
-        self.finished = threading.Event()
-        self.worker: RemoteWorker | None = None
-        self.worker_job_id: str | None = None
-        self.last_seen_at: float | None = None
-        self.last_error: dict[str, Any] | None = None  # of the last failed call while it goes on trying
-
-    def wait(self, delay_s: float) -> bool:
-        """Sleep up to `delay_s`; True when the attempt must end (canceled or detached)."""
-        deadline = time.monotonic() + delay_s
-        while not (self.canceled.is_set() or self.detached.is_set()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.canceled.wait(min(left, 0.2))
-        return True
-
-    def view(self) -> dict[str, Any]:
-        caps = self.worker.capabilities if self.worker else {}
-        return {
-            "workerJobId": self.worker_job_id,
-            "worker": self.worker.client.url if self.worker else None,
-            "lastSeenAt": iso_ms(self.last_seen_at) if self.last_seen_at else None,
-            "gpu": bool(caps.get("gpu")),
-            "lastError": self.last_error,
-        }
 
 
 class _Fail(Exception):
@@ -150,30 +91,22 @@ class _Fail(Exception):
         self.error, self.retryable = error, retryable
 
 
-@dataclass
-class RemoteSlot(SlotHandle):
-    """One place on a remote worker."""
-
-    worker: RemoteWorker | None = None
-    generation: int = 0
-    attempt: _Attempt | None = None
-
-
 class RemoteEngine(Engine):
     """A local engine's slots plus one slot per place on each remote worker."""
 
-    def __init__(self, settings: Settings, local: Engine, urls: Sequence[str]) -> None:
+    def __init__(self, settings: Settings, local: Engine, urls: Sequence[str], *, state_dir: Path | None = None) -> None:
+        """`state_dir`: where the jobs on workers are recorded (store/remote_jobs.py); None records nothing."""
         self.settings, self.local = settings, local
         token = settings.remote_worker_token.get_secret_value() if settings.remote_worker_token else None
         self.workers = [RemoteWorker(i, WorkerClient(u, token)) for i, u in enumerate(urls)]
         self._remote: dict[str, RemoteSlot] = {}
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self._attempts: dict[str, _Attempt] = {}  # task id -> its attempt, for the job views
+        self._attempts: dict[str, Attempt] = {}  # task id -> its attempt, for the job views
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.poll_s = settings.remote_worker_poll_s
         self.poll_max_s = max(self.poll_s, min(60.0, 8 * self.poll_s))
-        self._orphans: dict[int, list[str]] = {}  # worker index -> its jobs failed over while it was away
+        self.record = JobRecord(state_dir)  # the jobs on workers, as a restarted controller needs them
 
     # -- views ---------------------------------------------------------------
 
@@ -202,6 +135,7 @@ class RemoteEngine(Engine):
 
     def start(self) -> None:
         self.local.start()
+        self.record.open(w.client.url for w in self.workers)
         if self._watcher is None:
             self._stop.clear()
             self._watcher = threading.Thread(target=self._watch, name="remote-watcher", daemon=True)
@@ -222,6 +156,7 @@ class RemoteEngine(Engine):
         self.local.stop(timeout_s)
         for w in self.workers:
             w.client.close()
+        self.record.close()
 
     def restart(self, name: str) -> bool:
         if name not in self._remote:
@@ -243,7 +178,7 @@ class RemoteEngine(Engine):
         h = self._remote[name]
         if h.status is not SlotStatus.IDLE:
             raise RuntimeError(f"slot {name} is {h.status.value}, not idle")
-        attempt = _Attempt(str(run["task_id"]))
+        attempt = Attempt(str(run["task_id"]))
         attempt.worker = h.worker
         h.status, h.task_id, h.attempt = SlotStatus.BUSY, attempt.task_id, attempt
         self._attempts[attempt.task_id] = attempt
@@ -384,7 +319,7 @@ class RemoteEngine(Engine):
             return False
         changed = not was or caps.get("maxConcurrentJobs") != w.capabilities.get("maxConcurrentJobs")
         w.connected, w.unauthorized, w.failures, w.last_error, w.capabilities, w.last_seen_at = True, False, 0, None, caps, time.time()
-        self._cancel_orphans(w)
+        self.record.cancel_orphans(w.client)
         if changed:
             log.info(
                 "remote_worker_connected: %s, capacity %s jobs (%s active), gpu %s, models %s",
@@ -394,26 +329,18 @@ class RemoteEngine(Engine):
             self._inbox.put(("worker", w.index, True, caps))
         return True
 
-    def _cancel_orphans(self, w: RemoteWorker) -> None:
-        """A worker is back: cancel its jobs whose tasks went to another worker meanwhile."""
-        for job_id in self._orphans.pop(w.index, []):
-            try:
-                w.client.cancel(job_id)
-                log.info("remote_canceled: job %s on %s (its task went to another worker while this one was away)",
-                         job_id, w.client.url)  # fmt: skip
-            except ScribefleetError as err:
-                log.warning("remote_cancel_failed: job %s on %s [%s]: %s", job_id, w.client.url, err.code, err.message)
-
-    def _fail_over(self, attempt: _Attempt, w: RemoteWorker, away_since: float) -> None:
-        """Give the attempt up (retryable) when its worker stays away and another one answers."""
-        away_s = time.monotonic() - away_since
+    def _fail_over(self, attempt: Attempt, w: RemoteWorker, away_since: float) -> None:
+        """Give the attempt up (retryable) when its worker stays away (since `away_since`, epoch seconds) and
+        another one answers."""
+        away_s = time.time() - away_since
         if w.connected or away_s < self.settings.remote_worker_failover_s:
             return
         others = [o.client.url for o in self.workers if o is not w and o.connected and not o.unauthorized]
         if not others:
             return  # nowhere else to go: wait for it (it resumes the job when it returns)
         if attempt.worker_job_id is not None:
-            self._orphans.setdefault(w.index, []).append(attempt.worker_job_id)
+            self.record.orphaned(w.client.url, attempt.worker_job_id)
+            attempt.handed_over = True
         log.warning("remote_failover: task %s, worker %s has not answered for %.0f s "
                     "(SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S); the job is sent again to a worker that answers (%s)",
                     attempt.task_id, w.client.url, away_s, ", ".join(others))  # fmt: skip
@@ -423,7 +350,7 @@ class RemoteEngine(Engine):
 
     # -- one task on a worker ------------------------------------------------------
 
-    def _work(self, name: str, generation: int, attempt: _Attempt, run: dict[str, Any]) -> None:
+    def _work(self, name: str, generation: int, attempt: Attempt, run: dict[str, Any]) -> None:
         task_id = attempt.task_id
 
         def send(msg: dict[str, Any]) -> None:
@@ -441,22 +368,38 @@ class RemoteEngine(Engine):
             send({"ev": "failed", "code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}",
                   "details": {"traceback": traceback.format_exc().splitlines()[-15:]}, "retryable": False})  # fmt: skip
         finally:
+            self._settle(attempt)
             attempt.finished.set()
 
-    def _run(self, attempt: _Attempt, run: dict[str, Any], send: Any) -> dict[str, Any] | None:
+    def _settle(self, attempt: Attempt) -> None:
+        """The record of an attempt's job once the attempt ended: kept when detached (the next controller
+        re-attaches) or handed over (an orphan), else forgotten (the job ended or was canceled there)."""
+        w, job_id = attempt.worker, attempt.worker_job_id
+        if w is None or job_id is None or attempt.detached.is_set() or attempt.handed_over:
+            return
+        self.record.forget(w.client.url, job_id)
+
+    def _run(self, attempt: Attempt, run: dict[str, Any], send: Any) -> dict[str, Any] | None:
         spec, task_id = dict(run.get("spec") or {}), attempt.task_id
         key = f"{task_id}-{run.get('attempt', 1)}"
         job = self._reattach(attempt, key) or self._dispatch(attempt, spec, key, send)
         if job is None:
             return None
         attempt.worker_job_id, attempt.last_seen_at = str(job.get("workerJobId") or job.get("id")), time.time()
+        if attempt.away_since is None:  # it answered: (re)recorded as followed; a record of a worker away stays so
+            assert attempt.worker is not None
+            self.record.started(attempt.worker.client.url, attempt.worker_job_id, task_id, key)
         job = self._follow(attempt, job, send)
         if job is None:
             return None
         return self._fetch(attempt, job, spec)
 
-    def _reattach(self, attempt: _Attempt, key: str) -> dict[str, Any] | None:
-        """The job a worker already holds for this attempt (the controller was restarted meanwhile)."""
+    def _reattach(self, attempt: Attempt, key: str) -> dict[str, Any] | None:
+        """The job a worker already holds for this attempt (the controller was restarted meanwhile): the recorded
+        one first, followed on its worker even while that one is away (`_recorded`), else any worker's."""
+        recorded = self._recorded(attempt, key)
+        if recorded is not None:
+            return recorded
         for w in self.workers:
             try:
                 job = w.client.find(key)
@@ -471,7 +414,39 @@ class RemoteEngine(Engine):
                 return job
         return None
 
-    def _dispatch(self, attempt: _Attempt, spec: dict[str, Any], key: str, send: Any) -> dict[str, Any] | None:
+    def _recorded(self, attempt: Attempt, key: str) -> dict[str, Any] | None:
+        """The job recorded for this attempt, on a worker that has it or does not answer (then followed there,
+        away since the record says, so it fails over when it would have); None when it has it no more."""
+        for job in self.record.of_attempt(key):
+            w = next((w for w in self.workers if w.client.url == job.worker_url), None)
+            if w is None:
+                continue
+            try:
+                found = w.client.find(key)
+            except RemoteWorkerUnauthorized as err:
+                raise _Fail(err) from None
+            except RemoteWorkerUnreachable:
+                return self._follow_away(attempt, w, job)
+            except RemoteWorkerError:
+                continue
+            if found is not None:
+                attempt.worker = w
+                log.info("remote_reattached: task %s to job %s on %s (%s)", attempt.task_id, found.get("id"),
+                         w.client.url, found.get("status"))  # fmt: skip
+                return found
+            self.record.forget(job.worker_url, job.worker_job_id)  # the worker lost it
+        return None
+
+    def _follow_away(self, attempt: Attempt, w: RemoteWorker, job: RemoteJob) -> dict[str, Any]:
+        attempt.worker, attempt.away_since = w, job.away_since or time.time()
+        if job.away_since is None:
+            self.record.away(job.worker_url, job.worker_job_id, attempt.away_since)
+        log.warning("remote_reattached: task %s to job %s on %s, which does not answer (away for %.0f s); "
+                    "it is followed there until SCRIBEFLEET_REMOTE_WORKER_FAILOVER_S", attempt.task_id,
+                    job.worker_job_id, w.client.url, time.time() - attempt.away_since)  # fmt: skip
+        return {"id": job.worker_job_id, "status": "running"}
+
+    def _dispatch(self, attempt: Attempt, spec: dict[str, Any], key: str, send: Any) -> dict[str, Any] | None:
         """POST the job; while the worker is full or away, wait in queued_remote (backoff, jitter) up to the timeout."""
         w = attempt.worker
         assert w is not None
@@ -494,7 +469,7 @@ class RemoteEngine(Engine):
                          w.client.url, delay_s)  # fmt: skip
             except RemoteWorkerUnreachable as err:
                 last, attempt.last_error = err, err.to_dict()
-                away_since = away_since if away_since is not None else time.monotonic()
+                away_since = away_since if away_since is not None else time.time()
                 self._fail_over(attempt, w, away_since)
                 delay_s = next_delay(delay_s, self.poll_s, self.poll_max_s)
                 log.warning("remote_dispatch_retry: task %s, worker %s unreachable; next try in %.1f s",
@@ -516,13 +491,13 @@ class RemoteEngine(Engine):
             if attempt.wait(delay_s):
                 return None
 
-    def _follow(self, attempt: _Attempt, job: dict[str, Any], send: Any) -> dict[str, Any] | None:
+    def _follow(self, attempt: Attempt, job: dict[str, Any], send: Any) -> dict[str, Any] | None:
         """Poll the worker's job until it ends (backoff with jitter while nothing moves); the final job JSON."""
         w, job_id = attempt.worker, str(attempt.worker_job_id)
         assert w is not None
         deadline = time.monotonic() + self.settings.remote_worker_timeout_s
         delay_s, last, failures = self.poll_s, None, 0
-        away_since: float | None = None  # when this stretch of failed polls began
+        away_since = attempt.away_since  # when this stretch of failed polls began (epoch s; recorded)
         while True:
             status = job.get("status")
             if status == "complete":
@@ -556,11 +531,16 @@ class RemoteEngine(Engine):
                 return None
             try:
                 job = w.client.job(job_id)
+                if away_since is not None:  # back: a restarted controller must not count the stretch
+                    self.record.away(w.client.url, job_id, None)
                 attempt.last_seen_at, attempt.last_error, failures, away_since = time.time(), None, 0, None
+                attempt.away_since = None
             except RemoteWorkerUnreachable as err:
                 failures += 1
                 attempt.last_error = err.to_dict() if failures >= UNREACHABLE_AFTER else attempt.last_error
-                away_since = away_since if away_since is not None else time.monotonic()
+                if away_since is None:
+                    away_since = attempt.away_since = time.time()
+                    self.record.away(w.client.url, job_id, away_since)
                 self._fail_over(attempt, w, away_since)
                 delay_s = next_delay(delay_s, self.poll_s, self.poll_max_s)
                 log.warning("remote_poll_failed: task %s, job %s on %s (%d in a row): %s", attempt.task_id, job_id,
@@ -571,18 +551,22 @@ class RemoteEngine(Engine):
                 raise _Fail(RemoteFailed(f"{err.message}; it is sent again", worker=w.client.url, workerJobId=job_id),
                             retryable=True) from None  # fmt: skip
 
-    def _tell_cancel(self, attempt: _Attempt, why: str) -> None:
+    def _tell_cancel(self, attempt: Attempt, why: str) -> None:
         w = attempt.worker
         if w is None or attempt.worker_job_id is None:
             return
         try:
             w.client.cancel(attempt.worker_job_id)
             log.info("remote_canceled: task %s, job %s on %s (%s)", attempt.task_id, attempt.worker_job_id, w.client.url, why)
+        except NotFound:
+            pass
         except ScribefleetError as err:
-            log.warning("remote_cancel_failed: job %s on %s [%s]: %s", attempt.worker_job_id, w.client.url, err.code,
-                        err.message)  # fmt: skip
+            log.warning("remote_cancel_failed: job %s on %s [%s]: %s; canceled when it answers", attempt.worker_job_id,
+                        w.client.url, err.code, err.message)  # fmt: skip
+            self.record.orphaned(w.client.url, attempt.worker_job_id)
+            attempt.handed_over = True
 
-    def _fetch(self, attempt: _Attempt, job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
+    def _fetch(self, attempt: Attempt, job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
         """Download every output to the task's own paths (atomically); the task's result."""
         w, job_id = attempt.worker, str(attempt.worker_job_id)
         assert w is not None

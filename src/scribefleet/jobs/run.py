@@ -90,7 +90,8 @@ def controller_dispatcher(store: Store, settings: Settings, slots: list[SlotSpec
     urls = worker_urls(settings)
     if settings.remote_worker_mode == "off" or not urls:
         return engine_dispatcher(store, settings, slots, lock=lock, listeners=listeners)
-    engine = RemoteEngine(settings, make_engine(settings.engine, settings, store.state_dir, slots), urls)
+    engine = RemoteEngine(settings, make_engine(settings.engine, settings, store.state_dir, slots), urls,
+                          state_dir=store.state_dir)
     return engine, Dispatcher(store, engine, settings, listeners=list(listeners), lock=lock)
 
 

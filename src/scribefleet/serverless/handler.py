@@ -6,9 +6,11 @@ the same): `{"input": {"youtube_url", "request_id", "s3_bucket", ...}}` in,
 `{"status": "error", "request_id", "error": "<CODE>: <message>"}` out.
 
 The job is the same pipeline as every other (fetch -> ... -> publish) with its
-checkpoints under `SCRIBEFLEET_STATE_DIR/serverless`, so a retried request
-resumes and the same media is transcribed once. A `Worker` keeps its models
-loaded between invocations (a warm RunPod worker pays the model load once).
+checkpoints under `SCRIBEFLEET_STATE_DIR/serverless`, so a request retried
+after its worker died resumes. A `Worker` keeps its models loaded between
+invocations (a warm RunPod worker pays the model load once), but nothing a
+request wrote: once it has ended its folders and local SRT are removed
+(serverless/workspace.py; a failed upload keeps its transcript for a retry).
 The S3 keys of the input go straight to this job's upload (`S3Credentials`);
 they are not stored in the job, not put in the environment and never logged.
 """
@@ -19,12 +21,13 @@ import logging
 from typing import Any
 
 from scribefleet.config import Settings
-from scribefleet.errors import ScribefleetError
+from scribefleet.errors import PublishFailed, ScribefleetError
 from scribefleet.jobs.create import work_dir_for
 from scribefleet.jobs.redact import redact_paths
 from scribefleet.jobs.seed003 import SeedRequest, done_output, error_output, parse_request, request_id_of
 from scribefleet.pipeline.job import TranscriptionJob, run_transcription
 from scribefleet.pipeline.models import ModelCache, resolve_model
+from scribefleet.serverless.workspace import keep_for_retry, remove_request, request_lock
 
 log = logging.getLogger("scribefleet.serverless")
 
@@ -60,12 +63,23 @@ class Worker:
 
     def _run(self, req: SeedRequest) -> dict[str, Any]:
         resolved = resolve_model(req.options.model, self.settings)
+        work_dir = work_dir_for(self.root, req.url, None, req.options.result_key(resolved.model_id))
+        srt = self.root / "out" / req.srt_name
         job = TranscriptionJob(
-            url=req.url, work_dir=work_dir_for(self.root, req.url, None, req.options.result_key(resolved.model_id)),
-            outputs={"srt": self.root / "out" / req.srt_name}, options=req.options, device=self.device,
+            url=req.url, work_dir=work_dir, outputs={"srt": srt}, options=req.options, device=self.device,
             max_file_mb=self.settings.max_file_mb, window_s=self.settings.window_s, model_path=resolved.path,
             model_id=resolved.model_id, cpu_threads=self.settings.cpu_threads, publish=req.publish,
         )  # fmt: skip
         log.info("request %s: %s", req.request_id, req.url)
-        result = run_transcription(job, self.models, lambda stage, fraction, extra: None, credentials=req.credentials)
+        with request_lock(work_dir):
+            try:
+                result = run_transcription(job, self.models, lambda stage, fraction, extra: None,
+                                           credentials=req.credentials)  # fmt: skip
+            except PublishFailed:
+                keep_for_retry(work_dir, srt)
+                raise
+            except Exception:  # an interrupted request (Ctrl-C, SIGTERM) keeps its checkpoints: run again, it resumes
+                remove_request(work_dir, srt)
+                raise
+            remove_request(work_dir, srt)  # the SRT is in S3: nothing of the request stays here
         return done_output(req.request_id, result["published"])

@@ -12,6 +12,13 @@ Start takes the state folder's dispatcher lock at once, so a second controller
 the server listens. Each dispatcher run begins by recovering the tasks a killed
 controller left running; they go back to the queue and finish. Should the
 dispatcher itself crash, it is restarted after a growing pause (1 s .. 30 s).
+
+An upload made for one job alone (the OpenAI routes: the client never learns
+its id, so cannot delete it) is deleted as soon as that job ends, complete,
+failed or canceled, whoever waits for it or not (`discard_owned_uploads`, on
+every dispatch event of a task that ended); the job's outputs and result stay.
+Start does the same for every such job that ended while no controller watched
+(killed between the end and the delete, or run by an older scribefleet).
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ from scribefleet.worker.hardware import Hardware, detect_hardware, gpu_memory_by
 log = logging.getLogger("scribefleet.controller")
 
 RESTART_PAUSE_MAX_S = 30.0
+#: the spec flag of a job that owns its upload: the upload is deleted once the job has ended
+OWNS_UPLOAD = "owns_upload"
+#: upload ids looked up in one query of the start-up sweep
+_SWEEP_CHUNK = 200
 #: how long the reason queued jobs wait (`queue_reason`) is reused before it is worked out again
 QUEUE_REASON_TTL_S = 0.5
 
@@ -89,6 +100,7 @@ class Controller:
         """Plan slots, take the dispatcher lock (StateLocked if taken) and start the dispatcher thread."""
         self.plan()
         self._lock.acquire()
+        self.discard_owned_uploads()
         self._stop.clear()
         self._thread = threading.Thread(target=self._supervise, name="scribefleet-dispatcher", daemon=True)
         self._thread.start()
@@ -151,8 +163,33 @@ class Controller:
             store.close()
 
     def _emit(self, event: DispatchEvent) -> None:
+        task = event.task
+        if task is not None and task.is_terminal and task.spec.get(OWNS_UPLOAD):
+            self.discard_owned_uploads([str(task.spec.get("upload_id"))])
         for listener in self.listeners:
             listener(event)
+
+    # -- uploads that belong to one job -----------------------------------------
+
+    def discard_owned_uploads(self, upload_ids: list[str] | None = None) -> list[str]:
+        """Delete the uploads (of `upload_ids`, else every stored one) that a job owns and no job needs any more:
+        a job owns it (OWNS_UPLOAD), and every job made from it has ended. Returns the ids deleted."""
+        ids = self.uploads.ids() if upload_ids is None else [u for u in upload_ids if u]
+        gone: list[str] = []
+        for at in range(0, len(ids), _SWEEP_CHUNK):
+            chunk = ids[at : at + _SWEEP_CHUNK]
+            where = f"json_extract(spec, '$.upload_id') IN ({','.join('?' * len(chunk))})"
+            # every job made from these uploads (one each, but for an upload a client reused in POST /api/jobs)
+            tasks, _ = self.store.task_page(None, None, limit=_SWEEP_CHUNK * 1000, where=(where, list(chunk)))
+            users: dict[str, list[Any]] = {}
+            for t in tasks:
+                users.setdefault(str(t.spec.get("upload_id")), []).append(t)
+            for upload_id, jobs in users.items():
+                if any(t.spec.get(OWNS_UPLOAD) for t in jobs) and all(t.is_terminal for t in jobs):
+                    if self.uploads.remove(upload_id):
+                        log.info("upload %s deleted: the job it was made for has ended", upload_id)
+                        gone.append(upload_id)
+        return gone
 
     # -- what the API needs ----------------------------------------------------
 

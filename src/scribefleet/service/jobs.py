@@ -36,7 +36,7 @@ from scribefleet.jobs.seed003 import done_output, error_output, parse_request
 from scribefleet.jobs.views import batch_progress, iso, task_view
 from scribefleet.options import Device, FetchOptions, PublishOptions, TranscribeOptions
 from scribefleet.pipeline.models import ResolvedModel, resolve_api_model
-from scribefleet.service.controller import Controller
+from scribefleet.service.controller import OWNS_UPLOAD, Controller
 from scribefleet.service.limits import list_item
 from scribefleet.jobs.redact import redact_paths
 from scribefleet.store.models import Batch, Task
@@ -248,10 +248,13 @@ def seed_status(task: Task, controller: Controller) -> dict[str, Any]:
 
 
 def create_job(controller: Controller, upload_id: str, options: TranscribeOptions, batch_id: str | None, *,
-               publish: PublishOptions | None = None, remote: bool | None = None, tag: str | None = None) -> Task:
+               publish: PublishOptions | None = None, remote: bool | None = None, tag: str | None = None,
+               owns_upload: bool = False) -> Task:
     """Queue a transcribe task of an upload; the running dispatcher picks it up within cancel_poll_s.
 
     `remote`: the job asks to run on a remote worker. `tag`: of the request's Idempotency-Key (`idempotent`).
+    `owns_upload`: the upload was made for this job alone (the OpenAI routes; its client never learns the
+    upload's id), so the controller deletes it once the job has ended (`Controller.discard_owned_uploads`).
     """
     settings = controller.settings
     upload = controller.uploads.get(upload_id)
@@ -262,11 +265,11 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
     key = tag or new_id()
     out_dir = controller.jobs_dir / key
     stem = Path(upload.filename).stem or "upload"
+    extra = {"upload_id": upload.upload_id, **({OWNS_UPLOAD: True} if owns_upload else {}), **job_extra(publish=publish)}
     task_id, _ = add_transcribe_task(
         controller.store, batch.id, f"{key}/{upload.filename}", input_path=upload.path, display=upload.filename,
         digest=upload.sha256, outputs={fmt: out_dir / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
-        resolved=resolved, settings=settings, extra={"upload_id": upload.upload_id, **job_extra(publish=publish)},
-        remote=on_worker,
+        resolved=resolved, settings=settings, extra=extra, remote=on_worker,
     )  # fmt: skip
     return get_task(controller, task_id)
 

@@ -5,7 +5,9 @@ temperature, timestamp_granularities[]) becomes an ordinary job: the upload is
 streamed to disk under the size limit like any other, the job goes through
 the same queue and slots (so it shows in /api/jobs and /api/runtime), and the
 request waits until it ends. A request refused before its job exists (a bad
-field, an unknown model) deletes its upload. The official `openai` client works unchanged
+field, an unknown model) deletes its upload; the job's own upload is deleted
+when the job ends, however it ends (the client never learns its id;
+service/controller.py), its outputs and result stay. The official `openai` client works unchanged
 (`OpenAI(base_url="http://host:8476/v1", api_key=<API token>)`): it sends
 the token as a bearer header. A client that goes away cancels its job.
 
@@ -191,13 +193,17 @@ def openai_router(controller: Controller, metrics: Metrics) -> APIRouter:
         metrics.upload("stored", upload.size_bytes)
         try:
             options, response_format = _options(fields, task_kind, controller.settings.api_default_model)
-            created = await run_in_threadpool(J.create_job, controller, upload.upload_id, options, None)
+            created = await run_in_threadpool(
+                lambda: J.create_job(controller, upload.upload_id, options, None, owns_upload=True)
+            )
         except ScribefleetError:
             controller.uploads.discard(upload)  # refused: no job reads it, and the client never learns its id
             raise
         task = await _wait(controller, created.id, request)
-        if task is None:
+        if task is None:  # canceled: its upload goes when the cancel has ended it (Controller._emit)
             return Response(status_code=499)
+        # the dispatcher's thread deletes it too as the job ends; done here as well, so the answer comes after
+        await run_in_threadpool(controller.discard_owned_uploads, [upload.upload_id])
         if not task.is_complete:
             raise ScribefleetError.from_code(
                 task.error_code or "TASK_FAILED",

@@ -13,7 +13,7 @@ session's CSRF token in `X-CSRF-Token`. Templates autoescape everything; the
 script only ever sets `textContent`, so a file name is text, never markup.
 
 Pages, under `/ui` (`/` and `/ui` redirect to `/ui/`): `login`, `/` (drop files,
-batch progress, recent jobs), `jobs/{id}` (with a player of the job's media,
+batch progress, every job a page at a time, `?status=` and `?offset=`), `jobs/{id}` (with a player of the job's media,
 `GET /api/jobs/{id}/media`, and a transcript that follows it: static/player.js),
 `batches/{id}`, `runtime`; the
 script and stylesheet at `static/{name}`. The login page and the static files
@@ -49,8 +49,10 @@ _STATIC_VERSION = hashlib.sha256(
     b"".join(p.read_bytes() for _, p in sorted(STATIC_FILES.items()))
 ).hexdigest()[:10]
 
-#: the most jobs one batch page or the recent list draws at once
+#: the most jobs one batch page draws at once
 PAGE_JOBS = 200
+#: the jobs one page of the home page's list shows (static/pages.js RECENT_ROWS says the same)
+RECENT_JOBS = 20
 
 router = APIRouter(include_in_schema=False)
 PREFIX = "/ui"
@@ -170,21 +172,26 @@ async def login_page(request: Request, next: str = "") -> HTMLResponse:  # noqa:
 
 
 @router.get(PREFIX + "/", response_class=HTMLResponse)
-async def home_page(request: Request) -> Response:
+async def home_page(request: Request, status: str = "", offset: str = "") -> Response:
+    """The submit form and the job list: RECENT_JOBS a page, newest first, of one status (`status`) or all,
+    from `offset`, with every status's count (GET /api/jobs?status=S&limit=1 answers its `total`)."""
+    chosen, start = views.chosen_status(status), views.page_offset(offset, RECENT_JOBS)
     async with Api(request) as api:
         try:
-            listing = await api.get("/api/jobs", params={"limit": 20})
+            listing = await api.get("/api/jobs", params={"limit": RECENT_JOBS, "offset": start, "status": chosen or None})
+            counts = {s: views.total_of(await api.get("/api/jobs", params={"status": s, "limit": 1}), 0)
+                      for s in views.JOB_STATUSES}  # fmt: skip
             runtime = await api.get("/api/runtime")
         except NotLoggedIn:
             return _to_login(request)
         except ApiError as err:
             return _error_page(request, err)
-    recent = [views.job_view(j) for j in views.items_of(listing)]
+    jobs = views.jobs_page(listing, counts, chosen, start, RECENT_JOBS)
     return _render(
         request,
         "home.html",
         "home",
-        recent=recent,
+        jobs=jobs,
         formats=FORMATS,
         default_model=TranscribeOptions().model,
         models=views.known_models(runtime),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -97,6 +97,82 @@ def job_view(job: dict[str, Any]) -> JobView:
         slot=view.slot,
         times=times_text(view.elapsed_s, view.eta_s, view.is_terminal),
     )
+
+
+#: the statuses a job shows (GET /api/jobs?status=), in the order the home page's filter lists them
+JOB_STATUSES = ("queued", "queued_remote", "running", "complete", "failed", "canceled", "skipped")
+#: shown in the filter even with no job in them (the others only when some job is)
+ALWAYS_SHOWN = frozenset({"queued", "running", "complete", "failed", "canceled"})
+
+
+@dataclass(frozen=True)
+class StatusFilter:
+    """One choice of the home page's status filter: a status ('' for all), its job count, its link."""
+
+    status: str
+    count: int
+    url: str
+    current: bool
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """One page of the home page's job list: its rows, where it lies in the whole list, the ways to move."""
+
+    jobs: list[JobView]
+    total: int  # jobs of the chosen status (all of them without one)
+    offset: int
+    status: str
+    filters: list[StatusFilter]
+    newer_url: str | None  # the page before (newer jobs); None on the first
+    older_url: str | None  # the page after; None on the last
+
+    @property
+    def first(self) -> int:
+        """The 1-based position of the first row ("21" in "21-40 of 48"); 0 when the page is empty."""
+        return self.offset + 1 if self.jobs else 0
+
+    @property
+    def last(self) -> int:
+        return self.offset + len(self.jobs)
+
+    @property
+    def is_live(self) -> bool:
+        """Whether jobs made now belong at its top: the first page of every status."""
+        return self.offset == 0 and not self.status
+
+
+def jobs_url(status: str, offset: int) -> str:
+    """The home page's URL showing jobs of `status` ('' for all) from `offset`."""
+    query = {k: v for k, v in (("status", status), ("offset", offset)) if v}
+    return "/ui/" + (f"?{urlencode(query)}" if query else "")
+
+
+def chosen_status(raw: str | None) -> str:
+    """The `status` query of the home page if it names one status, else '' (all)."""
+    return raw if raw in JOB_STATUSES else ""
+
+
+def page_offset(raw: str | None, page_size: int) -> int:
+    """The `offset` query of the home page: a whole number >= 0, rounded down to a page boundary."""
+    try:
+        offset = int(raw or 0)
+    except ValueError:
+        return 0
+    return max(0, min(offset, 10**9)) // page_size * page_size
+
+
+def jobs_page(listing: Any, counts: dict[str, int], status: str, offset: int, page_size: int) -> JobsPage:
+    """The home page's job list from GET /api/jobs (one page) and each status's total (`counts`)."""
+    jobs = [job_view(j) for j in items_of(listing)]
+    all_jobs = sum(counts.values())
+    total = total_of(listing, len(jobs))
+    filters = [StatusFilter("", all_jobs, jobs_url("", 0), not status)]
+    filters += [StatusFilter(s, counts.get(s, 0), jobs_url(s, 0), s == status) for s in JOB_STATUSES
+                if s in ALWAYS_SHOWN or counts.get(s, 0) or s == status]  # fmt: skip
+    newer = jobs_url(status, max(0, offset - page_size)) if offset > 0 else None
+    older = jobs_url(status, offset + page_size) if offset + page_size < total else None
+    return JobsPage(jobs, total, offset, status, filters, newer, older)
 
 
 def times_text(elapsed_s: float | None, eta_s: float | None, finished: bool) -> str:

@@ -11,6 +11,8 @@ written, so an upload either exists whole or not at all. A request refused
 after its file arrived (the rest of the body broken, a second file; for the
 routes that make a job at once, a bad option or model) deletes the upload
 with `UploadStore.discard`: no job will ever read it, and nobody knows its id.
+The upload an OpenAI route made for its job is that job's alone, and the
+controller removes it once the job has ended (service/controller.py).
 
 The stored name comes from `safe_filename` (after `form_filename` undid the
 `%22` a browser sends for a double quote): the client's last path component
@@ -115,8 +117,23 @@ class UploadStore:
 
     def discard(self, upload: Upload) -> None:
         """Delete an upload no job will use (its request was refused after the file arrived)."""
-        shutil.rmtree(self.root / upload.upload_id, ignore_errors=True)
-        self._record(upload.upload_id).unlink(missing_ok=True)
+        self.remove(upload.upload_id)
+
+    def remove(self, upload_id: str) -> bool:
+        """Delete the upload with this id (a server id, never a path); whether there was one."""
+        if not _UPLOAD_ID.fullmatch(upload_id or ""):
+            return False
+        record = self._record(upload_id)
+        existed = record.exists() or (self.root / upload_id).exists()
+        record.unlink(missing_ok=True)  # first: from here on the upload does not exist for `get`
+        shutil.rmtree(self.root / upload_id, ignore_errors=True)
+        return existed
+
+    def ids(self) -> list[str]:
+        """The ids of the stored uploads (their records)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.stem for p in self.root.glob("*.json") if _UPLOAD_ID.fullmatch(p.stem))
 
 
 class UploadWriter:

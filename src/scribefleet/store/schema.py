@@ -15,7 +15,7 @@ from pathlib import Path
 from scribefleet.errors import OutputWriteFailed, StateIncompatible
 from scribefleet.fsio import make_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -89,8 +89,24 @@ SCHEMA_V2 = """
 ALTER TABLE tasks ADD COLUMN audio_s REAL
 """
 
+#: 3: the controller's jobs on remote workers (store/remote_jobs.py): where each attempt runs, since when its
+#: worker has not answered, and the copies left on a lost worker, to cancel when it is back
+SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS remote_jobs (
+    worker_url     TEXT NOT NULL,
+    worker_job_id  TEXT NOT NULL,
+    task_id        TEXT NOT NULL,
+    attempt_key    TEXT NOT NULL,             -- the Idempotency-Key: <task id>-<attempt>
+    state          TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active','orphan')),
+    away_since     REAL,                      -- epoch s: its worker stopped answering (NULL while it answers)
+    updated_at     REAL NOT NULL,
+    PRIMARY KEY (worker_url, worker_job_id)
+);
+CREATE INDEX IF NOT EXISTS remote_jobs_key ON remote_jobs(attempt_key)
+"""
+
 #: version -> the SQL that brings a database from version-1 to it
-MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2}
+MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3}
 
 
 #: SQLite's result codes (and their extended forms) that mean the file cannot be written

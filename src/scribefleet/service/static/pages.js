@@ -2,15 +2,18 @@
  *
  * login: posts the token, keeps the CSRF token it gets back. home: drop zone,
  * file picker and options; one batch per submit, each file uploaded and its
- * job created (also at the top of the recent jobs), then followed over the batch's event stream. job: follows the
+ * job created (also at the top of the job list on its first page of all jobs), then followed over the batch's
+ * event stream; the list's status counts are read again as jobs are made and change status. job: follows the
  * job, cancel button, reloads once when the job ends. batch: follows its
  * jobs. runtime: re-fetches its server-rendered fragment every few seconds.
  * Uses app.js (loaded first).
  */
 "use strict";
 
-// the recent jobs the home page shows (service/ui.py asks the API for as many)
+// the jobs one page of the home page's list shows (service/ui.py RECENT_JOBS asks the API for as many)
 const RECENT_ROWS = 20;
+// how long after a job was made or changed status the home page's counts are read again (one read for many changes)
+const COUNTS_DELAY_MS = 1000;
 
 // the target after login, if it stays on this site (the server checked it too; this is the second lock)
 function sameSite(target) {
@@ -160,15 +163,56 @@ async function submitOne(file, options, batchId, tbody, tracker, remote) {
   }
 }
 
-/* A job this page made, at the top of the recent jobs (the tracker draws every row of a job alike). */
+/* A job this page made, at the top of the job list when it shows the newest of all jobs (the first page,
+ * no status chosen; the tracker draws every row of a job alike); the counts are read again either way. */
 function addRecent(job) {
+  countsSoon();
+  const card = document.getElementById("jobs-card");
   const table = document.getElementById("recent-jobs");
-  if (!table) return;
+  if (!table || !card || card.dataset.live !== "true") return;
   const body = table.tBodies[0];
   body.prepend(newRow(job));
   while (body.rows.length > RECENT_ROWS) body.lastElementChild.remove();
   document.getElementById("recent-box").hidden = false;
   document.getElementById("no-jobs").hidden = true;
+}
+
+/* The count of each status in the filter, and the page's "21-40 of 48", read again from the API
+ * (GET /api/jobs?status=S&limit=1 answers the total) a moment after jobs were made or changed status. */
+let countsTimer = null;
+function countsSoon() {
+  if (countsTimer === null) countsTimer = setTimeout(() => { countsTimer = null; refreshCounts(); }, COUNTS_DELAY_MS);
+}
+
+async function refreshCounts() {
+  const card = document.getElementById("jobs-card");
+  if (!card) return;
+  const total = async (status) => {
+    const body = await api("GET", "/api/jobs?limit=1" + (status ? "&status=" + encodeURIComponent(status) : ""));
+    return Number(body.total) || 0;
+  };
+  try {
+    for (const link of card.querySelectorAll(".status-filter a[data-status]")) {
+      link.querySelector(".count").textContent = String(await total(link.dataset.status));
+    }
+    const shown = card.querySelectorAll("#recent-jobs tbody tr.job").length;
+    const offset = Number(card.dataset.offset) || 0;
+    const all = await total(card.dataset.status);
+    card.querySelector(".page-range").textContent = shown ? (offset + 1) + "\u2013" + (offset + shown) + " of " + all : "";
+    const pager = card.querySelector(".pager");
+    if (offset + RECENT_ROWS < all && !pager.querySelector("a.older")) {
+      const older = document.createElement("a");
+      older.className = "older";
+      older.rel = "next";
+      const query = new URLSearchParams(card.dataset.status ? { status: card.dataset.status } : {});
+      query.set("offset", String(offset + RECENT_ROWS));
+      older.href = "/ui/?" + query.toString();
+      older.textContent = "Older \u2192";
+      pager.append(older);
+    }
+  } catch (err) {
+    if (err.status !== 401) flash(err.message);
+  }
 }
 
 function initJob(tracker) {
@@ -221,7 +265,10 @@ document.addEventListener("DOMContentLoaded", () => {
   if (page === "job") return initJob(new Tracker());
   if (page === "home" || page === "batch") {
     const panel = document.getElementById(page === "home" ? "batch-panel" : "batch-page");
-    const tracker = new Tracker(() => { if (!panel.hidden) drawBatch(tracker, panel); });
+    const tracker = new Tracker((job, before) => {
+      if (!panel.hidden) drawBatch(tracker, panel);
+      if (page === "home" && before && before.status !== job.status) countsSoon();
+    });
     adoptRows(tracker, document);
     if (page === "home") return initHome(tracker);
     drawBatch(tracker, panel);
