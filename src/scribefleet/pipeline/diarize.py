@@ -87,9 +87,11 @@ _MAX_ESTIMATE = 10
 _MIN_SILHOUETTE = 0.1
 _SILHOUETTE_SLACK = 0.05  # a count whose silhouette is this close to the best one's is as good
 #: an estimated split with two centroids this similar (cosine) is one voice cut in two: the windows of one
-#: speaker drift with what is said, so a monologue splits with a good silhouette. Measured centroids of one
-#: voice split in two or three: 0.88-0.94 (a LibriVox reader, espeak voices); of two people: 0.63 (the espeak
-#: dialogue), 0.82 and 0.83 (two real far-field meeting excerpts)
+#: speaker drift with what is said, so a monologue splits with a good silhouette. Measured on the 2-splits of
+#: 21 one-voice and 24 two-voice recordings and cuts of real speech (docs/speakers.md): one voice of 20 s or
+#: more 0.87-0.91, 10 s of a reading 0.85-0.87; two people 0.48-0.83 (whole recordings), 0.64-0.87 (10-20 s
+#: cuts). 0.84-0.85 gets the most right (17-18 of 21, 17 of 24); lower, the meeting excerpts (0.826, 0.819)
+#: become one voice
 _SAME_VOICE = 0.85
 _MAX_LINKAGE = 2000  # more windows than this: cluster a sample, then assign all to its centroids
 
