@@ -52,7 +52,7 @@ from scribefleet.config import Settings
 from scribefleet.errors import DiarizationFailed, DiarizationModelMissing, ScribefleetError
 from scribefleet.options import TranscribeOptions
 from scribefleet.pipeline.media import SAMPLE_RATE
-from scribefleet.pipeline.speakers import enrolled_names, first_appearance_labels
+from scribefleet.pipeline.speakers import enrolled_names, enrollment_fingerprint, first_appearance_labels
 
 log = logging.getLogger("scribefleet.pipeline")
 
@@ -126,11 +126,14 @@ def checkpoint_identity(config: DiarizerConfig, options: TranscribeOptions) -> d
     """What a diarize.json must match to be reused: the backend, and the speaker options it was asked for.
 
     The speaker options are not in the transcript's options key (a file transcribed without `diarize`
-    is only diarized when asked later), so a checkpoint made for other counts or names is made again.
+    is only diarized when asked later), so a checkpoint made for other counts or names, or other clips in the
+    names folder, is made again.
     """
     names = str(options.speaker_names) if options.speaker_names is not None else None
-    asked = [options.speakers, options.min_speakers, options.max_speakers, names,
-             config.match_threshold if names else None]
+    asked: list[Any] = [options.speakers, options.min_speakers, options.max_speakers, names,
+                        config.match_threshold if names else None]  # fmt: skip
+    if names:  # the clips themselves: one added to a person (or replaced, removed) names the voices again
+        asked.append(enrollment_fingerprint(Path(names)))
     return {**config.identity, "asked": asked}
 
 

@@ -85,6 +85,20 @@ def enrollment_clips(folder: Path) -> dict[str, list[Path]]:
     return clips
 
 
+def enrollment_fingerprint(folder: Path) -> list[list[Any]]:
+    """What names made from `folder` depend on: [relative path, size, mtime_ns] of each file it and its subfolders
+    hold (hidden ones skipped; none when it is not a folder), so adding, replacing or removing a clip names the
+    voices again."""
+    if not folder.is_dir():
+        return []
+    found: list[list[Any]] = []
+    people = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    for clip in _clip_files(folder) + [clip for person in people for clip in _clip_files(person)]:
+        stat = clip.stat()
+        found.append([clip.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
+    return found
+
+
 def enrollment_voices(folder: Path) -> dict[str, list[np.ndarray]]:
     """name -> decoded clips of each person of an enrollment folder; INVALID_OPTIONS naming a clip that is not
     audio or holds no sound."""
