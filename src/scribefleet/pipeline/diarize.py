@@ -330,11 +330,12 @@ def _sharpen(
         return turns
     short = np.concatenate(vectors)
     inside = _turn_of(windows, turns)
-    count = 1 + max(int(spk[1:]) for _, _, spk in turns)
-    if any(not np.any(inside == k) for k in range(count)):
+    speakers = sorted({int(spk[1:]) for _, _, spk in turns})
+    if len(speakers) < 2 or any(not np.any(inside == k) for k in speakers):
         return turns  # a speaker with no short window inside its turns: the first pass stands
-    centroids = _normed(np.stack([short[inside == k].mean(axis=0) for k in range(count)]))
-    return _bridge(_label_grid(spans, windows, short @ centroids.T))
+    centroids = _normed(np.stack([short[inside == k].mean(axis=0) for k in speakers]))
+    relabelled = _bridge(_label_grid(spans, windows, short @ centroids.T))
+    return [(s, e, f"S{speakers[int(spk[1:])]}") for s, e, spk in relabelled]  # columns S0, S1, ... back to speakers
 
 
 def _turn_of(windows: list[tuple[float, float]], turns: list[Turn]) -> np.ndarray:
