@@ -21,14 +21,16 @@ Measured on the 2-core test machine (1 torch thread, under load), DER without
 collar / with a 0.25 s collar:
 
   recording    count given          count estimated
-  dialogue     3.3 % / 2.6 %        3.3 % / 2.6 %   (2 found)
-  two-long     0.8 % / 0.0 %        0.8 % / 0.0 %   (2 found)
-  three-long   0.9 % / 0.1 %        31.7 % / 30.1 % (2 found: resemblyzer hears espeak's en+m3 and
-                                                     en+m7 as one voice, centroid cosine similarity 0.86)
-  real-dev00   25.4 % / 17.9 %      25.4 % / 17.9 % (2 found)
-  real-dev01   30.4 % / 24.9 %      30.4 % / 24.9 % (2 found)
+  dialogue     0.5 % / 0.0 %        0.5 % / 0.0 %   (2 found)
+  real-dev00   19.2 % / 12.6 %      19.2 % / 12.6 % (2 found)
+  real-dev01   23.2 % / 16.2 %      23.2 % / 16.2 % (2 found)
 
-at 15-75 audio-seconds per wall-second.
+at 6-24 audio-seconds per wall-second (load average 4-6), with the second pass of 0.6 s windows
+(docs/speakers.md). Before it: dialogue 3.3 % / 2.6 %, real-dev00 25.4 % / 17.9 %, real-dev01
+30.4 % / 24.9 % (both counts), at 15-75 audio-seconds per wall-second; and, not measured again
+since (no espeak-ng on the machine): two-long 0.8 % / 0.0 % (both), three-long 0.9 % / 0.1 %
+given, 31.7 % / 30.1 % estimated (2 found: resemblyzer hears espeak's en+m3 and en+m7 as one
+voice, centroid cosine similarity 0.86).
 
 Before (embedding each stretch of sound every 0.4 s, the tree cut at the
 count, the best silhouette, turns ending at every pause): dialogue 9.6 %,
@@ -42,8 +44,9 @@ reference marks whole turns, pauses and overlaps included: a pause of under
 28.5 s, 3.2 s of dev01's 16.9 s). resemblyzer's embeddings of far-field
 voices separate them only just (on dev01 even the true split has a lower
 silhouette than the one found), so small changes move the numbers a lot:
-with the sequential mode's VAD ranges (`batch_size` 1) dev00 is 17.8 % with
-the count given but 44.7 % estimated (3 found), dev01 30.3 % both.
+with the sequential mode's VAD ranges (`batch_size` 1), before the second
+pass, dev00 was 17.8 % with the count given but 44.7 % estimated (3 found),
+dev01 30.3 % both.
 """
 
 from __future__ import annotations

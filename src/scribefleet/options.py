@@ -117,7 +117,8 @@ class TranscribeOptions(BaseModel):
     speakers: int | None = Field(default=None, ge=1, le=64, strict=True)
     min_speakers: int | None = Field(default=None, ge=1, le=64, strict=True)
     max_speakers: int | None = Field(default=None, ge=1, le=64, strict=True)
-    #: a folder with one clip per known person (file stem = name) naming the speakers that match
+    #: a folder of a clip per known person (file stem = name) or a subfolder of clips per person (folder name =
+    #: name), naming the speakers that match
     speaker_names: Path | None = None
 
     @model_validator(mode="before")

@@ -161,3 +161,24 @@ def test_diarize_added_or_changed_later_never_transcribes_again(dialogue_job, mo
     run_transcription(plain, models, progress)
     assert progress.started_stages == ["render", "publish"]
     assert srt_path.read_text() == unlabelled
+
+
+def test_other_enrollment_clips_name_the_voices_again(dialogue_job, models, tmp_path: Path) -> None:
+    """The names folder's clips are part of what diarize.json was made for: a clip added to a person (or
+    removed) names the voices again, without transcribing again. Only the folder's path once was, so a
+    person's new clip changed nothing until the work dir was deleted."""
+    people = tmp_path / "people"
+    shutil.copytree(DATA / "enroll", people)
+    job = dialogue_job.model_copy(update={"options": dialogue_job.options.model_copy(update={"speaker_names": people})})
+    assert run_transcription(job, models, ProgressLog())["speakers"] == ["Marcus", "Fiona"]
+    same = ProgressLog()
+    run_transcription(job, models, same)
+    assert "diarize" not in same.started_stages  # the same clips: the names stand
+    (people / "Marcus.flac").unlink()
+    progress = ProgressLog()
+    result = run_transcription(job, models, progress)
+    assert "diarize" in progress.started_stages and "transcribe" not in progress.started_stages
+    assert result["speakers"] == ["SPEAKER_00", "Fiona"]
+    (people / "Marcus").mkdir()
+    shutil.copy(DATA / "enroll" / "Marcus.flac", people / "Marcus" / "office.flac")
+    assert run_transcription(job, models, ProgressLog())["speakers"] == ["Marcus", "Fiona"]

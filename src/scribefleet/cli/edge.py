@@ -241,7 +241,7 @@ Diarize = Annotated[bool, typer.Option("--diarize", "--diarization", help="Label
 Speakers = Annotated[Optional[int], typer.Option("--speakers", min=1, max=64, help="Exactly this many speakers (with --diarize).")]
 MinSpeakers = Annotated[Optional[int], typer.Option("--min-speakers", min=1, max=64, help="At least this many speakers (with --diarize).")]
 MaxSpeakers = Annotated[Optional[int], typer.Option("--max-speakers", min=1, max=64, help="At most this many speakers (with --diarize).")]
-SpeakerNames = Annotated[Optional[Path], typer.Option("--speaker-names", parser=path_value("--speaker-names"), help="Folder of one clip per known person (file stem = name): matching voices get that name (with --diarize).")]
+SpeakerNames = Annotated[Optional[Path], typer.Option("--speaker-names", parser=path_value("--speaker-names"), help="Folder of a clip per known person (file stem = name) or a subfolder of clips per person (folder name = name): matching voices get that name (with --diarize).")]
 EngineName = Annotated[Optional[str], typer.Option("--engine", help="Where slots run: local (processes on this machine) or ray (actors on a Ray cluster); default SCRIBEFLEET_ENGINE, local.")]
 SlotsPerGpu = Annotated[Optional[int], typer.Option("--slots-per-gpu", min=1, max=26, help="Slots sharing each GPU, each with its own model instance (default SCRIBEFLEET_SLOTS_PER_GPU, 1).")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster for --engine ray: an address, or local for a private one; default SCRIBEFLEET_RAY_ADDRESS.")]

@@ -2,11 +2,14 @@
 
 * `first_appearance_labels` renames a backend's clusters SPEAKER_00,
   SPEAKER_01, ... in the order they first speak.
-* `enrolled_names` names the voices that match a clip of an enrollment folder
-  (`speaker_names`: one clip per person, file stem = name, any format the
-  decoder reads): cosine similarity of the voice encoder's embeddings at or
-  above the threshold, each name given to at most one voice of a file, best
-  matches first. The same folder names the same people in every file of a batch.
+* `enrolled_names` names the voices that match a person of an enrollment folder
+  (`speaker_names`: a clip per person, file stem = name, or a subfolder per
+  person holding several clips, folder name = name; any format the decoder
+  reads): cosine similarity of the voice encoder's embeddings at or above the
+  threshold, each name given to at most one voice of a file, best matches
+  first. A person with several clips is the mean of their clips' unit
+  embeddings (see `person_embedding`). The same folder names the same people
+  in every file of a batch.
   `enrollment_voices` decodes the clips and refuses, naming the file, one that
   is not audio or holds no sound; `transcribe` and `submit` call it before
   anything runs, so a stray notes.txt does not fail every job at `diarize`.
@@ -50,35 +53,69 @@ def speaker_name(stem: str) -> str:
     return _UNSAFE_NAME.sub("_", stem).strip("_") or "speaker"
 
 
-def enrollment_clips(folder: Path) -> dict[str, Path]:
-    """name -> clip of an enrollment folder (hidden files skipped); INVALID_OPTIONS when there is none."""
+def _clip_files(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+
+
+def enrollment_clips(folder: Path) -> dict[str, list[Path]]:
+    """name -> clips of an enrollment folder: each file directly in it is a clip of the person its stem names,
+    each subfolder holds clips of the person it names (hidden files skipped); names that come out the same
+    (`Ada.wav`, `Ada.m4a`, `Ada/`) pool their clips. INVALID_OPTIONS when there is no clip, or a subfolder is
+    empty."""
     if not folder.is_dir():
         raise UsageError(
-            f"speaker_names {folder} is not a folder - give a folder with one clip per person (file stem = name)",
+            f"speaker_names {folder} is not a folder - give a folder with one clip per person (file stem = name), "
+            "or a subfolder of clips per person (folder name = name)",
             speaker_names=str(folder),
         )
-    clips = {speaker_name(p.stem): p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    clips: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            inside = _clip_files(path)
+            if not inside:
+                raise UsageError(f"speaker_names {path} holds no clips - add recordings of {path.name}, or remove it",
+                                 speaker_names=str(folder), clip=str(path))  # fmt: skip
+            clips.setdefault(speaker_name(path.name), []).extend(inside)
+        elif path.is_file():
+            clips.setdefault(speaker_name(path.stem), []).append(path)
     if not clips:
         raise UsageError(f"speaker_names {folder} holds no clips - add one recording per person", speaker_names=str(folder))
     return clips
 
 
-def enrollment_voices(folder: Path) -> dict[str, np.ndarray]:
-    """name -> decoded clip of each clip of an enrollment folder; INVALID_OPTIONS naming a clip that is not
+def enrollment_fingerprint(folder: Path) -> list[list[Any]]:
+    """What names made from `folder` depend on: [relative path, size, mtime_ns] of each file it and its subfolders
+    hold (hidden ones skipped; none when it is not a folder), so adding, replacing or removing a clip names the
+    voices again."""
+    if not folder.is_dir():
+        return []
+    found: list[list[Any]] = []
+    people = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    for clip in _clip_files(folder) + [clip for person in people for clip in _clip_files(person)]:
+        stat = clip.stat()
+        found.append([clip.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
+    return found
+
+
+def enrollment_voices(folder: Path) -> dict[str, list[np.ndarray]]:
+    """name -> decoded clips of each person of an enrollment folder; INVALID_OPTIONS naming a clip that is not
     audio or holds no sound."""
-    voices: dict[str, np.ndarray] = {}
-    for name, path in enrollment_clips(folder).items():
-        fix = f"remove it from {folder}, or put a recording of {name} speaking in its place"
-        try:
-            audio = decode_audio(path, max_file_mb=200)
-        except (MediaUnreadable, MediaEmpty) as exc:
-            raise UsageError(f"enrollment clip {path} cannot be used: {exc.message} - {fix}",
-                             speaker_names=str(folder), clip=str(path)) from exc  # fmt: skip
-        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-        if peak <= 10 ** (_SILENT_DBFS / 20):
-            raise UsageError(f"enrollment clip {path} cannot be used: it holds no sound (silent) - {fix}",
-                             speaker_names=str(folder), clip=str(path))  # fmt: skip
-        voices[name] = audio
+    voices: dict[str, list[np.ndarray]] = {}
+    for name, paths in enrollment_clips(folder).items():
+        for path in paths:
+            fix = f"remove it from {folder}, or put a recording of {name} speaking in its place"
+            try:
+                audio = decode_audio(path, max_file_mb=200)
+            except (MediaUnreadable, MediaEmpty) as exc:
+                raise UsageError(f"enrollment clip {path} cannot be used: {exc.message} - {fix}",
+                                 speaker_names=str(folder), clip=str(path)) from exc  # fmt: skip
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            if peak <= 10 ** (_SILENT_DBFS / 20):
+                raise UsageError(f"enrollment clip {path} cannot be used: it holds no sound (silent) - {fix}",
+                                 speaker_names=str(folder), clip=str(path))  # fmt: skip
+            voices.setdefault(name, []).append(audio)
     return voices
 
 
@@ -89,6 +126,19 @@ EmbedWindows = Callable[[Any, np.ndarray], tuple[np.ndarray, Any]]
 def _embed(embed_windows: EmbedWindows, encoder: Any, audio: np.ndarray) -> np.ndarray:
     vectors, _ = embed_windows(encoder, audio)
     mean = vectors.mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-9)
+
+
+def person_embedding(clips: list[np.ndarray]) -> np.ndarray:
+    """One unit embedding for a person from the unit embeddings of their clips: their normalised mean.
+
+    Measured on two real far-field speakers (clips of one 30 s meeting excerpt enrolled, the voices of the other
+    matched), against the best match over the clips and one embedding of all their windows pooled: the mean
+    separates the person from the nearest other voice best (own minus other similarity at least 0.19, mean 0.26;
+    best clip 0.17 / 0.23; pooled 0.14 / 0.25), and lifts the own similarity from 0.83-0.91 for a single clip to
+    0.91-0.95.
+    """
+    mean = np.mean(np.stack(clips), axis=0)
     return mean / max(float(np.linalg.norm(mean)), 1e-9)
 
 
@@ -112,9 +162,10 @@ def enrolled_names(
     encoder: Any,
     embed_windows: EmbedWindows,
 ) -> dict[str, str]:
-    """label -> enrolled name, for the voices that match a clip of `folder` closely enough (embedded with the
+    """label -> enrolled name, for the voices that match a person of `folder` closely enough (embedded with the
     diarizer's `encoder` and `embed_windows`)."""
-    known = {name: _embed(embed_windows, encoder, clip) for name, clip in enrollment_voices(folder).items()}
+    known = {name: person_embedding([_embed(embed_windows, encoder, clip) for clip in clips])
+             for name, clips in enrollment_voices(folder).items()}  # fmt: skip
     voices = centroids if centroids is not None else _voice_embeddings(embed_windows, encoder, audio, turns)
     pairs = sorted(
         ((float(vec @ ref), label, name) for label, vec in voices.items() for name, ref in known.items()), reverse=True
