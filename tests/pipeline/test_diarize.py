@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from helpers import DATA
 from scribefleet.errors import DiarizationFailed, DiarizationModelMissing, UsageError
 from scribefleet.options import TranscribeOptions
-from scribefleet.pipeline.diarize import DiarizerConfig, checkpoint_identity, cluster, diarize, load_pyannote
+from scribefleet.pipeline.diarize import DiarizerConfig, checkpoint_identity, cluster, diarize
+from scribefleet.pipeline.pyannote_backend import load_pyannote
 from scribefleet.pipeline.media import decode_audio
 from scribefleet.pipeline.speakers import assign_speakers, speaker_name
 from scribefleet.pipeline.vad import speech_ranges

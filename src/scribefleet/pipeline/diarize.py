@@ -37,7 +37,6 @@ limit (`SCRIBEFLEET_DIARIZE_TIMEOUT_S`), is DIARIZATION_FAILED.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import time
 import warnings
@@ -52,6 +51,7 @@ from scribefleet.config import Settings
 from scribefleet.errors import DiarizationFailed, DiarizationModelMissing, ScribefleetError
 from scribefleet.options import TranscribeOptions
 from scribefleet.pipeline.media import SAMPLE_RATE
+from scribefleet.pipeline.pyannote_backend import pyannote_turns
 from scribefleet.pipeline.speakers import enrolled_names, enrollment_fingerprint, first_appearance_labels
 
 log = logging.getLogger("scribefleet.pipeline")
@@ -59,8 +59,6 @@ log = logging.getLogger("scribefleet.pipeline")
 Turn = tuple[float, float, str]
 OnProgress = Callable[[float], None]
 
-#: what the pyannote backend loads from the hub when only a token is given
-PYANNOTE_DEFAULT_MODEL = "pyannote/speaker-diarization-3.1"
 _WINDOW_S = 1.6  # the voice encoder's window (resemblyzer's partials_n_frames)
 _STEP_S = 0.2  # windows overlap by 1.4 s
 _GRID_S = 0.05
@@ -178,7 +176,7 @@ def diarize(
     bounds = speaker_bounds(options)
     try:
         if config.backend == "pyannote":
-            turns = _pyannote_turns(audio, config, bounds, device, deadline, progress)
+            turns = pyannote_turns(audio, config, bounds, device, deadline.check, progress)
             centroids = None
         else:
             turns, centroids = _resemblyzer_turns(audio, ranges, bounds, device, threads, deadline, progress)
@@ -554,78 +552,3 @@ def _absorb_short(runs: list[tuple[float, float, int]]) -> list[tuple[float, flo
                 joined.append(run)
         runs = joined
     return runs
-
-
-# -- pyannote's pipeline, when the user provides it ----------------------------------------------------------------
-
-
-def _missing_pyannote_model(reason: str) -> DiarizationModelMissing:
-    return DiarizationModelMissing(
-        f"{reason} - set SCRIBEFLEET_DIARIZATION_MODEL to a local pyannote pipeline folder (holding its config.yaml), "
-        f"or SCRIBEFLEET_HF_TOKEN (or HF_TOKEN) to a Hugging Face token that accepted the conditions of "
-        f"{PYANNOTE_DEFAULT_MODEL}; or use the offline backend (SCRIBEFLEET_DIARIZATION_BACKEND=resemblyzer)",
-        setting="SCRIBEFLEET_DIARIZATION_MODEL",
-        token_setting="SCRIBEFLEET_HF_TOKEN",
-    )
-
-
-def load_pyannote(config: DiarizerConfig, device: str = "cpu") -> Any:
-    """pyannote.audio's Pipeline from a local folder or the hub (with a token); DIARIZATION_MODEL_MISSING otherwise."""
-    token = config.hf_token.get_secret_value() if config.hf_token is not None else None
-    if not config.model and not token:
-        raise _missing_pyannote_model("the pyannote diarization backend has no model")
-    source = config.model or PYANNOTE_DEFAULT_MODEL
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        source = str(folder / "config.yaml") if (folder / "config.yaml").is_file() else str(folder)
-    elif source.startswith((".", "/", "~")) or folder.suffix in (".yaml", ".yml") and not folder.is_file():
-        raise _missing_pyannote_model(f"the pyannote pipeline folder {source} does not exist")
-    try:
-        import torch
-        from pyannote.audio import Pipeline
-    except ImportError as exc:
-        raise DiarizationModelMissing(
-            f"the pyannote diarization backend needs pyannote.audio ({exc.name} is missing) - pip install pyannote.audio",
-            setting="SCRIBEFLEET_DIARIZATION_BACKEND",
-            missing=exc.name,
-        ) from exc
-    # pyannote.audio 4 names the argument `token`, 3.x `use_auth_token`
-    auth = "token" if "token" in inspect.signature(Pipeline.from_pretrained).parameters else "use_auth_token"
-    try:
-        pipeline = Pipeline.from_pretrained(source, **({auth: token} if token else {}))
-    except Exception as exc:
-        raise _missing_pyannote_model(f"pyannote could not load {source} ({type(exc).__name__})") from exc
-    if pipeline is None:  # 3.x returns None for a gated model the token may not read
-        raise _missing_pyannote_model(f"pyannote could not load {source} (gated: the token has no access)")
-    if device == "cuda" and torch.cuda.is_available():
-        pipeline.to(torch.device("cuda"))
-    return pipeline
-
-
-def _pyannote_turns(
-    audio: np.ndarray,
-    config: DiarizerConfig,
-    bounds: tuple[int, int] | None,
-    device: str,
-    deadline: _Deadline,
-    progress: OnProgress,
-) -> list[Turn]:
-    import torch
-
-    pipeline = load_pyannote(config, device)
-    counts: dict[str, int] = {}
-    if bounds is not None and bounds[0] == bounds[1]:
-        counts["num_speakers"] = bounds[0]
-    elif bounds is not None:
-        counts |= {"min_speakers": bounds[0], "max_speakers": bounds[1]}
-
-    def hook(step: str, artifact: Any, file: Any = None, total: int | None = None, completed: int | None = None) -> None:
-        deadline.check()
-        if total and completed is not None:
-            progress(min(0.99, completed / total))
-
-    waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)[None, :])
-    output = pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, hook=hook, **counts)
-    annotation = getattr(output, "speaker_diarization", output)  # pyannote.audio 4 wraps the annotation
-    progress(1.0)
-    return sorted((float(seg.start), float(seg.end), str(label)) for seg, _, label in annotation.itertracks(yield_label=True))
