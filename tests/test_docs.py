@@ -85,10 +85,11 @@ def test_the_security_doc_covers_each_defence_and_names_real_settings() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Error codes: every code the code can produce has a row in docs/errors.md, and every row is a real code.
 
-SRC = Path(__file__).parents[1] / "src" / "scribefleet"
+SRC = ROOT / "src" / "scribefleet"
 UPPER_SNAKE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 #: upper-snake strings of the code that are neither error codes nor environment variables
-NOT_CODES = re.compile(r"SQLITE_[A-Z]+|SC_[A-Z_]+|PCI_BUS_ID")  # sqlite3 error names, os.sysconf names, a CUDA_DEVICE_ORDER value
+#: (sqlite3's error names, os.sysconf's names, a value of CUDA_DEVICE_ORDER)
+NOT_CODES = re.compile(r"SQLITE_[A-Z]+|SC_[A-Z_]+|PCI_BUS_ID")
 
 
 @functools.cache
@@ -147,8 +148,8 @@ def test_every_code_the_code_can_produce_is_documented() -> None:
 
 
 def test_every_documented_code_exists() -> None:
-    in_code = set(errors.ERRORS_BY_CODE) | set(_upper_snake_strings())
-    assert not _documented_codes() - in_code, f"docs/errors.md documents codes nothing produces: {_documented_codes() - in_code}"
+    unknown = _documented_codes() - set(errors.ERRORS_BY_CODE) - set(_upper_snake_strings())
+    assert not unknown, f"docs/errors.md documents codes nothing produces: {sorted(unknown)}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,7 +180,8 @@ def _variables_read_or_set() -> dict[str, set[str]]:
                     key = node.args[0]
             elif isinstance(node, ast.Subscript) and ENV_MAPPINGS.fullmatch(_dotted(node.value)):
                 key = node.slice
-            if isinstance(key, ast.Constant) and isinstance(key.value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", key.value):
+            name = key.value if isinstance(key, ast.Constant) else None
+            if isinstance(name, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", name):
                 found.setdefault(key.value, set()).add(where)
     return found
 
@@ -191,7 +193,7 @@ def _settings_variables() -> set[str]:
         alias = field.validation_alias
         choices = [str(c) for c in getattr(alias, "choices", [alias] if isinstance(alias, str) else [])]
         own = f"SCRIBEFLEET_{name.upper()}"
-        assert not choices or own in choices, f"Settings.{name} has an alias without {own}: the documented name would not work"
+        assert not choices or own in choices, f"Settings.{name}: its alias lacks {own}, so the documented name does nothing"
         names.update(c.upper() for c in choices or [own])
     return names
 
@@ -215,7 +217,7 @@ def test_every_variable_the_code_reads_or_sets_is_documented() -> None:
     """Settings and their seed aliases, CLI envvars, and what src/ reads or sets itself (a slot's environment)."""
     text = (DOCS / "configuration.md").read_text()
     missing = sorted(v for v in _variables_in_code() if not re.search(rf"\b{v}\b", text))
-    assert not missing, f"environment variables the code reads or sets that docs/configuration.md does not name: {missing}"
+    assert not missing, f"variables the code reads or sets that docs/configuration.md does not name: {missing}"
 
 
 def test_every_variable_a_doc_names_exists() -> None:
@@ -223,7 +225,8 @@ def test_every_variable_a_doc_names_exists() -> None:
     real, codes = _variables_in_code(), set(errors.ERRORS_BY_CODE)
     wrong = []
     for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
-        for name in set(re.findall(r"\b((?:SCRIBEFLEET|WORKER|REMOTE_WORKER)_[A-Z0-9_]*[A-Z0-9])\b(?!_?<)", page.read_text())):
+        named = re.findall(r"\b((?:SCRIBEFLEET|WORKER|REMOTE_WORKER)_[A-Z0-9_]*[A-Z0-9])\b(?!_?<)", page.read_text())
+        for name in set(named):
             if name not in real and name not in codes:
                 wrong.append(f"{page.name}: {name}")
     assert not wrong, f"docs name variables that nothing reads: {sorted(wrong)}"
@@ -283,7 +286,10 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[tu
         controller = Controller(settings, base / "state", slots=1, device="cpu")
         worker = WorkerService(settings, base / "worker", slots=1, device="cpu")
         try:
-            yield {"api.md": _routes(create_app(controller, settings)), "remote-workers.md": _routes(create_worker_app(worker))}
+            yield {
+                "api.md": _routes(create_app(controller, settings)),
+                "remote-workers.md": _routes(create_worker_app(worker)),
+            }
         finally:
             controller.stop()
             worker.stop()
@@ -391,8 +397,9 @@ def test_every_command_and_flag_of_the_readme_exists() -> None:
         if target not in _make_targets():
             problems.append(f"the Makefile has no target {target}")
     for module in re.findall(r"python -m (scribefleet[\w.]*)", text):
-        if importlib.util.find_spec(module) is None:
-            problems.append(f"no module {module}")
+        spec = importlib.util.find_spec(module)
+        if spec is None or (spec.submodule_search_locations and importlib.util.find_spec(f"{module}.__main__") is None):
+            problems.append(f"no runnable module {module}")
     for path in re.findall(r"(?<![\w./$-])((?:bench|docker|docs|examples|src|tests)/[\w./-]+\.\w+)", text):
         if not (ROOT / path).exists():
             problems.append(f"no file {path}")
@@ -402,7 +409,8 @@ def test_every_command_and_flag_of_the_readme_exists() -> None:
 def test_readme_paths_of_the_api_exist(apps: dict[str, dict[tuple[str, str], Route]]) -> None:
     """The URLs of its curl examples and the routes its prose names (`/health`, `/api/runtime`...)."""
     text = README.read_text()
-    routes = [re.sub(r"\\\{\\\}", "[^/]+", re.escape(path)) for _, path in {**apps["api.md"], **apps["remote-workers.md"]}]
+    every = {**apps["api.md"], **apps["remote-workers.md"]}
+    routes = [re.escape(path).replace(r"\{\}", "[^/]+") for _, path in every]
     paths = re.findall(r"(?:localhost|127\.0\.0\.1|gpu-box|gpu-server)(?::\d+)?(/[\w/.$-]*)", text)
     paths += re.findall(r"`(/(?:api|v1|health|metrics|ui)[\w/{}.-]*)`", text)
     missing = [p for p in paths if p != "/v1" and not any(re.fullmatch(r, p) for r in routes)]
