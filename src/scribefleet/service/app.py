@@ -130,6 +130,7 @@ def create_app(
         version=__version__,
         description="Transcription jobs on every device you have. The contract: docs/api.md.",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,  # no OAuth2 here: the page would be an undocumented route
     )
     app.state.controller, app.state.metrics, app.state.authenticator = controller, metrics, authenticator
     handlers: dict[Any, Any] = {

@@ -373,7 +373,7 @@ def create_worker_app(service: WorkerService) -> FastAPI:
     if len(settings.worker_token.get_secret_value().strip()) < MIN_TOKEN_CHARS:
         raise UsageError(f"WORKER_TOKEN is shorter than {MIN_TOKEN_CHARS} characters, which can be guessed; "
                          "make one with 'openssl rand -hex 32'")  # fmt: skip
-    app = FastAPI(title="scribefleet worker", version=__version__, redoc_url=None,
+    app = FastAPI(title="scribefleet worker", version=__version__, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
                   description="A remote GPU worker (seed 001 protocol): docs/remote-workers.md.")  # fmt: skip
     app.state.worker = service
     for exc_class, handler in _handlers().items():
