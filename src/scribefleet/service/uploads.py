@@ -115,8 +115,19 @@ class UploadStore:
 
     def discard(self, upload: Upload) -> None:
         """Delete an upload no job will use (its request was refused after the file arrived)."""
-        shutil.rmtree(self.root / upload.upload_id, ignore_errors=True)
-        self._record(upload.upload_id).unlink(missing_ok=True)
+        self.delete(upload.upload_id)
+
+    def stored_ids(self) -> set[str]:
+        """The ids of the uploads in the folder (finished or still arriving)."""
+        try:
+            return {p.name for p in self.root.iterdir() if p.is_dir() and _UPLOAD_ID.fullmatch(p.name)}
+        except FileNotFoundError:
+            return set()
+
+    def delete(self, upload_id: str) -> None:
+        """Delete the upload with this id, its file and its record."""
+        shutil.rmtree(self.root / upload_id, ignore_errors=True)
+        self._record(upload_id).unlink(missing_ok=True)
 
 
 class UploadWriter:
