@@ -12,10 +12,14 @@ compare (`pipeline/media.py` warns when the audio ends well before):
   duration of the stream, which comes from that frame's frame count. Without
   one FFmpeg estimates the duration from the bitrate and the file's size,
   which a cut shortens too (and a variable bitrate makes wrong): not believed;
-- FLAC (STREAMINFO's sample count) and MP4/M4A/MOV (the track header):
-  FFmpeg's duration of the stream.
+- FLAC (STREAMINFO's sample count, exact): FFmpeg's duration of the stream
+  (a FLAC cut mid-frame also fails to decode; one cut at a frame's end does not).
 
-Other containers (Ogg, Matroska, ADTS, ...) say nothing here: None.
+Other containers say nothing here (None): a cut MP4/M4A fails to decode
+("partial file") and is called cut off for that, and an MP4's track duration
+can exceed what plays by its edit list (a clip cut without re-encoding); Ogg's
+and Matroska's lengths come from their last pages and blocks, which a cut
+removes too.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-_STREAM_HEADERS = ("flac", "mov,mp4,m4a,3gp,3g2,mj2")
+_STREAM_HEADERS = ("flac",)
 _MP3_TAGS = (b"Xing", b"Info", b"VBRI")
 _RIFF_SCAN_BYTES = 1 << 20  # chunks before `data` (LIST, bext, iXML...) are small; stop looking after 1 MiB
 
