@@ -249,6 +249,11 @@ def test_a_cut_off_file_completes_and_the_batch_says_so(controller: RunningContr
     assert f"warning: half.wav: {warning}" in " ".join(first.stderr.split()), first.stderr
     again = run_batch(*args)  # resumed as a no-op, the summary still says it
     assert "warning: half.wav:" in again.stderr, again.stderr
+    env = client_env()
+    for target in (entry["jobId"], json.loads((inbox / "batch_state.json").read_text())["batchId"]):
+        shown = subprocess.run([*CLI, "status", target, "--controller", controller.url], capture_output=True, text=True,
+                               timeout=60, env=env)  # fmt: skip
+        assert shown.returncode == 0 and f"warning: {warning}" in " ".join(shown.stdout.split()), shown.stdout
 
 
 def test_batch_diarization_downloads_carry_the_speakers(controller: RunningController, tmp_path: Path) -> None:
