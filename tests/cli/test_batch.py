@@ -233,6 +233,29 @@ def test_a_failed_file_fails_alone_and_is_submitted_again_from_its_upload(contro
     assert after["noise.wav"]["status"] == "failed"
 
 
+def test_a_cut_off_file_completes_and_the_batch_says_so(controller: RunningController, tmp_path: Path, speech: dict[str, Path]) -> None:
+    """A WAV cut at half (an interrupted copy) completes with what is there; the job's warning used to stay on
+    the controller, and the overnight batch said only "complete"."""
+    inbox = tmp_path / "cut"
+    inbox.mkdir()
+    whole = speech["en05.wav"].read_bytes()
+    (inbox / "half.wav").write_bytes(whole[: len(whole) // 2])
+    args = ["--input", str(inbox), "--controller", controller.url, "--out", str(tmp_path / "out"), "-f", "txt"]
+    first = run_batch(*args)
+    entry = json.loads((inbox / "batch_state.json").read_text())["files"]["half.wav"]
+    assert entry["status"] == "complete" and entry["downloaded"], entry
+    (warning,) = entry["warnings"]
+    assert "its header states" in warning and "cut off" in warning, warning
+    assert f"warning: half.wav: {warning}" in " ".join(first.stderr.split()), first.stderr
+    again = run_batch(*args)  # resumed as a no-op, the summary still says it
+    assert "warning: half.wav:" in again.stderr, again.stderr
+    env = client_env()
+    for target in (entry["jobId"], json.loads((inbox / "batch_state.json").read_text())["batchId"]):
+        shown = subprocess.run([*CLI, "status", target, "--controller", controller.url], capture_output=True, text=True,
+                               timeout=60, env=env)  # fmt: skip
+        assert shown.returncode == 0 and f"warning: {warning}" in " ".join(shown.stdout.split()), shown.stdout
+
+
 def test_batch_diarization_downloads_carry_the_speakers(controller: RunningController, tmp_path: Path) -> None:
     pytest.importorskip("resemblyzer", reason="the diarization extra is not installed")
     from helpers import DATA

@@ -205,6 +205,20 @@ def test_status_reads_the_batch(tmp_path: Path, speech: dict[str, Path]) -> None
     assert run_cli("status", str(tmp_path / "nothing-here"), check=1).returncode == 1
 
 
+def test_status_shows_the_warning_of_a_cut_off_file(tmp_path: Path, speech: dict[str, Path]) -> None:
+    """A file cut off completes; next morning `status` showed it as complete like the others, and only the
+    run's summary (long scrolled away) or --json said it was a third of the recording."""
+    whole = speech["en05.wav"].read_bytes()
+    (tmp_path / "half.wav").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    run = run_cli("transcribe", str(tmp_path / "half.wav"), "-o", str(out), "-f", "txt")
+    (job,) = json.loads(run_cli("status", str(out), "--json").stdout)["jobs"]
+    (warning,) = job["warnings"]
+    assert job["state"] == "complete" and "its header states" in warning and "cut off" in warning, job
+    for shown in (run.stderr, run_cli("status", str(out)).stdout, run_cli("status", "half.wav", "--state", str(out)).stdout):
+        assert warning in " ".join(shown.split()), shown
+
+
 def test_status_and_logs_read_an_out_folder_that_cannot_be_written(tmp_path: Path, speech: dict[str, Path]) -> None:
     """An OUT folder archived on a read-only disk: status and logs only read it, so they show its jobs (they
     failed with OUTPUT_WRITE_FAILED: SQLite cannot make its WAL's shared-memory file there). A folder where

@@ -67,6 +67,26 @@ def test_a_cut_off_file_is_transcribed_in_part_and_says_so_in_the_result(real_sp
     assert "decode" not in again["timings_s"] and again["warnings"] == [warning]
 
 
+@pytest.mark.parametrize("ext", ["mp3", "wav"])
+def test_a_file_cut_after_its_header_says_so_in_the_result(real_speech, make_job, models, progress, tmp_path,
+                                                            ext) -> None:
+    """A third of an MP3 or WAV of real speech, cut as an interrupted copy cuts it: FFmpeg decodes it without
+    an error, and the job used to complete as if the file were whole."""
+    from pipeline.conftest import encode
+    from scribefleet.pipeline.media import decode_audio
+
+    path, _ = real_speech["sonnet001"]
+    whole = path.read_bytes() if ext == "wav" else encode(decode_audio(path, max_file_mb=50), tmp_path / "whole.mp3",
+                                                          "mp3").read_bytes()  # fmt: skip
+    cut = tmp_path / f"sonnet cut off.{ext}"
+    cut.write_bytes(whole[: len(whole) // 3])
+    result = run_transcription(make_job(cut, name="cut", formats=("txt",)), models, progress)
+    (warning,) = result["warnings"]
+    assert "s its header states" in warning and "the file is cut off" in warning, warning
+    assert 12 < result["duration_s"] < 24  # about a third of the 53 s
+    assert "From fairest creatures" in Path(result["outputs"]["txt"]).read_text(encoding="utf-8")
+
+
 def test_a_job_reports_stages_progress_and_writes_every_format(make_job, models, progress, tmp_path) -> None:
     job = make_job(DATA / "long_pauses.wav", name="meeting", options=TranscribeOptions(word_timestamps=True))
     result = run_transcription(job, models, progress)

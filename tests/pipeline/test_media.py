@@ -211,6 +211,30 @@ def test_truncated_body_keeps_the_decoded_part_and_warns(
     assert any("cut off.flac" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
+@pytest.mark.parametrize("ext", ["mp3", "wav"])
+def test_a_file_cut_after_its_header_is_decoded_in_part_and_says_so(
+    tmp_path: Path, containers: dict[str, Path], ext: str
+) -> None:
+    """FFmpeg decodes a WAV or an MP3 (with its Xing frame) cut off after the header to where the bytes end,
+    without an error: a recording cut at a third was transcribed as if it were whole, with no warning."""
+    whole = (DATA / "en01.wav" if ext == "wav" else containers["mp3"]).read_bytes()
+    cut = tmp_path / f"cut off.{ext}"
+    cut.write_bytes(whole[: len(whole) // 2])
+    warnings: list[str] = []
+    pcm = media.decode_pcm16(cut, max_file_mb=10, warnings=warnings)
+    assert 1.0 < pcm.size / media.SAMPLE_RATE < EN01_S - 1.0
+    (warning,) = warnings
+    assert f"of the {EN01_S:.1f} s its header states" in warning and "the file is cut off" in warning, warning
+
+
+@pytest.mark.parametrize("ext", sorted(CONTAINERS))
+def test_a_whole_file_is_never_called_cut_off(containers: dict[str, Path], ext: str) -> None:
+    warnings: list[str] = []
+    media.decode_pcm16(containers[ext], max_file_mb=10, warnings=warnings)
+    media.decode_pcm16(DATA / "en01.wav", max_file_mb=10, warnings=warnings)
+    assert warnings == []
+
+
 def test_joined_mp3s_of_other_rates_decode_whole(tmp_path: Path, containers: dict[str, Path], en01_audio: np.ndarray) -> None:
     """MP3 files joined end to end (as recordings in parts are) change rate and layout midway: every part is
     resampled, none dropped."""

@@ -111,6 +111,11 @@ def test_worker_killed_mid_job_and_restarted_the_job_completes_once(tmp_path: Pa
     (worker_job,) = _worker_jobs(w)  # one job on the worker, resumed there, not sent twice
     assert worker_job.state is TaskState.COMPLETE and worker_job.attempts == 1
     assert "remote_poll_failed" in _remote_log(c)
+    # its file outlived the kill (the job resumed from it) and is deleted now that the job has ended
+    deadline = time.monotonic() + 30
+    while list((w.state / "uploads").iterdir()):
+        assert time.monotonic() < deadline, list((w.state / "uploads").iterdir())
+        time.sleep(0.2)
 
 
 def test_controller_killed_with_jobs_remote_restarts_and_reattaches(tmp_path: Path, procs: list) -> None:

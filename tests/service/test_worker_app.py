@@ -175,6 +175,26 @@ async def test_abandoned_jobs_are_canceled(idle_worker: WorkerService) -> None:
         assert (await _wait(client, job["id"]))["status"] == "canceled"
 
 
+async def test_the_file_of_a_job_that_ended_is_deleted_and_no_other(idle_worker: WorkerService) -> None:
+    """A worker kept every uploaded file for good: a night of recordings stayed on the GPU server's disk."""
+    uploads = idle_worker.controller.uploads
+    arriving = uploads.new_writer("arriving.wav")  # a file still streaming in: no job has it yet
+    arriving.write(b"RIFF")
+    try:
+        async with _client(idle_worker) as client:
+            ended, waiting = [(await _post(client, key=key)).json()["id"] for key in ("ends", "waits")]
+            ended_upload, waiting_upload = (idle_worker.job(i).spec["upload_id"] for i in (ended, waiting))
+            assert idle_worker.sweep_uploads() == []  # both jobs are open
+            assert (await client.post(f"/v1/jobs/{ended}/cancel", headers=WAUTH)).json()["status"] == "canceled"
+            assert idle_worker.sweep_uploads() == [ended_upload]
+            assert {p.name for p in uploads.root.iterdir() if p.is_dir()} == {waiting_upload, arriving.upload_id}
+            assert not (uploads.root / f"{ended_upload}.json").exists()
+            assert (await client.get(f"/v1/jobs/{ended}", headers=WAUTH)).json()["status"] == "canceled"
+            assert (await _post(client, key="ends")).json()["id"] == ended  # its key still finds it
+    finally:
+        arriving.abort()
+
+
 async def test_a_job_runs_and_a_restarted_worker_still_knows_it(tmp_path: Path) -> None:
     service = _service(tmp_path)
     service.start()

@@ -69,6 +69,9 @@ def _summarize(bstate: BatchState, files: list[InputFile], json_out: bool, conso
                "complete": len(done), "failed": len(bad), "files": entries}
         write_json(doc)
     console.print(f"{len(done)}/{len(entries)} complete, {len(bad)} not. State: {bstate.path}")
+    for k, e in entries.items():  # as transcribe prints them: a file cut off completes, and says so only here
+        for warning in e.get("warnings") or ():
+            console.print(f"warning: {k}: {warning}", style="yellow", markup=False, highlight=False)
     if bad:
         table = Table(title="Files not complete")
         for col in ("file", "status", "code", "message"):

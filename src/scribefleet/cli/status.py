@@ -66,7 +66,11 @@ def show_status(where: Path, *, batch_id: str | None, json_out: bool) -> int:
     if json_out:
         write_json({"batch_id": batch_id, "state_dir": str(state_dir), "jobs": [v.as_json() for v in views]})
     else:
-        Console().print(jobs_table(f"batch {batch_id} ({state_dir})", views))
+        console = Console()
+        console.print(jobs_table(f"batch {batch_id} ({state_dir})", views))
+        for view in views:  # as the run's summary prints them: a file cut off is complete, and says so only here
+            for warning in view.warnings:
+                console.print(f"warning: {view.name}: {warning}", style="yellow", markup=False, highlight=False)
     return 0
 
 
@@ -90,7 +94,12 @@ def _print_job(view: TaskView, json_out: bool, **where: object) -> None:
         stages = [f"\n  {s['stage']:<11}{s['state']:<12}{s['time_s']:>8.2f} s  attempts {s['attempts']}"
                   for s in view.stages if s["state"] not in ("pending", "unused") or s["attempts"]]  # fmt: skip
         where = f"\n  node: {view.node}" if view.node else ""
-        print(job_line(view) + where + "".join(stages) + "".join(f"\n  {fmt}: {path}" for fmt, path in view.outputs.items()))
+        print(job_line(view) + where + "".join(stages) + _warning_lines(view)
+              + "".join(f"\n  {fmt}: {path}" for fmt, path in view.outputs.items()))
+
+
+def _warning_lines(view: TaskView) -> str:
+    return "".join(f"\n  warning: {warning}" for warning in view.warnings)
 
 
 def controller_status(ident: str, url: str, token: str | None, settings: Settings, *, json_out: bool) -> int:
@@ -107,5 +116,6 @@ def controller_status(ident: str, url: str, token: str | None, settings: Setting
                     "jobs": [v.as_json(controller=conn.url, job=j) for v, j in zip(views, jobs)]})  # fmt: skip
     else:
         counts = ", ".join(f"{k} {n}" for k, n in (doc.get("counts") or {}).items() if n)
-        print(f"batch {doc.get('id')} on {conn.url}: {counts or 'no jobs'}" + "".join("\n" + job_line(v) for v in views))
+        print(f"batch {doc.get('id')} on {conn.url}: {counts or 'no jobs'}"
+              + "".join("\n" + job_line(v) + _warning_lines(v) for v in views))
     return 0

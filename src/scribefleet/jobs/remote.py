@@ -261,7 +261,7 @@ class BatchRunner:
                 upload_id = None
                 continue
             self._record(key, jobId=job["id"], status=job.get("status"), executionMode=job.get("executionMode"),
-                         lastErrorCode=None, lastErrorMessage=None, downloaded=False)
+                         lastErrorCode=None, lastErrorMessage=None, warnings=[], downloaded=False)
             self.say(f"{key}: job {job['id']} {job.get('status')}")
             return job
         raise ScribefleetError(f"{key}: the controller lost the upload twice; check its upload folder and logs")
@@ -275,7 +275,7 @@ class BatchRunner:
                              f"submitting {key}")  # fmt: skip
         job = jobs[0]
         self._record(key, jobId=job["id"], status=job.get("status"), executionMode=job.get("executionMode"),
-                     lastErrorCode=None, lastErrorMessage=None, downloaded=False)  # fmt: skip
+                     lastErrorCode=None, lastErrorMessage=None, warnings=[], downloaded=False)  # fmt: skip
         self.say(f"{key}: job {job['id']} {job.get('status')}")
         return job
 
@@ -319,10 +319,13 @@ class BatchRunner:
                 seen = now
                 backoff.reset()
                 self._record(key, status=view.status, executionMode=job.get("executionMode"),
-                             lastErrorCode=view.error_code, lastErrorMessage=view.error_message)  # fmt: skip
+                             lastErrorCode=view.error_code, lastErrorMessage=view.error_message,
+                             warnings=list(view.warnings))  # fmt: skip
             if view.is_terminal:
                 error = f" [{view.error_code}] {view.error_message}" if view.error_code else ""
                 self.say(f"{key}: {view.status}{error}")
+                for warning in view.warnings:  # a cut-off file completes too: "complete" alone would hide it
+                    self.say(f"warning: {key}: {warning}")
                 return job
             self._sleep(backoff.next())
             job = self._patient(lambda: self.client.job(job["id"]), f"polling job {job['id']}")

@@ -30,7 +30,9 @@ exactly what faster-whisper's own decode_audio gives). A file whose body is
 cut off after some decodable audio keeps what decoded (as ffmpeg does) and
 logs a warning (and adds it to the caller's `warnings` list, for the job's
 result), so a truncated recording still gets a transcript of what is there and
-says that it is not the whole file.
+says that it is not the whole file; also when FFmpeg saw no damage but the audio
+ends before the length the file's header states (a WAV or MP3 cut after its
+header decodes without an error: `pipeline/declared.py`).
 """
 
 from __future__ import annotations
@@ -292,6 +294,7 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | No
         # no sample rate means the stream was never really parsed
         parsed = stream.codec_context.sample_rate > 0
         taken_for = _taken_for(container, stream)
+        declared = _declared_s(path, container, stream)
         chunks, error, first_s = _decode_stream(container, stream)
         lead_s = _audio_lead_s(container, first_s) if chunks else 0.0
     finally:
@@ -319,11 +322,32 @@ def decode_pcm16(path: Path | str, *, max_file_mb: int, warnings: list[str] | No
         # what ffmpeg does with a cut-off file: keep the audio before the damage
         _warn(path, warnings, f"part of the audio could not be decoded ({error}); the transcript covers the "
                               f"{samples.size / SAMPLE_RATE:.1f} s that did - the file is damaged or cut off")  # fmt: skip
+    elif declared is not None and (ends_s := samples.size / SAMPLE_RATE - lead_s) < declared - _cut_tolerance_s(declared):
+        # FFmpeg decodes a WAV or MP3 cut after its header to where the bytes end, without a word
+        _warn(path, warnings, f"its audio ends after {ends_s:.1f} s of the {declared:.1f} s its header states; the "
+                              f"transcript covers the {ends_s:.1f} s there are - the file is cut off (an interrupted "
+                              "copy or download): copy it again")  # fmt: skip
     if others and not samples.any():  # an empty transcript with no word of why: say which track was heard
         _warn(path, warnings, f"audio stream #{index}, the one a player plays, is silent from start to end; "
                               f"the file has {others} other audio stream(s) - to transcribe one, extract it first "
                               "(ffmpeg -i IN -map 0:a:1 -c copy OUT.mka)")  # fmt: skip
     return samples
+
+
+def _declared_s(path: Path, container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """The length the file's header states (pipeline/declared.py); None where it states none or cannot be read."""
+    from scribefleet.pipeline.declared import declared_s
+
+    try:
+        return declared_s(path, container.format.name, stream)
+    except (OSError, ValueError, OverflowError):
+        return None
+
+
+def _cut_tolerance_s(declared_s: float) -> float:
+    """How much shorter than its header a file's audio may end without being called cut off: codecs' priming
+    and padding, rounding of frame counts (a fraction of a second), whatever the length."""
+    return max(1.0, 0.002 * declared_s)
 
 
 def give_back_freed_memory() -> None:
