@@ -408,10 +408,7 @@ class RemoteEngine(Engine):
             except (RemoteWorkerError, NotFound):
                 continue
             if job is not None:
-                attempt.worker = w
-                log.info("remote_reattached: task %s to job %s on %s (%s)", attempt.task_id, job.get("id"),
-                         w.client.url, job.get("status"))  # fmt: skip
-                return job
+                return _reattached(attempt, w, job)
         return None
 
     def _recorded(self, attempt: Attempt, key: str) -> dict[str, Any] | None:
@@ -430,10 +427,7 @@ class RemoteEngine(Engine):
             except RemoteWorkerError:
                 continue
             if found is not None:
-                attempt.worker = w
-                log.info("remote_reattached: task %s to job %s on %s (%s)", attempt.task_id, found.get("id"),
-                         w.client.url, found.get("status"))  # fmt: skip
-                return found
+                return _reattached(attempt, w, found)
             self.record.forget(job.worker_url, job.worker_job_id)  # the worker lost it
         return None
 
@@ -598,3 +592,11 @@ class RemoteEngine(Engine):
             "warnings": [str(w) for w in job.get("warnings") or []],
             "remote": attempt.view(),
         }
+
+
+def _reattached(attempt: Attempt, w: RemoteWorker, job: dict[str, Any]) -> dict[str, Any]:
+    """`job` on worker `w` is the one this attempt follows again (found by its key after a restart)."""
+    attempt.worker = w
+    log.info("remote_reattached: task %s to job %s on %s (%s)", attempt.task_id, job.get("id"), w.client.url,
+             job.get("status"))  # fmt: skip
+    return job
