@@ -420,9 +420,9 @@ from scribefleet.pipeline import media
 def rss_mb():
     return int(next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS")).split()[1]) >> 10
 big = np.ones(16 << 20, dtype=np.uint8); del big  # glibc's mmap threshold rises to 16 MB: 1 MB blocks go on the heap
-pairs = [(np.ones(1 << 20, dtype=np.uint8), np.ones(4096, dtype=np.uint8)) for _ in range(200)]
-pins = [small for _, small in pairs]  # kept between the freed blocks, as a decoder's small allocations are
-del pairs
+blocks = [np.ones(1 << 20, dtype=np.uint8) for _ in range(400)]
+pins = blocks[1::2]  # every other block stays: the freed ones lie between live ones, never the heap's free top
+del blocks
 before = rss_mb(); media.give_back_freed_memory(); print(before, rss_mb())
 """
 
