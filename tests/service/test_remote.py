@@ -27,7 +27,7 @@ import pytest
 from helpers import TEXTS, wer
 from scribefleet.store.models import TaskState
 from scribefleet.store.store import Store
-from service.harness import AUTH, DATA, TOKEN, ServeProcess, serve_env
+from service.harness import AUTH, DATA, TOKEN, WAIT_S, ServeProcess, serve_env
 from service.remote_harness import WAUTH, WorkerProcess, controller_env, post_job, wait_until, worker_env
 
 pytestmark = pytest.mark.slow
@@ -135,6 +135,34 @@ def test_controller_killed_with_jobs_remote_restarts_and_reattaches(tmp_path: Pa
     assert len(worker_jobs) == 3 and all(t.state is TaskState.COMPLETE for t in worker_jobs), worker_jobs
     assert sorted(d["worker"]["workerJobId"] for d in done) == sorted(t.id for t in worker_jobs)
     assert f"remote_reattached: task {jobs[0]['id']}" in _remote_log(c)
+
+
+def test_controller_and_worker_killed_together_the_job_waits_for_its_worker(tmp_path: Path, procs: list) -> None:
+    """Both killed mid-job (a power cut), the controller back first with only the other worker answering: it must
+    follow the job on its own worker (the store's record), not send it to the other one at once (found by the
+    overnight rehearsal: the first worker, back, finished its own copy too, and the file was transcribed twice)."""
+    w1 = _worker(tmp_path, procs)
+    w2 = WorkerProcess(tmp_path / "worker2", worker_env(tmp_path))  # not up yet
+    procs.append(w2)
+    c = _controller(tmp_path, procs, f"{w1.url},{w2.url}")
+    with _client(c) as client:
+        job = post_job(client, "long_pauses.wav")
+        wait_until(client, job["id"], lambda j: j["status"] == "running" and j["worker"].get("workerJobId"))
+    w1.kill(signal.SIGKILL)
+    c.kill(signal.SIGKILL)
+    w2.start().wait_ready()
+    c.start().wait_ready()
+    deadline = time.monotonic() + WAIT_S
+    while f"remote_reattached: task {job['id']}" not in _remote_log(c):
+        assert time.monotonic() < deadline, _remote_log(c)
+        time.sleep(0.2)
+    time.sleep(2.0)  # a few of the controller's rounds
+    assert _worker_jobs(w2) == [], "the job was sent to the other worker while its own might still have it"
+    w1.start().wait_ready()
+    with _client(c) as client:
+        done = wait_until(client, job["id"])
+    assert done["status"] == "complete" and done["worker"]["worker"] == w1.url, done
+    assert [t.state for t in _worker_jobs(w1)] == [TaskState.COMPLETE] and _worker_jobs(w2) == []
 
 
 def test_worker_away_jobs_wait_and_local_jobs_do_not(tmp_path: Path, procs: list) -> None:
