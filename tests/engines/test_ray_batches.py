@@ -265,13 +265,44 @@ def test_more_slots_than_the_cluster_holds_are_named_at_start_and_the_batch_stil
     assert "WARNING [engine] 9 slot(s) need 9 CPU; the Ray cluster has " in log, log[-3000:]
 
 
+def _ray_transcribe_until_loaded(ray_cluster, wav: Path, out: Path, **env: str):  # noqa: ANN001, ANN202
+    """`transcribe WAV --engine ray` on one CPU slot, read until that slot is transcribing ("loaded model
+    tiny.en"): the process, what it printed so far, and its command line and environment (to run it again)."""
+    import os
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "scribefleet", "transcribe", str(wav), "-o", str(out), "-f", "txt", "--engine",
+            "ray", "--ray-address", ray_cluster.cluster.address, "--slots", "1", "--device", "cpu", "--batch-size",
+            "1"]  # fmt: skip
+    env = {**os.environ, "SCRIBEFLEET_CPU_THREADS": "1", **env}
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        lines.append(line)
+        if "loaded model tiny.en" in line:
+            break
+    return proc, "".join(lines), args, env
+
+
+def _the_queued_job(out: Path) -> dict:
+    """The one job of the run whose state dir is OUT, as `status --json` shows it: queued (nothing runs it)."""
+    import json
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "scribefleet", "status", "--state", str(out), "--json"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    (job,) = json.loads(shown.stdout)["jobs"]
+    assert job["state"] == "queued", job
+    return job
+
+
 def test_ctrl_c_leaves_the_job_queued_not_running_and_the_rerun_finishes_it(
     ray_cluster, tmp_path: Path, real_speech: dict[str, tuple[Path, str]]  # noqa: ANN001
 ) -> None:
     """Ctrl-C in the middle of a transcription on Ray: the command stopped its slots and exited 130, yet
     `status` went on saying "running" (elapsed growing) for a job nothing ran, until the next run."""
-    import json
-    import os
     import signal
     import subprocess
     import sys
@@ -280,23 +311,13 @@ def test_ctrl_c_leaves_the_job_queued_not_running_and_the_rerun_finishes_it(
 
     wav, reference = real_speech["sonnet001"]
     out = tmp_path / "out"
-    cli = [sys.executable, "-m", "scribefleet"]
-    args = [*cli, "transcribe", str(wav), "-o", str(out), "-f", "txt", "--engine", "ray", "--ray-address",
-            ray_cluster.cluster.address, "--slots", "1", "--device", "cpu", "--batch-size", "1"]  # fmt: skip
-    env = {**os.environ, "SCRIBEFLEET_CPU_THREADS": "1"}
-    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines = []
-    for line in proc.stderr:  # type: ignore[union-attr]
-        lines.append(line)
-        if "loaded model tiny.en" in line:  # its slot is transcribing
-            break
+    proc, said, args, env = _ray_transcribe_until_loaded(ray_cluster, wav, out)
     proc.send_signal(signal.SIGINT)
     _, rest = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted:" in rest, "".join(lines) + rest
-    shown = subprocess.run([*cli, "status", "--state", str(out), "--json"], capture_output=True, text=True, timeout=120)
-    (job,) = json.loads(shown.stdout)["jobs"]
-    assert job["state"] == "queued", job
-    logs = subprocess.run([*cli, "logs", job["id"], "--state", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130 and "interrupted:" in rest, said + rest
+    job = _the_queued_job(out)
+    logs = subprocess.run([sys.executable, "-m", "scribefleet", "logs", job["id"], "--state", str(out)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert "recovered" in logs.stdout, logs.stdout[-3000:]
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -308,31 +329,16 @@ def test_sigterm_stops_a_ray_run_as_ctrl_c_does_exit_143_and_the_job_is_queued(
 ) -> None:
     """SIGTERM to a run on the Ray engine printed Ray's native stack dump and exited 15 (ray.init's own
     handler), its job left `running`. It is now stopped as Ctrl-C stops it: one line, exit 143, job queued."""
-    import json
-    import os
     import signal
-    import subprocess
-    import sys
 
     wav, _ = real_speech["sonnet001"]
     out = tmp_path / "out"
-    cli = [sys.executable, "-m", "scribefleet"]
-    args = [*cli, "transcribe", str(wav), "-o", str(out), "-f", "txt", "--engine", "ray", "--ray-address",
-            ray_cluster.cluster.address, "--slots", "1", "--device", "cpu", "--batch-size", "1"]  # fmt: skip
-    env = {**os.environ, "SCRIBEFLEET_CPU_THREADS": "1", "HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}
-    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines = []
-    for line in proc.stderr:  # type: ignore[union-attr]
-        lines.append(line)
-        if "loaded model tiny.en" in line:  # its slot is transcribing
-            break
+    proc, said, _, _ = _ray_transcribe_until_loaded(ray_cluster, wav, out, HOME=str(tmp_path), RAY_AUTH_MODE="token")
     proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=120)
-    said = "".join(lines) + rest
+    said += rest
     assert proc.returncode == 143, said
     assert rest.strip().splitlines()[-1] == "terminated (SIGTERM): what finished is recorded; run the same " \
         "command again to resume", said  # fmt: skip
     assert "SIGTERM received" not in said and "Traceback" not in said and "***" not in said, said
-    shown = subprocess.run([*cli, "status", "--state", str(out), "--json"], capture_output=True, text=True, timeout=120)
-    (job,) = json.loads(shown.stdout)["jobs"]
-    assert job["state"] == "queued", job
+    _the_queued_job(out)

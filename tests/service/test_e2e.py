@@ -34,7 +34,9 @@ def read_sse(resp: httpx.Response) -> list[tuple[str, Any, str | None]]:
 
 def test_upload_job_events_download(live: str) -> None:
     with httpx.Client(base_url=live, headers=AUTH, timeout=60) as client:
-        with (DATA / "en05.wav").open("rb") as fh:
+        # half a minute of speech: the job runs for seconds, so the stream sees it move even when a loaded
+        # machine is slow to open the stream (a 4 s file could be done before it, with no `progress` to see)
+        with (DATA / "long_pauses.wav").open("rb") as fh:
             up = client.post("/api/uploads", files={"file": ("lecture.wav", fh, "audio/wav")}).json()
         job = client.post("/api/jobs", json={"uploadId": up["uploadId"], "options": {"formats": ["srt", "vtt"]}}).json()
         with client.stream("GET", f"/api/jobs/{job['id']}/events", timeout=300) as resp:
@@ -61,7 +63,7 @@ def test_upload_job_events_download(live: str) -> None:
         subtitles = client.get(done["outputs"]["srt"])
         assert subtitles.status_code == 200
         cues = list(srt.parse(subtitles.text))
-        assert wer(TEXTS["en05.wav"], " ".join(c.content for c in cues)) < 0.35
+        assert wer(TEXTS["long_pauses.wav"], " ".join(c.content for c in cues)) < 0.35
         assert client.get(done["outputs"]["vtt"]).text.startswith("WEBVTT")
 
 

@@ -192,12 +192,12 @@ async function refreshCounts() {
     return Number(body.total) || 0;
   };
   try {
-    for (const link of card.querySelectorAll(".status-filter a[data-status]")) {
-      link.querySelector(".count").textContent = String(await total(link.dataset.status));
-    }
+    // every total read first, then drawn at once: the counts and the page's range never disagree on screen
+    const links = [...card.querySelectorAll(".status-filter a[data-status]")];
+    const [all, ...counts] = await Promise.all([card.dataset.status || "", ...links.map((l) => l.dataset.status)].map(total));
+    links.forEach((link, i) => { link.querySelector(".count").textContent = String(counts[i]); });
     const shown = card.querySelectorAll("#recent-jobs tbody tr.job").length;
     const offset = Number(card.dataset.offset) || 0;
-    const all = await total(card.dataset.status);
     card.querySelector(".page-range").textContent = shown ? (offset + 1) + "\u2013" + (offset + shown) + " of " + all : "";
     const pager = card.querySelector(".pager");
     if (offset + RECENT_ROWS < all && !pager.querySelector("a.older")) {
