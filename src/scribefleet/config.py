@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     api_models: list[str] = Field(default_factory=list)
     #: a folder whose subfolders (each a CTranslate2 model with model.bin) API clients may name by folder name
     api_model_root: Path | None = None
+    #: hours a controller keeps an uploaded file after every job made from it has ended (an upload no job
+    #: uses: after this or an hour, whichever is longer); 0 keeps uploads for good
+    upload_retention_hours: float = Field(default=168.0, ge=0)
     #: the largest JSON request body, KiB (uploads have max_file_mb); larger ones get 413 REQUEST_TOO_LARGE
     max_json_kb: int = Field(default=256, ge=1)
     #: wrong API tokens from one client address within auth_fail_window_s before its tokens are refused (429)

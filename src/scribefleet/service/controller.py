@@ -13,12 +13,15 @@ the server listens. Each dispatcher run begins by recovering the tasks a killed
 controller left running; they go back to the queue and finish. Should the
 dispatcher itself crash, it is restarted after a growing pause (1 s .. 30 s).
 
-An upload made for one job alone (the OpenAI routes: the client never learns
-its id, so cannot delete it) is deleted as soon as that job ends, complete,
-failed or canceled, whoever waits for it or not (`discard_owned_uploads`, on
-every dispatch event of a task that ended); the job's outputs and result stay.
-Start does the same for every such job that ended while no controller watched
-(killed between the end and the delete, or run by an older scribefleet).
+Uploads are deleted once no job needs them (`sweep_uploads`); a job's outputs
+and result stay. One made for one job alone (the OpenAI routes: the client never
+learns its id, so cannot delete it) goes as soon as that job ends, complete,
+failed or canceled (on the dispatch event of its end); any other upload
+`upload_retention_hours` after the last job made from it ended, and one no job
+was made from after that long or an hour, whichever is longer (a timer thread,
+every tenth of the retention, 1 s to 10 min). Kept, every night's recordings
+stayed on the controller's disk for good. Start sweeps too, for what ended
+while no controller watched.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
 from scribefleet.engines.base import Engine, SlotHandle, SlotSpec, SlotStatus
 from scribefleet.engines.remote import RemoteEngine
-from scribefleet.errors import StateLocked, UsageError
+from scribefleet.errors import NotFound, StateLocked, UsageError
 from scribefleet.jobs.run import controller_dispatcher, slots_for
 from scribefleet.service.uploads import UploadStore
 from scribefleet.store.models import TaskState
@@ -48,8 +51,10 @@ log = logging.getLogger("scribefleet.controller")
 RESTART_PAUSE_MAX_S = 30.0
 #: the spec flag of a job that owns its upload: the upload is deleted once the job has ended
 OWNS_UPLOAD = "owns_upload"
-#: upload ids looked up in one query of the start-up sweep
+#: upload ids looked up in one query of a sweep
 _SWEEP_CHUNK = 200
+#: the least time an upload no job was made from is kept: its client makes the job right after uploading
+ORPHAN_UPLOAD_MIN_S = 3600.0
 #: how long the reason queued jobs wait (`queue_reason`) is reused before it is worked out again
 QUEUE_REASON_TTL_S = 0.5
 
@@ -78,6 +83,9 @@ class Controller:
         self._lock = DispatcherLock(self.state_dir)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
+        #: held while a job is made from an upload and while a sweep decides and deletes: never a job of a deleted file
+        self.uploads_guard = threading.Lock()
         self._engine: Engine | None = None
         self._dispatcher: Dispatcher | None = None
         self._guard = threading.Lock()
@@ -100,10 +108,13 @@ class Controller:
         """Plan slots, take the dispatcher lock (StateLocked if taken) and start the dispatcher thread."""
         self.plan()
         self._lock.acquire()
-        self.discard_owned_uploads()
         self._stop.clear()
+        self.sweep_uploads()
         self._thread = threading.Thread(target=self._supervise, name="scribefleet-dispatcher", daemon=True)
         self._thread.start()
+        if self.settings.upload_retention_hours > 0:
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="scribefleet-uploads", daemon=True)
+            self._sweeper.start()
         log.info(
             "controller started on %s with slots %s", self.state_dir,
             ", ".join(f"{s.name} ({s.device})" for s in self.slot_specs),
@@ -123,6 +134,9 @@ class Controller:
             if self._thread.is_alive():
                 log.warning("the dispatcher thread did not stop within %.0f s", timeout_s)
             self._thread = None
+        if self._sweeper is not None:
+            self._sweeper.join(timeout_s)
+            self._sweeper = None
         self._lock.release()
         self.store.close()
         log.info("controller stopped")
@@ -165,31 +179,64 @@ class Controller:
     def _emit(self, event: DispatchEvent) -> None:
         task = event.task
         if task is not None and task.is_terminal and task.spec.get(OWNS_UPLOAD):
-            self.discard_owned_uploads([str(task.spec.get("upload_id"))])
+            self.sweep_uploads([str(task.spec.get("upload_id"))])
         for listener in self.listeners:
             listener(event)
 
-    # -- uploads that belong to one job -----------------------------------------
+    # -- uploads no job needs any more -----------------------------------------
 
-    def discard_owned_uploads(self, upload_ids: list[str] | None = None) -> list[str]:
-        """Delete the uploads (of `upload_ids`, else every stored one) that a job owns and no job needs any more:
-        a job owns it (OWNS_UPLOAD), and every job made from it has ended. Returns the ids deleted."""
+    def _sweep_loop(self) -> None:
+        every_s = min(600.0, max(1.0, self.settings.upload_retention_hours * 360))  # a tenth of the retention
+        while not self._stop.wait(every_s):
+            try:
+                self.sweep_uploads()
+            except Exception:  # noqa: BLE001 - the timer must outlive one bad round
+                log.exception("the sweep of old uploads failed")
+
+    def sweep_uploads(self, upload_ids: list[str] | None = None, *, now: float | None = None) -> list[str]:
+        """Delete the uploads (of `upload_ids`, else every stored one) that no job needs any more (the rules
+        are the module's); returns the ids deleted."""
         ids = self.uploads.ids() if upload_ids is None else [u for u in upload_ids if u]
+        now = time.time() if now is None else now
         gone: list[str] = []
         for at in range(0, len(ids), _SWEEP_CHUNK):
             chunk = ids[at : at + _SWEEP_CHUNK]
             where = f"json_extract(spec, '$.upload_id') IN ({','.join('?' * len(chunk))})"
-            # every job made from these uploads (one each, but for an upload a client reused in POST /api/jobs)
-            tasks, _ = self.store.task_page(None, None, limit=_SWEEP_CHUNK * 1000, where=(where, list(chunk)))
-            users: dict[str, list[Any]] = {}
-            for t in tasks:
-                users.setdefault(str(t.spec.get("upload_id")), []).append(t)
-            for upload_id, jobs in users.items():
-                if any(t.spec.get(OWNS_UPLOAD) for t in jobs) and all(t.is_terminal for t in jobs):
-                    if self.uploads.remove(upload_id):
-                        log.info("upload %s deleted: the job it was made for has ended", upload_id)
+            with self.uploads_guard:
+                # every job made from these uploads (one each, but for an upload a client reused in POST /api/jobs)
+                tasks, _ = self.store.task_page(None, None, limit=_SWEEP_CHUNK * 1000, where=(where, list(chunk)))
+                users: dict[str, list[Any]] = {}
+                for t in tasks:
+                    users.setdefault(str(t.spec.get("upload_id")), []).append(t)
+                for upload_id in chunk:
+                    why = self._upload_done(upload_id, users.get(upload_id, []), now)
+                    if why and self.uploads.remove(upload_id):
+                        log.info("upload %s deleted: %s", upload_id, why)
                         gone.append(upload_id)
         return gone
+
+    def _upload_done(self, upload_id: str, jobs: list[Any], now: float) -> str | None:
+        """Why the upload can go now (words for the log, naming its jobs), or None while it is kept."""
+        if any(not t.is_terminal for t in jobs):
+            return None
+        names = ", ".join(t.id for t in jobs)
+        if any(t.spec.get(OWNS_UPLOAD) for t in jobs):
+            return f"the job it was made for has ended ({names})"
+        keep_h = self.settings.upload_retention_hours
+        if keep_h <= 0:
+            return None
+        if jobs:
+            ended = max(t.finished_at or t.updated_at for t in jobs)
+            if now - ended < keep_h * 3600:
+                return None
+            return f"its job(s) {names} ended {(now - ended) / 3600:.1f} h ago (SCRIBEFLEET_UPLOAD_RETENTION_HOURS={keep_h:g})"
+        try:
+            made = self.uploads.get(upload_id).created_at
+        except NotFound:
+            return None
+        if now - made < max(keep_h * 3600, ORPHAN_UPLOAD_MIN_S):
+            return None
+        return f"no job was made from it in the {(now - made) / 3600:.1f} h since it was uploaded"
 
     # -- what the API needs ----------------------------------------------------
 

@@ -254,23 +254,26 @@ def create_job(controller: Controller, upload_id: str, options: TranscribeOption
 
     `remote`: the job asks to run on a remote worker. `tag`: of the request's Idempotency-Key (`idempotent`).
     `owns_upload`: the upload was made for this job alone (the OpenAI routes; its client never learns the
-    upload's id), so the controller deletes it once the job has ended (`Controller.discard_owned_uploads`).
+    upload's id), so the controller deletes it once the job has ended (`Controller.sweep_uploads`).
     """
     settings = controller.settings
-    upload = controller.uploads.get(upload_id)
+    controller.uploads.get(upload_id)  # an unknown upload is NOT_FOUND before any option is looked at
     check_publish(controller, publish)
     batch, resolved, on_worker = _checked(controller, options, batch_id, remote)
-    if batch is None:
-        batch = create_batch(controller, None, single=True, tag=tag)
-    key = tag or new_id()
-    out_dir = controller.jobs_dir / key
-    stem = Path(upload.filename).stem or "upload"
-    extra = {"upload_id": upload.upload_id, **({OWNS_UPLOAD: True} if owns_upload else {}), **job_extra(publish=publish)}
-    task_id, _ = add_transcribe_task(
-        controller.store, batch.id, f"{key}/{upload.filename}", input_path=upload.path, display=upload.filename,
-        digest=upload.sha256, outputs={fmt: out_dir / f"{stem}.{fmt}" for fmt in options.formats}, options=options,
-        resolved=resolved, settings=settings, extra=extra, remote=on_worker,
-    )  # fmt: skip
+    with controller.uploads_guard:  # no sweep deletes the upload between this look and the job's row
+        upload = controller.uploads.get(upload_id)
+        if batch is None:
+            batch = create_batch(controller, None, single=True, tag=tag)
+        key = tag or new_id()
+        out_dir = controller.jobs_dir / key
+        stem = Path(upload.filename).stem or "upload"
+        extra = {"upload_id": upload.upload_id, **({OWNS_UPLOAD: True} if owns_upload else {}),
+                 **job_extra(publish=publish)}  # fmt: skip
+        task_id, _ = add_transcribe_task(
+            controller.store, batch.id, f"{key}/{upload.filename}", input_path=upload.path, display=upload.filename,
+            digest=upload.sha256, outputs={fmt: out_dir / f"{stem}.{fmt}" for fmt in options.formats},
+            options=options, resolved=resolved, settings=settings, extra=extra, remote=on_worker,
+        )  # fmt: skip
     return get_task(controller, task_id)
 
 

@@ -83,7 +83,17 @@ def media_file(task: Task, uploads: UploadStore) -> Path:
     if not isinstance(upload_id, str):
         raise NotFound(f"job {task.id} was not made from an upload, so the controller keeps no media of it",
                        jobId=task.id, reason="no_upload")
-    path = uploads.get(upload_id).path  # NotFound when the upload is gone
+    try:
+        path = uploads.get(upload_id).path
+    except NotFound:
+        if not task.is_terminal:
+            raise
+        raise NotFound(
+            f"the uploaded media of job {task.id} has been deleted: the controller keeps an upload for "
+            "SCRIBEFLEET_UPLOAD_RETENTION_HOURS after its jobs end (one sent to the OpenAI routes not at all); "
+            "the transcript and outputs stay",
+            jobId=task.id, reason="deleted",
+        ) from None
     root = uploads.root.resolve()
     real = path.resolve()
     if not real.is_relative_to(root) or not real.is_file():

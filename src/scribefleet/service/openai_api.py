@@ -203,7 +203,7 @@ def openai_router(controller: Controller, metrics: Metrics) -> APIRouter:
         if task is None:  # canceled: its upload goes when the cancel has ended it (Controller._emit)
             return Response(status_code=499)
         # the dispatcher's thread deletes it too as the job ends; done here as well, so the answer comes after
-        await run_in_threadpool(controller.discard_owned_uploads, [upload.upload_id])
+        await run_in_threadpool(controller.sweep_uploads, [upload.upload_id])
         if not task.is_complete:
             raise ScribefleetError.from_code(
                 task.error_code or "TASK_FAILED",
