@@ -70,6 +70,12 @@ def test_a_list_setting_that_is_not_json_is_a_usage_error_naming_its_variable(
         (["cancel", "x", "--state", ""], "--state"),
         (["status", "--state", ""], "--state"),
         (["plan", "run", "plan.yaml", "--state", ""], "--state"),
+        # an empty controller or token fell back to SCRIBEFLEET_CONTROLLER / SCRIBEFLEET_TOKEN
+        (["submit", "a.wav", "--controller", ""], "--controller"),
+        (["status", "x", "--token", " "], "--token"),
+        (["batch", "-i", "in", "--controller", ""], "--controller"),
+        (["cancel", "x", "--token", ""], "--token"),
+        (["logs", "x", "--controller", ""], "--controller"),
     ],
 )
 def test_an_empty_value_is_refused_not_taken_for_the_default(

@@ -26,8 +26,8 @@ from scribefleet.jobs.remote import BatchState, Stopped, input_keys, run_remote_
 def batch(
     ctx: typer.Context,
     inputs: Annotated[list[str], typer.Option("--input", "-i", help="Folder of media files (walked recursively), or a media URL (a playlist: each entry); repeatable.")],
-    controller: Annotated[Optional[str], typer.Option("--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER).")] = None,
-    token: Annotated[Optional[str], typer.Option("--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
+    controller: Annotated[Optional[str], typer.Option("--controller", parser=edge.text_value("--controller", "a controller URL"), help="Controller URL (default: SCRIBEFLEET_CONTROLLER).")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", parser=edge.text_value("--token", "an API token"), help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
     remote: Annotated[bool, typer.Option("--remote", help="Run each job on the controller's remote GPU worker (REMOTE_WORKER_MODE optional or required).")] = False,
     diarization: edge.Diarize = False,
     speakers: edge.Speakers = None,

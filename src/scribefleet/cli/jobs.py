@@ -46,8 +46,8 @@ def cancel(
     ctx: typer.Context,
     ident: Annotated[str, typer.Argument(metavar="ID", help=IDENT_HELP)],
     state: Annotated[Optional[Path], typer.Option("--state", parser=edge.path_value("--state"), help=STATE_HELP)] = None,
-    controller: Annotated[Optional[str], typer.Option("--controller", help=CONTROLLER_HELP)] = None,
-    token: Annotated[Optional[str], typer.Option("--token", help=edge.TOKEN_HELP)] = None,
+    controller: Annotated[Optional[str], typer.Option("--controller", parser=edge.text_value("--controller", "a controller URL"), help=CONTROLLER_HELP)] = None,
+    token: Annotated[Optional[str], typer.Option("--token", parser=edge.text_value("--token", "an API token"), help=edge.TOKEN_HELP)] = None,
 ) -> None:
     """Cancel a batch or a task: queued tasks at once, running ones killed by their dispatcher."""
 
@@ -87,8 +87,8 @@ def logs(
     state: Annotated[Optional[Path], typer.Option("--state", parser=edge.path_value("--state"), help=STATE_HELP)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events and output until it has ended.")] = False,
     tail: Annotated[Optional[int], typer.Option("--tail", "-n", min=0, help="Only the last N lines of each part (events, log lines, output; each job's history with a controller); with --follow, then what follows.")] = None,
-    controller: Annotated[Optional[str], typer.Option("--controller", help=CONTROLLER_HELP)] = None,
-    token: Annotated[Optional[str], typer.Option("--token", help=edge.TOKEN_HELP)] = None,
+    controller: Annotated[Optional[str], typer.Option("--controller", parser=edge.text_value("--controller", "a controller URL"), help=CONTROLLER_HELP)] = None,
+    token: Annotated[Optional[str], typer.Option("--token", parser=edge.text_value("--token", "an API token"), help=edge.TOKEN_HELP)] = None,
 ) -> None:
     """Print a task's events, log lines and output, or a batch's events and dispatcher log."""
 

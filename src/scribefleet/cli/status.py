@@ -28,8 +28,8 @@ def status(
     target: Annotated[Optional[str], typer.Argument(metavar="[TARGET]", help="An OUT folder or state dir, a batch id, a job id or a job's name (default: --state).")] = None,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Batch id (default: the latest).")] = None,
     state: Annotated[Optional[Path], typer.Option("--state", parser=edge.path_value("--state"), help="Where ids are looked up without a controller: an OUT folder or state dir (default: out).")] = None,
-    controller: Annotated[Optional[str], typer.Option("--controller", help="Ask this controller (default: SCRIBEFLEET_CONTROLLER) about a job or batch id.")] = None,
-    token: Annotated[Optional[str], typer.Option("--token", help=edge.TOKEN_HELP)] = None,
+    controller: Annotated[Optional[str], typer.Option("--controller", parser=edge.text_value("--controller", "a controller URL"), help="Ask this controller (default: SCRIBEFLEET_CONTROLLER) about a job or batch id.")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", parser=edge.text_value("--token", "an API token"), help=edge.TOKEN_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a job, or each job of a batch: id, state, stage, attempts, error, outputs."""

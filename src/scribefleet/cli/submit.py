@@ -37,8 +37,8 @@ from scribefleet.logs import setup_logging
 def submit(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(metavar="FILE|URL", help="One media file, or a media URL (a playlist: one job per entry).")],
-    controller: Annotated[Optional[str], typer.Option("--controller", help="Controller URL (default: SCRIBEFLEET_CONTROLLER; unset: the local store).")] = None,
-    token: Annotated[Optional[str], typer.Option("--token", help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
+    controller: Annotated[Optional[str], typer.Option("--controller", parser=edge.text_value("--controller", "a controller URL"), help="Controller URL (default: SCRIBEFLEET_CONTROLLER; unset: the local store).")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", parser=edge.text_value("--token", "an API token"), help="API token (default: SCRIBEFLEET_TOKEN, which ps does not show).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", parser=edge.path_value("--out"), help="Without a controller: folder for outputs and the state dir OUT/.scribefleet.")] = Path("out"),
     model: edge.Model = "tiny.en",
     language: edge.Language = None,
