@@ -82,7 +82,8 @@ def test_batch_events_end_when_every_job_is_done(live: str) -> None:
     sums = [d for n, d, _ in events if n == "batch"]
     assert sums[0]["id"] == batch["id"] and sums[0]["files"] == 2 and sums[-1]["filesDone"] == 2
     assert sums[-1]["etaS"] == 0 and sums[-1]["audioS"] == sums[-1]["audioDoneS"] > 0 and sums[-1]["elapsedS"] >= 0
-    assert again == {k: v for k, v in sums[-1].items() if k != "id"}
+    assert again == {k: v for k, v in sums[-1].items() if k not in ("id", "counts")}
+    assert sums[-1]["counts"] == {"complete": 2}  # the count of its jobs by status, as the jobs show it
     finals = {d["id"]: d["status"] for n, d, _ in events if n == "job"}
     assert len(finals) == 2 and set(finals.values()) == {"complete"}
 

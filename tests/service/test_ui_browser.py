@@ -438,3 +438,54 @@ def test_every_job_of_a_big_batch_can_be_reached_page_by_page_and_by_status(
     )
     assert page.inner_text(".page-range") == f"1–20 of {everything['total'] + 1}"
     assert not errors, errors
+
+
+def test_a_batch_page_sums_every_job_of_a_batch_bigger_than_a_page(
+    controller: RunningController, browser: Any, tmp_path: Path
+) -> None:
+    """A batch page drew its first 200 jobs and summed only those: a batch of 201 stayed "200 of 201 done",
+    "running", for good, and its 201st job could not be seen."""
+    with controller.api() as api:
+        def upload(name: str, body: bytes) -> str:
+            return api.post("/api/uploads", files={"file": (name, body, "audio/wav")}).json()["uploadId"]
+
+        # the controller's one slot busy with another batch's job until the page has opened
+        held = upload("blocker.ogg", long_speech(tmp_path / "b.ogg", 3).read_bytes())
+        blocker = api.post("/api/jobs", json={"uploadId": held, "options": {"formats": ["txt"]}}).json()["id"]
+        wait_until(lambda: api.get(f"/api/jobs/{blocker}").json()["status"] == "running", "the blocker to run")
+        speech = upload("long_pauses.wav", (DATA / "long_pauses.wav").read_bytes())
+        broken = upload("broken.wav", b"not audio at all" * 64)
+        batch = api.post("/api/batches", json={"name": "201"}).json()["id"]
+        made = [api.post("/api/jobs", json={"uploadId": u, "batchId": batch, "options": {"formats": ["txt"]}})
+                for u in [speech] + [broken] * 200]  # fmt: skip
+        assert all(r.status_code == 201 for r in made), [r.text for r in made if r.status_code != 201][:1]
+        first = made[0].json()["id"]  # the oldest job: on the second page, newest first
+
+    page = browser.new_page()
+    log_in(page, controller, f"/ui/batches/{batch}")
+    summary = "#batch-page .batch-summary"
+    assert page.inner_text("#batch-page .page-range") == "1–200 of 201"
+    assert page.locator("#batch-jobs tr.job").count() == 200
+    assert first not in [r.get_attribute("data-job-id") for r in page.locator("#batch-jobs tr.job").all()]
+    assert page.inner_text(f"{summary} .batch-counts") == "0 of 201 done"
+    assert page.locator(summary).get_attribute("data-state") == "running"
+    with controller.api() as api:
+        assert api.post(f"/api/jobs/{blocker}/cancel").json()["status"] == "canceled"
+    # the summary follows every job of the batch live, the one on no row of this page too
+    page.wait_for_selector(f'{summary}[data-state="done"]', timeout=WAIT_MS)
+    assert page.inner_text(f"{summary} .batch-counts") == "201 of 201 done"
+    assert page.inner_text(f"{summary} .batch-state") == "done, 200 failed"
+    assert page.locator(f"{summary} .batch-progress").get_attribute("value") == "100"
+    # the 201st job is on the next page; the server draws a finished batch's summary as the stream did
+    page.click("#batch-page .pager a.older")
+    page.wait_for_url(re.compile(r"offset=200$"))
+    assert [r.get_attribute("data-job-id") for r in page.locator("#batch-jobs tr.job").all()] == [first]
+    assert page.locator("#batch-jobs tr.job").first.get_attribute("data-status") == "complete"
+    assert page.inner_text("#batch-page .page-range") == "201–201 of 201"
+    assert page.inner_text(f"{summary} .batch-counts") == "201 of 201 done"
+    assert page.inner_text(f"{summary} .batch-state") == "done, 200 failed"
+    assert page.locator(f"{summary}").get_attribute("data-state") == "done"
+    page.click("#batch-page .pager a.newer")
+    page.wait_for_url(re.compile(re.escape(f"/ui/batches/{batch}") + "$"))
+    assert page.locator("#batch-jobs tr.job").count() == 200
+    page.close()

@@ -8,8 +8,8 @@ after each status change and last; `progress` when stage or percent moves;
 `history` for each recorded event (with its id as the SSE id, so a reconnect
 with Last-Event-ID resumes after it); `end` when the job is terminal. A batch
 stream does the same for every job of a batch, sends `batch` (files, audio,
-elapsed time and ETA of the whole batch) whenever that changes, and ends once
-all are terminal. Elapsed time and ETA are whole seconds, so a running job's
+elapsed time and ETA of the whole batch, and the count of its jobs by status)
+whenever that changes, and ends once all are terminal. Elapsed time and ETA are whole seconds, so a running job's
 `progress` comes about once a second.
 
 `job_history` is a job's whole story for `GET /api/jobs/{id}/logs`: its
@@ -119,11 +119,12 @@ async def _batch_events(controller: Controller, batch_id: str) -> AsyncIterator[
     summary: dict[str, Any] | None = None
     while True:
         tasks = controller.store.tasks(batch_id)
-        if (now := batch_progress_json(tasks)) != summary:
+        jobs = [job_json(task, controller) for task in tasks]
+        if (now := {**batch_progress_json(tasks), "counts": dict(Counter(j["status"] for j in jobs))}) != summary:
             summary = now
             yield sse("batch", {"id": batch_id, **now})
-        for task in tasks:
-            now, before = job_json(task, controller), seen.get(task.id)
+        for task, now in zip(tasks, jobs):
+            before = seen.get(task.id)
             if before is None or now["status"] != before["status"]:
                 yield sse("job", now)
             elif now["progress"] != before["progress"]:

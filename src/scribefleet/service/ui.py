@@ -235,22 +235,22 @@ async def _transcript(api: Api, job: views.JobView) -> tuple[views.Transcript | 
 
 
 @router.get(PREFIX + "/batches/{batch_id}", response_class=HTMLResponse)
-async def batch_page(request: Request, batch_id: str) -> Response:
+async def batch_page(request: Request, batch_id: str, offset: str = "") -> Response:
+    """A batch: its summary (of every job) and PAGE_JOBS of its jobs a page, newest first, from `offset`."""
+    start = views.page_offset(offset, PAGE_JOBS)
     async with Api(request) as api:
         try:
             batch = await api.get(f"/api/batches/{quote(batch_id, safe='')}", missing_ok=True)
             if batch is None:
                 raise ApiError(404, "NOT_FOUND", f"There is no batch {batch_id!r}.")
-            listing = await api.get("/api/jobs", params={"batchId": batch_id, "limit": PAGE_JOBS})
+            listing = await api.get("/api/jobs", params={"batchId": batch_id, "limit": PAGE_JOBS, "offset": start})
         except NotLoggedIn:
             return _to_login(request)
         except ApiError as err:
             return _error_page(request, err)
     jobs = [views.job_view(j) for j in views.items_of(listing)]
-    summary = views.batch_view(batch_id, batch, jobs, views.total_of(listing, len(jobs)))
-    return _render(
-        request, "batch.html", "batch", batch=summary, jobs=jobs, more_jobs=summary.total > len(jobs)
-    )
+    summary = views.batch_view(batch_id, batch, offset=start, shown=len(jobs), page_size=PAGE_JOBS)
+    return _render(request, "batch.html", "batch", batch=summary, jobs=jobs)
 
 
 @router.get(PREFIX + "/runtime", response_class=HTMLResponse)

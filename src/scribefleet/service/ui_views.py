@@ -186,25 +186,50 @@ def times_text(elapsed_s: float | None, eta_s: float | None, finished: bool) -> 
 
 @dataclass(frozen=True)
 class BatchView:
-    """A batch's summary line: how many of its jobs are done, and how far all of them are."""
+    """A batch's summary line, of all its jobs (not only the page's): how many are done, how far all are."""
 
     id: str
     total: int
     done: int
     percent: int
-    status: str
+    status: str  # "running", "done", "done, 3 failed", "empty" (app.js batchStateText writes the same)
+    state: str  # "running", "done" or "empty": the summary's data-state
     name: str = ""
     times: str = ""  # the whole batch's elapsed time and ETA (GET /api/batches/{id}'s progress)
+    first: int = 0  # the rows of this page: "201-400 of 450"
+    last: int = 0
+    newer_url: str | None = None
+    older_url: str | None = None
 
 
-def batch_view(batch_id: str, batch: dict[str, Any], jobs: list[JobView], total: int) -> BatchView:
-    done = sum(1 for j in jobs if j.is_terminal)
-    total = max(total, len(jobs))
-    percent = int(sum(j.percent if not j.is_terminal else 100 for j in jobs) / total + 0.5) if total else 0
-    status = str(batch.get("status") or ("done" if total and done == total else "running" if total else "empty"))
+def batch_view(batch_id: str, batch: dict[str, Any], *, offset: int = 0, shown: int = 0, page_size: int = 1) -> BatchView:
+    """The batch page's summary from GET /api/batches/{id} (`counts` and `progress` are of every job), and where
+    the page's `shown` rows from `offset` lie among them."""
+    counts = batch.get("counts") if isinstance(batch.get("counts"), dict) else {}
     sums = batch.get("progress") if isinstance(batch.get("progress"), dict) else {}
-    times = times_text(sums.get("elapsedS"), sums.get("etaS"), bool(total) and done == total)
-    return BatchView(batch_id, total, done, percent, status, name=str(batch.get("name") or ""), times=times)
+    total = sum(n for n in counts.values() if isinstance(n, int))
+    done = sum(n for s, n in counts.items() if s in TERMINAL_STATUSES and isinstance(n, int))
+    failed = counts.get("failed") if isinstance(counts.get("failed"), int) else 0
+    state = "empty" if not total else "done" if done == total else "running"
+    status = f"done, {failed} failed" if state == "done" and failed else state
+    times = times_text(sums.get("elapsedS"), sums.get("etaS"), state == "done")
+    base = f"/ui/batches/{quote(batch_id, safe='')}"
+    newer = (base + (f"?offset={offset - page_size}" if offset > page_size else "")) if offset > 0 else None
+    older = f"{base}?offset={offset + page_size}" if offset + page_size < total else None
+    return BatchView(batch_id, total, done, batch_percent(sums, done, total), status, state,
+                     name=str(batch.get("name") or ""), times=times, first=offset + 1 if shown else 0,
+                     last=offset + shown, newer_url=newer, older_url=older)  # fmt: skip
+
+
+def batch_percent(progress: dict[str, Any], done: int, total: int) -> int:
+    """How far a batch is, 0..100: of the audio of its files that can still complete (a batch's `progress`),
+    else of those files; every file ended when none can (app.js batchPercent is the same)."""
+    files, audio = progress.get("files"), progress.get("audioS")
+    if not files:
+        return 100 if total and done == total else 0
+    if audio:
+        return percent_of(100 * (progress.get("audioDoneS") or 0) / audio)
+    return percent_of(100 * (progress.get("filesDone") or 0) / files)
 
 
 def clock(seconds: Any) -> str:

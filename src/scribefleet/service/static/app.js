@@ -179,6 +179,7 @@ class Tracker {
     this.jobs = new Map();      // id -> latest job as drawn
     this.streams = new Map();   // url -> {es, covers(id)}
     this.onChange = onChange || (() => {});
+    this.onBatch = null;  // (data) of each `batch` event of a batch stream
     this.timer = setInterval(() => this.poll(), POLL_MS);
   }
 
@@ -226,12 +227,13 @@ class Tracker {
       }
     });
     es.addEventListener("batch", (ev) => {
-      // the whole batch's elapsed time and ETA, into its summary line(s)
+      // the whole batch's elapsed time and ETA, into its summary line(s); the rest to onBatch (the batch page)
       const data = parse(ev);
       if (!data || !data.id) return;
       const finished = data.files > 0 && data.filesDone === data.files;
       document.querySelectorAll('.batch-summary[data-batch-id="' + CSS.escape(data.id) + '"] .batch-times')
         .forEach((n) => { n.textContent = timesText(data.elapsedS, data.etaS, finished); });
+      if (this.onBatch) this.onBatch(data);
     });
     es.addEventListener("end", () => {
       // the server closes the stream now; without close() the browser would reconnect
@@ -303,10 +305,31 @@ function drawBatch(tracker, panel) {
   const total = Math.max(jobs.length, Number(panel.dataset.total || 0));
   const pct = total ? Math.round(jobs.reduce((s, j) => s + (TERMINAL.has(j.status) ? 100 : j.percent), 0) / total) : 0;
   const summary = panel.querySelector(".batch-summary");
+  const failed = jobs.filter((j) => j.status === "failed").length;
+  drawSummary(summary, done, total, failed, pct);
+}
+
+/* A batch page's summary from its stream's `batch` event: the counts and progress of every job of the batch,
+ * this page's rows or not (ui_views.batch_view draws the same at first). */
+function drawBatchSums(summary, data) {
+  const counts = data.counts || {};
+  const total = Object.values(counts).reduce((s, n) => s + n, 0);
+  const done = Object.entries(counts).filter(([s]) => TERMINAL.has(s)).reduce((s, [, n]) => s + n, 0);
+  drawSummary(summary, done, total, counts.failed || 0, batchPercent(data, done, total));
+}
+
+/* How far a batch is (ui_views.batch_percent): of the audio of its files that can still complete, else of
+ * those files; every file ended when none can. */
+function batchPercent(progress, done, total) {
+  if (!progress.files) return total && done === total ? 100 : 0;
+  const part = progress.audioS ? (progress.audioDoneS || 0) / progress.audioS : (progress.filesDone || 0) / progress.files;
+  return Math.max(0, Math.min(100, Math.round(100 * part)));
+}
+
+function drawSummary(summary, done, total, failed, pct) {
+  const state = !total ? "empty" : done === total ? "done" : "running";
   summary.querySelector(".batch-progress").value = pct;
   summary.querySelector(".batch-counts").textContent = done + " of " + total + " done";
-  const failed = jobs.filter((j) => j.status === "failed").length;
-  const finished = total > 0 && done === total;
-  summary.querySelector(".batch-state").textContent = finished ? (failed ? "done, " + failed + " failed" : "done") : "running";
-  summary.dataset.state = finished ? "done" : "running";
+  summary.querySelector(".batch-state").textContent = state === "done" && failed ? "done, " + failed + " failed" : state;
+  summary.dataset.state = state;
 }

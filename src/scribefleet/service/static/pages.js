@@ -266,13 +266,17 @@ document.addEventListener("DOMContentLoaded", () => {
   if (page === "home" || page === "batch") {
     const panel = document.getElementById(page === "home" ? "batch-panel" : "batch-page");
     const tracker = new Tracker((job, before) => {
-      if (!panel.hidden) drawBatch(tracker, panel);
+      // the home page's panel sums its own rows (files this page sent, refused ones too); a batch page's
+      // summary is of every job of the batch, from its stream's `batch` events (a page shows 200 rows)
+      if (page === "home" && !panel.hidden) drawBatch(tracker, panel);
       if (page === "home" && before && before.status !== job.status) countsSoon();
     });
     adoptRows(tracker, document);
     if (page === "home") return initHome(tracker);
-    drawBatch(tracker, panel);
-    const unfinished = [...tracker.jobs.values()].some((j) => !TERMINAL.has(j.status));
-    if (unfinished) tracker.stream("/api/batches/" + encodeURIComponent(panel.dataset.batchId) + "/events", inPanel(panel));
+    const summary = panel.querySelector(".batch-summary");
+    tracker.onBatch = (data) => drawBatchSums(summary, data);
+    if (summary.dataset.state !== "done") {
+      tracker.stream("/api/batches/" + encodeURIComponent(panel.dataset.batchId) + "/events", inPanel(panel));
+    }
   }
 });
