@@ -83,7 +83,8 @@ test: $(VENV)/.test-installed $(VENV)/.serverless-installed $(VENV)/.diarization
 #     A contender kept in a bench file of its own gets a line like this one.
 #  3. bench_vad.py: the VAD stage on 1 and 2 threads against faster-whisper's one pass.
 #  4. bench_dispatch.py: dispatch overhead per task against xargs -P (and the ray engine's).
-#  5. bench_cost.py: cost per task: that overhead as is and loaded, slot and controller memory,
+#  5. bench_cost.py: cost per task: that overhead as is and loaded, slot and controller memory, a big
+#     batch's event-stream poll,
 #     each beside its goal. BENCH_COST_ARGS go to it.
 # On a machine with an NVIDIA GPU, bench/gpu.sh proves and measures the GPU path instead.
 bench: $(VENV)/.test-installed

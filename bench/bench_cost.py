@@ -15,9 +15,13 @@ Prints each figure with its goal beside it:
               authenticated GET, the controller process alone (its slot processes are listed
               apart), and the heavy modules it imported: none of ray, torch, boto3, yt_dlp,
               faster_whisper, ctranslate2 may be loaded while nothing uses them. Goal: at most 150 MB.
+  stream      one poll of a batch's event stream (GET /api/batches/{id}/events, four a second, on the
+              controller's event loop) for a batch of --tasks jobs, all ended but 10: reading and drawing
+              every job again (as before) against reading only the open ones (service/streams.py
+              BatchTasks), best of --repeat. No goal: the ratio, and what a poll costs.
 
 Machines here are shared and noisy: compare the two numbers of one round, and repeat.
-Usage: python bench/bench_cost.py [--tasks N] [--slots S] [--repeat R] [--only dispatch,slot,controller]
+Usage: python bench/bench_cost.py [--tasks N] [--slots S] [--repeat R] [--only dispatch,slot,controller,stream]
 """
 
 from __future__ import annotations
@@ -226,13 +230,59 @@ def _get(url: str, token: str | None, *, within_s: float, proc: subprocess.Popen
             time.sleep(0.2)
 
 
+def bench_stream(tasks: int, repeat: int) -> None:
+    from scribefleet.config import Settings
+    from scribefleet.jobs.views import batch_progress
+    from scribefleet.options import TranscribeOptions
+    from scribefleet.service import jobs as J
+    from scribefleet.service.controller import Controller
+    from scribefleet.service.streams import BatchTasks
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(_env_file=None, cache_dir=Path(tmp) / "cache", offline=True)
+        controller = Controller(settings, Path(tmp) / "state", slots=1, device="cpu")  # never started: idle
+        writer = controller.uploads.new_writer("a.wav")
+        writer.write((ROOT / "tests" / "data" / "en01.wav").read_bytes())
+        upload = writer.finish()
+        batch = J.create_batch(controller, "bench")
+        ids = [J.create_job(controller, upload.upload_id, TranscribeOptions(formats=["txt"]), batch.id).id
+               for _ in range(tasks)]  # fmt: skip
+        for task_id in ids[:-10]:
+            controller.cancel(task_id)  # applied at once: no dispatcher runs
+
+        def whole() -> None:
+            rows = controller.store.tasks(batch.id)
+            [J.job_json(t, controller) for t in rows]
+            J.batch_progress_json(rows)
+
+        watched = BatchTasks(controller, batch.id)
+        watched.read()  # the stream's first poll reads every job once
+
+        def incremental() -> None:
+            batch_progress(view for _, _, view in watched.read()).as_api_json()
+
+        def best_ms(poll) -> float:  # noqa: ANN001
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                poll()
+                times.append((time.perf_counter() - start) * 1000)
+            return min(times)
+
+        before, after = best_ms(whole), best_ms(incremental)
+        controller.stop()
+    print(f"\nstream: one poll of a batch's event stream, {tasks} jobs of which 10 open, best of {repeat}")
+    print(f"  every job read again {before:.1f} ms | ended jobs read once {after:.1f} ms | {before / after:.0f}x less")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="dispatch rounds per load (the best is kept)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the measured slot")
-    parser.add_argument("--only", default="dispatch,slot,controller", help="which of dispatch,slot,controller to run")
+    parser.add_argument("--only", default="dispatch,slot,controller,stream",
+                        help="which of dispatch,slot,controller,stream to run")
     args = parser.parse_args()
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     if "dispatch" in parts:
@@ -241,6 +291,8 @@ def main() -> int:
         bench_slot(args.threads)
     if "controller" in parts:
         bench_controller()
+    if "stream" in parts:
+        bench_stream(args.tasks, args.repeat)
     return 0
 
 

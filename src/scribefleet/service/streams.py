@@ -30,8 +30,12 @@ from typing import Any
 
 from scribefleet.errors import InvalidRequest
 from scribefleet.service.controller import Controller
-from scribefleet.service.jobs import batch_progress_json, get_batch, get_task, job_json
-from scribefleet.store.models import Event, Task, iso_ms
+from scribefleet.jobs.views import TaskView, batch_progress, task_view
+from scribefleet.service.jobs import get_batch, get_task, job_json
+from scribefleet.store.models import TERMINAL_STATES, Event, Task, TaskState, iso_ms
+
+#: the states of a task that has not ended
+OPEN_STATES = frozenset(TaskState) - TERMINAL_STATES
 
 POLL_S = 0.25
 #: an event id is a SQLite rowid: at most 19 decimal digits
@@ -113,24 +117,55 @@ async def batch_stream(controller: Controller, batch_id: str) -> AsyncIterator[s
     return _batch_events(controller, batch_id)
 
 
+class BatchTasks:
+    """A batch's tasks, poll after poll, with what a stream shows of each: an ended task is read and drawn once
+    (it does not change), the open ones every poll. Re-read whole four times a second, a batch of thousands
+    held the controller's event loop for most of each second: 55 to 120 ms a poll per 1000 jobs on a 2-core
+    CPU; 2000 ended jobs and 10 open now take 4 ms a poll (the first one still reads them all)."""
+
+    def __init__(self, controller: Controller, batch_id: str) -> None:
+        self.controller, self.batch_id = controller, batch_id
+        self.ended: dict[str, tuple[Task, dict[str, Any], TaskView]] = {}
+        self.open: set[str] = set()
+        self.last_seq = 0
+
+    def read(self) -> list[tuple[Task, dict[str, Any], TaskView]]:
+        """(task, its job JSON, its view) of every task of the batch, in submission order."""
+        store = self.controller.store
+        open_now = store.tasks(self.batch_id, states=OPEN_STATES)
+        added = store.tasks(self.batch_id, after_seq=self.last_seq)  # the first time: all; a job may end unseen
+        ids = {t.id for t in open_now}
+        gone = [store.task(i) for i in self.open - ids]  # ended since the last poll
+        for task in [*added, *gone]:
+            if task is not None and task.is_terminal and task.id not in ids:
+                self.ended[task.id] = (task, job_json(task, self.controller), task_view(task))
+        for task_id in ids:
+            self.ended.pop(task_id, None)  # open again (a re-run)
+        self.open = ids
+        self.last_seq = max([self.last_seq, *(t.seq for t in added)])
+        live = [(t, job_json(t, self.controller), task_view(t)) for t in open_now]
+        return sorted([*self.ended.values(), *live], key=lambda row: row[0].seq)
+
+
 async def _batch_events(controller: Controller, batch_id: str) -> AsyncIterator[str]:
     seen: dict[str, dict[str, Any]] = {}
     keepalive = _Keepalive()
     summary: dict[str, Any] | None = None
+    batch = BatchTasks(controller, batch_id)
     while True:
-        tasks = controller.store.tasks(batch_id)
-        jobs = [job_json(task, controller) for task in tasks]
-        if (now := {**batch_progress_json(tasks), "counts": dict(Counter(j["status"] for j in jobs))}) != summary:
+        rows = batch.read()
+        progress = batch_progress(view for _, _, view in rows).as_api_json()
+        if (now := {**progress, "counts": dict(Counter(j["status"] for _, j, _ in rows))}) != summary:
             summary = now
             yield sse("batch", {"id": batch_id, **now})
-        for task, now in zip(tasks, jobs):
+        for task, now, _ in rows:
             before = seen.get(task.id)
             if before is None or now["status"] != before["status"]:
                 yield sse("job", now)
             elif now["progress"] != before["progress"]:
                 yield sse("progress", _progress_json(now))
             seen[task.id] = now
-        if tasks and all(t.is_terminal for t in tasks):
+        if rows and all(task.is_terminal for task, _, _ in rows):
             yield sse("end", {"counts": dict(Counter(j["status"] for j in seen.values()))})
             return
         if keepalive.due():
