@@ -244,8 +244,9 @@ def _batch_routes(router: APIRouter, controller: Controller) -> None:
         return page
 
     @router.get("/batches/{batch_id}", tags=["batches"])
-    def get_batch(batch_id: str) -> dict[str, Any]:
-        return J.batch_json(J.get_batch(controller, batch_id), controller)
+    def get_batch(batch_id: str, jobs: bool = True) -> dict[str, Any]:
+        """A batch, its counts and progress, and (unless `jobs=false`: a page that lists them itself) every job."""
+        return J.batch_json(J.get_batch(controller, batch_id), controller, list_jobs=jobs)
 
     @router.post("/batches/{batch_id}/cancel", tags=["batches"])
     async def cancel_batch(batch_id: str) -> dict[str, Any]:

@@ -101,7 +101,8 @@ def find_idempotent(controller: Controller, tag: str | None, batch_id: str | Non
     return controller.store.tasks_with_key_prefix(batch.id, tag) if batch is not None else []
 
 
-def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> dict[str, Any]:
+def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True, list_jobs: bool = True) -> dict[str, Any]:
+    """A batch as the API shows it; with `jobs`, its progress and (with `list_jobs`) every job too."""
     out: dict[str, Any] = {
         "id": batch.id,
         "name": batch.spec.get("name"),
@@ -111,7 +112,8 @@ def batch_json(batch: Batch, controller: Controller, *, jobs: bool = True) -> di
     if jobs:
         tasks = controller.store.tasks(batch.id)
         out["progress"] = batch_progress_json(tasks)
-        out["jobs"] = [list_item(job_json(t, controller)) for t in tasks]
+        if list_jobs:
+            out["jobs"] = [list_item(job_json(t, controller)) for t in tasks]
     return out
 
 

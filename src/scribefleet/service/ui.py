@@ -240,7 +240,7 @@ async def batch_page(request: Request, batch_id: str, offset: str = "") -> Respo
     start = views.page_offset(offset, PAGE_JOBS)
     async with Api(request) as api:
         try:
-            batch = await api.get(f"/api/batches/{quote(batch_id, safe='')}", missing_ok=True)
+            batch = await api.get(f"/api/batches/{quote(batch_id, safe='')}", params={"jobs": "false"}, missing_ok=True)
             if batch is None:
                 raise ApiError(404, "NOT_FOUND", f"There is no batch {batch_id!r}.")
             listing = await api.get("/api/jobs", params={"batchId": batch_id, "limit": PAGE_JOBS, "offset": start})
