@@ -37,6 +37,7 @@ from starlette.routing import Match
 from scribefleet import __version__
 from scribefleet.config import Settings
 from scribefleet.errors import InvalidRequest, MethodNotAllowed, NotFound, ScribefleetError, UsageError
+from scribefleet.jobs.redact import redact_all
 from scribefleet.service import ui
 from scribefleet.service.api import api_router
 from scribefleet.service.handler_api import handler_router
@@ -95,11 +96,16 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(InvalidRequest(str(exc.detail)), status=exc.status_code, headers=exc.headers)
 
 
-def _scribefleet_error(_: Request, exc: Exception) -> JSONResponse:
+def _scribefleet_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ScribefleetError)
     if exc.http_status >= 500:
-        log.error("request failed [%s]: %s", exc.code, exc.message)
-    return error_response(exc)
+        log.error("request failed [%s]: %s", exc.code, exc.message)  # the operator's log keeps the paths
+    controller = getattr(request.app.state, "controller", None)
+    if controller is None or exc.http_status < 500:
+        return error_response(exc)  # a client's own words (a model path it sent) are echoed as sent, cut or not
+    # the server's own failure (a full store names its file): the client is told of a file by its name
+    body = redact_all(exc.to_dict(), controller.settings, controller.state_dir)
+    return JSONResponse({"error": body}, status_code=exc.http_status, headers=error_headers(exc))
 
 
 def create_app(

@@ -40,7 +40,7 @@ from typing import IO, Any
 
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from scribefleet.errors import FileTooLarge, InvalidRequest, NotFound
+from scribefleet.errors import FileTooLarge, InvalidRequest, NotFound, OutputWriteFailed
 
 MAX_NAME_BYTES = 200
 MAX_FIELD_BYTES = 64 * 1024  # a form field that is not the file (model, language, prompt...)
@@ -272,6 +272,12 @@ async def receive_multipart(
             uploads.discard(form.upload)
         if isinstance(exc, (FileTooLarge, InvalidRequest)) or not isinstance(exc, Exception):
             raise
+        if isinstance(exc, OSError) and exc.errno is not None:  # the controller's disk, not the client's body
+            raise OutputWriteFailed(
+                f"the controller could not store the upload ({exc.strerror or exc}): free space in its state "
+                "folder's uploads (SCRIBEFLEET_UPLOAD_RETENTION_HOURS deletes old ones) or fix its permissions, then "
+                "send the file again", reason=exc.strerror or type(exc).__name__,
+            ) from exc  # fmt: skip
         raise InvalidRequest(f"the multipart body is broken or incomplete ({exc})") from exc
     finally:
         if form.writer is not None:  # stopped mid-file (limit, broken body, client gone): nothing stays
