@@ -7,10 +7,11 @@ across a controller restart. A job stream sends `job` (the whole job) first,
 after each status change and last; `progress` when stage or percent moves;
 `history` for each recorded event (with its id as the SSE id, so a reconnect
 with Last-Event-ID resumes after it); `end` when the job is terminal. A batch
-stream does the same for every job of a batch, sends `batch` (files, audio,
-elapsed time and ETA of the whole batch, and the count of its jobs by status)
-whenever that changes, and ends once all are terminal. Elapsed time and ETA are whole seconds, so a running job's
-`progress` comes about once a second.
+stream does the same for every job of a batch (reading an ended job once:
+`BatchTasks`), sends `batch` (files, audio, elapsed time and ETA of the whole
+batch, and the count of its jobs by status) whenever that changes, and ends
+once all are terminal. Elapsed time and ETA are whole seconds, so a running
+job's `progress` comes about once a second.
 
 `job_history` is a job's whole story for `GET /api/jobs/{id}/logs`: its
 store events, the lines of the controller and slot logs that name it (by id

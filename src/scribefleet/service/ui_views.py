@@ -192,7 +192,7 @@ class BatchView:
     total: int
     done: int
     percent: int
-    status: str  # "running", "done", "done, 3 failed", "empty" (app.js batchStateText writes the same)
+    status: str  # "running", "done", "done, 3 failed", "empty" (app.js drawSummary writes the same)
     state: str  # "running", "done" or "empty": the summary's data-state
     name: str = ""
     times: str = ""  # the whole batch's elapsed time and ETA (GET /api/batches/{id}'s progress)

@@ -274,9 +274,8 @@ async def receive_multipart(
             raise
         if isinstance(exc, OSError) and exc.errno is not None:  # the controller's disk, not the client's body
             raise OutputWriteFailed(
-                f"the controller could not store the upload ({exc.strerror or exc}): free space in its state "
-                "folder's uploads (SCRIBEFLEET_UPLOAD_RETENTION_HOURS deletes old ones) or fix its permissions, then "
-                "send the file again", reason=exc.strerror or type(exc).__name__,
+                f"the server could not store the upload ({exc.strerror or exc}): free space in its state folder "
+                "or fix its permissions, then send the file again", reason=exc.strerror or type(exc).__name__,
             ) from exc  # fmt: skip
         raise InvalidRequest(f"the multipart body is broken or incomplete ({exc})") from exc
     finally:
