@@ -1,8 +1,10 @@
-"""Shared fixtures: a clean environment per test, the bundled model, the speech fixtures."""
+"""Shared fixtures: a clean environment per test, the bundled model, the speech fixtures, a small real disk."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,26 @@ def speech() -> dict[str, Path]:
     """name -> path of each committed speech fixture."""
     return {name: DATA / name for name in TEXTS}
 
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """`mount(size)`: a real tmpfs of `size` ("2m") at one folder, mounted again at a new size when called
+    again (`mount -o remount`): a disk that fills up, and is given room later. Needs root (CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted: list[bool] = []
+
+    def mount(size: str) -> Path:
+        options = f"remount,size={size}" if mounted else f"size={size}"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)], check=True)
+        mounted.append(True)
+        return disk
+
+    try:
+        yield mount
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)], check=False)

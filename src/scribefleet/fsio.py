@@ -11,8 +11,10 @@ made (`make_dir`: a file in its place, a read-only disk).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,11 +50,22 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def out_of_space(exc: OSError) -> bool:
+    """Whether a write failed for want of space: ENOSPC, EDQUOT, or a short write (numpy's "467673 requested
+    and 440256 written" carries no errno)."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or (
+        exc.errno is None and re.fullmatch(r"\d+ requested and \d+ written", str(exc)) is not None
+    )
+
+
 def write_failed(path: Path, exc: OSError) -> OutputWriteFailed:
+    """OUTPUT_WRITE_FAILED for `path`; `disk_full` in its details when the disk had no room (the dispatcher then
+    waits for space instead of failing the task: dispatch/space.py)."""
     return OutputWriteFailed(
         f"could not write {path} ({exc.strerror or exc}) - check free disk space and write permission on {path.parent}",
         path=str(path),
         os_error=str(exc),
+        **({"disk_full": True} if out_of_space(exc) else {}),
     )
 
 

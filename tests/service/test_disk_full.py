@@ -1,36 +1,21 @@
 """A controller whose disk is full: the client is told so (507 OUTPUT_WRITE_FAILED), never that its request was
 broken, nothing half-written stays, and no answer names a server path.
 
-The state folder lies on a real 2 MB tmpfs mounted for the test (root only; CI runs as root).
+The state folder lies on a real small tmpfs mounted for the test (`small_disk`: root only; CI runs as root).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from scribefleet.service.app import create_app
 from scribefleet.service.controller import Controller
-from service.harness import AUTH, DATA, Service, service_settings
+from helpers import wer
+from service.harness import AUTH, DATA, Service, service_settings, wait_job
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def _fill(disk: Path) -> None:
@@ -44,7 +29,8 @@ def _fill(disk: Path) -> None:
             pass
 
 
-async def test_a_full_disk_is_the_controllers_problem_said_as_such(tmp_path: Path, small_disk: Path) -> None:
+async def test_a_full_disk_is_the_controllers_problem_said_as_such(tmp_path: Path, small_disk) -> None:  # noqa: ANN001
+    small_disk = small_disk("2m")
     settings = service_settings(tmp_path, max_file_mb=100)
     controller = Controller(settings, small_disk / "state", slots=1, device="cpu")
     try:
@@ -68,5 +54,49 @@ async def test_a_full_disk_is_the_controllers_problem_said_as_such(tmp_path: Pat
             (small_disk / "filler").unlink()  # space again: the same request goes through
             made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": fits.json()["uploadId"]})
             assert made.status_code == 201, made.text
+    finally:
+        controller.stop()
+
+
+def _opus(wav: Path, dest: Path) -> Path:
+    """`wav` as Ogg/Opus: a small upload whose decoded audio is ten times its size."""
+    import av
+
+    with av.open(str(wav)) as src, av.open(str(dest), "w", format="ogg") as out:
+        stream = out.add_stream("libopus", rate=16000, layout="mono")
+        stream.bit_rate = 24000
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        for frame in src.decode(audio=0):
+            for piece in resampler.resample(frame):
+                for packet in stream.encode(piece):
+                    out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return dest
+
+
+async def test_a_job_with_no_room_waits_saying_why_and_runs_once_there_is_room(
+    tmp_path: Path, small_disk, real_speech: dict[str, tuple[Path, str]]  # noqa: ANN001
+) -> None:
+    wav, reference = real_speech["sonnet001"]
+    media = _opus(wav, tmp_path / "sonnet.ogg")  # ~0.2 MB; decoded 1.7 MB, more than the disk has
+    disk = small_disk("1200k")
+    settings = service_settings(tmp_path, max_file_mb=100)
+    controller = Controller(settings, disk / "state", slots=1, device="cpu")
+    controller.start()
+    try:
+        async with Service(controller, create_app(controller, settings), settings).client() as client:
+            up = await client.post("/api/uploads", headers=AUTH, files={"file": ("sonnet.ogg", media.read_bytes())})
+            assert up.status_code == 201, up.text
+            made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": up.json()["uploadId"],
+                                                                       "options": {"formats": ["txt"]}})  # fmt: skip
+            job_id = made.json()["id"]
+            waiting = await wait_job(client, job_id, lambda j: (j.get("message") or "").startswith("Waiting for disk"))
+            assert waiting["status"] == "queued" and waiting["attempts"] == 0, waiting  # not failed
+            assert waiting["lastErrorCode"] == "OUTPUT_WRITE_FAILED" and str(disk) not in str(waiting), waiting
+            small_disk("100m")  # room: the controller sees it and runs the job
+            done = await wait_job(client, job_id)
+            assert done["status"] == "complete", done
+            assert wer(reference, (await client.get(done["outputs"]["txt"], headers=AUTH)).text) <= 0.2
     finally:
         controller.stop()

@@ -8,7 +8,8 @@ follows what the engine reports: progress, results, failures, slot deaths.
 It enforces deadlines, kills and restarts slots that stop sending heartbeats
 (hung, `slot_silent_after_s`), retries what may succeed again, cancels on
 request, and skips the dependents of whatever ends badly (its TaskBook, book.py,
-holds the queue and those rules). On an engine that `runs_groups`, other
+holds the queue and those rules). A task whose write found the disk full goes
+back to the queue, and nothing new starts until there is room (space.py). On an engine that `runs_groups`, other
 ready transcribe tasks ride along with one it places (groups.py): each is
 marked running on that slot, and whatever ends the slot ends each of them.
 Everything it decides is logged (see
@@ -22,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from scribefleet.config import Settings
@@ -32,7 +34,8 @@ from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
 from scribefleet.dispatch.placement import Placement
 from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, TaskRun
-from scribefleet.errors import SlotCrashed, StateLocked, TaskTimeout
+from scribefleet.dispatch.space import MARGIN_BYTES, SpaceWait, is_disk_full
+from scribefleet.errors import OutputWriteFailed, SlotCrashed, StateLocked, TaskTimeout
 from scribefleet.masking import redact
 from scribefleet.pipeline.spread_plan import is_long
 from scribefleet.store.models import Task
@@ -72,6 +75,7 @@ class Dispatcher:
         self._solo: set[str] = set()  # tasks whose group's slot died under them: they run alone (groups.py)
         self._dirty = True
         self.lending = Lending(settings.spread)  # free slots lent to a long file's windows (lending.py)
+        self.space_wait: SpaceWait | None = None  # a write found the disk full: nothing new starts (space.py)
 
     # -- the loop ------------------------------------------------------------
 
@@ -128,6 +132,7 @@ class Dispatcher:
                 next_poll = now + self.settings.cancel_poll_s
             self._check_deadlines(now)
             self._check_silence()
+            self._check_space(burst)
             if self._dirty:
                 self._dispatch()
             if burst and not self.book.queued and not self._running:
@@ -197,7 +202,7 @@ class Dispatcher:
             log.error("task %s failed [%s] without running: %s", task.key, error["code"], error["message"])
             self._emit("task_failed", task, {"code": error["code"]})
             self._ended(task.id)
-        if not placement.free:
+        if not placement.free or (self.space_wait is not None and not self._probing()):
             self._explain_idle()
             return
         # enough ready tasks to fill the free slots (and their groups) with a choice of models; not the whole queue
@@ -212,8 +217,10 @@ class Dispatcher:
             else:
                 waiting += 1
         assignments, blocked = placement.assign(ready)
+        if self._probing():  # the disk was full: one task alone, to see whether it fits by itself (space.py)
+            assignments = assignments[:1]
         members: dict[str, list[Task]] = {}
-        if self.engine.runs_groups:
+        if self.engine.runs_groups and not self._probing():
             busy = [r.task.content_key for r in self._running.values() if r.task.content_key]
             # no bigger than a fair share of the ready work, so slots still starting or busy get theirs
             share = -(-len(ready) // max(1, len(placement.usable)))
@@ -383,7 +390,11 @@ class Dispatcher:
             return
         m = event.message
         code, message = str(m.get("code") or "TASK_FAILED"), str(m.get("message") or "the task failed")
-        self._finish_badly(r, code, message, dict(m.get("details") or {}), retryable=bool(m.get("retryable")))
+        details = dict(m.get("details") or {})
+        if is_disk_full(code, details):
+            self._wait_for_space(r, code, message, details)
+            return
+        self._finish_badly(r, code, message, details, retryable=bool(m.get("retryable")))
 
     def _on_died(self, event: SlotEvent) -> None:
         group = self._on_slot(event.slot)
@@ -489,8 +500,52 @@ class Dispatcher:
         self._emit("task_failed", task, {"slot": r.slot, "code": code})
         self._ended(task.id)
 
+    def _wait_for_space(self, r: RunningTask, code: str, message: str, details: dict[str, Any]) -> None:
+        """A write of the task found the disk full: the task goes back to the queue, its attempt not counted, and
+        nothing new starts until the wait clears (space.py)."""
+        self.lending.withdraw(r.task.id)
+        task = self.store.requeue(r.task.id, code, message, details, counted=False)
+        self.book.queue_again(task)
+        before = self.space_wait
+        lone_try = 2 if before is not None and before.lone_try else 0  # the lone try found no room either
+        self.space_wait = SpaceWait(Path(str(details.get("path") or self.store.state_dir)), message, lone_try=lone_try)
+        if before is None:
+            log.warning(
+                "task %s found no room: %s (%s); it waits in the queue, and no task starts until one running ends "
+                "or %d MB more are free", task.key, self.space_wait.describe(), message, MARGIN_BYTES >> 20,
+            )  # fmt: skip
+        self._emit("task_requeued", task, {"slot": r.slot, "code": code, "message": message})
+        self._dirty = True
+
+    def _check_space(self, burst: bool) -> None:
+        """End the wait for space when there is room again; stop a burst run that has nothing left to wait for."""
+        wait = self.space_wait
+        if wait is None:
+            return
+        if wait.cleared():
+            log.info("%d MB more are free than when a write failed: starting tasks again", MARGIN_BYTES >> 20)
+            self.space_wait, self._dirty = None, True
+        elif self._running:
+            return  # its end clears the wait (`_ended`)
+        elif not wait.lone_try:
+            log.info("nothing runs now: trying one waiting task alone (%s)", wait.describe())
+            wait.lone_try, self._dirty = 1, True
+        elif burst:
+            raise OutputWriteFailed(
+                f"{wait.describe()}: a task found no room for {wait.path.name} even with nothing else running, and "
+                f"the run stops here, {len(self.book.queued)} task(s) queued. Free space, then run the same command "
+                "again: finished work is kept",
+                path=str(wait.path), write_error=wait.message,
+            )  # fmt: skip
+
+    def _probing(self) -> bool:
+        """Whether the disk was full and one task is to be tried alone now (nothing runs)."""
+        return self.space_wait is not None and self.space_wait.lone_try == 1 and not self._running
+
     def _ended(self, task_id: str) -> None:
         """A task reached a terminal state: its place is free, and the dependents of a bad end are skipped."""
+        if self.space_wait is not None:  # its checkpoints may have made room: the waiting tasks try again
+            self.space_wait = None
         self._dirty = True
         self.lending.withdraw(task_id)
         self.book.ended(task_id)

@@ -37,6 +37,7 @@ from scribefleet.config import Settings
 from scribefleet.dispatch.dispatcher import Dispatcher, request_cancel
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent
+from scribefleet.dispatch.space import MARGIN_BYTES
 from scribefleet.engines.base import Engine, SlotHandle, SlotSpec, SlotStatus
 from scribefleet.engines.remote import RemoteEngine
 from scribefleet.errors import NotFound, StateLocked, UsageError
@@ -289,6 +290,12 @@ class Controller:
         engine = self._engine
         if engine is None or not self.dispatching:
             return "Waiting for the dispatcher to start (the controller is starting, restarting or stopping)"
+        space = self._dispatcher.space_wait if self._dispatcher is not None else None
+        if space is not None:
+            free = space.free_mb()
+            room = f"{free:.0f} MB free" if free is not None else "no room"
+            return (f"Waiting for disk space: a job's write found the controller's disk full ({room}); jobs start "
+                    f"again when a running one ends or {MARGIN_BYTES >> 20} MB more are free")  # fmt: skip
         local = [h for h in engine.slots if h.device != "remote"]
         alive = [h for h in local if h.status.is_alive]
         busy = [h for h in alive if h.status is SlotStatus.BUSY]
