@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from scribefleet.errors import OutputWriteFailed
 from scribefleet.fsio import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from scribefleet.fsio import write_failed as _write_failed
 from scribefleet.pipeline.media import PCM16_SCALE, Samples, pcm16_to_float
@@ -34,11 +36,47 @@ def quantize_audio(audio: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(audio * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1).astype(np.int16)
 
 
+#: the most room the audio checkpoint leaves for the store, logs and outputs (a tenth of a smaller disk)
+RESERVE_MAX_BYTES = 32 * 1024 * 1024
+#: one audio checkpoint written at a time in a process (a slot's group decodes several files at once): the
+#: room is looked at and taken in one step
+_ROOM = threading.Lock()
+
+
 def save_audio(path: Path | str, audio: np.ndarray) -> None:
-    """Store float32 samples (or int16 ones, already quantized) as an int16 .npy atomically."""
+    """Store float32 samples (or int16 ones, already quantized) as an int16 .npy atomically.
+
+    The largest file a job writes (230 MB for two hours), and written while other jobs write theirs: it is
+    not written when it would leave the disk less than its reserve (RESERVE_MAX_BYTES, a tenth of a smaller
+    disk), so the store, logs and outputs never meet a disk filled to the last byte by a checkpoint. The job
+    then fails with OUTPUT_WRITE_FAILED `disk_full`, which the dispatcher waits out (dispatch/space.py).
+    """
     samples = audio if audio.dtype == np.int16 else quantize_audio(audio)
-    with atomic_open(path) as fh:
-        np.save(fh, samples, allow_pickle=False)
+    with _ROOM:
+        _check_room(Path(path), samples.nbytes + 128)  # 128: the .npy header
+        with atomic_open(path) as fh:
+            np.save(fh, samples, allow_pickle=False)
+
+
+def _check_room(path: Path, needed: int) -> None:
+    folder = next((f for f in (path.parent, *path.parent.parents) if f.exists()), None)
+    if folder is None:
+        return
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return
+    free, size = disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
+    if size == 0:  # a file system that tells no sizes (some FUSE mounts): its write says for itself
+        return
+    reserve = min(RESERVE_MAX_BYTES, size // 10)
+    if free - needed < reserve:
+        mb = 1024 * 1024
+        raise OutputWriteFailed(
+            f"no room for {path} ({needed / mb:.1f} MB): {free / mb:.1f} MB are free on its disk, and "
+            f"{reserve / mb:.1f} MB stay for the store, logs and outputs - free disk space",
+            path=str(path), disk_full=True, needed_bytes=needed, free_bytes=free,
+        )  # fmt: skip
 
 
 def load_samples(path: Path | str) -> Samples:
