@@ -6,6 +6,9 @@ The state folder lies on a real small tmpfs mounted for the test (`small_disk`: 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -98,5 +101,35 @@ async def test_a_job_with_no_room_waits_saying_why_and_runs_once_there_is_room(
             done = await wait_job(client, job_id)
             assert done["status"] == "complete", done
             assert wer(reference, (await client.get(done["outputs"]["txt"], headers=AUTH)).text) <= 0.2
+    finally:
+        controller.stop()
+
+
+async def test_a_store_with_no_room_stops_the_dispatcher_which_comes_back_with_room(
+    tmp_path: Path, small_disk, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+) -> None:
+    caplog.set_level(logging.INFO, logger="scribefleet")
+    disk = small_disk("3m")
+    settings = service_settings(tmp_path, max_file_mb=100)
+    controller = Controller(settings, disk / "state", slots=1, device="cpu")
+    controller.start()
+    try:
+        async with Service(controller, create_app(controller, settings), settings).client() as client:
+            up = await client.post("/api/uploads", headers=AUTH, files={"file": ("en01.wav", (DATA / "en01.wav").read_bytes())})
+            _fill(disk)  # the job's row still fits (SQLite's pages have room); marking it running does not
+            made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": up.json()["uploadId"]})
+            if made.status_code == 507:  # the row did not fit either: make room for it alone
+                (disk / "filler").unlink()
+                made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": up.json()["uploadId"]})
+                _fill(disk)
+            assert made.status_code == 201, made.text
+            deadline = time.monotonic() + 60
+            while "the dispatcher stopped [OUTPUT_WRITE_FAILED]" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text[-3000:]
+                await asyncio.sleep(0.1)
+            assert "Traceback" not in caplog.text  # one plain line a restart, not a crash's stack
+            assert (await client.get(f"/api/jobs/{made.json()['id']}", headers=AUTH)).json()["status"] == "queued"
+            (disk / "filler").unlink()  # room: the restarted dispatcher runs the job
+            assert (await wait_job(client, made.json()["id"]))["status"] == "complete"
     finally:
         controller.stop()

@@ -40,7 +40,7 @@ from scribefleet.dispatch.monitor import DispatchEvent
 from scribefleet.dispatch.space import MARGIN_BYTES
 from scribefleet.engines.base import Engine, SlotHandle, SlotSpec, SlotStatus
 from scribefleet.engines.remote import RemoteEngine
-from scribefleet.errors import NotFound, StateLocked, UsageError
+from scribefleet.errors import NotFound, OutputWriteFailed, StateLocked, UsageError
 from scribefleet.jobs.run import controller_dispatcher, slots_for
 from scribefleet.service.uploads import UploadStore
 from scribefleet.store.models import TaskState
@@ -155,6 +155,8 @@ class Controller:
                 pause_s = 1.0
             except StateLocked as err:
                 log.error("dispatcher cannot start: %s", err.message)
+            except OutputWriteFailed as err:  # the disk under the store: said plainly, no traceback, tried again
+                log.error("the dispatcher stopped [%s]: %s; restarting it in %.0f s", err.code, err.message, pause_s)
             except Exception:  # noqa: BLE001 - a crashed dispatcher is restarted, never left dead
                 log.exception("the dispatcher crashed; restarting it in %.0f s", pause_s)
             if self._stop.wait(pause_s):
