@@ -334,3 +334,38 @@ def test_two_folders_with_the_same_relative_name_are_two_files(controller: Runni
     again = json.loads(run_batch(*args).stdout)
     assert again["complete"] == 2
     assert len(controller.api(f"/api/batches/{summary['batchId']}")["jobs"]) == 2, "a complete file was submitted again"
+
+
+def test_a_controller_with_no_room_is_waited_for_not_blamed_on_the_files(
+    tmp_path: Path, small_disk, real_speech: dict[str, tuple[Path, str]]  # noqa: ANN001
+) -> None:
+    """A controller whose disk was full answered the upload 400 "the multipart body is broken", and the runner
+    marked every file failed. It answers 507 OUTPUT_WRITE_FAILED now, and the runner waits for room."""
+    wav, reference = real_speech["sonnet001"]  # 1.7 MB: more than the controller's disk has left
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    shutil.copy(wav, inbox)
+    state = small_disk("1500k") / "controller"
+    port = free_port()
+    env = {**os.environ, "SCRIBEFLEET_HOST": "127.0.0.1", "SCRIBEFLEET_PORT": str(port),
+           "SCRIBEFLEET_STATE_DIR": str(state), "SCRIBEFLEET_API_TOKENS": TOKEN}  # fmt: skip
+    ctl = RunningController(f"http://127.0.0.1:{port}", state, env, tmp_path / "serve.log")
+    ctl.start()
+    try:
+        out = tmp_path / "out"
+        runner = subprocess.Popen([*CLI, "batch", "--input", str(inbox), "--controller", ctl.url, "--out", str(out),
+                                   "-f", "txt"], env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)  # fmt: skip
+        said = ""
+        assert runner.stdout is not None
+        while "the controller has no room" not in said:
+            line = runner.stdout.readline()
+            assert line, f"the runner ended ({runner.wait()}) without waiting for room:\n{said}"
+            said += line
+        small_disk("100m")  # room on the controller
+        rest, _ = runner.communicate(timeout=300)
+        assert runner.returncode == 0, said + rest
+        assert "No space left on device" in said and "failed [" not in said + rest, said + rest
+        assert wer(reference, (out / f"{wav.stem}.txt").read_text()) <= 0.2
+    finally:
+        ctl.stop()

@@ -114,6 +114,7 @@ def error_from_response(resp: httpx.Response, what: str) -> ScribefleetError:
             status=resp.status_code,
         )
     exc.http_status = resp.status_code  # type: ignore[misc]  # what the wire carried, on this instance
+    exc.from_controller = True  # type: ignore[attr-defined]  # the controller's answer, not this machine's error
     return exc
 
 

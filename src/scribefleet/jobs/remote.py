@@ -36,7 +36,9 @@ from typing import Any, TypeVar
 from scribefleet.client import Backoff, ControllerClient, connect
 from scribefleet.config import Settings
 from scribefleet.dispatch.lock import PidLock
-from scribefleet.errors import ControllerUnreachable, InputNotFound, ScribefleetError, Unauthorized, UsageError
+from scribefleet.errors import (
+    ControllerUnreachable, InputNotFound, OutputWriteFailed, ScribefleetError, Unauthorized, UsageError,
+)
 from scribefleet.fsio import atomic_write_json, make_dir, read_json
 from scribefleet.jobs.inputs import InputFile, expand_inputs, is_url
 from scribefleet.options import TranscribeOptions
@@ -194,9 +196,9 @@ class BatchRunner:
         key = self.key(f)
         try:
             self._drive(f, key)
-        except (ControllerUnreachable, Unauthorized, UsageError):
-            self.stop.set()  # the same for every file: the run stops, the state file says where each was
-            raise
+        except (ControllerUnreachable, Unauthorized, UsageError, OutputWriteFailed):
+            self.stop.set()  # the same for every file (the controller's disk too): the run stops, the state file
+            raise  # says where each was
         except ScribefleetError as exc:  # this file's own problem (too large, unreadable): the rest go on
             self._record(key, status="failed", lastErrorCode=exc.code, lastErrorMessage=exc.message)
             self.say(f"{key}: failed [{exc.code}] {exc.message}")
@@ -349,16 +351,27 @@ class BatchRunner:
             raise Stopped()
 
     def _patient(self, call: Callable[[], T], what: str) -> T:
-        """`call()`, waiting out an unreachable controller for up to controller_wait_s."""
+        """`call()`, waiting out an unreachable controller, or one whose disk has no room (507
+        OUTPUT_WRITE_FAILED: its jobs end and free theirs, old uploads go), for up to controller_wait_s."""
         backoff = Backoff(self.settings.controller_poll_min_s, self.settings.controller_poll_max_s)
         since: float | None = None
         while True:
             try:
                 return call()
-            except ControllerUnreachable as exc:
+            except (ControllerUnreachable, OutputWriteFailed) as exc:
+                if isinstance(exc, OutputWriteFailed) and not getattr(exc, "from_controller", False):
+                    raise  # this machine's own disk (a download): not the controller's to free
                 now = time.monotonic()
                 since = now if since is None else since
+                unreachable = isinstance(exc, ControllerUnreachable)
                 if now - since >= self.settings.controller_wait_s:
+                    if not unreachable:
+                        raise OutputWriteFailed(
+                            f"{what}: the controller had no room for {self.settings.controller_wait_s:.0f}s "
+                            f"(SCRIBEFLEET_CONTROLLER_WAIT_S): {exc.message}; state saved in {self.state.path} - "
+                            "free space on the controller and run the same command again to resume",
+                            url=self.client.url,
+                        ) from exc  # fmt: skip
                     raise ControllerUnreachable(
                         f"{what}: the controller stayed unreachable for {self.settings.controller_wait_s:.0f}s "
                         f"(SCRIBEFLEET_CONTROLLER_WAIT_S); state saved in {self.state.path} - start the controller "
@@ -366,7 +379,8 @@ class BatchRunner:
                         url=self.client.url,
                     ) from exc
                 delay = backoff.next()
-                self.say(f"{what}: controller unreachable; trying again in {delay:.1f}s")
+                why = "controller unreachable" if unreachable else f"the controller has no room ({exc.message})"
+                self.say(f"{what}: {why}; trying again in {delay:.1f}s")
                 self._sleep(delay)
 
 
