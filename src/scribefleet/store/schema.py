@@ -119,7 +119,8 @@ def write_failed(exc: sqlite3.Error, path: Path) -> OutputWriteFailed | None:
         return None
     return OutputWriteFailed(
         f"could not write the state store {path} ({exc}) - free disk space or fix write permission on "
-        f"{path.parent}, then run the same command again: finished work is kept",
+        f"{path.parent}: finished work is kept, and the same command run again resumes (a controller tries again "
+        "by itself)",
         path=str(path),
         sqlite_error=str(exc),
     )
