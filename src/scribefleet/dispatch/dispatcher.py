@@ -9,9 +9,10 @@ It enforces deadlines, kills and restarts slots that stop sending heartbeats
 (hung, `slot_silent_after_s`), retries what may succeed again, cancels on
 request, and skips the dependents of whatever ends badly (its TaskBook, book.py,
 holds the queue and those rules). A task whose write found the disk full goes
-back to the queue, and nothing new starts until there is room (space.py). On an engine that `runs_groups`, other
-ready transcribe tasks ride along with one it places (groups.py): each is
-marked running on that slot, and whatever ends the slot ends each of them.
+back to the queue, and nothing new starts until there is room (space.py). On
+an engine that `runs_groups`, other ready transcribe tasks ride along with one
+it places (groups.py): each is marked running on that slot, and whatever ends
+the slot ends each of them.
 Everything it decides is logged (see
 monitor.py) and told to listeners as DispatchEvents. The engine is any
 `engines.base.Engine`; the dispatcher knows no other part of engines/.
@@ -33,8 +34,8 @@ from scribefleet.dispatch.lending import Lending, Load
 from scribefleet.dispatch.lock import DispatcherLock
 from scribefleet.dispatch.monitor import DispatchEvent, Monitor, RunningTask
 from scribefleet.dispatch.placement import Placement
-from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, TaskRun
 from scribefleet.dispatch.space import MARGIN_BYTES, SpaceWait, is_disk_full
+from scribefleet.engines.base import Engine, SlotEvent, SlotHandle, TaskRun
 from scribefleet.errors import OutputWriteFailed, SlotCrashed, StateLocked, TaskTimeout
 from scribefleet.masking import redact
 from scribefleet.pipeline.spread_plan import is_long
