@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from scribefleet.service.app import create_app
@@ -61,6 +64,19 @@ async def test_a_full_disk_is_the_controllers_problem_said_as_such(tmp_path: Pat
         controller.stop()
 
 
+@asynccontextmanager
+async def _running_on(disk: Path, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A started controller whose state folder is on `disk`, and a client of its app."""
+    settings = service_settings(tmp_path, max_file_mb=100)
+    controller = Controller(settings, disk / "state", slots=1, device="cpu")
+    controller.start()
+    try:
+        async with Service(controller, create_app(controller, settings), settings).client() as client:
+            yield client
+    finally:
+        controller.stop()
+
+
 def _opus(wav: Path, dest: Path) -> Path:
     """`wav` as Ogg/Opus: a small upload whose decoded audio is ten times its size."""
     import av
@@ -84,25 +100,19 @@ async def test_a_job_with_no_room_waits_saying_why_and_runs_once_there_is_room(
     wav, reference = real_speech["sonnet001"]
     media = _opus(wav, tmp_path / "sonnet.ogg")  # ~0.2 MB; decoded 1.7 MB, more than the disk has
     disk = small_disk("1200k")
-    settings = service_settings(tmp_path, max_file_mb=100)
-    controller = Controller(settings, disk / "state", slots=1, device="cpu")
-    controller.start()
-    try:
-        async with Service(controller, create_app(controller, settings), settings).client() as client:
-            up = await client.post("/api/uploads", headers=AUTH, files={"file": ("sonnet.ogg", media.read_bytes())})
-            assert up.status_code == 201, up.text
-            made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": up.json()["uploadId"],
-                                                                       "options": {"formats": ["txt"]}})  # fmt: skip
-            job_id = made.json()["id"]
-            waiting = await wait_job(client, job_id, lambda j: (j.get("message") or "").startswith("Waiting for disk"))
-            assert waiting["status"] == "queued" and waiting["attempts"] == 0, waiting  # not failed
-            assert waiting["lastErrorCode"] == "OUTPUT_WRITE_FAILED" and str(disk) not in str(waiting), waiting
-            small_disk("100m")  # room: the controller sees it and runs the job
-            done = await wait_job(client, job_id)
-            assert done["status"] == "complete", done
-            assert wer(reference, (await client.get(done["outputs"]["txt"], headers=AUTH)).text) <= 0.2
-    finally:
-        controller.stop()
+    async with _running_on(disk, tmp_path) as client:
+        up = await client.post("/api/uploads", headers=AUTH, files={"file": ("sonnet.ogg", media.read_bytes())})
+        assert up.status_code == 201, up.text
+        made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": up.json()["uploadId"],
+                                                                   "options": {"formats": ["txt"]}})  # fmt: skip
+        job_id = made.json()["id"]
+        waiting = await wait_job(client, job_id, lambda j: (j.get("message") or "").startswith("Waiting for disk"))
+        assert waiting["status"] == "queued" and waiting["attempts"] == 0, waiting  # not failed
+        assert waiting["lastErrorCode"] == "OUTPUT_WRITE_FAILED" and str(disk) not in str(waiting), waiting
+        small_disk("100m")  # room: the controller sees it and runs the job
+        done = await wait_job(client, job_id)
+        assert done["status"] == "complete", done
+        assert wer(reference, (await client.get(done["outputs"]["txt"], headers=AUTH)).text) <= 0.2
 
 
 async def test_a_store_with_no_room_stops_the_dispatcher_which_comes_back_with_room(
@@ -110,26 +120,20 @@ async def test_a_store_with_no_room_stops_the_dispatcher_which_comes_back_with_r
 ) -> None:
     caplog.set_level(logging.INFO, logger="scribefleet")
     disk = small_disk("3m")
-    settings = service_settings(tmp_path, max_file_mb=100)
-    controller = Controller(settings, disk / "state", slots=1, device="cpu")
-    controller.start()
-    try:
-        async with Service(controller, create_app(controller, settings), settings).client() as client:
-            up = await client.post("/api/uploads", headers=AUTH, files={"file": ("en01.wav", (DATA / "en01.wav").read_bytes())})
-            _fill(disk)  # the job's row still fits (SQLite's pages have room); marking it running does not
+    async with _running_on(disk, tmp_path) as client:
+        up = await client.post("/api/uploads", headers=AUTH, files={"file": ("en01.wav", (DATA / "en01.wav").read_bytes())})
+        _fill(disk)  # the job's row still fits (SQLite's pages have room); marking it running does not
+        made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": up.json()["uploadId"]})
+        if made.status_code == 507:  # the row did not fit either: make room for it alone
+            (disk / "filler").unlink()
             made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": up.json()["uploadId"]})
-            if made.status_code == 507:  # the row did not fit either: make room for it alone
-                (disk / "filler").unlink()
-                made = await client.post("/api/jobs", headers=AUTH, json={"uploadId": up.json()["uploadId"]})
-                _fill(disk)
-            assert made.status_code == 201, made.text
-            deadline = time.monotonic() + 60
-            while "the dispatcher stopped [OUTPUT_WRITE_FAILED]" not in caplog.text:
-                assert time.monotonic() < deadline, caplog.text[-3000:]
-                await asyncio.sleep(0.1)
-            assert "Traceback" not in caplog.text  # one plain line a restart, not a crash's stack
-            assert (await client.get(f"/api/jobs/{made.json()['id']}", headers=AUTH)).json()["status"] == "queued"
-            (disk / "filler").unlink()  # room: the restarted dispatcher runs the job
-            assert (await wait_job(client, made.json()["id"]))["status"] == "complete"
-    finally:
-        controller.stop()
+            _fill(disk)
+        assert made.status_code == 201, made.text
+        deadline = time.monotonic() + 60
+        while "the dispatcher stopped [OUTPUT_WRITE_FAILED]" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text[-3000:]
+            await asyncio.sleep(0.1)
+        assert "Traceback" not in caplog.text  # one plain line a restart, not a crash's stack
+        assert (await client.get(f"/api/jobs/{made.json()['id']}", headers=AUTH)).json()["status"] == "queued"
+        (disk / "filler").unlink()  # room: the restarted dispatcher runs the job
+        assert (await wait_job(client, made.json()["id"]))["status"] == "complete"
