@@ -50,6 +50,20 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def disk_space(path: Path) -> tuple[int, int] | None:
+    """(free bytes for an unprivileged writer, size in bytes) of the disk holding `path`, read at its nearest
+    existing folder; None when that cannot be told (no folder of it is readable, or a file system that tells
+    no sizes, as some FUSE mounts)."""
+    for folder in (path, *path.parents):
+        try:
+            disk = os.statvfs(folder)
+        except OSError:
+            continue
+        size = disk.f_blocks * disk.f_frsize
+        return (disk.f_bavail * disk.f_frsize, size) if size else None
+    return None
+
+
 def out_of_space(exc: OSError) -> bool:
     """Whether a write failed for want of space: ENOSPC, EDQUOT, or a short write (numpy's "467673 requested
     and 440256 written" carries no errno)."""

@@ -18,10 +18,11 @@ wait.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scribefleet.fsio import disk_space
 
 #: free space, over what the disk had when the write failed, that ends the wait by itself
 MARGIN_BYTES = 64 * 1024 * 1024
@@ -33,14 +34,9 @@ def is_disk_full(code: str, details: dict[str, Any]) -> bool:
 
 
 def free_bytes(path: Path) -> int | None:
-    """Free bytes for an unprivileged writer on the disk of `path` (its nearest existing folder); None if unknown."""
-    for folder in (path, *path.parents):
-        try:
-            stat = os.statvfs(folder)
-        except OSError:
-            continue
-        return stat.f_bavail * stat.f_frsize
-    return None
+    """Free bytes for an unprivileged writer on the disk of `path`; None if unknown."""
+    space = disk_space(path)
+    return None if space is None else space[0]
 
 
 def disk_of(path: Path) -> Path:
@@ -69,9 +65,10 @@ class SpaceWait:
         if self.free_at is None:
             self.free_at = free_bytes(self.path)
 
-    def free_mb(self) -> float | None:
+    def room(self) -> str:
+        """The disk's free space now, in words ("0.8 MB free")."""
         free = free_bytes(self.path)
-        return None if free is None else free / 2**20
+        return f"{free / 2**20:.1f} MB free" if free is not None else "free space unknown"
 
     def cleared(self) -> bool:
         """Whether the disk has MARGIN_BYTES more room than when the write failed."""
@@ -79,6 +76,4 @@ class SpaceWait:
         return free is not None and self.free_at is not None and free >= self.free_at + MARGIN_BYTES
 
     def describe(self) -> str:
-        free = self.free_mb()
-        room = f"{free:.1f} MB free" if free is not None else "free space unknown"
-        return f"the disk of {disk_of(self.path)} is full ({room})"
+        return f"the disk of {disk_of(self.path)} is full ({self.room()})"

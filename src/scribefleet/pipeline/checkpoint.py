@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from scribefleet.errors import OutputWriteFailed
-from scribefleet.fsio import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from scribefleet.fsio import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, disk_space, read_json
 from scribefleet.fsio import write_failed as _write_failed
 from scribefleet.pipeline.media import PCM16_SCALE, Samples, pcm16_to_float
 
@@ -59,16 +59,10 @@ def save_audio(path: Path | str, audio: np.ndarray) -> None:
 
 
 def _check_room(path: Path, needed: int) -> None:
-    folder = next((f for f in (path.parent, *path.parent.parents) if f.exists()), None)
-    if folder is None:
+    space = disk_space(path.parent)
+    if space is None:  # not to be told (some FUSE mounts): the write says for itself
         return
-    try:
-        disk = os.statvfs(folder)
-    except OSError:
-        return
-    free, size = disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
-    if size == 0:  # a file system that tells no sizes (some FUSE mounts): its write says for itself
-        return
+    free, size = space
     reserve = min(RESERVE_MAX_BYTES, size // 10)
     if free - needed < reserve:
         mb = 1024 * 1024

@@ -294,10 +294,8 @@ class Controller:
             return "Waiting for the dispatcher to start (the controller is starting, restarting or stopping)"
         space = self._dispatcher.space_wait if self._dispatcher is not None else None
         if space is not None:
-            free = space.free_mb()
-            room = f"{free:.0f} MB free" if free is not None else "no room"
-            return (f"Waiting for disk space: a job's write found the controller's disk full ({room}); jobs start "
-                    f"again when a running one ends or {MARGIN_BYTES >> 20} MB more are free")  # fmt: skip
+            return (f"Waiting for disk space: a job's write found the controller's disk full ({space.room()}); jobs "
+                    f"start again when a running one ends or {MARGIN_BYTES >> 20} MB more are free")  # fmt: skip
         local = [h for h in engine.slots if h.device != "remote"]
         alive = [h for h in local if h.status.is_alive]
         busy = [h for h in alive if h.status is SlotStatus.BUSY]
