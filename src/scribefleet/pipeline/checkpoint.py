@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from scribefleet.errors import OutputWriteFailed
-from scribefleet.fsio import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, disk_space, read_json
+from scribefleet.fsio import (
+    atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, disk_space, read_json,
+)
 from scribefleet.fsio import write_failed as _write_failed
 from scribefleet.pipeline.media import PCM16_SCALE, Samples, pcm16_to_float
 

@@ -232,7 +232,8 @@ class Controller:
             ended = max(t.finished_at or t.updated_at for t in jobs)
             if now - ended < keep_h * 3600:
                 return None
-            return f"its job(s) {names} ended {(now - ended) / 3600:.1f} h ago (SCRIBEFLEET_UPLOAD_RETENTION_HOURS={keep_h:g})"
+            return (f"its job(s) {names} ended {(now - ended) / 3600:.1f} h ago "
+                    f"(SCRIBEFLEET_UPLOAD_RETENTION_HOURS={keep_h:g})")  # fmt: skip
         try:
             made = self.uploads.get(upload_id).created_at
         except NotFound:
